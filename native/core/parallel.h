@@ -1,0 +1,23 @@
+// Threading model. All parallel loops go through parallel_for, which splits [0, n) into contiguous
+// static chunks (OpenMP schedule(static) when built with OpenMP, a plain loop otherwise).
+//
+// Determinism rule for every kernel: parallelise only over independent OUTPUT elements (samples,
+// channels, GEMM tiles), never over a reduction axis. Each output value is then summed by one thread
+// in a fixed order, so results are bitwise identical for any thread count (test/native checks this).
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace dfl {
+
+// Threads used by native kernels; 0 or less means "all hardware threads". Process-wide.
+void set_num_threads(int n);
+int num_threads();
+int hardware_threads();
+bool openmp_enabled();
+
+// fn(begin, end) is called on disjoint sub-ranges covering [0, n). Chunks are at least `grain` long,
+// so tiny loops stay on one thread.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace dfl

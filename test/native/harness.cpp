@@ -1,0 +1,126 @@
+#include "harness.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+
+#include "core/parallel.h"
+
+namespace dfl::test {
+
+std::vector<TestCase>& registry() {
+  static std::vector<TestCase> r;
+  return r;
+}
+
+void fail_at(const char* file, int line, const std::string& msg) {
+  std::ostringstream os;
+  os << file << ":" << line << ": " << msg;
+  throw Failure{os.str()};
+}
+
+double expect_close_arrays(const float* got, const float* want, size_t n, double atol, double rtol,
+                           const std::string& what, const char* file, int line) {
+  double max_abs = 0.0;
+  size_t worst = 0;
+  double worst_excess = -1.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double g = got[i], w = want[i];
+    const double err = std::fabs(g - w);
+    if (!(err == err) || std::isnan(g) != std::isnan(w)) {
+      std::ostringstream os;
+      os << what << ": NaN mismatch at " << i << " (got " << g << ", want " << w << ")";
+      fail_at(file, line, os.str());
+    }
+    max_abs = std::max(max_abs, err);
+    const double excess = err - (atol + rtol * std::fabs(w));
+    if (excess > worst_excess) {
+      worst_excess = excess;
+      worst = i;
+    }
+  }
+  if (worst_excess > 0) {
+    std::ostringstream os;
+    os << what << ": element " << worst << " got " << got[worst] << " want " << want[worst]
+       << " (|diff| " << std::fabs(double(got[worst]) - want[worst]) << " > atol " << atol
+       << " + rtol " << rtol << "*|want|); max |diff| " << max_abs;
+    fail_at(file, line, os.str());
+  }
+  return max_abs;
+}
+
+std::vector<float> randn(size_t n, Rng& rng, float scale) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.normal() * scale;
+  return v;
+}
+
+std::vector<float> randu(size_t n, Rng& rng, float lo, float hi) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.uniform(lo, hi);
+  return v;
+}
+
+double dot(const float* out, const float* r, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; ++i) s += double(out[i]) * double(r[i]);
+  return s;
+}
+
+void gradcheck(const std::string& what, std::vector<float>& x, const std::vector<float>& analytic,
+               const std::function<double()>& loss, double h, double atol, double rtol,
+               const char* file, int line, size_t max_checks) {
+  if (analytic.size() != x.size()) fail_at(file, line, what + ": analytic gradient has wrong size");
+  std::vector<size_t> idx(x.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  if (idx.size() > max_checks) {
+    Rng pick(12345);
+    for (size_t i = 0; i < max_checks; ++i) std::swap(idx[i], idx[i + pick.below(uint32_t(idx.size() - i))]);
+    idx.resize(max_checks);
+  }
+  for (size_t i : idx) {
+    const float orig = x[i];
+    x[i] = static_cast<float>(orig + h);
+    const double lp = loss();
+    x[i] = static_cast<float>(orig - h);
+    const double lm = loss();
+    x[i] = orig;
+    const double num = (lp - lm) / (2.0 * h);
+    const double ana = analytic[i];
+    const double err = std::fabs(num - ana);
+    if (err > atol + rtol * std::max(std::fabs(num), std::fabs(ana))) {
+      std::ostringstream os;
+      os << what << ": d/dx[" << i << "] analytic " << ana << " vs finite-difference " << num
+         << " (|diff| " << err << ")";
+      fail_at(file, line, os.str());
+    }
+  }
+}
+
+}  // namespace dfl::test
+
+int main(int argc, char** argv) {
+  using namespace dfl::test;
+  const char* filter = argc > 1 ? argv[1] : nullptr;
+  int passed = 0, failed = 0;
+  for (const auto& t : registry()) {
+    if (filter && t.name.find(filter) == std::string::npos) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      t.fn();
+      ++passed;
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("ok   %s (%.0f ms)\n", t.name.c_str(), ms);
+    } catch (const Failure& f) {
+      ++failed;
+      std::printf("FAIL %s\n     %s\n", t.name.c_str(), f.message.c_str());
+    } catch (const std::exception& e) {
+      ++failed;
+      std::printf("FAIL %s\n     unexpected exception: %s\n", t.name.c_str(), e.what());
+    }
+    std::fflush(stdout);
+  }
+  std::printf("native: %d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}

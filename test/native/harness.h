@@ -1,0 +1,85 @@
+// A small test harness for the C++ kernel tests (no third-party framework, so CI needs nothing).
+//   DFL_TEST(name) { ... DFL_EXPECT(cond, "msg"); DFL_EXPECT_CLOSE(a, b, atol, rtol, "what"); }
+// Run: dfl_native_tests [substring-filter]. Prints one line per test and a closing
+// "N passed, N failed" line; exits non-zero on any failure.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+
+namespace dfl::test {
+
+struct TestCase {
+  std::string name;
+  std::function<void()> fn;
+};
+std::vector<TestCase>& registry();
+struct Registrar {
+  Registrar(const char* name, std::function<void()> fn) { registry().push_back({name, std::move(fn)}); }
+};
+
+// Thrown by a failed expectation; the runner catches it and marks the test failed.
+struct Failure {
+  std::string message;
+};
+[[noreturn]] void fail_at(const char* file, int line, const std::string& msg);
+
+// Max abs/rel comparison of two arrays. Passes when |a-b| <= atol + rtol*|b| for every element.
+// On failure reports the worst element. Returns the max abs error (for reporting).
+double expect_close_arrays(const float* got, const float* want, size_t n, double atol, double rtol,
+                           const std::string& what, const char* file, int line);
+
+// Random helpers.
+std::vector<float> randn(size_t n, Rng& rng, float scale = 1.0f);
+std::vector<float> randu(size_t n, Rng& rng, float lo, float hi);
+
+// Finite-difference gradient check. `loss` must compute a scalar (in double) from the current
+// contents of x; `analytic` holds dloss/dx computed by the kernel's backward. Central differences
+// with step h on every element (or a random subset of `max_checks` elements for big tensors).
+// Passes when |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|).
+void gradcheck(const std::string& what, std::vector<float>& x, const std::vector<float>& analytic,
+               const std::function<double()>& loss, double h, double atol, double rtol,
+               const char* file, int line, size_t max_checks = 4000);
+
+// sum_i out[i] * r[i] in double: the scalar used to turn a kernel output into a loss, so that
+// dloss/dout = r (a random "upstream gradient").
+double dot(const float* out, const float* r, size_t n);
+
+}  // namespace dfl::test
+
+#define DFL_TEST(name)                                                  \
+  static void dfl_test_##name();                                        \
+  static ::dfl::test::Registrar dfl_registrar_##name(#name, dfl_test_##name); \
+  static void dfl_test_##name()
+
+#define DFL_EXPECT(cond, msg)                                                    \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      std::ostringstream dfl_os_;                                                \
+      dfl_os_ << "expected " #cond ": " << msg;                                  \
+      ::dfl::test::fail_at(__FILE__, __LINE__, dfl_os_.str());                   \
+    }                                                                            \
+  } while (0)
+
+#define DFL_EXPECT_CLOSE(got, want, n, atol, rtol, what) \
+  ::dfl::test::expect_close_arrays((got), (want), (n), (atol), (rtol), (what), __FILE__, __LINE__)
+
+#define DFL_GRADCHECK(what, x, analytic, loss, h, atol, rtol) \
+  ::dfl::test::gradcheck((what), (x), (analytic), (loss), (h), (atol), (rtol), __FILE__, __LINE__)
+
+#define DFL_EXPECT_THROWS(stmt, msg)                                               \
+  do {                                                                            \
+    bool dfl_threw_ = false;                                                      \
+    try {                                                                         \
+      stmt;                                                                       \
+    } catch (const std::exception&) {                                             \
+      dfl_threw_ = true;                                                          \
+    }                                                                             \
+    if (!dfl_threw_) ::dfl::test::fail_at(__FILE__, __LINE__, std::string("expected a throw: ") + (msg)); \
+  } while (0)
