@@ -57,7 +57,8 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
 // ---------------------------------------------------------------------------------------------
 // batchnorm2d over (B,C,HW), PyTorch semantics: batch statistics use the biased variance for
 // normalising; running_var is updated with the UNBIASED variance: r = (1-momentum)*r + momentum*x.
-// save_mean/save_invstd (C) are written by training forward for backward.
+// save_mean/save_invstd (C) are written by training forward for backward. gamma/beta may be
+// nullptr (1 and 0); running_mean/running_var may be nullptr (no update). Training needs B*HW > 1.
 void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
                                float* running_mean, float* running_var, const float* inp,
                                const float* gamma, const float* beta, int B, int C, int HW,
@@ -119,7 +120,9 @@ void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int 
 
 // ---------------------------------------------------------------------------------------------
 // Dropout (inverted): mask[i] = 0 with probability p, else 1/(1-p); out = inp * mask.
-// The mask is drawn sequentially from rng (single-threaded) so it depends only on the rng state.
+// Draw rule: one rng.uniform() per element in index order, dropped when u < p (drawn even for
+// p == 0, so the stream advances the same for any p); single-threaded, so the mask depends only on
+// the rng state.
 void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, Rng& rng);
 void dropout_backward(float* dinp, const float* dout, const float* mask, size_t n);
 
@@ -165,8 +168,10 @@ void sgd_step(float* params, float* momentum_buf, const float* grads, const floa
               size_t n, const SgdConfig& cfg);
 
 // ---------------------------------------------------------------------------------------------
-// Augmentation of a uint8 batch into normalised float NCHW, one draw per image from rng (in image
-// order, single-threaded draws, parallel pixel work):
+// Augmentation of a uint8 batch into normalised float NCHW. Draw order, per image in image order
+// (single-threaded draws, parallel pixel work): if pad > 0, dy = below(2*pad+1) then
+// dx = below(2*pad+1); if flip, f = below(2). Nothing is drawn for a disabled step. The crop comes
+// first, then the mirror (torchvision RandomCrop then RandomHorizontalFlip).
 //   random crop: zero-pad by `pad` on each side, crop HxW at a uniform offset in [0, 2*pad]
 //   (pad == 0: no crop); flip: mirror horizontally with probability 0.5 (if flip).
 //   out = (pixel/255 - mean[c]) / std[c]; padding pixels are 0 before normalisation, as torchvision's
