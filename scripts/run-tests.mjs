@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: everything, in order of speed of failure.
 //   1. C++ kernel tests (no Node): finite differences, PyTorch fixtures, thread determinism.
-//   2. TypeScript build (src -> dist, test -> build/test), then node:test over build/test.
+//   2. TypeScript build (src -> dist, test -> dist-test), then node:test over dist-test.
 // Options: --only native|js    run one half;  --filter SUBSTR   passed to the C++ runner.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -46,11 +46,11 @@ if (only === null || only === 'native') {
 if (only === null || only === 'js') {
   const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
   run(process.execPath, [tsc, '-p', 'tsconfig.json']);
-  fs.rmSync(path.join(root, 'build', 'test'), { recursive: true, force: true });
+  fs.rmSync(path.join(root, 'dist-test'), { recursive: true, force: true });
   run(process.execPath, [tsc, '-p', 'tsconfig.test.json']);
-  const files = listTests(path.join(root, 'build', 'test'));
+  const files = listTests(path.join(root, 'dist-test'));
   if (files.length === 0) {
-    console.error('no JavaScript tests found under build/test');
+    console.error('no JavaScript tests found under dist-test');
     process.exit(1);
   }
   // One file at a time: the native tests already use every core; concurrent files would fight.

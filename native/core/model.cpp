@@ -82,6 +82,7 @@ struct Model::Impl {
 
   // Loss scratch
   std::vector<float> losses, probs, kl_losses, sprobs, tprobs, dlogits;
+  std::vector<float> buffers_backup;
 
   Rng dropout_rng{0};
 };
@@ -559,6 +560,8 @@ StepStats Model::train_step(const float* x, const int32_t* labels, int B, const 
   for (int b = 0; b < B; ++b)
     DFL_CHECK(labels[b] >= 0 && labels[b] < NC, "train_step: label ", labels[b], " at batch position ", b,
               " is outside [0, ", NC, ")");
+  // BN running statistics change in the forward pass: keep a copy so a non-finite step can be undone.
+  m.buffers_backup.assign(buffer_data(), buffer_data() + n_buffers_);
   const float* logits = forward(x, B, true);
   const size_t BN = static_cast<size_t>(B) * NC;
   m.losses.resize(B);
@@ -587,9 +590,16 @@ StepStats Model::train_step(const float* x, const int32_t* labels, int B, const 
   const float* g = grad_data();
   for (size_t k = 0; k < n_params_; ++k) sq += double(g[k]) * g[k];
   st.grad_norm = static_cast<float>(std::sqrt(sq));
-  st.finite = std::isfinite(st.loss) && std::isfinite(sq);
-  // A non-finite step must not touch the weights: the caller stops with the last good state.
-  if (st.finite) cpu::sgd_step(param_data(), momentum_data(), grad_data(), decay_mask(), n_params_, sgd);
+  bool buffers_finite = true;
+  for (size_t k = 0; k < n_buffers_; ++k) buffers_finite = buffers_finite && std::isfinite(buffer_data()[k]);
+  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && buffers_finite;
+  // A non-finite step must not touch the model: the caller stops with the last good state.
+  if (st.finite) {
+    cpu::sgd_step(param_data(), momentum_data(), grad_data(), decay_mask(), n_params_, sgd);
+    for (size_t k = 0; k < n_params_ && st.finite; ++k) st.finite = std::isfinite(param_data()[k]);
+  } else {
+    std::copy(m.buffers_backup.begin(), m.buffers_backup.end(), buffer_data());
+  }
   return st;
 }
 

@@ -78,7 +78,9 @@ struct StepStats {
   float distill_loss = 0.f;  // T^2 KL, before alpha
   int correct = 0;
   float grad_norm = 0.f;
-  bool finite = true;        // loss and gradients finite (the step was skipped if not)
+  // Loss, gradients, BN statistics and updated weights all finite. When the loss, a gradient or a BN
+  // statistic is not, the step is undone (no update); the caller stops training either way.
+  bool finite = true;
 };
 
 class Model {

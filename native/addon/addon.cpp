@@ -1,0 +1,18 @@
+// Module registration only; the work lives in model_wrap.cpp (the Model class) and
+// kernels_wrap.cpp (batch preparation, runtime information).
+#include "addon/addon.h"
+
+namespace dfl::addon {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);
+  init_model(env, exports, data);
+  init_kernels(env, exports);
+  return exports;
+}
+
+}  // namespace dfl::addon
+
+static Napi::Object InitDflNative(Napi::Env env, Napi::Object exports) { return dfl::addon::Init(env, exports); }
+NODE_API_MODULE(dfl_native, InitDflNative)

@@ -1,0 +1,116 @@
+// Batch preparation (augmentation, normalisation) and runtime information for JavaScript.
+#include <cmath>
+
+#include "addon/addon.h"
+#include "addon/convert.h"
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "cpu/kernels.h"
+
+#ifndef DFL_BUILD_SYSTEM
+#define DFL_BUILD_SYSTEM "unknown"
+#endif
+
+namespace dfl::addon {
+
+namespace {
+
+struct BatchArgs {
+  float* out;
+  const uint8_t* images;
+  int B, C, H, W;
+  const float* mean;
+  const float* stdev;
+};
+
+// (out, images, B, C, H, W, ..., mean, std) with every length checked.
+BatchArgs batch_args(const Napi::CallbackInfo& info, size_t mean_at) {
+  const Napi::Env env = info.Env();
+  Napi::Float32Array out = float32_array(arg(info, 0), "out");
+  const Napi::Uint8Array images = uint8_array(arg(info, 1), "images");
+  const int B = static_cast<int>(integer(arg(info, 2), "batch", 1, 1 << 20));
+  const int C = static_cast<int>(integer(arg(info, 3), "channels", 1, 4096));
+  const int H = static_cast<int>(integer(arg(info, 4), "height", 1, 16384));
+  const int W = static_cast<int>(integer(arg(info, 5), "width", 1, 16384));
+  const size_t n = static_cast<size_t>(B) * C * H * W;
+  if (images.ElementLength() < n)
+    throw Napi::RangeError::New(env, "Expected a Uint8Array of at least " + std::to_string(n) +
+                                         " bytes for images but received " + describe(images));
+  if (out.ElementLength() < n)
+    throw Napi::RangeError::New(env, "Expected a Float32Array of at least " + std::to_string(n) +
+                                         " floats for out but received " + describe(out));
+  const Napi::Float32Array mean = float32_array(arg(info, mean_at), "mean");
+  const Napi::Float32Array stdv = float32_array(arg(info, mean_at + 1), "std");
+  if (mean.ElementLength() != static_cast<size_t>(C) || stdv.ElementLength() != static_cast<size_t>(C))
+    throw Napi::RangeError::New(env, "Expected mean and std of length " + std::to_string(C) + " (one per channel)");
+  for (int c = 0; c < C; ++c)
+    if (!(stdv[c] > 0.f) || !std::isfinite(stdv[c]) || !std::isfinite(mean[c]))
+      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel");
+  return {out.Data(), images.Data(), B, C, H, W, mean.Data(), stdv.Data()};
+}
+
+// augmentBatch(out, images, B, C, H, W, pad, flip, mean, std, seed)
+Napi::Value augment_batch(const Napi::CallbackInfo& info) {
+  const BatchArgs a = batch_args(info, 8);
+  const int pad = static_cast<int>(integer(arg(info, 6), "pad", 0, 1024));
+  const bool flip = boolean(arg(info, 7), "flip");
+  Rng rng(seed(arg(info, 10), "seed"));
+  guarded(info.Env(), [&] {
+    cpu::augment_batch(a.out, a.images, a.B, a.C, a.H, a.W, pad, flip, a.mean, a.stdev, rng);
+    return 0;
+  });
+  return info.Env().Undefined();
+}
+
+// normalizeBatch(out, images, B, C, H, W, mean, std)
+Napi::Value normalize_batch(const Napi::CallbackInfo& info) {
+  const BatchArgs a = batch_args(info, 6);
+  guarded(info.Env(), [&] {
+    cpu::normalize_batch(a.out, a.images, a.B, a.C, a.H, a.W, a.mean, a.stdev);
+    return 0;
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value set_threads(const Napi::CallbackInfo& info) {
+  set_num_threads(static_cast<int>(integer(arg(info, 0), "threads", 0, 1024)));
+  return info.Env().Undefined();
+}
+
+Napi::Value get_threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
+
+Napi::Value runtime_info(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array compiled = Napi::Array::New(env);
+  compiled.Set(0u, "cpu");
+  Napi::Array usable = Napi::Array::New(env);
+  usable.Set(0u, "cpu");
+  o.Set("compiledBackends", compiled);
+  o.Set("usableBackends", usable);
+  // Why CUDA is not usable; the CUDA backend fills this in when compiled in.
+  o.Set("cudaStatus", "not compiled in (this build has the CPU backend only)");
+  Napi::Array feats = Napi::Array::New(env);
+  uint32_t k = 0;
+  for (const auto& f : cpu_feature_names()) feats.Set(k++, f);
+  o.Set("cpuFeatures", feats);
+  o.Set("gemmKernel", gemm_kernel_name());
+  o.Set("hardwareThreads", hardware_threads());
+  o.Set("threads", num_threads());
+  o.Set("openmp", openmp_enabled());
+  o.Set("buildSystem", DFL_BUILD_SYSTEM);
+  return o;
+}
+
+}  // namespace
+
+Napi::Object init_kernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("augmentBatch", Napi::Function::New(env, augment_batch, "augmentBatch"));
+  exports.Set("normalizeBatch", Napi::Function::New(env, normalize_batch, "normalizeBatch"));
+  exports.Set("setThreads", Napi::Function::New(env, set_threads, "setThreads"));
+  exports.Set("getThreads", Napi::Function::New(env, get_threads, "getThreads"));
+  exports.Set("runtimeInfo", Napi::Function::New(env, runtime_info, "runtimeInfo"));
+  return exports;
+}
+
+}  // namespace dfl::addon

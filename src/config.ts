@@ -1,0 +1,220 @@
+// One declared default config, validated into a plain object. The library API, the CLI flags and
+// --config files all resolve through resolveConfig, so defaults and error messages live here only.
+
+export type Method = 'base' | 'reset' | 'sd' | 'dfl';
+export type TeacherSource = 'meaningful' | 'previous' | 'random';
+export type TeacherWeighting = 'uniform' | 'score' | 'confidence';
+export type ScheduleName = 'cosine' | 'step' | 'constant';
+export type ResetMode = 'reinit' | 'shrink-perturb';
+export type Device = 'auto' | 'cpu' | 'cuda';
+export type ScoreMetric = 'accuracy' | 'loss';
+
+export interface TrainConfig {
+  /** Data source: a CIFAR binary folder, an image folder, or undefined for the bundled sample. */
+  data: string | undefined;
+  /** Zoo name (vgg8 ... shufflenetv2) or a path to a JSON model spec. */
+  model: string;
+  /** Channel width multiplier for zoo models. */
+  width: number;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  /** false: L2 (added to the gradient, PyTorch SGD); true: decoupled (SGDW). */
+  decoupledWeightDecay: boolean;
+  schedule: ScheduleName;
+  /** Epochs (1-based) after which the step schedule multiplies the lr by gamma. */
+  milestones: number[];
+  gamma: number;
+  warmupEpochs: number;
+  labelSmoothing: number;
+  /** Random crop (zero padding `cropPadding`) + horizontal flip. */
+  augment: boolean;
+  cropPadding: number;
+  method: Method;
+  /** Bank size K. */
+  teachers: number;
+  teacherSource: TeacherSource;
+  teacherWeighting: TeacherWeighting;
+  /** How teachers are scored on the validation split. */
+  scoreMetric: ScoreMetric;
+  temperature: number;
+  /** alpha: weight of T^2 * KL(p_T || q). */
+  distillWeight: number;
+  /** Reset every resetCycle epochs (before epochs 1 + k*cycle, k >= 1). */
+  resetCycle: number;
+  /** Number of last parametric layers re-initialised (a conv/linear with its BN is one). */
+  resetDepth: number;
+  resetMode: ResetMode;
+  /** shrink-perturb: theta <- shrink * theta + perturb * theta_fresh. */
+  shrink: number;
+  perturb: number;
+  /** Validation fraction held out from the training set (stratified). */
+  valSize: number;
+  /** Resize images to this square size (image folders). */
+  imageSize: number | undefined;
+  /** 'fine' or 'coarse' labels for CIFAR-100. */
+  labels: 'fine' | 'coarse';
+  seed: number;
+  device: Device;
+  /** Native threads; 0 = all cores. */
+  threads: number;
+  /** Output folder; undefined = no files written (library use). */
+  out: string | undefined;
+  /** Where decoded image-folder caches go; undefined = the default cache dir. */
+  cacheDir: string | undefined;
+}
+
+export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
+  data: undefined,
+  model: 'vgg8',
+  width: 0.25,
+  epochs: 8,
+  batchSize: 128,
+  lr: 0.05,
+  momentum: 0.9,
+  nesterov: true,
+  weightDecay: 5e-4,
+  decoupledWeightDecay: false,
+  schedule: 'cosine',
+  milestones: [],
+  gamma: 0.1,
+  warmupEpochs: 0,
+  labelSmoothing: 0,
+  augment: true,
+  cropPadding: 4,
+  method: 'dfl',
+  teachers: 3,
+  teacherSource: 'meaningful',
+  teacherWeighting: 'uniform',
+  scoreMetric: 'accuracy',
+  temperature: 4,
+  distillWeight: 1,
+  resetCycle: 3,
+  resetDepth: 1,
+  resetMode: 'reinit',
+  shrink: 0.4,
+  perturb: 0.1,
+  valSize: 0.1,
+  imageSize: undefined,
+  labels: 'fine',
+  seed: 0,
+  device: 'auto',
+  threads: 0,
+  out: undefined,
+  cacheDir: undefined,
+} satisfies TrainConfig);
+
+/** Thrown for invalid options; the CLI maps it to exit code 2. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  if (v === null) return 'null';
+  if (typeof v === 'string') return `'${v.length > 40 ? v.slice(0, 40) + '...' : v}' (string)`;
+  if (typeof v === 'number') return `${v} (number)`;
+  if (Array.isArray(v)) return `an array of length ${v.length}`;
+  return `${String(v)} (${typeof v})`;
+}
+
+export function expected(what: string, name: string, got: unknown): ConfigError {
+  return new ConfigError(`Expected ${what} for ${name} but received ${describe(got)}`);
+}
+
+type Check = (v: unknown, name: string) => unknown;
+const num = (lo: number, hi: number, integer = false, loOpen = false): Check => (v, name) => {
+  const ok = typeof v === 'number' && Number.isFinite(v) && (loOpen ? v > lo : v >= lo) && v <= hi && (!integer || Number.isInteger(v));
+  if (!ok) throw expected(`${integer ? 'an integer' : 'a number'} in ${loOpen ? '(' : '['}${lo}, ${hi}]`, name, v);
+  return v;
+};
+const oneOf = (values: readonly string[]): Check => (v, name) => {
+  if (typeof v !== 'string' || !values.includes(v)) throw expected(`one of ${values.join(', ')}`, name, v);
+  return v;
+};
+const bool: Check = (v, name) => {
+  if (typeof v !== 'boolean') throw expected('a boolean', name, v);
+  return v;
+};
+const optString: Check = (v, name) => {
+  if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw expected('a non-empty string', name, v);
+  return v;
+};
+const str: Check = (v, name) => {
+  if (typeof v !== 'string' || v.length === 0) throw expected('a non-empty string', name, v);
+  return v;
+};
+
+const CHECKS: { [K in keyof TrainConfig]: Check } = {
+  data: optString,
+  model: str,
+  width: num(0, 16, false, true),
+  epochs: num(1, 100000, true),
+  batchSize: num(2, 65536, true),
+  lr: num(0, 1e4, false, true),
+  momentum: num(0, 0.999999),
+  nesterov: bool,
+  weightDecay: num(0, 1),
+  decoupledWeightDecay: bool,
+  schedule: oneOf(['cosine', 'step', 'constant']),
+  milestones: (v, name) => {
+    if (!Array.isArray(v) || !v.every((m) => Number.isInteger(m) && m >= 1)) throw expected('an array of positive epoch numbers', name, v);
+    return [...v].sort((a: number, b: number) => a - b);
+  },
+  gamma: num(0, 1, false, true),
+  warmupEpochs: num(0, 100000),
+  labelSmoothing: num(0, 0.999),
+  augment: bool,
+  cropPadding: num(0, 64, true),
+  method: oneOf(['base', 'reset', 'sd', 'dfl']),
+  teachers: num(1, 64, true),
+  teacherSource: oneOf(['meaningful', 'previous', 'random']),
+  teacherWeighting: oneOf(['uniform', 'score', 'confidence']),
+  scoreMetric: oneOf(['accuracy', 'loss']),
+  temperature: num(0, 1000, false, true),
+  distillWeight: num(0, 1000),
+  resetCycle: num(1, 100000, true),
+  resetDepth: num(1, 10000, true),
+  resetMode: oneOf(['reinit', 'shrink-perturb']),
+  shrink: num(0, 1),
+  perturb: num(0, 10),
+  valSize: num(0, 0.9, false, true),
+  imageSize: (v, name) => (v === undefined ? v : num(1, 4096, true)(v, name)),
+  labels: oneOf(['fine', 'coarse']),
+  seed: num(0, 2 ** 32 - 1, true),
+  device: oneOf(['auto', 'cpu', 'cuda']),
+  threads: num(0, 1024, true),
+  out: optString,
+  cacheDir: optString,
+};
+
+export const CONFIG_KEYS = Object.keys(CHECKS) as (keyof TrainConfig)[];
+
+/**
+ * Merges partial configs left to right over the defaults (later wins) and validates every field.
+ * Unknown keys are an error (a typo must not be silently ignored).
+ */
+export function resolveConfig(...layers: (Partial<Record<string, unknown>> | undefined)[]): TrainConfig {
+  const merged: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  for (const layer of layers) {
+    if (!layer) continue;
+    for (const [k, v] of Object.entries(layer)) {
+      if (!(k in CHECKS)) {
+        const near = CONFIG_KEYS.find((c) => c.toLowerCase() === k.toLowerCase().replace(/[-_]/g, ''));
+        throw new ConfigError(`Unknown option '${k}'${near ? ` (did you mean '${near}'?)` : ''}; valid options: ${CONFIG_KEYS.join(', ')}`);
+      }
+      if (v !== undefined) merged[k] = v;
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const k of CONFIG_KEYS) out[k] = CHECKS[k](merged[k], k);
+  return out as unknown as TrainConfig;
+}
+
+/** What the method switches on. */
+export function methodUses(method: Method): { teachers: boolean; reset: boolean } {
+  return { teachers: method === 'sd' || method === 'dfl', reset: method === 'reset' || method === 'dfl' };
+}

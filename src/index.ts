@@ -1,0 +1,15 @@
+// dfl-native: the public library API.
+export { train, TrainingRun, DivergenceError, type TrainOptions } from './train/trainer.js';
+export { evaluate, predictProbs, datasetLogits, metricsFromLogits, softmaxRows } from './train/evaluate.js';
+export { lrAt, isResetEpoch, headLayers, type LrSchedule } from './train/schedule.js';
+export { offerToBank, teacherWeights, type BankDecision } from './train/teachers.js';
+export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './train/types.js';
+export { resolveConfig, DEFAULT_CONFIG, CONFIG_KEYS, ConfigError, methodUses } from './config.js';
+export type { TrainConfig, Method, TeacherSource, TeacherWeighting, ScheduleName, ResetMode, Device, ScoreMetric } from './config.js';
+export { loadCheckpoint, saveCheckpoint, modelTensors, loadModelTensors, type LoadedCheckpoint, type CheckpointState } from './io/checkpoint.js';
+export { encodeSafetensors, decodeSafetensors, type SafeTensor } from './io/safetensors.js';
+export { buildModel, MODEL_NAMES, type ModelName, type ZooOptions } from './models/zoo.js';
+export { resolveModelSpec } from './models/resolve.js';
+export { GraphBuilder, type ModelSpec, type NodeSpec, type Op } from './models/spec.js';
+export { loadBinding, type NativeModel, type NativeBinding, type TensorInfo, type RuntimeInfo, type TrainStepOptions, type TrainStepStats } from './binding.js';
+export * from './data/index.js';

@@ -1,0 +1,93 @@
+// Evaluation: logits over a dataset in eval mode, and the metrics computed from them.
+import { loadBinding, type NativeModel } from '../binding.js';
+import type { Dataset } from '../data/dataset.js';
+import type { TestMetrics } from './types.js';
+
+/** Eval-mode logits (N, classes) of a whole dataset, batch by batch off the event loop. */
+export async function datasetLogits(model: NativeModel, ds: Dataset, mean: number[], std: number[], batchSize = 256): Promise<Float32Array> {
+  const { normalizeBatch } = loadBinding();
+  const nc = model.info().numClasses;
+  const per = ds.channels * ds.height * ds.width;
+  const out = new Float32Array(ds.n * nc);
+  const m = Float32Array.from(mean), s = Float32Array.from(std);
+  const x = new Float32Array(Math.min(batchSize, ds.n) * per);
+  for (let start = 0; start < ds.n; start += batchSize) {
+    const b = Math.min(batchSize, ds.n - start);
+    const xb = b * per === x.length ? x : x.subarray(0, b * per);
+    normalizeBatch(xb, ds.images.subarray(start * per, (start + b) * per), b, ds.channels, ds.height, ds.width, m, s);
+    out.set(await model.forward(xb, b), start * nc);
+  }
+  return out;
+}
+
+/** Row-wise softmax of (n, nc) logits. */
+export function softmaxRows(logits: Float32Array, nc: number): Float32Array {
+  const p = new Float32Array(logits.length);
+  for (let o = 0; o < logits.length; o += nc) {
+    let m = -Infinity;
+    for (let c = 0; c < nc; ++c) m = Math.max(m, logits[o + c]);
+    let s = 0;
+    for (let c = 0; c < nc; ++c) s += Math.exp(logits[o + c] - m);
+    for (let c = 0; c < nc; ++c) p[o + c] = Math.exp(logits[o + c] - m) / s;
+  }
+  return p;
+}
+
+export function argmaxRows(values: Float32Array, nc: number): Int32Array {
+  const n = values.length / nc;
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; ++i) {
+    let best = 0;
+    for (let c = 1; c < nc; ++c) if (values[i * nc + c] > values[i * nc + best]) best = c;
+    out[i] = best;
+  }
+  return out;
+}
+
+export const ECE_BINS = 15;
+
+/** Top-1, top-5, mean NLL and ECE (15 equal-width bins of max probability) from logits. */
+export function metricsFromLogits(logits: Float32Array, labels: Int32Array, nc: number, perClass = false): TestMetrics {
+  const n = labels.length;
+  const probs = softmaxRows(logits, nc);
+  let top1 = 0, top5 = 0, nll = 0;
+  const binCount = new Float64Array(ECE_BINS), binConf = new Float64Array(ECE_BINS), binAcc = new Float64Array(ECE_BINS);
+  const classTotal = new Float64Array(nc), classHit = new Float64Array(nc);
+  const k = Math.min(5, nc);
+  for (let i = 0; i < n; ++i) {
+    const o = i * nc, y = labels[i];
+    let pred = 0;
+    for (let c = 1; c < nc; ++c) if (probs[o + c] > probs[o + pred]) pred = c;
+    // Rank of the true class: how many classes score strictly higher.
+    let higher = 0;
+    for (let c = 0; c < nc; ++c) if (logits[o + c] > logits[o + y]) higher++;
+    const hit = pred === y;
+    top1 += hit ? 1 : 0;
+    top5 += higher < k ? 1 : 0;
+    nll -= Math.log(Math.max(probs[o + y], 1e-30));
+    const conf = probs[o + pred];
+    const bin = Math.min(ECE_BINS - 1, Math.floor(conf * ECE_BINS));
+    binCount[bin] += 1;
+    binConf[bin] += conf;
+    binAcc[bin] += hit ? 1 : 0;
+    classTotal[y] += 1;
+    classHit[y] += hit ? 1 : 0;
+  }
+  let ece = 0;
+  for (let b = 0; b < ECE_BINS; ++b) if (binCount[b] > 0) ece += Math.abs(binAcc[b] - binConf[b]) / Math.max(n, 1);
+  const m: TestMetrics = { test_acc: top1 / Math.max(n, 1), test_top5: top5 / Math.max(n, 1), test_loss: nll / Math.max(n, 1), test_ece: ece, n };
+  if (perClass) m.per_class_acc = Array.from(classTotal, (t, c) => (t > 0 ? classHit[c] / t : NaN));
+  return m;
+}
+
+export async function evaluate(model: NativeModel, ds: Dataset, mean: number[], std: number[], opts: { batchSize?: number; perClass?: boolean } = {}): Promise<TestMetrics> {
+  const logits = await datasetLogits(model, ds, mean, std, opts.batchSize ?? 256);
+  return metricsFromLogits(logits, ds.labels, model.info().numClasses, opts.perClass ?? false);
+}
+
+/** Softmax probabilities (n, classes) for raw uint8 images (n, C, H, W). */
+export async function predictProbs(model: NativeModel, images: Uint8Array, n: number, c: number, h: number, w: number, mean: number[], std: number[]): Promise<Float32Array> {
+  const ds: Dataset = { images, labels: new Int32Array(n), n, channels: c, height: h, width: w, classNames: [], source: 'predict' };
+  const logits = await datasetLogits(model, ds, mean, std);
+  return softmaxRows(logits, model.info().numClasses);
+}

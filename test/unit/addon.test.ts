@@ -1,0 +1,96 @@
+// The addon validates at its boundary: every bad call throws an Error; the process survives.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { binding, noise, tinyModel, tinySpec } from '../helpers/native.js';
+
+const step = (over: Record<string, unknown> = {}) => ({
+  x: noise(2 * 3 * 8 * 8), labels: Int32Array.from([0, 1]), batch: 2, lr: 0.1, momentum: 0.9, weightDecay: 5e-4,
+  nesterov: true, decoupled: false, labelSmoothing: 0, distillWeight: 1, temperature: 4, dropoutSeed: 1, ...over,
+});
+
+test('runtime info reports the cpu backend, threads and the GEMM kernel', () => {
+  const info = binding.runtimeInfo();
+  assert.deepEqual(info.compiledBackends, ['cpu']);
+  assert.deepEqual(info.usableBackends, ['cpu']);
+  assert.ok(['avx512', 'avx2', 'portable'].includes(info.gemmKernel));
+  assert.ok(info.hardwareThreads >= 1);
+});
+
+test('bad model specs throw errors that name the node', () => {
+  const bad: [unknown, RegExp][] = [
+    [undefined, /Expected an object for spec but received undefined/],
+    [{ ...tinySpec(), nodes: 'x' }, /Expected an array of nodes for spec.nodes/],
+    [{ ...tinySpec(), in_channels: -1 }, /spec.in_channels/],
+    [{ ...tinySpec(), nodes: [{ op: 'input' }, { op: 'warp', inputs: [0] }] }, /unknown op 'warp'/],
+    [{ ...tinySpec(), nodes: [{ op: 'input' }, { op: 'relu', inputs: [5] }] }, /inputs\[0\]/],
+    [{ ...tinySpec(), nodes: [{ op: 'input' }, { op: 'conv', name: 'c', inputs: [0], out_channels: 4, kernel_h: 99, kernel_w: 99 }] }, /does not fit/],
+    [{ ...tinySpec(), nodes: [{ op: 'input' }, { op: 'conv', name: 'c', inputs: [0], out_channels: 4, groups: 2 }] }, /groups 2 must divide/],
+    [{ ...tinySpec(), nodes: [{ op: 'input' }, { op: 'relu', inputs: [0] }] }, /last node must output/],
+  ];
+  for (const [spec, re] of bad) assert.throws(() => new binding.Model(spec as never, 0), re);
+});
+
+test('bad arguments to model methods throw, never crash', () => {
+  const m = tinyModel();
+  const n = m.info().numParams;
+  assert.throws(() => m.setParams(new Float32Array(n - 1)), /Expected a Float32Array of length/);
+  assert.throws(() => m.setParams(new Float64Array(n) as never), /Expected a Float32Array for params but received Float64Array/);
+  assert.throws(() => m.forwardSync(new Float32Array(5), 1), /Expected a Float32Array of length 192/);
+  assert.throws(() => m.forwardSync(noise(192), 0), /batch/);
+  assert.throws(() => m.forwardSync(noise(192), 1.5), /batch/);
+  assert.throws(() => m.reinitLayers([7], 1, 'reinit'), /layers\[0\]/);
+  assert.throws(() => m.reinitLayers([0], 1, 'explode' as never), /'reinit' or 'shrink-perturb'/);
+  assert.throws(() => m.reinitLayers([0], -1, 'reinit'), /seed/);
+});
+
+test('bad training steps reject or throw with a clear message', async () => {
+  const m = tinyModel();
+  assert.throws(() => m.trainStep(step({ labels: Int32Array.from([0, 9]) }) as never), /labels\[1\] is 9/);
+  assert.throws(() => m.trainStep(step({ labels: Int32Array.from([0]) }) as never), /Int32Array of length 2/);
+  assert.throws(() => m.trainStep(step({ teachers: [{}] }) as never), /Expected a Model for teachers\[0\]/);
+  assert.throws(() => m.trainStep(step({ teachers: [m] }) as never), /busy|listed twice/);
+  const t = tinyModel(2);
+  assert.throws(() => m.trainStep(step({ teachers: [t], teacherWeights: new Float32Array(2) }) as never), /positive sum/);
+  assert.throws(() => m.trainStep(step({ temperature: 0 }) as never), /temperature/);
+  assert.throws(() => m.trainStep(step({ lr: Number.NaN }) as never), /Expected a finite number for lr/);
+  const other = new binding.Model(tinySpec(5), 0);
+  assert.throws(() => m.trainStep(step({ teachers: [other] }) as never), /different input or class count/);
+  // After every failure the model is still usable.
+  const stats = await m.trainStep(step() as never);
+  assert.ok(Number.isFinite(stats.loss));
+});
+
+test('a busy model refuses other calls; dispose during a step is safe', async () => {
+  const m = tinyModel();
+  const p = m.trainStep(step() as never);
+  assert.throws(() => m.getParams(), /busy/);
+  assert.throws(() => m.trainStep(step() as never), /busy/);
+  m.dispose();
+  const stats = await p; // the worker kept the model alive
+  assert.ok(Number.isFinite(stats.loss));
+  assert.equal(m.isDisposed(), true);
+  assert.throws(() => m.getParams(), /disposed/);
+  assert.throws(() => m.forwardSync(noise(192), 1), /disposed/);
+});
+
+test('a NaN input gives a non-finite step that leaves the weights untouched', async () => {
+  const m = tinyModel();
+  const before = m.getParams();
+  const x = noise(2 * 192);
+  x[5] = Number.NaN;
+  const stats = await m.trainStep(step({ x }) as never);
+  assert.equal(stats.finite, false);
+  assert.deepEqual(m.getParams(), before);
+});
+
+test('augmentBatch and normalizeBatch check their buffers', () => {
+  const out = new Float32Array(2 * 3 * 4 * 4);
+  const img = new Uint8Array(2 * 3 * 4 * 4);
+  const mean = Float32Array.from([0.5, 0.5, 0.5]), std = Float32Array.from([0.25, 0.25, 0.25]);
+  assert.throws(() => binding.augmentBatch(out, img.subarray(0, 10), 2, 3, 4, 4, 1, true, mean, std, 1), /at least 96 bytes for images/);
+  assert.throws(() => binding.augmentBatch(out, img, 2, 3, 4, 4, 1, true, mean.subarray(0, 2), std, 1), /one per channel/);
+  assert.throws(() => binding.normalizeBatch(out, img, 2, 3, 4, 4, mean, Float32Array.from([1, 0, 1])), /positive finite std/);
+  binding.normalizeBatch(out, img, 2, 3, 4, 4, mean, std);
+  assert.ok(out.every((v) => v === -2));
+});

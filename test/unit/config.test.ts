@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { ConfigError, DEFAULT_CONFIG, methodUses, resolveConfig } from '../../dist/config.js';
+
+test('defaults resolve; later layers override earlier ones', () => {
+  const c = resolveConfig({ epochs: 3 }, { epochs: 5, lr: 0.2 });
+  assert.equal(c.epochs, 5);
+  assert.equal(c.lr, 0.2);
+  assert.equal(c.method, DEFAULT_CONFIG.method);
+  assert.equal(c.temperature, 4);
+  assert.equal(c.distillWeight, 1);
+  assert.equal(c.teachers, 3);
+  assert.equal(c.valSize, 0.1);
+  assert.equal(c.momentum, 0.9);
+  assert.equal(c.weightDecay, 5e-4);
+});
+
+test('invalid values get one error style naming the option', () => {
+  assert.throws(() => resolveConfig({ epochs: 0 }), (e: Error) => e instanceof ConfigError && /^Expected an integer in \[1, 100000\] for epochs but received 0 \(number\)$/.test(e.message));
+  assert.throws(() => resolveConfig({ method: 'magic' }), /Expected one of base, reset, sd, dfl for method but received 'magic'/);
+  assert.throws(() => resolveConfig({ lr: Number.NaN }), /for lr but received NaN/);
+  assert.throws(() => resolveConfig({ batchSize: 1 }), /for batchSize/);
+});
+
+test('unknown keys are rejected with a suggestion', () => {
+  assert.throws(() => resolveConfig({ batch_size: 3 }), /Unknown option 'batch_size' \(did you mean 'batchSize'\?\)/);
+});
+
+test('methods switch teachers and reset as in the paper', () => {
+  assert.deepEqual(methodUses('base'), { teachers: false, reset: false });
+  assert.deepEqual(methodUses('reset'), { teachers: false, reset: true });
+  assert.deepEqual(methodUses('sd'), { teachers: true, reset: false });
+  assert.deepEqual(methodUses('dfl'), { teachers: true, reset: true });
+});
