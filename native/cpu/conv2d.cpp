@@ -1,0 +1,284 @@
+// conv2d (PyTorch semantics) on the CPU. Three paths:
+//   * depthwise (C/groups == 1 and OC/groups == 1): direct loops, no workspace;
+//   * 1x1, stride 1, pad 0: the input plane IS the im2col matrix, GEMM straight on it;
+//   * everything else: im2col of one (sample, group) into the workspace + sgemm.
+// Samples are processed one after another (workspace = one sample-group's column matrix, whatever
+// the batch size); threads work inside each step on independent outputs (GEMM tiles, im2col rows,
+// col2im channels, depthwise planes/channels). Every reduction over samples (dweight, dbias) runs
+// in sample order on one thread per output, so results are bitwise identical for any thread count.
+#include <algorithm>
+#include <cstring>
+
+#include "core/check.h"
+#include "core/parallel.h"
+#include "cpu/kernels.h"
+
+namespace dfl::cpu {
+
+namespace {
+
+void check_shape(const Conv2dShape& s) {
+  DFL_CHECK(s.B > 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0, "conv2d: sizes must be positive");
+  DFL_CHECK(s.KH > 0 && s.KW > 0 && s.stride_h > 0 && s.stride_w > 0, "conv2d: kernel ", s.KH, "x",
+            s.KW, " stride ", s.stride_h, "x", s.stride_w, " must be positive");
+  DFL_CHECK(s.pad_h >= 0 && s.pad_w >= 0, "conv2d: padding must be >= 0");
+  DFL_CHECK(s.groups > 0 && s.C % s.groups == 0 && s.OC % s.groups == 0, "conv2d: groups ",
+            s.groups, " must divide C ", s.C, " and OC ", s.OC);
+  DFL_CHECK(s.H + 2 * s.pad_h >= s.KH && s.W + 2 * s.pad_w >= s.KW, "conv2d: kernel ", s.KH, "x",
+            s.KW, " larger than padded input ", s.H + 2 * s.pad_h, "x", s.W + 2 * s.pad_w);
+}
+
+bool is_depthwise(const Conv2dShape& s) { return s.C == s.groups && s.OC == s.groups; }
+bool is_pointwise(const Conv2dShape& s) {
+  return s.KH == 1 && s.KW == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+         s.pad_w == 0;
+}
+
+// Output columns [lo, hi) whose input column o*stride - pad + k lies inside [0, W).
+inline void valid_range(int k, int stride, int pad, int W, int OW, int& lo, int& hi) {
+  // o*stride >= pad - k  and  o*stride <= W - 1 + pad - k
+  const int a = pad - k;
+  lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+  const int b = W - 1 + pad - k;
+  hi = b < 0 ? 0 : std::min(OW, b / stride + 1);
+  if (lo > hi) lo = hi;
+}
+
+// Elements of work below which a parallel_for chunk is not worth a thread.
+constexpr int64_t kGrainElems = 1 << 14;
+int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, per_item)); }
+
+// col (Cg*KH*KW, OH*OW) from in (Cg, H, W): col[(c*KH+kh)*KW+kw][oh*OW+ow] = in[c][ih][iw] or 0.
+void im2col(float* col, const float* in, int Cg, const Conv2dShape& s) {
+  const int OH = s.OH(), OW = s.OW(), P = OH * OW, KK = s.KH * s.KW;
+  parallel_for(int64_t(Cg) * KK, grain_for(P), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int c = int(r / KK), kh = int(r % KK) / s.KW, kw = int(r % KK) % s.KW;
+      const float* plane = in + size_t(c) * s.H * s.W;
+      float* dst = col + size_t(r) * P;
+      int lo, hi;
+      valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
+      for (int oh = 0; oh < OH; ++oh, dst += OW) {
+        const int ih = oh * s.stride_h - s.pad_h + kh;
+        if (ih < 0 || ih >= s.H) {
+          std::fill(dst, dst + OW, 0.0f);
+          continue;
+        }
+        const float* src = plane + size_t(ih) * s.W - s.pad_w + kw;  // src[ow*stride] is iw
+        std::fill(dst, dst + lo, 0.0f);
+        if (s.stride_w == 1) {
+          std::memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+        } else {
+          for (int ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s.stride_w];
+        }
+        std::fill(dst + hi, dst + OW, 0.0f);
+      }
+    }
+  });
+}
+
+// in (Cg, H, W) += col2im(col): the adjoint of im2col. One thread per channel, rows in fixed order.
+void col2im_add(float* in, const float* col, int Cg, const Conv2dShape& s) {
+  const int OH = s.OH(), OW = s.OW(), P = OH * OW, KK = s.KH * s.KW;
+  parallel_for(Cg, grain_for(int64_t(KK) * P), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      float* plane = in + size_t(c) * s.H * s.W;
+      for (int kh = 0; kh < s.KH; ++kh) {
+        for (int kw = 0; kw < s.KW; ++kw) {
+          const float* src = col + (size_t(c) * KK + kh * s.KW + kw) * P;
+          int lo, hi;
+          valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
+          for (int oh = 0; oh < OH; ++oh, src += OW) {
+            const int ih = oh * s.stride_h - s.pad_h + kh;
+            if (ih < 0 || ih >= s.H) continue;
+            float* dst = plane + size_t(ih) * s.W - s.pad_w + kw;
+            for (int ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- depthwise direct path -------------------------------------------------------------------
+void depthwise_forward(float* out, const float* inp, const float* weight, const float* bias,
+                       const Conv2dShape& s) {
+  const int C = s.C, OH = s.OH(), OW = s.OW(), KK = s.KH * s.KW;
+  parallel_for(int64_t(s.B) * C, grain_for(int64_t(OH) * OW * KK), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int c = int(p % C);
+      const float* in = inp + size_t(p) * s.H * s.W;
+      const float* w = weight + size_t(c) * KK;
+      float* o = out + size_t(p) * OH * OW;
+      std::fill(o, o + size_t(OH) * OW, bias ? bias[c] : 0.0f);
+      for (int oh = 0; oh < OH; ++oh) {
+        float* orow = o + size_t(oh) * OW;
+        for (int kh = 0; kh < s.KH; ++kh) {
+          const int ih = oh * s.stride_h - s.pad_h + kh;
+          if (ih < 0 || ih >= s.H) continue;
+          for (int kw = 0; kw < s.KW; ++kw) {
+            int lo, hi;
+            valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
+            const float wv = w[kh * s.KW + kw];
+            const float* src = in + size_t(ih) * s.W - s.pad_w + kw;
+            if (s.stride_w == 1) {
+              for (int ow = lo; ow < hi; ++ow) orow[ow] += wv * src[ow];
+            } else {
+              for (int ow = lo; ow < hi; ++ow) orow[ow] += wv * src[ow * s.stride_w];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const Conv2dShape& s) {
+  const int C = s.C, OH = s.OH(), OW = s.OW(), KK = s.KH * s.KW, HW = s.H * s.W;
+  const int64_t work = int64_t(OH) * OW * KK;
+  if (dinp) {  // one thread per (sample, channel) plane
+    parallel_for(int64_t(s.B) * C, grain_for(work), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int c = int(p % C);
+        const float* w = weight + size_t(c) * KK;
+        const float* g = dout + size_t(p) * OH * OW;
+        float* di = dinp + size_t(p) * HW;
+        for (int oh = 0; oh < OH; ++oh) {
+          const float* grow = g + size_t(oh) * OW;
+          for (int kh = 0; kh < s.KH; ++kh) {
+            const int ih = oh * s.stride_h - s.pad_h + kh;
+            if (ih < 0 || ih >= s.H) continue;
+            for (int kw = 0; kw < s.KW; ++kw) {
+              int lo, hi;
+              valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
+              const float wv = w[kh * s.KW + kw];
+              float* dst = di + size_t(ih) * s.W - s.pad_w + kw;
+              for (int ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += wv * grow[ow];
+            }
+          }
+        }
+      }
+    });
+  }
+  if (dweight || dbias) {  // one thread per channel; samples summed in order
+    parallel_for(C, grain_for(work * s.B), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        double bsum = 0.0;
+        for (int b = 0; b < s.B; ++b) {
+          const size_t p = size_t(b) * C + c;
+          const float* g = dout + p * OH * OW;
+          const float* in = inp + p * HW;
+          if (dbias)
+            for (int i = 0; i < OH * OW; ++i) bsum += g[i];
+          if (!dweight) continue;
+          for (int kh = 0; kh < s.KH; ++kh) {
+            for (int kw = 0; kw < s.KW; ++kw) {
+              int lo, hi;
+              valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
+              float sum = 0.0f;
+              for (int oh = 0; oh < OH; ++oh) {
+                const int ih = oh * s.stride_h - s.pad_h + kh;
+                if (ih < 0 || ih >= s.H) continue;
+                const float* grow = g + size_t(oh) * OW;
+                const float* src = in + size_t(ih) * s.W - s.pad_w + kw;
+                for (int ow = lo; ow < hi; ++ow) sum += grow[ow] * src[ow * s.stride_w];
+              }
+              dweight[size_t(c) * KK + kh * s.KW + kw] += sum;  // sample by sample, in order
+            }
+          }
+        }
+        if (dbias) dbias[c] += float(bsum);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+size_t conv2d_workspace_floats(const Conv2dShape& s) {
+  check_shape(s);
+  if (is_depthwise(s) || is_pointwise(s)) return 0;
+  return size_t(s.C / s.groups) * s.KH * s.KW * size_t(s.OH()) * s.OW();
+}
+
+void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
+                    const Conv2dShape& s, float* workspace) {
+  check_shape(s);
+  if (is_depthwise(s)) return depthwise_forward(out, inp, weight, bias, s);
+  const int G = s.groups, Cg = s.C / G, OCg = s.OC / G, OH = s.OH(), OW = s.OW(), P = OH * OW;
+  const int Kg = Cg * s.KH * s.KW, HW = s.H * s.W;
+  const bool pw = is_pointwise(s);
+  DFL_CHECK(pw || workspace != nullptr, "conv2d_forward: workspace required");
+  for (int b = 0; b < s.B; ++b) {
+    float* ob = out + size_t(b) * s.OC * P;
+    if (bias) {
+      parallel_for(s.OC, grain_for(P), [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) std::fill(ob + o * P, ob + (o + 1) * P, bias[o]);
+      });
+    }
+    for (int g = 0; g < G; ++g) {
+      const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;  // (Cg, H, W)
+      const float* col = in;                                            // (Kg, P)
+      if (!pw) {
+        im2col(workspace, in, Cg, s);
+        col = workspace;
+      }
+      // out_g (OCg, P) = W_g (OCg, Kg) @ col (Kg, P) [+ bias already there]
+      sgemm(false, false, OCg, P, Kg, 1.0f, weight + size_t(g) * OCg * Kg, Kg, col, P,
+            bias ? 1.0f : 0.0f, ob + size_t(g) * OCg * P, P);
+    }
+  }
+}
+
+void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, const Conv2dShape& s, float* workspace) {
+  check_shape(s);
+  if (is_depthwise(s)) return depthwise_backward(dinp, dweight, dbias, dout, inp, weight, s);
+  const int G = s.groups, Cg = s.C / G, OCg = s.OC / G, OH = s.OH(), OW = s.OW(), P = OH * OW;
+  const int Kg = Cg * s.KH * s.KW, HW = s.H * s.W;
+  const bool pw = is_pointwise(s);
+  DFL_CHECK(pw || workspace != nullptr || (!dinp && !dweight), "conv2d_backward: workspace required");
+  if (dbias) {  // one thread per channel, samples and positions in order
+    parallel_for(s.OC, grain_for(int64_t(s.B) * P), [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        double sum = 0.0;
+        for (int b = 0; b < s.B; ++b) {
+          const float* g = dout + (size_t(b) * s.OC + o) * P;
+          for (int i = 0; i < P; ++i) sum += g[i];
+        }
+        dbias[o] += float(sum);
+      }
+    });
+  }
+  if (!dinp && !dweight) return;
+  for (int b = 0; b < s.B; ++b) {
+    for (int g = 0; g < G; ++g) {
+      const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;         // (Cg, H, W)
+      const float* go = dout + (size_t(b) * s.OC + size_t(g) * OCg) * P;       // (OCg, P)
+      const float* wg = weight + size_t(g) * OCg * Kg;                         // (OCg, Kg)
+      if (dinp) {
+        float* di = dinp + (size_t(b) * s.C + size_t(g) * Cg) * HW;            // (Cg, H, W)
+        // dcol (Kg, P) = W_g^T @ dout_g; pointwise: dcol is dinp itself, accumulated by beta = 1.
+        if (pw) {
+          sgemm(true, false, Kg, P, OCg, 1.0f, wg, Kg, go, P, 1.0f, di, P);
+        } else {
+          sgemm(true, false, Kg, P, OCg, 1.0f, wg, Kg, go, P, 0.0f, workspace, P);
+          col2im_add(di, workspace, Cg, s);
+        }
+      }
+      if (dweight) {
+        const float* col = in;
+        if (!pw) {
+          im2col(workspace, in, Cg, s);
+          col = workspace;
+        }
+        // dW_g (OCg, Kg) += dout_g (OCg, P) @ col^T; samples added one by one, in order.
+        sgemm(false, true, OCg, Kg, P, 1.0f, go, P, col, P, 1.0f, dweight + size_t(g) * OCg * Kg,
+              Kg);
+      }
+    }
+  }
+}
+
+}  // namespace dfl::cpu
