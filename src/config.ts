@@ -71,7 +71,7 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   data: undefined,
   model: 'vgg8',
   width: 0.25,
-  epochs: 8,
+  epochs: 6,
   batchSize: 128,
   lr: 0.05,
   momentum: 0.9,

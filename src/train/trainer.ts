@@ -118,15 +118,27 @@ function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) =>
   return 'cpu';
 }
 
-function snapshotOf(student: NativeModel, spec: ModelSpec): NativeModel {
+function snapshotOf(student: NativeModel, spec: ModelSpec, own: (m: NativeModel) => NativeModel): NativeModel {
   const { Model } = loadBinding();
-  const t = new Model(spec, 0);
+  const t = own(new Model(spec, 0));
   t.setParams(student.getParams());
   t.setBuffers(student.getBuffers());
   return t;
 }
 
 async function runTraining(options: TrainOptions, run: TrainingRun): Promise<TrainSummary> {
+  // Every native model made here is freed when training ends, on success or failure.
+  const owned = new Set<NativeModel>();
+  // Let the caller attach listeners before the first 'log' or 'start' event.
+  await Promise.resolve();
+  try {
+    return await trainLoop(options, run, (m) => (owned.add(m), m));
+  } finally {
+    for (const m of owned) if (!m.isDisposed()) m.dispose();
+  }
+}
+
+async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<TrainSummary> {
   const { signal, dataset, resume, ...rest } = options;
   const log = (m: string) => run.emit('log', m);
   const binding = loadBinding();
@@ -165,7 +177,7 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
   const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: classNames.length, inChannels: full.channels, height: full.height, width: full.width, width_multiplier: config.width });
   if (spec.in_channels !== full.channels || spec.height !== full.height || spec.width !== full.width)
     throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${full.channels}x${full.height}x${full.width}; use --image-size or another model spec`);
-  const student = new binding.Model(spec, deriveSeed(config.seed, STREAM.init));
+  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init)));
   const info = student.info();
   if (info.numClasses !== classNames.length)
     throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${classNames.length} classes`);
@@ -178,7 +190,7 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
   let partial: Partial_ | null = null;
   let secondsBefore = 0;
   if (saved && resumeDir) {
-    for (const [id, t] of restoreModels(resumeDir, saved, student, () => new binding.Model(spec, 0))) bank.set(id, t);
+    for (const [id, t] of restoreModels(resumeDir, saved, student, () => own(new binding.Model(spec, 0)))) bank.set(id, t);
     entries = saved.bank;
     metrics.push(...saved.metrics);
     startEpoch = saved.epoch + 1;
@@ -187,7 +199,7 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
     log(`resuming from ${resumeDir} after epoch ${saved.epoch}${partial ? ` (+${partial.batch} batches of epoch ${partial.epoch})` : ''}`);
   } else if (uses.teachers && config.teacherSource === 'random') {
     // Random teachers: K fixed random initialisations, scored once on the validation split.
-    for (let k = 1; k <= config.teachers; ++k) bank.set(-k, new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k)));
+    for (let k = 1; k <= config.teachers; ++k) bank.set(-k, own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k))));
   }
   const nc = info.numClasses;
   const valScore = (logits: Float32Array) => {
@@ -328,7 +340,7 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
         valLogitsCache.delete(replaced);
       }
       if (added !== null) {
-        bank.set(added, snapshotOf(student, spec));
+        bank.set(added, snapshotOf(student, spec, own));
         valLogitsCache.set(added, sLogits);
       }
       entries = d.bank;
@@ -364,7 +376,5 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
     writeFileAtomic(path.join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
     writeCurves(out, metrics, summary);
   }
-  for (const t of bank.values()) t.dispose();
-  student.dispose();
   return summary;
 }

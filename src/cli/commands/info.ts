@@ -1,0 +1,67 @@
+// `dfl-native info`: version, compiled and usable backends, threads, CPU features.
+import os from 'node:os';
+import type { Argv, CommandModule } from 'yargs';
+
+import { loadBinding, type RuntimeInfo } from '../../binding.js';
+import { packageVersion } from '../../io/onnx.js';
+import { EXIT, Output, runCommand } from '../output.js';
+
+export interface InfoArgs {
+  json?: boolean;
+  verbose?: boolean;
+}
+
+export function builder(y: Argv): Argv<InfoArgs> {
+  return y
+    .option('json', { type: 'boolean', describe: 'Print one JSON object: {version, backends: {compiled, usable}, threads, cpu_features, ...}' })
+    .example('$0 info', 'what this installation can run on') as unknown as Argv<InfoArgs>;
+}
+
+export async function handler(argv: InfoArgs): Promise<void> {
+  await runCommand(argv.verbose, async () => {
+    const out = new Output({ json: argv.json });
+    const version = packageVersion();
+    const platform = `${process.platform}-${process.arch}, node ${process.version}`;
+    let rt: RuntimeInfo;
+    try {
+      rt = loadBinding().runtimeInfo();
+    } catch (err) {
+      // Still say what is known; the addon error is the answer the user came for.
+      const message = (err as Error).message;
+      if (out.json) out.line({ version, backends: { compiled: [], usable: [] }, threads: null, cpu_features: [], platform, addon_error: message });
+      else {
+        out.print(`dfl-native ${version} (${platform})`);
+        out.note(message);
+      }
+      return EXIT.failure;
+    }
+    if (out.json) {
+      out.line({
+        version, backends: { compiled: rt.compiledBackends, usable: rt.usableBackends }, threads: rt.threads,
+        hardware_threads: rt.hardwareThreads, cpu_features: rt.cpuFeatures, cuda_status: rt.cudaStatus, gemm_kernel: rt.gemmKernel,
+        openmp: rt.openmp, build_system: rt.buildSystem, platform, cpus: os.cpus()[0]?.model ?? null,
+      });
+      return;
+    }
+    const rows: [string, string][] = [
+      ['version', version],
+      ['platform', platform],
+      ['backends', `compiled: ${rt.compiledBackends.join(', ') || '-'}; usable: ${rt.usableBackends.join(', ') || '-'}`],
+      ['cuda', rt.cudaStatus],
+      ['threads', `${rt.threads} (hardware: ${rt.hardwareThreads}${rt.openmp ? ', OpenMP' : ''})`],
+      ['cpu', os.cpus()[0]?.model ?? 'unknown'],
+      ['cpu features', rt.cpuFeatures.join(' ') || '-'],
+      ['gemm kernel', rt.gemmKernel],
+      ['built with', rt.buildSystem],
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    for (const [k, v] of rows) out.print(`${k.padEnd(width)}  ${v}`);
+  });
+}
+
+export const infoCommand: CommandModule<object, InfoArgs> = {
+  command: 'info',
+  describe: 'Version, compiled and usable backends (cpu, cuda), threads and CPU features',
+  builder,
+  handler,
+};

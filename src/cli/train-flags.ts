@@ -1,0 +1,175 @@
+// The `train` flags, declared once: one entry per TrainConfig key. The flag name is the kebab-case
+// of the key, the default shown in --help is read from DEFAULT_CONFIG, and validation is
+// resolveConfig's, so a default or a rule never lives in two places. yargs sets no defaults: a
+// flag absent from argv is absent from the config layer, which lets --config values show through.
+import fs from 'node:fs';
+import type { Options } from 'yargs';
+
+import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from '../config.js';
+import { MODEL_NAMES } from '../models/zoo.js';
+import { UsageError } from './output.js';
+
+type Kind = 'string' | 'number' | 'boolean' | 'numbers';
+
+interface FlagDecl {
+  kind: Kind;
+  describe: string;
+  group: string;
+  choices?: readonly string[];
+  /** Shown instead of the DEFAULT_CONFIG value (e.g. for undefined). */
+  defaultText?: string;
+  alias?: string;
+}
+
+const G = {
+  data: 'Data:',
+  model: 'Model:',
+  optim: 'Optimisation:',
+  dfl: 'Teachers and distillation (sd, dfl):',
+  reset: 'Reset (reset, dfl):',
+  run: 'Run:',
+} as const;
+
+/** Every TrainConfig key has exactly one declaration (the type checker enforces completeness). */
+export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
+  data: { kind: 'string', group: G.data, describe: 'Data: a CIFAR-10/100 binary folder or an image folder (class sub-folders; train/ and test/ splits if present)', defaultText: 'the bundled sample' },
+  valSize: { kind: 'number', group: G.data, describe: 'Fraction of the training set held out (stratified) for validation and teacher scoring' },
+  imageSize: { kind: 'number', group: G.data, describe: 'Resize image-folder images to this square size', defaultText: 'the images\' own size' },
+  labels: { kind: 'string', group: G.data, choices: ['fine', 'coarse'], describe: 'CIFAR-100 label set' },
+  cacheDir: { kind: 'string', group: G.data, describe: 'Where decoded image-folder caches are kept', defaultText: 'the default cache folder' },
+  augment: { kind: 'boolean', group: G.data, describe: 'Random crop + horizontal flip (--no-augment turns it off)' },
+  cropPadding: { kind: 'number', group: G.data, describe: 'Zero padding of the random crop, in pixels' },
+
+  model: { kind: 'string', group: G.model, describe: `Zoo model (${MODEL_NAMES.join(', ')}) or a path to a JSON model spec` },
+  width: { kind: 'number', group: G.model, describe: 'Channel width multiplier of zoo models' },
+
+  epochs: { kind: 'number', group: G.optim, describe: 'Training epochs' },
+  batchSize: { kind: 'number', group: G.optim, describe: 'Batch size' },
+  lr: { kind: 'number', group: G.optim, describe: 'Peak learning rate' },
+  schedule: { kind: 'string', group: G.optim, choices: ['cosine', 'step', 'constant'], describe: 'Learning-rate schedule' },
+  milestones: { kind: 'numbers', group: G.optim, describe: 'Epochs after which the step schedule multiplies the lr by --gamma (e.g. --milestones 30 60 or 30,60)', defaultText: 'none' },
+  gamma: { kind: 'number', group: G.optim, describe: 'Step-schedule factor' },
+  warmupEpochs: { kind: 'number', group: G.optim, describe: 'Linear warm-up epochs' },
+  momentum: { kind: 'number', group: G.optim, describe: 'SGD momentum' },
+  nesterov: { kind: 'boolean', group: G.optim, describe: 'Nesterov momentum (--no-nesterov turns it off)' },
+  weightDecay: { kind: 'number', group: G.optim, describe: 'Weight decay' },
+  decoupledWeightDecay: { kind: 'boolean', group: G.optim, describe: 'Decoupled weight decay (SGDW) instead of L2' },
+  labelSmoothing: { kind: 'number', group: G.optim, describe: 'Label smoothing of the cross-entropy' },
+
+  method: { kind: 'string', group: G.dfl, choices: ['base', 'reset', 'sd', 'dfl'], describe: 'base: plain training; reset: head reset only; sd: self-distillation only; dfl: both' },
+  teachers: { kind: 'number', group: G.dfl, describe: 'Teacher bank size K' },
+  teacherSource: { kind: 'string', group: G.dfl, choices: ['meaningful', 'previous', 'random'], describe: 'Which snapshots enter the bank' },
+  teacherWeighting: { kind: 'string', group: G.dfl, choices: ['uniform', 'score', 'confidence'], describe: 'How the teachers\' predictions are weighted' },
+  scoreMetric: { kind: 'string', group: G.dfl, choices: ['accuracy', 'loss'], describe: 'How teachers are scored on the validation split' },
+  temperature: { kind: 'number', group: G.dfl, describe: 'Distillation temperature T' },
+  distillWeight: { kind: 'number', group: G.dfl, describe: 'Weight alpha of the T^2 KL distillation term' },
+
+  resetCycle: { kind: 'number', group: G.reset, describe: 'Reset the head every this many epochs' },
+  resetDepth: { kind: 'number', group: G.reset, describe: 'Number of last parametric layers reset' },
+  resetMode: { kind: 'string', group: G.reset, choices: ['reinit', 'shrink-perturb'], describe: 'Re-initialise, or shrink and perturb' },
+  shrink: { kind: 'number', group: G.reset, describe: 'shrink-perturb: factor on the old weights' },
+  perturb: { kind: 'number', group: G.reset, describe: 'shrink-perturb: factor on fresh weights' },
+
+  seed: { kind: 'number', group: G.run, describe: 'Seed of every random choice (init, split, shuffle, augmentation, reset)' },
+  device: { kind: 'string', group: G.run, choices: ['auto', 'cpu', 'cuda'], describe: 'Compute device' },
+  threads: { kind: 'number', group: G.run, describe: 'Native threads (0: all cores)' },
+  out: { kind: 'string', group: G.run, describe: 'Output folder (summary.json, metrics.jsonl, checkpoint/, curves.svg)', defaultText: 'runs/<timestamp>' },
+};
+
+export const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const camel = (flag: string): string => flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+function defaultText(key: keyof TrainConfig): string {
+  const d = TRAIN_FLAGS[key];
+  if (d.defaultText) return d.defaultText;
+  const v = DEFAULT_CONFIG[key];
+  return Array.isArray(v) ? (v.length ? v.join(' ') : 'none') : String(v);
+}
+
+function parseNumbers(v: unknown): number[] {
+  const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean);
+  return parts.map(Number);
+}
+
+/** A flag given twice (`--lr 0.1 ... --lr 0.2`): the last one wins, as in most CLIs. */
+const lastWins = (v: unknown): unknown => (Array.isArray(v) ? v[v.length - 1] : v);
+
+/** yargs option declarations for every trainer flag (help text with defaults and choices). */
+export function trainOptions(): Record<string, Options> {
+  const out: Record<string, Options> = {};
+  for (const key of CONFIG_KEYS) {
+    const d = TRAIN_FLAGS[key];
+    const choices = d.choices ? ` (${d.choices.join('|')})` : '';
+    const o: Options = {
+      describe: `${d.describe}${choices} [default: ${defaultText(key)}]`,
+      group: d.group,
+      requiresArg: d.kind !== 'boolean',
+    };
+    if (d.kind === 'numbers') {
+      o.type = 'string';
+      o.array = true;
+      o.coerce = parseNumbers;
+    } else {
+      o.type = d.kind;
+      o.coerce = lastWins;
+    }
+    out[kebab(key)] = o;
+  }
+  return out;
+}
+
+/** The config layer the flags give: only flags actually on the command line. */
+export function flagsToConfig(argv: Record<string, unknown>): Partial<TrainConfig> {
+  const layer: Record<string, unknown> = {};
+  for (const key of CONFIG_KEYS) if (argv[key] !== undefined) layer[key] = argv[key];
+  return layer as Partial<TrainConfig>;
+}
+
+/** Reads a --config JSON file: TrainConfig keys, camelCase or kebab-case. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--config ${file}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--config ${file}: not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+    throw new UsageError(`--config ${file}: expected a JSON object of train options, e.g. {"epochs": 10, "lr": 0.1}`);
+  const layer: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) layer[k.includes('-') ? camel(k) : k] = v;
+  return layer;
+}
+
+/**
+ * Resolves file < flags (< extra, e.g. the default out folder) and rewrites a ConfigError so it
+ * names the flag (--batch-size) or the file key it came from.
+ */
+export function resolveTrainConfig(fileLayer: Record<string, unknown> | undefined, flags: Partial<TrainConfig>, configFile?: string, extra?: Partial<TrainConfig>): TrainConfig {
+  try {
+    return resolveConfig(fileLayer, flags as Record<string, unknown>, extra as Record<string, unknown> | undefined);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const msg = err.message
+      .replace(/ for ([a-zA-Z]+) but received/, (_m, key: string) => {
+        const where = key in flags || !configFile ? `--${kebab(key)}` : `"${key}" in ${configFile}`;
+        return ` for ${where} but received`;
+      })
+      .replace(/^Unknown option '([^']+)'/, (_m, key: string) => `Unknown option '${key}'${configFile ? ` in ${configFile}` : ''}`);
+    throw new ConfigError(msg);
+  }
+}
+
+/** runs/<local timestamp>, e.g. runs/2026-11-29_04-15-09 (unique within the second). */
+export function defaultOutDir(now = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${now.getFullYear()}-${p(now.getMonth() + 1)}-${p(now.getDate())}_${p(now.getHours())}-${p(now.getMinutes())}-${p(now.getSeconds())}`;
+  let dir = `runs/${stamp}`;
+  for (let i = 2; fs.existsSync(dir); ++i) dir = `runs/${stamp}-${i}`;
+  return dir;
+}

@@ -1,0 +1,265 @@
+// The CLI as a user drives it: `node dist/cli/cli.js ...` in a child process, on a tiny image
+// folder of real CIFAR-10 JPEGs (../shared/datasets, the JPEG mirror) or, where that archive is
+// absent, synthetic class-separable JPEGs made with sharp.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import sharp from 'sharp';
+
+/** The package root: the nearest folder above this (compiled) file with dfl-native's package.json. */
+function packageRoot(): string {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'dfl-native') return dir;
+    if (path.dirname(dir) === dir) throw new Error('cannot find the dfl-native package root above the test file');
+  }
+}
+const root = packageRoot();
+const cli = path.join(root, 'dist', 'cli', 'cli.js');
+const archive = path.resolve(root, '..', 'shared', 'datasets', 'cifar10-jpeg.tar.gz');
+const CLASSES = ['airplane', 'automobile', 'frog'];
+const TRAIN_PER_CLASS = 40;
+const TEST_PER_CLASS = 12;
+
+let work = '';
+let data = '';
+let run = '';
+
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function dfl(...args: string[]): Result {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd: work, encoding: 'utf8', timeout: 300_000, env: { ...process.env, FORCE_COLOR: '0' } });
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function jsonLines(text: string): Record<string, unknown>[] {
+  return text.trim().split('\n').filter(Boolean).map((l) => {
+    assert.doesNotMatch(l, /\x1b\[/, 'no escape codes off a terminal');
+    return JSON.parse(l) as Record<string, unknown>;
+  });
+}
+
+/** Synthetic fallback: class k is a distinct colour + stripe pattern with noise. */
+async function writeSynthetic(dir: string): Promise<void> {
+  let s = 12345;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (const [split, per] of [['train', TRAIN_PER_CLASS], ['test', TEST_PER_CLASS]] as const) {
+    for (let k = 0; k < CLASSES.length; ++k) {
+      const folder = path.join(dir, split, CLASSES[k]);
+      fs.mkdirSync(folder, { recursive: true });
+      for (let i = 0; i < per; ++i) {
+        const px = Buffer.alloc(32 * 32 * 3);
+        for (let y = 0; y < 32; ++y)
+          for (let x = 0; x < 32; ++x)
+            for (let c = 0; c < 3; ++c) {
+              const stripe = (k === 0 ? y : k === 1 ? x : x + y) % 8 < 4 ? 90 : 0;
+              px[(y * 32 + x) * 3 + c] = Math.min(255, Math.floor((c === k ? 120 : 40) + stripe + rnd() * 40));
+            }
+        await sharp(px, { raw: { width: 32, height: 32, channels: 3 } }).jpeg({ quality: 90 }).toFile(path.join(folder, `${String(i).padStart(4, '0')}.jpg`));
+      }
+    }
+  }
+}
+
+function extractCifar(dir: string): void {
+  const members: string[] = [];
+  for (const c of CLASSES) {
+    for (let i = 0; i < TRAIN_PER_CLASS; ++i) members.push(`train/${c}/${String(i).padStart(4, '0')}.jpg`);
+    for (let i = 0; i < TEST_PER_CLASS; ++i) members.push(`test/${c}/${String(i).padStart(4, '0')}.jpg`);
+  }
+  const r = spawnSync('tar', ['-xzf', archive, '-C', dir, ...members], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `tar failed: ${r.stderr}`);
+}
+
+before(async () => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-e2e-'));
+  data = path.join(work, 'images');
+  fs.mkdirSync(data);
+  if (fs.existsSync(archive)) extractCifar(data);
+  else await writeSynthetic(data);
+  run = path.join(work, 'run');
+});
+
+after(() => {
+  if (work) fs.rmSync(work, { recursive: true, force: true });
+});
+
+const small = ['--model', 'vgg8', '--width', '0.125', '--batch-size', '32', '--threads', '2', '--seed', '1', '--cache-dir', 'cache'];
+
+test('train writes summary.json, metrics.jsonl, curves.svg and a checkpoint; JSON lines off a terminal', () => {
+  const r = dfl('train', '--data', data, ...small, '--epochs', '2', '--reset-cycle', '1', '--teachers', '2', '--out', run);
+  assert.equal(r.status, 0, r.stderr);
+  const lines = jsonLines(r.stdout);
+  assert.equal(lines.filter((l) => l.event === 'start').length, 1);
+  assert.deepEqual(lines.filter((l) => l.event === 'epoch').map((l) => l.epoch), [1, 2]);
+  const last = lines[lines.length - 1];
+  assert.equal(last.event, 'summary');
+
+  const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
+  for (const k of ['test_acc', 'test_top5', 'test_loss', 'best_val_acc', 'final_val_acc', 'epochs', 'seconds', 'images_per_sec', 'method', 'model', 'seed', 'device', 'config'])
+    assert.ok(k in summary, `summary.json has ${k}`);
+  assert.equal(summary.epochs, 2);
+  assert.equal(summary.method, 'dfl');
+  assert.equal(summary.config.batchSize, 32);
+  assert.equal(summary.n, TEST_PER_CLASS * CLASSES.length);
+  assert.equal(last.test_acc, summary.test_acc);
+
+  const metrics = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(metrics.length, 2);
+  for (const m of metrics)
+    for (const k of ['epoch', 'lr', 'train_loss', 'train_acc', 'val_acc', 'distill_loss', 'reset', 'bank', 'replaced', 'seconds', 'images_per_sec']) assert.ok(k in m, `metrics has ${k}`);
+  assert.equal(metrics[1].reset, true, '--reset-cycle 1 resets before epoch 2');
+  assert.equal(metrics[1].bank.length, 2);
+
+  const svg = fs.readFileSync(path.join(run, 'curves.svg'), 'utf8');
+  assert.match(svg, /<svg[\s\S]*head reset[\s\S]*<\/svg>/);
+  assert.ok(fs.existsSync(path.join(run, 'checkpoint', 'state.json')));
+});
+
+test('eval reproduces the summary\'s test accuracy from the checkpoint', () => {
+  const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
+  const r = dfl('eval', '--checkpoint', run, '--json', '--per-class', '--threads', '2');
+  assert.equal(r.status, 0, r.stderr);
+  const [m] = jsonLines(r.stdout);
+  assert.equal(m.n, summary.n);
+  assert.ok(Math.abs((m.test_acc as number) - summary.test_acc) < 1e-9, `eval ${m.test_acc} vs summary ${summary.test_acc}`);
+  assert.ok(Math.abs((m.test_loss as number) - summary.test_loss) < 1e-5);
+  assert.ok(Math.abs((m.test_top5 as number) - summary.test_top5) < 1e-9);
+  const perClass = m.per_class as { label: string; acc: number; n: number }[];
+  assert.deepEqual(perClass.map((p) => p.label), summary.class_names);
+  assert.equal(perClass.reduce((a, p) => a + p.n, 0), summary.n);
+});
+
+test('export writes an ONNX file that onnxruntime-node runs like the checkpoint; predict agrees on JPEGs', async () => {
+  const onnxFile = path.join(work, 'model.onnx');
+  const r = dfl('export', '--checkpoint', path.join(run, 'checkpoint'), '--out', onnxFile, '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const [e] = jsonLines(r.stdout);
+  const v = e.verified as { rel_diff: number; samples: number };
+  assert.ok(v.rel_diff <= 1e-4);
+  assert.ok((e.opset as number) >= 13);
+  assert.ok(fs.statSync(onnxFile).size > 1000);
+
+  const images = CLASSES.map((c) => path.join(data, 'test', c, '0000.jpg'));
+  const a = dfl('predict', '--checkpoint', run, '--json', '--top-k', '2', ...images);
+  assert.equal(a.status, 0, a.stderr);
+  const b = dfl('predict', '--onnx', onnxFile, '--json', '--top-k', '2', ...images);
+  assert.equal(b.status, 0, b.stderr);
+  const pa = jsonLines(a.stdout) as unknown as { file: string; top: { label: string; prob: number }[] }[];
+  const pb = jsonLines(b.stdout) as unknown as typeof pa;
+  assert.deepEqual(pa.map((p) => p.file), images);
+  assert.deepEqual(pb.map((p) => p.file), images);
+  for (let i = 0; i < images.length; ++i) {
+    assert.equal(pa[i].top.length, 2);
+    assert.ok(pa[i].top[0].prob >= pa[i].top[1].prob);
+    assert.ok(CLASSES.includes(pa[i].top[0].label));
+    assert.equal(pb[i].top[0].label, pa[i].top[0].label);
+    assert.ok(Math.abs(pb[i].top[0].prob - pa[i].top[0].prob) < 1e-4);
+  }
+});
+
+test('--config values are overridden by flags', () => {
+  const cfg = path.join(work, 'exp.json');
+  fs.writeFileSync(cfg, JSON.stringify({ epochs: 1, lr: 0.2, method: 'base', 'val-size': 0.2 }));
+  const out = path.join(work, 'run-config');
+  const r = dfl('train', '--data', data, ...small, '--config', cfg, '--lr', '0.02', '--out', out);
+  assert.equal(r.status, 0, r.stderr);
+  const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+  assert.equal(s.config.lr, 0.02);
+  assert.equal(s.config.epochs, 1);
+  assert.equal(s.config.method, 'base');
+  assert.equal(s.config.valSize, 0.2);
+});
+
+test('Ctrl-C stops after the current batch, saves a checkpoint and says how to resume', async () => {
+  const out = path.join(work, 'run-int');
+  const child = spawn(process.execPath, [cli, 'train', '--data', data, ...small, '--epochs', '4', '--batch-size', '8', '--out', out], { cwd: work });
+  let stdout = '', stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const status = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout.includes('"event":"epoch"') && child.exitCode === null && !child.killed) child.kill('SIGINT');
+    });
+    child.on('exit', (code) => resolve(code));
+  });
+  assert.equal(status, 130, stderr);
+  assert.match(stderr, /dfl-native train --resume /);
+  const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+  assert.equal(summary.interrupted, true);
+  const r = dfl('train', '--resume', out);
+  assert.equal(r.status, 0, r.stderr);
+  const s2 = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+  assert.equal(s2.interrupted, false);
+  assert.equal(s2.epochs, 4);
+});
+
+test('bad usage exits 2 with one clear line', () => {
+  const cases: [string[], RegExp][] = [
+    [['train', '--bogus', '1'], /Unknown argument: bogus/],
+    [['train', '--lr', 'abc'], /--lr/],
+    [['train', '--method', 'nope'], /one of base, reset, sd, dfl for --method/],
+    [['train', '--epochs'], /epochs/],
+    [['eval'], /checkpoint/],
+    [['predict', '--checkpoint', 'x'], /at least one image file/],
+    [['predict', 'a.jpg'], /--checkpoint DIR or --onnx FILE/],
+    [[], /Give a command/],
+    [['frobnicate'], /Unknown argument: frobnicate|Did you mean/],
+  ];
+  for (const [args, re] of cases) {
+    const r = dfl(...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line for ${args.join(' ')}: ${r.stderr}`);
+    assert.match(lines[0], /^dfl-native: error: /);
+    assert.match(lines[0], re);
+  }
+});
+
+test('a missing data folder or checkpoint is named in the error', () => {
+  const missing = path.join(work, 'no-such-folder');
+  const r = dfl('train', '--data', missing, '--epochs', '1');
+  assert.equal(r.status, 2, r.stderr);
+  assert.ok(r.stderr.includes(missing));
+  assert.equal(r.stderr.trim().split('\n').length, 1);
+  const e = dfl('eval', '--checkpoint', missing);
+  assert.equal(e.status, 2);
+  assert.ok(e.stderr.includes(missing));
+  const p = dfl('predict', '--checkpoint', run, path.join(work, 'nope.jpg'));
+  assert.equal(p.status, 2);
+  assert.match(p.stderr, /nope\.jpg: no such image file/);
+});
+
+test('info --json reports version, backends, threads and CPU features', () => {
+  const r = dfl('info', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const [info] = jsonLines(r.stdout) as [{ version: string; backends: { compiled: string[]; usable: string[] }; threads: number; cpu_features: string[] }];
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+  assert.equal(info.version, pkg.version);
+  assert.ok(info.backends.compiled.includes('cpu'));
+  assert.ok(info.backends.usable.includes('cpu'));
+  assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
+  assert.ok(Array.isArray(info.cpu_features));
+});
+
+test('--help lists every command, and train --help its flags with defaults and examples', () => {
+  const top = dfl('--help');
+  assert.equal(top.status, 0);
+  for (const c of ['train', 'eval', 'export', 'predict', 'info']) assert.match(top.stdout, new RegExp(`dfl-native ${c}`));
+  const t = dfl('train', '--help');
+  assert.equal(t.status, 0);
+  for (const f of ['--batch-size', '--teacher-source', '--reset-mode', '--config', '--resume', '--json', '--no-augment|--augment'])
+    assert.match(t.stdout, new RegExp(f));
+  assert.match(t.stdout, /\[default: 128\]/);
+  assert.match(t.stdout, /Examples:/);
+});
