@@ -9,7 +9,11 @@ cp -r "$root/native" "$root/binding.gyp" "$root/package.json" "$tmp/"
 ln -s "$root/node_modules" "$tmp/node_modules"
 gyp="$(dirname "$(dirname "$(command -v npm)")")/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js"
 [ -f "$gyp" ] || gyp="$root/node_modules/node-gyp/bin/node-gyp.js"
-(cd "$tmp" && node "$gyp" rebuild -j "$(nproc)" --loglevel=warn >/dev/null)
+# Offline: build against the headers npm is configured with (nodedir), as `npm install` would.
+nodedir="$(cd "$root" && npm config get nodedir 2>/dev/null || true)"
+args=(rebuild -j "$(nproc)" --loglevel=warn)
+[ -n "$nodedir" ] && [ "$nodedir" != "undefined" ] && [ "$nodedir" != "null" ] && args+=("--nodedir=$nodedir")
+(cd "$tmp" && node "$gyp" "${args[@]}" >/dev/null)
 DFL_NATIVE_ADDON="$tmp/build/Release/dfl_native.node" node --input-type=module -e "
 import { loadBinding } from '$root/dist/binding.js';
 const b = loadBinding();
