@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#if !defined(_WIN32)
+#include <unistd.h>
+#endif
 
 #include "core/check.h"
 #include "core/parallel.h"
@@ -38,6 +41,38 @@ struct AlignedFloats {
     n = count;
   }
 };
+
+// The memory a model may ask for: $DFL_MAX_MEMORY_MB when set (tests, shared machines), else the
+// physical memory. Checked before the arena and activations are allocated, so a model or batch that
+// cannot fit is refused with a message instead of being killed by the OS half-way through.
+double memory_limit_bytes(const char** source) {
+  if (const char* e = std::getenv("DFL_MAX_MEMORY_MB")) {
+    char* end = nullptr;
+    const double mb = std::strtod(e, &end);
+    if (end != e && mb > 0) {
+      *source = "DFL_MAX_MEMORY_MB";
+      return mb * 1024.0 * 1024.0;
+    }
+  }
+#if !defined(_WIN32) && defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) {
+    *source = "physical memory";
+    return static_cast<double>(pages) * static_cast<double>(page);
+  }
+#endif
+  *source = "no limit known";
+  return 1e300;
+}
+
+void check_memory(double bytes, const std::string& what, const char* todo) {
+  const char* source = "";
+  const double limit = memory_limit_bytes(&source);
+  const double mib = 1024.0 * 1024.0;
+  DFL_CHECK(bytes <= limit, "Refusing to allocate ", static_cast<long long>(bytes / mib), " MiB for ", what,
+            ": more than the ", static_cast<long long>(limit / mib), " MiB available (", source, "); ", todo,
+            " (or raise DFL_MAX_MEMORY_MB)");
+}
 
 enum class Op { Input, Conv, BN, Linear, Relu, Relu6, Add, Concat, Flatten, Dropout, MaxPool, AvgPool, GAP, Split, Shuffle };
 
@@ -264,6 +299,9 @@ Model::Model(const ModelSpec& spec, uint64_t seed) : impl_(std::make_unique<Impl
   for (auto& p : params_) p.layer = m.layer_of[p.node];
   for (auto& b : buffers_) b.layer = m.layer_of[b.node];
 
+  check_memory(4.0 * (4.0 * static_cast<double>(n_params_) + static_cast<double>(n_buffers_) + static_cast<double>(m.stat_floats)),
+               "a model of " + std::to_string(n_params_) + " parameters (weights, gradients, momentum)",
+               "use a smaller model or --width");
   m.params.resize_zeroed(4 * n_params_, "parameters, gradients, momentum and decay mask");
   m.buffers.resize_zeroed(n_buffers_, "batch-norm buffers");
   m.stats.resize_zeroed(m.stat_floats, "batch-norm statistics");
@@ -352,10 +390,6 @@ const float* Model::forward(const float* x, int B, bool training) {
   Impl& m = *impl_;
   DFL_CHECK(B > 0, "forward: batch size must be positive, got ", B);
   if (B > m.capacity_b) {
-    m.acts.resize_zeroed(m.act_per_sample * B, "activations");
-    m.act_grads.resize_zeroed(0, "activation gradients");  // regrown on the next backward
-    m.mask.resize_zeroed(m.act_per_sample * B, "dropout masks");
-    m.argmax.assign(m.argmax_per_sample * B, 0);
     size_t ws = 0;
     const auto& nodes = spec_.nodes;
     for (size_t i = 1; i < nodes.size(); ++i) {
@@ -366,6 +400,17 @@ const float* Model::forward(const float* x, int B, bool training) {
                          n.stride_h, n.stride_w, n.pad_h, n.pad_w, n.groups};
       ws = std::max(ws, cpu::conv2d_workspace_floats(s));
     }
+    // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
+    const double per = static_cast<double>(m.act_per_sample);
+    check_memory(4.0 * (3.0 * per * B + static_cast<double>(m.argmax_per_sample) * B + static_cast<double>(ws) +
+                        4.0 * static_cast<double>(n_params_) + static_cast<double>(n_buffers_)),
+                 "a batch of " + std::to_string(B) + " through a model of " + std::to_string(n_params_) +
+                     " parameters (activations, their gradients and the weights)",
+                 "use a smaller --batch-size, --image-size, --width or model");
+    m.acts.resize_zeroed(m.act_per_sample * B, "activations");
+    m.act_grads.resize_zeroed(0, "activation gradients");  // regrown on the next backward
+    m.mask.resize_zeroed(m.act_per_sample * B, "dropout masks");
+    m.argmax.assign(m.argmax_per_sample * B, 0);
     m.workspace.resize_zeroed(ws, "convolution workspace");
     m.capacity_b = B;
   }

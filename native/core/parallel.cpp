@@ -22,8 +22,10 @@ int hardware_threads() {
 void set_num_threads(int n) { g_threads.store(n <= 0 ? 0 : n); }
 
 int num_threads() {
+  // Capped at the hardware threads: more would only oversubscribe the cores (and per-thread
+  // scratch is sized for that many).
   const int n = g_threads.load();
-  return n <= 0 ? hardware_threads() : n;
+  return n <= 0 ? hardware_threads() : std::min(n, hardware_threads());
 }
 
 bool openmp_enabled() {
@@ -34,8 +36,16 @@ bool openmp_enabled() {
 #endif
 }
 
+int max_thread_slots() { return hardware_threads(); }
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
+#ifdef _OPENMP
+  if (omp_in_parallel()) {
+    fn(0, n);
+    return;
+  }
+#endif
   grain = std::max<int64_t>(grain, 1);
   const int64_t max_chunks = (n + grain - 1) / grain;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), max_chunks));

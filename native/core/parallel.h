@@ -17,7 +17,12 @@ int hardware_threads();
 bool openmp_enabled();
 
 // fn(begin, end) is called on disjoint sub-ranges covering [0, n). Chunks are at least `grain` long,
-// so tiny loops stay on one thread.
+// so tiny loops stay on one thread. Called from inside another parallel_for, it runs serially on
+// the calling thread (outer loops own the threads; no oversubscription).
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+// The most threads any parallel_for may use at once (hardware threads): what per-thread scratch
+// buffers are sized for.
+int max_thread_slots();
 
 }  // namespace dfl

@@ -2,10 +2,13 @@
 //   * depthwise (C/groups == 1 and OC/groups == 1): direct loops, no workspace;
 //   * 1x1, stride 1, pad 0: the input plane IS the im2col matrix, GEMM straight on it;
 //   * everything else: im2col of one (sample, group) into the workspace + sgemm.
-// Samples are processed one after another (workspace = one sample-group's column matrix, whatever
-// the batch size); threads work inside each step on independent outputs (GEMM tiles, im2col rows,
-// col2im channels, depthwise planes/channels). Every reduction over samples (dweight, dbias) runs
-// in sample order on one thread per output, so results are bitwise identical for any thread count.
+// Threading: ungrouped convs run samples in parallel, one sample per thread at a time (forward and
+// dinp: each sample's output belongs to one thread; the GEMMs and im2col inside run serially), in
+// chunks of max_thread_slots() samples whose column matrices sit side by side in the workspace.
+// dweight then sums the chunk's samples in sample order, threads splitting the OC rows. A GEMM's
+// value per element does not depend on how C is split (whole micro-tiles, K never split), so every
+// result is bitwise identical for any thread count. Grouped convs and single samples take the
+// sequential path, where the threads work inside each GEMM/im2col instead.
 #include <algorithm>
 #include <cstring>
 
@@ -196,10 +199,20 @@ void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* 
 
 }  // namespace
 
+namespace {
+// Samples per chunk of the batched path: one column matrix (and one dcol) per slot.
+int chunk_slots(const Conv2dShape& s) { return std::max(1, std::min(s.B, max_thread_slots())); }
+bool batched_path(const Conv2dShape& s) { return s.groups == 1 && s.B > 1 && num_threads() > 1; }
+size_t col_floats(const Conv2dShape& s) { return size_t(s.C / s.groups) * s.KH * s.KW * size_t(s.OH()) * s.OW(); }
+}  // namespace
+
 size_t conv2d_workspace_floats(const Conv2dShape& s) {
   check_shape(s);
-  if (is_depthwise(s) || is_pointwise(s)) return 0;
-  return size_t(s.C / s.groups) * s.KH * s.KW * size_t(s.OH()) * s.OW();
+  if (is_depthwise(s)) return 0;
+  // Batched path: per slot a column matrix and its gradient (pointwise convs need no columns but
+  // still a dcol-free path, so nothing); the sequential path uses the first column matrix only.
+  if (is_pointwise(s)) return 0;
+  return 2 * col_floats(s) * size_t(chunk_slots(s));
 }
 
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
@@ -210,24 +223,34 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
   const int Kg = Cg * s.KH * s.KW, HW = s.H * s.W;
   const bool pw = is_pointwise(s);
   DFL_CHECK(pw || workspace != nullptr, "conv2d_forward: workspace required");
-  for (int b = 0; b < s.B; ++b) {
+  // One sample: out_b (OC, P) = W (per group) @ col_b, using the column buffer `ws`.
+  auto sample = [&](int b, float* ws) {
     float* ob = out + size_t(b) * s.OC * P;
-    if (bias) {
-      parallel_for(s.OC, grain_for(P), [&](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) std::fill(ob + o * P, ob + (o + 1) * P, bias[o]);
-      });
-    }
+    if (bias)
+      for (int o = 0; o < s.OC; ++o) std::fill(ob + size_t(o) * P, ob + size_t(o + 1) * P, bias[o]);
     for (int g = 0; g < G; ++g) {
       const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;  // (Cg, H, W)
       const float* col = in;                                            // (Kg, P)
       if (!pw) {
-        im2col(workspace, in, Cg, s);
-        col = workspace;
+        im2col(ws, in, Cg, s);
+        col = ws;
       }
       // out_g (OCg, P) = W_g (OCg, Kg) @ col (Kg, P) [+ bias already there]
       sgemm(false, false, OCg, P, Kg, 1.0f, weight + size_t(g) * OCg * Kg, Kg, col, P,
             bias ? 1.0f : 0.0f, ob + size_t(g) * OCg * P, P);
     }
+  };
+  if (batched_path(s)) {
+    const size_t slot = 2 * col_floats(s);
+    const int T = chunk_slots(s);
+    for (int c0 = 0; c0 < s.B; c0 += T) {
+      const int n = std::min(T, s.B - c0);
+      parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) sample(c0 + int(i), pw ? nullptr : workspace + size_t(i) * slot);
+      });
+    }
+  } else {
+    for (int b = 0; b < s.B; ++b) sample(b, workspace);
   }
 }
 
@@ -252,6 +275,44 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
     });
   }
   if (!dinp && !dweight) return;
+  if (batched_path(s)) {
+    // Chunks of T samples: (1) per sample, in parallel: its column matrix and its dinp;
+    // (2) dweight += dout_b @ col_b^T for the chunk's samples in order, threads splitting OC rows.
+    const size_t cf = col_floats(s);
+    const int T = chunk_slots(s);
+    for (int c0 = 0; c0 < s.B; c0 += T) {
+      const int n = std::min(T, s.B - c0);
+      parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int b = c0 + int(i);
+          float* col = pw ? nullptr : workspace + size_t(i) * 2 * cf;  // (Kg, P)
+          float* dcol = pw ? nullptr : col + cf;                        // (Kg, P)
+          const float* in = inp + size_t(b) * s.C * HW;
+          const float* go = dout + size_t(b) * s.OC * P;
+          if (dweight && !pw) im2col(col, in, Cg, s);
+          if (!dinp) continue;
+          float* di = dinp + size_t(b) * s.C * HW;
+          if (pw) {
+            sgemm(true, false, Kg, P, s.OC, 1.0f, weight, Kg, go, P, 1.0f, di, P);
+          } else {
+            sgemm(true, false, Kg, P, s.OC, 1.0f, weight, Kg, go, P, 0.0f, dcol, P);
+            col2im_add(di, dcol, Cg, s);
+          }
+        }
+      });
+      if (!dweight) continue;
+      parallel_for(s.OC, std::max<int64_t>(1, grain_for(int64_t(Kg) * P * n) / 4), [&](int64_t o0, int64_t o1) {
+        const int rows = int(o1 - o0);
+        for (int i = 0; i < n; ++i) {
+          const int b = c0 + i;
+          const float* col = pw ? inp + size_t(b) * s.C * HW : workspace + size_t(i) * 2 * cf;
+          const float* go = dout + (size_t(b) * s.OC + o0) * P;
+          sgemm(false, true, rows, Kg, P, 1.0f, go, P, col, P, 1.0f, dweight + size_t(o0) * Kg, Kg);
+        }
+      });
+    }
+    return;
+  }
   for (int b = 0; b < s.B; ++b) {
     for (int g = 0; g < G; ++g) {
       const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;         // (Cg, H, W)

@@ -38,7 +38,8 @@ struct Conv2dShape {
   int OH() const { return (H + 2 * pad_h - KH) / stride_h + 1; }
   int OW() const { return (W + 2 * pad_w - KW) / stride_w + 1; }
 };
-// Scratch floats the caller must provide to forward/backward (im2col buffers etc.).
+// Scratch floats the caller must provide to forward/backward (im2col buffers, one pair per thread
+// slot; bounded by the hardware threads, not by B beyond that).
 size_t conv2d_workspace_floats(const Conv2dShape& s);
 // out (B,OC,OH,OW); inp (B,C,H,W); weight (OC, C/groups, KH, KW); bias (OC) or nullptr.
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,

@@ -183,11 +183,15 @@ DFL_TEST(conv2d_backward_null_grads_are_skipped) {
 }
 
 DFL_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw) {
+  // Two column matrices (col, dcol) per thread slot: bounded by the hardware threads, never by B.
   Conv2dShape s{1, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1};
-  const size_t one = dfl::cpu::conv2d_workspace_floats(s);
+  const size_t col = size_t(64) * 9 * 32 * 32;
+  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(s) == 2 * col, dfl::cpu::conv2d_workspace_floats(s));
   s.B = 512;
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(s) == one, "workspace grows with B");
-  DFL_EXPECT(one == size_t(64) * 9 * 32 * 32, one);
+  const size_t big = dfl::cpu::conv2d_workspace_floats(s);
+  DFL_EXPECT(big == 2 * col * size_t(dfl::max_thread_slots()), big);
+  s.B = 100000;
+  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(s) == big, "workspace grows with B");
   Conv2dShape pw{8, 64, 16, 16, 128, 1, 1, 1, 1, 0, 0, 1};
   DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(pw) == 0, "1x1 needs no workspace");
   Conv2dShape dw{8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 64};
