@@ -71,7 +71,7 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   data: undefined,
   model: 'vgg8',
   width: 0.25,
-  epochs: 6,
+  epochs: 5,
   batchSize: 128,
   lr: 0.05,
   momentum: 0.9,
@@ -202,7 +202,7 @@ export function resolveConfig(...layers: (Partial<Record<string, unknown>> | und
   for (const layer of layers) {
     if (!layer) continue;
     for (const [k, v] of Object.entries(layer)) {
-      if (!(k in CHECKS)) {
+      if (!Object.hasOwn(CHECKS, k)) {
         const near = CONFIG_KEYS.find((c) => c.toLowerCase() === k.toLowerCase().replace(/[-_]/g, ''));
         throw new ConfigError(`Unknown option '${k}'${near ? ` (did you mean '${near}'?)` : ''}; valid options: ${CONFIG_KEYS.join(', ')}`);
       }

@@ -3,9 +3,9 @@
 //
 // File layout (".dflc", all integers little-endian):
 //   0   8 bytes  magic "DFLCACHE"
-//   8   u32      format version (1)
+//   8   u32      format version (2)
 //   12  u32      header length L
-//   16  L bytes  header, UTF-8 JSON: { listing, payloadBytes, payloadSha256, parts: [ { name, n,
+//   16  L bytes  header, UTF-8 JSON: { listing, payloadBytes, payloadSha256, partsSha256, parts: [ { name, n,
 //                channels, height, width, classNames, source, imagesOffset, labelsOffset } ] }
 //       zero padding to a multiple of 8
 //   P   payload  per part: n*C*H*W pixel bytes (N, C, H, W), zero padding to 4, n int32 labels.
@@ -23,7 +23,9 @@ import path from 'node:path';
 import type { Dataset, DataSplits } from './dataset.js';
 
 const MAGIC = 'DFLCACHE';
-const VERSION = 1;
+// 2: the header carries partsSha256 (a checksum of its parts and notes), so a flipped byte in the
+// header (a class name, an offset) is caught like one in the payload.
+const VERSION = 2;
 
 /**
  * Where decoded caches go unless a cacheDir is given: $DFL_CACHE_DIR, else $XDG_CACHE_HOME/dfl-native,
@@ -82,12 +84,15 @@ interface Header {
   listing: string;
   payloadBytes: number;
   payloadSha256: string;
+  /** SHA-256 of JSON.stringify([parts, notes]): guards the header as payloadSha256 guards the payload. */
+  partsSha256: string;
   parts: PartHeader[];
   /** Warnings given when the cache was built (e.g. skipped files), repeated on every cached load. */
   notes?: string[];
 }
 
 const align = (x: number, a: number) => Math.ceil(x / a) * a;
+const partsChecksum = (parts: unknown, notes: unknown) => crypto.createHash('sha256').update(JSON.stringify([parts, notes ?? []])).digest('hex');
 
 /** Writes `splits` to `file` atomically. */
 export function writeCache(file: string, listing: string, splits: DataSplits, notes: string[] = []): void {
@@ -111,7 +116,7 @@ export function writeCache(file: string, listing: string, splits: DataSplits, no
   }
   const sha = crypto.createHash('sha256');
   for (const c of chunks) sha.update(c);
-  const header: Header = { listing, payloadBytes: off, payloadSha256: sha.digest('hex'), parts, notes };
+  const header: Header = { listing, payloadBytes: off, payloadSha256: sha.digest('hex'), partsSha256: partsChecksum(parts, notes), parts, notes };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const pre = Buffer.alloc(align(16 + json.length, 8));
   pre.write(MAGIC, 0, 'latin1');
@@ -175,6 +180,7 @@ function parseCache(buf: Buffer): Parsed | CacheRead {
   } catch {
     return { status: 'corrupt', reason: 'header is not valid JSON' };
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) return { status: 'corrupt', reason: 'header is not a JSON object' };
   const p0 = align(16 + hlen, 8);
   if (buf.length !== p0 + header.payloadBytes) return { status: 'corrupt', reason: `size is ${buf.length} bytes, expected ${p0 + header.payloadBytes}` };
   return { header, payload: buf.subarray(p0) };
@@ -183,12 +189,23 @@ function parseCache(buf: Buffer): Parsed | CacheRead {
 function checkParsed({ header, payload }: Parsed, listing: string, sha: string): CacheRead {
   if (header.listing !== listing) return { status: 'stale' };
   if (sha !== header.payloadSha256) return { status: 'corrupt', reason: 'payload checksum mismatch' };
+  if (header.partsSha256 !== partsChecksum(header.parts, header.notes)) return { status: 'corrupt', reason: 'header checksum mismatch' };
+  // The checksum matched, so the parts are what writeCache wrote; check the bounds anyway, so no
+  // header can make the reader index outside the payload.
+  if (!Array.isArray(header.parts)) return { status: 'corrupt', reason: 'header has no parts list' };
   const out: DataSplits = { train: null as unknown as Dataset, test: null };
+  const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
   for (const p of header.parts) {
+    if (typeof p !== 'object' || p === null || !['n', 'channels', 'height', 'width', 'imagesOffset', 'labelsOffset'].every((k) => isCount((p as unknown as Record<string, unknown>)[k])) ||
+      !Array.isArray(p.classNames) || !p.classNames.every((c) => typeof c === 'string') || typeof p.source !== 'string')
+      return { status: 'corrupt', reason: 'header has a malformed part' };
     const per = p.channels * p.height * p.width;
+    if (p.imagesOffset + p.n * per > payload.length || p.labelsOffset % 4 !== 0 || p.labelsOffset + 4 * p.n > payload.length)
+      return { status: 'corrupt', reason: `part ${String(p.name)} lies outside the payload` };
     const images = new Uint8Array(payload.buffer, payload.byteOffset + p.imagesOffset, p.n * per);
     const labels = new Int32Array(p.n);
     for (let i = 0; i < p.n; ++i) labels[i] = payload.readInt32LE(p.labelsOffset + 4 * i);
+    if (labels.some((y) => y < 0 || y >= p.classNames.length)) return { status: 'corrupt', reason: `part ${String(p.name)} has a label outside its ${p.classNames.length} classes` };
     const ds: Dataset = { images, labels, n: p.n, channels: p.channels, height: p.height, width: p.width, classNames: p.classNames, source: p.source };
     if (p.name === 'train') out.train = ds;
     else out.test = ds;

@@ -14,6 +14,7 @@ import path from 'node:path';
 
 import sharp from 'sharp';
 
+import { overMemory } from '../util/memory.js';
 import { deriveSeed } from '../util/seed.js';
 import { withCache, listingChecksum, type CachedLoadOptions, type CacheStatus, type ListingEntry } from './cache.js';
 import { DataError, subset, type Dataset, type DataSplits } from './dataset.js';
@@ -268,6 +269,8 @@ export async function decodeImages(items: DecodeItem[], classNames: string[], so
           H = d.height;
           W = d.width;
           C = Math.max(d.channels, ref.channels ?? 1);
+          const tooBig = overMemory(total * C * H * W, `decoding ${total} images of ${C}x${H}x${W}`, 'use a smaller --image-size or fewer images');
+          if (tooBig) throw new DataError(`${source}: ${tooBig}`, source);
           images = new Uint8Array(total * C * H * W);
         } else if (d.channels > C) {
           // a colour image after grayscale ones: widen what is there to RGB
@@ -376,6 +379,8 @@ export async function loadImageFolder(root: string, opts: ImageFolderOptions = {
 export async function resizeDataset(ds: Dataset, size: number, opts: { onProgress?: (p: LoadProgress) => void; batch?: number } = {}): Promise<Dataset> {
   if (ds.height === size && ds.width === size) return ds;
   const { channels: C, height: H, width: W } = ds;
+  const tooBig = overMemory(ds.n * C * size * size, `resizing ${ds.n} images to ${C}x${size}x${size}`, 'use a smaller --image-size');
+  if (tooBig) throw new DataError(`${ds.source}: ${tooBig}`);
   const hw = H * W, ohw = size * size;
   const out = new Uint8Array(ds.n * C * ohw);
   const batch = opts.batch ?? 64;

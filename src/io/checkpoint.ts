@@ -85,6 +85,10 @@ export function loadModelTensors(model: NativeModel, tensors: Map<string, SafeTe
     const want = t.name.endsWith('.num_batches_tracked') ? [] : t.shape;
     if (got.shape.length !== want.length || got.shape.some((d, i) => d !== want[i]))
       throw new Error(`${file}: tensor ${prefix + t.name} has shape [${got.shape}] but the model needs [${want}]`);
+    const wantDtype = t.name.endsWith('.num_batches_tracked') ? 'I64' : 'F32';
+    if (got.dtype !== wantDtype) throw new Error(`${file}: tensor ${prefix + t.name} has dtype ${got.dtype} but the model needs ${wantDtype}; the checkpoint does not match this model`);
+    if (got.dtype === 'F32' && !(got.data as Float32Array).every(Number.isFinite))
+      throw new Error(`${file}: tensor ${prefix + t.name} holds NaN or Inf values (a diverged or corrupt checkpoint); use an earlier checkpoint`);
     const dst = t.kind === 'buffer' ? buffers : params;
     if (got.dtype === 'I64') dst[t.offset] = Number((got.data as BigInt64Array)[0]);
     else dst.set(got.data as Float32Array, t.offset);
@@ -106,7 +110,8 @@ function loadMomentum(model: NativeModel, tensors: Map<string, SafeTensor>, file
   for (const t of model.tensors()) {
     if (t.kind === 'buffer') continue;
     const got = tensors.get(`momentum.${t.name}`);
-    if (!got || got.data.length !== t.size) throw new Error(`${file}: momentum for ${t.name} is missing or has the wrong size`);
+    if (!got || got.dtype !== 'F32' || got.data.length !== t.size) throw new Error(`${file}: momentum for ${t.name} is missing or has the wrong size or dtype`);
+    if (!(got.data as Float32Array).every(Number.isFinite)) throw new Error(`${file}: momentum for ${t.name} holds NaN or Inf values; use an earlier checkpoint`);
     m.set(got.data as Float32Array, t.offset);
   }
   model.setMomentum(m);
@@ -118,6 +123,15 @@ export interface SaveInput {
   student: NativeModel;
   teachers: Map<number, NativeModel>;
   state: Omit<CheckpointState, 'format' | 'version' | 'files' | 'sha256'>;
+}
+
+/**
+ * Test hook (scripts/crash-safety.mjs): DFL_TEST_SLOW_CHECKPOINT_MS=N sleeps N ms before each file of
+ * a checkpoint is written, so a kill can land inside a save. Ignored unless set.
+ */
+function slowForTests(): void {
+  const ms = Number(process.env.DFL_TEST_SLOW_CHECKPOINT_MS);
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 export function saveCheckpoint(dir: string, input: SaveInput): void {
@@ -135,11 +149,13 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
   }
   const hashes: Record<string, string> = {};
   for (const [name, blob] of blobs) {
+    slowForTests();
     writeFileAtomic(path.join(dir, name), blob);
     hashes[name] = sha256(blob);
   }
+  slowForTests();
   const state: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...input.state, files, sha256: hashes };
-  writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(state, null, 1) + '\n');
+  writeFileAtomic(path.join(dir, 'state.json'), stateText(state));
   // Only now may older weight files go.
   const keep = new Set(['state.json', ...blobs.map(([n]) => n)]);
   for (const f of fs.readdirSync(dir))
@@ -153,18 +169,56 @@ export function checkpointDir(dir: string): string {
   throw new Error(`${dir}: no checkpoint found (expected ${path.join(dir, 'checkpoint', 'state.json')} or ${path.join(dir, 'state.json')})`);
 }
 
+/** state.json's text: the state plus state_sha256, a checksum of the state itself (stateChecksum). */
+export function stateText(state: CheckpointState): string {
+  return JSON.stringify({ ...state, state_sha256: stateChecksum(state) }, null, 1) + '\n';
+}
+
+/** SHA-256 of the compact JSON of the state without its state_sha256 field. */
+export function stateChecksum(state: object): string {
+  const rest: Record<string, unknown> = { ...state };
+  delete rest.state_sha256;
+  return sha256(Buffer.from(JSON.stringify(rest), 'utf8'));
+}
+
 export function readState(dir: string): CheckpointState {
   const file = path.join(dir, 'state.json');
   let state: CheckpointState;
   try {
     state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
   } catch (err) {
-    throw new Error(`${file}: cannot read the checkpoint state (${(err as Error).message})`);
+    // one line: JSON.parse quotes the bytes around the error, which may hold newlines
+    throw new Error(`${file}: cannot read the checkpoint state (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupt or not a checkpoint`);
   }
   if (state?.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a dfl-native checkpoint (format field is ${JSON.stringify(state?.format)})`);
   if (state.version !== CHECKPOINT_VERSION) throw new Error(`${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${CHECKPOINT_VERSION})`);
-  if (typeof state.files?.model !== 'string' || typeof state.sha256 !== 'object') throw new Error(`${file}: the files/sha256 fields are missing or malformed`);
-  state.config = resolveConfig(state.config as unknown as Record<string, unknown>);
+  const stored = (state as { state_sha256?: unknown }).state_sha256;
+  if (typeof stored !== 'string' || stored !== stateChecksum(state)) throw new Error(`${file}: checksum mismatch (state_sha256); the file is corrupt (flipped bytes) or was edited`);
+  delete (state as { state_sha256?: unknown }).state_sha256;
+  const bad = (what: string): never => {
+    throw new Error(`${file}: ${what}; the checkpoint is corrupt or was edited (use another checkpoint)`);
+  };
+  const isStr = (v: unknown) => typeof v === 'string';
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const f = state.files as unknown;
+  if (!isObj(f) || !isStr(f.model) || !isStr(f.optim) || !(f.teachers === null || isStr(f.teachers))) bad('the files field is missing or malformed');
+  if (!isObj(state.sha256) || !Object.values(state.sha256).every(isStr)) bad('the sha256 field is missing or malformed');
+  if (!Number.isSafeInteger(state.epoch) || state.epoch < 0) bad(`epoch ${JSON.stringify(state.epoch)} is not a count of epochs`);
+  if (!isObj(state.spec)) bad('the spec field (the model graph) is missing');
+  if (!Array.isArray(state.class_names) || state.class_names.length === 0 || !state.class_names.every(isStr)) bad('class_names is not a list of names');
+  for (const k of ['mean', 'std'] as const)
+    if (!Array.isArray(state[k]) || !state[k].every((v) => Number.isFinite(v)) || (k === 'std' && !state[k].every((v) => v > 0))) bad(`${k} is not a list of finite channel statistics`);
+  if (!Array.isArray(state.bank) || !state.bank.every((b) => isObj(b) && Number.isSafeInteger(b.id) && typeof b.epoch === 'number' && typeof b.score === 'number')) bad('the teacher bank is malformed');
+  if (!Array.isArray(state.metrics) || !state.metrics.every(isObj)) bad('metrics is not a list of epoch records');
+  if (typeof state.seconds !== 'number' || typeof state.best_val_acc !== 'number') bad('seconds/best_val_acc are missing');
+  const partial = (state as { partial?: unknown }).partial;
+  if (partial !== undefined && (!isObj(partial) || !['epoch', 'batch', 'count', 'correct'].every((k) => Number.isSafeInteger(partial[k]) && (partial[k] as number) >= 0)))
+    bad('the partial-epoch record is malformed');
+  try {
+    state.config = resolveConfig(state.config as unknown as Record<string, unknown>);
+  } catch (err) {
+    bad(`its config is invalid (${(err as Error).message})`);
+  }
   return state;
 }
 
@@ -176,11 +230,33 @@ export function readVerified(dir: string, state: CheckpointState, name: string):
   try {
     buf = fs.readFileSync(file);
   } catch {
-    throw new Error(`${file}: missing; the checkpoint is incomplete`);
+    throw new Error(`${file}: missing (${path.join(dir, 'state.json')} names it); the checkpoint is incomplete`);
   }
-  const want = state.sha256[name];
-  if (!want || sha256(buf) !== want) throw new Error(`${file}: checksum mismatch; the file is corrupt (flipped or truncated bytes)`);
+  const want = Object.hasOwn(state.sha256, name) ? state.sha256[name] : undefined;
+  if (!want || sha256(buf) !== want)
+    throw new Error(`${file}: checksum mismatch (its sha256 differs from the one ${path.join(dir, 'state.json')} records); the file is corrupt (flipped or truncated bytes); use another checkpoint`);
   return decodeSafetensors(buf, file).tensors;
+}
+
+/** A model built from the state's spec; a bad or oversized spec is reported against state.json. */
+export function modelFromState(dir: string, state: CheckpointState, seed = 0): NativeModel {
+  const file = path.join(dir, 'state.json');
+  const { Model } = loadBinding();
+  let model: NativeModel;
+  try {
+    model = new Model(state.spec, seed);
+  } catch (err) {
+    throw new Error(`${file}: its model spec cannot be built (${(err as Error).message})`);
+  }
+  const info = model.info();
+  const problem = info.numClasses !== state.class_names.length ? `the model has ${info.numClasses} outputs but class_names lists ${state.class_names.length}`
+    : state.mean.length !== state.spec.in_channels || state.std.length !== state.spec.in_channels ? `mean/std have ${state.mean.length}/${state.std.length} values for ${state.spec.in_channels} input channels`
+      : null;
+  if (problem) {
+    model.dispose();
+    throw new Error(`${file}: ${problem}; the checkpoint is corrupt or was edited (use another checkpoint)`);
+  }
+  return model;
 }
 
 /** Restores student weights + momentum and the teachers' weights from a checkpoint folder. */
@@ -203,9 +279,13 @@ export function restoreModels(dir: string, state: CheckpointState, student: Nati
 export async function loadCheckpoint(dirOrRun: string): Promise<LoadedCheckpoint> {
   const dir = checkpointDir(dirOrRun);
   const state = readState(dir);
-  const { Model } = loadBinding();
-  const model = new Model(state.spec, 0);
-  loadModelTensors(model, readVerified(dir, state, state.files.model), path.join(dir, state.files.model));
+  const model = modelFromState(dir, state);
+  try {
+    loadModelTensors(model, readVerified(dir, state, state.files.model), path.join(dir, state.files.model));
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
   return {
     dir, state, model, config: state.config, spec: state.spec, classNames: state.class_names, mean: state.mean, std: state.std,
     inputShape: [state.spec.in_channels, state.spec.height, state.spec.width], epoch: state.epoch,
