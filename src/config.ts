@@ -115,7 +115,8 @@ export class ConfigError extends Error {
 function describe(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (v === null) return 'null';
-  if (typeof v === 'string') return `'${v.length > 40 ? v.slice(0, 40) + '...' : v}' (string)`;
+  // JSON-escaped: a value with newlines or control characters still gives a one-line message
+  if (typeof v === 'string') return `'${JSON.stringify(v.length > 40 ? v.slice(0, 40) : v).slice(1, -1)}${v.length > 40 ? '...' : ''}' (string)`;
   if (typeof v === 'number') return `${v} (number)`;
   if (Array.isArray(v)) return `an array of length ${v.length}`;
   return `${String(v)} (${typeof v})`;

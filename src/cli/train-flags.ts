@@ -137,7 +137,8 @@ export function readConfigFile(file: string): Record<string, unknown> {
   try {
     obj = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`--config ${file}: not valid JSON (${(err as Error).message})`);
+    // JSON.parse quotes the offending text, which may hold a newline: keep the error on one line.
+    throw new UsageError(`--config ${file}: not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')})`);
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
     throw new UsageError(`--config ${file}: expected a JSON object of train options, e.g. {"epochs": 10, "lr": 0.1}`);
@@ -160,7 +161,7 @@ export function resolveTrainConfig(fileLayer: Record<string, unknown> | undefine
         const where = key in flags || !configFile ? `--${kebab(key)}` : `"${key}" in ${configFile}`;
         return ` for ${where} but received`;
       })
-      .replace(/^Unknown option '([^']+)'/, (_m, key: string) => `Unknown option '${key}'${configFile ? ` in ${configFile}` : ''}`);
+      .replace(/^Unknown option '([^']*)'/, (_m, key: string) => `Unknown option '${key}'${configFile ? ` in ${configFile}` : ''}`);
     throw new ConfigError(msg);
   }
 }
