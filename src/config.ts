@@ -65,6 +65,8 @@ export interface TrainConfig {
   out: string | undefined;
   /** Where decoded image-folder caches go; undefined = the default cache dir. */
   cacheDir: string | undefined;
+  /** Image folders: skip unreadable images and empty class folders with a warning instead of failing. */
+  skipBadFiles: boolean;
 }
 
 export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
@@ -105,6 +107,7 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   threads: 0,
   out: undefined,
   cacheDir: undefined,
+  skipBadFiles: false,
 } satisfies TrainConfig);
 
 /** Thrown for invalid options; the CLI maps it to exit code 2. */
@@ -190,9 +193,35 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   threads: num(0, 1024, true),
   out: optString,
   cacheDir: optString,
+  skipBadFiles: bool,
 };
 
 export const CONFIG_KEYS = Object.keys(CHECKS) as (keyof TrainConfig)[];
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; ++i) {
+    let prev = d[0];
+    d[0] = i;
+    for (let j = 1; j <= b.length; ++j) {
+      const cur = d[j];
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.length];
+}
+
+/** The option a typo most likely meant (case, dashes and underscores ignored; edit distance <= 2). */
+function nearestKey(k: string): string | undefined {
+  const norm = (x: string) => x.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined, bestD = 3;
+  for (const c of CONFIG_KEYS) {
+    const dist = editDistance(norm(k), norm(c));
+    if (dist < bestD) [best, bestD] = [c, dist];
+  }
+  return best;
+}
 
 /**
  * Merges partial configs left to right over the defaults (later wins) and validates every field.
@@ -204,7 +233,7 @@ export function resolveConfig(...layers: (Partial<Record<string, unknown>> | und
     if (!layer) continue;
     for (const [k, v] of Object.entries(layer)) {
       if (!Object.hasOwn(CHECKS, k)) {
-        const near = CONFIG_KEYS.find((c) => c.toLowerCase() === k.toLowerCase().replace(/[-_]/g, ''));
+        const near = nearestKey(k);
         throw new ConfigError(`Unknown option '${k}'${near ? ` (did you mean '${near}'?)` : ''}; valid options: ${CONFIG_KEYS.join(', ')}`);
       }
       if (v !== undefined) merged[k] = v;

@@ -1,8 +1,9 @@
 // dfl-native: the public library API.
 export { train, TrainingRun, DivergenceError, type TrainOptions } from './train/trainer.js';
-export { evaluate, predictProbs, datasetLogits, metricsFromLogits, softmaxRows } from './train/evaluate.js';
+export { evaluate, predict, predictProbs, datasetLogits, metricsFromLogits, softmaxRows } from './train/evaluate.js';
 export { lrAt, isResetEpoch, headLayers, type LrSchedule } from './train/schedule.js';
 export { offerToBank, teacherWeights, type BankDecision } from './train/teachers.js';
+export type { Prediction } from './train/evaluate.js';
 export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './train/types.js';
 export { resolveConfig, DEFAULT_CONFIG, CONFIG_KEYS, ConfigError, methodUses } from './config.js';
 export type { TrainConfig, Method, TeacherSource, TeacherWeighting, ScheduleName, ResetMode, Device, ScoreMetric } from './config.js';

@@ -23,7 +23,8 @@ export function exitCodeFor(err: unknown): number {
 export function reportError(err: unknown, verbose = false): number {
   const code = exitCodeFor(err);
   const e = err instanceof Error ? err : new Error(String(err));
-  const message = e.message.trim() || e.name;
+  // Native errors already carry the "dfl-native: " prefix; print it once.
+  const message = e.message.trim().replace(/^dfl-native: /, '') || e.name;
   process.stderr.write(`dfl-native: error: ${message}\n`);
   if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
   return code;

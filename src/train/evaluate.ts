@@ -91,3 +91,28 @@ export async function predictProbs(model: NativeModel, images: Uint8Array, n: nu
   const logits = await datasetLogits(model, ds, mean, std);
   return softmaxRows(logits, model.info().numClasses);
 }
+
+export interface Prediction {
+  /** Classes by decreasing probability. */
+  top: { label: string; index: number; prob: number }[];
+}
+
+/**
+ * Classifies raw images with a loaded checkpoint: images are uint8 (n, C, H, W) at the checkpoint's
+ * input size; returns the top-k classes of each.
+ */
+export async function predict(ckpt: { model: NativeModel; classNames: string[]; mean: number[]; std: number[]; inputShape: [number, number, number] },
+  images: Uint8Array, n: number, topK = 5): Promise<Prediction[]> {
+  const [c, h, w] = ckpt.inputShape;
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a positive integer for n but received ${n}`);
+  if (images.length !== n * c * h * w)
+    throw new RangeError(`Expected ${n * c * h * w} bytes (${n} images of ${c}x${h}x${w}) for images but received ${images.length}`);
+  const nc = ckpt.classNames.length;
+  const probs = await predictProbs(ckpt.model, images, n, c, h, w, ckpt.mean, ckpt.std);
+  const k = Math.max(1, Math.min(topK, nc));
+  return Array.from({ length: n }, (_, i) => {
+    const row = Array.from(probs.subarray(i * nc, (i + 1) * nc), (prob, index) => ({ label: ckpt.classNames[index], index, prob }));
+    row.sort((a, b) => b.prob - a.prob);
+    return { top: row.slice(0, k) };
+  });
+}

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { loadBinding, type NativeModel, type RuntimeInfo } from '../binding.js';
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
-import { channelStats, subset, type Dataset, type DataSplits } from '../data/dataset.js';
+import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
 import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
 import { checkpointDir, readState, restoreModels, saveCheckpoint, type CheckpointState } from '../io/checkpoint.js';
@@ -30,8 +30,11 @@ import type { BankEntry, BatchProgress, EpochRecord, TrainSummary } from './type
 export interface TrainOptions extends Partial<TrainConfig> {
   /** Stops after the current batch; a checkpoint is saved when `out` is set. */
   signal?: AbortSignal;
-  /** In-memory data instead of `data` (see fromArrays in the data module). */
-  dataset?: DataSplits;
+  /**
+   * In-memory data instead of `data` (see fromArrays in the data module): a Dataset (a stratified
+   * 20% test split is held out, seeded) or { train, test } (test may be null: no test metrics).
+   */
+  dataset?: DataSplits | Dataset;
   /** A run folder (or its checkpoint/) to continue. */
   resume?: string;
 }
@@ -118,6 +121,27 @@ function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) =>
   return 'cpu';
 }
 
+/** In-memory data as train/test splits, validated with the usual error style. */
+function inMemorySplits(d: DataSplits | Dataset, seed: number): DataSplits {
+  const isDataset = (x: unknown): x is Dataset =>
+    typeof x === 'object' && x !== null && (x as Dataset).images instanceof Uint8Array && (x as Dataset).labels instanceof Int32Array;
+  if (isDataset(d)) {
+    checkDataset(d, 'dataset');
+    const parts = stratifiedSplit(d.labels, 0.2, deriveSeed(seed, STREAM.split, 1));
+    return { train: subset(d, parts.train), test: subset(d, parts.val) };
+  }
+  if (typeof d !== 'object' || d === null || !isDataset((d as DataSplits).train))
+    throw new ConfigError(`Expected a Dataset (see fromArrays) or { train, test } for dataset but received ${d === null ? 'null' : typeof d}`);
+  checkDataset(d.train, 'dataset.train');
+  if (d.test !== null && d.test !== undefined) {
+    if (!isDataset(d.test)) throw new ConfigError('Expected a Dataset or null for dataset.test');
+    checkDataset(d.test, 'dataset.test');
+    if (d.test.classNames.join('\n') !== d.train.classNames.join('\n'))
+      throw new ConfigError('Expected dataset.test to have the class names of dataset.train, in the same order');
+  }
+  return { train: d.train, test: d.test ?? null };
+}
+
 function snapshotOf(student: NativeModel, spec: ModelSpec, own: (m: NativeModel) => NativeModel): NativeModel {
   const { Model } = loadBinding();
   const t = own(new Model(spec, 0));
@@ -162,7 +186,8 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const uses = methodUses(config.method);
 
   // --- data ------------------------------------------------------------------------------------
-  const splits = dataset ?? (await loadData(config.data, { imageSize: config.imageSize, labels: config.labels, cacheDir: config.cacheDir, seed: config.seed, onWarning: log }));
+  const splits = dataset !== undefined ? inMemorySplits(dataset, config.seed)
+    : await loadData(config.data, { imageSize: config.imageSize, labels: config.labels, cacheDir: config.cacheDir, seed: config.seed, skipBadFiles: config.skipBadFiles, onWarning: log });
   const full = splits.train;
   const split = stratifiedSplit(full.labels, config.valSize, deriveSeed(config.seed, STREAM.split));
   const trainSet = subset(full, split.train);
@@ -180,7 +205,8 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init)));
   const info = student.info();
   if (info.numClasses !== classNames.length)
-    throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${classNames.length} classes`);
+    throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${classNames.length} classes` +
+      (saved ? '' : `; set the last linear node's out_features to ${classNames.length} in ${config.model}`));
 
   const bank = new Map<number, NativeModel>();
   let entries: BankEntry[] = [];
@@ -222,6 +248,8 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
 
   const out = config.out;
   const ckptDir = out ? path.join(out, 'checkpoint') : null;
+  if (ckptDir && !saved && fs.existsSync(path.join(ckptDir, 'state.json')))
+    throw new ConfigError(`${out} already holds a training run; continue it with --resume ${out}, or choose another --out`);
   if (out) fs.mkdirSync(out, { recursive: true });
   const writeMetrics = () => {
     if (out) writeFileAtomic(path.join(out, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m)).join('\n') + (metrics.length ? '\n' : ''));
@@ -245,6 +273,9 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const images = new Uint8Array(bs * per);
   const labels = new Int32Array(bs);
   const mean = Float32Array.from(stats.mean), std = Float32Array.from(stats.std);
+  const divergence = (what: string) => new DivergenceError(`Training diverged: ${what}. ` +
+    (ckptDir && fs.existsSync(path.join(ckptDir, 'state.json')) ? `The last good checkpoint is in ${ckptDir}. ` : '') +
+    `Try a lower --lr (e.g. ${(config.lr / 10).toPrecision(2)}).`);
   const sched = { schedule: config.schedule, lr: config.lr, epochs: config.epochs, warmupEpochs: config.warmupEpochs, milestones: config.milestones, gamma: config.gamma };
   let interrupted = false;
   let trainSeconds = secondsBefore;
@@ -288,8 +319,7 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
         dropoutSeed: deriveSeed(config.seed, STREAM.dropout, epoch, i),
       });
       if (!stepStats.finite)
-        throw new DivergenceError(`Training diverged at epoch ${epoch}, batch ${i + 1}: the loss or a gradient is NaN/Inf (lr ${lr.toPrecision(3)}). ` +
-          `The weights were not updated${ckptDir ? `; the last good checkpoint is in ${ckptDir}` : ''}. Try a lower --lr (e.g. ${(config.lr / 10).toPrecision(2)}).`);
+        throw divergence(`at epoch ${epoch}, batch ${i + 1} the loss or a gradient is NaN/Inf (lr ${lr.toPrecision(3)}); the weights were not updated`);
       lossSum += stepStats.loss * b;
       distillSum += stepStats.distillLoss * b;
       correct += stepStats.correct;
@@ -311,6 +341,10 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
     // Validation: the student, then the bank that taught this epoch (its ensemble and disagreement).
     const sLogits = await datasetLogits(student, valSet, stats.mean, stats.std);
     const sv = valScore(sLogits);
+    // Finite training steps can still leave a model whose predictions overflow: that is divergence
+    // too, and such a model must neither enter the bank nor be saved.
+    if (!Number.isFinite(sv.loss) || !sLogits.every(Number.isFinite))
+      throw divergence(`after epoch ${epoch} the validation loss is not finite (train loss ${(lossSum / count).toPrecision(3)})`);
     let ensembleAcc: number | null = null, disagreement: number | null = null;
     if (uses.teachers && entries.length > 0) {
       const w = teacherWeights(entries, config.teacherWeighting) ?? entries.map(() => 1 / entries.length);

@@ -33,3 +33,9 @@ test('methods switch teachers and reset as in the paper', () => {
   assert.deepEqual(methodUses('sd'), { teachers: true, reset: false });
   assert.deepEqual(methodUses('dfl'), { teachers: true, reset: true });
 });
+
+test('typos get the nearest option name', () => {
+  assert.throws(() => resolveConfig({ epochz: 1 }), /Unknown option 'epochz' \(did you mean 'epochs'\?\)/);
+  assert.throws(() => resolveConfig({ 'distill-wieght': 1 }), /did you mean 'distillWeight'/);
+  assert.throws(() => resolveConfig({ zzzzzzzz: 1 }), (e: Error) => !/did you mean/.test(e.message));
+});

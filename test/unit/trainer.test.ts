@@ -89,3 +89,39 @@ test('an absurd learning rate stops with a DivergenceError; what was saved stays
     for (const [k, v] of modelTensorsOf(out)) if (v instanceof Float32Array) assert.ok(v.every(Number.isFinite), `${k} is finite`);
   }
 });
+
+test('in-memory data: a plain Dataset gets a held-out test split; bad data gets one clear error', async () => {
+  const { train: ds } = syntheticSplits(200, 10, 4);
+  const s = await train({ ...base, dataset: ds, epochs: 1, method: 'base' }).summary;
+  assert.equal(s.n, 40, '20% of 200 held out for testing');
+  await assert.rejects(train({ ...base, dataset: 5 as never, epochs: 1 }).summary, /Expected a Dataset \(see fromArrays\) or \{ train, test \} for dataset but received number/);
+  const other = syntheticSplits(100, 20, 3);
+  await assert.rejects(train({ ...base, dataset: { train: ds, test: other.test }, epochs: 1 }).summary, /class names of dataset.train/);
+});
+
+test('an output folder that already holds a run is not overwritten', async () => {
+  const out = tmp('twice');
+  const data = syntheticSplits(100, 20, 4);
+  await train({ ...base, dataset: data, epochs: 1, method: 'base', out }).summary;
+  const before = fs.readFileSync(path.join(out, 'checkpoint', 'state.json'));
+  await assert.rejects(train({ ...base, dataset: data, epochs: 1, method: 'base', out }).summary, /already holds a training run; continue it with --resume/);
+  assert.deepEqual(fs.readFileSync(path.join(out, 'checkpoint', 'state.json')), before);
+});
+
+test('predict returns the top-k classes of raw images from a checkpoint', async () => {
+  const out = tmp('pred');
+  const data = syntheticSplits(200, 20, 4);
+  await train({ ...base, dataset: data, epochs: 2, method: 'base', out }).summary;
+  const { loadCheckpoint } = await import('../../dist/io/checkpoint.js');
+  const { predict } = await import('../../dist/train/evaluate.js');
+  const ckpt = await loadCheckpoint(out);
+  const per = 3 * 8 * 8;
+  const preds = await predict(ckpt, data.test!.images.subarray(0, 5 * per), 5, 3);
+  assert.equal(preds.length, 5);
+  for (const p of preds) {
+    assert.equal(p.top.length, 3);
+    assert.ok(p.top[0].prob >= p.top[1].prob && p.top[1].prob >= p.top[2].prob);
+    assert.ok(ckpt.classNames.includes(p.top[0].label));
+  }
+  await assert.rejects(predict(ckpt, new Uint8Array(7), 1), /Expected 192 bytes/);
+});
