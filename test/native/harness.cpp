@@ -62,6 +62,21 @@ std::vector<float> randu(size_t n, Rng& rng, float lo, float hi) {
   return v;
 }
 
+void expect_thread_deterministic(const std::string& what, const std::function<std::vector<float>()>& fn,
+                                 const char* file, int line) {
+  set_num_threads(1);
+  const std::vector<float> ref = fn();
+  for (int t : {2, 3}) {
+    set_num_threads(t);
+    const std::vector<float> got = fn();
+    if (got.size() != ref.size() || std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) != 0) {
+      set_num_threads(0);
+      fail_at(file, line, what + ": results differ between 1 and " + std::to_string(t) + " threads");
+    }
+  }
+  set_num_threads(0);
+}
+
 double dot(const float* out, const float* r, size_t n) {
   double s = 0.0;
   for (size_t i = 0; i < n; ++i) s += double(out[i]) * double(r[i]);

@@ -47,6 +47,11 @@ void gradcheck(const std::string& what, std::vector<float>& x, const std::vector
                const std::function<double()>& loss, double h, double atol, double rtol,
                const char* file, int line, size_t max_checks = 4000);
 
+// Runs fn (all outputs concatenated as floats) with 1, 2 and 3 threads and demands bitwise-identical
+// results: the threading rule of core/parallel.h.
+void expect_thread_deterministic(const std::string& what, const std::function<std::vector<float>()>& fn,
+                                 const char* file, int line);
+
 // sum_i out[i] * r[i] in double: the scalar used to turn a kernel output into a loss, so that
 // dloss/dout = r (a random "upstream gradient").
 double dot(const float* out, const float* r, size_t n);
@@ -72,6 +77,9 @@ double dot(const float* out, const float* r, size_t n);
 
 #define DFL_GRADCHECK(what, x, analytic, loss, h, atol, rtol) \
   ::dfl::test::gradcheck((what), (x), (analytic), (loss), (h), (atol), (rtol), __FILE__, __LINE__)
+
+#define DFL_EXPECT_THREAD_DETERMINISTIC(what, ...) \
+  ::dfl::test::expect_thread_deterministic((what), (__VA_ARGS__), __FILE__, __LINE__)
 
 #define DFL_EXPECT_THROWS(stmt, msg)                                               \
   do {                                                                            \

@@ -43,21 +43,6 @@ void expect_accumulates(const char* what, Vec& grad, const std::function<void()>
 }
 #define EXPECT_ACCUMULATES(what, grad, ...) expect_accumulates((what), (grad), (__VA_ARGS__), __FILE__, __LINE__)
 
-void expect_thread_deterministic(const char* what, const std::function<Vec()>& fn, const char* file, int line) {
-  set_num_threads(1);
-  const Vec ref = fn();
-  for (int t : {2, 3}) {
-    set_num_threads(t);
-    const Vec got = fn();
-    if (got.size() != ref.size() || std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) != 0) {
-      set_num_threads(0);
-      dfl::test::fail_at(file, line, std::string(what) + ": results differ between 1 and " + std::to_string(t) +
-                                         " threads");
-    }
-  }
-  set_num_threads(0);
-}
-#define EXPECT_THREAD_DETERMINISTIC(what, ...) expect_thread_deterministic((what), (__VA_ARGS__), __FILE__, __LINE__)
 
 double mean_of(const Vec& v) {
   double s = 0;
@@ -296,7 +281,7 @@ DFL_TEST(loss_thread_determinism) {
             w = randu(size_t(K) * B, rng, 0.1f, 1.f);
   std::vector<int32_t> y(B);
   for (auto& v : y) v = int32_t(rng.below(NC));
-  EXPECT_THREAD_DETERMINISTIC("losses", [&] {
+  DFL_EXPECT_THREAD_DETERMINISTIC("losses", [&] {
     Vec l(B), p(size_t(B) * NC), d(size_t(B) * NC, 0.f), kl(B), sp(size_t(B) * NC), tp(size_t(B) * NC);
     const float m1 = cross_entropy_forward(l.data(), p.data(), logits.data(), y.data(), B, NC, 0.1f);
     cross_entropy_backward(d.data(), p.data(), y.data(), B, NC, 0.1f, 1.f / B);

@@ -55,23 +55,6 @@ void expect_accumulates(const char* what, const std::vector<Vec*>& grads, const 
 // Variadic so a lambda argument may contain unparenthesised commas.
 #define EXPECT_ACCUMULATES(what, grads, ...) expect_accumulates((what), (grads), (__VA_ARGS__), __FILE__, __LINE__)
 
-// Runs `fn` (which returns all outputs concatenated as raw bytes in floats) with 1, 2 and 3 threads
-// and demands bitwise-identical results.
-void expect_thread_deterministic(const char* what, const std::function<Vec()>& fn, const char* file, int line) {
-  set_num_threads(1);
-  const Vec ref = fn();
-  for (int t : {2, 3}) {
-    set_num_threads(t);
-    const Vec got = fn();
-    if (got.size() != ref.size() || std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) != 0) {
-      set_num_threads(0);
-      dfl::test::fail_at(file, line, std::string(what) + ": results differ between 1 and " +
-                                         std::to_string(t) + " threads");
-    }
-  }
-  set_num_threads(0);
-}
-#define EXPECT_THREAD_DETERMINISTIC(what, ...) expect_thread_deterministic((what), (__VA_ARGS__), __FILE__, __LINE__)
 
 void append(Vec& dst, const Vec& src) { dst.insert(dst.end(), src.begin(), src.end()); }
 
@@ -225,7 +208,7 @@ DFL_TEST(bn_thread_determinism) {
   const int B = 4, C = 24, HW = 100;
   const size_t n = size_t(B) * C * HW;
   const Vec x = randn(n, rng), g = randu(C, rng, 0.5f, 1.5f), be = randn(C, rng), r = randn(n, rng);
-  EXPECT_THREAD_DETERMINISTIC("batchnorm", [&] {
+  DFL_EXPECT_THREAD_DETERMINISTIC("batchnorm", [&] {
     Vec out(n), sm(C), si(C), rm(C, 0.f), rv(C, 1.f), dx(n, 0.f), dg(C, 0.f), db(C, 0.f), eout(n);
     batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), g.data(), be.data(),
                               B, C, HW, 0.1f, 1e-5f);
@@ -415,7 +398,7 @@ DFL_TEST(pool_thread_determinism) {
   const Pool2dShape s{4, 16, 33, 31, 3, 3, 2, 2, 1, 1};
   const size_t n = size_t(s.B) * s.C * s.H * s.W, no = size_t(s.B) * s.C * s.OH() * s.OW();
   const Vec x = randn(n, rng), r = randn(no, rng);
-  EXPECT_THREAD_DETERMINISTIC("pools", [&] {
+  DFL_EXPECT_THREAD_DETERMINISTIC("pools", [&] {
     Vec ym(no), ya(no), dm(n, 0.f), da(n, 0.f), yg(size_t(s.B) * s.C), dg(n, 0.f);
     std::vector<int32_t> am(no);
     maxpool2d_forward(ym.data(), am.data(), x.data(), s);
@@ -566,7 +549,7 @@ DFL_TEST(dropout_rate_scale_and_reproducibility) {
   const double rate = double(zeros) / n;
   DFL_EXPECT(std::fabs(rate - p) < 0.006, "drop rate " << rate);
   // Same rng state -> same mask for any thread count (drawn single-threaded).
-  EXPECT_THREAD_DETERMINISTIC("dropout", [&] {
+  DFL_EXPECT_THREAD_DETERMINISTIC("dropout", [&] {
     Rng r(7);
     Vec yy(n), mm(n);
     dropout_forward(yy.data(), mm.data(), x.data(), n, p, r);
@@ -650,7 +633,7 @@ DFL_TEST(augment_matches_reference_and_is_reproducible) {
   // Same seed, same batch, for any thread count (a batch big enough to be split across threads).
   std::vector<uint8_t> big(size_t(8) * C * 32 * 32);
   for (auto& v : big) v = uint8_t(irng.below(256));
-  EXPECT_THREAD_DETERMINISTIC("augment", [&] {
+  DFL_EXPECT_THREAD_DETERMINISTIC("augment", [&] {
     Rng r(99);
     Vec o(big.size());
     augment_batch(o.data(), big.data(), 8, C, 32, 32, 4, true, mean, stdv, r);
