@@ -145,8 +145,9 @@ export async function handler(argv: TrainArgs): Promise<void> {
       }
     });
     run.on('log', (message: string) => {
+      // Notes (warnings, resets) always reach a person on stderr; JSON consumers also get them inline.
       if (out.json) out.line({ event: 'log', message });
-      else out.note(message);
+      out.note(message);
     });
     run.on('batch', (b: BatchProgress) => {
       if (!out.human) return;
