@@ -12,6 +12,11 @@ gyp="$(dirname "$(dirname "$(command -v npm)")")/lib/node_modules/npm/node_modul
 # Offline: build against the headers npm is configured with (nodedir), as `npm install` would.
 nodedir="$(cd "$root" && npm config get nodedir 2>/dev/null || true)"
 args=(rebuild -j "$(nproc)" --loglevel=warn)
+if [ -z "$nodedir" ] || [ "$nodedir" = "undefined" ] || [ "$nodedir" = "null" ]; then
+  # Not configured: use the headers installed with this node, if any (no download needed).
+  prefix="$(dirname "$(dirname "$(command -v node)")")"
+  [ -f "$prefix/include/node/node_api.h" ] && nodedir="$prefix"
+fi
 [ -n "$nodedir" ] && [ "$nodedir" != "undefined" ] && [ "$nodedir" != "null" ] && args+=("--nodedir=$nodedir")
 (cd "$tmp" && node "$gyp" "${args[@]}" >/dev/null)
 DFL_NATIVE_ADDON="$tmp/build/Release/dfl_native.node" node --input-type=module -e "
