@@ -67,6 +67,10 @@ export interface TrainConfig {
   cacheDir: string | undefined;
   /** Image folders: skip unreadable images and empty class folders with a warning instead of failing. */
   skipBadFiles: boolean;
+  /** Per-channel normalisation mean in [0, 1] units; undefined = computed from the training split. */
+  mean: number[] | undefined;
+  /** Per-channel normalisation std in [0, 1] units; undefined = computed from the training split. */
+  std: number[] | undefined;
 }
 
 export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
@@ -108,6 +112,8 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   out: undefined,
   cacheDir: undefined,
   skipBadFiles: false,
+  mean: undefined,
+  std: undefined,
 } satisfies TrainConfig);
 
 /** Thrown for invalid options; the CLI maps it to exit code 2. */
@@ -152,6 +158,15 @@ const str: Check = (v, name) => {
   return v;
 };
 
+/** Optional per-channel values: finite numbers (positive for std), one per image channel. */
+const channelValues = (positive: boolean): Check => (v, name) => {
+  if (v === undefined) return v;
+  const ok = Array.isArray(v) && v.length >= 1 && v.length <= 4096 &&
+    v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
+  if (!ok) throw expected(`an array of ${positive ? 'positive ' : ''}finite numbers, one per channel`, name, v);
+  return [...v];
+};
+
 const CHECKS: { [K in keyof TrainConfig]: Check } = {
   data: optString,
   model: str,
@@ -194,6 +209,8 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   out: optString,
   cacheDir: optString,
   skipBadFiles: bool,
+  mean: channelValues(false),
+  std: channelValues(true),
 };
 
 export const CONFIG_KEYS = Object.keys(CHECKS) as (keyof TrainConfig)[];

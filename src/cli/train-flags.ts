@@ -37,6 +37,8 @@ export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
   imageSize: { kind: 'number', group: G.data, describe: 'Resize image-folder images to this square size', defaultText: 'the images\' own size' },
   labels: { kind: 'string', group: G.data, choices: ['fine', 'coarse'], describe: 'CIFAR-100 label set' },
   cacheDir: { kind: 'string', group: G.data, describe: 'Where decoded image-folder caches are kept', defaultText: 'the default cache folder' },
+  mean: { kind: 'numbers', group: G.data, describe: 'Per-channel normalisation mean in [0,1] units (e.g. --mean 0.4914 0.4822 0.4465)', defaultText: 'computed from the training split' },
+  std: { kind: 'numbers', group: G.data, describe: 'Per-channel normalisation std in [0,1] units', defaultText: 'computed from the training split' },
   skipBadFiles: { kind: 'boolean', group: G.data, describe: 'Skip unreadable images and empty class folders with a warning instead of failing' },
   augment: { kind: 'boolean', group: G.data, describe: 'Random crop + horizontal flip (--no-augment turns it off)' },
   cropPadding: { kind: 'number', group: G.data, describe: 'Zero padding of the random crop, in pixels' },

@@ -121,6 +121,17 @@ function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) =>
   return 'cpu';
 }
 
+/** Normalisation: the given per-channel mean/std, else statistics of the training split. */
+function normalisation(config: TrainConfig, trainSet: Dataset): { mean: number[]; std: number[] } {
+  if ((config.mean === undefined) !== (config.std === undefined))
+    throw new ConfigError('Expected both mean and std (or neither) for the normalisation');
+  if (config.mean === undefined || config.std === undefined) return channelStats(trainSet);
+  for (const [name, v] of [['mean', config.mean], ['std', config.std]] as const)
+    if (v.length !== trainSet.channels)
+      throw new ConfigError(`Expected ${trainSet.channels} values (one per image channel) for ${name} but received ${v.length}`);
+  return { mean: config.mean, std: config.std };
+}
+
 /** In-memory data as train/test splits, validated with the usual error style. */
 function inMemorySplits(d: DataSplits | Dataset, seed: number): DataSplits {
   const isDataset = (x: unknown): x is Dataset =>
@@ -195,7 +206,7 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const testSet: Dataset | null = splits.test;
   if (trainSet.n < 2) throw new ConfigError(`Expected at least 2 training images after the validation split but received ${trainSet.n}`);
   if (valSet.n < 1) throw new ConfigError(`Expected at least 1 validation image for val-size ${config.valSize} but received 0; raise --val-size or use more data`);
-  const stats = saved ? { mean: saved.mean, std: saved.std } : channelStats(trainSet);
+  const stats = saved ? { mean: saved.mean, std: saved.std } : normalisation(config, trainSet);
   const classNames = full.classNames;
 
   // --- model -----------------------------------------------------------------------------------

@@ -125,3 +125,20 @@ test('predict returns the top-k classes of raw images from a checkpoint', async 
   }
   await assert.rejects(predict(ckpt, new Uint8Array(7), 1), /Expected 192 bytes/);
 });
+
+test('normalisation statistics: computed from the training split, or given', async () => {
+  const data = syntheticSplits(100, 20, 4);
+  const given = { mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] };
+  const a = tmp('norm');
+  await train({ ...base, dataset: data, epochs: 1, method: 'base', out: a, ...given }).summary;
+  const state = JSON.parse(fs.readFileSync(path.join(a, 'checkpoint', 'state.json'), 'utf8'));
+  assert.deepEqual([state.mean, state.std], [given.mean, given.std]);
+  const b = tmp('norm2');
+  await train({ ...base, dataset: data, epochs: 1, method: 'base', out: b }).summary;
+  const computed = JSON.parse(fs.readFileSync(path.join(b, 'checkpoint', 'state.json'), 'utf8'));
+  assert.equal(computed.mean.length, 3);
+  assert.notDeepEqual(computed.mean, given.mean);
+  await assert.rejects(train({ ...base, dataset: data, epochs: 1, mean: [0.5], std: [0.2] }).summary, /Expected 3 values \(one per image channel\) for mean/);
+  await assert.rejects(train({ ...base, dataset: data, epochs: 1, mean: [0.5, 0.5, 0.5] }).summary, /both mean and std/);
+  await assert.rejects(train({ ...base, dataset: data, epochs: 1, mean: [0.5, 0.5, 0.5], std: [1, 0, 1] }).summary, /positive finite numbers, one per channel for std/);
+});
