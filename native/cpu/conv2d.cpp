@@ -2,7 +2,10 @@
 //   * depthwise (C/groups == 1 and OC/groups == 1): direct loops, no workspace;
 //   * 1x1, stride 1, pad 0: the input plane IS the im2col matrix, GEMM straight on it;
 //   * everything else: im2col of one (sample, group) into the workspace + sgemm.
-// Threading: ungrouped convs run samples in parallel, one sample per thread at a time (forward and
+// Small outputs (P <= 128): S = ceil(256/P) samples side by side form one wide GEMM per chunk
+// (weights packed once, full micro-tiles), threaded inside; the results per element are the same
+// as per sample (a GEMM element does not depend on N), dweight sums each chunk in one GEMM.
+// Threading otherwise: ungrouped convs run samples in parallel, one sample per thread at a time (forward and
 // dinp: each sample's output belongs to one thread; the GEMMs and im2col inside run serially), in
 // chunks of max_thread_slots() samples whose column matrices sit side by side in the workspace.
 // dweight then sums the chunk's samples in sample order, threads splitting the OC rows. A GEMM's
@@ -52,13 +55,14 @@ constexpr int64_t kGrainElems = 1 << 14;
 int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, per_item)); }
 
 // col (Cg*KH*KW, OH*OW) from in (Cg, H, W): col[(c*KH+kh)*KW+kw][oh*OW+ow] = in[c][ih][iw] or 0.
-void im2col(float* col, const float* in, int Cg, const Conv2dShape& s) {
+// ld: row stride of col (P, or wider when several samples sit side by side).
+void im2col(float* col, const float* in, int Cg, const Conv2dShape& s, size_t ld) {
   const int OH = s.OH(), OW = s.OW(), P = OH * OW, KK = s.KH * s.KW;
   parallel_for(int64_t(Cg) * KK, grain_for(P), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int c = int(r / KK), kh = int(r % KK) / s.KW, kw = int(r % KK) % s.KW;
       const float* plane = in + size_t(c) * s.H * s.W;
-      float* dst = col + size_t(r) * P;
+      float* dst = col + size_t(r) * ld;
       int lo, hi;
       valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
       for (int oh = 0; oh < OH; ++oh, dst += OW) {
@@ -81,14 +85,14 @@ void im2col(float* col, const float* in, int Cg, const Conv2dShape& s) {
 }
 
 // in (Cg, H, W) += col2im(col): the adjoint of im2col. One thread per channel, rows in fixed order.
-void col2im_add(float* in, const float* col, int Cg, const Conv2dShape& s) {
+void col2im_add(float* in, const float* col, int Cg, const Conv2dShape& s, size_t ld) {
   const int OH = s.OH(), OW = s.OW(), P = OH * OW, KK = s.KH * s.KW;
   parallel_for(Cg, grain_for(int64_t(KK) * P), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       float* plane = in + size_t(c) * s.H * s.W;
       for (int kh = 0; kh < s.KH; ++kh) {
         for (int kw = 0; kw < s.KW; ++kw) {
-          const float* src = col + (size_t(c) * KK + kh * s.KW + kw) * P;
+          const float* src = col + (size_t(c) * KK + kh * s.KW + kw) * ld;
           int lo, hi;
           valid_range(kw, s.stride_w, s.pad_w, s.W, OW, lo, hi);
           for (int oh = 0; oh < OH; ++oh, src += OW) {
@@ -202,6 +206,14 @@ void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* 
 namespace {
 // Samples per chunk of the batched path: one column matrix (and one dcol) per slot.
 int chunk_slots(const Conv2dShape& s) { return std::max(1, std::min(s.B, max_thread_slots())); }
+// Small outputs (late layers: P = OH*OW of 64 or less): S samples side by side make one GEMM with
+// N = S*P >= kWideN columns, so the weights are packed once per chunk and the micro-kernel is full.
+constexpr int kWideN = 256;
+int wide_samples(const Conv2dShape& s) {
+  if (s.groups != 1) return 1;
+  const int P = s.OH() * s.OW();
+  return std::max(1, std::min(s.B, (kWideN + P - 1) / P));
+}
 bool batched_path(const Conv2dShape& s) { return s.groups == 1 && s.B > 1 && num_threads() > 1; }
 size_t col_floats(const Conv2dShape& s) { return size_t(s.C / s.groups) * s.KH * s.KW * size_t(s.OH()) * s.OW(); }
 }  // namespace
@@ -211,9 +223,31 @@ size_t conv2d_workspace_floats(const Conv2dShape& s) {
   if (is_depthwise(s)) return 0;
   // Batched path: per slot a column matrix and its gradient (pointwise convs need no columns but
   // still a dcol-free path, so nothing); the sequential path uses the first column matrix only.
+  const int S = wide_samples(s);
+  if (S > 1)  // columns, their gradient and the gathered output, all (rows, S*P)
+    return (2 * size_t(s.C) * s.KH * s.KW + size_t(s.OC)) * size_t(S) * s.OH() * s.OW();
   if (is_pointwise(s)) return 0;
   return 2 * col_floats(s) * size_t(chunk_slots(s));
 }
+
+namespace {
+// The wide path's columns for samples [b0, b0+n): col (K, n*P), sample i in columns [i*P, (i+1)*P).
+void wide_columns(float* col, const float* inp, int b0, int n, const Conv2dShape& s) {
+  const int P = s.OH() * s.OW(), HW = s.H * s.W;
+  const size_t ld = size_t(n) * P;
+  const bool pw = is_pointwise(s);
+  parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* in = inp + size_t(b0 + i) * s.C * HW;
+      if (pw) {
+        for (int c = 0; c < s.C; ++c) std::memcpy(col + c * ld + i * P, in + size_t(c) * P, sizeof(float) * P);
+      } else {
+        im2col(col + i * P, in, s.C, s, ld);
+      }
+    }
+  });
+}
+}  // namespace
 
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
                     const Conv2dShape& s, float* workspace) {
@@ -232,7 +266,7 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
       const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;  // (Cg, H, W)
       const float* col = in;                                            // (Kg, P)
       if (!pw) {
-        im2col(ws, in, Cg, s);
+        im2col(ws, in, Cg, s, P);
         col = ws;
       }
       // out_g (OCg, P) = W_g (OCg, Kg) @ col (Kg, P) [+ bias already there]
@@ -240,6 +274,29 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
             bias ? 1.0f : 0.0f, ob + size_t(g) * OCg * P, P);
     }
   };
+  if (const int S = wide_samples(s); S > 1) {
+    float* colc = workspace;                                   // (Kg, n*P)
+    float* outc = workspace + 2 * size_t(Kg) * S * P;          // (OC, n*P)
+    for (int c0 = 0; c0 < s.B; c0 += S) {
+      const int n = std::min(S, s.B - c0);
+      const size_t ld = size_t(n) * P;
+      wide_columns(colc, inp, c0, n, s);
+      sgemm(false, false, s.OC, int(ld), Kg, 1.0f, weight, Kg, colc, int(ld), 0.0f, outc, int(ld));
+      parallel_for(int64_t(n) * s.OC, grain_for(P), [&](int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t i = j / s.OC, o = j % s.OC;
+          const float* src = outc + o * ld + i * P;
+          float* dst = out + (size_t(c0 + i) * s.OC + o) * P;
+          if (bias) {
+            for (int p = 0; p < P; ++p) dst[p] = src[p] + bias[o];
+          } else {
+            std::memcpy(dst, src, sizeof(float) * P);
+          }
+        }
+      });
+    }
+    return;
+  }
   if (batched_path(s)) {
     const size_t slot = 2 * col_floats(s);
     const int T = chunk_slots(s);
@@ -275,6 +332,44 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
     });
   }
   if (!dinp && !dweight) return;
+  if (const int S = wide_samples(s); S > 1) {
+    float* colc = workspace;                                   // (Kg, n*P)
+    float* dcolc = workspace + size_t(Kg) * S * P;             // (Kg, n*P)
+    float* doutc = workspace + 2 * size_t(Kg) * S * P;         // (OC, n*P)
+    for (int c0 = 0; c0 < s.B; c0 += S) {
+      const int n = std::min(S, s.B - c0);
+      const size_t ld = size_t(n) * P;
+      parallel_for(int64_t(n) * s.OC, grain_for(P), [&](int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t i = j / s.OC, o = j % s.OC;
+          std::memcpy(doutc + o * ld + i * P, dout + (size_t(c0 + i) * s.OC + o) * P, sizeof(float) * P);
+        }
+      });
+      if (dweight) {
+        // dW (OC, Kg) += dout (OC, n*P) @ col^T: the chunk's samples in one GEMM, chunks in order.
+        wide_columns(colc, inp, c0, n, s);
+        sgemm(false, true, s.OC, Kg, int(ld), 1.0f, doutc, int(ld), colc, int(ld), 1.0f, dweight, Kg);
+      }
+      if (dinp) {
+        sgemm(true, false, Kg, int(ld), s.OC, 1.0f, weight, Kg, doutc, int(ld), 0.0f, dcolc, int(ld));
+        parallel_for(n, 1, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            float* di = dinp + size_t(c0 + i) * s.C * HW;
+            if (pw) {
+              for (int c = 0; c < s.C; ++c) {
+                const float* src = dcolc + c * ld + i * P;
+                float* dst = di + size_t(c) * P;
+                for (int p = 0; p < P; ++p) dst[p] += src[p];
+              }
+            } else {
+              col2im_add(di, dcolc + i * P, s.C, s, ld);
+            }
+          }
+        });
+      }
+    }
+    return;
+  }
   if (batched_path(s)) {
     // Chunks of T samples: (1) per sample, in parallel: its column matrix and its dinp;
     // (2) dweight += dout_b @ col_b^T for the chunk's samples in order, threads splitting OC rows.
@@ -289,14 +384,14 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
           float* dcol = pw ? nullptr : col + cf;                        // (Kg, P)
           const float* in = inp + size_t(b) * s.C * HW;
           const float* go = dout + size_t(b) * s.OC * P;
-          if (dweight && !pw) im2col(col, in, Cg, s);
+          if (dweight && !pw) im2col(col, in, Cg, s, P);
           if (!dinp) continue;
           float* di = dinp + size_t(b) * s.C * HW;
           if (pw) {
             sgemm(true, false, Kg, P, s.OC, 1.0f, weight, Kg, go, P, 1.0f, di, P);
           } else {
             sgemm(true, false, Kg, P, s.OC, 1.0f, weight, Kg, go, P, 0.0f, dcol, P);
-            col2im_add(di, dcol, Cg, s);
+            col2im_add(di, dcol, Cg, s, P);
           }
         }
       });
@@ -325,13 +420,13 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
           sgemm(true, false, Kg, P, OCg, 1.0f, wg, Kg, go, P, 1.0f, di, P);
         } else {
           sgemm(true, false, Kg, P, OCg, 1.0f, wg, Kg, go, P, 0.0f, workspace, P);
-          col2im_add(di, workspace, Cg, s);
+          col2im_add(di, workspace, Cg, s, P);
         }
       }
       if (dweight) {
         const float* col = in;
         if (!pw) {
-          im2col(workspace, in, Cg, s);
+          im2col(workspace, in, Cg, s, P);
           col = workspace;
         }
         // dW_g (OCg, Kg) += dout_g (OCg, P) @ col^T; samples added one by one, in order.
