@@ -2,7 +2,7 @@
 //   * depthwise (C/groups == 1 and OC/groups == 1): direct loops, no workspace;
 //   * 1x1, stride 1, pad 0: the input plane IS the im2col matrix, GEMM straight on it;
 //   * everything else: im2col of one (sample, group) into the workspace + sgemm.
-// Small outputs (P <= 128): S = ceil(256/P) samples side by side form one wide GEMM per chunk
+// Small outputs (P < 1024): S = ceil(1024/P) samples side by side form one wide GEMM per chunk
 // (weights packed once, full micro-tiles), threaded inside; the results per element are the same
 // as per sample (a GEMM element does not depend on N), dweight sums each chunk in one GEMM.
 // Threading otherwise: ungrouped convs run samples in parallel, one sample per thread at a time (forward and
@@ -206,9 +206,9 @@ void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* 
 namespace {
 // Samples per chunk of the batched path: one column matrix (and one dcol) per slot.
 int chunk_slots(const Conv2dShape& s) { return std::max(1, std::min(s.B, max_thread_slots())); }
-// Small outputs (late layers: P = OH*OW of 64 or less): S samples side by side make one GEMM with
+// Small outputs (P = OH*OW below 1024, i.e. below 32x32): S samples side by side make one GEMM with
 // N = S*P >= kWideN columns, so the weights are packed once per chunk and the micro-kernel is full.
-constexpr int kWideN = 256;
+constexpr int kWideN = 1024;
 int wide_samples(const Conv2dShape& s) {
   if (s.groups != 1) return 1;
   const int P = s.OH() * s.OW();

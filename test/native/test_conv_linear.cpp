@@ -192,8 +192,14 @@ DFL_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw) {
   DFL_EXPECT(big == 2 * col * size_t(dfl::max_thread_slots()), big);
   s.B = 100000;
   DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(s) == big, "workspace grows with B");
-  Conv2dShape pw{8, 64, 16, 16, 128, 1, 1, 1, 1, 0, 0, 1};
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(pw) == 0, "1x1 needs no workspace");
+  Conv2dShape pw{8, 64, 32, 32, 128, 1, 1, 1, 1, 0, 0, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(pw) == 0, "1x1 at 32x32 needs no workspace");
+  // Small outputs: ceil(1024/P) samples side by side (columns, their gradient, the output), never more.
+  Conv2dShape wide{8, 64, 16, 16, 128, 1, 1, 1, 1, 0, 0, 1};
+  const size_t w4 = (2 * size_t(64) + 128) * 4 * 256;
+  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(wide) == w4, dfl::cpu::conv2d_workspace_floats(wide));
+  wide.B = 100000;
+  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(wide) == w4, "wide workspace grows with B");
   Conv2dShape dw{8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 64};
   DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(dw) == 0, "depthwise needs no workspace");
   Conv2dShape bad{1, 6, 8, 8, 4, 3, 3, 1, 1, 1, 1, 4};  // 6 % 4 != 0
