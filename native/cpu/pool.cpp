@@ -38,6 +38,28 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
       const float* x = inp + p * in_plane;
       float* y = out + p * out_plane;
       int32_t* am = argmax + p * out_plane;
+      if (s.KH == 2 && s.KW == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 && s.pad_w == 0) {
+        // The VGG pool, unrolled: the same comparisons in the same order as the general loop below.
+        for (int oh = 0; oh < OH; ++oh) {
+          const float* r0 = x + size_t(2 * oh) * W;
+          const float* r1 = r0 + W;
+          for (int ow = 0; ow < OW; ++ow) {
+            const int i0 = 2 * oh * W + 2 * ow;
+            const float v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+            const int32_t idx[4] = {i0, i0 + 1, i0 + W, i0 + W + 1};
+            float best = -std::numeric_limits<float>::infinity();
+            int32_t best_i = i0;
+            for (int k = 0; k < 4; ++k)
+              if (v[k] > best || v[k] != v[k]) {
+                best = v[k];
+                best_i = idx[k];
+              }
+            y[oh * OW + ow] = best;
+            am[oh * OW + ow] = best_i;
+          }
+        }
+        continue;
+      }
       for (int oh = 0; oh < OH; ++oh) {
         const int h0 = std::max(oh * s.stride_h - s.pad_h, 0);
         const int h1 = std::min(oh * s.stride_h - s.pad_h + s.KH, H);
