@@ -35,13 +35,27 @@ export interface CheckpointState {
   mean: number[];
   std: number[];
   bank: BankEntry[];
-  /** Seeds of the fixed random teachers (teacher source 'random'). */
   metrics: EpochRecord[];
   best_val_acc: number;
   /** Seconds of training so far (for throughput across resumes). */
   seconds: number;
   files: { model: string; optim: string; teachers: string | null };
   sha256: Record<string, string>;
+  /** Set when the run stopped inside an epoch: where to continue and the epoch's running sums. */
+  partial?: EpochPosition;
+}
+
+/** A position inside an epoch (`batch` batches of epoch `epoch` done) and that epoch's running sums. */
+export interface EpochPosition {
+  epoch: number;
+  batch: number;
+  loss_sum: number;
+  distill_sum: number;
+  correct: number;
+  count: number;
+  seconds: number;
+  /** Whether the head was reset before this epoch (already applied to the saved weights). */
+  reset: boolean;
 }
 
 export interface LoadedCheckpoint {

@@ -16,7 +16,7 @@ import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
 import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
-import { checkpointDir, readState, restoreModels, saveCheckpoint, type CheckpointState } from '../io/checkpoint.js';
+import { checkpointDir, readState, restoreModels, saveCheckpoint, type CheckpointState, type EpochPosition } from '../io/checkpoint.js';
 import { writeCurves } from '../io/report.js';
 import { resolveModelSpec } from '../models/resolve.js';
 import type { ModelSpec } from '../models/spec.js';
@@ -46,17 +46,6 @@ export class DivergenceError extends Error {
 
 // Seed streams: one label per kind of randomness, so they never collide.
 const STREAM = { init: 1, reset: 2, augment: 3, dropout: 4, randomTeacher: 5, split: 6 } as const;
-
-interface Partial_ {
-  epoch: number;
-  batch: number;
-  loss_sum: number;
-  distill_sum: number;
-  correct: number;
-  count: number;
-  seconds: number;
-  reset: boolean;
-}
 
 export class TrainingRun extends EventEmitter implements AsyncIterable<EpochRecord> {
   /** Resolves with the summary when training ends; rejects on failure. */
@@ -224,14 +213,14 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const valLogitsCache = new Map<number, Float32Array>();
   const metrics: EpochRecord[] = [];
   let startEpoch = 1;
-  let partial: Partial_ | null = null;
+  let partial: EpochPosition | null = null;
   let secondsBefore = 0;
   if (saved && resumeDir) {
     for (const [id, t] of restoreModels(resumeDir, saved, student, () => own(new binding.Model(spec, 0)))) bank.set(id, t);
     entries = saved.bank;
     metrics.push(...saved.metrics);
     startEpoch = saved.epoch + 1;
-    partial = (saved as CheckpointState & { partial?: Partial_ }).partial ?? null;
+    partial = saved.partial ?? null;
     secondsBefore = saved.seconds;
     log(`resuming from ${resumeDir} after epoch ${saved.epoch}${partial ? ` (+${partial.batch} batches of epoch ${partial.epoch})` : ''}`);
   } else if (uses.teachers && config.teacherSource === 'random') {
@@ -265,12 +254,12 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const writeMetrics = () => {
     if (out) writeFileAtomic(path.join(out, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m)).join('\n') + (metrics.length ? '\n' : ''));
   };
-  const save = (epochDone: number, p: Partial_ | null, seconds: number) => {
+  const save = (epochDone: number, p: EpochPosition | null, seconds: number) => {
     if (!ckptDir) return;
     saveCheckpoint(ckptDir, {
       student, teachers: bank,
       state: { epoch: epochDone, config, spec, class_names: classNames, mean: stats.mean, std: stats.std, bank: entries, metrics,
-        best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(p ? { partial: p } : {}) } as never,
+        best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(p ? { partial: p } : {}) },
     });
   };
 
@@ -339,7 +328,7 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
       run.emit('batch', { epoch, batch: i + 1, batches, loss: lossSum / count, images_per_sec: count / Math.max(elapsed, 1e-9) } satisfies BatchProgress);
       if (signal?.aborted && i + 1 < batches) {
         interrupted = true;
-        const p: Partial_ = { epoch, batch: i + 1, loss_sum: lossSum, distill_sum: distillSum, correct, count, seconds: elapsed, reset };
+        const p: EpochPosition = { epoch, batch: i + 1, loss_sum: lossSum, distill_sum: distillSum, correct, count, seconds: elapsed, reset };
         save(epoch - 1, p, trainSeconds + elapsed);
         log(`interrupted at epoch ${epoch}, batch ${i + 1}/${batches}${ckptDir ? `; checkpoint saved` : ''}`);
         break;
