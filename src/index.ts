@@ -4,7 +4,7 @@ export { evaluate, predict, predictProbs, datasetLogits, metricsFromLogits, soft
 export { lrAt, isResetEpoch, headLayers, type LrSchedule } from './train/schedule.js';
 export { offerToBank, teacherWeights, type BankDecision } from './train/teachers.js';
 export type { Prediction } from './train/evaluate.js';
-export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './train/types.js';
+export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './records.js';
 export { resolveConfig, DEFAULT_CONFIG, CONFIG_KEYS, ConfigError, methodUses } from './config.js';
 export type { TrainConfig, Method, TeacherSource, TeacherWeighting, ScheduleName, ResetMode, Device, ScoreMetric } from './config.js';
 export { loadCheckpoint, saveCheckpoint, modelTensors, loadModelTensors, type LoadedCheckpoint, type CheckpointState } from './io/checkpoint.js';

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { loadBinding, type NativeModel } from '../binding.js';
 import { resolveConfig, type TrainConfig } from '../config.js';
 import type { ModelSpec } from '../models/spec.js';
-import type { BankEntry, EpochRecord } from '../train/types.js';
+import type { BankEntry, EpochRecord } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.js';
 

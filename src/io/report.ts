@@ -5,7 +5,7 @@
 // Written atomically (temp file + rename), so a viewer never sees half a file.
 import path from 'node:path';
 
-import type { EpochRecord, TrainSummary } from '../train/types.js';
+import type { EpochRecord, TrainSummary } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
 const W = 960;

@@ -1,7 +1,7 @@
 // Evaluation: logits over a dataset in eval mode, and the metrics computed from them.
 import { loadBinding, type NativeModel } from '../binding.js';
 import type { Dataset } from '../data/dataset.js';
-import type { TestMetrics } from './types.js';
+import type { TestMetrics } from '../records.js';
 
 /** Eval-mode logits (N, classes) of a whole dataset, batch by batch off the event loop. */
 export async function datasetLogits(model: NativeModel, ds: Dataset, mean: number[], std: number[], batchSize = 256): Promise<Float32Array> {

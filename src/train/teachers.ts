@@ -1,7 +1,7 @@
 // The teacher bank as pure functions: which snapshot enters, which leaves, how teachers are weighted.
 // The trainer owns the native models; these functions only decide.
 import type { TeacherSource, TeacherWeighting } from '../config.js';
-import type { BankEntry } from './types.js';
+import type { BankEntry } from '../records.js';
 
 export interface BankDecision {
   bank: BankEntry[];

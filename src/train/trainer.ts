@@ -20,12 +20,12 @@ import { checkpointDir, readState, restoreModels, saveCheckpoint, type Checkpoin
 import { writeCurves } from '../io/report.js';
 import { resolveModelSpec } from '../models/resolve.js';
 import type { ModelSpec } from '../models/spec.js';
+import type { BankEntry, BatchProgress, EpochRecord, TrainSummary } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { deriveSeed } from '../util/seed.js';
 import { argmaxRows, datasetLogits, metricsFromLogits, softmaxRows } from './evaluate.js';
 import { headLayers, isResetEpoch, lrAt } from './schedule.js';
 import { offerToBank, teacherWeights } from './teachers.js';
-import type { BankEntry, BatchProgress, EpochRecord, TrainSummary } from './types.js';
 
 export interface TrainOptions extends Partial<TrainConfig> {
   /** Stops after the current batch; a checkpoint is saved when `out` is set. */

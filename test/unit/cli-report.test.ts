@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG } from '../../dist/config.js';
 import { flagsToConfig, kebab, readConfigFile, resolveTrainConfig, trainOptions } from '../../dist/cli/train-flags.js';
 import { niceTicks, renderCurves, writeCurves } from '../../dist/io/report.js';
-import type { EpochRecord } from '../../dist/train/types.js';
+import type { EpochRecord } from '../../dist/records.js';
 
 test('every trainer option has a kebab-case flag, including the documented names', () => {
   const opts = trainOptions();

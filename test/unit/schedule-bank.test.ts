@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import type { BankEntry } from '../../dist/records.js';
 import { headLayers, isResetEpoch, lrAt } from '../../dist/train/schedule.js';
 import { offerToBank, teacherWeights } from '../../dist/train/teachers.js';
-import type { BankEntry } from '../../dist/train/types.js';
 
 test('reset happens before epochs 1 + k*cycle, never before epoch 1', () => {
   const epochs = Array.from({ length: 12 }, (_, i) => i + 1).filter((e) => isResetEpoch(e, 4, true));

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { decodeSafetensors } from '../../dist/io/safetensors.js';
+import type { EpochRecord } from '../../dist/records.js';
 import { DivergenceError, train } from '../../dist/train/trainer.js';
-import type { EpochRecord } from '../../dist/train/types.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
 
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `dfl-${name}-`));

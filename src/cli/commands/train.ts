@@ -5,8 +5,8 @@ import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 
 import type { TrainConfig } from '../../config.js';
+import type { BatchProgress, EpochRecord, TrainSummary } from '../../records.js';
 import { train, type TrainOptions } from '../../train/trainer.js';
-import type { BatchProgress, EpochRecord, TrainSummary } from '../../train/types.js';
 import { EXIT, fixed, formatDuration, Output, pct, progressBar, runCommand, Table, UsageError } from '../output.js';
 import { defaultOutDir, flagsToConfig, kebab, readConfigFile, resolveTrainConfig, trainOptions } from '../train-flags.js';
 

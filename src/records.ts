@@ -1,5 +1,7 @@
-// Records a training run produces; the CLI writes them as metrics.jsonl and summary.json.
-import type { TrainConfig } from '../config.js';
+// Records a training run produces: the trainer makes them, io writes them (metrics.jsonl,
+// summary.json, the checkpoint's bank and metrics, curves.svg) and the CLI prints them. They sit
+// below both src/train and src/io, so neither has to import the other for a type.
+import type { TrainConfig } from './config.js';
 
 export interface BankEntry {
   /** Stable teacher id (the epoch whose snapshot it is; random teachers: -1, -2, ...). */
