@@ -37,7 +37,7 @@ test('every zoo model runs forward at a small width, any class and channel count
   }
 });
 
-test('MACs per image match PyTorch forward-hook counts (resnet, vgg at 32x32)', () => {
+test('MACs per image match PyTorch forward-hook counts (every zoo model at 32x32)', () => {
   for (const [name, want] of Object.entries(ref.macs_32x32)) {
     const m = new binding.Model(buildModel(name, { numClasses: 10, inChannels: 3, height: 32, width: 32 }), 0);
     assert.equal(m.info().macsPerImage, want, name);
