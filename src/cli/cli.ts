@@ -9,12 +9,13 @@ import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { infoCommand } from './commands/info.js';
 import { predictCommand } from './commands/predict.js';
+import { studyCommand } from './commands/study.js';
 import { trainCommand } from './commands/train.js';
 import { EXIT } from './output.js';
 
 const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
-const COMMANDS = ['train', 'eval', 'export', 'predict', 'info'];
+const COMMANDS = ['train', 'eval', 'export', 'predict', 'info', 'study'];
 
 await yargs(argv)
   .scriptName('dfl-native')
@@ -24,8 +25,9 @@ await yargs(argv)
   .command(exportCommand)
   .command(predictCommand)
   .command(infoCommand)
+  .command(studyCommand)
   .option('verbose', { type: 'boolean', global: true, describe: 'Print the stack trace of errors' })
-  .demandCommand(1, 'Give a command: train, eval, export, predict or info')
+  .demandCommand(1, 'Give a command: train, eval, export, predict, info or study')
   .strict()
   .recommendCommands()
   .version(packageVersion())
