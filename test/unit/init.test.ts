@@ -19,9 +19,11 @@ const Z = 5;
 
 type Law = { kind: 'normal' | 'uniform'; std: number; bound?: number } | { kind: 'constant'; value: number };
 
-/** The initial distribution of a tensor, from its name, shape and kind (docs/models.md). */
-function lawOf(t: TensorInfo, nodeOp: string): Law {
-  const n = t.shape.reduce((a, d) => a * d, 1);
+/**
+ * The initial distribution of a tensor, from its node's op, its shape and kind (docs/models.md);
+ * `linearFanIn` maps a linear node to its input size (its bias has the weight's bound).
+ */
+function lawOf(t: TensorInfo, nodeOp: string, linearFanIn: Map<number, number>): Law {
   if (t.kind === 'buffer') return { kind: 'constant', value: t.name.endsWith('running_var') ? 1 : 0 };
   if (nodeOp === 'bn') return { kind: 'constant', value: t.kind === 'weight' ? 1 : 0 };
   if (nodeOp === 'conv') {
@@ -30,11 +32,9 @@ function lawOf(t: TensorInfo, nodeOp: string): Law {
     return { kind: 'normal', std: Math.sqrt(2 / (oc * kh * kw)) };
   }
   // linear: weight (OUT, IN) and bias (OUT) share the bound 1/sqrt(IN)
-  const fanIn = t.kind === 'weight' ? n / t.shape[0] : -1;
-  const bound = 1 / Math.sqrt(fanIn > 0 ? fanIn : linearFanIn.get(t.node)!);
+  const bound = 1 / Math.sqrt(linearFanIn.get(t.node)!);
   return { kind: 'uniform', std: bound / Math.sqrt(3), bound };
 }
-const linearFanIn = new Map<number, number>();
 
 /** Checks one tensor's values against its law; returns a message or null. */
 function check(values: Float32Array, law: Law): string | null {
@@ -69,13 +69,13 @@ function check(values: Float32Array, law: Law): string | null {
 /** Every tensor of `model` in `layers` (all when undefined) against its law; returns the tensors checked. */
 function checkModel(model: NativeModel, ops: string[], layers?: number[]): number {
   const params = model.getParams(), buffers = model.getBuffers();
-  linearFanIn.clear();
+  const linearFanIn = new Map<number, number>();
   for (const t of model.tensors()) if (ops[t.node] === 'linear' && t.kind === 'weight') linearFanIn.set(t.node, t.size / t.shape[0]);
   let checked = 0;
   for (const t of model.tensors()) {
     if (layers && !layers.includes(t.layer)) continue;
     const values = (t.kind === 'buffer' ? buffers : params).subarray(t.offset, t.offset + t.size);
-    const problem = check(values, lawOf(t, ops[t.node]));
+    const problem = check(values, lawOf(t, ops[t.node], linearFanIn));
     assert.equal(problem, null, `${t.name} ${JSON.stringify(t.shape)}: ${problem}`);
     checked += 1;
   }
