@@ -84,6 +84,25 @@ test('a NaN input gives a non-finite step that leaves the weights untouched', as
   assert.deepEqual(m.getParams(), before);
 });
 
+// todo until Model::train_step checks the update before committing it (native/, backend-seam branch);
+// it fails today: the parameters hold Inf and momentum and BN statistics have moved.
+test('a step whose SGD update itself overflows is undone: weights, momentum and BN statistics stay as they were', { todo: 'native fix on the seam branch' }, async () => {
+  const m = tinyModel();
+  try {
+    await m.trainStep(step() as never); // momentum and BN statistics now hold non-trivial values
+    const params = m.getParams(), momentum = m.getMomentum(), buffers = m.getBuffers();
+    // The loss and gradients are finite; only the update lr * (grad + wd * w), about 1e40 * w, overflows float32.
+    const stats = await m.trainStep(step({ x: noise(2 * 192, 7), lr: 1e20, weightDecay: 1e20 }) as never);
+    assert.ok(Number.isFinite(stats.loss), 'the forward is finite: only the update overflows');
+    assert.equal(stats.finite, false);
+    assert.deepEqual(m.getParams(), params, 'parameters restored');
+    assert.deepEqual(m.getMomentum(), momentum, 'momentum restored');
+    assert.deepEqual(m.getBuffers(), buffers, 'BN statistics restored');
+  } finally {
+    m.dispose();
+  }
+});
+
 test('augmentBatch and normalizeBatch check their buffers', () => {
   const out = new Float32Array(2 * 3 * 4 * 4);
   const img = new Uint8Array(2 * 3 * 4 * 4);
