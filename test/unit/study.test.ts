@@ -1,0 +1,223 @@
+// The study: its statistics on known inputs, the grid and its shards, the report from a folder of
+// finished runs, and skip/resume of a real (tiny) grid.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+
+import { ConfigError, resolveConfig } from '../../dist/config.js';
+import type { EpochRecord, TrainSummary } from '../../dist/records.js';
+import { loadGrid, parseShard, planRuns, shardRuns, validateGrid, type StudyGrid } from '../../dist/study/grid.js';
+import { collectRuns, writeStudyReport } from '../../dist/study/report.js';
+import { runState, runStudy, type StudyEvent } from '../../dist/study/runner.js';
+import { mean, pairedDifference, sampleStd, tCentralProbability, tCritical, verdict } from '../../dist/study/stats.js';
+import { writeImageFolder } from '../helpers/data.js';
+
+const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `dfl-study-${name}-`));
+const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
+
+test('mean and sample standard deviation', () => {
+  assert.equal(mean([1, 2, 3, 4]), 2.5);
+  close(sampleStd([2, 4, 4, 4, 5, 5, 7, 9]), Math.sqrt(32 / 7), 1e-12, 'std (n - 1)');
+  assert.ok(Number.isNaN(sampleStd([1])));
+  assert.ok(Number.isNaN(mean([])));
+});
+
+test('Student t: two-sided 95% critical values match the tables', () => {
+  // t_{0.975, df} from standard tables (4 decimals)
+  const table: [number, number][] = [[1, 12.7062], [2, 4.3027], [3, 3.1824], [4, 2.7764], [5, 2.5706], [6, 2.4469], [9, 2.2622],
+    [10, 2.2281], [19, 2.093], [29, 2.0452], [30, 2.0423], [60, 2.0003], [120, 1.9799]];
+  for (const [df, t] of table) close(tCritical(df), t, 6e-5, `t(0.975, ${df})`);
+  close(tCritical(4, 0.99), 4.6041, 1e-4, 't(0.995, 4)');
+  close(tCritical(10, 0.9), 1.8125, 1e-4, 't(0.95, 10)');
+  close(tCentralProbability(0, 3), 0, 1e-15, 'P(|T| < 0)');
+  close(tCentralProbability(1, 1), 0.5, 1e-12, 'Cauchy: P(|T| < 1) = 1/2');
+  close(tCentralProbability(Math.SQRT2, 2), Math.SQRT2 / 2, 1e-12, 'df 2: t / sqrt(2 + t^2)');
+  assert.throws(() => tCritical(0), RangeError);
+  assert.throws(() => tCritical(2.5), RangeError);
+});
+
+test('paired difference: per-seed differences, mean, t-interval over the shared seeds, verdict', () => {
+  const arm = new Map([[0, 0.8], [1, 0.82], [2, 0.81], [7, 0.9]]);
+  const ref = new Map([[0, 0.79], [1, 0.8], [2, 0.8], [3, 0.7]]);
+  const d = pairedDifference(arm, ref);
+  assert.deepEqual(d.seeds, [0, 1, 2], 'only seeds both arms have');
+  d.differences.forEach((x, i) => close(x, [0.01, 0.02, 0.01][i], 1e-12, `difference ${i}`));
+  assert.equal(d.n, 3);
+  close(d.mean, 0.04 / 3, 1e-12, 'mean');
+  close(d.std, Math.sqrt(((0.01 - 0.04 / 3) ** 2 * 2 + (0.02 - 0.04 / 3) ** 2) / 2), 1e-12, 'std');
+  const half = (4.302652729911275 * d.std) / Math.sqrt(3);
+  close(d.interval!.low, d.mean - half, 1e-9, 'low');
+  close(d.interval!.high, d.mean + half, 1e-9, 'high');
+  close(d.interval!.t, 4.302652729911275, 1e-9, 't(0.975, 2)');
+  assert.equal(verdict(d), 'no clear difference');
+  const gain = pairedDifference(new Map([[0, 0.82], [1, 0.83], [2, 0.825]]), new Map([[0, 0.8], [1, 0.81], [2, 0.806]]));
+  assert.equal(verdict(gain), 'gain');
+  assert.equal(verdict(pairedDifference(new Map([[0, 0.7], [1, 0.71]]), new Map([[0, 0.8], [1, 0.8]]))), 'loss');
+  const one = pairedDifference(new Map([[0, 0.8]]), new Map([[0, 0.7]]));
+  assert.equal(one.interval, null);
+  assert.equal(verdict(one), 'too few seeds');
+});
+
+test('the cpu preset: 8 ablation arms x 5 seeds, base is the reference', () => {
+  const g = loadGrid('cpu');
+  assert.deepEqual(Object.keys(g.arms), ['base', 'reset', 'sd-previous', 'sd-random', 'sd-meaningful', 'dfl', 'dfl-score', 'dfl-shrink-perturb']);
+  assert.deepEqual(g.seeds, [0, 1, 2, 3, 4]);
+  assert.equal(g.reference, 'base');
+  const runs = planRuns(g, '/s', { data: '/d', threads: 2 });
+  assert.equal(runs.length, 40);
+  assert.deepEqual(runs.slice(0, 2).map((r) => [r.arm, r.seed, r.dir]), [['base', 0, path.join('/s', 'base', 'seed0')], ['reset', 0, path.join('/s', 'reset', 'seed0')]]);
+  const sdr = runs.find((r) => r.arm === 'sd-random' && r.seed === 3)!;
+  assert.equal(sdr.config.method, 'sd');
+  assert.equal(sdr.config.teacherSource, 'random');
+  assert.equal(sdr.config.seed, 3);
+  assert.equal(sdr.config.epochs, 20);
+  assert.equal(sdr.config.resetCycle, 5);
+  assert.equal(sdr.config.data, '/d');
+  assert.equal(sdr.config.out, path.join('/s', 'sd-random', 'seed3'));
+  assert.equal(loadGrid('paper').options.model, 'vgg16');
+});
+
+test('shards: every run in exactly one shard, deterministically, sizes within one', () => {
+  const runs = planRuns(loadGrid('cpu'), '/s');
+  for (let n = 1; n <= 9; ++n) {
+    const seen = new Map<string, number>();
+    const sizes: number[] = [];
+    for (let i = 1; i <= n; ++i) {
+      const part = shardRuns(runs, { index: i, count: n });
+      assert.deepEqual(part.map((r) => r.dir), shardRuns(runs, { index: i, count: n }).map((r) => r.dir), 'deterministic');
+      sizes.push(part.length);
+      for (const r of part) seen.set(r.dir, (seen.get(r.dir) ?? 0) + 1);
+    }
+    assert.equal(seen.size, runs.length, `${n} shards cover the grid`);
+    assert.ok([...seen.values()].every((c) => c === 1), `${n} shards: no run twice`);
+    assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1, `${n} shards balanced`);
+  }
+  assert.deepEqual(parseShard('2/4'), { index: 2, count: 4 });
+  for (const bad of ['0/4', '5/4', '1/0', 'a/b', '2', '-1/3'])
+    assert.throws(() => parseShard(bad), (e: Error) => e instanceof ConfigError && /Expected I\/N/.test(e.message), bad);
+});
+
+test('grid files: unknown options, run-specific keys, bad names and clashes with common options are errors', () => {
+  const ok = validateGrid({ options: { epochs: 3 }, arms: { a: { method: 'base' }, b: { 'distill-weight': 0.5, method: 'dfl' } }, seeds: [0, 2] }, 'g.json');
+  assert.equal(ok.reference, 'a', 'no base arm: the first arm is the reference');
+  assert.equal(ok.arms.b.distillWeight, 0.5, 'kebab-case keys as in --config files');
+  assert.throws(() => validateGrid({ arms: { a: { methd: 'base' } } }, 'g.json'), /g\.json arm 'a': Unknown option 'methd' \(did you mean 'method'\?\)/);
+  assert.throws(() => validateGrid({ arms: { a: { seed: 1 } } }, 'g.json'), /'seed' is set by the study/);
+  assert.throws(() => validateGrid({ arms: { 'a/b': {} } }, 'g.json'), /arm name 'a\/b'/);
+  assert.throws(() => validateGrid({ arms: {} }, 'g.json'), /at least one named arm/);
+  assert.throws(() => validateGrid({ arms: { a: {} }, seeds: [1, 1] }, 'g.json'), /distinct non-negative integers/);
+  assert.throws(() => validateGrid({ arms: { a: {} }, reference: 'z' }, 'g.json'), /"reference" must name one of the arms/);
+  assert.throws(() => validateGrid({ arms: { a: {} }, extra: 1 }, 'g.json'), /unknown key 'extra'/);
+  assert.throws(() => planRuns(loadGrid('cpu'), '/s', { method: 'dfl' }), /method is set by arm 'base'/);
+  assert.throws(() => loadGrid('no-such-preset'), /not a preset \(cpu, paper\) nor a JSON file/);
+});
+
+// --- the report from a folder of fake finished runs ---------------------------------------------
+
+function fakeRun(dir: string, arm: string, seed: number, testAcc: number, vals: number[], wall: number): void {
+  const runDir = path.join(dir, arm, `seed${seed}`);
+  fs.mkdirSync(runDir, { recursive: true });
+  const config = resolveConfig({ method: arm === 'base' ? 'base' : 'dfl', seed, epochs: vals.length, out: runDir });
+  const summary = { test_acc: testAcc, test_top5: 0.99, test_loss: 0.6, test_ece: 0.05, n: 10000, method: config.method, model: 'vgg8', seed, device: 'cpu',
+    epochs: vals.length, best_val_acc: Math.max(...vals), final_val_acc: vals.at(-1)!, seconds: wall - 10, images_per_sec: 1000, params: 1, macs_per_image: 1,
+    class_names: [], interrupted: false, config } satisfies TrainSummary;
+  fs.writeFileSync(path.join(runDir, 'summary.json'), JSON.stringify(summary));
+  const metrics = vals.map((v, i) => ({ epoch: i + 1, lr: 0.05, train_loss: 1, train_acc: 0.5, distill_loss: 0, val_acc: v, val_loss: 1, ensemble_val_acc: null, disagreement: null,
+    reset: false, bank: [], replaced: null, added: null, seconds: 1, images_per_sec: 1 }) satisfies EpochRecord);
+  fs.writeFileSync(path.join(runDir, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m)).join('\n') + '\n');
+  fs.writeFileSync(path.join(runDir, 'study-run.json'), JSON.stringify({ wall_seconds: wall, started: '2026-11-30T10:00:00Z', finished: '2026-11-30T10:20:00Z', host: 'h', cpu: 'cpu', threads: 2, version: '0' }));
+}
+
+test('report: per-arm table, paired differences with t-intervals, unfinished runs, svg dots and curves', () => {
+  const dir = tmp('report');
+  fakeRun(dir, 'base', 0, 0.80, [0.5, 0.7], 600);
+  fakeRun(dir, 'base', 1, 0.81, [0.6, 0.7], 620);
+  fakeRun(dir, 'base', 2, 0.79, [0.4, 0.7], 640);
+  fakeRun(dir, 'dfl', 0, 0.82, [0.6, 0.8], 1200);
+  fakeRun(dir, 'dfl', 1, 0.82, [0.6, 0.8], 1260);
+  fakeRun(dir, 'dfl', 2, 0.80, [0.6, 0.8], 1320);
+  fs.mkdirSync(path.join(dir, 'dfl', 'seed3', 'checkpoint'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'dfl', 'seed3', 'checkpoint', 'state.json'), '{}');
+  fs.mkdirSync(path.join(dir, 'notes')); // not an arm with runs: ignored
+
+  const { markdown, svg, stats } = writeStudyReport(dir);
+  assert.equal(fs.readFileSync(path.join(dir, 'study.md'), 'utf8'), markdown);
+  assert.ok(fs.existsSync(path.join(dir, 'study.svg')));
+  assert.deepEqual(stats.arms.map((a) => [a.arm, a.n]), [['base', 3], ['dfl', 3]]);
+  close(stats.arms[0].testAcc.mean, 0.8, 1e-12, 'base mean');
+  close(stats.arms[0].testAcc.std, 0.01, 1e-12, 'base std');
+  close(stats.arms[0].anytimeAcc.mean, 0.6, 1e-12, 'base anytime = mean over epochs and seeds');
+  close(stats.arms[1].wallSeconds, 1260, 1e-9, 'wall time from study-run.json');
+  assert.deepEqual(stats.arms[1].differs, { method: 'dfl' });
+  const p = stats.paired.dfl.test;
+  assert.deepEqual(p.differences.map((x) => Math.round(x * 1e6) / 1e6), [0.02, 0.01, 0.01]);
+  // mean 1.333 pp, sd 0.577 pp, t(0.975, 2) = 4.3027 -> half width 1.434 pp
+  assert.match(markdown, /\| base \| 3 \| 80\.00 ± 1\.00 \| 60\.00 ± 5\.00 \| 5\.00 ± 0\.00 \| 10 min 20 s \| \(reference\) \|/);
+  assert.match(markdown, /\| dfl \| 3 \| \+2\.00 \| \+1\.00 \| \+1\.00 \| \+1\.33 \| \[-0\.10, \+2\.77\] \| no clear difference \|/);
+  assert.match(markdown, /\| dfl \| 3 \| \+10\.00 \| \+5\.00 \| \+15\.00 \| \+10\.00 \| \[-2\.42, \+22\.42\] \| no clear difference \|/, 'anytime paired row');
+  assert.match(markdown, /6 finished, 1 unfinished \(dfl\/seed3\)/);
+  assert.equal((svg.match(/<circle /g) ?? []).length, 6, 'one dot per finished run');
+  assert.match(svg, /<title>dfl seed 2: 80\.00%<\/title>/);
+  assert.equal((svg.match(/stroke-opacity="0.3"/g) ?? []).length, 6, 'one validation curve per run');
+  assert.equal(collectRuns(dir).unfinished.length, 1);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+// --- a real tiny grid: skip finished runs, resume an interrupted one ----------------------------
+
+test('runStudy: runs each arm x seed in <dir>/<arm>/seed<k>, resumes an interrupted run and skips finished ones', async () => {
+  const work = tmp('grid');
+  const data = path.join(work, 'images');
+  await writeImageFolder(path.join(data, 'train'), ['a', 'b', 'c'], 12, { w: 8, h: 8 });
+  await writeImageFolder(path.join(data, 'test'), ['a', 'b', 'c'], 4, { w: 8, h: 8 });
+  const grid: StudyGrid = validateGrid({
+    name: 'tiny', options: { model: 'vgg8', width: 0.125, epochs: 2, batchSize: 8, valSize: 0.1, resetCycle: 1, teachers: 2 },
+    arms: { base: { method: 'base' }, dfl: { method: 'dfl' } }, seeds: [0],
+  }, 'tiny');
+  const dir = path.join(work, 'study');
+  const common = { data, threads: 1, cacheDir: path.join(work, 'cache') };
+
+  // First pass: interrupt the second run (dfl seed 0) during its first epoch.
+  const controller = new AbortController();
+  const first: StudyEvent[] = [];
+  const r1 = await runStudy({ grid, dir, common, signal: controller.signal }, (e) => {
+    first.push(e);
+    if (e.event === 'run' && e.arm === 'dfl') controller.abort();
+  });
+  assert.equal(r1.interrupted, true);
+  assert.equal(runState(path.join(dir, 'base', 'seed0')), 'finished');
+  assert.equal(runState(path.join(dir, 'dfl', 'seed0')), 'partial');
+  assert.ok(fs.existsSync(path.join(dir, 'study.json')));
+
+  // Second pass: base is skipped, dfl resumes and finishes.
+  const second: StudyEvent[] = [];
+  const r2 = await runStudy({ grid, dir, common }, (e) => second.push(e));
+  assert.deepEqual({ ran: r2.ran, skipped: r2.skipped, interrupted: r2.interrupted }, { ran: 1, skipped: 1, interrupted: false });
+  assert.deepEqual(second.filter((e) => e.event === 'skip').map((e) => (e as { arm: string }).arm), ['base']);
+  const resumed = second.find((e) => e.event === 'run') as Extract<StudyEvent, { event: 'run' }>;
+  assert.equal(resumed.arm, 'dfl');
+  assert.equal(resumed.resume, true);
+  const summary = JSON.parse(fs.readFileSync(path.join(dir, 'dfl', 'seed0', 'summary.json'), 'utf8')) as TrainSummary;
+  assert.equal(summary.epochs, 2);
+  assert.equal(summary.interrupted, false);
+  assert.equal(summary.config.method, 'dfl');
+  const log = JSON.parse(fs.readFileSync(path.join(dir, 'dfl', 'seed0', 'study-run.json'), 'utf8'));
+  assert.ok(log.wall_seconds > 0 && log.finished !== null);
+
+  // Third pass: nothing to do. A second seed extends the same study (the record merges).
+  const r3 = await runStudy({ grid, dir, common });
+  assert.deepEqual({ ran: r3.ran, skipped: r3.skipped }, { ran: 0, skipped: 2 });
+  const md = fs.readFileSync(path.join(dir, 'study.md'), 'utf8');
+  assert.match(md, /Runs: 2 finished of 2 planned/);
+  const shard = await runStudy({ grid: { ...grid, seeds: [1] }, dir, common, shard: { index: 2, count: 2 } });
+  assert.equal(shard.ran, 1, 'shard 2/2 of [base s1, dfl s1] is dfl s1');
+  assert.equal(runState(path.join(dir, 'base', 'seed1')), 'new');
+  assert.equal(runState(path.join(dir, 'dfl', 'seed1')), 'finished');
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'study.json'), 'utf8')).grid.seeds, [0, 1]);
+
+  // Another study's options in the same folder: refused.
+  await assert.rejects(runStudy({ grid: { ...grid, arms: { base: { method: 'base', lr: 0.1 } } }, dir, common }), /holds another study \(arm base has other options/);
+  fs.rmSync(work, { recursive: true, force: true });
+});
