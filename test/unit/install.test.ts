@@ -1,0 +1,34 @@
+// Installing stays offline-safe and quiet: onnxruntime-node's postinstall (which downloads CUDA
+// files from NuGet on linux/x64) is turned off by package.json's allowScripts (npm >= 11.16), not by
+// a project .npmrc key, which npm 11 warns about on every npm/npx command.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { allowScripts?: Record<string, boolean> };
+
+test('every dependency with an install script has an allowScripts decision; onnxruntime-node\'s is off', () => {
+  const lock = JSON.parse(fs.readFileSync(path.join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { hasInstallScript?: boolean }> };
+  const withScripts = Object.entries(lock.packages)
+    .filter(([k, p]) => p.hasInstallScript && k.includes('node_modules/')) // '' is dfl-native itself
+    .map(([k]) => k.slice(k.lastIndexOf('node_modules/') + 'node_modules/'.length));
+  assert.ok(withScripts.includes('onnxruntime-node'));
+  for (const name of withScripts) assert.equal(typeof pkg.allowScripts?.[name], 'boolean', `allowScripts has no decision for ${name}`);
+  assert.equal(pkg.allowScripts?.['onnxruntime-node'], false);
+  // Its CPU build ships in the package: nothing has to be downloaded.
+  const bin = path.join(root, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6', process.platform, process.arch, 'onnxruntime_binding.node');
+  assert.ok(fs.existsSync(bin), `${bin} is bundled`);
+});
+
+test('npm in the package folder prints no warnings (no unknown project config)', () => {
+  const execPath = process.env.npm_execpath;
+  const [cmd, args] = execPath && execPath.endsWith('.js') ? [process.execPath, [execPath]] : ['npm', []];
+  const r = spawnSync(cmd, [...args, 'pkg', 'get', 'name'], { cwd: root, encoding: 'utf8', env: { ...process.env, npm_config_loglevel: 'warn' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), '"dfl-native"');
+  assert.doesNotMatch(r.stderr, /warn/i);
+});
