@@ -121,13 +121,18 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** A string as typed, in quotes; JSON-escaped so a value with newlines still gives a one-line message. */
+function quote(s: string): string {
+  return `'${JSON.stringify(s.length > 40 ? s.slice(0, 40) : s).slice(1, -1)}${s.length > 40 ? '...' : ''}'`;
+}
+
 function describe(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (v === null) return 'null';
-  // JSON-escaped: a value with newlines or control characters still gives a one-line message
-  if (typeof v === 'string') return `'${JSON.stringify(v.length > 40 ? v.slice(0, 40) : v).slice(1, -1)}${v.length > 40 ? '...' : ''}' (string)`;
+  if (typeof v === 'string') return `${quote(v)} (string)`;
   if (typeof v === 'number') return `${v} (number)`;
-  if (Array.isArray(v)) return `an array of length ${v.length}`;
+  // a short list in full, so `--milestones 30 abc` shows the 'abc'
+  if (Array.isArray(v)) return v.length <= 8 ? `[${v.map((x) => (typeof x === 'string' ? quote(x) : String(x))).join(', ')}]` : `an array of length ${v.length}`;
   return `${String(v)} (${typeof v})`;
 }
 

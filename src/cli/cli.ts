@@ -29,6 +29,8 @@ await yargs(argv)
   .option('verbose', { type: 'boolean', global: true, describe: 'Print the stack trace of errors' })
   .demandCommand(1, 'Give a command: train, eval, export, predict, info or study')
   .strict()
+  // numeric flags parse their own text (numbers.ts), so an error quotes what was typed
+  .parserConfiguration({ 'parse-numbers': false })
   .recommendCommands()
   .version(packageVersion())
   .alias('help', 'h')

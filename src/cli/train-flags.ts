@@ -7,6 +7,7 @@ import type { Options } from 'yargs';
 
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from '../config.js';
 import { MODEL_NAMES } from '../models/zoo.js';
+import { lastWins, numberFlag, numbersFlag } from './numbers.js';
 import { UsageError } from './output.js';
 
 type Kind = 'string' | 'number' | 'boolean' | 'numbers';
@@ -89,14 +90,6 @@ function defaultText(key: keyof TrainConfig): string {
   return Array.isArray(v) ? (v.length ? v.join(' ') : 'none') : String(v);
 }
 
-function parseNumbers(v: unknown): number[] {
-  const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean);
-  return parts.map(Number);
-}
-
-/** A flag given twice (`--lr 0.1 ... --lr 0.2`): the last one wins, as in most CLIs. */
-const lastWins = (v: unknown): unknown => (Array.isArray(v) ? v[v.length - 1] : v);
-
 /** yargs option declarations for every trainer flag (help text with defaults and choices). */
 export function trainOptions(): Record<string, Options> {
   const out: Record<string, Options> = {};
@@ -108,15 +101,10 @@ export function trainOptions(): Record<string, Options> {
       group: d.group,
       requiresArg: d.kind !== 'boolean',
     };
-    if (d.kind === 'numbers') {
-      o.type = 'string';
-      o.array = true;
-      o.coerce = parseNumbers;
-    } else {
-      o.type = d.kind;
-      o.coerce = lastWins;
-    }
-    out[kebab(key)] = o;
+    // Numbers keep the typed text until resolveConfig checks them, so its error quotes it.
+    if (d.kind === 'number') out[kebab(key)] = numberFlag(o);
+    else if (d.kind === 'numbers') out[kebab(key)] = numbersFlag(o);
+    else out[kebab(key)] = { ...o, type: d.kind, coerce: lastWins };
   }
   return out;
 }

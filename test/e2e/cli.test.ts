@@ -207,7 +207,14 @@ test('Ctrl-C stops after the current batch, saves a checkpoint and says how to r
 test('bad usage exits 2 with one clear line', () => {
   const cases: [string[], RegExp][] = [
     [['train', '--bogus', '1'], /Unknown argument: bogus/],
-    [['train', '--lr', 'abc'], /--lr/],
+    [['train', '--lr', 'abc'], /for --lr but received 'abc'/],
+    [['train', '--milestones', '5', 'x'], /for --milestones but received \[5, 'x'\]/],
+    [['eval', '--checkpoint', 'x', '--batch-size', 'abc'], /for --batch-size but received 'abc'/],
+    [['eval', '--checkpoint', 'x', '--threads', '1e400'], /for --threads but received '1e400'/],
+    [['export', '--checkpoint', 'x', '--out', 'y.onnx', '--samples', 'four'], /for --samples but received 'four'/],
+    [['export', '--checkpoint', 'x', '--out', 'y.onnx', '--tolerance', 'abc'], /for --tolerance but received 'abc'/],
+    [['predict', '--checkpoint', 'x', '--top-k', 'abc', 'a.jpg'], /for --top-k but received 'abc'/],
+    [['predict', '--checkpoint', 'x', '--threads', 'two', 'a.jpg'], /for --threads but received 'two'/],
     [['train', '--method', 'nope'], /one of base, reset, sd, dfl for --method/],
     [['train', '--epochs'], /epochs/],
     [['eval'], /checkpoint/],

@@ -5,8 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
+import yargs from 'yargs';
+
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG } from '../../dist/config.js';
-import { flagsToConfig, kebab, readConfigFile, resolveTrainConfig, trainOptions } from '../../dist/cli/train-flags.js';
+import { flagsToConfig, kebab, readConfigFile, resolveTrainConfig, TRAIN_FLAGS, trainOptions } from '../../dist/cli/train-flags.js';
 import { niceTicks, renderCurves, writeCurves } from '../../dist/io/report.js';
 import type { EpochRecord } from '../../dist/records.js';
 
@@ -32,7 +34,6 @@ test('flags override --config values, which override defaults; errors name the f
   assert.equal(c.lr, 0.01);
   assert.equal(c.resetCycle, 5);
   assert.equal(c.batchSize, DEFAULT_CONFIG.batchSize);
-  assert.throws(() => resolveTrainConfig(undefined, flagsToConfig({ lr: Number('abc') })), (e: Error) => e instanceof ConfigError && /for --lr but received NaN/.test(e.message));
   fs.writeFileSync(file, JSON.stringify({ method: 'nope' }));
   assert.throws(() => resolveTrainConfig(readConfigFile(file), {}, file), /for "method" in .*c\.json/);
   fs.writeFileSync(file, JSON.stringify({ batch_size: 3 }));
@@ -40,6 +41,32 @@ test('flags override --config values, which override defaults; errors name the f
   fs.writeFileSync(file, '{ not json');
   assert.throws(() => readConfigFile(file), /not valid JSON/);
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** The train config from a command line, parsed as cli.ts parses it. */
+function configFromArgs(argv: string[]) {
+  const parsed = yargs(argv).options(trainOptions()).parserConfiguration({ 'parse-numbers': false }).strict().exitProcess(false)
+    .fail((msg, err) => {
+      throw err ?? new Error(msg);
+    }).parseSync() as Record<string, unknown>;
+  return resolveTrainConfig(undefined, flagsToConfig(parsed));
+}
+
+test('numeric flags report what was typed: --lr abc -> received \'abc\', for every numeric flag', () => {
+  const numeric = CONFIG_KEYS.filter((k) => TRAIN_FLAGS[k].kind === 'number' || TRAIN_FLAGS[k].kind === 'numbers');
+  assert.ok(numeric.length >= 20);
+  for (const k of numeric) {
+    const flag = `--${kebab(k)}`;
+    for (const typed of ['abc', '1e400', '0x10']) {
+      assert.throws(() => configFromArgs([flag, typed]), (e: Error) => e instanceof ConfigError && e.message.includes(`for ${flag} but received`) && e.message.includes(`'${typed}'`),
+        `${flag} ${typed}`);
+    }
+  }
+  assert.throws(() => configFromArgs(['--lr', 'abc']), /Expected a number in \(0, 10000\] for --lr but received 'abc' \(string\)$/);
+  assert.throws(() => configFromArgs(['--milestones', '30', 'abc']), /for --milestones but received \[30, 'abc'\]$/);
+  // numbers still parse, the last of repeated flags wins, lists take spaces or commas
+  const c = configFromArgs(['--lr', '0.2', '--lr', '.05', '--epochs', '3', '--milestones', '1,2', '3', '--mean', '0.5', '-0.25', '+1e-1', '--std', '1', '1', '1']);
+  assert.deepEqual([c.lr, c.epochs, c.milestones, c.mean], [0.05, 3, [1, 2, 3], [0.5, -0.25, 0.1]]);
 });
 
 function record(epoch: number, reset: boolean, bank: number[]): EpochRecord {

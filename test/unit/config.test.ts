@@ -21,6 +21,7 @@ test('invalid values get one error style naming the option', () => {
   assert.throws(() => resolveConfig({ method: 'magic' }), /Expected one of base, reset, sd, dfl for method but received 'magic'/);
   assert.throws(() => resolveConfig({ lr: Number.NaN }), /for lr but received NaN/);
   assert.throws(() => resolveConfig({ batchSize: 1 }), /for batchSize/);
+  assert.throws(() => resolveConfig({ milestones: [30, 'abc'] }), /for milestones but received \[30, 'abc'\]$/);
 });
 
 test('unknown keys are rejected with a suggestion', () => {

@@ -8,14 +8,16 @@ import type { Dataset } from '../../data/dataset.js';
 import { loadData } from '../../data/load.js';
 import { loadCheckpoint, type LoadedCheckpoint } from '../../io/checkpoint.js';
 import { evaluate } from '../../train/evaluate.js';
+import { checkedNumber, numberFlag } from '../numbers.js';
 import { fixed, Output, pct, runCommand, Table, UsageError } from '../output.js';
 
 export interface EvalArgs {
   checkpoint: string;
   data?: string;
   perClass?: boolean;
-  batchSize?: number;
-  threads?: number;
+  /** Numeric flags hold the typed text until checked (numbers.ts). */
+  batchSize?: unknown;
+  threads?: unknown;
   json?: boolean;
   verbose?: boolean;
 }
@@ -60,8 +62,8 @@ export function builder(y: Argv): Argv<EvalArgs> {
     .option('checkpoint', { type: 'string', demandOption: true, requiresArg: true, describe: 'A run folder written by train (or its checkpoint/)' })
     .option('data', { type: 'string', requiresArg: true, describe: 'Data to evaluate on (its test split) [default: the data the checkpoint was trained on]' })
     .option('per-class', { type: 'boolean', describe: 'Also report the accuracy of each class' })
-    .option('batch-size', { type: 'number', requiresArg: true, describe: 'Evaluation batch size [default: 256]' })
-    .option('threads', { type: 'number', requiresArg: true, describe: 'Native threads (0: all cores) [default: 0]' })
+    .option('batch-size', numberFlag({ describe: 'Evaluation batch size [default: 256]' }))
+    .option('threads', numberFlag({ describe: 'Native threads (0: all cores) [default: 0]' }))
     .option('json', { type: 'boolean', describe: 'Print one JSON object' })
     .example('$0 eval --checkpoint runs/2026-11-29_10-00-00', 'test accuracy on the data it was trained on')
     .example('$0 eval --checkpoint runs/a --data ./other-photos --per-class --json', 'another image folder, per-class accuracy') as unknown as Argv<EvalArgs>;
@@ -70,16 +72,14 @@ export function builder(y: Argv): Argv<EvalArgs> {
 export async function handler(argv: EvalArgs): Promise<void> {
   await runCommand(argv.verbose, async () => {
     const out = new Output({ json: argv.json });
-    if (argv.batchSize !== undefined && !(Number.isInteger(argv.batchSize) && argv.batchSize >= 1))
-      throw new UsageError(`Expected a positive integer for --batch-size but received ${argv.batchSize}`);
-    if (argv.threads !== undefined && !(Number.isInteger(argv.threads) && argv.threads >= 0))
-      throw new UsageError(`Expected an integer >= 0 for --threads but received ${argv.threads}`);
+    const batchSize = checkedNumber(argv.batchSize, '--batch-size', 'a positive integer', (n) => Number.isInteger(n) && n >= 1);
+    const threads = checkedNumber(argv.threads, '--threads', 'an integer >= 0', (n) => Number.isInteger(n) && n >= 0);
     requireCheckpoint(argv.checkpoint);
     const ckpt = await loadCheckpoint(argv.checkpoint);
     try {
-      loadBinding().setThreads(argv.threads ?? 0);
+      loadBinding().setThreads(threads ?? 0);
       const { test, source } = await loadTestSplit(ckpt, argv.data);
-      const m = await evaluate(ckpt.model, test, ckpt.mean, ckpt.std, { batchSize: argv.batchSize, perClass: argv.perClass });
+      const m = await evaluate(ckpt.model, test, ckpt.mean, ckpt.std, { batchSize, perClass: argv.perClass });
       if (out.json) {
         out.line({
           checkpoint: ckpt.dir, data: source, epoch: ckpt.epoch, model: ckpt.config.model, method: ckpt.config.method,

@@ -7,6 +7,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { loadCheckpoint } from '../../io/checkpoint.js';
 import { buildOnnx, ONNX_OPSET } from '../../io/onnx.js';
 import { verifyOnnx } from '../../io/onnx-verify.js';
+import { checkedNumber, numberFlag } from '../numbers.js';
 import { Output, runCommand, UsageError } from '../output.js';
 import { requireCheckpoint } from './eval.js';
 
@@ -15,8 +16,9 @@ export interface ExportArgs {
   out: string;
   foldBn?: boolean;
   verify?: boolean;
-  samples?: number;
-  tolerance?: number;
+  /** Numeric flags hold the typed text until checked (numbers.ts). */
+  samples?: unknown;
+  tolerance?: unknown;
   json?: boolean;
   verbose?: boolean;
 }
@@ -27,8 +29,8 @@ export function builder(y: Argv): Argv<ExportArgs> {
     .option('out', { type: 'string', demandOption: true, requiresArg: true, describe: 'The ONNX file to write, e.g. model.onnx' })
     .option('fold-bn', { type: 'boolean', describe: 'Fold BatchNorm into the convolution before it [default: false, BatchNormalization nodes]' })
     .option('verify', { type: 'boolean', describe: 'Check the file in onnxruntime-node against the native forward (--no-verify skips it) [default: true]' })
-    .option('samples', { type: 'number', requiresArg: true, describe: 'Images compared by the check [default: 4]' })
-    .option('tolerance', { type: 'number', requiresArg: true, describe: 'Largest relative logit difference the check accepts [default: 1e-4]' })
+    .option('samples', numberFlag({ describe: 'Images compared by the check [default: 4]' }))
+    .option('tolerance', numberFlag({ describe: 'Largest relative logit difference the check accepts [default: 1e-4]' }))
     .option('json', { type: 'boolean', describe: 'Print one JSON object' })
     .example('$0 export --checkpoint runs/2026-11-29_10-00-00 --out model.onnx', 'export and check')
     .example('$0 export --checkpoint runs/a --out a.onnx --fold-bn', 'BatchNorm folded into the convolutions') as unknown as Argv<ExportArgs>;
@@ -37,10 +39,8 @@ export function builder(y: Argv): Argv<ExportArgs> {
 export async function handler(argv: ExportArgs): Promise<void> {
   await runCommand(argv.verbose, async () => {
     const out = new Output({ json: argv.json });
-    const samples = argv.samples ?? 4;
-    const tolerance = argv.tolerance ?? 1e-4;
-    if (!(Number.isInteger(samples) && samples >= 1 && samples <= 1024)) throw new UsageError(`Expected an integer in [1, 1024] for --samples but received ${argv.samples}`);
-    if (!(tolerance > 0)) throw new UsageError(`Expected a positive number for --tolerance but received ${argv.tolerance}`);
+    const samples = checkedNumber(argv.samples, '--samples', 'an integer in [1, 1024]', (n) => Number.isInteger(n) && n >= 1 && n <= 1024) ?? 4;
+    const tolerance = checkedNumber(argv.tolerance, '--tolerance', 'a positive number', (n) => n > 0) ?? 1e-4;
     const dir = path.dirname(path.resolve(argv.out));
     if (!fs.existsSync(dir)) throw new UsageError(`--out ${argv.out}: the folder ${dir} does not exist; create it first`);
     if (fs.existsSync(argv.out) && fs.statSync(argv.out).isDirectory()) throw new UsageError(`--out ${argv.out}: is a folder; give a file name such as ${path.join(argv.out, 'model.onnx')}`);

@@ -9,6 +9,7 @@ import { readOnnxMetadata } from '../../io/onnx.js';
 import { runOnnx } from '../../io/onnx-verify.js';
 import { predictProbs, softmaxRows } from '../../train/evaluate.js';
 import { decodeImages } from '../images.js';
+import { checkedNumber, numberFlag } from '../numbers.js';
 import { Output, runCommand, UsageError } from '../output.js';
 import { requireCheckpoint } from './eval.js';
 
@@ -16,8 +17,9 @@ export interface PredictArgs {
   images: string[];
   checkpoint?: string;
   onnx?: string;
-  topK?: number;
-  threads?: number;
+  /** Numeric flags hold the typed text until checked (numbers.ts). */
+  topK?: unknown;
+  threads?: unknown;
   json?: boolean;
   verbose?: boolean;
 }
@@ -65,8 +67,8 @@ export function builder(y: Argv): Argv<PredictArgs> {
     .positional('images', { type: 'string', array: true, describe: 'Image files (JPEG, PNG, WebP, ...)' })
     .option('checkpoint', { type: 'string', requiresArg: true, describe: 'A run folder written by train (or its checkpoint/)' })
     .option('onnx', { type: 'string', requiresArg: true, describe: 'An ONNX file written by export (runs in onnxruntime-node)' })
-    .option('top-k', { type: 'number', requiresArg: true, describe: 'Classes listed per image [default: 5]' })
-    .option('threads', { type: 'number', requiresArg: true, describe: 'Native threads for --checkpoint (0: all cores) [default: 0]' })
+    .option('top-k', numberFlag({ describe: 'Classes listed per image [default: 5]' }))
+    .option('threads', numberFlag({ describe: 'Native threads for --checkpoint (0: all cores) [default: 0]' }))
     .option('json', { type: 'boolean', describe: 'One JSON line per image: {"file", "top": [{"label", "prob"}, ...]}' })
     .conflicts('checkpoint', 'onnx')
     .check((a) => {
@@ -81,11 +83,11 @@ export function builder(y: Argv): Argv<PredictArgs> {
 export async function handler(argv: PredictArgs): Promise<void> {
   await runCommand(argv.verbose, async () => {
     const out = new Output({ json: argv.json });
-    const topK = argv.topK ?? 5;
-    if (!(Number.isInteger(topK) && topK >= 1)) throw new UsageError(`Expected a positive integer for --top-k but received ${argv.topK}`);
+    const topK = checkedNumber(argv.topK, '--top-k', 'a positive integer', (n) => Number.isInteger(n) && n >= 1) ?? 5;
+    const threads = checkedNumber(argv.threads, '--threads', 'an integer >= 0', (n) => Number.isInteger(n) && n >= 0);
     const files = argv.images.map(String);
     for (const f of files) if (!fs.existsSync(f)) throw new UsageError(`${f}: no such image file`);
-    if (argv.checkpoint) loadBinding().setThreads(argv.threads ?? 0);
+    if (argv.checkpoint) loadBinding().setThreads(threads ?? 0);
     const p = argv.checkpoint ? await checkpointPredictor(argv.checkpoint) : onnxPredictor(argv.onnx!);
     try {
       const [c, h, w] = p.inputShape;
