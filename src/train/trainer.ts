@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type NativeModel, type RuntimeInfo } from '../binding.js';
+import { loadBinding, type NativeModel, type NativeModelInfo, type RuntimeInfo } from '../binding.js';
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
@@ -162,253 +162,362 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
   }
 }
 
-async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<TrainSummary> {
-  const { signal, dataset, resume, ...rest } = options;
-  const log = (m: string) => run.emit('log', m);
-  const binding = loadBinding();
+// --- the run ------------------------------------------------------------------------------------
+//
+// trainLoop is DFL itself; setup() gathers what a run works with, and each step of an epoch is a
+// function below it.
 
-  // --- configuration (a resumed run continues with its saved config) ---------------------------
-  let resumeDir: string | null = null;
-  let saved: CheckpointState | null = null;
-  let config: TrainConfig;
-  if (resume) {
-    resumeDir = checkpointDir(resume);
-    saved = readState(resumeDir);
-    const overrides: Partial<TrainConfig> = {};
-    for (const k of ['threads', 'epochs', 'out'] as const) if (rest[k] !== undefined) (overrides as Record<string, unknown>)[k] = rest[k];
-    if (overrides.out === undefined) overrides.out = saved.config.out ?? path.dirname(resumeDir);
-    config = resolveConfig(saved.config as unknown as Record<string, unknown>, overrides);
-  } else {
-    config = resolveConfig(rest as Record<string, unknown>);
+/** The teacher bank: the only place teacher models live, their entries (id, epoch, score) and cached validation logits. */
+interface Bank {
+  models: Map<number, NativeModel>;
+  entries: BankEntry[];
+  valLogits: Map<number, Float32Array>;
+}
+
+/** The data of a run: the training split, the validation split held out of it, the test split. */
+interface RunData {
+  train: Dataset;
+  val: Dataset;
+  test: Dataset | null;
+  classNames: string[];
+  /** Per-channel normalisation (of the training split, or given, or the checkpoint's). */
+  mean: number[];
+  std: number[];
+}
+
+/** What a run works with once set up; the bank, the records, the clock and the position change as it goes. */
+interface Run {
+  config: TrainConfig;
+  uses: { teachers: boolean; reset: boolean };
+  device: 'cpu';
+  spec: ModelSpec;
+  student: NativeModel;
+  info: NativeModelInfo;
+  data: RunData;
+  bank: Bank;
+  /** One record per finished epoch (a resumed run starts with the saved ones). */
+  metrics: EpochRecord[];
+  /** Seconds of training in finished epochs. */
+  trainSeconds: number;
+  /** First epoch to run, and where inside it a resumed run continues (null: from its start). */
+  startEpoch: number;
+  partial: EpochPosition | null;
+  ckptDir: string | null;
+  signal: AbortSignal | undefined;
+  events: TrainingRun;
+  own: (m: NativeModel) => NativeModel;
+  log: (m: string) => void;
+}
+
+/** An epoch's running sums; `stoppedAfter` is the number of batches done when it was interrupted, else null. */
+interface EpochTotals {
+  lossSum: number;
+  distillSum: number;
+  correct: number;
+  count: number;
+  seconds: number;
+  /** The learning rate of the epoch's last step. */
+  lr: number;
+  batches: number;
+  stoppedAfter: number | null;
+}
+
+async function trainLoop(options: TrainOptions, events: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<TrainSummary> {
+  const run = await setup(options, events, own);
+  for (let epoch = run.startEpoch; epoch <= run.config.epochs; ++epoch) {
+    const resumed = run.partial?.epoch === epoch ? run.partial : null; // an interrupted epoch continues where it stopped
+    run.partial = null;
+    // Learn new: reset the head before every resetCycle-th epoch (a resumed epoch already was).
+    const reset = resumed ? resumed.reset : isResetEpoch(epoch, run.config.resetCycle, run.uses.reset);
+    if (reset && !resumed) resetHead(run, epoch);
+    // Preserve: train on the labels and on the bank's predictions.
+    const totals = await trainEpoch(run, epoch, resumed);
+    if (totals.stoppedAfter !== null) {
+      saveInterrupted(run, epoch, reset, totals);
+      return finish(run, true);
+    }
+    // Score the snapshot on the validation split; a meaningful one enters the bank.
+    endEpoch(run, await validateAndUpdateBank(run, epoch, reset, totals));
+    if (run.signal?.aborted && epoch < run.config.epochs) {
+      run.log(`interrupted after epoch ${epoch}${run.ckptDir ? '; checkpoint saved' : ''}`);
+      return finish(run, true);
+    }
   }
+  return finish(run, false);
+}
+
+// --- setup ----------------------------------------------------------------------------------------
+
+async function setup(options: TrainOptions, events: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<Run> {
+  const { signal, dataset, resume, ...rest } = options;
+  const log = (m: string) => events.emit('log', m);
+  const binding = loadBinding();
+  const { config, saved, resumeDir } = runConfig(rest, resume);
   binding.setThreads(config.threads);
   const device = checkDevice(config, binding.runtimeInfo(), log);
   const uses = methodUses(config.method);
 
-  // --- data ------------------------------------------------------------------------------------
+  const data = await runData(config, dataset, saved, log);
+  const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: data.classNames.length, inChannels: data.train.channels, height: data.train.height, width: data.train.width, width_multiplier: config.width });
+  if (spec.in_channels !== data.train.channels || spec.height !== data.train.height || spec.width !== data.train.width)
+    throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${data.train.channels}x${data.train.height}x${data.train.width}; use --image-size or another model spec`);
+  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init)));
+  const info = student.info();
+  if (info.numClasses !== data.classNames.length)
+    throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${data.classNames.length} classes` +
+      (saved ? '' : `; set the last linear node's out_features to ${data.classNames.length} in ${config.model}`));
+
+  const run: Run = {
+    config, uses, device, spec, student, info, data, bank: { models: new Map(), entries: [], valLogits: new Map() },
+    metrics: [], trainSeconds: 0, startEpoch: 1, partial: null, ckptDir: config.out ? path.join(config.out, 'checkpoint') : null,
+    signal, events, own, log,
+  };
+  if (saved && resumeDir) {
+    for (const [id, t] of restoreModels(resumeDir, saved, student, () => own(new binding.Model(spec, 0)))) run.bank.models.set(id, t);
+    run.bank.entries = saved.bank;
+    run.metrics.push(...saved.metrics);
+    run.startEpoch = saved.epoch + 1;
+    run.partial = saved.partial ?? null;
+    run.trainSeconds = saved.seconds;
+    log(`resuming from ${resumeDir} after epoch ${saved.epoch}${run.partial ? ` (+${run.partial.batch} batches of epoch ${run.partial.epoch})` : ''}`);
+  } else if (uses.teachers && config.teacherSource === 'random') {
+    // Random teachers: K fixed random initialisations, scored once on the validation split.
+    for (let k = 1; k <= config.teachers; ++k) run.bank.models.set(-k, own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k))));
+    for (const id of run.bank.models.keys()) run.bank.entries.push({ id, epoch: 0, score: valScore(run, await teacherValLogits(run, id)).score });
+  }
+
+  events.emit('start', { config, params: info.numParams, macsPerImage: info.macsPerImage, trainSize: data.train.n, valSize: data.val.n, testSize: data.test?.n ?? 0, classNames: data.classNames, device });
+  if (run.ckptDir && !saved && fs.existsSync(path.join(run.ckptDir, 'state.json')))
+    throw new ConfigError(`${config.out} already holds a training run; continue it with --resume ${config.out}, or choose another --out`);
+  if (config.out) fs.mkdirSync(config.out, { recursive: true });
+  return run;
+}
+
+/** The run's config; a resumed run continues with its saved config (only threads, epochs and out may change). */
+function runConfig(rest: Partial<TrainConfig>, resume: string | undefined): { config: TrainConfig; saved: CheckpointState | null; resumeDir: string | null } {
+  if (!resume) return { config: resolveConfig(rest as Record<string, unknown>), saved: null, resumeDir: null };
+  const resumeDir = checkpointDir(resume);
+  const saved = readState(resumeDir);
+  const overrides: Partial<TrainConfig> = {};
+  for (const k of ['threads', 'epochs', 'out'] as const) if (rest[k] !== undefined) (overrides as Record<string, unknown>)[k] = rest[k];
+  if (overrides.out === undefined) overrides.out = saved.config.out ?? path.dirname(resumeDir);
+  return { config: resolveConfig(saved.config as unknown as Record<string, unknown>, overrides), saved, resumeDir };
+}
+
+/** Loads the data and holds out the validation split (seeded, stratified). */
+async function runData(config: TrainConfig, dataset: DataSplits | Dataset | undefined, saved: CheckpointState | null, log: (m: string) => void): Promise<RunData> {
   const splits = dataset !== undefined ? inMemorySplits(dataset, config.seed)
     : await loadData(config.data, { imageSize: config.imageSize, labels: config.labels, cacheDir: config.cacheDir, seed: config.seed, skipBadFiles: config.skipBadFiles, onWarning: log });
   const full = splits.train;
   const split = stratifiedSplit(full.labels, config.valSize, deriveSeed(config.seed, STREAM.split));
-  const trainSet = subset(full, split.train);
-  const valSet = subset(full, split.val);
-  const testSet: Dataset | null = splits.test;
-  if (trainSet.n < 2) throw new ConfigError(`Expected at least 2 training images after the validation split but received ${trainSet.n}`);
-  if (valSet.n < 1) throw new ConfigError(`Expected at least 1 validation image for val-size ${config.valSize} but received 0; raise --val-size or use more data`);
-  const stats = saved ? { mean: saved.mean, std: saved.std } : normalisation(config, trainSet);
-  const classNames = full.classNames;
+  const train = subset(full, split.train);
+  const val = subset(full, split.val);
+  if (train.n < 2) throw new ConfigError(`Expected at least 2 training images after the validation split but received ${train.n}`);
+  if (val.n < 1) throw new ConfigError(`Expected at least 1 validation image for val-size ${config.valSize} but received 0; raise --val-size or use more data`);
+  const stats = saved ? { mean: saved.mean, std: saved.std } : normalisation(config, train);
+  return { train, val, test: splits.test, classNames: full.classNames, ...stats };
+}
 
-  // --- model -----------------------------------------------------------------------------------
-  const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: classNames.length, inChannels: full.channels, height: full.height, width: full.width, width_multiplier: config.width });
-  if (spec.in_channels !== full.channels || spec.height !== full.height || spec.width !== full.width)
-    throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${full.channels}x${full.height}x${full.width}; use --image-size or another model spec`);
-  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init)));
-  const info = student.info();
-  if (info.numClasses !== classNames.length)
-    throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${classNames.length} classes` +
-      (saved ? '' : `; set the last linear node's out_features to ${classNames.length} in ${config.model}`));
+// --- one epoch ------------------------------------------------------------------------------------
 
-  const bank = new Map<number, NativeModel>();
-  let entries: BankEntry[] = [];
-  const valLogitsCache = new Map<number, Float32Array>();
-  const metrics: EpochRecord[] = [];
-  let startEpoch = 1;
-  let partial: EpochPosition | null = null;
-  let secondsBefore = 0;
-  if (saved && resumeDir) {
-    for (const [id, t] of restoreModels(resumeDir, saved, student, () => own(new binding.Model(spec, 0)))) bank.set(id, t);
-    entries = saved.bank;
-    metrics.push(...saved.metrics);
-    startEpoch = saved.epoch + 1;
-    partial = saved.partial ?? null;
-    secondsBefore = saved.seconds;
-    log(`resuming from ${resumeDir} after epoch ${saved.epoch}${partial ? ` (+${partial.batch} batches of epoch ${partial.epoch})` : ''}`);
-  } else if (uses.teachers && config.teacherSource === 'random') {
-    // Random teachers: K fixed random initialisations, scored once on the validation split.
-    for (let k = 1; k <= config.teachers; ++k) bank.set(-k, own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k))));
-  }
-  const nc = info.numClasses;
-  const valScore = (logits: Float32Array) => {
-    const m = metricsFromLogits(logits, valSet.labels, nc);
-    return { acc: m.test_acc, loss: m.test_loss, score: config.scoreMetric === 'accuracy' ? m.test_acc : -m.test_loss };
-  };
-  const teacherValLogits = async (id: number) => {
-    let l = valLogitsCache.get(id);
-    if (!l) {
-      l = await datasetLogits(bank.get(id)!, valSet, stats.mean, stats.std);
-      valLogitsCache.set(id, l);
-    }
-    return l;
-  };
-  if (!saved && bank.size > 0) {
-    for (const id of bank.keys()) entries.push({ id, epoch: 0, score: valScore(await teacherValLogits(id)).score });
-  }
+/** Re-initialises the head (the last resetDepth parametric layers) and clears its momentum. */
+function resetHead(run: Run, epoch: number): void {
+  const { config } = run;
+  const layers = headLayers(run.info.numLayers, config.resetDepth);
+  run.student.reinitLayers(layers, deriveSeed(config.seed, STREAM.reset, epoch), config.resetMode, config.shrink, config.perturb);
+  run.log(`epoch ${epoch}: reset the last ${layers.length} layer(s) (${config.resetMode})`);
+}
 
-  run.emit('start', { config, params: info.numParams, macsPerImage: info.macsPerImage, trainSize: trainSet.n, valSize: valSet.n, testSize: testSet?.n ?? 0, classNames, device });
-
-  const out = config.out;
-  const ckptDir = out ? path.join(out, 'checkpoint') : null;
-  if (ckptDir && !saved && fs.existsSync(path.join(ckptDir, 'state.json')))
-    throw new ConfigError(`${out} already holds a training run; continue it with --resume ${out}, or choose another --out`);
-  if (out) fs.mkdirSync(out, { recursive: true });
-  const writeMetrics = () => {
-    if (out) writeFileAtomic(path.join(out, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m)).join('\n') + (metrics.length ? '\n' : ''));
-  };
-  const save = (epochDone: number, p: EpochPosition | null, seconds: number) => {
-    if (!ckptDir) return;
-    saveCheckpoint(ckptDir, {
-      student, teachers: bank,
-      state: { epoch: epochDone, config, spec, class_names: classNames, mean: stats.mean, std: stats.std, bank: entries, metrics,
-        best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(p ? { partial: p } : {}) },
-    });
-  };
-
-  // --- the epochs ------------------------------------------------------------------------------
-  const per = trainSet.channels * trainSet.height * trainSet.width;
-  const bs = Math.min(config.batchSize, trainSet.n);
-  const nFull = Math.floor(trainSet.n / bs);
-  const rem = trainSet.n - nFull * bs;
+/**
+ * One pass over the training split in the epoch's seeded order: per batch one native step (student
+ * and teachers forward, CE + distillation from the bank, backward, SGD). Stops early, after a batch,
+ * when the signal is aborted.
+ */
+async function trainEpoch(run: Run, epoch: number, resumed: EpochPosition | null): Promise<EpochTotals> {
+  const { config, data, student, uses } = run;
+  const binding = loadBinding();
+  const t0 = performance.now();
+  const ds = data.train;
+  const per = ds.channels * ds.height * ds.width;
+  const bs = Math.min(config.batchSize, ds.n);
+  const nFull = Math.floor(ds.n / bs);
+  const rem = ds.n - nFull * bs;
   const batches = nFull + (rem >= 2 ? 1 : 0); // a last batch of 1 cannot train batch norm: dropped
   const x = new Float32Array(bs * per);
   const images = new Uint8Array(bs * per);
   const labels = new Int32Array(bs);
-  const mean = Float32Array.from(stats.mean), std = Float32Array.from(stats.std);
-  const divergence = (what: string) => new DivergenceError(`Training diverged: ${what}. ` +
-    (ckptDir && fs.existsSync(path.join(ckptDir, 'state.json')) ? `The last good checkpoint is in ${ckptDir}. ` : '') +
-    `Try a lower --lr (e.g. ${(config.lr / 10).toPrecision(2)}).`);
+  const mean = Float32Array.from(data.mean), std = Float32Array.from(data.std);
+  const order = epochOrder(ds.n, config.seed, epoch);
+  const teachers = uses.teachers ? run.bank.entries.map((e) => run.bank.models.get(e.id)!) : [];
+  const tw = uses.teachers ? teacherWeights(run.bank.entries, config.teacherWeighting) : null;
   const sched = { schedule: config.schedule, lr: config.lr, epochs: config.epochs, warmupEpochs: config.warmupEpochs, milestones: config.milestones, gamma: config.gamma };
-  let interrupted = false;
-  let trainSeconds = secondsBefore;
+  const totals: EpochTotals = {
+    lossSum: resumed?.loss_sum ?? 0, distillSum: resumed?.distill_sum ?? 0, correct: resumed?.correct ?? 0, count: resumed?.count ?? 0,
+    seconds: resumed?.seconds ?? 0, lr: 0, batches, stoppedAfter: null,
+  };
+  const secondsAtStart = totals.seconds;
 
-  for (let epoch = startEpoch; epoch <= config.epochs && !interrupted; ++epoch) {
-    const t0 = performance.now();
-    const resumeHere = partial && partial.epoch === epoch ? partial : null;
-    partial = null;
-    const reset = resumeHere ? resumeHere.reset : isResetEpoch(epoch, config.resetCycle, uses.reset);
-    if (reset && !resumeHere) {
-      const layers = headLayers(info.numLayers, config.resetDepth);
-      student.reinitLayers(layers, deriveSeed(config.seed, STREAM.reset, epoch), config.resetMode, config.shrink, config.perturb);
-      log(`epoch ${epoch}: reset the last ${layers.length} layer(s) (${config.resetMode})`);
-    }
-    const order = epochOrder(trainSet.n, config.seed, epoch);
-    const teachers = uses.teachers ? entries.map((e) => bank.get(e.id)!) : [];
-    const tw = uses.teachers ? teacherWeights(entries, config.teacherWeighting) : null;
-    let lossSum = resumeHere?.loss_sum ?? 0, distillSum = resumeHere?.distill_sum ?? 0;
-    let correct = resumeHere?.correct ?? 0, count = resumeHere?.count ?? 0;
-    const secondsAtStart = resumeHere?.seconds ?? 0;
-    let lr = 0;
-
-    const prepare = (i: number): number => {
-      const b = i < nFull ? bs : rem;
-      gatherBatch(trainSet, order.subarray(i * bs, i * bs + b), images, labels);
-      const xb = x.subarray(0, b * per);
-      if (config.augment) binding.augmentBatch(xb, images, b, trainSet.channels, trainSet.height, trainSet.width, config.cropPadding, true, mean, std, deriveSeed(config.seed, STREAM.augment, epoch, i));
-      else binding.normalizeBatch(xb, images, b, trainSet.channels, trainSet.height, trainSet.width, mean, std);
-      return b;
-    };
-    const firstBatch = resumeHere?.batch ?? 0;
-    for (let i = firstBatch; i < batches; ++i) {
-      const b = prepare(i);
-      lr = lrAt(sched, epoch - 1 + i / batches);
-      const stepStats = await student.trainStep({
-        x: x.subarray(0, b * per), labels: labels.subarray(0, b), batch: b, teachers,
-        teacherWeights: tw ? Float32Array.from({ length: tw.length * b }, (_, j) => tw[Math.floor(j / b)]) : undefined,
-        confidenceWeights: uses.teachers && config.teacherWeighting === 'confidence' && teachers.length > 0,
-        lr, momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov, decoupled: config.decoupledWeightDecay,
-        labelSmoothing: config.labelSmoothing, distillWeight: config.distillWeight, temperature: config.temperature,
-        dropoutSeed: deriveSeed(config.seed, STREAM.dropout, epoch, i),
-      });
-      if (!stepStats.finite)
-        throw divergence(`at epoch ${epoch}, batch ${i + 1} the loss or a gradient is NaN/Inf (lr ${lr.toPrecision(3)}); the weights were not updated`);
-      lossSum += stepStats.loss * b;
-      distillSum += stepStats.distillLoss * b;
-      correct += stepStats.correct;
-      count += b;
-      const elapsed = secondsAtStart + (performance.now() - t0) / 1000;
-      run.emit('batch', { epoch, batch: i + 1, batches, loss: lossSum / count, images_per_sec: count / Math.max(elapsed, 1e-9) } satisfies BatchProgress);
-      if (signal?.aborted && i + 1 < batches) {
-        interrupted = true;
-        const p: EpochPosition = { epoch, batch: i + 1, loss_sum: lossSum, distill_sum: distillSum, correct, count, seconds: elapsed, reset };
-        save(epoch - 1, p, trainSeconds + elapsed);
-        log(`interrupted at epoch ${epoch}, batch ${i + 1}/${batches}${ckptDir ? `; checkpoint saved` : ''}`);
-        break;
-      }
-    }
-    if (interrupted) break;
-    const epochSeconds = secondsAtStart + (performance.now() - t0) / 1000;
-    trainSeconds += epochSeconds;
-
-    // Validation: the student, then the bank that taught this epoch (its ensemble and disagreement).
-    const sLogits = await datasetLogits(student, valSet, stats.mean, stats.std);
-    const sv = valScore(sLogits);
-    // Finite training steps can still leave a model whose predictions overflow: that is divergence
-    // too, and such a model must neither enter the bank nor be saved.
-    if (!Number.isFinite(sv.loss) || !sLogits.every(Number.isFinite))
-      throw divergence(`after epoch ${epoch} the validation loss is not finite (train loss ${(lossSum / count).toPrecision(3)})`);
-    let ensembleAcc: number | null = null, disagreement: number | null = null;
-    if (uses.teachers && entries.length > 0) {
-      const w = teacherWeights(entries, config.teacherWeighting) ?? entries.map(() => 1 / entries.length);
-      const ens = new Float32Array(valSet.n * nc);
-      for (let k = 0; k < entries.length; ++k) {
-        const p = softmaxRows(await teacherValLogits(entries[k].id), nc);
-        for (let j = 0; j < ens.length; ++j) ens[j] += w[k] * p[j];
-      }
-      const ePred = argmaxRows(ens, nc), sPred = argmaxRows(sLogits, nc);
-      let hit = 0, differ = 0;
-      for (let j = 0; j < valSet.n; ++j) {
-        hit += ePred[j] === valSet.labels[j] ? 1 : 0;
-        differ += ePred[j] !== sPred[j] ? 1 : 0;
-      }
-      ensembleAcc = hit / valSet.n;
-      disagreement = differ / valSet.n;
-    }
-    // Bank update with this epoch's snapshot.
-    let added: number | null = null, replaced: number | null = null;
-    if (uses.teachers && config.teacherSource !== 'random') {
-      const d = offerToBank(entries, { id: epoch, epoch, score: sv.score }, config.teachers, config.teacherSource);
-      added = d.added;
-      replaced = d.replaced;
-      if (replaced !== null) {
-        bank.get(replaced)?.dispose();
-        bank.delete(replaced);
-        valLogitsCache.delete(replaced);
-      }
-      if (added !== null) {
-        bank.set(added, snapshotOf(student, spec, own));
-        valLogitsCache.set(added, sLogits);
-      }
-      entries = d.bank;
-    }
-    const record: EpochRecord = {
-      epoch, lr, train_loss: lossSum / count, train_acc: correct / count, distill_loss: distillSum / count,
-      val_acc: sv.acc, val_loss: sv.loss, ensemble_val_acc: ensembleAcc, disagreement, reset,
-      bank: entries.map((e) => ({ ...e })), replaced, added, seconds: epochSeconds, images_per_sec: count / Math.max(epochSeconds, 1e-9),
-    };
-    metrics.push(record);
-    writeMetrics();
-    save(epoch, null, trainSeconds);
-    run.pushRecord(record);
-    if (signal?.aborted && epoch < config.epochs) {
-      interrupted = true;
-      log(`interrupted after epoch ${epoch}${ckptDir ? '; checkpoint saved' : ''}`);
+  for (let i = resumed?.batch ?? 0; i < batches; ++i) {
+    const b = i < nFull ? bs : rem;
+    gatherBatch(ds, order.subarray(i * bs, i * bs + b), images, labels);
+    const xb = x.subarray(0, b * per);
+    if (config.augment) binding.augmentBatch(xb, images, b, ds.channels, ds.height, ds.width, config.cropPadding, true, mean, std, deriveSeed(config.seed, STREAM.augment, epoch, i));
+    else binding.normalizeBatch(xb, images, b, ds.channels, ds.height, ds.width, mean, std);
+    totals.lr = lrAt(sched, epoch - 1 + i / batches);
+    const step = await student.trainStep({
+      x: xb, labels: labels.subarray(0, b), batch: b, teachers,
+      teacherWeights: tw ? Float32Array.from({ length: tw.length * b }, (_, j) => tw[Math.floor(j / b)]) : undefined,
+      confidenceWeights: uses.teachers && config.teacherWeighting === 'confidence' && teachers.length > 0,
+      lr: totals.lr, momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov, decoupled: config.decoupledWeightDecay,
+      labelSmoothing: config.labelSmoothing, distillWeight: config.distillWeight, temperature: config.temperature,
+      dropoutSeed: deriveSeed(config.seed, STREAM.dropout, epoch, i),
+    });
+    if (!step.finite)
+      throw divergence(run, `at epoch ${epoch}, batch ${i + 1} the loss or a gradient is NaN/Inf (lr ${totals.lr.toPrecision(3)}); the weights were not updated`);
+    totals.lossSum += step.loss * b;
+    totals.distillSum += step.distillLoss * b;
+    totals.correct += step.correct;
+    totals.count += b;
+    totals.seconds = secondsAtStart + (performance.now() - t0) / 1000;
+    run.events.emit('batch', { epoch, batch: i + 1, batches, loss: totals.lossSum / totals.count, images_per_sec: totals.count / Math.max(totals.seconds, 1e-9) } satisfies BatchProgress);
+    if (run.signal?.aborted && i + 1 < batches) {
+      totals.stoppedAfter = i + 1;
+      break;
     }
   }
+  totals.seconds = secondsAtStart + (performance.now() - t0) / 1000;
+  return totals;
+}
 
-  // --- the end: the last epoch's model on the test split ----------------------------------------
-  const testMetrics = testSet
-    ? metricsFromLogits(await datasetLogits(student, testSet, stats.mean, stats.std), testSet.labels, nc, true)
+/**
+ * The student scored on the validation split, the ensemble of the bank that taught this epoch, and
+ * the bank's update with this epoch's snapshot; returns the epoch's record.
+ */
+async function validateAndUpdateBank(run: Run, epoch: number, reset: boolean, t: EpochTotals): Promise<EpochRecord> {
+  const { config, data, bank } = run;
+  const sLogits = await datasetLogits(run.student, data.val, data.mean, data.std);
+  const sv = valScore(run, sLogits);
+  // Finite training steps can still leave a model whose predictions overflow: that is divergence
+  // too, and such a model must neither enter the bank nor be saved.
+  if (!Number.isFinite(sv.loss) || !sLogits.every(Number.isFinite))
+    throw divergence(run, `after epoch ${epoch} the validation loss is not finite (train loss ${(t.lossSum / t.count).toPrecision(3)})`);
+  const { ensembleAcc, disagreement } = await ensembleAgreement(run, sLogits);
+
+  let added: number | null = null, replaced: number | null = null;
+  if (run.uses.teachers && config.teacherSource !== 'random') {
+    const d = offerToBank(bank.entries, { id: epoch, epoch, score: sv.score }, config.teachers, config.teacherSource);
+    ({ added, replaced } = d);
+    if (replaced !== null) {
+      bank.models.get(replaced)?.dispose();
+      bank.models.delete(replaced);
+      bank.valLogits.delete(replaced);
+    }
+    if (added !== null) {
+      bank.models.set(added, snapshotOf(run.student, run.spec, run.own));
+      bank.valLogits.set(added, sLogits);
+    }
+    bank.entries = d.bank;
+  }
+  return {
+    epoch, lr: t.lr, train_loss: t.lossSum / t.count, train_acc: t.correct / t.count, distill_loss: t.distillSum / t.count,
+    val_acc: sv.acc, val_loss: sv.loss, ensemble_val_acc: ensembleAcc, disagreement, reset,
+    bank: bank.entries.map((e) => ({ ...e })), replaced, added, seconds: t.seconds, images_per_sec: t.count / Math.max(t.seconds, 1e-9),
+  };
+}
+
+/** The bank's (weighted) ensemble accuracy on the validation split and its top-1 disagreement with the student; null for an empty bank. */
+async function ensembleAgreement(run: Run, studentLogits: Float32Array): Promise<{ ensembleAcc: number | null; disagreement: number | null }> {
+  const { entries } = run.bank;
+  if (!run.uses.teachers || entries.length === 0) return { ensembleAcc: null, disagreement: null };
+  const val = run.data.val, nc = run.info.numClasses;
+  const w = teacherWeights(entries, run.config.teacherWeighting) ?? entries.map(() => 1 / entries.length);
+  const ens = new Float32Array(val.n * nc);
+  for (let k = 0; k < entries.length; ++k) {
+    const p = softmaxRows(await teacherValLogits(run, entries[k].id), nc);
+    for (let j = 0; j < ens.length; ++j) ens[j] += w[k] * p[j];
+  }
+  const ePred = argmaxRows(ens, nc), sPred = argmaxRows(studentLogits, nc);
+  let hit = 0, differ = 0;
+  for (let j = 0; j < val.n; ++j) {
+    hit += ePred[j] === val.labels[j] ? 1 : 0;
+    differ += ePred[j] !== sPred[j] ? 1 : 0;
+  }
+  return { ensembleAcc: hit / val.n, disagreement: differ / val.n };
+}
+
+/** A model's validation accuracy and loss, and its bank score (higher is better). */
+function valScore(run: Run, logits: Float32Array): { acc: number; loss: number; score: number } {
+  const m = metricsFromLogits(logits, run.data.val.labels, run.info.numClasses);
+  return { acc: m.test_acc, loss: m.test_loss, score: run.config.scoreMetric === 'accuracy' ? m.test_acc : -m.test_loss };
+}
+
+/** A teacher's validation logits, computed once per teacher. */
+async function teacherValLogits(run: Run, id: number): Promise<Float32Array> {
+  let l = run.bank.valLogits.get(id);
+  if (!l) {
+    l = await datasetLogits(run.bank.models.get(id)!, run.data.val, run.data.mean, run.data.std);
+    run.bank.valLogits.set(id, l);
+  }
+  return l;
+}
+
+// --- records and checkpoints ----------------------------------------------------------------------
+
+/** A finished epoch: its record in metrics.jsonl, a checkpoint, and the 'epoch' event. */
+function endEpoch(run: Run, record: EpochRecord): void {
+  run.metrics.push(record);
+  run.trainSeconds += record.seconds;
+  writeMetrics(run);
+  saveState(run, record.epoch, null, run.trainSeconds);
+  run.events.pushRecord(record);
+}
+
+/** An epoch stopped after `t.stoppedAfter` batches: a checkpoint that continues from there. */
+function saveInterrupted(run: Run, epoch: number, reset: boolean, t: EpochTotals): void {
+  const p: EpochPosition = { epoch, batch: t.stoppedAfter!, loss_sum: t.lossSum, distill_sum: t.distillSum, correct: t.correct, count: t.count, seconds: t.seconds, reset };
+  saveState(run, epoch - 1, p, run.trainSeconds + t.seconds);
+  run.log(`interrupted at epoch ${epoch}, batch ${p.batch}/${t.batches}${run.ckptDir ? '; checkpoint saved' : ''}`);
+}
+
+function writeMetrics(run: Run): void {
+  if (run.config.out) writeFileAtomic(path.join(run.config.out, 'metrics.jsonl'), run.metrics.map((m) => JSON.stringify(m) + '\n').join(''));
+}
+
+function saveState(run: Run, epochDone: number, partial: EpochPosition | null, seconds: number): void {
+  if (!run.ckptDir) return;
+  const { config, spec, data, bank, metrics } = run;
+  saveCheckpoint(run.ckptDir, {
+    student: run.student, teachers: bank.models,
+    state: { epoch: epochDone, config, spec, class_names: data.classNames, mean: data.mean, std: data.std, bank: bank.entries, metrics,
+      best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(partial ? { partial } : {}) },
+  });
+}
+
+function divergence(run: Run, what: string): DivergenceError {
+  const { ckptDir, config } = run;
+  return new DivergenceError(`Training diverged: ${what}. ` +
+    (ckptDir && fs.existsSync(path.join(ckptDir, 'state.json')) ? `The last good checkpoint is in ${ckptDir}. ` : '') +
+    `Try a lower --lr (e.g. ${(config.lr / 10).toPrecision(2)}).`);
+}
+
+// --- the end: the last epoch's model on the test split ---------------------------------------------
+
+async function finish(run: Run, interrupted: boolean): Promise<TrainSummary> {
+  const { config, data, info, metrics } = run;
+  const testMetrics = data.test
+    ? metricsFromLogits(await datasetLogits(run.student, data.test, data.mean, data.std), data.test.labels, info.numClasses, true)
     : { test_acc: NaN, test_top5: NaN, test_loss: NaN, test_ece: NaN, n: 0 };
   const imagesSeen = metrics.reduce((a, m) => a + m.images_per_sec * m.seconds, 0);
   const summary: TrainSummary = {
     ...testMetrics,
-    method: config.method, model: config.model, seed: config.seed, device, epochs: metrics.length,
+    method: config.method, model: config.model, seed: config.seed, device: run.device, epochs: metrics.length,
     best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), final_val_acc: metrics.at(-1)?.val_acc ?? NaN,
-    seconds: trainSeconds, images_per_sec: imagesSeen / Math.max(trainSeconds, 1e-9),
-    params: info.numParams, macs_per_image: info.macsPerImage, class_names: classNames, interrupted, config,
+    seconds: run.trainSeconds, images_per_sec: imagesSeen / Math.max(run.trainSeconds, 1e-9),
+    params: info.numParams, macs_per_image: info.macsPerImage, class_names: data.classNames, interrupted, config,
   };
-  if (out) {
-    writeFileAtomic(path.join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
-    writeCurves(out, metrics, summary);
+  if (config.out) {
+    writeFileAtomic(path.join(config.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    writeCurves(config.out, metrics, summary);
   }
   return summary;
 }
