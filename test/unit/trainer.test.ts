@@ -81,13 +81,34 @@ test('a run interrupted mid-epoch and resumed ends with exactly the uninterrupte
   for (const [k, v] of ta) assert.deepEqual(tb.get(k), v, `${k} differs after resume`);
 });
 
-test('an absurd learning rate stops with a DivergenceError; what was saved stays finite', async () => {
+test('an absurd learning rate stops with a DivergenceError in epoch 1, before anything is saved', async () => {
   const out = tmp('nan');
   const run = train({ ...base, dataset: syntheticSplits(200, 40, 4), epochs: 3, lr: 1e4, out, method: 'base' });
-  await assert.rejects(run.summary, (e: Error) => e instanceof DivergenceError && /Try a lower --lr/.test(e.message));
-  if (fs.existsSync(path.join(out, 'checkpoint', 'state.json'))) {
-    for (const [k, v] of modelTensorsOf(out)) if (v instanceof Float32Array) assert.ok(v.every(Number.isFinite), `${k} is finite`);
-  }
+  await assert.rejects(run.summary, (e: Error) => e instanceof DivergenceError && /at epoch 1, batch \d+ the loss or a gradient is NaN\/Inf/.test(e.message) &&
+    /Try a lower --lr \(e\.g\. 1\.0e\+3\)/.test(e.message) && !/last good checkpoint/.test(e.message));
+  assert.equal(fs.existsSync(path.join(out, 'checkpoint', 'state.json')), false, 'no epoch finished, so no checkpoint');
+  assert.equal(fs.existsSync(path.join(out, 'metrics.jsonl')), false);
+});
+
+test('a run that diverges after finished epochs keeps the last good checkpoint: finite, loadable, of the epoch before', async () => {
+  const out = tmp('nan-late');
+  // lr warms up towards 1e4 over 300 epochs: epochs 1-2 (lr up to 67) end finite, epoch 3 diverges.
+  const run = train({ ...base, dataset: syntheticSplits(200, 40, 4), epochs: 3, lr: 1e4, warmupEpochs: 300, out, method: 'base' });
+  let message = '';
+  await assert.rejects(run.summary, (e: Error) => e instanceof DivergenceError && Boolean((message = e.message)));
+  const diverged = Number(/at epoch (\d+), batch/.exec(message)?.[1]);
+  assert.ok(diverged >= 2, `diverged in epoch ${diverged}, after at least one saved epoch: ${message}`);
+  assert.ok(message.includes(`The last good checkpoint is in ${path.join(out, 'checkpoint')}`), message);
+  const state = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'state.json'), 'utf8'));
+  assert.equal(state.epoch, diverged - 1, 'the checkpoint is of the last finished epoch');
+  assert.equal(state.metrics.length, diverged - 1);
+  const tensors = modelTensorsOf(out);
+  assert.ok(tensors.size > 0);
+  for (const [k, v] of tensors) if (v instanceof Float32Array) assert.ok(v.every(Number.isFinite), `${k} is finite`);
+  const { loadCheckpoint } = await import('../../dist/io/checkpoint.js');
+  const ckpt = await loadCheckpoint(out); // refuses non-finite weights
+  assert.equal(ckpt.epoch, diverged - 1);
+  ckpt.model.dispose();
 });
 
 test('in-memory data: a plain Dataset gets a held-out test split; bad data gets one clear error', async () => {
