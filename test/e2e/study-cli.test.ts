@@ -29,7 +29,9 @@ test('study: usage errors exit 2 with one line naming the problem', () => {
     [['study', '--out', work, '--method', 'dfl'], /method is set by arm 'base'/],
     [['study', '--out', work, '--grid', badGrid], /Unknown option 'methd' \(did you mean 'method'\?\)/],
     [['study', '--out', work, '--epochs', '0'], /for --epochs but received 0/],
-    [['study', '--out', work, '--seeds', 'x'], /--seeds: expected a count N or a list/],
+    [['study', '--out', work, '--seeds', 'x'], /--seeds: expected non-negative integers/],
+    [['study', '--out', work, '--seed-count', '0'], /--seed-count: expected an integer in \[1, 10000\]/],
+    [['study', '--out', work, '--seeds', '0', '--seed-count', '3'], /not both/],
     [['study', '--report', path.join(work, 'missing')], /--report .*missing: no such folder/],
     [['study', '--report', work, '--out', work], /--report only rebuilds the report/],
   ];

@@ -15,6 +15,7 @@ export interface StudyArgs {
   out?: string;
   report?: string;
   seeds?: number[];
+  seedCount?: number;
   arms?: string[];
   shard?: string;
   json?: boolean;
@@ -35,8 +36,9 @@ export function builder(y: Argv): Argv<StudyArgs> {
   return y
     .option('grid', { type: 'string', default: 'cpu', requiresArg: true, group: 'Study:', describe: `A preset (${Object.keys(PRESETS).join(', ')}) or a JSON grid file` })
     .option('out', { type: 'string', requiresArg: true, group: 'Study:', describe: 'Study folder: runs go to <out>/<arm>/seed<k>/, the report to <out>/study.md and study.svg' })
-    .option('seeds', { type: 'string', array: true, requiresArg: true, group: 'Study:', describe: 'One number N: seeds 0..N-1; several (0 1 2 or 0,1,2): those seeds [default: the grid\'s]',
+    .option('seeds', { type: 'string', array: true, requiresArg: true, group: 'Study:', describe: 'These seeds (0 1 2 or 0,1,2) [default: the grid\'s]',
       coerce: (v: unknown) => (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean).map(Number) })
+    .option('seed-count', { type: 'number', requiresArg: true, group: 'Study:', describe: 'Seeds 0..N-1 (instead of --seeds)' })
     .option('arms', { type: 'string', array: true, requiresArg: true, group: 'Study:', describe: 'Run only these arms of the grid (names, space- or comma-separated)',
       coerce: (v: unknown) => (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean) })
     .option('shard', { type: 'string', requiresArg: true, group: 'Study:', describe: 'I/N: run only the I-th of N slices of the run list (a job array writing into one --out)' })
@@ -44,7 +46,7 @@ export function builder(y: Argv): Argv<StudyArgs> {
     .option('json', { type: 'boolean', group: 'Study:', describe: 'JSON lines on stdout (also the default when stdout is not a terminal)' })
     .options(commonTrainOptions())
     .example('$0 study --data /data/cifar10-jpeg --out studies/cpu', 'the default grid: 8 arms x 5 seeds at CPU scale')
-    .example('$0 study --data /data/cifar10-jpeg --out studies/cpu --arms base dfl --seeds 10', 'two arms, 10 seeds')
+    .example('$0 study --data /data/cifar10-jpeg --out studies/cpu --arms base dfl --seed-count 10', 'two arms, seeds 0-9')
     .example('$0 study --grid grid.json --out /shared/s --shard $SLURM_ARRAY_TASK_ID/8', 'one slice of 8 in a Slurm job array')
     .example('$0 study --report studies/cpu', 'rebuild the report from the finished runs') as unknown as Argv<StudyArgs>;
 }
@@ -57,12 +59,17 @@ function selectGrid(grid: StudyGrid, argv: StudyArgs): StudyGrid {
     if (unknown.length) throw new UsageError(`--arms: no arm ${unknown.join(', ')} in grid '${grid.name}' (arms: ${Object.keys(grid.arms).join(', ')})`);
     arms = Object.fromEntries(argv.arms.map((a) => [a, grid.arms[a]]));
   }
-  if (argv.seeds) {
+  if (argv.seeds !== undefined && argv.seedCount !== undefined) throw new UsageError('give --seeds (a list) or --seed-count (0..N-1), not both');
+  if (argv.seeds !== undefined) {
     const s = argv.seeds;
     if (!s.length || !s.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32))
-      throw new UsageError(`--seeds: expected a count N or a list of non-negative integers but received ${JSON.stringify(argv.seeds)}`);
-    seeds = s.length === 1 ? Array.from({ length: s[0] }, (_, i) => i) : [...new Set(s)];
-    if (!seeds.length) throw new UsageError('--seeds: expected at least one seed');
+      throw new UsageError(`--seeds: expected non-negative integers (e.g. --seeds 0 1 2) but received ${JSON.stringify(argv.seeds)}`);
+    seeds = [...new Set(s)];
+  }
+  if (argv.seedCount !== undefined) {
+    const n = argv.seedCount;
+    if (!Number.isInteger(n) || n < 1 || n > 10000) throw new UsageError(`--seed-count: expected an integer in [1, 10000] but received ${String(n)}`);
+    seeds = Array.from({ length: n }, (_, i) => i);
   }
   const reference = grid.reference in arms ? grid.reference : Object.keys(arms)[0];
   return { ...grid, arms, seeds, reference };
