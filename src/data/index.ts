@@ -12,4 +12,5 @@ export {
 export { defaultCacheDir, cacheFileFor, readCache, writeCache, listingChecksum, type CacheStatus } from './cache.js';
 export { loadSample, readSampleContainer, SAMPLE_FILE, type SampleOptions, type SampleHeader } from './sample.js';
 export { stratifiedSplit, type SplitIndices } from './split.js';
+export { dataFingerprint, dataChanges, type DataFingerprint, type SplitFingerprint } from './fingerprint.js';
 export { epochOrder, gatherBatch, type Batch } from './batches.js';

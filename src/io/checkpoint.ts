@@ -1,8 +1,8 @@
 // Checkpoints: a folder with safetensors weights and one JSON state that names them.
 //
 //   checkpoint/state.json                 format, epoch, config, model spec, class names,
-//                                         normalisation, teacher bank, metrics so far, and the
-//                                         sha256 of every file it names
+//                                         normalisation, teacher bank, metrics so far, the data's
+//                                         fingerprint, and the sha256 of every file it names
 //   checkpoint/model-e0003.safetensors    the student: parameters + BN buffers, PyTorch names
 //   checkpoint/optim-e0003.safetensors    SGD momentum, "momentum.<param name>"
 //   checkpoint/teachers-e0003.safetensors bank teachers, "teacher<id>.<name>"
@@ -16,6 +16,7 @@ import path from 'node:path';
 
 import { loadBinding, type NativeModel } from '../binding.js';
 import { resolveConfig, type TrainConfig } from '../config.js';
+import type { DataFingerprint } from '../data/fingerprint.js';
 import type { ModelSpec } from '../models/spec.js';
 import type { BankEntry, EpochRecord } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -43,6 +44,8 @@ export interface CheckpointState {
   sha256: Record<string, string>;
   /** Set when the run stopped inside an epoch: where to continue and the epoch's running sums. */
   partial?: EpochPosition;
+  /** What the run was trained on (absent in checkpoints of dfl-native 0.1.0): a resume compares it. */
+  data?: DataFingerprint;
 }
 
 /** A position inside an epoch (`batch` batches of epoch `epoch` done) and that epoch's running sums. */
@@ -228,6 +231,12 @@ export function readState(dir: string): CheckpointState {
   const partial = (state as { partial?: unknown }).partial;
   if (partial !== undefined && (!isObj(partial) || !['epoch', 'batch', 'count', 'correct'].every((k) => Number.isSafeInteger(partial[k]) && (partial[k] as number) >= 0)))
     bad('the partial-epoch record is malformed');
+  const data = (state as { data?: unknown }).data;
+  const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  const isSplit = (s: unknown) => isObj(s) && isCount(s.n) && Array.isArray(s.shape) && s.shape.length === 3 && s.shape.every(isCount) &&
+    Array.isArray(s.class_names) && s.class_names.every(isStr) && Array.isArray(s.class_counts) && s.class_counts.length === s.class_names.length &&
+    s.class_counts.every(isCount) && isStr(s.labels_sha256) && isStr(s.images_sha256);
+  if (data !== undefined && (!isObj(data) || !isSplit(data.train) || !(data.test === null || isSplit(data.test)))) bad('the data fingerprint is malformed');
   try {
     state.config = resolveConfig(state.config as unknown as Record<string, unknown>);
   } catch (err) {

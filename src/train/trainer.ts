@@ -14,6 +14,7 @@ import { loadBinding, type NativeModel, type NativeModelInfo, type RuntimeInfo }
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
+import { dataChanges, dataFingerprint, type DataFingerprint } from '../data/fingerprint.js';
 import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
 import { checkpointDir, readState, restoreModels, saveCheckpoint, type CheckpointState, type EpochPosition } from '../io/checkpoint.js';
@@ -37,6 +38,12 @@ export interface TrainOptions extends Partial<TrainConfig> {
   dataset?: DataSplits | Dataset;
   /** A run folder (or its checkpoint/) to continue. */
   resume?: string;
+  /**
+   * Resume even though the data differ from those the checkpoint was trained on (the differences
+   * are logged). Without it such a resume is refused, naming what changed: the validation split
+   * and the batches would silently change.
+   */
+  allowDataChange?: boolean;
 }
 
 /** Thrown when the loss or weights become NaN/Inf. */
@@ -183,6 +190,8 @@ interface RunData {
   /** Per-channel normalisation (of the training split, or given, or the checkpoint's). */
   mean: number[];
   std: number[];
+  /** Of the data as loaded (train and test), recorded in every checkpoint. */
+  fingerprint: DataFingerprint;
 }
 
 /** What a run works with once set up; the bank, the records, the clock and the position change as it goes. */
@@ -249,7 +258,7 @@ async function trainLoop(options: TrainOptions, events: TrainingRun, own: (m: Na
 // --- setup ----------------------------------------------------------------------------------------
 
 async function setup(options: TrainOptions, events: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<Run> {
-  const { signal, dataset, resume, ...rest } = options;
+  const { signal, dataset, resume, allowDataChange, ...rest } = options;
   const log = (m: string) => events.emit('log', m);
   const binding = loadBinding();
   const { config, saved, resumeDir } = runConfig(rest, resume);
@@ -258,6 +267,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: (m: Native
   const uses = methodUses(config.method);
 
   const data = await runData(config, dataset, saved, log);
+  if (saved && resumeDir) checkSameData(saved, data.fingerprint, resumeDir, allowDataChange ?? false, log);
   const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: data.classNames.length, inChannels: data.train.channels, height: data.train.height, width: data.train.width, width_multiplier: config.width });
   if (spec.in_channels !== data.train.channels || spec.height !== data.train.height || spec.width !== data.train.width)
     throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${data.train.channels}x${data.train.height}x${data.train.width}; use --image-size or another model spec`);
@@ -308,6 +318,7 @@ function runConfig(rest: Partial<TrainConfig>, resume: string | undefined): { co
 async function runData(config: TrainConfig, dataset: DataSplits | Dataset | undefined, saved: CheckpointState | null, log: (m: string) => void): Promise<RunData> {
   const splits = dataset !== undefined ? inMemorySplits(dataset, config.seed)
     : await loadData(config.data, { imageSize: config.imageSize, labels: config.labels, cacheDir: config.cacheDir, seed: config.seed, skipBadFiles: config.skipBadFiles, onWarning: log });
+  const fingerprint = dataFingerprint(splits);
   const full = splits.train;
   const split = stratifiedSplit(full.labels, config.valSize, deriveSeed(config.seed, STREAM.split));
   const train = subset(full, split.train);
@@ -315,7 +326,23 @@ async function runData(config: TrainConfig, dataset: DataSplits | Dataset | unde
   if (train.n < 2) throw new ConfigError(`Expected at least 2 training images after the validation split but received ${train.n}`);
   if (val.n < 1) throw new ConfigError(`Expected at least 1 validation image for val-size ${config.valSize} but received 0; raise --val-size or use more data`);
   const stats = saved ? { mean: saved.mean, std: saved.std } : normalisation(config, train);
-  return { train, val, test: splits.test, classNames: full.classNames, ...stats };
+  return { train, val, test: splits.test, classNames: full.classNames, ...stats, fingerprint };
+}
+
+/** A resume continues on the data it was trained on: a change is refused (naming it) unless allowed. */
+function checkSameData(saved: CheckpointState, now: DataFingerprint, resumeDir: string, allow: boolean, log: (m: string) => void): void {
+  if (!saved.data) {
+    log(`${resumeDir} records no fingerprint of its data (an older checkpoint): cannot check that the data are unchanged`);
+    return;
+  }
+  const changes = dataChanges(saved.data, now);
+  if (changes.length === 0) return;
+  if (allow) {
+    log(`the data differ from the checkpoint's (${changes.join('; ')}); resuming anyway (--allow-data-change)`);
+    return;
+  }
+  throw new ConfigError(`The data differ from those the run in ${resumeDir} was trained on: ${changes.join('; ')}. ` +
+    'Resuming would silently change the validation split and the batches. Restore the data, or pass --allow-data-change (allowDataChange: true) to resume with them anyway');
 }
 
 // --- one epoch ------------------------------------------------------------------------------------
@@ -489,7 +516,7 @@ function saveState(run: Run, epochDone: number, partial: EpochPosition | null, s
   saveCheckpoint(run.ckptDir, {
     student: run.student, teachers: bank.models,
     state: { epoch: epochDone, config, spec, class_names: data.classNames, mean: data.mean, std: data.std, bank: bank.entries, metrics,
-      best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(partial ? { partial } : {}) },
+      best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(partial ? { partial } : {}), data: data.fingerprint },
   });
 }
 

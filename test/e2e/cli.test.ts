@@ -204,6 +204,28 @@ test('Ctrl-C stops after the current batch, saves a checkpoint and says how to r
   assert.equal(s2.epochs, 4);
 });
 
+test('--resume refuses an image folder that changed (exit 2, naming the change) unless --allow-data-change', () => {
+  const copy = path.join(work, 'images-changed');
+  fs.cpSync(data, copy, { recursive: true });
+  const out = path.join(work, 'run-changed');
+  const first = dfl('train', '--data', copy, ...small, '--epochs', '1', '--method', 'base', '--out', out);
+  assert.equal(first.status, 0, first.stderr);
+  fs.copyFileSync(path.join(copy, 'train', CLASSES[0], '0000.jpg'), path.join(copy, 'train', CLASSES[0], 'extra.jpg'));
+  const refused = dfl('train', '--resume', out, '--epochs', '2');
+  assert.equal(refused.status, 2, refused.stderr);
+  const error = refused.stderr.trim().split('\n').filter((l) => l.startsWith('dfl-native: error: '));
+  assert.equal(error.length, 1, refused.stderr);
+  assert.match(error[0], new RegExp(`train split: ${3 * TRAIN_PER_CLASS + 1} images, was ${3 * TRAIN_PER_CLASS}; train split: images per class changed \\(${CLASSES[0]} ${TRAIN_PER_CLASS} -> ${TRAIN_PER_CLASS + 1}\\)`));
+  assert.match(error[0], /--allow-data-change/);
+  const allowed = dfl('train', '--resume', out, '--epochs', '2', '--allow-data-change');
+  assert.equal(allowed.status, 0, allowed.stderr);
+  assert.match(allowed.stderr, /resuming anyway \(--allow-data-change\)/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')).epochs, 2);
+  const misplaced = dfl('train', '--data', copy, '--allow-data-change');
+  assert.equal(misplaced.status, 2);
+  assert.match(misplaced.stderr, /--allow-data-change applies to --resume only/);
+});
+
 test('bad usage exits 2 with one clear line', () => {
   const cases: [string[], RegExp][] = [
     [['train', '--bogus', '1'], /Unknown argument: bogus/],

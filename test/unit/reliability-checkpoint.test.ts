@@ -120,6 +120,8 @@ test('fuzz regressions: malformed state.json fields and cache headers are clean 
     ['spec too big', (s) => (s.spec.nodes[1].out_channels = 1e6), /model spec cannot be built/],
     ['class count', (s) => s.class_names.push('extra'), /class_names lists 5/],
     ['bad config', (s) => (s.config.lr = 'fast'), /config is invalid/],
+    ['data fingerprint without its train split', (s) => delete s.data.train, /data fingerprint is malformed/],
+    ['data fingerprint counts for other classes', (s) => s.data.train.class_counts.push(3), /data fingerprint is malformed/],
   ];
   for (const [what, edit, re] of forged) {
     const s = structuredClone(good);

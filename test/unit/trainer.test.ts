@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { decodeSafetensors } from '../../dist/io/safetensors.js';
+import { ConfigError } from '../../dist/config.js';
 import type { EpochRecord } from '../../dist/records.js';
 import { DivergenceError, train } from '../../dist/train/trainer.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
@@ -109,6 +110,40 @@ test('a run that diverges after finished epochs keeps the last good checkpoint: 
   const ckpt = await loadCheckpoint(out); // refuses non-finite weights
   assert.equal(ckpt.epoch, diverged - 1);
   ckpt.model.dispose();
+});
+
+test('a resume refuses data that changed since the checkpoint, naming the change, unless allowDataChange', async () => {
+  const data = syntheticSplits(200, 40, 4);
+  const out = tmp('data-change');
+  await train({ ...base, dataset: data, epochs: 1, method: 'base', out }).summary;
+  const stateFile = path.join(out, 'checkpoint', 'state.json');
+  const fp = JSON.parse(fs.readFileSync(stateFile, 'utf8')).data;
+  assert.deepEqual([fp.train.n, fp.train.shape, fp.train.class_names, fp.train.class_counts, fp.test.n], [200, [3, 8, 8], ['c0', 'c1', 'c2', 'c3'], [50, 50, 50, 50], 40]);
+  assert.match(fp.train.images_sha256, /^[0-9a-f]{64}$/);
+
+  const refused = async (dataset: typeof data, change: RegExp) =>
+    assert.rejects(train({ resume: out, dataset, epochs: 2 }).summary, (e: Error) => e instanceof ConfigError &&
+      e.message.startsWith(`The data differ from those the run in ${path.join(out, 'checkpoint')} was trained on: `) && change.test(e.message) &&
+      /pass --allow-data-change \(allowDataChange: true\)/.test(e.message), String(change));
+  const edited = { train: { ...data.train, images: data.train.images.slice() }, test: data.test };
+  edited.train.images[123] ^= 1;
+  await refused(edited, /: train split: the pixels differ \(same images per class/);
+  await refused(syntheticSplits(203, 40, 4), /: train split: 203 images, was 200; train split: images per class changed \(c0 50 -> 51, c1 50 -> 51, c2 50 -> 51\)\./);
+  const relabelled = { train: { ...data.train, labels: data.train.labels.slice() }, test: data.test };
+  [relabelled.train.labels[0], relabelled.train.labels[1]] = [relabelled.train.labels[1], relabelled.train.labels[0]];
+  await refused(relabelled, /: train split: the labels differ/);
+  await refused({ train: data.train, test: null }, /: the test split is gone\./);
+  const renamed = ['c0', 'c1', 'c2', 'dog'];
+  await refused({ train: { ...data.train, classNames: renamed }, test: { ...data.test!, classNames: renamed } }, /: train split: new classes dog; train split: classes c3 are gone; test split: new classes dog/);
+  assert.equal(JSON.parse(fs.readFileSync(stateFile, 'utf8')).epoch, 1, 'a refused resume leaves the checkpoint alone');
+
+  const logs: string[] = [];
+  const allowed = train({ resume: out, dataset: edited, epochs: 2, allowDataChange: true });
+  allowed.on('log', (m: string) => logs.push(m));
+  assert.equal((await allowed.summary).epochs, 2);
+  assert.ok(logs.some((l) => /^the data differ from the checkpoint's \(train split: the pixels differ .*\); resuming anyway/.test(l)), logs.join('\n'));
+  const after = JSON.parse(fs.readFileSync(stateFile, 'utf8')).data;
+  assert.notEqual(after.train.images_sha256, fp.train.images_sha256, 'the checkpoint now records the data it continued on');
 });
 
 test('in-memory data: a plain Dataset gets a held-out test split; bad data gets one clear error', async () => {

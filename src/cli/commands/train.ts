@@ -13,6 +13,7 @@ import { defaultOutDir, flagsToConfig, kebab, readConfigFile, resolveTrainConfig
 export interface TrainArgs {
   config?: string;
   resume?: string;
+  allowDataChange?: boolean;
   json?: boolean;
   verbose?: boolean;
   [key: string]: unknown;
@@ -37,6 +38,7 @@ export function builder(y: Argv): Argv<TrainArgs> {
     .options(trainOptions())
     .option('config', { type: 'string', requiresArg: true, group: 'Run:', describe: 'JSON file of train options (camelCase or kebab-case keys); flags override it' })
     .option('resume', { type: 'string', requiresArg: true, group: 'Run:', describe: 'Continue an interrupted run: its folder (or its checkpoint/); only --epochs, --threads, --out apply' })
+    .option('allow-data-change', { type: 'boolean', group: 'Run:', describe: 'With --resume: continue even if the data differ from those the run was trained on (refused otherwise, naming what changed)' })
     .option('json', { type: 'boolean', group: 'Run:', describe: 'JSON lines on stdout (also the default when stdout is not a terminal)' })
     .example('$0 train', 'DFL on the bundled sample with a small CPU-friendly model (about two minutes)')
     .example('$0 train --data ./cifar-10-batches-bin --model resnet18 --width 0.5 --epochs 30', 'CIFAR-10 from its binary files')
@@ -53,10 +55,11 @@ function buildOptions(argv: TrainArgs, signal: AbortSignal): { options: TrainOpt
     if (argv.config) ignored.push('config');
     if (ignored.length)
       throw new UsageError(`--resume continues with the run's saved options; drop ${ignored.map((k) => `--${kebab(k)}`).join(', ')} (only --epochs, --threads and --out may change)`);
-    const options: TrainOptions = { resume: argv.resume, signal };
+    const options: TrainOptions = { resume: argv.resume, allowDataChange: argv.allowDataChange, signal };
     for (const k of RESUME_KEYS) if (flags[k] !== undefined) (options as Record<string, unknown>)[k] = flags[k];
     return { options, outDir: flags.out };
   }
+  if (argv.allowDataChange) throw new UsageError('--allow-data-change applies to --resume only');
   const fileLayer = argv.config ? readConfigFile(argv.config) : undefined;
   const hasOut = flags.out !== undefined || (fileLayer && fileLayer.out !== undefined);
   const config = resolveTrainConfig(fileLayer, flags, argv.config, hasOut ? undefined : { out: defaultOutDir() });
