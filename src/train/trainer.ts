@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type NativeModel, type RuntimeInfo } from '../binding.js';
+import { loadBinding, type DeviceName, type NativeModel, type NativeTeacher, type RuntimeInfo } from '../binding.js';
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
@@ -103,11 +103,13 @@ export function train(options: TrainOptions = {}): TrainingRun {
   return new TrainingRun(options);
 }
 
-function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) => void): 'cpu' {
-  if (config.device === 'cuda' && !info.usableBackends.includes('cuda'))
+/** The device to train on: cuda when asked for (and usable) or when auto finds it; else the CPU. */
+function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) => void): DeviceName {
+  const cudaUsable = info.usableBackends.includes('cuda');
+  if (config.device === 'cuda' && !cudaUsable)
     throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
-  if (config.device === 'auto' && !info.usableBackends.includes('cuda')) log(`device auto -> cpu (cuda: ${info.cudaStatus})`);
-  return 'cpu';
+  if (config.device === 'auto' && !cudaUsable) log(`device auto -> cpu (cuda: ${info.cudaStatus})`);
+  return config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
 }
 
 /** Normalisation: the given per-channel mean/std, else statistics of the training split. */
@@ -142,17 +144,17 @@ function inMemorySplits(d: DataSplits | Dataset, seed: number): DataSplits {
   return { train: d.train, test: d.test ?? null };
 }
 
-function snapshotOf(student: NativeModel, spec: ModelSpec, own: (m: NativeModel) => NativeModel): NativeModel {
-  const { Model } = loadBinding();
-  const t = own(new Model(spec, 0));
-  t.setParams(student.getParams());
-  t.setBuffers(student.getBuffers());
-  return t;
+/** A teacher: the student's current weights, copied and BN-folded on the device. */
+function snapshotOf(student: NativeModel, own: Own): NativeTeacher {
+  return own(student.snapshot());
 }
+
+/** Something the run frees when it ends. */
+type Own = <T extends { dispose(): void; isDisposed(): boolean }>(m: T) => T;
 
 async function runTraining(options: TrainOptions, run: TrainingRun): Promise<TrainSummary> {
   // Every native model made here is freed when training ends, on success or failure.
-  const owned = new Set<NativeModel>();
+  const owned = new Set<{ dispose(): void; isDisposed(): boolean }>();
   // Let the caller attach listeners before the first 'log' or 'start' event.
   await Promise.resolve();
   try {
@@ -162,7 +164,7 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
   }
 }
 
-async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<TrainSummary> {
+async function trainLoop(options: TrainOptions, run: TrainingRun, own: Own): Promise<TrainSummary> {
   const { signal, dataset, resume, ...rest } = options;
   const log = (m: string) => run.emit('log', m);
   const binding = loadBinding();
@@ -176,7 +178,8 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
     saved = readState(resumeDir);
     const overrides: Partial<TrainConfig> = {};
     for (const k of ['threads', 'epochs', 'out'] as const) if (rest[k] !== undefined) (overrides as Record<string, unknown>)[k] = rest[k];
-    if (overrides.out === undefined) overrides.out = saved.config.out ?? path.dirname(resumeDir);
+    // A resumed run writes where it was resumed from (a copied run folder continues in the copy).
+    if (overrides.out === undefined) overrides.out = path.dirname(resumeDir);
     config = resolveConfig(saved.config as unknown as Record<string, unknown>, overrides);
   } else {
     config = resolveConfig(rest as Record<string, unknown>);
@@ -202,13 +205,13 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: classNames.length, inChannels: full.channels, height: full.height, width: full.width, width_multiplier: config.width });
   if (spec.in_channels !== full.channels || spec.height !== full.height || spec.width !== full.width)
     throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${full.channels}x${full.height}x${full.width}; use --image-size or another model spec`);
-  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init)));
+  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init), device));
   const info = student.info();
   if (info.numClasses !== classNames.length)
     throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${classNames.length} classes` +
       (saved ? '' : `; set the last linear node's out_features to ${classNames.length} in ${config.model}`));
 
-  const bank = new Map<number, NativeModel>();
+  const bank = new Map<number, NativeTeacher>();
   let entries: BankEntry[] = [];
   const valLogitsCache = new Map<number, Float32Array>();
   const metrics: EpochRecord[] = [];
@@ -216,7 +219,7 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
   let partial: EpochPosition | null = null;
   let secondsBefore = 0;
   if (saved && resumeDir) {
-    for (const [id, t] of restoreModels(resumeDir, saved, student, () => own(new binding.Model(spec, 0)))) bank.set(id, t);
+    for (const [id, t] of restoreModels(resumeDir, saved, student, device)) bank.set(id, own(t));
     entries = saved.bank;
     metrics.push(...saved.metrics);
     startEpoch = saved.epoch + 1;
@@ -225,7 +228,11 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
     log(`resuming from ${resumeDir} after epoch ${saved.epoch}${partial ? ` (+${partial.batch} batches of epoch ${partial.epoch})` : ''}`);
   } else if (uses.teachers && config.teacherSource === 'random') {
     // Random teachers: K fixed random initialisations, scored once on the validation split.
-    for (let k = 1; k <= config.teachers; ++k) bank.set(-k, own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k))));
+    for (let k = 1; k <= config.teachers; ++k) {
+      const init = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k), device));
+      bank.set(-k, snapshotOf(init, own));
+      init.dispose();
+    }
   }
   const nc = info.numClasses;
   const valScore = (logits: Float32Array) => {
@@ -374,7 +381,7 @@ async function trainLoop(options: TrainOptions, run: TrainingRun, own: (m: Nativ
         valLogitsCache.delete(replaced);
       }
       if (added !== null) {
-        bank.set(added, snapshotOf(student, spec, own));
+        bank.set(added, snapshotOf(student, own));
         valLogitsCache.set(added, sLogits);
       }
       entries = d.bank;
