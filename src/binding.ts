@@ -26,13 +26,27 @@ export interface NativeModelInfo {
   numClasses: number;
   numLayers: number;
   macsPerImage: number;
+  /** Bytes of device memory the model holds now (weights, optimiser state, batch buffers). */
+  deviceBytes: number;
+  device: DeviceName;
+}
+
+export type DeviceName = 'cpu' | 'cuda';
+
+export interface NativeTeacherInfo {
+  numParams: number;
+  numBufferFloats: number;
+  numClasses: number;
+  /** Bytes of device memory the teacher holds (its folded weights; no per-batch memory). */
+  deviceBytes: number;
+  device: DeviceName;
 }
 
 export interface TrainStepOptions {
   x: Float32Array;
   labels: Int32Array;
   batch: number;
-  teachers?: NativeModel[];
+  teachers?: NativeTeacher[];
   /** (K, batch) per-sample teacher weights; normalised per sample natively. Omit for uniform. */
   teacherWeights?: Float32Array;
   /** Weight each teacher per sample by its confidence, max_c softmax(z/T) (instead of teacherWeights). */
@@ -58,28 +72,60 @@ export interface TrainStepStats {
   finite: boolean;
 }
 
-export interface NativeModel {
-  info(): NativeModelInfo;
+/** What evaluation needs: eval-mode logits of a batch, off the event loop. */
+export interface LogitSource {
+  info(): { numClasses: number };
+  forward(x: Float32Array, batch: number): Promise<Float32Array>;
+}
+
+/** Weights that can be read and written by tensor name (checkpoints, export). */
+export interface TensorHolder {
   tensors(): TensorInfo[];
-  nodeShapes(): [number, number, number][];
   getParams(): Float32Array;
   setParams(p: Float32Array): void;
-  getGrads(): Float32Array;
   getBuffers(): Float32Array;
   setBuffers(b: Float32Array): void;
+}
+
+/**
+ * An inference-only snapshot of a model (a teacher): weights resident on the device with each
+ * BatchNorm folded into the conv/linear before it, and no gradients, optimiser state or
+ * per-batch memory. tensors() lists the folded layout.
+ */
+export interface NativeTeacher extends LogitSource, TensorHolder {
+  info(): NativeTeacherInfo;
+  forwardSync(x: Float32Array, batch: number): Float32Array;
+  dispose(): void;
+  isDisposed(): boolean;
+}
+
+export interface NativeModel extends LogitSource, TensorHolder {
+  info(): NativeModelInfo;
+  nodeShapes(): [number, number, number][];
+  getGrads(): Float32Array;
   getMomentum(): Float32Array;
   setMomentum(m: Float32Array): void;
   reinitLayers(layers: number[], seed: number, mode: 'reinit' | 'shrink-perturb', shrink?: number, perturb?: number): void;
+  /** A teacher holding the current weights, copied (and BN-folded) on the device. */
+  snapshot(): NativeTeacher;
   forwardSync(x: Float32Array, batch: number, training?: boolean): Float32Array;
-  forward(x: Float32Array, batch: number): Promise<Float32Array>;
   trainStep(opts: TrainStepOptions): Promise<TrainStepStats>;
   dispose(): void;
   isDisposed(): boolean;
 }
 
+export interface BackendStatus {
+  name: DeviceName;
+  compiled: boolean;
+  usable: boolean;
+  /** The device when usable; otherwise why not, in the driver's or loader's own words. */
+  detail: string;
+}
+
 export interface RuntimeInfo {
-  compiledBackends: string[];
-  usableBackends: string[];
+  compiledBackends: DeviceName[];
+  usableBackends: DeviceName[];
+  backends: BackendStatus[];
   cudaStatus: string;
   cpuFeatures: string[];
   gemmKernel: string;
@@ -90,7 +136,9 @@ export interface RuntimeInfo {
 }
 
 export interface NativeBinding {
-  Model: new (spec: ModelSpec, seed?: number) => NativeModel;
+  Model: new (spec: ModelSpec, seed?: number, device?: DeviceName) => NativeModel;
+  /** An empty teacher (zero weights in the folded layout) to restore saved teacher weights into. */
+  Teacher: new (spec: ModelSpec, device?: DeviceName) => NativeTeacher;
   augmentBatch(out: Float32Array, images: Uint8Array, batch: number, channels: number, height: number, width: number,
     pad: number, flip: boolean, mean: Float32Array, std: Float32Array, seed: number): void;
   normalizeBatch(out: Float32Array, images: Uint8Array, batch: number, channels: number, height: number, width: number,

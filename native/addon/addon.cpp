@@ -1,5 +1,5 @@
-// Module registration only; the work lives in model_wrap.cpp (the Model class) and
-// kernels_wrap.cpp (batch preparation, runtime information).
+// Module registration only; the work lives in model_wrap.cpp (the Model class), teacher_wrap.cpp
+// (the Teacher class) and kernels_wrap.cpp (batch preparation, runtime information).
 #include "addon/addon.h"
 
 namespace dfl::addon {
@@ -8,6 +8,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);
   init_model(env, exports, data);
+  init_teacher(env, exports, data);
   init_kernels(env, exports);
   return exports;
 }

@@ -4,6 +4,8 @@
 #include <limits>
 #include <sstream>
 
+#include "core/ops.h"
+
 namespace dfl::addon {
 
 std::string describe(const Napi::Value& v) {
@@ -117,7 +119,8 @@ ModelSpec model_spec(const Napi::Value& v) {
     const std::string where = "spec.nodes[" + std::to_string(i) + "]";
     const Napi::Object n = object(nodes.Get(i), where);
     NodeSpec ns;
-    ns.op = string(field(n, "op"), where + ".op");
+    const Napi::Value op = field(n, "op");
+    if (!op_from_name(string(op, where + ".op"), &ns.op)) throw_expected(env, "one of " + op_names(), where + ".op", op);
     const Napi::Value name = field(n, "name");
     if (!name.IsUndefined()) ns.name = string(name, where + ".name");
     const Napi::Value inputs = field(n, "inputs");
@@ -161,6 +164,46 @@ ModelSpec model_spec(const Napi::Value& v) {
     spec.nodes.push_back(std::move(ns));
   }
   return spec;
+}
+
+Napi::Float32Array sized_float32_array(const Napi::Value& v, const std::string& name, size_t n) {
+  const Napi::Float32Array a = float32_array(v, name);
+  if (a.ElementLength() != n)
+    throw Napi::RangeError::New(v.Env(), "Expected a Float32Array of length " + std::to_string(n) + " for " + name +
+                                             " but received " + describe(a));
+  return a;
+}
+
+int batch_of(const ModelSpec& s, const Napi::Float32Array& x, const Napi::Value& b_value) {
+  const size_t per = static_cast<size_t>(s.in_channels) * s.height * s.width;
+  const int B = static_cast<int>(integer(b_value, "batch", 1, 1 << 20));
+  if (x.ElementLength() != per * static_cast<size_t>(B))
+    throw Napi::RangeError::New(x.Env(), "Expected a Float32Array of length " + std::to_string(per * B) + " (batch " +
+                                             std::to_string(B) + " x " + std::to_string(s.in_channels) + "x" +
+                                             std::to_string(s.height) + "x" + std::to_string(s.width) +
+                                             ") for x but received " + describe(x));
+  return B;
+}
+
+Napi::Array tensor_list(const Napi::Env& env, const std::vector<TensorView>& params, const std::vector<TensorView>& buffers) {
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t k = 0;
+  auto push = [&](const TensorView& t) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name);
+    Napi::Array shape = Napi::Array::New(env, t.shape.size());
+    for (size_t d = 0; d < t.shape.size(); ++d) shape.Set(static_cast<uint32_t>(d), t.shape[d]);
+    o.Set("shape", shape);
+    o.Set("offset", static_cast<double>(t.offset));
+    o.Set("size", static_cast<double>(t.size));
+    o.Set("node", t.node);
+    o.Set("layer", t.layer);
+    o.Set("kind", t.kind == TensorKind::Weight ? "weight" : (t.kind == TensorKind::Bias ? "bias" : "buffer"));
+    out.Set(k++, o);
+  };
+  for (const auto& t : params) push(t);
+  for (const auto& t : buffers) push(t);
+  return out;
 }
 
 }  // namespace dfl::addon

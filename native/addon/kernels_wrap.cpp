@@ -3,6 +3,7 @@
 
 #include "addon/addon.h"
 #include "addon/convert.h"
+#include "core/backend.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
@@ -82,14 +83,24 @@ Napi::Value get_threads(const Napi::CallbackInfo& info) { return Napi::Number::N
 Napi::Value runtime_info(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  Napi::Array compiled = Napi::Array::New(env);
-  compiled.Set(0u, "cpu");
-  Napi::Array usable = Napi::Array::New(env);
-  usable.Set(0u, "cpu");
+  // Every backend this build knows of, whether usable here, and the reason when not.
+  Napi::Array compiled = Napi::Array::New(env), usable = Napi::Array::New(env), all = Napi::Array::New(env);
+  std::string cuda_status = "unknown";
+  for (const BackendStatus& b : backend_statuses()) {
+    if (b.compiled) compiled.Set(compiled.Length(), b.name);
+    if (b.usable) usable.Set(usable.Length(), b.name);
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("name", b.name);
+    e.Set("compiled", b.compiled);
+    e.Set("usable", b.usable);
+    e.Set("detail", b.detail);
+    all.Set(all.Length(), e);
+    if (b.name == "cuda") cuda_status = b.usable ? "usable: " + b.detail : b.detail;
+  }
   o.Set("compiledBackends", compiled);
   o.Set("usableBackends", usable);
-  // Why CUDA is not usable; the CUDA backend fills this in when compiled in.
-  o.Set("cudaStatus", "not compiled in (this build has the CPU backend only)");
+  o.Set("backends", all);
+  o.Set("cudaStatus", cuda_status);
   Napi::Array feats = Napi::Array::New(env);
   uint32_t k = 0;
   for (const auto& f : cpu_feature_names()) feats.Set(k++, f);

@@ -1,56 +1,29 @@
-// The JavaScript Model class: a handle to a dfl::Model. Heavy calls (trainStep, forward) run in
-// Napi::AsyncWorker off the event loop and return promises. A model is "busy" while a call runs:
-// any other call on it, as student or teacher, fails fast instead of racing; dispose() while busy
-// is safe because the worker holds its own reference to the model.
-#include <algorithm>
-#include <atomic>
+// The JavaScript Model class: a handle to a dfl::Model (the student) on a backend. Heavy calls
+// (trainStep, forward) run in Napi::AsyncWorker off the event loop and return promises. A model or
+// teacher is "busy" while a call runs: any other call on it fails fast instead of racing. Every
+// argument is checked here, once; the core below keeps only cheap asserts.
 #include <cmath>
-#include <cstring>
 #include <memory>
 
 #include "addon/addon.h"
 #include "addon/convert.h"
-#include "core/model.h"
 
 namespace dfl::addon {
 
+std::shared_ptr<Backend> backend_arg(const Napi::Env& env, const Napi::Value& device) {
+  const std::string name = device.IsUndefined() ? "cpu" : string(device, "device");
+  return guarded(env, [&] { return backend_by_name(name); });
+}
+
 namespace {
-
-struct Handle {
-  std::shared_ptr<Model> model;
-  std::atomic<bool> busy{false};
-};
-
-// Marks handles busy for the lifetime of a call; releases on destruction (also on errors).
-class BusyGuard {
- public:
-  BusyGuard() = default;
-  BusyGuard(const BusyGuard&) = delete;
-  BusyGuard& operator=(const BusyGuard&) = delete;
-  ~BusyGuard() {
-    for (auto& h : held_) h->busy.store(false);
-  }
-  void acquire(const Napi::Env& env, const std::shared_ptr<Handle>& h, const std::string& who) {
-    if (!h->model) throw Napi::Error::New(env, "dfl-native: " + who + " was disposed; create a new Model");
-    bool expected = false;
-    if (!h->busy.compare_exchange_strong(expected, true))
-      throw Napi::Error::New(env, "dfl-native: " + who + " is busy with another call (or listed twice); "
-                                  "await the previous call before starting the next");
-    held_.push_back(h);
-  }
-
- private:
-  std::vector<std::shared_ptr<Handle>> held_;
-};
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function define(Napi::Env env);
   explicit ModelWrap(const Napi::CallbackInfo& info);
-  std::shared_ptr<Handle> handle() const { return h_; }
 
  private:
-  Model& model(const Napi::Env& env) const;  // throws if disposed or busy
+  Model& model(const Napi::Env& env) const { return ready(env, *h_, "Model"); }
   Napi::Value info_(const Napi::CallbackInfo& info);
   Napi::Value tensors(const Napi::CallbackInfo& info);
   Napi::Value node_shapes(const Napi::CallbackInfo& info);
@@ -62,49 +35,23 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value get_momentum(const Napi::CallbackInfo& info);
   Napi::Value set_momentum(const Napi::CallbackInfo& info);
   Napi::Value reinit_layers(const Napi::CallbackInfo& info);
+  Napi::Value snapshot(const Napi::CallbackInfo& info);
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value train_step(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
 
-  std::shared_ptr<Handle> h_ = std::make_shared<Handle>();
+  std::shared_ptr<Handle<Model>> h_ = std::make_shared<Handle<Model>>();
 };
 
-Model& ModelWrap::model(const Napi::Env& env) const {
-  if (!h_->model) throw Napi::Error::New(env, "dfl-native: this Model was disposed; create a new Model");
-  if (h_->busy.load())
-    throw Napi::Error::New(env, "dfl-native: this Model is busy with a trainStep/forward call; await it first");
-  return *h_->model;
-}
-
-Napi::Float32Array copy_out(const Napi::Env& env, const float* data, size_t n) {
-  Napi::Float32Array a = Napi::Float32Array::New(env, n);
-  if (n) std::memcpy(a.Data(), data, n * sizeof(float));
-  return a;
-}
-
-// Checks a batch (B,C,H,W) against the model's input and returns B.
-int batch_of(const Model& m, const Napi::Float32Array& x, const Napi::Value& b_value) {
-  const ModelSpec& s = m.spec();
-  const size_t per = static_cast<size_t>(s.in_channels) * s.height * s.width;
-  const int B = static_cast<int>(integer(b_value, "batch", 1, 1 << 20));
-  if (x.ElementLength() != per * static_cast<size_t>(B))
-    throw Napi::RangeError::New(x.Env(), "Expected a Float32Array of length " + std::to_string(per * B) + " (batch " +
-                                             std::to_string(B) + " x " + std::to_string(s.in_channels) + "x" +
-                                             std::to_string(s.height) + "x" + std::to_string(s.width) +
-                                             ") for x but received " + describe(x));
-  return B;
-}
-
+// new Model(spec, seed = 0, device = 'cpu')
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
   const Napi::Env env = info.Env();
-  guarded(env, [&] {
-    const ModelSpec spec = model_spec(arg(info, 0));
-    const uint64_t s = arg(info, 1).IsUndefined() ? 0 : seed(arg(info, 1), "seed");
-    h_->model = std::make_shared<Model>(spec, s);
-    return 0;
-  });
+  const ModelSpec spec = model_spec(arg(info, 0));
+  const uint64_t s = arg(info, 1).IsUndefined() ? 0 : seed(arg(info, 1), "seed");
+  std::shared_ptr<Backend> be = backend_arg(env, arg(info, 2));
+  h_->object = guarded(env, [&] { return std::make_shared<Model>(spec, s, be); });
 }
 
 Napi::Value ModelWrap::info_(const Napi::CallbackInfo& info) {
@@ -116,38 +63,22 @@ Napi::Value ModelWrap::info_(const Napi::CallbackInfo& info) {
   o.Set("numClasses", m.num_classes());
   o.Set("numLayers", m.num_layers());
   o.Set("macsPerImage", static_cast<double>(m.macs_per_image()));
+  o.Set("deviceBytes", static_cast<double>(m.device_bytes()));
+  o.Set("device", m.backend().name());
   return o;
 }
 
 Napi::Value ModelWrap::tensors(const Napi::CallbackInfo& info) {
-  const Napi::Env env = info.Env();
-  Model& m = model(env);
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t k = 0;
-  auto push = [&](const TensorView& t) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", t.name);
-    Napi::Array shape = Napi::Array::New(env, t.shape.size());
-    for (size_t d = 0; d < t.shape.size(); ++d) shape.Set(static_cast<uint32_t>(d), t.shape[d]);
-    o.Set("shape", shape);
-    o.Set("offset", static_cast<double>(t.offset));
-    o.Set("size", static_cast<double>(t.size));
-    o.Set("node", t.node);
-    o.Set("layer", t.layer);
-    o.Set("kind", t.kind == TensorKind::Weight ? "weight" : (t.kind == TensorKind::Bias ? "bias" : "buffer"));
-    out.Set(k++, o);
-  };
-  for (const auto& t : m.params()) push(t);
-  for (const auto& t : m.buffers()) push(t);
-  return out;
+  const Model& m = model(info.Env());
+  return tensor_list(info.Env(), m.params(), m.buffers());
 }
 
 Napi::Value ModelWrap::node_shapes(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Model& m = model(env);
   Napi::Array out = Napi::Array::New(env);
-  for (size_t i = 0; i < m.spec().nodes.size(); ++i) {
-    const auto& s = m.node_shape(static_cast<int>(i));
+  for (size_t i = 0; i < m.plan().nodes.size(); ++i) {
+    const auto& s = m.plan().nodes[i].shape;
     Napi::Array a = Napi::Array::New(env, 3);
     for (uint32_t d = 0; d < 3; ++d) a.Set(d, s[d]);
     out.Set(static_cast<uint32_t>(i), a);
@@ -156,45 +87,37 @@ Napi::Value ModelWrap::node_shapes(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::get_params(const Napi::CallbackInfo& info) {
-  Model& m = model(info.Env());
-  return copy_out(info.Env(), m.param_data(), m.num_params());
+  const std::vector<float> v = model(info.Env()).get_params();
+  return copy_out(info.Env(), v.data(), v.size());
 }
 Napi::Value ModelWrap::get_grads(const Napi::CallbackInfo& info) {
-  Model& m = model(info.Env());
-  return copy_out(info.Env(), m.grad_data(), m.num_params());
+  const std::vector<float> v = model(info.Env()).get_grads();
+  return copy_out(info.Env(), v.data(), v.size());
 }
 Napi::Value ModelWrap::get_momentum(const Napi::CallbackInfo& info) {
-  Model& m = model(info.Env());
-  return copy_out(info.Env(), m.momentum_data(), m.num_params());
+  const std::vector<float> v = model(info.Env()).get_momentum();
+  return copy_out(info.Env(), v.data(), v.size());
 }
 Napi::Value ModelWrap::get_buffers(const Napi::CallbackInfo& info) {
-  Model& m = model(info.Env());
-  return copy_out(info.Env(), m.buffer_data(), m.num_buffer_floats());
+  const std::vector<float> v = model(info.Env()).get_buffers();
+  return copy_out(info.Env(), v.data(), v.size());
 }
-
-namespace {
-void set_from(const Napi::CallbackInfo& info, const char* name, size_t want, float* dst) {
-  const Napi::Float32Array a = float32_array(arg(info, 0), name);
-  if (a.ElementLength() != want)
-    throw Napi::RangeError::New(info.Env(), "Expected a Float32Array of length " + std::to_string(want) + " for " +
-                                                name + " but received " + describe(a));
-  if (want) std::memcpy(dst, a.Data(), want * sizeof(float));
-}
-}  // namespace
-
 Napi::Value ModelWrap::set_params(const Napi::CallbackInfo& info) {
   Model& m = model(info.Env());
-  set_from(info, "params", m.num_params(), m.param_data());
+  const Napi::Float32Array a = sized_float32_array(arg(info, 0), "params", m.num_params());
+  guarded(info.Env(), [&] { m.set_params(a.Data(), a.ElementLength()); return 0; });
   return info.Env().Undefined();
 }
 Napi::Value ModelWrap::set_momentum(const Napi::CallbackInfo& info) {
   Model& m = model(info.Env());
-  set_from(info, "momentum", m.num_params(), m.momentum_data());
+  const Napi::Float32Array a = sized_float32_array(arg(info, 0), "momentum", m.num_params());
+  guarded(info.Env(), [&] { m.set_momentum(a.Data(), a.ElementLength()); return 0; });
   return info.Env().Undefined();
 }
 Napi::Value ModelWrap::set_buffers(const Napi::CallbackInfo& info) {
   Model& m = model(info.Env());
-  set_from(info, "buffers", m.num_buffer_floats(), m.buffer_data());
+  const Napi::Float32Array a = sized_float32_array(arg(info, 0), "buffers", m.num_buffer_floats());
+  guarded(info.Env(), [&] { m.set_buffers(a.Data(), a.ElementLength()); return 0; });
   return info.Env().Undefined();
 }
 
@@ -223,120 +146,57 @@ Napi::Value ModelWrap::reinit_layers(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// snapshot(): a Teacher holding the current weights (BN folded), copied on the device.
+Napi::Value ModelWrap::snapshot(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  Model& m = model(env);
+  std::shared_ptr<Teacher> t = guarded(env, [&] { return std::shared_ptr<Teacher>(m.snapshot()); });
+  return wrap_teacher(env, std::move(t));
+}
+
 // forwardSync(x, batch, training = false): logits (B,NC). For tests and tiny batches.
 Napi::Value ModelWrap::forward_sync(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Model& m = model(env);
   const Napi::Float32Array x = float32_array(arg(info, 0), "x");
-  const int B = batch_of(m, x, arg(info, 1));
+  const int B = batch_of(m.spec(), x, arg(info, 1));
   const bool training = arg(info, 2).IsUndefined() ? false : boolean(arg(info, 2), "training");
   return guarded(env, [&] {
-    const float* logits = m.forward(x.Data(), B, training);
-    return copy_out(env, logits, static_cast<size_t>(B) * m.num_classes());
+    std::vector<float> logits(size_t(B) * m.num_classes());
+    m.forward(x.Data(), B, training, logits.data());
+    return copy_out(env, logits.data(), logits.size());
   });
 }
-
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() final {
-    try {
-      run();
-    } catch (const std::bad_alloc&) {
-      SetError("dfl-native: out of memory; use a smaller batch size or model");
-    } catch (const std::exception& e) {
-      SetError(std::string("dfl-native: ") + e.what());
-    }
-  }
-  void OnError(const Napi::Error& e) final { deferred_.Reject(e.Value()); }
-  void OnOK() final { deferred_.Resolve(result(Env())); }
-
- protected:
-  virtual void run() = 0;
-  virtual Napi::Value result(Napi::Env env) = 0;
-  BusyGuard busy_;
-
- private:
-  Napi::Promise::Deferred deferred_;
-};
-
-class ForwardWorker : public PromiseWorker {
- public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<Model> m, std::vector<float> x, int B)
-      : PromiseWorker(env), m_(std::move(m)), x_(std::move(x)), B_(B) {}
-  BusyGuard& busy() { return busy_; }
-
- protected:
-  void run() override {
-    const float* logits = m_->forward(x_.data(), B_, false);
-    out_.assign(logits, logits + static_cast<size_t>(B_) * m_->num_classes());
-  }
-  Napi::Value result(Napi::Env env) override { return copy_out(env, out_.data(), out_.size()); }
-
- private:
-  std::shared_ptr<Model> m_;
-  std::vector<float> x_, out_;
-  int B_;
-};
 
 // forward(x, batch): Promise<Float32Array> of eval-mode logits, off the event loop.
 Napi::Value ModelWrap::forward(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Model& m = model(env);
   const Napi::Float32Array x = float32_array(arg(info, 0), "x");
-  const int B = batch_of(m, x, arg(info, 1));
-  auto* w = new ForwardWorker(env, h_->model, std::vector<float>(x.Data(), x.Data() + x.ElementLength()), B);
-  try {
-    w->busy().acquire(env, h_, "this Model");
-  } catch (...) {
-    delete w;
-    throw;
-  }
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  const int B = batch_of(m.spec(), x, arg(info, 1));
+  return ForwardWorker<Model>::queue(env, h_, x, B, "this Model");
 }
 
 class TrainStepWorker : public PromiseWorker {
  public:
-  TrainStepWorker(Napi::Env env) : PromiseWorker(env) {}
-  BusyGuard& busy() { return busy_; }
+  explicit TrainStepWorker(Napi::Env env) : PromiseWorker(env) {}
   std::shared_ptr<Model> student;
-  std::vector<std::shared_ptr<Model>> teachers;
+  std::vector<std::shared_ptr<Teacher>> teachers;
   std::vector<float> x, teacher_weights;
   std::vector<int32_t> labels;
   int B = 0;
-  LossConfig loss;
-  cpu::SgdConfig sgd;
-  uint64_t dropout_seed = 0;
   bool confidence_weights = false;
+  LossConfig loss;
+  SgdConfig sgd;
+  uint64_t dropout_seed = 0;
 
  protected:
   void run() override {
-    const int K = static_cast<int>(teachers.size());
-    const int NC = student->num_classes();
-    const size_t BN = static_cast<size_t>(B) * NC;
-    teacher_logits_.resize(BN * K);
-    for (int k = 0; k < K; ++k) {
-      const float* t = teachers[k]->forward(x.data(), B, false);
-      std::memcpy(teacher_logits_.data() + BN * k, t, BN * sizeof(float));
-    }
-    if (confidence_weights && K > 0) {
-      // w[k,b] = max_c softmax(z_kb / T): each teacher counts by how sure it is on this sample.
-      teacher_weights.resize(static_cast<size_t>(K) * B);
-      for (int k = 0; k < K; ++k)
-        for (int b = 0; b < B; ++b) {
-          const float* z = teacher_logits_.data() + BN * k + static_cast<size_t>(b) * NC;
-          const float zmax = *std::max_element(z, z + NC);
-          double sum = 0.0;
-          for (int c = 0; c < NC; ++c) sum += std::exp(double(z[c] - zmax) / loss.temperature);
-          teacher_weights[static_cast<size_t>(k) * B + b] = static_cast<float>(1.0 / sum);
-        }
-    }
-    student->set_dropout_seed(dropout_seed);
-    stats_ = student->train_step(x.data(), labels.data(), B, K ? teacher_logits_.data() : nullptr,
-                                 teacher_weights.empty() ? nullptr : teacher_weights.data(), K, loss, sgd);
+    Distillation d;
+    for (const auto& t : teachers) d.teachers.push_back(t.get());
+    d.weights_host = teacher_weights.empty() ? nullptr : teacher_weights.data();
+    d.confidence_weights = confidence_weights;
+    stats_ = student->train_step(x.data(), labels.data(), B, d, loss, sgd, dropout_seed);
   }
   Napi::Value result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
@@ -350,18 +210,18 @@ class TrainStepWorker : public PromiseWorker {
   }
 
  private:
-  std::vector<float> teacher_logits_;
   StepStats stats_;
 };
 
-// trainStep({x, labels, batch, teachers?, teacherWeights?, lr, momentum, weightDecay, nesterov,
-//            decoupled, labelSmoothing, distillWeight, temperature, dropoutSeed}): Promise<stats>
+// trainStep({x, labels, batch, teachers?, teacherWeights?, confidenceWeights?, lr, momentum,
+//            weightDecay, nesterov, decoupled, labelSmoothing, distillWeight, temperature,
+//            dropoutSeed}): Promise<stats>
 Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Model& m = model(env);
   const Napi::Object o = object(arg(info, 0), "trainStep options");
   const Napi::Float32Array x = float32_array(field(o, "x"), "x");
-  const int B = batch_of(m, x, field(o, "batch"));
+  const int B = batch_of(m.spec(), x, field(o, "batch"));
   const Napi::Int32Array labels = int32_array(field(o, "labels"), "labels");
   if (labels.ElementLength() != static_cast<size_t>(B))
     throw Napi::RangeError::New(env, "Expected an Int32Array of length " + std::to_string(B) +
@@ -370,36 +230,32 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
     if (labels[b] < 0 || labels[b] >= m.num_classes())
       throw Napi::RangeError::New(env, "Expected labels in [0, " + std::to_string(m.num_classes()) +
                                            ") but labels[" + std::to_string(b) + "] is " + std::to_string(labels[b]));
-  auto* w = new TrainStepWorker(env);
-  std::unique_ptr<TrainStepWorker> owner(w);  // until queued
+  auto w = std::make_unique<TrainStepWorker>(env);
   w->busy().acquire(env, h_, "this Model");
   const Napi::Value tv = field(o, "teachers");
   if (!tv.IsUndefined() && !tv.IsNull()) {
-    if (!tv.IsArray()) throw_expected(env, "an array of Models", "teachers", tv);
+    if (!tv.IsArray()) throw_expected(env, "an array of Teachers", "teachers", tv);
     const Napi::Array ta = tv.As<Napi::Array>();
-    auto* data = env.GetInstanceData<AddonData>();
     for (uint32_t k = 0; k < ta.Length(); ++k) {
       const std::string name = "teachers[" + std::to_string(k) + "]";
-      const Napi::Value t = ta.Get(k);
-      if (!t.IsObject() || !t.As<Napi::Object>().InstanceOf(data->model_ctor.Value()))
-        throw_expected(env, "a Model", name, t);
-      ModelWrap* tw = ModelWrap::Unwrap(t.As<Napi::Object>());
-      w->busy().acquire(env, tw->handle(), name);
-      const std::shared_ptr<Model>& tm = tw->handle()->model;
-      const ModelSpec& ts = tm->spec();
-      if (tm->num_classes() != m.num_classes() || ts.in_channels != m.spec().in_channels ||
+      const std::shared_ptr<Handle<Teacher>> th = teacher_handle(env, ta.Get(k), name);
+      w->busy().acquire(env, th, name);
+      const Teacher& t = *th->object;
+      const ModelSpec& ts = t.plan().spec;
+      if (t.num_classes() != m.num_classes() || ts.in_channels != m.spec().in_channels ||
           ts.height != m.spec().height || ts.width != m.spec().width)
         throw Napi::Error::New(env, "dfl-native: " + name + " has a different input or class count than the student");
-      w->teachers.push_back(tm);
+      if (&t.backend() != &m.backend())
+        throw Napi::Error::New(env, "dfl-native: " + name + " lives on the " + t.backend().name() +
+                                        " device but the student on " + m.backend().name() +
+                                        "; snapshot teachers from the student");
+      w->teachers.push_back(th->object);
     }
   }
   const int K = static_cast<int>(w->teachers.size());
   const Napi::Value wv = field(o, "teacherWeights");
   if (!wv.IsUndefined() && !wv.IsNull() && K > 0) {
-    const Napi::Float32Array tw = float32_array(wv, "teacherWeights");
-    if (tw.ElementLength() != static_cast<size_t>(K) * B)
-      throw Napi::RangeError::New(env, "Expected a Float32Array of length " + std::to_string(K * B) +
-                                           " (teachers x batch) for teacherWeights but received " + describe(tw));
+    const Napi::Float32Array tw = sized_float32_array(wv, "teacherWeights (teachers x batch)", size_t(K) * B);
     w->teacher_weights.assign(tw.Data(), tw.Data() + tw.ElementLength());
     for (int b = 0; b < B; ++b) {
       double sum = 0.0;
@@ -425,35 +281,34 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   w->sgd.weight_decay = static_cast<float>(num("weightDecay", 5e-4));
   w->sgd.nesterov = flag("nesterov", true);
   w->sgd.decoupled = flag("decoupled", false);
+  if (w->sgd.lr < 0.f || w->sgd.momentum < 0.f || w->sgd.weight_decay < 0.f)
+    throw Napi::RangeError::New(env, "Expected lr, momentum and weightDecay >= 0");
   w->loss.label_smoothing = static_cast<float>(num("labelSmoothing", 0.0));
   w->loss.distill_weight = static_cast<float>(num("distillWeight", 1.0));
   w->loss.temperature = static_cast<float>(num("temperature", 4.0));
   if (w->loss.temperature <= 0.f) throw Napi::RangeError::New(env, "Expected temperature > 0");
   if (w->loss.label_smoothing < 0.f || w->loss.label_smoothing >= 1.f)
     throw Napi::RangeError::New(env, "Expected labelSmoothing in [0, 1)");
-  w->confidence_weights = flag("confidenceWeights", false);
+  w->confidence_weights = flag("confidenceWeights", false) && K > 0;
   if (w->confidence_weights && !w->teacher_weights.empty())
     throw Napi::Error::New(env, "dfl-native: give either teacherWeights or confidenceWeights, not both");
   const Napi::Value ds = field(o, "dropoutSeed");
   w->dropout_seed = ds.IsUndefined() ? 0 : seed(ds, "dropoutSeed");
-  w->student = h_->model;
+  w->student = h_->object;
   w->x.assign(x.Data(), x.Data() + x.ElementLength());
   w->labels.assign(labels.Data(), labels.Data() + labels.ElementLength());
   w->B = B;
   Napi::Promise p = w->promise();
-  owner.release()->Queue();
+  w.release()->Queue();
   return p;
 }
 
 Napi::Value ModelWrap::dispose(const Napi::CallbackInfo& info) {
-  // A running worker keeps its own shared_ptr; the memory goes when it finishes.
-  h_->model.reset();
+  h_->object.reset();  // a running worker keeps its own reference; the memory goes when it finishes
   return info.Env().Undefined();
 }
 
-Napi::Value ModelWrap::disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !h_->model);
-}
+Napi::Value ModelWrap::disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !h_->object); }
 
 Napi::Function ModelWrap::define(Napi::Env env) {
   return DefineClass(env, "Model",
@@ -467,6 +322,7 @@ Napi::Function ModelWrap::define(Napi::Env env) {
                       InstanceMethod("getMomentum", &ModelWrap::get_momentum),
                       InstanceMethod("setMomentum", &ModelWrap::set_momentum),
                       InstanceMethod("reinitLayers", &ModelWrap::reinit_layers),
+                      InstanceMethod("snapshot", &ModelWrap::snapshot),
                       InstanceMethod("forwardSync", &ModelWrap::forward_sync),
                       InstanceMethod("forward", &ModelWrap::forward),
                       InstanceMethod("trainStep", &ModelWrap::train_step),

@@ -1,338 +1,53 @@
-// The graph model: shape inference and validation, the arena, initialisation, forward, backward and
-// the fused training step. Kernels live in cpu/; this file only wires them.
+// The executors: memory on the backend, initialisation, forward/backward by walking the plan
+// through the op table, the fused training step, and teachers. No kernel is called directly here:
+// every computation is a Backend call.
 #include "core/model.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <new>
-#if !defined(_WIN32)
-#include <unistd.h>
-#endif
 
 #include "core/check.h"
-#include "core/parallel.h"
+#include "core/ops.h"
+#include "core/rng.h"
 
 namespace dfl {
 
 namespace {
 
-// 64-byte aligned float storage (a cache line; AVX-512 loads).
-struct AlignedFloats {
-  float* ptr = nullptr;
-  size_t n = 0;
-  AlignedFloats() = default;
-  AlignedFloats(const AlignedFloats&) = delete;
-  AlignedFloats& operator=(const AlignedFloats&) = delete;
-  ~AlignedFloats() { std::free(ptr); }
-  void resize_zeroed(size_t count, const char* what) {
-    std::free(ptr);
-    ptr = nullptr;
-    n = 0;
-    if (count == 0) return;
-    DFL_CHECK(count < (size_t(1) << 40), "Refusing to allocate ", count, " floats for ", what,
-              ": the model or batch is too large");
-    const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
-    ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
-    DFL_CHECK(ptr != nullptr, "Out of memory allocating ", bytes / (1024.0 * 1024.0), " MiB for ",
-              what, "; use a smaller batch size or model");
-    std::memset(ptr, 0, bytes);
-    n = count;
-  }
-};
-
-// The memory a model may ask for: $DFL_MAX_MEMORY_MB when set (tests, shared machines), else the
-// physical memory. Checked before the arena and activations are allocated, so a model or batch that
-// cannot fit is refused with a message instead of being killed by the OS half-way through.
-double memory_limit_bytes(const char** source) {
-  if (const char* e = std::getenv("DFL_MAX_MEMORY_MB")) {
-    char* end = nullptr;
-    const double mb = std::strtod(e, &end);
-    if (end != e && mb > 0) {
-      *source = "DFL_MAX_MEMORY_MB";
-      return mb * 1024.0 * 1024.0;
-    }
-  }
-#if !defined(_WIN32) && defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) {
-    *source = "physical memory";
-    return static_cast<double>(pages) * static_cast<double>(page);
-  }
-#endif
-  *source = "no limit known";
-  return 1e300;
-}
-
-void check_memory(double bytes, const std::string& what, const char* todo) {
-  const char* source = "";
-  const double limit = memory_limit_bytes(&source);
+// Refuses an allocation that cannot fit the backend's memory, with a message saying what to do,
+// instead of letting the OS or the driver kill the run half-way through.
+void check_memory(const Backend& be, double bytes, const std::string& what, const char* todo) {
+  std::string source;
+  const double limit = be.available_bytes(&source);
   const double mib = 1024.0 * 1024.0;
   DFL_CHECK(bytes <= limit, "Refusing to allocate ", static_cast<long long>(bytes / mib), " MiB for ", what,
             ": more than the ", static_cast<long long>(limit / mib), " MiB available (", source, "); ", todo,
             " (or raise DFL_MAX_MEMORY_MB)");
 }
 
-enum class Op { Input, Conv, BN, Linear, Relu, Relu6, Add, Concat, Flatten, Dropout, MaxPool, AvgPool, GAP, Split, Shuffle };
+size_t floats(size_t n) { return n * sizeof(float); }
 
-Op parse_op(const std::string& s, int i) {
-  static const std::pair<const char*, Op> table[] = {
-      {"input", Op::Input},     {"conv", Op::Conv},       {"bn", Op::BN},         {"linear", Op::Linear},
-      {"relu", Op::Relu},       {"relu6", Op::Relu6},     {"add", Op::Add},       {"concat", Op::Concat},
-      {"flatten", Op::Flatten}, {"dropout", Op::Dropout}, {"maxpool", Op::MaxPool}, {"avgpool", Op::AvgPool},
-      {"gap", Op::GAP},         {"split", Op::Split},     {"shuffle", Op::Shuffle}};
-  for (const auto& [name, op] : table)
-    if (s == name) return op;
-  fail("Model spec: node ", i, " has unknown op '", s,
-       "' (expected one of input, conv, bn, linear, relu, relu6, add, concat, flatten, dropout, "
-       "maxpool, avgpool, gap, split, shuffle)");
+// The largest convolution workspace any conv node of the plan needs for a batch of B.
+size_t workspace_bytes(Backend& be, const Plan& plan, int B) {
+  size_t ws = 0;
+  for (size_t i = 1; i < plan.nodes.size(); ++i)
+    if (plan.nodes[i].op() == Op::Conv) ws = std::max(ws, be.conv2d_workspace_bytes(plan.conv_shape(int(i), B)));
+  return ws;
 }
 
-}  // namespace
-
-struct Model::Impl {
-  std::vector<Op> ops;
-  std::vector<std::vector<int>> shapes;  // per node (C,H,W)
-  std::vector<size_t> sizes;             // per node C*H*W
-  std::vector<size_t> act_off;           // per node offset (per sample) in the activation block
-  size_t act_per_sample = 0;
-  std::vector<int> layer_of;             // per node
-  std::vector<int> weight_idx, bias_idx; // per node: index into params_ or -1
-  std::vector<int> rmean_idx, rvar_idx, nbt_idx;  // per BN node: index into buffers_
-  std::vector<size_t> stat_off;          // per BN node: offset into stats (save_mean, save_invstd)
-  size_t stat_floats = 0;
-  std::vector<size_t> argmax_off;        // per maxpool node, per sample
-  size_t argmax_per_sample = 0;
-
-  AlignedFloats params;  // [param | grad | momentum | decay mask], each n_params long
-  AlignedFloats buffers;
-  AlignedFloats acts, act_grads, stats, workspace, mask;
-  std::vector<int32_t> argmax;
-  int capacity_b = 0;
-  int last_b = 0;
-  bool last_training = false;
-  bool have_forward = false;
-  const float* last_input = nullptr;  // the caller's batch, read in place (node 0)
-
-  // Loss scratch
-  std::vector<float> losses, probs, kl_losses, sprobs, tprobs, dlogits;
-  std::vector<float> buffers_backup;
-
-  Rng dropout_rng{0};
-};
-
-Model::~Model() = default;
-
-Model::Model(const ModelSpec& spec, uint64_t seed) : impl_(std::make_unique<Impl>()), spec_(spec) {
-  Impl& m = *impl_;
-  const auto& nodes = spec_.nodes;
-  const int N = static_cast<int>(nodes.size());
-  DFL_CHECK(N >= 2, "Model spec: needs an input node and at least one layer");
-  DFL_CHECK(spec_.in_channels > 0 && spec_.height > 0 && spec_.width > 0,
-            "Model spec: input shape must be positive, got (", spec_.in_channels, ",", spec_.height,
-            ",", spec_.width, ")");
-  m.ops.resize(N);
-  m.shapes.resize(N);
-  m.sizes.resize(N);
-  m.act_off.resize(N);
-  m.layer_of.assign(N, -1);
-  m.weight_idx.assign(N, -1);
-  m.bias_idx.assign(N, -1);
-  m.rmean_idx.assign(N, -1);
-  m.rvar_idx.assign(N, -1);
-  m.nbt_idx.assign(N, -1);
-  m.stat_off.assign(N, 0);
-  m.argmax_off.assign(N, 0);
-
-  auto add_param = [&](int node, const std::string& suffix, std::vector<int> shape, TensorKind kind) {
-    size_t size = 1;
-    for (int d : shape) size *= static_cast<size_t>(d);
-    params_.push_back({nodes[node].name + "." + suffix, std::move(shape), n_params_, size, node, -1, kind});
-    n_params_ += size;
-    return static_cast<int>(params_.size() - 1);
-  };
-  auto add_buffer = [&](int node, const std::string& suffix, std::vector<int> shape) {
-    size_t size = 1;
-    for (int d : shape) size *= static_cast<size_t>(d);
-    buffers_.push_back({nodes[node].name + "." + suffix, std::move(shape), n_buffers_, size, node, -1,
-                        TensorKind::Buffer});
-    n_buffers_ += size;
-    return static_cast<int>(buffers_.size() - 1);
-  };
-
-  for (int i = 0; i < N; ++i) {
-    const NodeSpec& n = nodes[i];
-    const Op op = parse_op(n.op, i);
-    m.ops[i] = op;
-    const std::string where = "Model spec: node " + std::to_string(i) + " ('" + n.name + "', " + n.op + ")";
-    if (i == 0) {
-      DFL_CHECK(op == Op::Input, "Model spec: node 0 must be the input node");
-      m.shapes[0] = {spec_.in_channels, spec_.height, spec_.width};
-    } else {
-      DFL_CHECK(op != Op::Input, where, ": only node 0 may be the input");
-      const size_t want_inputs = (op == Op::Add) ? 2 : (op == Op::Concat ? n.inputs.size() : 1);
-      DFL_CHECK(n.inputs.size() == want_inputs && !n.inputs.empty(), where, ": expected ",
-                (op == Op::Concat ? std::string("at least 1") : std::to_string(want_inputs)),
-                " input(s), got ", n.inputs.size());
-      for (int in : n.inputs)
-        DFL_CHECK(in >= 0 && in < i, where, ": input index ", in, " must refer to an earlier node");
-      if (op == Op::Conv || op == Op::BN || op == Op::Linear)
-        DFL_CHECK(!n.name.empty(), where, ": parametric nodes need a name (parameter prefix)");
-    }
-    if (i == 0) continue;
-    const std::vector<int>& in = m.shapes[n.inputs[0]];
-    const int C = in[0], H = in[1], W = in[2];
-    switch (op) {
-      case Op::Conv: {
-        DFL_CHECK(n.out_channels > 0 && n.kernel_h > 0 && n.kernel_w > 0 && n.stride_h > 0 &&
-                      n.stride_w > 0 && n.pad_h >= 0 && n.pad_w >= 0 && n.groups > 0,
-                  where, ": out_channels, kernel and stride must be positive, pad non-negative");
-        DFL_CHECK(C % n.groups == 0 && n.out_channels % n.groups == 0, where, ": groups ", n.groups,
-                  " must divide in_channels ", C, " and out_channels ", n.out_channels);
-        const int OH = (H + 2 * n.pad_h - n.kernel_h) / n.stride_h + 1;
-        const int OW = (W + 2 * n.pad_w - n.kernel_w) / n.stride_w + 1;
-        DFL_CHECK(H + 2 * n.pad_h >= n.kernel_h && W + 2 * n.pad_w >= n.kernel_w && OH > 0 && OW > 0,
-                  where, ": kernel ", n.kernel_h, "x", n.kernel_w, " does not fit the ", H, "x", W, " input");
-        m.shapes[i] = {n.out_channels, OH, OW};
-        m.layer_of[i] = num_layers_++;
-        m.weight_idx[i] = add_param(i, "weight", {n.out_channels, C / n.groups, n.kernel_h, n.kernel_w}, TensorKind::Weight);
-        if (n.bias) m.bias_idx[i] = add_param(i, "bias", {n.out_channels}, TensorKind::Bias);
-        macs_per_image_ += int64_t(n.out_channels) * OH * OW * (C / n.groups) * n.kernel_h * n.kernel_w;
-        break;
-      }
-      case Op::BN: {
-        DFL_CHECK(n.eps > 0 && n.momentum >= 0 && n.momentum <= 1, where, ": eps must be > 0 and momentum in [0,1]");
-        m.shapes[i] = in;
-        const Op prev = m.ops[n.inputs[0]];
-        m.layer_of[i] = (prev == Op::Conv || prev == Op::Linear) ? m.layer_of[n.inputs[0]] : num_layers_++;
-        m.weight_idx[i] = add_param(i, "weight", {C}, TensorKind::Weight);
-        m.bias_idx[i] = add_param(i, "bias", {C}, TensorKind::Bias);
-        m.rmean_idx[i] = add_buffer(i, "running_mean", {C});
-        m.rvar_idx[i] = add_buffer(i, "running_var", {C});
-        m.nbt_idx[i] = add_buffer(i, "num_batches_tracked", {});
-        m.stat_off[i] = m.stat_floats;
-        m.stat_floats += 2 * static_cast<size_t>(C);
-        break;
-      }
-      case Op::Linear: {
-        DFL_CHECK(n.out_features > 0, where, ": out_features must be positive");
-        const int IN = C * H * W;
-        m.shapes[i] = {n.out_features, 1, 1};
-        m.layer_of[i] = num_layers_++;
-        m.weight_idx[i] = add_param(i, "weight", {n.out_features, IN}, TensorKind::Weight);
-        if (n.bias) m.bias_idx[i] = add_param(i, "bias", {n.out_features}, TensorKind::Bias);
-        macs_per_image_ += int64_t(IN) * n.out_features;
-        break;
-      }
-      case Op::Relu: case Op::Relu6: case Op::Dropout:
-        DFL_CHECK(op != Op::Dropout || (n.p >= 0.f && n.p < 1.f), where, ": dropout p must be in [0, 1)");
-        m.shapes[i] = in;
-        break;
-      case Op::Add: {
-        DFL_CHECK(m.shapes[n.inputs[1]] == in, where, ": add needs equal shapes");
-        m.shapes[i] = in;
-        break;
-      }
-      case Op::Concat: {
-        int total = 0;
-        for (int j : n.inputs) {
-          const auto& s = m.shapes[j];
-          DFL_CHECK(s[1] == H && s[2] == W, where, ": concat inputs must share height and width");
-          total += s[0];
-        }
-        m.shapes[i] = {total, H, W};
-        break;
-      }
-      case Op::Flatten:
-        m.shapes[i] = {C * H * W, 1, 1};
-        break;
-      case Op::MaxPool: case Op::AvgPool: {
-        DFL_CHECK(n.kernel_h > 0 && n.kernel_w > 0 && n.stride_h > 0 && n.stride_w > 0 && n.pad_h >= 0 &&
-                      n.pad_w >= 0 && 2 * n.pad_h <= n.kernel_h && 2 * n.pad_w <= n.kernel_w,
-                  where, ": pool kernel/stride must be positive and pad at most half the kernel");
-        const int OH = (H + 2 * n.pad_h - n.kernel_h) / n.stride_h + 1;
-        const int OW = (W + 2 * n.pad_w - n.kernel_w) / n.stride_w + 1;
-        DFL_CHECK(H + 2 * n.pad_h >= n.kernel_h && W + 2 * n.pad_w >= n.kernel_w && OH > 0 && OW > 0,
-                  where, ": pool window does not fit the ", H, "x", W, " input");
-        m.shapes[i] = {C, OH, OW};
-        if (op == Op::MaxPool) {
-          m.argmax_off[i] = m.argmax_per_sample;
-          m.argmax_per_sample += static_cast<size_t>(C) * OH * OW;
-        }
-        break;
-      }
-      case Op::GAP:
-        m.shapes[i] = {C, 1, 1};
-        break;
-      case Op::Split: {
-        DFL_CHECK(!n.sizes.empty() && n.index >= 0 && n.index < static_cast<int>(n.sizes.size()), where,
-                  ": split needs sizes and an index into them");
-        int total = 0;
-        for (int s : n.sizes) {
-          DFL_CHECK(s > 0, where, ": split sizes must be positive");
-          total += s;
-        }
-        DFL_CHECK(total == C, where, ": split sizes sum to ", total, " but the input has ", C, " channels");
-        m.shapes[i] = {n.sizes[n.index], H, W};
-        break;
-      }
-      case Op::Shuffle:
-        DFL_CHECK(n.groups > 0 && C % n.groups == 0, where, ": shuffle groups ", n.groups,
-                  " must divide the ", C, " channels");
-        m.shapes[i] = in;
-        break;
-      case Op::Input:
-        break;
-    }
-  }
-  for (int i = 0; i < N; ++i) {
-    const auto& s = m.shapes[i];
-    m.sizes[i] = static_cast<size_t>(s[0]) * s[1] * s[2];
-    m.act_off[i] = m.act_per_sample;
-    if (i > 0) m.act_per_sample += m.sizes[i];  // node 0 reads the caller's input in place
-  }
-  const auto& out = m.shapes[N - 1];
-  DFL_CHECK(out[1] == 1 && out[2] == 1, "Model spec: the last node must output (classes,1,1) logits, "
-            "but it outputs (", out[0], ",", out[1], ",", out[2], "); end with gap/flatten + linear");
-  num_classes_ = out[0];
-  for (auto& p : params_) p.layer = m.layer_of[p.node];
-  for (auto& b : buffers_) b.layer = m.layer_of[b.node];
-
-  check_memory(4.0 * (4.0 * static_cast<double>(n_params_) + static_cast<double>(n_buffers_) + static_cast<double>(m.stat_floats)),
-               "a model of " + std::to_string(n_params_) + " parameters (weights, gradients, momentum)",
-               "use a smaller model or --width");
-  m.params.resize_zeroed(4 * n_params_, "parameters, gradients, momentum and decay mask");
-  m.buffers.resize_zeroed(n_buffers_, "batch-norm buffers");
-  m.stats.resize_zeroed(m.stat_floats, "batch-norm statistics");
-  std::fill(decay_mask(), decay_mask() + n_params_, 1.0f);
-  init_all(seed);
+void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int B, bool training, uint64_t seed) {
+  for (int i = 1; i < int(plan.nodes.size()); ++i) op_def(plan.nodes[i].op()).forward(OpRun{be, plan, mem, i, B, training, seed});
 }
 
-float* Model::param_data() { return impl_->params.ptr; }
-float* Model::grad_data() { return impl_->params.ptr + n_params_; }
-float* Model::momentum_data() { return impl_->params.ptr + 2 * n_params_; }
-float* Model::decay_mask() { return impl_->params.ptr + 3 * n_params_; }
-float* Model::buffer_data() { return impl_->buffers.ptr; }
-const std::vector<int>& Model::node_shape(int i) const {
-  DFL_CHECK(i >= 0 && i < static_cast<int>(impl_->shapes.size()), "node index ", i, " out of range");
-  return impl_->shapes[i];
-}
-int Model::node_layer(int i) const {
-  DFL_CHECK(i >= 0 && i < static_cast<int>(impl_->layer_of.size()), "node index ", i, " out of range");
-  return impl_->layer_of[i];
-}
-void Model::set_dropout_seed(uint64_t seed) { impl_->dropout_rng.reseed(seed); }
-
-namespace {
 // Fresh values for parameter tensor `t` from its own stream (seed, tensor index), so re-initialising
 // one layer never depends on the others. fan_in is the linear layer's input width.
-void fresh_values(float* dst, const TensorView& t, const std::string& op, int fan_in, uint64_t seed,
-                  size_t tensor_index) {
+void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t seed, size_t tensor_index) {
   Rng rng(derive_seed(seed, tensor_index));
-  if (op == "bn") {
+  if (op == Op::BatchNorm) {
     std::fill(dst, dst + t.size, t.kind == TensorKind::Weight ? 1.0f : 0.0f);
-  } else if (op == "conv") {
+  } else if (op == Op::Conv) {
     if (t.kind == TensorKind::Weight) {
       // Kaiming normal, mode fan_out, relu gain (torchvision's ResNet/VGG/MobileNet init).
       const double fan_out = double(t.shape[0]) * t.shape[2] * t.shape[3];
@@ -347,327 +62,364 @@ void fresh_values(float* dst, const TensorView& t, const std::string& op, int fa
     for (size_t k = 0; k < t.size; ++k) dst[k] = rng.uniform(-bound, bound);
   }
 }
+
 }  // namespace
 
+// ---- student memory ---------------------------------------------------------------------------------
+struct Model::Memory {
+  explicit Memory(const std::shared_ptr<Backend>& be)
+      : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
+        workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
+        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be) {}
+  DeviceBuffer arena;  // [params | grads | momentum | decay mask]
+  DeviceBuffer buffers, buffers_backup, stats;
+  DeviceBuffer acts, act_grads, argmax, mask, workspace;
+  DeviceBuffer x, labels;
+  DeviceBuffer losses, probs, kl_losses, student_probs, teacher_probs;
+  DeviceBuffer teacher_logits, teacher_weights, teacher_scratch;
+  size_t bytes() const {
+    size_t n = 0;
+    for (const DeviceBuffer* b : {&arena, &buffers, &buffers_backup, &stats, &acts, &act_grads, &argmax, &mask,
+                                  &workspace, &x, &labels, &losses, &probs, &kl_losses, &student_probs,
+                                  &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch})
+      n += b->bytes();
+    return n;
+  }
+};
+
+Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend)
+    : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)) {
+  const double n = double(plan_.num_params);
+  check_memory(*backend_, 4.0 * (4.0 * n + double(plan_.num_buffer_floats) + double(plan_.stat_floats)),
+               "a model of " + std::to_string(plan_.num_params) + " parameters (weights, gradients, momentum)",
+               "use a smaller model or --width");
+  mem_->arena.reserve(floats(4 * plan_.num_params), "parameters, gradients, momentum and decay mask");
+  mem_->buffers.reserve(floats(plan_.num_buffer_floats), "batch-norm buffers");
+  mem_->buffers_backup.reserve(floats(plan_.num_buffer_floats), "batch-norm buffer backup");
+  mem_->stats.reserve(floats(plan_.stat_floats), "batch-norm statistics");
+  backend_->fill(decay_mask(), 1.0f, plan_.num_params);
+  init_all(seed);
+}
+
+Model::~Model() = default;
+
+float* Model::param_data() const { return mem_->arena.f(); }
+float* Model::grad_data() const { return mem_->arena.f() + plan_.num_params; }
+float* Model::momentum_data() const { return mem_->arena.f() + 2 * plan_.num_params; }
+float* Model::decay_mask() const { return mem_->arena.f() + 3 * plan_.num_params; }
+size_t Model::device_bytes() const { return mem_->bytes(); }
+
+std::vector<int> Model::node_shape(int i) const {
+  DFL_CHECK(i >= 0 && i < int(plan_.nodes.size()), "node index ", i, " out of range");
+  const auto& s = plan_.nodes[i].shape;
+  return {s[0], s[1], s[2]};
+}
+int Model::node_layer(int i) const {
+  DFL_CHECK(i >= 0 && i < int(plan_.nodes.size()), "node index ", i, " out of range");
+  return plan_.nodes[i].layer;
+}
+
+// ---- initialisation and reset -----------------------------------------------------------------------
 void Model::init_all(uint64_t seed) {
-  std::vector<int> all(num_layers_);
-  for (int l = 0; l < num_layers_; ++l) all[l] = l;
+  std::vector<int> all(plan_.num_layers);
+  for (int l = 0; l < plan_.num_layers; ++l) all[l] = l;
   reinit_layers(all, seed, false, 0.f, 0.f);
 }
 
 void Model::reinit_layers(const std::vector<int>& layers, uint64_t seed, bool shrink_perturb, float shrink,
                           float perturb) {
   for (int l : layers)
-    DFL_CHECK(l >= 0 && l < num_layers_, "reinit: layer ", l, " out of range [0, ", num_layers_, ")");
+    DFL_CHECK(l >= 0 && l < plan_.num_layers, "reinit: layer ", l, " out of range [0, ", plan_.num_layers, ")");
   auto chosen = [&](int layer) { return std::find(layers.begin(), layers.end(), layer) != layers.end(); };
-  // Linear bias bound uses the weight's fan-in: find it per node.
-  std::vector<int> fan_in(spec_.nodes.size(), 1);
-  for (const auto& t : params_)
-    if (t.kind == TensorKind::Weight && spec_.nodes[t.node].op == "linear") fan_in[t.node] = t.shape[1];
-  std::vector<float> fresh;
-  for (size_t ti = 0; ti < params_.size(); ++ti) {
-    const TensorView& t = params_[ti];
+  Backend& be = *backend_;
+  std::vector<float> fresh, current;
+  for (size_t ti = 0; ti < plan_.params.size(); ++ti) {
+    const TensorView& t = plan_.params[ti];
     if (!chosen(t.layer)) continue;
+    const PlanNode& node = plan_.nodes[t.node];
+    // Linear bias bound uses the weight's fan-in.
+    const int fan_in = node.op() == Op::Linear ? plan_.params[node.weight].shape[1] : 1;
     fresh.resize(t.size);
-    fresh_values(fresh.data(), t, spec_.nodes[t.node].op, fan_in[t.node], seed, ti);
+    fresh_values(fresh.data(), t, node.op(), fan_in, seed, ti);
     float* p = param_data() + t.offset;
     if (shrink_perturb) {
-      for (size_t k = 0; k < t.size; ++k) p[k] = shrink * p[k] + perturb * fresh[k];
-    } else {
-      std::copy(fresh.begin(), fresh.end(), p);
+      current.resize(t.size);
+      be.download(current.data(), p, floats(t.size));
+      for (size_t k = 0; k < t.size; ++k) fresh[k] = shrink * current[k] + perturb * fresh[k];
     }
-    std::fill(momentum_data() + t.offset, momentum_data() + t.offset + t.size, 0.0f);
-    std::fill(grad_data() + t.offset, grad_data() + t.offset + t.size, 0.0f);
+    be.upload(p, fresh.data(), floats(t.size));
+    be.fill(momentum_data() + t.offset, 0.0f, t.size);
+    be.fill(grad_data() + t.offset, 0.0f, t.size);
   }
-  for (const TensorView& b : buffers_) {
+  for (const TensorView& b : plan_.buffers) {
     if (!chosen(b.layer) || shrink_perturb) continue;  // shrink-perturb keeps the running statistics
     const bool is_var = b.name.size() >= 11 && b.name.compare(b.name.size() - 11, 11, "running_var") == 0;
-    std::fill(buffer_data() + b.offset, buffer_data() + b.offset + b.size, is_var ? 1.0f : 0.0f);
+    be.fill(mem_->buffers.f() + b.offset, is_var ? 1.0f : 0.0f, b.size);
   }
 }
 
-const float* Model::forward(const float* x, int B, bool training) {
-  Impl& m = *impl_;
+// ---- forward / backward -------------------------------------------------------------------------------
+void Model::ensure_batch(int B) {
   DFL_CHECK(B > 0, "forward: batch size must be positive, got ", B);
-  if (B > m.capacity_b) {
-    size_t ws = 0;
-    const auto& nodes = spec_.nodes;
-    for (size_t i = 1; i < nodes.size(); ++i) {
-      if (m.ops[i] != Op::Conv) continue;
-      const auto& in = m.shapes[nodes[i].inputs[0]];
-      const NodeSpec& n = nodes[i];
-      cpu::Conv2dShape s{B, in[0], in[1], in[2], n.out_channels, n.kernel_h, n.kernel_w,
-                         n.stride_h, n.stride_w, n.pad_h, n.pad_w, n.groups};
-      ws = std::max(ws, cpu::conv2d_workspace_floats(s));
-    }
-    // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
-    const double per = static_cast<double>(m.act_per_sample);
-    check_memory(4.0 * (3.0 * per * B + static_cast<double>(m.argmax_per_sample) * B + static_cast<double>(ws) +
-                        4.0 * static_cast<double>(n_params_) + static_cast<double>(n_buffers_)),
-                 "a batch of " + std::to_string(B) + " through a model of " + std::to_string(n_params_) +
-                     " parameters (activations, their gradients and the weights)",
-                 "use a smaller --batch-size, --image-size, --width or model");
-    m.acts.resize_zeroed(m.act_per_sample * B, "activations");
-    m.act_grads.resize_zeroed(0, "activation gradients");  // regrown on the next backward
-    m.mask.resize_zeroed(m.act_per_sample * B, "dropout masks");
-    m.argmax.assign(m.argmax_per_sample * B, 0);
-    m.workspace.resize_zeroed(ws, "convolution workspace");
-    m.capacity_b = B;
-  }
-  const auto& nodes = spec_.nodes;
-  const int N = static_cast<int>(nodes.size());
-  auto out_of = [&](int i) -> float* { return i == 0 ? const_cast<float*>(x) : m.acts.ptr + m.act_off[i] * B; };
-  for (int i = 1; i < N; ++i) {
-    const NodeSpec& n = nodes[i];
-    const auto& ins = m.shapes[n.inputs[0]];
-    const int C = ins[0], H = ins[1], W = ins[2], HW = H * W;
-    const float* in = out_of(n.inputs[0]);
-    float* out = out_of(i);
-    const size_t count = m.sizes[i] * B;
-    switch (m.ops[i]) {
-      case Op::Conv: {
-        cpu::Conv2dShape s{B, C, H, W, n.out_channels, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w, n.groups};
-        const float* bias = m.bias_idx[i] >= 0 ? param_data() + params_[m.bias_idx[i]].offset : nullptr;
-        cpu::conv2d_forward(out, in, param_data() + params_[m.weight_idx[i]].offset, bias, s, m.workspace.ptr);
-        break;
-      }
-      case Op::BN: {
-        const float* gamma = param_data() + params_[m.weight_idx[i]].offset;
-        const float* beta = param_data() + params_[m.bias_idx[i]].offset;
-        float* rmean = buffer_data() + buffers_[m.rmean_idx[i]].offset;
-        float* rvar = buffer_data() + buffers_[m.rvar_idx[i]].offset;
-        if (training) {
-          DFL_CHECK(B * HW > 1, "Batch norm '", n.name, "' needs more than one value per channel in training "
-                    "(batch size ", B, ", spatial ", H, "x", W, "); use a batch size of at least 2");
-          float* st = m.stats.ptr + m.stat_off[i];
-          cpu::batchnorm2d_forward_train(out, st, st + C, rmean, rvar, in, gamma, beta, B, C, HW, n.momentum, n.eps);
-          buffer_data()[buffers_[m.nbt_idx[i]].offset] += 1.0f;
-        } else {
-          cpu::batchnorm2d_forward_eval(out, in, gamma, beta, rmean, rvar, B, C, HW, n.eps);
-        }
-        break;
-      }
-      case Op::Linear: {
-        const float* bias = m.bias_idx[i] >= 0 ? param_data() + params_[m.bias_idx[i]].offset : nullptr;
-        cpu::linear_forward(out, in, param_data() + params_[m.weight_idx[i]].offset, bias, B, C * HW, n.out_features);
-        break;
-      }
-      case Op::Relu: cpu::relu_forward(out, in, count); break;
-      case Op::Relu6: cpu::relu6_forward(out, in, count); break;
-      case Op::Add: cpu::add_forward(out, in, out_of(n.inputs[1]), count); break;
-      case Op::Concat: {
-        std::vector<const float*> srcs;
-        std::vector<int> chans;
-        for (int j : n.inputs) {
-          srcs.push_back(out_of(j));
-          chans.push_back(m.shapes[j][0]);
-        }
-        cpu::concat_channels_forward(out, srcs.data(), chans.data(), static_cast<int>(srcs.size()), B, HW);
-        break;
-      }
-      case Op::Flatten: std::memcpy(out, in, count * sizeof(float)); break;
-      case Op::Dropout:
-        if (training && n.p > 0.f) {
-          cpu::dropout_forward(out, m.mask.ptr + m.act_off[i] * B, in, count, n.p, m.dropout_rng);
-        } else {
-          std::memcpy(out, in, count * sizeof(float));
-        }
-        break;
-      case Op::MaxPool: {
-        cpu::Pool2dShape s{B, C, H, W, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w};
-        cpu::maxpool2d_forward(out, m.argmax.data() + m.argmax_off[i] * B, in, s);
-        break;
-      }
-      case Op::AvgPool: {
-        cpu::Pool2dShape s{B, C, H, W, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w};
-        cpu::avgpool2d_forward(out, in, s);
-        break;
-      }
-      case Op::GAP: cpu::global_avgpool_forward(out, in, B, C, HW); break;
-      case Op::Split: {
-        std::vector<float*> outs(n.sizes.size(), nullptr);
-        outs[n.index] = out;
-        cpu::split_channels_forward(outs.data(), in, n.sizes.data(), static_cast<int>(n.sizes.size()), B, HW);
-        break;
-      }
-      case Op::Shuffle: cpu::channel_shuffle_forward(out, in, B, C, HW, n.groups); break;
-      case Op::Input: break;
-    }
-  }
-  m.last_b = B;
-  m.last_input = x;
-  m.last_training = training;
-  m.have_forward = true;
-  return out_of(N - 1);
+  if (B <= capacity_b_) return;
+  Backend& be = *backend_;
+  const size_t ws = workspace_bytes(be, plan_, B);
+  // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
+  const double per = double(plan_.act_per_sample), nb = double(B);
+  check_memory(be,
+               4.0 * (2.0 * per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
+                      4.0 * double(plan_.num_params) + double(plan_.num_buffer_floats)) + double(ws),
+               "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
+                   " parameters (activations, their gradients and the weights)",
+               "use a smaller --batch-size, --image-size, --width or model");
+  Memory& m = *mem_;
+  const size_t b = size_t(B), nc = size_t(plan_.num_classes);
+  m.acts.reserve(floats(plan_.act_per_sample * b), "activations");
+  m.act_grads.reset();  // regrown on the next backward
+  m.mask.reserve(floats(plan_.mask_per_sample * b), "dropout masks");
+  m.argmax.reserve(sizeof(int32_t) * plan_.argmax_per_sample * b, "max-pool indices");
+  m.workspace.reserve(ws, "convolution workspace");
+  m.x.reserve(floats(plan_.input_per_sample() * b), "input batch");
+  m.labels.reserve(sizeof(int32_t) * b, "labels");
+  m.losses.reserve(floats(b), "loss scratch");
+  m.kl_losses.reserve(floats(b), "loss scratch");
+  m.probs.reserve(floats(b * nc), "loss scratch");
+  m.student_probs.reserve(floats(b * nc), "loss scratch");
+  m.teacher_probs.reserve(floats(b * nc), "loss scratch");
+  capacity_b_ = B;
 }
 
-void Model::backward(const float* dlogits) {
-  Impl& m = *impl_;
-  DFL_CHECK(m.have_forward && m.last_training, "backward needs a training forward first");
-  const int B = m.last_b;
-  if (m.act_grads.n < m.act_per_sample * static_cast<size_t>(m.capacity_b))
-    m.act_grads.resize_zeroed(m.act_per_sample * m.capacity_b, "activation gradients");
-  std::memset(m.act_grads.ptr, 0, m.act_per_sample * B * sizeof(float));
-  std::memset(grad_data(), 0, n_params_ * sizeof(float));
-  const auto& nodes = spec_.nodes;
-  const int N = static_cast<int>(nodes.size());
-  auto out_of = [&](int i) -> const float* { return i == 0 ? m.last_input : m.acts.ptr + m.act_off[i] * B; };
-  // Node 0's gradient is never needed: it maps to nullptr so kernels skip dinp.
-  auto grad_of = [&](int i) -> float* { return i == 0 ? nullptr : m.act_grads.ptr + m.act_off[i] * B; };
-  std::memcpy(grad_of(N - 1), dlogits, m.sizes[N - 1] * B * sizeof(float));
-  for (int i = N - 1; i >= 1; --i) {
-    const NodeSpec& n = nodes[i];
-    const auto& ins = m.shapes[n.inputs[0]];
-    const int C = ins[0], H = ins[1], W = ins[2], HW = H * W;
-    const float* in = out_of(n.inputs[0]);
-    float* din = grad_of(n.inputs[0]);
-    const float* dout = grad_of(i);
-    const size_t count = m.sizes[i] * B;
-    switch (m.ops[i]) {
-      case Op::Conv: {
-        cpu::Conv2dShape s{B, C, H, W, n.out_channels, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w, n.groups};
-        float* dbias = m.bias_idx[i] >= 0 ? grad_data() + params_[m.bias_idx[i]].offset : nullptr;
-        cpu::conv2d_backward(din, grad_data() + params_[m.weight_idx[i]].offset, dbias, dout, in,
-                             param_data() + params_[m.weight_idx[i]].offset, s, m.workspace.ptr);
-        break;
-      }
-      case Op::BN: {
-        const float* st = m.stats.ptr + m.stat_off[i];
-        cpu::batchnorm2d_backward(din, grad_data() + params_[m.weight_idx[i]].offset,
-                                  grad_data() + params_[m.bias_idx[i]].offset, dout, in,
-                                  param_data() + params_[m.weight_idx[i]].offset, st, st + C, B, C, HW);
-        break;
-      }
-      case Op::Linear: {
-        float* dbias = m.bias_idx[i] >= 0 ? grad_data() + params_[m.bias_idx[i]].offset : nullptr;
-        cpu::linear_backward(din, grad_data() + params_[m.weight_idx[i]].offset, dbias, dout, in,
-                             param_data() + params_[m.weight_idx[i]].offset, B, C * HW, n.out_features);
-        break;
-      }
-      case Op::Relu: if (din) cpu::relu_backward(din, dout, in, count); break;
-      case Op::Relu6: if (din) cpu::relu6_backward(din, dout, in, count); break;
-      case Op::Add: cpu::add_backward(din, grad_of(n.inputs[1]), dout, count); break;
-      case Op::Concat: {
-        std::vector<float*> dsts;
-        std::vector<int> chans;
-        for (int j : n.inputs) {
-          dsts.push_back(grad_of(j));
-          chans.push_back(m.shapes[j][0]);
-        }
-        cpu::concat_channels_backward(dsts.data(), dout, chans.data(), static_cast<int>(dsts.size()), B, HW);
-        break;
-      }
-      case Op::Flatten:
-        if (din) for (size_t k = 0; k < count; ++k) din[k] += dout[k];
-        break;
-      case Op::Dropout:
-        if (!din) break;
-        if (n.p > 0.f) {
-          cpu::dropout_backward(din, dout, m.mask.ptr + m.act_off[i] * B, count);
-        } else {
-          for (size_t k = 0; k < count; ++k) din[k] += dout[k];
-        }
-        break;
-      case Op::MaxPool: {
-        if (!din) break;
-        cpu::Pool2dShape s{B, C, H, W, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w};
-        cpu::maxpool2d_backward(din, dout, m.argmax.data() + m.argmax_off[i] * B, s);
-        break;
-      }
-      case Op::AvgPool: {
-        if (!din) break;
-        cpu::Pool2dShape s{B, C, H, W, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w};
-        cpu::avgpool2d_backward(din, dout, s);
-        break;
-      }
-      case Op::GAP: if (din) cpu::global_avgpool_backward(din, dout, B, C, HW); break;
-      case Op::Split: {
-        if (!din) break;
-        std::vector<const float*> douts(n.sizes.size(), nullptr);
-        douts[n.index] = dout;
-        cpu::split_channels_backward(din, douts.data(), n.sizes.data(), static_cast<int>(n.sizes.size()), B, HW);
-        break;
-      }
-      case Op::Shuffle: if (din) cpu::channel_shuffle_backward(din, dout, B, C, HW, n.groups); break;
-      case Op::Input: break;
-    }
-  }
+void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
+  Memory& m = *mem_;
+  const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
+                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
+  run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed);
+  last_b_ = B;
+  have_training_forward_ = training;
 }
 
-StepStats Model::train_step(const float* x, const int32_t* labels, int B, const float* teacher_logits,
-                            const float* teacher_weights, int K, const LossConfig& loss,
-                            const cpu::SgdConfig& sgd) {
-  Impl& m = *impl_;
+void Model::forward(const float* x_host, int B, bool training, float* logits_host, uint64_t dropout_seed) {
+  ensure_batch(B);
+  backend_->upload(mem_->x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
+  run_forward(B, training, dropout_seed);
+  const PlanNode& last = plan_.nodes.back();
+  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+}
+
+// Zeroes every activation gradient and parameter gradient, then runs backward from the logits'
+// gradient, which the caller has written into its slot.
+void Model::run_backward(int B) {
+  Memory& m = *mem_;
+  const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
+                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
+  Backend& be = *backend_;
+  for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i)
+    op_def(plan_.nodes[i].op()).backward(OpRun{be, plan_, mem, i, B, true, 0});
+}
+
+namespace {
+// Activation gradients zeroed, parameter gradients zeroed; returns the logits' gradient slot.
+float* zero_gradients(Backend& be, DeviceBuffer& act_grads, const Plan& plan, int capacity_b, int B, float* grads) {
+  act_grads.reserve(floats(plan.act_per_sample * size_t(capacity_b)), "activation gradients");
+  be.fill(act_grads.f(), 0.0f, plan.act_per_sample * size_t(B));
+  be.fill(grads, 0.0f, plan.num_params);
+  return act_grads.f() + plan.nodes.back().act_offset * size_t(B);
+}
+}  // namespace
+
+void Model::backward(const float* dlogits_host) {
+  DFL_CHECK(have_training_forward_, "backward needs a training forward first");
+  const int B = last_b_;
+  float* dl = zero_gradients(*backend_, mem_->act_grads, plan_, capacity_b_, B, grad_data());
+  backend_->upload(dl, dlogits_host, floats(size_t(B) * plan_.num_classes));
+  run_backward(B);
+}
+
+// ---- the training step ---------------------------------------------------------------------------------
+StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int B, const Distillation& distill,
+                            const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed) {
+  const int K = distill.K();
   DFL_CHECK(K >= 0, "train_step: teacher count must be >= 0");
-  DFL_CHECK(K == 0 || teacher_logits != nullptr, "train_step: ", K, " teachers but no teacher logits");
+  DFL_CHECK(distill.teachers.size() > 0 || K == 0 || distill.teacher_logits_host, "train_step: ", K,
+            " teachers but no teacher logits");
   DFL_CHECK(loss.temperature > 0.f, "train_step: temperature must be > 0");
-  const int NC = num_classes_;
-  for (int b = 0; b < B; ++b)
-    DFL_CHECK(labels[b] >= 0 && labels[b] < NC, "train_step: label ", labels[b], " at batch position ", b,
-              " is outside [0, ", NC, ")");
-  // BN running statistics change in the forward pass: keep a copy so a non-finite step can be undone.
-  m.buffers_backup.assign(buffer_data(), buffer_data() + n_buffers_);
-  const float* logits = forward(x, B, true);
-  const size_t BN = static_cast<size_t>(B) * NC;
-  m.losses.resize(B);
-  m.probs.resize(BN);
-  m.dlogits.assign(BN, 0.0f);
+  Backend& be = *backend_;
+  Memory& m = *mem_;
+  const int NC = plan_.num_classes;
+  const size_t BNC = size_t(B) * NC;
+  ensure_batch(B);
+  be.upload(m.x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
+  be.upload(m.labels.get(), labels_host, sizeof(int32_t) * size_t(B));
+
+  // The teachers' logits (K,B,NC) and per-sample weights (K,B), on the device.
+  const bool distilling = K > 0 && loss.distill_weight != 0.f;
+  const float* weights = nullptr;
+  if (distilling) {
+    m.teacher_logits.reserve(floats(size_t(K) * BNC), "teacher logits");
+    m.teacher_weights.reserve(floats(size_t(K) * B), "teacher weights");
+    float* tl = m.teacher_logits.f();
+    if (!distill.teachers.empty()) {
+      for (int k = 0; k < K; ++k) {
+        DFL_CHECK(distill.teachers[k]->num_classes() == NC, "train_step: teacher ", k, " has another class count");
+        distill.teachers[k]->forward_device(m.x.f(), B, tl + size_t(k) * BNC, m.teacher_scratch);
+      }
+    } else {
+      be.upload(tl, distill.teacher_logits_host, floats(size_t(K) * BNC));
+    }
+    if (distill.confidence_weights) {
+      be.teacher_confidence(m.teacher_weights.f(), tl, K, B, NC, loss.temperature);
+      weights = m.teacher_weights.f();
+    } else if (distill.weights_host) {
+      be.upload(m.teacher_weights.get(), distill.weights_host, floats(size_t(K) * B));
+      weights = m.teacher_weights.f();
+    }
+  }
+
+  // BN running statistics change in the forward pass: keep a copy so a refused step can be undone.
+  be.copy(m.buffers_backup.get(), m.buffers.get(), floats(plan_.num_buffer_floats));
+  run_forward(B, true, dropout_seed);
+  const float* logits = m.acts.f() + plan_.nodes.back().act_offset * size_t(B);
+  float* dlogits = zero_gradients(be, m.act_grads, plan_, capacity_b_, B, grad_data());
   StepStats st;
-  st.ce_loss = cpu::cross_entropy_forward(m.losses.data(), m.probs.data(), logits, labels, B, NC, loss.label_smoothing);
-  cpu::cross_entropy_backward(m.dlogits.data(), m.probs.data(), labels, B, NC, loss.label_smoothing, 1.0f / B);
-  const bool distill = K > 0 && loss.distill_weight != 0.f;
-  if (distill) {
-    m.kl_losses.resize(B);
-    m.sprobs.resize(BN);
-    m.tprobs.resize(BN);
-    st.distill_loss = cpu::ensemble_kl_forward(m.kl_losses.data(), m.sprobs.data(), m.tprobs.data(), logits,
-                                               teacher_logits, teacher_weights, K, B, NC, loss.temperature);
-    cpu::ensemble_kl_backward(m.dlogits.data(), m.sprobs.data(), m.tprobs.data(), B, NC, loss.temperature,
-                              loss.distill_weight / B);
+  st.ce_loss = be.cross_entropy_forward(m.losses.f(), m.probs.f(), logits, m.labels.i32(), B, NC, loss.label_smoothing);
+  be.cross_entropy_backward(dlogits, m.probs.f(), m.labels.i32(), B, NC, loss.label_smoothing, 1.0f / B);
+  if (distilling) {
+    st.distill_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
+                                             m.teacher_logits.f(), weights, K, B, NC, loss.temperature);
+    be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), B, NC, loss.temperature,
+                            loss.distill_weight / B);
   }
-  st.loss = st.ce_loss + (distill ? loss.distill_weight * st.distill_loss : 0.f);
-  for (int b = 0; b < B; ++b) {
-    const float* row = logits + static_cast<size_t>(b) * NC;
-    st.correct += static_cast<int>(std::max_element(row, row + NC) - row) == labels[b];
-  }
-  backward(m.dlogits.data());
-  double sq = 0.0;
-  const float* g = grad_data();
-  for (size_t k = 0; k < n_params_; ++k) sq += double(g[k]) * g[k];
+  st.loss = st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
+  st.correct = be.count_correct(logits, m.labels.i32(), B, NC);
+  run_backward(B);
+
+  const double sq = be.sum_squares(grad_data(), plan_.num_params);
   st.grad_norm = static_cast<float>(std::sqrt(sq));
-  bool buffers_finite = true;
-  for (size_t k = 0; k < n_buffers_; ++k) buffers_finite = buffers_finite && std::isfinite(buffer_data()[k]);
-  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && buffers_finite;
-  // A non-finite step must not touch the model: the caller stops with the last good state.
+  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && be.all_finite(m.buffers.f(), plan_.num_buffer_floats) &&
+              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), decay_mask(), plan_.num_params, sgd);
+  // A refused step must not touch the model: the caller stops with the last good state.
   if (st.finite) {
-    cpu::sgd_step(param_data(), momentum_data(), grad_data(), decay_mask(), n_params_, sgd);
-    for (size_t k = 0; k < n_params_ && st.finite; ++k) st.finite = std::isfinite(param_data()[k]);
+    be.sgd_step(param_data(), momentum_data(), grad_data(), decay_mask(), plan_.num_params, sgd);
   } else {
-    std::copy(m.buffers_backup.begin(), m.buffers_backup.end(), buffer_data());
+    be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.num_buffer_floats));
   }
   return st;
 }
 
-std::vector<float> Model::get_params() const {
-  return std::vector<float>(impl_->params.ptr, impl_->params.ptr + n_params_);
+// ---- copies ---------------------------------------------------------------------------------------------
+namespace {
+std::vector<float> download_floats(Backend& be, const float* src, size_t n) {
+  std::vector<float> v(n);
+  if (n) be.download(v.data(), src, floats(n));
+  return v;
+}
+void upload_floats(Backend& be, float* dst, const float* src, size_t n, size_t want, const char* what) {
+  DFL_CHECK(n == want, what, ": expected ", want, " floats, got ", n);
+  if (n) be.upload(dst, src, floats(n));
+}
+}  // namespace
+
+std::vector<float> Model::get_params() const { return download_floats(*backend_, param_data(), plan_.num_params); }
+std::vector<float> Model::get_grads() const { return download_floats(*backend_, grad_data(), plan_.num_params); }
+std::vector<float> Model::get_momentum() const { return download_floats(*backend_, momentum_data(), plan_.num_params); }
+std::vector<float> Model::get_buffers() const {
+  return download_floats(*backend_, mem_->buffers.f(), plan_.num_buffer_floats);
 }
 void Model::set_params(const float* data, size_t n) {
-  DFL_CHECK(n == n_params_, "set_params: expected ", n_params_, " floats, got ", n);
-  std::memcpy(param_data(), data, n * sizeof(float));
-}
-std::vector<float> Model::get_momentum() const {
-  return std::vector<float>(impl_->params.ptr + 2 * n_params_, impl_->params.ptr + 3 * n_params_);
+  upload_floats(*backend_, param_data(), data, n, plan_.num_params, "set_params");
 }
 void Model::set_momentum(const float* data, size_t n) {
-  DFL_CHECK(n == n_params_, "set_momentum: expected ", n_params_, " floats, got ", n);
-  std::memcpy(momentum_data(), data, n * sizeof(float));
-}
-std::vector<float> Model::get_buffers() const {
-  return std::vector<float>(impl_->buffers.ptr, impl_->buffers.ptr + n_buffers_);
+  upload_floats(*backend_, momentum_data(), data, n, plan_.num_params, "set_momentum");
 }
 void Model::set_buffers(const float* data, size_t n) {
-  DFL_CHECK(n == n_buffers_, "set_buffers: expected ", n_buffers_, " floats, got ", n);
-  if (n) std::memcpy(buffer_data(), data, n * sizeof(float));
+  upload_floats(*backend_, mem_->buffers.f(), data, n, plan_.num_buffer_floats, "set_buffers");
+}
+
+// ---- teachers -------------------------------------------------------------------------------------------
+Teacher::Teacher(const ModelSpec& spec, std::shared_ptr<Backend> backend)
+    : ip_(build_inference_plan(build_plan(spec))),
+      backend_(std::move(backend)),
+      params_(backend_, floats(ip_.plan.num_params), "teacher weights"),
+      buffers_(backend_, floats(ip_.plan.num_buffer_floats), "teacher batch-norm buffers") {}
+
+Teacher::~Teacher() = default;
+
+size_t Teacher::device_bytes() const { return params_.bytes() + buffers_.bytes(); }
+
+std::unique_ptr<Teacher> Model::snapshot() const {
+  auto t = std::make_unique<Teacher>(plan_.spec, backend_);
+  Backend& be = *backend_;
+  const Plan& tp = t->ip_.plan;
+  const float* src_p = param_data();
+  const float* src_b = mem_->buffers.f();
+  float* dst_p = t->params_.f();
+  float* dst_b = t->buffers_.f();
+  auto copy_param = [&](int dst, int src) {
+    if (dst >= 0) be.copy(dst_p + tp.params[dst].offset, src_p + plan_.params[src].offset, floats(tp.params[dst].size));
+  };
+  auto copy_buffer = [&](int dst, int src) {
+    be.copy(dst_b + tp.buffers[dst].offset, src_b + plan_.buffers[src].offset, floats(tp.buffers[dst].size));
+  };
+  for (size_t j = 1; j < tp.nodes.size(); ++j) {
+    const PlanNode& tn = tp.nodes[j];
+    const PlanNode& sn = plan_.nodes[t->ip_.source[j]];
+    const int bn_node = t->ip_.folded_bn[j];
+    if (bn_node >= 0) {
+      const PlanNode& bn = plan_.nodes[bn_node];
+      const TensorView& w = tp.params[tn.weight];
+      const int OC = w.shape[0];
+      be.fold_batchnorm(dst_p + w.offset, dst_p + tp.params[tn.bias].offset, src_p + plan_.params[sn.weight].offset,
+                        sn.bias >= 0 ? src_p + plan_.params[sn.bias].offset : nullptr,
+                        src_p + plan_.params[bn.weight].offset, src_p + plan_.params[bn.bias].offset,
+                        src_b + plan_.buffers[bn.running_mean].offset, src_b + plan_.buffers[bn.running_var].offset, OC,
+                        w.size / size_t(OC), bn.spec.eps);
+      continue;
+    }
+    if (tn.weight >= 0) copy_param(tn.weight, sn.weight);
+    if (tn.bias >= 0) copy_param(tn.bias, sn.bias);
+    if (tn.running_mean >= 0) {
+      copy_buffer(tn.running_mean, sn.running_mean);
+      copy_buffer(tn.running_var, sn.running_var);
+      copy_buffer(tn.batches_tracked, sn.batches_tracked);
+    }
+  }
+  return t;
+}
+
+void Teacher::forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const {
+  Backend& be = *backend_;
+  const Plan& p = ip_.plan;
+  const size_t act_bytes = (floats(p.act_per_sample * size_t(B)) + 255) / 256 * 256;
+  const size_t ws = workspace_bytes(be, p, B);
+  if (act_bytes + ws > scratch.bytes())
+    check_memory(be, double(act_bytes + ws), "a teacher's activations for a batch of " + std::to_string(B),
+                 "use a smaller --batch-size or model");
+  scratch.reserve(act_bytes + ws, "teacher activations");
+  const ExecMemory mem{x, scratch.f(), nullptr, params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr,
+                       static_cast<char*>(scratch.get()) + act_bytes};
+  run_plan_forward(be, p, mem, B, false, 0);
+  const PlanNode& last = p.nodes.back();
+  be.copy(logits, scratch.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+}
+
+void Teacher::forward(const float* x_host, int B, float* logits_host) const {
+  DFL_CHECK(B > 0, "forward: batch size must be positive, got ", B);
+  const size_t in = ip_.plan.input_per_sample() * size_t(B), out = size_t(B) * ip_.plan.num_classes;
+  DeviceBuffer x(backend_, floats(in), "input batch"), logits(backend_, floats(out), "logits"), scratch(backend_);
+  backend_->upload(x.get(), x_host, floats(in));
+  forward_device(x.f(), B, logits.f(), scratch);
+  backend_->download(logits_host, logits.f(), floats(out));
+}
+
+std::vector<float> Teacher::get_params() const { return download_floats(*backend_, params_.f(), ip_.plan.num_params); }
+std::vector<float> Teacher::get_buffers() const {
+  return download_floats(*backend_, buffers_.f(), ip_.plan.num_buffer_floats);
+}
+void Teacher::set_params(const float* data, size_t n) {
+  upload_floats(*backend_, params_.f(), data, n, ip_.plan.num_params, "teacher set_params");
+}
+void Teacher::set_buffers(const float* data, size_t n) {
+  upload_floats(*backend_, buffers_.f(), data, n, ip_.plan.num_buffer_floats, "teacher set_buffers");
 }
 
 }  // namespace dfl

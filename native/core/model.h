@@ -1,70 +1,23 @@
-// A conv-net as a graph of nodes over one parameter arena. The model owns memory and computes;
-// it never decides when or which (that is src/'s job).
+// The executors: a training model (the student) and an inference-only model (a teacher), each
+// running a plan (core/graph.h) on a Backend (core/backend.h). They own device memory and compute;
+// they never decide when or which (that is src/'s job). Callers reach weights only through copies.
 //
-// Graph: node 0 is the input (B, in_channels, height, width). Every other node has one output
-// tensor and reads the outputs of earlier nodes (`inputs`). The last node's output is the logits
-// (B, num_classes). Ops and their attributes (see ModelSpec / src/models/spec.ts):
-//   conv      out_channels kernel stride pad groups bias     params: weight (OC,C/g,KH,KW), bias (OC)?
-//   bn        eps momentum                                   params: weight, bias (C);
-//                                                            buffers: running_mean, running_var,
-//                                                                     num_batches_tracked
-//   linear    out_features bias                              params: weight (OUT,IN), bias (OUT)?
-//   relu, relu6, add (2 inputs), concat (n inputs), flatten, dropout (p)
-//   maxpool / avgpool  kernel stride pad;  gap (global average pool -> (B,C,1,1))
-//   split     sizes index  (channel slice `index` of a split into `sizes`)
-//   shuffle   groups       (channel shuffle)
-// Parameter names: "<node.name>.<weight|bias|running_mean|...>", PyTorch state_dict style.
-//
-// Arena: one float allocation holds [params | grads | momentum | decay mask], so zero-grad, the
-// SGD step and a reset are single loops over contiguous ranges; BN buffers sit in a second small
-// block; activations (and their gradients) in a third, regrown when the batch size grows.
+// Student memory, all on the backend: one arena [params | grads | momentum | decay mask] (each
+// num_params long, so zero-grad, the SGD step and a reset are single loops over contiguous ranges),
+// BN buffers, and per-batch blocks (activations and their gradients, BN statistics, maxpool indices,
+// dropout masks, the convolution workspace, the loss scratch), regrown when the batch grows.
+// Teacher memory: the folded weights and the standalone BN buffers, nothing per batch; the student
+// lends it activation scratch during a step, a standalone forward takes its own for the call.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "core/rng.h"
-#include "cpu/kernels.h"
+#include "core/backend.h"
+#include "core/graph.h"
 
 namespace dfl {
-
-struct NodeSpec {
-  std::string op;
-  std::string name;          // parameter prefix, e.g. "features.0"
-  std::vector<int> inputs;   // indices of earlier nodes
-  int out_channels = 0;
-  int kernel_h = 1, kernel_w = 1;
-  int stride_h = 1, stride_w = 1;
-  int pad_h = 0, pad_w = 0;
-  int groups = 1;
-  bool bias = false;
-  int out_features = 0;
-  float eps = 1e-5f;
-  float momentum = 0.1f;
-  float p = 0.f;             // dropout probability
-  std::vector<int> sizes;    // split
-  int index = 0;             // split
-};
-
-struct ModelSpec {
-  int in_channels = 3, height = 32, width = 32;
-  std::vector<NodeSpec> nodes;  // nodes[0].op == "input"
-};
-
-enum class TensorKind { Weight, Bias, Buffer };
-
-// A named view into the arena. For params, offset indexes the param/grad/momentum blocks; for
-// buffers, the buffer block.
-struct TensorView {
-  std::string name;
-  std::vector<int> shape;
-  size_t offset = 0;
-  size_t size = 0;
-  int node = 0;               // owning node
-  int layer = -1;             // parametric layer index (conv/linear with its following BN)
-  TensorKind kind = TensorKind::Weight;
-};
 
 struct LossConfig {
   float label_smoothing = 0.f;
@@ -78,83 +31,128 @@ struct StepStats {
   float distill_loss = 0.f;  // T^2 KL, before alpha
   int correct = 0;
   float grad_norm = 0.f;
-  // Loss, gradients, BN statistics and updated weights all finite. When the loss, a gradient or a BN
-  // statistic is not, the step is undone (no update); the caller stops training either way.
+  // The loss, every gradient, the BN statistics and the would-be updated weights and momentum are
+  // all finite. When any is not, the step is refused: weights, momentum and BN buffers stay as they
+  // were before the step (the caller stops training).
   bool finite = true;
+};
+
+class Teacher;
+
+// What the student distils from in one step. Either teachers (run on the step's batch on the
+// device) or their logits given from the host (K,B,NC); per-sample weights (K,B) from the host,
+// each teacher's confidence computed on the device, or uniform.
+struct Distillation {
+  std::vector<const Teacher*> teachers;
+  const float* teacher_logits_host = nullptr;
+  int given_k = 0;
+  const float* weights_host = nullptr;
+  bool confidence_weights = false;
+  int K() const { return teachers.empty() ? given_k : int(teachers.size()); }
 };
 
 class Model {
  public:
-  explicit Model(const ModelSpec& spec, uint64_t seed);
+  Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  const ModelSpec& spec() const { return spec_; }
-  int num_classes() const { return num_classes_; }
-  const std::vector<TensorView>& params() const { return params_; }
-  const std::vector<TensorView>& buffers() const { return buffers_; }
-  size_t num_params() const { return n_params_; }
-  size_t num_buffer_floats() const { return n_buffers_; }
-  // Multiply-accumulates of one forward pass of one image (convs and linears; FLOPs = 2 * MACs).
-  int64_t macs_per_image() const { return macs_per_image_; }
-  int num_layers() const { return num_layers_; }  // parametric layers (reset granularity)
-
-  float* param_data();
-  float* grad_data();
-  float* momentum_data();
-  float* buffer_data();
-  float* decay_mask();  // weight-decay multiplier per parameter (1 by default, as PyTorch's SGD)
+  const Plan& plan() const { return plan_; }
+  const ModelSpec& spec() const { return plan_.spec; }
+  Backend& backend() const { return *backend_; }
+  int num_classes() const { return plan_.num_classes; }
+  const std::vector<TensorView>& params() const { return plan_.params; }
+  const std::vector<TensorView>& buffers() const { return plan_.buffers; }
+  size_t num_params() const { return plan_.num_params; }
+  size_t num_buffer_floats() const { return plan_.num_buffer_floats; }
+  int64_t macs_per_image() const { return plan_.macs_per_image; }
+  int num_layers() const { return plan_.num_layers; }
+  // Bytes of backend memory this model holds now.
+  size_t device_bytes() const;
 
   // Seeded initialisation of every parameter (and BN buffers), as PyTorch/torchvision do:
   // conv Kaiming normal (fan_out, relu), linear U(-1/sqrt(in), 1/sqrt(in)) for weight and bias,
-  // BN weight 1 bias 0, running mean 0 var 1. Momentum cleared.
+  // BN weight 1 bias 0, running mean 0 var 1. Momentum cleared. Values are drawn on the host from
+  // per-tensor streams and uploaded, so every backend gets the same weights.
   void init_all(uint64_t seed);
   // Re-initialise the parametric layers listed (layer indices), their BN buffers and their
   // momentum. shrink_perturb: theta <- shrink*theta + perturb*theta_fresh instead of replacing.
-  void reinit_layers(const std::vector<int>& layers, uint64_t seed, bool shrink_perturb,
-                     float shrink, float perturb);
+  void reinit_layers(const std::vector<int>& layers, uint64_t seed, bool shrink_perturb, float shrink, float perturb);
 
-  // Forward of a float batch x (B,C,H,W). training: batch statistics + running-stat update +
-  // dropout. Returns the logits (B,NC), valid until the next call.
-  const float* forward(const float* x, int B, bool training);
+  // Logits (B,NC) of a host batch x (B,C,H,W). training: batch statistics + running-stat update +
+  // dropout drawn from dropout_seed.
+  void forward(const float* x_host, int B, bool training, float* logits_host, uint64_t dropout_seed = 0);
   // Backward from dlogits (B,NC) of the last training forward: zeroes, then fills the grads.
-  void backward(const float* dlogits);
+  void backward(const float* dlogits_host);
 
-  // One whole training step: forward (training), loss = CE + alpha * T^2 KL(p_T || q) with the
-  // teachers' logits (K,B,NC, may be null when K == 0), backward, non-finite check, SGD.
-  // teacher_weights (K,B) or null for uniform.
-  StepStats train_step(const float* x, const int32_t* labels, int B, const float* teacher_logits,
-                       const float* teacher_weights, int K, const LossConfig& loss,
-                       const cpu::SgdConfig& sgd);
+  // One whole training step: teachers' logits, forward (training), loss = CE + alpha * T^2
+  // KL(p_T || q), backward, finiteness checks, SGD. labels must lie in [0, NC) (the addon checks).
+  StepStats train_step(const float* x_host, const int32_t* labels_host, int B, const Distillation& distill,
+                       const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
 
-  // Copies of the arena for checkpoints, teachers and tests.
+  // An inference-only copy of the current weights (BN folded), made on the device.
+  std::unique_ptr<Teacher> snapshot() const;
+
+  std::vector<float> get_params() const;
+  void set_params(const float* data, size_t n);
+  std::vector<float> get_grads() const;
+  std::vector<float> get_momentum() const;
+  void set_momentum(const float* data, size_t n);
+  std::vector<float> get_buffers() const;
+  void set_buffers(const float* data, size_t n);
+
+  // Per-sample output shape (C,H,W) of node i, and its parametric layer (or -1).
+  std::vector<int> node_shape(int i) const;
+  int node_layer(int i) const;
+
+ private:
+  struct Memory;
+  void ensure_batch(int B);
+  void run_forward(int B, bool training, uint64_t dropout_seed);
+  void run_backward(int B);
+  float* param_data() const;
+  float* grad_data() const;
+  float* momentum_data() const;
+  float* decay_mask() const;
+
+  Plan plan_;
+  std::shared_ptr<Backend> backend_;
+  std::unique_ptr<Memory> mem_;
+  int capacity_b_ = 0;
+  int last_b_ = 0;
+  bool have_training_forward_ = false;
+};
+
+class Teacher {
+ public:
+  // Zero weights in the inference layout of `spec` (restore them with set_params/set_buffers).
+  Teacher(const ModelSpec& spec, std::shared_ptr<Backend> backend);
+  ~Teacher();
+  Teacher(const Teacher&) = delete;
+  Teacher& operator=(const Teacher&) = delete;
+
+  const Plan& plan() const { return ip_.plan; }
+  int num_classes() const { return ip_.plan.num_classes; }
+  Backend& backend() const { return *backend_; }
+  size_t device_bytes() const;
+
+  // Eval-mode logits (B,NC) of a host batch.
+  void forward(const float* x_host, int B, float* logits_host) const;
+  // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
+  void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
+
+  // The folded weights (plan().params layout) and standalone BN buffers.
   std::vector<float> get_params() const;
   void set_params(const float* data, size_t n);
   std::vector<float> get_buffers() const;
   void set_buffers(const float* data, size_t n);
-  std::vector<float> get_momentum() const;
-  void set_momentum(const float* data, size_t n);
-
-  // Dropout masks are drawn from an Rng reseeded by the caller before each training forward, so a
-  // run's randomness is a pure function of (seed, epoch, step) and a resume needs no RNG state.
-  void set_dropout_seed(uint64_t seed);
-
-  // Per-sample output shape (C,H,W) of node i (after construction).
-  const std::vector<int>& node_shape(int i) const;
-  // Parametric layer index of node i, or -1 (conv/linear, and a BN directly after one, share it).
-  int node_layer(int i) const;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  ModelSpec spec_;
-  std::vector<TensorView> params_, buffers_;
-  size_t n_params_ = 0, n_buffers_ = 0;
-  int num_classes_ = 0;
-  int num_layers_ = 0;
-  int64_t macs_per_image_ = 0;
-  friend struct ModelAccess;
+  friend class Model;
+  InferencePlan ip_;
+  std::shared_ptr<Backend> backend_;
+  DeviceBuffer params_, buffers_;
 };
 
 }  // namespace dfl

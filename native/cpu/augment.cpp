@@ -1,11 +1,11 @@
 // Training augmentation (random crop with zero padding + horizontal flip) and normalisation of
 // uint8 NCHW batches into float NCHW.
 //
-// Random draws, per image in image order on the calling thread (this order is part of the
-// contract: same seed -> same batch on every platform and thread count):
+// Random draws (augment_draws), per image in image order on the calling thread (this order is part
+// of the contract: same seed -> same batch on every platform, thread count and backend):
 //   if pad > 0:  dy = rng.below(2*pad + 1), then dx = rng.below(2*pad + 1)   (crop offsets)
 //   if flip:     f  = rng.below(2); the image is mirrored when f == 1
-// Nothing is drawn for a disabled step. The pixel work then runs parallel over output rows.
+// Nothing is drawn for a disabled step. The pixel work (augment_apply) runs parallel over rows.
 //
 // out[b,c,y,x] = norm_c(src[b,c, y + dy - pad, x' + dx - pad]),  x' = f ? W-1-x : x
 // (crop, then flip the crop, as torchvision's RandomCrop -> RandomHorizontalFlip); source pixels
@@ -44,30 +44,35 @@ int64_t row_grain(int W) { return std::max<int64_t>(1, 8192 / W); }
 
 }  // namespace
 
-void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip,
-                   const float* mean, const float* std, Rng& rng) {
-  check_args(B, C, H, W, mean, std, "augment_batch");
-  DFL_CHECK(pad >= 0 && pad <= (1 << 20), "augment_batch: pad must be in [0, 2^20], got ", pad);
-  const std::vector<float> lut = make_lut(C, mean, std);
-  struct Draw {
-    int dy, dx;
-    bool f;
-  };
-  std::vector<Draw> draws(size_t(B), Draw{pad, pad, false});  // pad offset = centred = no shift
+void augment_draws(AugmentDraw* draws, int B, int pad, bool flip, Rng& rng) {
+  DFL_CHECK(B > 0, "augment_draws: batch size must be positive");
+  DFL_CHECK(pad >= 0 && pad <= (1 << 20), "augment_draws: pad must be in [0, 2^20], got ", pad);
   for (int b = 0; b < B; ++b) {
+    AugmentDraw d{pad, pad, 0};  // centred: no shift
     if (pad > 0) {
-      draws[b].dy = int(rng.below(uint32_t(2 * pad + 1)));
-      draws[b].dx = int(rng.below(uint32_t(2 * pad + 1)));
+      d.dy = int32_t(rng.below(uint32_t(2 * pad + 1)));
+      d.dx = int32_t(rng.below(uint32_t(2 * pad + 1)));
     }
-    if (flip) draws[b].f = rng.below(2) == 1;
+    if (flip) d.flip = rng.below(2) == 1;
+    draws[b] = d;
   }
+}
+
+void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad,
+                   const AugmentDraw* draws, const float* mean, const float* std) {
+  check_args(B, C, H, W, mean, std, "augment_apply");
+  DFL_CHECK(pad >= 0 && pad <= (1 << 20), "augment_apply: pad must be in [0, 2^20], got ", pad);
+  for (int b = 0; b < B; ++b)
+    DFL_CHECK(draws[b].dy >= 0 && draws[b].dy <= 2 * pad && draws[b].dx >= 0 && draws[b].dx <= 2 * pad,
+              "augment_apply: crop offsets of image ", b, " outside [0, ", 2 * pad, "]");
+  const std::vector<float> lut = make_lut(C, mean, std);
   const size_t plane = size_t(H) * W;
   parallel_for(int64_t(B) * C * H, row_grain(W), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int y = int(r % H);
       const int64_t bc = r / H;  // plane index b*C + c
       const int b = int(bc / C), c = int(bc % C);
-      const Draw d = draws[b];
+      const AugmentDraw d = draws[b];
       const float* lc = lut.data() + size_t(c) * 256;
       float* o = out + bc * plane + size_t(y) * W;
       const int sy = y + d.dy - pad;
@@ -77,11 +82,19 @@ void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, i
       }
       const uint8_t* src = inp + bc * plane + size_t(sy) * W;
       for (int x = 0; x < W; ++x) {
-        const int sx = (d.f ? W - 1 - x : x) + d.dx - pad;
+        const int sx = (d.flip ? W - 1 - x : x) + d.dx - pad;
         o[x] = (sx < 0 || sx >= W) ? lc[0] : lc[src[sx]];
       }
     }
   });
+}
+
+void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip,
+                   const float* mean, const float* std, Rng& rng) {
+  check_args(B, C, H, W, mean, std, "augment_batch");
+  std::vector<AugmentDraw> draws(static_cast<size_t>(B));
+  augment_draws(draws.data(), B, pad, flip, rng);
+  augment_apply(out, inp, B, C, H, W, pad, draws.data(), mean, std);
 }
 
 void normalize_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, const float* mean,

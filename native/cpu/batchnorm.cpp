@@ -123,4 +123,17 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
   });
 }
 
+void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in,
+                    const float* gamma, const float* beta, const float* running_mean,
+                    const float* running_var, int OC, size_t per_oc, float eps) {
+  DFL_CHECK(OC > 0 && per_oc > 0 && eps > 0.f, "fold_batchnorm: sizes and eps must be positive");
+  parallel_for(OC, std::max<int64_t>(1, 4096 / int64_t(per_oc)), [&](int64_t o0, int64_t o1) {
+    for (int64_t oc = o0; oc < o1; ++oc) {
+      const float s = float(double(gamma[oc]) / std::sqrt(double(running_var[oc]) + double(eps)));
+      for (size_t k = 0; k < per_oc; ++k) w_out[size_t(oc) * per_oc + k] = w_in[size_t(oc) * per_oc + k] * s;
+      b_out[oc] = ((b_in ? b_in[oc] : 0.f) - running_mean[oc]) * s + beta[oc];
+    }
+  });
+}
+
 }  // namespace dfl::cpu

@@ -1,5 +1,6 @@
-// The CPU reference kernels: the specification of every operation dfl-native computes. The CUDA
-// backend (native/cuda/) will mirror these signatures and is checked against them.
+// The CPU reference kernels: the specification of every operation dfl-native computes. The CPU
+// backend (cpu/cpu_backend.cpp) runs them; every other backend (native/cuda/) is checked against
+// them. Shapes and settings shared with the core live in core/shapes.h.
 //
 // Conventions (after llm.c):
 //   * Tensors are float32, NCHW, contiguous. Dimension letters: B batch, C input channels,
@@ -16,6 +17,7 @@
 #include <cstdint>
 
 #include "core/rng.h"
+#include "core/shapes.h"
 
 namespace dfl::cpu {
 
@@ -27,17 +29,7 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
            const float* B, int ldb, float beta, float* C, int ldc);
 
 // ---------------------------------------------------------------------------------------------
-// conv2d, PyTorch semantics (cross-correlation, zero padding, groups).
-struct Conv2dShape {
-  int B, C, H, W;       // input (B,C,H,W)
-  int OC;               // output channels
-  int KH, KW;           // kernel size
-  int stride_h, stride_w;
-  int pad_h, pad_w;
-  int groups;           // C % groups == 0 and OC % groups == 0; groups == C == OC is depthwise
-  int OH() const { return (H + 2 * pad_h - KH) / stride_h + 1; }
-  int OW() const { return (W + 2 * pad_w - KW) / stride_w + 1; }
-};
+// conv2d, PyTorch semantics (cross-correlation, zero padding, groups); Conv2dShape in core/shapes.h.
 // Scratch floats the caller must provide to forward/backward (im2col buffers, one pair per thread
 // slot; bounded by the hardware threads, not by B beyond that).
 size_t conv2d_workspace_floats(const Conv2dShape& s);
@@ -85,13 +77,8 @@ void add_backward(float* da, float* db, const float* dout, size_t n);
 
 // ---------------------------------------------------------------------------------------------
 // Pooling, PyTorch semantics (floor mode; avg pool counts padding, count_include_pad=True).
-struct Pool2dShape {
-  int B, C, H, W;
-  int KH, KW, stride_h, stride_w, pad_h, pad_w;
-  int OH() const { return (H + 2 * pad_h - KH) / stride_h + 1; }
-  int OW() const { return (W + 2 * pad_w - KW) / stride_w + 1; }
-};
-// argmax (B,C,OH,OW) holds the flat index h*W+w of the max inside its (H,W) plane (first max wins).
+// argmax (B,C,OH,OW) holds the flat index h*W+w of the max inside its (H,W) plane (first max wins);
+// it may be nullptr in forward (inference: no backward follows).
 void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dShape& s);
 void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dShape& s);
 void avgpool2d_forward(float* out, const float* inp, const Pool2dShape& s);
@@ -121,10 +108,10 @@ void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int 
 
 // ---------------------------------------------------------------------------------------------
 // Dropout (inverted): mask[i] = 0 with probability p, else 1/(1-p); out = inp * mask.
-// Draw rule: one rng.uniform() per element in index order, dropped when u < p (drawn even for
-// p == 0, so the stream advances the same for any p); single-threaded, so the mask depends only on
-// the rng state.
-void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, Rng& rng);
+// Draw rule (counter-based, core/counter_rng.h): element i is dropped when
+// counter_uniform(seed, i) < p. The mask depends only on (seed, i): never on threads, launch order
+// or the backend, so every backend draws the same mask.
+void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, uint64_t seed);
 void dropout_backward(float* dinp, const float* dout, const float* mask, size_t n);
 
 // ---------------------------------------------------------------------------------------------
@@ -152,36 +139,57 @@ void ensemble_kl_backward(float* dlogits, const float* student_probs, const floa
                           int B, int NC, float T, float scale);
 
 // ---------------------------------------------------------------------------------------------
-// SGD with momentum over one flat buffer (PyTorch torch.optim.SGD semantics, dampening 0):
-//   L2 (decoupled=false):  g = grad + wd * p
-//   decoupled (SGDW):      p = p * (1 - lr * wd) first, g = grad
-//   buf = momentum * buf + g   (buf starts at 0; PyTorch's first-step buf = g is the same)
-//   step = nesterov ? g + momentum * buf : buf;   p -= lr * step
+// SGD with momentum over one flat buffer (SgdConfig in core/shapes.h has the update rule).
 // decay_mask (n) or nullptr: per-element wd multiplier (0 excludes, e.g. BN and biases).
-struct SgdConfig {
-  float lr = 0.1f;
-  float momentum = 0.9f;
-  float weight_decay = 5e-4f;
-  bool nesterov = true;
-  bool decoupled = false;
-};
 void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask,
               size_t n, const SgdConfig& cfg);
+// True when sgd_step with the same arguments would leave every parameter and momentum value
+// finite (the same arithmetic, nothing written).
+bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
+                           const float* decay_mask, size_t n, const SgdConfig& cfg);
 
 // ---------------------------------------------------------------------------------------------
-// Augmentation of a uint8 batch into normalised float NCHW. Draw order, per image in image order
-// (single-threaded draws, parallel pixel work): if pad > 0, dy = below(2*pad+1) then
-// dx = below(2*pad+1); if flip, f = below(2). Nothing is drawn for a disabled step. The crop comes
-// first, then the mirror (torchvision RandomCrop then RandomHorizontalFlip).
-//   random crop: zero-pad by `pad` on each side, crop HxW at a uniform offset in [0, 2*pad]
-//   (pad == 0: no crop); flip: mirror horizontally with probability 0.5 (if flip).
-//   out = (pixel/255 - mean[c]) / std[c]; padding pixels are 0 before normalisation, as torchvision's
-//   RandomCrop(padding=4) on the uint8 image followed by Normalize.
-// inp (B,C,H,W) uint8; out (B,C,H,W) float; mean/std (C).
+// Augmentation of a uint8 batch into normalised float NCHW, in two halves so a device can run
+// the pixel work while the host keeps the draws:
+//   augment_draws: per image in image order, on the calling thread: if pad > 0,
+//     dy = below(2*pad+1) then dx = below(2*pad+1); if flip, f = below(2). Nothing is drawn for a
+//     disabled step (dy = dx = pad, f = 0: no shift, no mirror).
+//   augment_apply: out[b,c,y,x] = norm_c(inp[b,c, y + dy - pad, x' + dx - pad]), x' = f ? W-1-x : x
+//     (crop, then mirror the crop, as torchvision's RandomCrop then RandomHorizontalFlip); source
+//     pixels outside the image are the zero padding; norm_c(v) = (v/255 - mean[c]) / std[c].
+// augment_batch = draws then apply. inp (B,C,H,W) uint8; out (B,C,H,W) float; mean/std (C).
+void augment_draws(AugmentDraw* draws, int B, int pad, bool flip, Rng& rng);
+void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad,
+                   const AugmentDraw* draws, const float* mean, const float* std);
 void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip,
                    const float* mean, const float* std, Rng& rng);
 // Normalisation only (evaluation).
 void normalize_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, const float* mean,
                      const float* std);
+
+
+// ---------------------------------------------------------------------------------------------
+// Inference folding of a BatchNorm into the conv/linear before it, per output channel oc:
+//   s = gamma[oc] / sqrt(var[oc] + eps)   (in double, rounded once)
+//   w_out[oc, :] = w_in[oc, :] * s;   b_out[oc] = (b_in[oc] - mean[oc]) * s + beta[oc]
+// w (OC, per_oc); b_in nullable (0). Outputs may not alias inputs.
+void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in,
+                    const float* gamma, const float* beta, const float* running_mean,
+                    const float* running_var, int OC, size_t per_oc, float eps);
+// Each teacher's confidence per sample: weights[k,b] = max_c softmax(teacher_logits[k,b] / T)
+// = 1 / sum_c exp((z_c - max z) / T), summed in double. teacher_logits (K,B,NC), weights (K,B).
+void teacher_confidence(float* weights, const float* teacher_logits, int K, int B, int NC, float T);
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers of the training step.
+// dst += src (n floats): the identity's backward.
+void accumulate(float* dst, const float* src, size_t n);
+// x[i] += v (n floats).
+void add_scalar(float* x, float v, size_t n);
+// sum of x^2 in double, in index order.
+double sum_squares(const float* x, size_t n);
+bool all_finite(const float* x, size_t n);
+// Rows of logits (B,NC) whose first maximum is at labels[b].
+int count_correct(const float* logits, const int32_t* labels, int B, int NC);
 
 }  // namespace dfl::cpu

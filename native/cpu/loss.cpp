@@ -141,4 +141,17 @@ void ensemble_kl_backward(float* dlogits, const float* student_probs, const floa
   });
 }
 
+void teacher_confidence(float* weights, const float* teacher_logits, int K, int B, int NC, float T) {
+  DFL_CHECK(K > 0 && B > 0 && NC > 0 && T > 0.f, "teacher_confidence: sizes and T must be positive");
+  parallel_for(int64_t(K) * B, row_grain(NC), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* z = teacher_logits + r * NC;
+      const float zmax = *std::max_element(z, z + NC);
+      double sum = 0.0;
+      for (int c = 0; c < NC; ++c) sum += std::exp(double(z[c] - zmax) / T);
+      weights[r] = static_cast<float>(1.0 / sum);
+    }
+  });
+}
+
 }  // namespace dfl::cpu

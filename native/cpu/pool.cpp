@@ -37,7 +37,7 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
     for (int64_t p = p0; p < p1; ++p) {
       const float* x = inp + p * in_plane;
       float* y = out + p * out_plane;
-      int32_t* am = argmax + p * out_plane;
+      int32_t* am = argmax ? argmax + p * out_plane : nullptr;  // null: inference
       if (s.KH == 2 && s.KW == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 && s.pad_w == 0) {
         // The VGG pool, unrolled: the same comparisons in the same order as the general loop below.
         for (int oh = 0; oh < OH; ++oh) {
@@ -55,7 +55,7 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
                 best_i = idx[k];
               }
             y[oh * OW + ow] = best;
-            am[oh * OW + ow] = best_i;
+            if (am) am[oh * OW + ow] = best_i;
           }
         }
         continue;
@@ -79,7 +79,7 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
               }
             }
           y[oh * OW + ow] = best;
-          am[oh * OW + ow] = best_i;
+          if (am) am[oh * OW + ow] = best_i;
         }
       }
     }

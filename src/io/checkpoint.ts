@@ -5,7 +5,9 @@
 //                                         fingerprint, and the sha256 of every file it names
 //   checkpoint/model-e0003.safetensors    the student: parameters + BN buffers, PyTorch names
 //   checkpoint/optim-e0003.safetensors    SGD momentum, "momentum.<param name>"
-//   checkpoint/teachers-e0003.safetensors bank teachers, "teacher<id>.<name>"
+//   checkpoint/teachers-e0003.safetensors bank teachers, "teacher<id>.<name>", in their folded
+//                                         (inference) layout: each BN folded into its conv/linear
+//                                         (version 1 stored whole training models; still read)
 //
 // Writes are crash-safe: the epoch's weight files are written (atomically) under new names, then
 // state.json is replaced atomically, then older files are deleted. At every instant state.json
@@ -14,7 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type NativeModel } from '../binding.js';
+import { loadBinding, type DeviceName, type NativeModel, type NativeTeacher, type TensorHolder } from '../binding.js';
 import { resolveConfig, type TrainConfig } from '../config.js';
 import type { DataFingerprint } from '../data/fingerprint.js';
 import type { ModelSpec } from '../models/spec.js';
@@ -23,7 +25,9 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'dfl-native-checkpoint';
-export const CHECKPOINT_VERSION = 1;
+export const CHECKPOINT_VERSION = 2;
+/** Versions this code reads: 1 stored teachers unfolded (as whole models), 2 folded. */
+const READABLE_VERSIONS = [1, 2];
 
 export interface CheckpointState {
   format: typeof CHECKPOINT_FORMAT;
@@ -75,8 +79,8 @@ export interface LoadedCheckpoint {
   model: NativeModel;
 }
 
-/** The student's parameters and buffers under their PyTorch state_dict names. */
-export function modelTensors(model: NativeModel, prefix = ''): Map<string, SafeTensor> {
+/** A model's (or teacher's) parameters and buffers under their PyTorch state_dict names. */
+export function modelTensors(model: TensorHolder, prefix = ''): Map<string, SafeTensor> {
   const params = model.getParams();
   const buffers = model.getBuffers();
   const out = new Map<string, SafeTensor>();
@@ -93,7 +97,7 @@ export function modelTensors(model: NativeModel, prefix = ''): Map<string, SafeT
 }
 
 /** Loads named tensors into the model; every tensor the model has must be present with its shape. */
-export function loadModelTensors(model: NativeModel, tensors: Map<string, SafeTensor>, file: string, prefix = ''): void {
+export function loadModelTensors(model: TensorHolder, tensors: Map<string, SafeTensor>, file: string, prefix = ''): void {
   const params = model.getParams();
   const buffers = model.getBuffers();
   for (const t of model.tensors()) {
@@ -138,7 +142,7 @@ const sha256 = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('
 
 export interface SaveInput {
   student: NativeModel;
-  teachers: Map<number, NativeModel>;
+  teachers: Map<number, NativeTeacher>;
   state: Omit<CheckpointState, 'format' | 'version' | 'files' | 'sha256'>;
 }
 
@@ -208,7 +212,7 @@ export function readState(dir: string): CheckpointState {
     throw new Error(`${file}: cannot read the checkpoint state (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupt or not a checkpoint`);
   }
   if (state?.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a dfl-native checkpoint (format field is ${JSON.stringify(state?.format)})`);
-  if (state.version !== CHECKPOINT_VERSION) throw new Error(`${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${CHECKPOINT_VERSION})`);
+  if (!READABLE_VERSIONS.includes(state.version)) throw new Error(`${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${READABLE_VERSIONS.join(' and ')})`);
   const stored = (state as { state_sha256?: unknown }).state_sha256;
   if (typeof stored !== 'string' || stored !== stateChecksum(state)) throw new Error(`${file}: checksum mismatch (state_sha256); the file is corrupt (flipped bytes) or was edited`);
   delete (state as { state_sha256?: unknown }).state_sha256;
@@ -282,18 +286,38 @@ export function modelFromState(dir: string, state: CheckpointState, seed = 0): N
   return model;
 }
 
-/** Restores student weights + momentum and the teachers' weights from a checkpoint folder. */
-export function restoreModels(dir: string, state: CheckpointState, student: NativeModel, makeTeacher: () => NativeModel): Map<number, NativeModel> {
+/**
+ * Restores student weights + momentum and the teachers from a checkpoint folder. Teachers are made
+ * on the student's device: from their folded weights (version 2), or (version 1, whole models) by
+ * loading each into a model of the spec and snapshotting it.
+ */
+export function restoreModels(dir: string, state: CheckpointState, student: NativeModel, device: DeviceName): Map<number, NativeTeacher> {
   loadModelTensors(student, readVerified(dir, state, state.files.model), path.join(dir, state.files.model));
   loadMomentum(student, readVerified(dir, state, state.files.optim), path.join(dir, state.files.optim));
-  const teachers = new Map<number, NativeModel>();
-  if (state.files.teachers) {
-    const all = readVerified(dir, state, state.files.teachers);
+  const teachers = new Map<number, NativeTeacher>();
+  if (!state.files.teachers) return teachers;
+  const { Model, Teacher } = loadBinding();
+  const file = path.join(dir, state.files.teachers);
+  const all = readVerified(dir, state, state.files.teachers);
+  try {
     for (const b of state.bank) {
-      const t = makeTeacher();
-      loadModelTensors(t, all, path.join(dir, state.files.teachers), `teacher${b.id}.`);
-      teachers.set(b.id, t);
+      if (state.version >= 2) {
+        const t = new Teacher(state.spec, device);
+        teachers.set(b.id, t);
+        loadModelTensors(t, all, file, `teacher${b.id}.`);
+      } else {
+        const whole = new Model(state.spec, 0, device);
+        try {
+          loadModelTensors(whole, all, file, `teacher${b.id}.`);
+          teachers.set(b.id, whole.snapshot());
+        } finally {
+          whole.dispose();
+        }
+      }
     }
+  } catch (err) {
+    for (const t of teachers.values()) t.dispose();
+    throw err;
   }
   return teachers;
 }

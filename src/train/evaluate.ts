@@ -1,10 +1,10 @@
 // Evaluation: logits over a dataset in eval mode, and the metrics computed from them.
-import { loadBinding, type NativeModel } from '../binding.js';
+import { loadBinding, type LogitSource } from '../binding.js';
 import type { Dataset } from '../data/dataset.js';
 import type { TestMetrics } from '../records.js';
 
 /** Eval-mode logits (N, classes) of a whole dataset, batch by batch off the event loop. */
-export async function datasetLogits(model: NativeModel, ds: Dataset, mean: number[], std: number[], batchSize = 256): Promise<Float32Array> {
+export async function datasetLogits(model: LogitSource, ds: Dataset, mean: number[], std: number[], batchSize = 256): Promise<Float32Array> {
   const { normalizeBatch } = loadBinding();
   const nc = model.info().numClasses;
   const per = ds.channels * ds.height * ds.width;
@@ -80,13 +80,13 @@ export function metricsFromLogits(logits: Float32Array, labels: Int32Array, nc: 
   return m;
 }
 
-export async function evaluate(model: NativeModel, ds: Dataset, mean: number[], std: number[], opts: { batchSize?: number; perClass?: boolean } = {}): Promise<TestMetrics> {
+export async function evaluate(model: LogitSource, ds: Dataset, mean: number[], std: number[], opts: { batchSize?: number; perClass?: boolean } = {}): Promise<TestMetrics> {
   const logits = await datasetLogits(model, ds, mean, std, opts.batchSize ?? 256);
   return metricsFromLogits(logits, ds.labels, model.info().numClasses, opts.perClass ?? false);
 }
 
 /** Softmax probabilities (n, classes) for raw uint8 images (n, C, H, W). */
-export async function predictProbs(model: NativeModel, images: Uint8Array, n: number, c: number, h: number, w: number, mean: number[], std: number[]): Promise<Float32Array> {
+export async function predictProbs(model: LogitSource, images: Uint8Array, n: number, c: number, h: number, w: number, mean: number[], std: number[]): Promise<Float32Array> {
   const ds: Dataset = { images, labels: new Int32Array(n), n, channels: c, height: h, width: w, classNames: [], source: 'predict' };
   const logits = await datasetLogits(model, ds, mean, std);
   return softmaxRows(logits, model.info().numClasses);
@@ -101,7 +101,7 @@ export interface Prediction {
  * Classifies raw images with a loaded checkpoint: images are uint8 (n, C, H, W) at the checkpoint's
  * input size; returns the top-k classes of each.
  */
-export async function predict(ckpt: { model: NativeModel; classNames: string[]; mean: number[]; std: number[]; inputShape: [number, number, number] },
+export async function predict(ckpt: { model: LogitSource; classNames: string[]; mean: number[]; std: number[]; inputShape: [number, number, number] },
   images: Uint8Array, n: number, topK = 5): Promise<Prediction[]> {
   const [c, h, w] = ckpt.inputShape;
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a positive integer for n but received ${n}`);

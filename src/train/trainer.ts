@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type NativeModel, type NativeModelInfo, type RuntimeInfo } from '../binding.js';
+import { loadBinding, type DeviceName, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo } from '../binding.js';
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
@@ -110,11 +110,13 @@ export function train(options: TrainOptions = {}): TrainingRun {
   return new TrainingRun(options);
 }
 
-function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) => void): 'cpu' {
-  if (config.device === 'cuda' && !info.usableBackends.includes('cuda'))
+/** The device to train on: cuda when asked for (and usable) or when auto finds it; else the CPU. */
+function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) => void): DeviceName {
+  const cudaUsable = info.usableBackends.includes('cuda');
+  if (config.device === 'cuda' && !cudaUsable)
     throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
-  if (config.device === 'auto' && !info.usableBackends.includes('cuda')) log(`device auto -> cpu (cuda: ${info.cudaStatus})`);
-  return 'cpu';
+  if (config.device === 'auto' && !cudaUsable) log(`device auto -> cpu (cuda: ${info.cudaStatus})`);
+  return config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
 }
 
 /** Normalisation: the given per-channel mean/std, else statistics of the training split. */
@@ -149,17 +151,17 @@ function inMemorySplits(d: DataSplits | Dataset, seed: number): DataSplits {
   return { train: d.train, test: d.test ?? null };
 }
 
-function snapshotOf(student: NativeModel, spec: ModelSpec, own: (m: NativeModel) => NativeModel): NativeModel {
-  const { Model } = loadBinding();
-  const t = own(new Model(spec, 0));
-  t.setParams(student.getParams());
-  t.setBuffers(student.getBuffers());
-  return t;
+/** Something the run frees when it ends (the student, teachers). */
+type Own = <T extends { dispose(): void; isDisposed(): boolean }>(m: T) => T;
+
+/** A teacher: the student's current weights, copied and BN-folded on the device. */
+function snapshotOf(student: NativeModel, own: Own): NativeTeacher {
+  return own(student.snapshot());
 }
 
 async function runTraining(options: TrainOptions, run: TrainingRun): Promise<TrainSummary> {
   // Every native model made here is freed when training ends, on success or failure.
-  const owned = new Set<NativeModel>();
+  const owned = new Set<{ dispose(): void; isDisposed(): boolean }>();
   // Let the caller attach listeners before the first 'log' or 'start' event.
   await Promise.resolve();
   try {
@@ -176,7 +178,7 @@ async function runTraining(options: TrainOptions, run: TrainingRun): Promise<Tra
 
 /** The teacher bank: the only place teacher models live, their entries (id, epoch, score) and cached validation logits. */
 interface Bank {
-  models: Map<number, NativeModel>;
+  models: Map<number, NativeTeacher>;
   entries: BankEntry[];
   valLogits: Map<number, Float32Array>;
 }
@@ -198,7 +200,7 @@ interface RunData {
 interface Run {
   config: TrainConfig;
   uses: { teachers: boolean; reset: boolean };
-  device: 'cpu';
+  device: DeviceName;
   spec: ModelSpec;
   student: NativeModel;
   info: NativeModelInfo;
@@ -214,7 +216,7 @@ interface Run {
   ckptDir: string | null;
   signal: AbortSignal | undefined;
   events: TrainingRun;
-  own: (m: NativeModel) => NativeModel;
+  own: Own;
   log: (m: string) => void;
 }
 
@@ -231,7 +233,7 @@ interface EpochTotals {
   stoppedAfter: number | null;
 }
 
-async function trainLoop(options: TrainOptions, events: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<TrainSummary> {
+async function trainLoop(options: TrainOptions, events: TrainingRun, own: Own): Promise<TrainSummary> {
   const run = await setup(options, events, own);
   for (let epoch = run.startEpoch; epoch <= run.config.epochs; ++epoch) {
     const resumed = run.partial?.epoch === epoch ? run.partial : null; // an interrupted epoch continues where it stopped
@@ -257,7 +259,7 @@ async function trainLoop(options: TrainOptions, events: TrainingRun, own: (m: Na
 
 // --- setup ----------------------------------------------------------------------------------------
 
-async function setup(options: TrainOptions, events: TrainingRun, own: (m: NativeModel) => NativeModel): Promise<Run> {
+async function setup(options: TrainOptions, events: TrainingRun, own: Own): Promise<Run> {
   const { signal, dataset, resume, allowDataChange, ...rest } = options;
   const log = (m: string) => events.emit('log', m);
   const binding = loadBinding();
@@ -271,7 +273,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: (m: Native
   const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: data.classNames.length, inChannels: data.train.channels, height: data.train.height, width: data.train.width, width_multiplier: config.width });
   if (spec.in_channels !== data.train.channels || spec.height !== data.train.height || spec.width !== data.train.width)
     throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${data.train.channels}x${data.train.height}x${data.train.width}; use --image-size or another model spec`);
-  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init)));
+  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init), device));
   const info = student.info();
   if (info.numClasses !== data.classNames.length)
     throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${data.classNames.length} classes` +
@@ -283,7 +285,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: (m: Native
     signal, events, own, log,
   };
   if (saved && resumeDir) {
-    for (const [id, t] of restoreModels(resumeDir, saved, student, () => own(new binding.Model(spec, 0)))) run.bank.models.set(id, t);
+    for (const [id, t] of restoreModels(resumeDir, saved, student, device)) run.bank.models.set(id, own(t));
     run.bank.entries = saved.bank;
     run.metrics.push(...saved.metrics);
     run.startEpoch = saved.epoch + 1;
@@ -292,7 +294,11 @@ async function setup(options: TrainOptions, events: TrainingRun, own: (m: Native
     log(`resuming from ${resumeDir} after epoch ${saved.epoch}${run.partial ? ` (+${run.partial.batch} batches of epoch ${run.partial.epoch})` : ''}`);
   } else if (uses.teachers && config.teacherSource === 'random') {
     // Random teachers: K fixed random initialisations, scored once on the validation split.
-    for (let k = 1; k <= config.teachers; ++k) run.bank.models.set(-k, own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k))));
+    for (let k = 1; k <= config.teachers; ++k) {
+      const init = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k), device));
+      run.bank.models.set(-k, snapshotOf(init, own));
+      init.dispose();
+    }
     for (const id of run.bank.models.keys()) run.bank.entries.push({ id, epoch: 0, score: valScore(run, await teacherValLogits(run, id)).score });
   }
 
@@ -310,7 +316,8 @@ function runConfig(rest: Partial<TrainConfig>, resume: string | undefined): { co
   const saved = readState(resumeDir);
   const overrides: Partial<TrainConfig> = {};
   for (const k of ['threads', 'epochs', 'out'] as const) if (rest[k] !== undefined) (overrides as Record<string, unknown>)[k] = rest[k];
-  if (overrides.out === undefined) overrides.out = saved.config.out ?? path.dirname(resumeDir);
+  // A resumed run writes where it was resumed from (a copied run folder continues in the copy).
+  if (overrides.out === undefined) overrides.out = path.dirname(resumeDir);
   return { config: resolveConfig(saved.config as unknown as Record<string, unknown>, overrides), saved, resumeDir };
 }
 
@@ -440,7 +447,7 @@ async function validateAndUpdateBank(run: Run, epoch: number, reset: boolean, t:
       bank.valLogits.delete(replaced);
     }
     if (added !== null) {
-      bank.models.set(added, snapshotOf(run.student, run.spec, run.own));
+      bank.models.set(added, snapshotOf(run.student, run.own));
       bank.valLogits.set(added, sLogits);
     }
     bank.entries = d.bank;

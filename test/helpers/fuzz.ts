@@ -458,15 +458,11 @@ function checkpointTarget(): FuzzTarget {
           } else {
             // the resume path: state, student (weights + momentum) and teachers
             const st = readState(dir);
-            const made = [modelFromState(dir, st)];
+            const student = modelFromState(dir, st);
             try {
-              restoreModels(dir, st, made[0], () => {
-                const t = modelFromState(dir, st);
-                made.push(t);
-                return t;
-              });
+              for (const t of restoreModels(dir, st, student, 'cpu').values()) t.dispose();
             } finally {
-              for (const m of made) m.dispose();
+              student.dispose();
             }
           }
         });

@@ -1,5 +1,7 @@
 #include "fixtures.h"
 
+#include "core/ops.h"
+
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -329,7 +331,7 @@ ModelSpec read_model_spec_json(const std::string& path) {
     NodeSpec ns;
     const Json* op = n.find("op");
     if (!op || op->kind != Json::String) bad("every node needs an 'op' string");
-    ns.op = op->str;
+    if (!dfl::op_from_name(op->str, &ns.op)) bad("unknown op '" + op->str + "'");
     if (const Json* name = n.find("name")) {
       if (name->kind != Json::String) bad("'name' must be a string");
       ns.name = name->str;

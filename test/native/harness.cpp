@@ -14,6 +14,13 @@ std::vector<TestCase>& registry() {
   return r;
 }
 
+namespace {
+std::shared_ptr<Backend> g_backend;
+}
+const std::shared_ptr<Backend>& backend_ptr() { return g_backend; }
+Backend& backend() { return *g_backend; }
+bool on_cpu() { return g_backend->name() == "cpu"; }
+
 void fail_at(const char* file, int line, const std::string& msg) {
   std::ostringstream os;
   os << file << ":" << line << ": " << msg;
@@ -117,25 +124,44 @@ void gradcheck(const std::string& what, std::vector<float>& x, const std::vector
 
 int main(int argc, char** argv) {
   using namespace dfl::test;
-  const char* filter = argc > 1 ? argv[1] : nullptr;
+  const char* filter = nullptr;
+  std::string only_backend;
+  for (int a = 1; a < argc; ++a) {
+    const std::string arg = argv[a];
+    if (arg == "--backend" && a + 1 < argc) only_backend = argv[++a];
+    else filter = argv[a];
+  }
   int passed = 0, failed = 0;
-  for (const auto& t : registry()) {
-    if (filter && t.name.find(filter) == std::string::npos) continue;
+  auto run = [&](const TestCase& t, const std::string& label) {
+    if (filter && t.name.find(filter) == std::string::npos) return;
     const auto t0 = std::chrono::steady_clock::now();
     try {
       t.fn();
       ++passed;
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("ok   %s (%.0f ms)\n", t.name.c_str(), ms);
+      std::printf("ok   %s%s (%.0f ms)\n", label.c_str(), t.name.c_str(), ms);
     } catch (const Failure& f) {
       ++failed;
-      std::printf("FAIL %s\n     %s\n", t.name.c_str(), f.message.c_str());
+      std::printf("FAIL %s%s\n     %s\n", label.c_str(), t.name.c_str(), f.message.c_str());
     } catch (const std::exception& e) {
       ++failed;
-      std::printf("FAIL %s\n     unexpected exception: %s\n", t.name.c_str(), e.what());
+      std::printf("FAIL %s%s\n     unexpected exception: %s\n", label.c_str(), t.name.c_str(), e.what());
     }
     std::fflush(stdout);
+  };
+  for (const dfl::BackendStatus& b : dfl::backend_statuses()) {
+    if (!only_backend.empty() && b.name != only_backend) continue;
+    if (!b.usable) {
+      std::printf("skip [%s] backend tests: %s\n", b.name.c_str(), b.detail.c_str());
+      continue;
+    }
+    std::printf("== backend %s: %s\n", b.name.c_str(), b.detail.c_str());
+    g_backend = dfl::backend_by_name(b.name);
+    const std::string label = b.name == "cpu" ? "" : "[" + b.name + "] ";
+    for (const auto& t : registry())
+      if (t.per_backend || b.name == "cpu") run(t, label);
   }
+  g_backend.reset();
   std::printf("native: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

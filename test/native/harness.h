@@ -1,7 +1,11 @@
 // A small test harness for the C++ kernel tests (no third-party framework, so CI needs nothing).
 //   DFL_TEST(name) { ... DFL_EXPECT(cond, "msg"); DFL_EXPECT_CLOSE(a, b, atol, rtol, "what"); }
-// Run: dfl_native_tests [substring-filter]. Prints one line per test and a closing
-// "N passed, N failed" line; exits non-zero on any failure.
+// DFL_TEST runs once per usable backend (backend() is the one under test; ops::X in
+// backend_ops.h runs kernel X on it); DFL_CPU_TEST runs once, for what only the CPU has (GEMM
+// variants, workspace sizing, thread counts).
+// Run: dfl_native_tests [--backend NAME] [substring-filter]. Prints one line per test ("[cuda]
+// name" for other backends), why a compiled backend is skipped, and a closing "N passed, N failed"
+// line; exits non-zero on any failure.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -11,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/rng.h"
 
 namespace dfl::test {
@@ -18,11 +23,19 @@ namespace dfl::test {
 struct TestCase {
   std::string name;
   std::function<void()> fn;
+  bool per_backend = true;
 };
 std::vector<TestCase>& registry();
 struct Registrar {
-  Registrar(const char* name, std::function<void()> fn) { registry().push_back({name, std::move(fn)}); }
+  Registrar(const char* name, std::function<void()> fn, bool per_backend) {
+    registry().push_back({name, std::move(fn), per_backend});
+  }
 };
+
+// The backend the current test runs on.
+Backend& backend();
+const std::shared_ptr<Backend>& backend_ptr();
+bool on_cpu();
 
 // Thrown by a failed expectation; the runner catches it and marks the test failed.
 struct Failure {
@@ -58,9 +71,14 @@ double dot(const float* out, const float* r, size_t n);
 
 }  // namespace dfl::test
 
-#define DFL_TEST(name)                                                  \
-  static void dfl_test_##name();                                        \
-  static ::dfl::test::Registrar dfl_registrar_##name(#name, dfl_test_##name); \
+#define DFL_TEST(name)                                                        \
+  static void dfl_test_##name();                                              \
+  static ::dfl::test::Registrar dfl_registrar_##name(#name, dfl_test_##name, true); \
+  static void dfl_test_##name()
+
+#define DFL_CPU_TEST(name)                                                     \
+  static void dfl_test_##name();                                               \
+  static ::dfl::test::Registrar dfl_registrar_##name(#name, dfl_test_##name, false); \
   static void dfl_test_##name()
 
 #define DFL_EXPECT(cond, msg)                                                    \

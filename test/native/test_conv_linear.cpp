@@ -6,13 +6,14 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "backend_ops.h"
 #include "cpu/kernels.h"
 #include "harness.h"
 
 namespace {
 
 using dfl::Rng;
-using dfl::cpu::Conv2dShape;
+using dfl::Conv2dShape;
 
 struct ConvCase {
   Conv2dShape s;
@@ -83,7 +84,7 @@ struct ConvData {
   const float* b() const { return bias.empty() ? nullptr : bias.data(); }
   std::vector<float> forward() {
     std::vector<float> out(out_size(s), std::numeric_limits<float>::quiet_NaN());  // overwritten
-    dfl::cpu::conv2d_forward(out.data(), inp.data(), w.data(), b(), s, ws.empty() ? nullptr : ws.data());
+    dfl::test::ops::conv2d_forward(out.data(), inp.data(), w.data(), b(), s, ws.empty() ? nullptr : ws.data());
     return out;
   }
   double loss() {
@@ -95,7 +96,7 @@ struct ConvData {
     dinp.assign(inp.size(), fill);
     dw.assign(w.size(), fill);
     db.assign(bias.size(), fill);
-    dfl::cpu::conv2d_backward(dinp.data(), dw.data(), bias.empty() ? nullptr : db.data(), r.data(),
+    dfl::test::ops::conv2d_backward(dinp.data(), dw.data(), bias.empty() ? nullptr : db.data(), r.data(),
                               inp.data(), w.data(), s, ws.empty() ? nullptr : ws.data());
   }
 };
@@ -175,14 +176,14 @@ DFL_TEST(conv2d_backward_null_grads_are_skipped) {
     d.backward(dinp, dw, db, 0.0f);
     std::vector<float> only_w(d.w.size(), 0.0f), only_in(d.inp.size(), 0.0f);
     float* ws = d.ws.empty() ? nullptr : d.ws.data();
-    dfl::cpu::conv2d_backward(nullptr, only_w.data(), nullptr, d.r.data(), d.inp.data(), d.w.data(), c.s, ws);
-    dfl::cpu::conv2d_backward(only_in.data(), nullptr, nullptr, d.r.data(), d.inp.data(), d.w.data(), c.s, ws);
+    dfl::test::ops::conv2d_backward(nullptr, only_w.data(), nullptr, d.r.data(), d.inp.data(), d.w.data(), c.s, ws);
+    dfl::test::ops::conv2d_backward(only_in.data(), nullptr, nullptr, d.r.data(), d.inp.data(), d.w.data(), c.s, ws);
     DFL_EXPECT(bitwise_equal(only_w, dw), conv_name(c));
     DFL_EXPECT(bitwise_equal(only_in, dinp), conv_name(c));
   }
 }
 
-DFL_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw) {
+DFL_CPU_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw) {
   // Two column matrices (col, dcol) per thread slot: bounded by the hardware threads, never by B.
   Conv2dShape s{1, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1};
   const size_t col = size_t(64) * 9 * 32 * 32;
@@ -251,7 +252,7 @@ const LinCase kLinCases[] = {{1, 1, 1, true}, {3, 17, 5, true}, {5, 33, 65, fals
 std::vector<float> linear_out(const std::vector<float>& x, const std::vector<float>& w,
                               const std::vector<float>& b, const LinCase& c) {
   std::vector<float> out(size_t(c.B) * c.OUT, std::numeric_limits<float>::quiet_NaN());
-  dfl::cpu::linear_forward(out.data(), x.data(), w.data(), b.empty() ? nullptr : b.data(), c.B,
+  dfl::test::ops::linear_forward(out.data(), x.data(), w.data(), b.empty() ? nullptr : b.data(), c.B,
                            c.IN, c.OUT);
   return out;
 }
@@ -280,7 +281,7 @@ DFL_TEST(linear_forward_reference_and_gradcheck_accumulate) {
       }
     DFL_EXPECT_CLOSE(out.data(), want.data(), out.size(), 1e-5, 1e-5, n + " forward");
     std::vector<float> dx(x.size(), fill), dw(w.size(), fill), db(b.size(), fill);
-    dfl::cpu::linear_backward(dx.data(), dw.data(), c.bias ? db.data() : nullptr, r.data(), x.data(),
+    dfl::test::ops::linear_backward(dx.data(), dw.data(), c.bias ? db.data() : nullptr, r.data(), x.data(),
                               w.data(), c.B, c.IN, c.OUT);
     auto loss = [&] {
       const auto o = linear_out(x, w, b, c);
@@ -302,8 +303,8 @@ DFL_TEST(linear_forward_backward_bitwise_identical_threads_1_2_3) {
   for (int nt : {1, 2, 3}) {
     dfl::set_num_threads(nt);
     std::vector<float> o(size_t(B) * OUT), dx(x.size(), 0.0f), dw(w.size(), 0.0f), db(OUT, 0.0f);
-    dfl::cpu::linear_forward(o.data(), x.data(), w.data(), b.data(), B, IN, OUT);
-    dfl::cpu::linear_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), B, IN, OUT);
+    dfl::test::ops::linear_forward(o.data(), x.data(), w.data(), b.data(), B, IN, OUT);
+    dfl::test::ops::linear_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), B, IN, OUT);
     if (nt == 1) {
       o1 = o, dx1 = dx, dw1 = dw, db1 = db;
       continue;

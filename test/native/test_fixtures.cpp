@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/model.h"
+#include "backend_ops.h"
 #include "cpu/kernels.h"
 #include "fixtures.h"
 #include "harness.h"
@@ -67,7 +68,7 @@ Vec nan_workspace(size_t n) { return Vec(std::max<size_t>(n, 1), std::numeric_li
 void run_conv(const char* file) {
   const Fixture fx = Fixture::open(file);
   MaxErr err(file);
-  cpu::Conv2dShape s{fx.cfg_int("B"), fx.cfg_int("C"), fx.cfg_int("H"), fx.cfg_int("W"), fx.cfg_int("OC"),
+  Conv2dShape s{fx.cfg_int("B"), fx.cfg_int("C"), fx.cfg_int("H"), fx.cfg_int("W"), fx.cfg_int("OC"),
                      fx.cfg_int("KH"), fx.cfg_int("KW"), fx.cfg_int("stride_h"), fx.cfg_int("stride_w"),
                      fx.cfg_int("pad_h"), fx.cfg_int("pad_w"), fx.cfg_int("groups")};
   const bool has_bias = fx.cfg_int("bias") != 0;
@@ -79,13 +80,13 @@ void run_conv(const char* file) {
   const float* bias = has_bias ? fx.f("bias").data() : nullptr;
   Vec out = zeros_like(fx, "out");
   std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());  // forward overwrites
-  cpu::conv2d_forward(out.data(), fx.f("inp").data(), fx.f("weight").data(), bias, s, ws.data());
+  ops::conv2d_forward(out.data(), fx.f("inp").data(), fx.f("weight").data(), bias, s, ws.data());
   err(FX_CLOSE(fx, out, "out", atol, rtol));
 
   Vec dinp = zeros_like(fx, "inp"), dw = zeros_like(fx, "weight"), db(s.OC, 0.0f);
   for (int pass = 1; pass <= 2; ++pass) {
     std::fill(ws.begin(), ws.end(), std::numeric_limits<float>::quiet_NaN());
-    cpu::conv2d_backward(dinp.data(), dw.data(), has_bias ? db.data() : nullptr, fx.f("dout").data(),
+    ops::conv2d_backward(dinp.data(), dw.data(), has_bias ? db.data() : nullptr, fx.f("dout").data(),
                          fx.f("inp").data(), fx.f("weight").data(), s, ws.data());
     const float k = float(pass);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", atol, rtol, __FILE__, __LINE__, k));
@@ -95,7 +96,7 @@ void run_conv(const char* file) {
   // dinp == nullptr (a first layer): weight gradient alone.
   Vec dw2 = zeros_like(fx, "weight");
   std::fill(ws.begin(), ws.end(), std::numeric_limits<float>::quiet_NaN());
-  cpu::conv2d_backward(nullptr, dw2.data(), nullptr, fx.f("dout").data(), fx.f("inp").data(),
+  ops::conv2d_backward(nullptr, dw2.data(), nullptr, fx.f("dout").data(), fx.f("inp").data(),
                        fx.f("weight").data(), s, ws.data());
   err(FX_CLOSE(fx, dw2, "dweight", atol, rtol));
 }
@@ -116,11 +117,11 @@ DFL_TEST(fixture_linear) {
   const int B = fx.cfg_int("B"), IN = fx.cfg_int("IN"), OUT = fx.cfg_int("OUT");
   const double atol = 1e-4, rtol = 1e-4;
   Vec out(size_t(B) * OUT, std::numeric_limits<float>::quiet_NaN());
-  cpu::linear_forward(out.data(), fx.f("inp").data(), fx.f("weight").data(), fx.f("bias").data(), B, IN, OUT);
+  ops::linear_forward(out.data(), fx.f("inp").data(), fx.f("weight").data(), fx.f("bias").data(), B, IN, OUT);
   err(FX_CLOSE(fx, out, "out", atol, rtol));
   Vec dinp = zeros_like(fx, "inp"), dw = zeros_like(fx, "weight"), db = zeros_like(fx, "bias");
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::linear_backward(dinp.data(), dw.data(), db.data(), fx.f("dout").data(), fx.f("inp").data(),
+    ops::linear_backward(dinp.data(), dw.data(), db.data(), fx.f("dout").data(), fx.f("inp").data(),
                          fx.f("weight").data(), B, IN, OUT);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", atol, rtol, __FILE__, __LINE__, float(pass)));
     err(fx_close(fx, dw.data(), dw.size(), "dweight", atol, rtol, __FILE__, __LINE__, float(pass)));
@@ -128,7 +129,7 @@ DFL_TEST(fixture_linear) {
   }
   // Without bias: out - bias.
   Vec out_nb(out.size());
-  cpu::linear_forward(out_nb.data(), fx.f("inp").data(), fx.f("weight").data(), nullptr, B, IN, OUT);
+  ops::linear_forward(out_nb.data(), fx.f("inp").data(), fx.f("weight").data(), nullptr, B, IN, OUT);
   for (int b = 0; b < B; ++b)
     for (int o = 0; o < OUT; ++o) out_nb[size_t(b) * OUT + o] += fx.f("bias")[o];
   err(FX_CLOSE(fx, out_nb, "out", atol, rtol));
@@ -141,7 +142,7 @@ DFL_TEST(fixture_batchnorm_train) {
   const double atol = 1e-4, rtol = 1e-4;
   Vec out = zeros_like(fx, "inp"), mean(C), invstd(C);
   Vec rmean = fx.f("running_mean"), rvar = fx.f("running_var");
-  cpu::batchnorm2d_forward_train(out.data(), mean.data(), invstd.data(), rmean.data(), rvar.data(),
+  ops::batchnorm2d_forward_train(out.data(), mean.data(), invstd.data(), rmean.data(), rvar.data(),
                                  fx.f("inp").data(), fx.f("gamma").data(), fx.f("beta").data(), B, C, HW,
                                  fx.cfg("momentum"), fx.cfg("eps"));
   err(FX_CLOSE(fx, out, "out", atol, rtol));
@@ -151,7 +152,7 @@ DFL_TEST(fixture_batchnorm_train) {
   err(FX_CLOSE(fx, rvar, "running_var_after", atol, rtol));
   Vec dinp = zeros_like(fx, "inp"), dg(C, 0.f), db(C, 0.f);
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::batchnorm2d_backward(dinp.data(), dg.data(), db.data(), fx.f("dout").data(), fx.f("inp").data(),
+    ops::batchnorm2d_backward(dinp.data(), dg.data(), db.data(), fx.f("dout").data(), fx.f("inp").data(),
                               fx.f("gamma").data(), mean.data(), invstd.data(), B, C, HW);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", atol, rtol, __FILE__, __LINE__, float(pass)));
     err(fx_close(fx, dg.data(), dg.size(), "dgamma", atol, rtol, __FILE__, __LINE__, float(pass)));
@@ -164,7 +165,7 @@ DFL_TEST(fixture_batchnorm_eval) {
   MaxErr err("batchnorm_eval.bin");
   const int B = fx.cfg_int("B"), C = fx.cfg_int("C"), HW = fx.cfg_int("H") * fx.cfg_int("W");
   Vec out = zeros_like(fx, "inp");
-  cpu::batchnorm2d_forward_eval(out.data(), fx.f("inp").data(), fx.f("gamma").data(), fx.f("beta").data(),
+  ops::batchnorm2d_forward_eval(out.data(), fx.f("inp").data(), fx.f("gamma").data(), fx.f("beta").data(),
                                 fx.f("running_mean").data(), fx.f("running_var").data(), B, C, HW, fx.cfg("eps"));
   err(FX_CLOSE(fx, out, "out", 1e-5, 1e-5));
 }
@@ -185,11 +186,11 @@ void run_activation(const char* file, Fwd fwd, Bwd bwd) {
 }
 }  // namespace
 
-DFL_TEST(fixture_relu) { run_activation("relu.bin", cpu::relu_forward, cpu::relu_backward); }
-DFL_TEST(fixture_relu6) { run_activation("relu6.bin", cpu::relu6_forward, cpu::relu6_backward); }
+DFL_TEST(fixture_relu) { run_activation("relu.bin", ops::relu_forward, ops::relu_backward); }
+DFL_TEST(fixture_relu6) { run_activation("relu6.bin", ops::relu6_forward, ops::relu6_backward); }
 
 namespace {
-cpu::Pool2dShape pool_shape(const Fixture& fx) {
+Pool2dShape pool_shape(const Fixture& fx) {
   return {fx.cfg_int("B"), fx.cfg_int("C"), fx.cfg_int("H"), fx.cfg_int("W"), fx.cfg_int("KH"), fx.cfg_int("KW"),
           fx.cfg_int("stride_h"), fx.cfg_int("stride_w"), fx.cfg_int("pad_h"), fx.cfg_int("pad_w")};
 }
@@ -197,12 +198,12 @@ cpu::Pool2dShape pool_shape(const Fixture& fx) {
 void run_maxpool(const char* file) {
   const Fixture fx = Fixture::open(file);
   MaxErr err(file);
-  const cpu::Pool2dShape s = pool_shape(fx);
+  const Pool2dShape s = pool_shape(fx);
   const size_t no = fx.numel("out");
   DFL_EXPECT(no == size_t(s.B) * s.C * s.OH() * s.OW(), "output size mismatch");
   Vec out(no, std::numeric_limits<float>::quiet_NaN());
   std::vector<int32_t> argmax(no, -1);
-  cpu::maxpool2d_forward(out.data(), argmax.data(), fx.f("inp").data(), s);
+  ops::maxpool2d_forward(out.data(), argmax.data(), fx.f("inp").data(), s);
   err(FX_CLOSE(fx, out, "out", 0.0, 0.0));
   const auto& want = fx.i("argmax");
   for (size_t k = 0; k < no; ++k)
@@ -210,7 +211,7 @@ void run_maxpool(const char* file) {
                                           << " (first max in the window wins)");
   Vec dinp = zeros_like(fx, "inp");
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::maxpool2d_backward(dinp.data(), fx.f("dout").data(), argmax.data(), s);
+    ops::maxpool2d_backward(dinp.data(), fx.f("dout").data(), argmax.data(), s);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", 1e-6, 1e-6, __FILE__, __LINE__, float(pass)));
   }
 }
@@ -222,13 +223,13 @@ DFL_TEST(fixture_maxpool_ties) { run_maxpool("maxpool_ties.bin"); }
 DFL_TEST(fixture_avgpool) {
   const Fixture fx = Fixture::open("avgpool.bin");
   MaxErr err("avgpool.bin");
-  const cpu::Pool2dShape s = pool_shape(fx);
+  const Pool2dShape s = pool_shape(fx);
   Vec out(fx.numel("out"), std::numeric_limits<float>::quiet_NaN());
-  cpu::avgpool2d_forward(out.data(), fx.f("inp").data(), s);
+  ops::avgpool2d_forward(out.data(), fx.f("inp").data(), s);
   err(FX_CLOSE(fx, out, "out", 1e-6, 1e-5));
   Vec dinp = zeros_like(fx, "inp");
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::avgpool2d_backward(dinp.data(), fx.f("dout").data(), s);
+    ops::avgpool2d_backward(dinp.data(), fx.f("dout").data(), s);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", 1e-6, 1e-5, __FILE__, __LINE__, float(pass)));
   }
 }
@@ -238,11 +239,11 @@ DFL_TEST(fixture_gap) {
   MaxErr err("gap.bin");
   const int B = fx.cfg_int("B"), C = fx.cfg_int("C"), HW = fx.cfg_int("H") * fx.cfg_int("W");
   Vec out(size_t(B) * C, std::numeric_limits<float>::quiet_NaN());
-  cpu::global_avgpool_forward(out.data(), fx.f("inp").data(), B, C, HW);
+  ops::global_avgpool_forward(out.data(), fx.f("inp").data(), B, C, HW);
   err(FX_CLOSE(fx, out, "out", 1e-6, 1e-5));
   Vec dinp = zeros_like(fx, "inp");
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::global_avgpool_backward(dinp.data(), fx.f("dout").data(), B, C, HW);
+    ops::global_avgpool_backward(dinp.data(), fx.f("dout").data(), B, C, HW);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", 1e-6, 1e-5, __FILE__, __LINE__, float(pass)));
   }
 }
@@ -255,14 +256,14 @@ void run_ce(const char* file) {
   const float eps = fx.cfg("label_smoothing");
   const double atol = 1e-5, rtol = 1e-5;
   Vec losses(B), probs(size_t(B) * NC);
-  const float loss = cpu::cross_entropy_forward(losses.data(), probs.data(), fx.f("logits").data(),
+  const float loss = ops::cross_entropy_forward(losses.data(), probs.data(), fx.f("logits").data(),
                                                 fx.i("targets").data(), B, NC, eps);
   err(scalar_close(loss, fx.scalar("loss"), atol, rtol, std::string(file) + " loss"));
   err(FX_CLOSE(fx, losses, "losses", atol, rtol));
   err(FX_CLOSE(fx, probs, "probs", atol, rtol));
   Vec dz(size_t(B) * NC, 0.f);
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::cross_entropy_backward(dz.data(), probs.data(), fx.i("targets").data(), B, NC, eps, fx.cfg("dloss") / B);
+    ops::cross_entropy_backward(dz.data(), probs.data(), fx.i("targets").data(), B, NC, eps, fx.cfg("dloss") / B);
     err(fx_close(fx, dz.data(), dz.size(), "dlogits", atol, rtol, __FILE__, __LINE__, float(pass)));
   }
 }
@@ -278,7 +279,7 @@ DFL_TEST(fixture_ensemble_kl) {
   const float T = fx.cfg("T");
   const double atol = 1e-5, rtol = 1e-5;
   Vec losses(B), q(size_t(B) * NC), pt(size_t(B) * NC);
-  const float loss = cpu::ensemble_kl_forward(losses.data(), q.data(), pt.data(), fx.f("student_logits").data(),
+  const float loss = ops::ensemble_kl_forward(losses.data(), q.data(), pt.data(), fx.f("student_logits").data(),
                                               fx.f("teacher_logits").data(), fx.f("weights").data(), K, B, NC, T);
   err(scalar_close(loss, fx.scalar("loss"), atol, rtol, "ensemble_kl.bin loss"));
   err(FX_CLOSE(fx, losses, "losses", atol, rtol));
@@ -286,15 +287,15 @@ DFL_TEST(fixture_ensemble_kl) {
   err(FX_CLOSE(fx, pt, "teacher_probs", atol, rtol));
   Vec dz(size_t(B) * NC, 0.f);
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::ensemble_kl_backward(dz.data(), q.data(), pt.data(), B, NC, T, fx.cfg("dloss") / B);
+    ops::ensemble_kl_backward(dz.data(), q.data(), pt.data(), B, NC, T, fx.cfg("dloss") / B);
     err(fx_close(fx, dz.data(), dz.size(), "dlogits", atol, rtol, __FILE__, __LINE__, float(pass)));
   }
   // weights == nullptr is uniform: the same as all-ones weights.
   Vec l1(B), q1(q.size()), p1(pt.size()), l2(B), q2(q.size()), p2(pt.size());
   const Vec ones(size_t(K) * B, 1.0f);
-  const float a = cpu::ensemble_kl_forward(l1.data(), q1.data(), p1.data(), fx.f("student_logits").data(),
+  const float a = ops::ensemble_kl_forward(l1.data(), q1.data(), p1.data(), fx.f("student_logits").data(),
                                            fx.f("teacher_logits").data(), nullptr, K, B, NC, T);
-  const float b = cpu::ensemble_kl_forward(l2.data(), q2.data(), p2.data(), fx.f("student_logits").data(),
+  const float b = ops::ensemble_kl_forward(l2.data(), q2.data(), p2.data(), fx.f("student_logits").data(),
                                            fx.f("teacher_logits").data(), ones.data(), K, B, NC, T);
   DFL_EXPECT(std::fabs(a - b) <= 1e-6f * std::max(1.0f, std::fabs(b)), "uniform weights: nullptr " << a << " vs ones " << b);
   DFL_EXPECT_CLOSE(p1.data(), p2.data(), p1.size(), 1e-6, 1e-6, "teacher_probs, nullptr vs all-ones weights");
@@ -305,7 +306,7 @@ void run_sgd(const char* file) {
   const Fixture fx = Fixture::open(file);
   MaxErr err(file);
   const size_t n = size_t(fx.cfg_int("n"));
-  cpu::SgdConfig cfg;
+  SgdConfig cfg;
   cfg.lr = fx.cfg("lr");
   cfg.momentum = fx.cfg("momentum");
   cfg.weight_decay = fx.cfg("weight_decay");
@@ -315,7 +316,7 @@ void run_sgd(const char* file) {
   Vec p = fx.f("params"), buf(n, 0.f);
   for (int step = 0; step < fx.cfg_int("steps"); ++step) {
     const std::string k = std::to_string(step);
-    cpu::sgd_step(p.data(), buf.data(), fx.f("grad." + k).data(), mask, n, cfg);
+    ops::sgd_step(p.data(), buf.data(), fx.f("grad." + k).data(), mask, n, cfg);
     err(FX_CLOSE(fx, p, "params." + k, 1e-5, 1e-5));
     err(FX_CLOSE(fx, buf, "momentum." + k, 1e-5, 1e-5));
   }
@@ -330,10 +331,10 @@ DFL_TEST(fixture_channel_shuffle) {
   MaxErr err("channel_shuffle.bin");
   const int B = fx.cfg_int("B"), C = fx.cfg_int("C"), HW = fx.cfg_int("H") * fx.cfg_int("W"), g = fx.cfg_int("groups");
   Vec out(fx.numel("inp"), std::numeric_limits<float>::quiet_NaN()), dinp(fx.numel("inp"), 0.f);
-  cpu::channel_shuffle_forward(out.data(), fx.f("inp").data(), B, C, HW, g);
+  ops::channel_shuffle_forward(out.data(), fx.f("inp").data(), B, C, HW, g);
   err(FX_CLOSE(fx, out, "out", 0.0, 0.0));
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::channel_shuffle_backward(dinp.data(), fx.f("dout").data(), B, C, HW, g);
+    ops::channel_shuffle_backward(dinp.data(), fx.f("dout").data(), B, C, HW, g);
     err(fx_close(fx, dinp.data(), dinp.size(), "dinp", 1e-6, 1e-6, __FILE__, __LINE__, float(pass)));
   }
 }
@@ -346,7 +347,7 @@ DFL_TEST(fixture_concat_split) {
   std::vector<const float*> ins;
   for (int k = 0; k < n; ++k) ins.push_back(fx.f("concat.inp." + std::to_string(k)).data());
   Vec out(fx.numel("concat.out"), std::numeric_limits<float>::quiet_NaN());
-  cpu::concat_channels_forward(out.data(), ins.data(), ch.data(), n, B, HW);
+  ops::concat_channels_forward(out.data(), ins.data(), ch.data(), n, B, HW);
   err(FX_CLOSE(fx, out, "concat.out", 0.0, 0.0));
   std::vector<Vec> d(n);
   std::vector<float*> dp(n);
@@ -355,7 +356,7 @@ DFL_TEST(fixture_concat_split) {
     dp[k] = d[k].data();
   }
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::concat_channels_backward(dp.data(), fx.f("concat.dout").data(), ch.data(), n, B, HW);
+    ops::concat_channels_backward(dp.data(), fx.f("concat.dout").data(), ch.data(), n, B, HW);
     for (int k = 0; k < n; ++k)
       err(fx_close(fx, d[k].data(), d[k].size(), "concat.dinp." + std::to_string(k), 1e-6, 1e-6, __FILE__, __LINE__,
                    float(pass)));
@@ -364,7 +365,7 @@ DFL_TEST(fixture_concat_split) {
   Vec d0(d[0].size(), 0.f);
   std::vector<float*> dpn = {d0.data(), nullptr, nullptr};
   dpn.resize(n, nullptr);
-  cpu::concat_channels_backward(dpn.data(), fx.f("concat.dout").data(), ch.data(), n, B, HW);
+  ops::concat_channels_backward(dpn.data(), fx.f("concat.dout").data(), ch.data(), n, B, HW);
   err(FX_CLOSE(fx, d0, "concat.dinp.0", 1e-6, 1e-6));
 
   // split
@@ -374,26 +375,26 @@ DFL_TEST(fixture_concat_split) {
     outs[k].assign(fx.numel("split.out." + std::to_string(k)), std::numeric_limits<float>::quiet_NaN());
     op[k] = outs[k].data();
   }
-  cpu::split_channels_forward(op.data(), fx.f("split.inp").data(), ch.data(), n, B, HW);
+  ops::split_channels_forward(op.data(), fx.f("split.inp").data(), ch.data(), n, B, HW);
   for (int k = 0; k < n; ++k) err(FX_CLOSE(fx, outs[k], "split.out." + std::to_string(k), 0.0, 0.0));
   // One chunk not needed (nullptr output).
   Vec only2(outs[2].size(), std::numeric_limits<float>::quiet_NaN());
   std::vector<float*> op2(n, nullptr);
   op2[n - 1] = only2.data();
-  cpu::split_channels_forward(op2.data(), fx.f("split.inp").data(), ch.data(), n, B, HW);
+  ops::split_channels_forward(op2.data(), fx.f("split.inp").data(), ch.data(), n, B, HW);
   err(FX_CLOSE(fx, only2, "split.out." + std::to_string(n - 1), 0.0, 0.0));
   std::vector<const float*> dop(n);
   for (int k = 0; k < n; ++k) dop[k] = fx.f("split.dout." + std::to_string(k)).data();
   Vec dinp(fx.numel("split.inp"), 0.f);
   for (int pass = 1; pass <= 2; ++pass) {
-    cpu::split_channels_backward(dinp.data(), dop.data(), ch.data(), n, B, HW);
+    ops::split_channels_backward(dinp.data(), dop.data(), ch.data(), n, B, HW);
     err(fx_close(fx, dinp.data(), dinp.size(), "split.dinp", 1e-6, 1e-6, __FILE__, __LINE__, float(pass)));
   }
   // Chunk 1 has no gradient.
   Vec dpart(dinp.size(), 0.f);
   std::vector<const float*> dop1 = dop;
   dop1[1] = nullptr;
-  cpu::split_channels_backward(dpart.data(), dop1.data(), ch.data(), n, B, HW);
+  ops::split_channels_backward(dpart.data(), dop1.data(), ch.data(), n, B, HW);
   err(FX_CLOSE(fx, dpart, "split.dinp_partial", 1e-6, 1e-6));
 }
 
@@ -408,20 +409,22 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Copies fixture tensors "<prefix><name>" into the model's parameters and buffers; checks that the
-// names and shapes match PyTorch's state_dict exactly (both ways).
+// Copies fixture tensors "<prefix><name>" into the model's parameters and buffers (through copies,
+// as every caller must); checks that the names and shapes match PyTorch's state_dict exactly (both
+// ways).
 void load_state(const Fixture& fx, Model& model, const std::string& prefix) {
   std::set<std::string> want;
   for (const auto& nm : fx.names())
     if (nm.compare(0, prefix.size(), prefix) == 0) want.insert(nm.substr(prefix.size()));
   std::set<std::string> have;
+  Vec params = model.get_params(), buffers = model.get_buffers();
   for (const auto& t : model.params()) {
     have.insert(t.name);
     const std::string key = prefix + t.name;
     DFL_EXPECT(fx.has(key), "model parameter '" << t.name << "' is not in PyTorch's state_dict");
     DFL_EXPECT(fx.dims(key) == t.shape, "parameter '" << t.name << "' shape differs from PyTorch's");
     const Vec& v = fx.f(key);
-    std::copy(v.begin(), v.end(), model.param_data() + t.offset);
+    std::copy(v.begin(), v.end(), params.begin() + t.offset);
   }
   for (const auto& t : model.buffers()) {
     have.insert(t.name);
@@ -429,14 +432,16 @@ void load_state(const Fixture& fx, Model& model, const std::string& prefix) {
     DFL_EXPECT(fx.has(key), "model buffer '" << t.name << "' is not in PyTorch's state_dict");
     DFL_EXPECT(fx.numel(key) == t.size, "buffer '" << t.name << "' size differs from PyTorch's");
     if (ends_with(t.name, ".num_batches_tracked")) {
-      model.buffer_data()[t.offset] = static_cast<float>(fx.i(key)[0]);
+      buffers[t.offset] = static_cast<float>(fx.i(key)[0]);
     } else {
       DFL_EXPECT(fx.dims(key) == t.shape, "buffer '" << t.name << "' shape differs from PyTorch's");
       const Vec& v = fx.f(key);
-      std::copy(v.begin(), v.end(), model.buffer_data() + t.offset);
+      std::copy(v.begin(), v.end(), buffers.begin() + t.offset);
     }
   }
   for (const auto& nm : want) DFL_EXPECT(have.count(nm), "PyTorch state_dict key '" << nm << "' has no model tensor");
+  model.set_params(params.data(), params.size());
+  model.set_buffers(buffers.data(), buffers.size());
 }
 }  // namespace
 
@@ -444,30 +449,35 @@ DFL_TEST(model_step_matches_pytorch) {
   const Fixture fx = Fixture::open("model_step.bin");
   MaxErr err("model_step.bin");
   const ModelSpec spec = read_model_spec_json(fixture_path("model_step_spec.json"));
-  Model model(spec, 7);
+  Model model(spec, 7, backend_ptr());
   const int B = fx.cfg_int("B"), K = fx.cfg_int("K"), NC = fx.cfg_int("NC");
   DFL_EXPECT(model.num_classes() == NC, "num_classes " << model.num_classes() << " vs " << NC);
   load_state(fx, model, "param.");
-  std::fill(model.momentum_data(), model.momentum_data() + model.num_params(), 0.0f);
+  const Vec zeros(model.num_params(), 0.0f);
+  model.set_momentum(zeros.data(), zeros.size());
   const float* x = fx.f("input").data();
 
   // Logits of the training forward (batch statistics), then restore the BN buffers it updated.
-  const float* logits = model.forward(x, B, true);
-  err(FX_CLOSE_PTR(fx, logits, size_t(B) * NC, "logits", 1e-4, 1e-4));
+  Vec logits(size_t(B) * NC);
+  model.forward(x, B, true, logits.data());
+  err(FX_CLOSE(fx, logits, "logits", 1e-4, 1e-4));
   load_state(fx, model, "param.");
 
   LossConfig loss;
   loss.label_smoothing = fx.cfg("label_smoothing");
   loss.distill_weight = fx.cfg("alpha");
   loss.temperature = fx.cfg("T");
-  cpu::SgdConfig sgd;
+  SgdConfig sgd;
   sgd.lr = fx.cfg("lr");
   sgd.momentum = fx.cfg("momentum");
   sgd.weight_decay = fx.cfg("weight_decay");
   sgd.nesterov = fx.cfg_int("nesterov") != 0;
   sgd.decoupled = fx.cfg_int("decoupled") != 0;
-  const StepStats st = model.train_step(x, fx.i("labels").data(), B, fx.f("teacher_logits").data(),
-                                        fx.f("teacher_weights").data(), K, loss, sgd);
+  Distillation distill;
+  distill.teacher_logits_host = fx.f("teacher_logits").data();
+  distill.given_k = K;
+  distill.weights_host = fx.f("teacher_weights").data();
+  const StepStats st = model.train_step(x, fx.i("labels").data(), B, distill, loss, sgd, 0);
   DFL_EXPECT(st.finite, "the step reported non-finite values");
   err(scalar_close(st.loss, fx.scalar("loss"), 1e-5, 1e-5, "total loss"));
   err(scalar_close(st.ce_loss, fx.scalar("ce_loss"), 1e-5, 1e-5, "ce loss"));
@@ -475,20 +485,22 @@ DFL_TEST(model_step_matches_pytorch) {
   err(scalar_close(st.grad_norm, fx.scalar("grad_norm"), 1e-5, 1e-4, "grad norm"));
   DFL_EXPECT(st.correct == fx.cfg_int("correct"), "correct " << st.correct << " vs PyTorch " << fx.cfg_int("correct"));
 
-  // Gradients of this step (grad_data() keeps them after the SGD step), params after the step,
-  // momentum, and BN running statistics after the forward.
+  // Gradients of this step (kept after the SGD step), params after the step, momentum, and BN
+  // running statistics after the forward.
+  const Vec grads = model.get_grads(), params = model.get_params(), momentum = model.get_momentum();
+  const Vec buffers = model.get_buffers();
   for (const auto& t : model.params()) {
-    err(FX_CLOSE_PTR(fx, model.grad_data() + t.offset, t.size, "grad." + t.name, 1e-5, 1e-3));
-    err(FX_CLOSE_PTR(fx, model.param_data() + t.offset, t.size, "after." + t.name, 1e-5, 1e-4));
-    err(FX_CLOSE_PTR(fx, model.momentum_data() + t.offset, t.size, "momentum." + t.name, 1e-5, 1e-3));
+    err(FX_CLOSE_PTR(fx, grads.data() + t.offset, t.size, "grad." + t.name, 1e-5, 1e-3));
+    err(FX_CLOSE_PTR(fx, params.data() + t.offset, t.size, "after." + t.name, 1e-5, 1e-4));
+    err(FX_CLOSE_PTR(fx, momentum.data() + t.offset, t.size, "momentum." + t.name, 1e-5, 1e-3));
   }
   for (const auto& t : model.buffers()) {
     if (ends_with(t.name, ".num_batches_tracked")) {
-      const float got = model.buffer_data()[t.offset];
+      const float got = buffers[t.offset];
       DFL_EXPECT(got == float(fx.i("after." + t.name)[0]), t.name << " = " << got << ", PyTorch "
                                                                   << fx.i("after." + t.name)[0]);
     } else {
-      err(FX_CLOSE_PTR(fx, model.buffer_data() + t.offset, t.size, "after." + t.name, 1e-5, 1e-4));
+      err(FX_CLOSE_PTR(fx, buffers.data() + t.offset, t.size, "after." + t.name, 1e-5, 1e-4));
     }
   }
 }

@@ -87,7 +87,7 @@ double run_case(GemmKernel kern, bool ta, bool tb, Case cs, float alpha, float b
 
 }  // namespace
 
-DFL_TEST(gemm_kernel_name_is_a_supported_variant) {
+DFL_CPU_TEST(gemm_kernel_name_is_a_supported_variant) {
   const std::string name = dfl::gemm_kernel_name();
   const GemmKernel k = dfl::cpu::active_gemm_kernel();
   DFL_EXPECT(name == dfl::cpu::gemm_kernel_label(k), name);
@@ -96,7 +96,7 @@ DFL_TEST(gemm_kernel_name_is_a_supported_variant) {
 }
 
 // All trans combos, odd sizes (micro-tile edges), sizes crossing the KC=256 / MC / NC=2048 blocks.
-DFL_TEST(gemm_all_variants_vs_double_reference_odd_sizes_trans_alpha_beta) {
+DFL_CPU_TEST(gemm_all_variants_vs_double_reference_odd_sizes_trans_alpha_beta) {
   Rng rng(7);
   const Case small[] = {{1, 1, 1},   {1, 17, 3},  {3, 1, 17},   {17, 33, 5},  {33, 17, 65},
                         {65, 3, 33}, {9, 65, 1},  {7, 31, 257}, {13, 47, 300}, {70, 40, 9}};
@@ -114,7 +114,7 @@ DFL_TEST(gemm_all_variants_vs_double_reference_odd_sizes_trans_alpha_beta) {
   std::printf("     (max |sgemm - ref| over all cases: %.3g)\n", worst);
 }
 
-DFL_TEST(gemm_k0_and_alpha0_scale_c_only_and_beta0_ignores_nan) {
+DFL_CPU_TEST(gemm_k0_and_alpha0_scale_c_only_and_beta0_ignores_nan) {
   Rng rng(3);
   auto A = dfl::test::randn(64, rng), B = dfl::test::randn(64, rng);
   A[0] = std::numeric_limits<float>::quiet_NaN();  // alpha == 0: A must not matter (BLAS rule)
@@ -133,7 +133,7 @@ DFL_TEST(gemm_k0_and_alpha0_scale_c_only_and_beta0_ignores_nan) {
                     "lda < K");
 }
 
-DFL_TEST(gemm_bitwise_identical_for_1_2_3_threads_every_variant) {
+DFL_CPU_TEST(gemm_bitwise_identical_for_1_2_3_threads_every_variant) {
   Rng rng(11);
   const Case cases[] = {{64, 1024, 576}, {256, 64, 300}, {37, 129, 70}, {300, 50, 40}};
   const int saved = dfl::num_threads();

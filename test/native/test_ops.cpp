@@ -13,13 +13,16 @@
 #include <numeric>
 #include <vector>
 
+#include "core/counter_rng.h"
 #include "core/parallel.h"
+#include "backend_ops.h"
 #include "cpu/kernels.h"
 #include "harness.h"
 
 using namespace dfl;
-using namespace dfl::cpu;
+using namespace dfl::test::ops;
 using dfl::test::dot;
+using dfl::test::on_cpu;
 using dfl::test::randn;
 using dfl::test::randu;
 
@@ -157,7 +160,7 @@ DFL_TEST(bn_running_var_hand_example) {
   DFL_EXPECT(std::fabs(rm[0] - 0.25f) < 1e-7f, "running_mean " << rm[0]);
   DFL_EXPECT(std::fabs(rv[0] - float(0.9 + 0.1 * 5.0 / 3.0)) < 1e-7f, "running_var " << rv[0]);
   DFL_EXPECT(std::fabs(out[0] - float(-1.5 / std::sqrt(1.25))) < 1e-6f, "out[0] " << out[0]);
-  DFL_EXPECT_THROWS(batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(),
+  if (on_cpu()) DFL_EXPECT_THROWS(batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(),
                                               g.data(), be.data(), 1, 1, 1, 0.1f, 1e-5f),
                     "one value per channel");
 }
@@ -444,16 +447,16 @@ DFL_TEST(pool_thread_determinism) {
   });
 }
 
-DFL_TEST(pool_bad_shapes_throw) {
+DFL_CPU_TEST(pool_bad_shapes_throw) {
   Vec x(100), y(100);
   std::vector<int32_t> am(100);
-  DFL_EXPECT_THROWS(maxpool2d_forward(y.data(), am.data(), x.data(), Pool2dShape{1, 1, 5, 5, 3, 3, 0, 1, 1, 1}),
+  DFL_EXPECT_THROWS(cpu::maxpool2d_forward(y.data(), am.data(), x.data(), Pool2dShape{1, 1, 5, 5, 3, 3, 0, 1, 1, 1}),
                     "stride 0");
-  DFL_EXPECT_THROWS(maxpool2d_forward(y.data(), am.data(), x.data(), Pool2dShape{1, 1, 5, 5, 3, 3, 1, 1, 2, 1}),
+  DFL_EXPECT_THROWS(cpu::maxpool2d_forward(y.data(), am.data(), x.data(), Pool2dShape{1, 1, 5, 5, 3, 3, 1, 1, 2, 1}),
                     "pad > kernel/2");
-  DFL_EXPECT_THROWS(avgpool2d_forward(y.data(), x.data(), Pool2dShape{1, 1, 2, 2, 5, 5, 1, 1, 1, 1}),
+  DFL_EXPECT_THROWS(cpu::avgpool2d_forward(y.data(), x.data(), Pool2dShape{1, 1, 2, 2, 5, 5, 1, 1, 1, 1}),
                     "window larger than padded input");
-  DFL_EXPECT_THROWS(global_avgpool_forward(y.data(), x.data(), 1, 1, 0), "HW = 0");
+  DFL_EXPECT_THROWS(cpu::global_avgpool_forward(y.data(), x.data(), 1, 1, 0), "HW = 0");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -527,7 +530,7 @@ DFL_TEST(concat_split_forward_roundtrip_and_gradcheck) {
   });
   DFL_GRADCHECK("split dinp", z, dz, sloss, kH, 1e-4, 1e-4);
   const int bad[2] = {2, 0};
-  DFL_EXPECT_THROWS(split_channels_forward(outs, y.data(), bad, 2, B, HW), "zero-channel chunk");
+  if (on_cpu()) DFL_EXPECT_THROWS(split_channels_forward(outs, y.data(), bad, 2, B, HW), "zero-channel chunk");
 }
 
 DFL_TEST(channel_shuffle_mapping_and_gradcheck) {
@@ -551,60 +554,64 @@ DFL_TEST(channel_shuffle_mapping_and_gradcheck) {
   };
   EXPECT_ACCUMULATES("shuffle", (std::vector<Vec*>{&dx}), [&] { channel_shuffle_backward(dx.data(), r.data(), B, C, HW, G); });
   DFL_GRADCHECK("shuffle dinp", x, dx, loss, kH, 1e-4, 1e-4);
-  DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, 5, HW, 2), "groups must divide C");
-  DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, C, HW, 0), "groups 0");
+  if (on_cpu()) DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, 5, HW, 2), "groups must divide C");
+  if (on_cpu()) DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, C, HW, 0), "groups 0");
 }
 
 // ------------------------------------------------------------------------------------------------
 // Dropout
 
-DFL_TEST(dropout_rate_scale_and_reproducibility) {
+DFL_TEST(dropout_rate_scale_and_counter_rule) {
   const size_t n = 200000;
   const float p = 0.3f;
   Rng rng(14);
   const Vec x = randn(n, rng);
   Vec y(n), mask(n), y2(n), mask2(n);
-  Rng r1(42), r2(42);
-  dropout_forward(y.data(), mask.data(), x.data(), n, p, r1);
-  dropout_forward(y2.data(), mask2.data(), x.data(), n, p, r2);
+  dropout_forward(y.data(), mask.data(), x.data(), n, p, 42);
+  dropout_forward(y2.data(), mask2.data(), x.data(), n, p, 42);
   DFL_EXPECT(std::memcmp(mask.data(), mask2.data(), n * sizeof(float)) == 0, "same seed, same mask");
   size_t zeros = 0;
   const float keep = 1.f / (1.f - p);
   for (size_t i = 0; i < n; ++i) {
-    if (mask[i] == 0.f) ++zeros;
-    else DFL_EXPECT(mask[i] == keep, "kept mask value " << mask[i] << " should be 1/(1-p)");
+    // The documented rule, element by element: every backend draws exactly this mask.
+    const bool dropped = counter_uniform(42, i) < p;
+    DFL_EXPECT(mask[i] == (dropped ? 0.f : keep), "mask[" << i << "] = " << mask[i] << " breaks the counter rule");
+    zeros += dropped;
     DFL_EXPECT(y[i] == x[i] * mask[i], "out = inp * mask at " << i);
   }
   // Binomial std of the rate is sqrt(p(1-p)/n) ~ 0.001; allow 0.006 (6 sigma).
   const double rate = double(zeros) / n;
   DFL_EXPECT(std::fabs(rate - p) < 0.006, "drop rate " << rate);
-  // Same rng state -> same mask for any thread count (drawn single-threaded).
+  // Another seed, another mask.
+  dropout_forward(y2.data(), mask2.data(), x.data(), n, p, 43);
+  DFL_EXPECT(std::memcmp(mask.data(), mask2.data(), n * sizeof(float)) != 0, "seed 43 gave seed 42's mask");
   DFL_EXPECT_THREAD_DETERMINISTIC("dropout", [&] {
-    Rng r(7);
     Vec yy(n), mm(n);
-    dropout_forward(yy.data(), mm.data(), x.data(), n, p, r);
+    dropout_forward(yy.data(), mm.data(), x.data(), n, p, 7);
     append(yy, mm);
     return yy;
   });
-  // p = 0 keeps everything, p = 1 drops everything; p outside [0, 1] throws.
+  // p = 0 keeps everything, p = 1 drops everything.
   Vec m0(8), y0(8);
-  dropout_forward(y0.data(), m0.data(), x.data(), 8, 0.f, r1);
+  dropout_forward(y0.data(), m0.data(), x.data(), 8, 0.f, 1);
   for (float v : m0) DFL_EXPECT(v == 1.f, "p=0 mask " << v);
-  dropout_forward(y0.data(), m0.data(), x.data(), 8, 1.f, r1);
+  dropout_forward(y0.data(), m0.data(), x.data(), 8, 1.f, 1);
   for (float v : m0) DFL_EXPECT(v == 0.f, "p=1 mask " << v);
-  DFL_EXPECT_THROWS(dropout_forward(y0.data(), m0.data(), x.data(), 8, -0.1f, r1), "p < 0");
-  DFL_EXPECT_THROWS(dropout_forward(y0.data(), m0.data(), x.data(), 8, 1.5f, r1), "p > 1");
+}
+
+DFL_CPU_TEST(dropout_p_outside_unit_interval_throws) {
+  Vec x(8, 1.f), m0(8), y0(8);
+  DFL_EXPECT_THROWS(cpu::dropout_forward(y0.data(), m0.data(), x.data(), 8, -0.1f, 1), "p < 0");
+  DFL_EXPECT_THROWS(cpu::dropout_forward(y0.data(), m0.data(), x.data(), 8, 1.5f, 1), "p > 1");
 }
 
 DFL_TEST(dropout_backward_gradcheck_fixed_mask) {
   Rng rng(15);
   const size_t n = 3 * 5 * 7 * 5;
   Vec x = randn(n, rng), r = randn(n, rng), y(n), mask(n), dx(n);
-  // Reseeding inside the loss keeps the mask fixed across finite-difference evaluations.
-  Rng drng(0);
+  // The same seed keeps the mask fixed across finite-difference evaluations.
   auto loss = [&] {
-    drng.reseed(77);
-    dropout_forward(y.data(), mask.data(), x.data(), n, 0.4f, drng);
+    dropout_forward(y.data(), mask.data(), x.data(), n, 0.4f, 77);
     return dot(y.data(), r.data(), n);
   };
   loss();
@@ -722,7 +729,7 @@ DFL_TEST(normalize_batch_values_and_errors) {
   DFL_EXPECT(out[0] == -1.f && out[2] == 1.f, "0 -> -1 and 255 -> 1 for mean 0.5, std 0.5");
   const float zero_std[2] = {0.5f, 0.f};
   Rng rng(1);
-  DFL_EXPECT_THROWS(normalize_batch(out.data(), img.data(), 1, 2, 1, 3, mean, zero_std), "std 0");
-  DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, 1, true, mean, zero_std, rng), "std 0");
-  DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, -1, true, mean, stdv, rng), "pad < 0");
+  if (on_cpu()) DFL_EXPECT_THROWS(normalize_batch(out.data(), img.data(), 1, 2, 1, 3, mean, zero_std), "std 0");
+  if (on_cpu()) DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, 1, true, mean, zero_std, rng), "std 0");
+  if (on_cpu()) DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, -1, true, mean, stdv, rng), "pad < 0");
 }

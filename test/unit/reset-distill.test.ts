@@ -76,7 +76,7 @@ function klToEnsemble(student: Float32Array, teachers: Float32Array[], nc: numbe
 }
 
 test('with alpha > 0 and a fixed bank, student-teacher KL on held-out data falls below the alpha = 0 run', async () => {
-  const teachers = [tinyModel(11), tinyModel(12)];
+  const teachers = [tinyModel(11).snapshot(), tinyModel(12).snapshot()];
   const held = noise(64 * PER, 999);
   const teacherHeld = teachers.map((t) => t.forwardSync(held, 64));
   const kl: Record<string, number> = {};
@@ -95,7 +95,7 @@ test('a training step is bitwise identical for 1 and 2 threads', async () => {
   const run = async (threads: number) => {
     binding.setThreads(threads);
     const m = tinyModel(4);
-    const t = tinyModel(8);
+    const t = tinyModel(8).snapshot();
     for (let s = 0; s < 3; ++s) await m.trainStep(stepOpts(noise(B * PER, s), labelsOf(s), { teachers: [t], distillWeight: 1 }) as never);
     return m.getParams();
   };

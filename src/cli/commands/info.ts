@@ -13,7 +13,7 @@ export interface InfoArgs {
 
 export function builder(y: Argv): Argv<InfoArgs> {
   return y
-    .option('json', { type: 'boolean', describe: 'Print one JSON object: {version, backends: {compiled, usable}, threads, cpu_features, ...}' })
+    .option('json', { type: 'boolean', describe: 'Print one JSON object: {version, backends: {compiled, usable, detail}, threads, cpu_features, ...}' })
     .example('$0 info', 'what this installation can run on') as unknown as Argv<InfoArgs>;
 }
 
@@ -37,7 +37,10 @@ export async function handler(argv: InfoArgs): Promise<void> {
     }
     if (out.json) {
       out.line({
-        version, backends: { compiled: rt.compiledBackends, usable: rt.usableBackends }, threads: rt.threads,
+        version,
+        // detail: the device of each usable backend, or why a backend cannot be used here.
+        backends: { compiled: rt.compiledBackends, usable: rt.usableBackends, detail: Object.fromEntries(rt.backends.map((b) => [b.name, b.detail])) },
+        threads: rt.threads,
         hardware_threads: rt.hardwareThreads, cpu_features: rt.cpuFeatures, cuda_status: rt.cudaStatus, gemm_kernel: rt.gemmKernel,
         openmp: rt.openmp, build_system: rt.buildSystem, platform, cpus: os.cpus()[0]?.model ?? null,
       });
@@ -47,7 +50,7 @@ export async function handler(argv: InfoArgs): Promise<void> {
       ['version', version],
       ['platform', platform],
       ['backends', `compiled: ${rt.compiledBackends.join(', ') || '-'}; usable: ${rt.usableBackends.join(', ') || '-'}`],
-      ['cuda', rt.cudaStatus],
+      ...rt.backends.map((b): [string, string] => [b.name, `${b.usable ? 'usable' : 'not usable'}: ${b.detail}`]),
       ['threads', `${rt.threads} (hardware: ${rt.hardwareThreads}${rt.openmp ? ', OpenMP' : ''})`],
       ['cpu', os.cpus()[0]?.model ?? 'unknown'],
       ['cpu features', rt.cpuFeatures.join(' ') || '-'],

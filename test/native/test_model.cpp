@@ -1,0 +1,321 @@
+// The executors through the seam: inference-only teachers (folded BN, fused activations, shared
+// activation slots) against the training model's eval forward, a step that distils from teacher
+// objects against the same step given their logits, refused steps (nothing changes), and the
+// small step kernels. Run on every backend.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "backend_ops.h"
+#include "core/graph.h"
+#include "core/model.h"
+#include "core/ops.h"
+#include "fixtures.h"
+#include "harness.h"
+
+namespace dfl::test {
+namespace {
+
+using Vec = std::vector<float>;
+
+NodeSpec node(Op op, std::vector<int> inputs, const char* name = "") {
+  NodeSpec n;
+  n.op = op;
+  n.inputs = std::move(inputs);
+  n.name = name;
+  return n;
+}
+NodeSpec conv(int in, int oc, int k, int stride, int pad, const char* name, int groups = 1, bool bias = false) {
+  NodeSpec n = node(Op::Conv, {in}, name);
+  n.out_channels = oc;
+  n.kernel_h = n.kernel_w = k;
+  n.stride_h = n.stride_w = stride;
+  n.pad_h = n.pad_w = pad;
+  n.groups = groups;
+  n.bias = bias;
+  return n;
+}
+
+// A graph that exercises every folding rule: conv->bn->relu (folded + fused), a conv read twice
+// (kept), a standalone BN (kept, eval), linear->bn (folded), dropout p > 0 (dropped), relu6, a
+// residual add and a concat whose inputs stay live across other nodes.
+ModelSpec folding_spec() {
+  ModelSpec s;
+  s.in_channels = 3;
+  s.height = s.width = 8;
+  auto& n = s.nodes;
+  n.push_back(node(Op::Input, {}));                       // 0
+  n.push_back(conv(0, 6, 3, 1, 1, "c1"));                 // 1
+  n.push_back(node(Op::BatchNorm, {1}, "b1"));            // 2 folded into 1
+  n.push_back(node(Op::Relu, {2}));                       // 3 fused into 1
+  n.push_back(conv(3, 6, 3, 1, 1, "c2", 1, true));        // 4 read twice: no fold
+  n.push_back(node(Op::BatchNorm, {4}, "b2"));            // 5 standalone (its input has 2 readers)
+  n.push_back(node(Op::Relu6, {4}));                      // 6
+  n.push_back(node(Op::Add, {5, 6}));                     // 7
+  NodeSpec pool = node(Op::MaxPool, {7});
+  pool.kernel_h = pool.kernel_w = 2;
+  pool.stride_h = pool.stride_w = 2;
+  n.push_back(pool);                                      // 8
+  n.push_back(node(Op::BatchNorm, {8}, "b3"));            // 9 standalone after a pool
+  n.push_back(conv(9, 4, 1, 1, 0, "c3"));                 // 10
+  n.push_back(node(Op::Relu, {10}));                      // 11 fused
+  n.push_back(conv(9, 4, 3, 1, 1, "dw_in"));              // 12
+  n.push_back(conv(12, 4, 3, 1, 1, "dw", 4));             // 13 depthwise
+  n.push_back(node(Op::BatchNorm, {13}, "dw_bn"));        // 14 folded
+  n.push_back(node(Op::Concat, {11, 14}));                // 15
+  n.push_back(node(Op::GlobalAvgPool, {15}));             // 16
+  n.push_back(node(Op::Flatten, {16}));                   // 17
+  NodeSpec drop = node(Op::Dropout, {17});
+  drop.p = 0.3f;
+  n.push_back(drop);                                      // 18 dropped
+  NodeSpec fc1 = node(Op::Linear, {18}, "fc1");
+  fc1.out_features = 7;
+  n.push_back(fc1);                                       // 19
+  n.push_back(node(Op::BatchNorm, {19}, "fc1_bn"));       // 20 folded into a linear
+  n.push_back(node(Op::Relu, {20}));                      // 21 fused
+  NodeSpec fc2 = node(Op::Linear, {21}, "fc2");
+  fc2.out_features = 5;
+  fc2.bias = true;
+  n.push_back(fc2);                                       // 22
+  return s;
+}
+
+// Random weights and BN statistics far from the defaults, so folding has work to do.
+void randomise(Model& m, uint64_t seed) {
+  Rng rng(seed);
+  Vec p = m.get_params();
+  for (const TensorView& t : m.params())
+    for (size_t k = 0; k < t.size; ++k) p[t.offset + k] = rng.uniform(-0.5f, 0.5f) + (t.kind == TensorKind::Weight && m.plan().nodes[t.node].op() == Op::BatchNorm ? 1.0f : 0.0f);
+  m.set_params(p.data(), p.size());
+  Vec b = m.get_buffers();
+  for (const TensorView& t : m.buffers()) {
+    const bool var = t.name.find("running_var") != std::string::npos;
+    const bool mean = t.name.find("running_mean") != std::string::npos;
+    for (size_t k = 0; k < t.size; ++k) b[t.offset + k] = var ? rng.uniform(0.3f, 2.0f) : (mean ? rng.uniform(-0.5f, 0.5f) : 7.f);
+  }
+  m.set_buffers(b.data(), b.size());
+}
+
+int count_op(const Plan& p, Op op) {
+  int k = 0;
+  for (const PlanNode& n : p.nodes) k += n.op() == op;
+  return k;
+}
+
+}  // namespace
+
+DFL_TEST(inference_plan_folds_fuses_and_shares_slots) {
+  const Plan train = build_plan(folding_spec());
+  const InferencePlan ip = build_inference_plan(train);
+  const Plan& p = ip.plan;
+  DFL_EXPECT(count_op(p, Op::BatchNorm) == 2, "standalone BNs kept: " << count_op(p, Op::BatchNorm));
+  DFL_EXPECT(count_op(p, Op::Dropout) == 0, "dropout dropped");
+  DFL_EXPECT(count_op(p, Op::Relu) == 0, "every ReLU here fuses into its conv/linear");
+  DFL_EXPECT(count_op(p, Op::Relu6) == 1, "relu6 after a conv read twice stays");
+  DFL_EXPECT(p.nodes.size() == train.nodes.size() - 7, p.nodes.size() << " inference nodes (3 BNs folded, 3 ReLUs fused, 1 dropout gone)");
+  int fused = 0, folded = 0;
+  for (size_t j = 0; j < p.nodes.size(); ++j) {
+    fused += p.nodes[j].spec.fused != Activation::None;
+    folded += ip.folded_bn[j] >= 0;
+  }
+  DFL_EXPECT(fused == 3 && folded == 3, fused << " fused activations, " << folded << " folded BNs");
+  DFL_EXPECT(p.num_classes == 5 && p.num_params < train.num_params, "folded parameters " << p.num_params);
+  DFL_EXPECT(p.act_per_sample < train.act_per_sample / 2,
+             "shared slots: " << p.act_per_sample << " vs " << train.act_per_sample << " floats per sample");
+  DFL_EXPECT(p.params[p.nodes[1].bias].name == "c1.bias", "a folded conv carries a bias named after it");
+}
+
+DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
+  // Tolerance: folding reorders one multiply per weight and one per bias; relative 1e-5 of the
+  // logits' scale covers float32 rounding of those products through a few layers.
+  const std::vector<ModelSpec> specs = {folding_spec(), read_model_spec_json(fixture_path("model_step_spec.json"))};
+  for (size_t si = 0; si < specs.size(); ++si) {
+    Model m(specs[si], 3, backend_ptr());
+    randomise(m, 40 + si);
+    const int B = 5, NC = m.num_classes();
+    Rng rng(9);
+    const Vec x = randn(m.plan().input_per_sample() * B, rng);
+    Vec want(size_t(B) * NC), got(size_t(B) * NC), again(size_t(B) * NC);
+    m.forward(x.data(), B, false, want.data());
+    const std::unique_ptr<Teacher> t = m.snapshot();
+    t->forward(x.data(), B, got.data());
+    double scale = 0;
+    for (float v : want) scale = std::max(scale, double(std::fabs(v)));
+    DFL_EXPECT_CLOSE(got.data(), want.data(), got.size(), 1e-5 * scale, 1e-5, "teacher vs eval forward, spec " + std::to_string(si));
+    // The snapshot is a copy: training the student further does not move the teacher.
+    Vec p = m.get_params();
+    for (float& v : p) v *= 0.5f;
+    m.set_params(p.data(), p.size());
+    t->forward(x.data(), B, again.data());
+    DFL_EXPECT(std::memcmp(again.data(), got.data(), got.size() * sizeof(float)) == 0, "teacher changed with the student");
+    // A teacher restored from its own weights computes the same logits.
+    Teacher restored(specs[si], backend_ptr());
+    const Vec tp = t->get_params(), tb = t->get_buffers();
+    restored.set_params(tp.data(), tp.size());
+    restored.set_buffers(tb.data(), tb.size());
+    restored.forward(x.data(), B, again.data());
+    DFL_EXPECT(std::memcmp(again.data(), got.data(), got.size() * sizeof(float)) == 0, "restored teacher differs");
+    DFL_EXPECT(t->device_bytes() < m.device_bytes() / 4, "teacher holds " << t->device_bytes() << " bytes, student "
+                                                                       << m.device_bytes());
+  }
+}
+
+DFL_TEST(step_with_teacher_objects_equals_step_with_their_logits) {
+  const ModelSpec spec = read_model_spec_json(fixture_path("model_step_spec.json"));
+  const int B = 6, K = 3;
+  Rng rng(5);
+  const Vec x = randn(size_t(3) * 8 * 8 * B, rng);
+  std::vector<int32_t> labels(B);
+  for (int b = 0; b < B; ++b) labels[b] = int32_t(rng.below(5));
+  Model a(spec, 1, backend_ptr()), b(spec, 1, backend_ptr());
+  std::vector<std::unique_ptr<Teacher>> teachers;
+  Vec logits;
+  for (int k = 0; k < K; ++k) {
+    Model src(spec, 100 + k, backend_ptr());
+    randomise(src, 200 + k);
+    teachers.push_back(src.snapshot());
+    Vec l(size_t(B) * 5);
+    teachers.back()->forward(x.data(), B, l.data());
+    logits.insert(logits.end(), l.begin(), l.end());
+  }
+  LossConfig loss;
+  loss.distill_weight = 0.7f;
+  loss.temperature = 3.f;
+  SgdConfig sgd;
+  for (bool confidence : {false, true}) {
+    Distillation with_teachers;
+    for (auto& t : teachers) with_teachers.teachers.push_back(t.get());
+    with_teachers.confidence_weights = confidence;
+    Distillation with_logits;
+    with_logits.teacher_logits_host = logits.data();
+    with_logits.given_k = K;
+    Vec w(size_t(K) * B);
+    if (confidence) {
+      ops::teacher_confidence(w.data(), logits.data(), K, B, 5, loss.temperature);
+      with_logits.weights_host = w.data();
+    }
+    const StepStats sa = a.train_step(x.data(), labels.data(), B, with_teachers, loss, sgd, 11);
+    const StepStats sb = b.train_step(x.data(), labels.data(), B, with_logits, loss, sgd, 11);
+    DFL_EXPECT(sa.finite && sb.finite && sa.distill_loss > 0, "finite steps with a distillation loss");
+    DFL_EXPECT(sa.loss == sb.loss && sa.distill_loss == sb.distill_loss, "losses " << sa.loss << " vs " << sb.loss);
+    const Vec pa = a.get_params(), pb = b.get_params();
+    DFL_EXPECT(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)) == 0, "weights after the step differ");
+  }
+}
+
+DFL_TEST(a_step_whose_update_overflows_is_refused_and_changes_nothing) {
+  const ModelSpec spec = read_model_spec_json(fixture_path("model_step_spec.json"));
+  Model m(spec, 2, backend_ptr());
+  const int B = 4;
+  Rng rng(6);
+  const Vec x = randn(size_t(3) * 8 * 8 * B, rng);
+  const std::vector<int32_t> labels = {0, 1, 2, 3};
+  LossConfig loss;
+  SgdConfig ok;
+  ok.lr = 0.05f;
+  m.train_step(x.data(), labels.data(), B, Distillation{}, loss, ok, 1);  // some momentum and BN history
+  const Vec p0 = m.get_params(), m0 = m.get_momentum(), b0 = m.get_buffers();
+  // Finite loss and gradients, but lr * step overflows float32.
+  SgdConfig huge = ok;
+  huge.lr = 3e38f;
+  const StepStats st = m.train_step(x.data(), labels.data(), B, Distillation{}, loss, huge, 2);
+  DFL_EXPECT(std::isfinite(st.loss) && std::isfinite(st.grad_norm), "loss and gradients are finite");
+  DFL_EXPECT(!st.finite, "the overflowing update was reported finite");
+  const Vec p1 = m.get_params(), m1 = m.get_momentum(), b1 = m.get_buffers();
+  DFL_EXPECT(std::memcmp(p0.data(), p1.data(), p0.size() * sizeof(float)) == 0, "parameters changed");
+  DFL_EXPECT(std::memcmp(m0.data(), m1.data(), m0.size() * sizeof(float)) == 0, "momentum changed");
+  DFL_EXPECT(std::memcmp(b0.data(), b1.data(), b0.size() * sizeof(float)) == 0, "BN buffers changed");
+  // And the model still trains normally afterwards.
+  DFL_EXPECT(m.train_step(x.data(), labels.data(), B, Distillation{}, loss, ok, 3).finite, "a normal step after");
+}
+
+DFL_TEST(sgd_step_stays_finite_predicts_the_step) {
+  Rng rng(21);
+  const size_t n = 3000;
+  Vec p = randn(n, rng), buf = randn(n, rng), g = randn(n, rng);
+  SgdConfig cfg;
+  for (float lr : {0.1f, 1e30f, 3e38f}) {
+    for (bool nesterov : {true, false}) {
+      cfg.lr = lr;
+      cfg.nesterov = nesterov;
+      const bool predicted = ops::sgd_step_stays_finite(p.data(), buf.data(), g.data(), nullptr, n, cfg);
+      Vec p2 = p, b2 = buf;
+      ops::sgd_step(p2.data(), b2.data(), g.data(), nullptr, n, cfg);
+      bool finite = true;
+      for (size_t i = 0; i < n; ++i) finite = finite && std::isfinite(p2[i]) && std::isfinite(b2[i]);
+      DFL_EXPECT(predicted == finite, "lr " << lr << ": predicted " << predicted << ", step gave " << finite);
+    }
+  }
+  g[17] = std::numeric_limits<float>::infinity();
+  cfg.lr = 0.1f;
+  DFL_EXPECT(!ops::sgd_step_stays_finite(p.data(), buf.data(), g.data(), nullptr, n, cfg), "an infinite gradient");
+}
+
+DFL_TEST(fold_batchnorm_matches_reference) {
+  Rng rng(31);
+  const int OC = 5;
+  const size_t per = 7;
+  const Vec w = randn(OC * per, rng), b = randn(OC, rng), g = randn(OC, rng), be = randn(OC, rng),
+            mean = randn(OC, rng), var = randu(OC, rng, 0.1f, 3.f);
+  Vec wo(OC * per), bo(OC), bo_nobias(OC), want_w(OC * per), want_b(OC), want_nb(OC);
+  const float eps = 1e-3f;
+  for (int oc = 0; oc < OC; ++oc) {
+    const double s = double(g[oc]) / std::sqrt(double(var[oc]) + eps);
+    for (size_t k = 0; k < per; ++k) want_w[oc * per + k] = float(w[oc * per + k] * s);
+    want_b[oc] = float((double(b[oc]) - mean[oc]) * s + be[oc]);
+    want_nb[oc] = float(-double(mean[oc]) * s + be[oc]);
+  }
+  ops::fold_batchnorm(wo.data(), bo.data(), w.data(), b.data(), g.data(), be.data(), mean.data(), var.data(), OC, per, eps);
+  DFL_EXPECT_CLOSE(wo.data(), want_w.data(), wo.size(), 1e-6, 1e-6, "folded weight");
+  DFL_EXPECT_CLOSE(bo.data(), want_b.data(), bo.size(), 1e-6, 1e-6, "folded bias");
+  ops::fold_batchnorm(wo.data(), bo_nobias.data(), w.data(), nullptr, g.data(), be.data(), mean.data(), var.data(), OC,
+                      per, eps);
+  DFL_EXPECT_CLOSE(bo_nobias.data(), want_nb.data(), bo.size(), 1e-6, 1e-6, "folded bias without a conv bias");
+}
+
+DFL_TEST(teacher_confidence_is_the_max_softmax) {
+  Rng rng(41);
+  const int K = 2, B = 3, NC = 4;
+  const float T = 2.5f;
+  const Vec z = randn(size_t(K) * B * NC, rng, 3.f);
+  Vec w(size_t(K) * B);
+  ops::teacher_confidence(w.data(), z.data(), K, B, NC, T);
+  for (int r = 0; r < K * B; ++r) {
+    double mx = -1e300, sum = 0;
+    for (int c = 0; c < NC; ++c) mx = std::max(mx, double(z[r * NC + c]) / T);
+    for (int c = 0; c < NC; ++c) sum += std::exp(double(z[r * NC + c]) / T - mx);
+    DFL_EXPECT(std::fabs(w[r] - 1.0 / sum) < 1e-6, "row " << r << ": " << w[r] << " vs " << 1.0 / sum);
+  }
+}
+
+DFL_TEST(step_helpers_reduce_count_and_accumulate) {
+  Vec x = {1.f, -2.f, 3.f, 0.5f};
+  DFL_EXPECT(ops::sum_squares(x.data(), x.size()) == 14.25, "sum of squares");
+  DFL_EXPECT(ops::all_finite(x.data(), x.size()), "finite");
+  x[2] = std::numeric_limits<float>::quiet_NaN();
+  DFL_EXPECT(!ops::all_finite(x.data(), x.size()), "NaN is not finite");
+  x[2] = -std::numeric_limits<float>::infinity();
+  DFL_EXPECT(!ops::all_finite(x.data(), x.size()), "-inf is not finite");
+  // Ties go to the first maximum, as argmax does.
+  const Vec logits = {0.f, 2.f, 2.f, /**/ 5.f, 1.f, 0.f, /**/ 1.f, 1.f, 3.f};
+  const std::vector<int32_t> labels = {1, 0, 1};
+  DFL_EXPECT(ops::count_correct(logits.data(), labels.data(), 3, 3) == 2, "two rows correct");
+  Vec acc = {1.f, 2.f}, src = {0.5f, -4.f};
+  ops::accumulate(acc.data(), src.data(), 2);
+  DFL_EXPECT(acc[0] == 1.5f && acc[1] == -2.f, "accumulate");
+  ops::add_scalar(acc.data(), 1.f, 2);
+  DFL_EXPECT(acc[0] == 2.5f && acc[1] == -1.f, "add_scalar");
+}
+
+DFL_TEST(op_table_names_round_trip_and_unknown_ops_fail) {
+  Op op;
+  for (const char* name : {"input", "conv", "bn", "linear", "relu", "relu6", "add", "concat", "flatten", "dropout",
+                           "maxpool", "avgpool", "gap", "split", "shuffle"}) {
+    DFL_EXPECT(op_from_name(name, &op), name);
+    DFL_EXPECT(std::string(op_def(op).name) == name, name << " -> " << op_def(op).name);
+  }
+  DFL_EXPECT(!op_from_name("batchnorm", &op), "unknown op accepted");
+}
+
+}  // namespace dfl::test
