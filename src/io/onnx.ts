@@ -1,6 +1,6 @@
 // Export to ONNX (opset 13): the model graph (spec) plus its named weights become one ModelProto,
-// built with the onnx-proto schema package (protobufjs). One ONNX node (or a short fixed
-// sequence) per spec node:
+// built with the onnx-proto schema package (protobufjs). One emitter per spec op (EMITTERS) writes
+// one ONNX node, or a short fixed sequence, per spec node:
 //   conv -> Conv            bn -> BatchNormalization (or folded into the conv/linear before it)
 //   linear -> [Flatten] Gemm(transB=1)    relu -> Relu    relu6 -> Clip(min 0, max 6)
 //   maxpool -> MaxPool      avgpool -> AveragePool(count_include_pad=1, as PyTorch and native)
@@ -16,7 +16,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 
 import { packageRoot, type NativeModel, type TensorInfo } from '../binding.js';
-import type { ModelSpec, NodeSpec } from '../models/spec.js';
+import type { ModelSpec, NodeSpec, Op } from '../models/spec.js';
 
 const { onnx } = onnxProto;
 type INode = OnnxTypes.INodeProto;
@@ -108,60 +108,117 @@ function tensorsByNode(model: NativeModel): Map<number, Map<string, { info: Tens
   return out;
 }
 
-/** Builds the ONNX model of `spec` with the weights of `model` (which must have been built from it). */
-export function buildOnnx(spec: ModelSpec, model: NativeModel, opts: OnnxExportOptions): OnnxExportResult {
-  const nodes = spec.nodes;
-  const N = nodes.length;
-  const shapes = model.nodeShapes();
-  const weights = tensorsByNode(model);
-  const numClasses = model.info().numClasses;
-  if (opts.classNames.length !== numClasses)
-    throw new Error(`The model has ${numClasses} outputs but ${opts.classNames.length} class names were given`);
-  const C = spec.in_channels, H = spec.height, W = spec.width;
-  if (opts.mean.length !== C || opts.std.length !== C) throw new Error(`mean and std need ${C} values (one per input channel)`);
+/**
+ * The ONNX graph under construction. An emitter (EMITTERS, one per spec op) reads spec node i and
+ * appends ONNX nodes and initializers, then records the ONNX name and rank of node i's output;
+ * this class holds the state they share and the steps several of them need.
+ */
+class OnnxGraph {
+  readonly nodes: INode[] = [];
+  readonly initializers: ITensor[] = [];
+  /** ONNX op type -> count. */
+  readonly ops: Record<string, number> = {};
+  /** The ONNX value holding each spec node's output, and its rank: 2 after flatten/linear ((batch, features)), else 4. */
+  readonly names: string[];
+  readonly rank: number[];
+  /** BN nodes folded into the conv/linear before them. */
+  readonly folded = new Set<number>();
+  private readonly readers: number[];
+  private clipBounds: [string, string] | null = null;
 
-  const graphNodes: INode[] = [];
-  const initializers: ITensor[] = [];
-  const ops: Record<string, number> = {};
-  const names: string[] = new Array(N).fill('');
-  const rank: number[] = new Array(N).fill(4);
-  names[0] = ONNX_INPUT;
+  constructor(readonly spec: ModelSpec, readonly shapes: [number, number, number][], private readonly weights: ReturnType<typeof tensorsByNode>,
+    private readonly foldBn: boolean) {
+    const N = spec.nodes.length;
+    this.names = new Array(N).fill('');
+    this.names[0] = ONNX_INPUT;
+    this.rank = new Array(N).fill(4);
+    this.readers = new Array(N).fill(0);
+    for (const n of spec.nodes) for (const j of n.inputs ?? []) this.readers[j] += 1;
+  }
 
-  const readers = new Array(N).fill(0);
-  for (const n of nodes) for (const j of n.inputs ?? []) readers[j] += 1;
-  const folded = new Set<number>();
+  emit(opType: string, inputs: string[], outputs: string[], attribute: IAttr[] = [], name?: string): void {
+    this.ops[opType] = (this.ops[opType] ?? 0) + 1;
+    this.nodes.push({ opType, input: inputs, output: outputs, attribute, name: name ?? `${opType}_${this.nodes.length}` });
+  }
 
-  const emit = (opType: string, inputs: string[], outputs: string[], attribute: IAttr[] = [], name?: string) => {
-    ops[opType] = (ops[opType] ?? 0) + 1;
-    graphNodes.push({ opType, input: inputs, output: outputs, attribute, name: name ?? `${opType}_${graphNodes.length}` });
-  };
-  const init = (t: ITensor): string => {
-    initializers.push(t);
+  /** Adds an initializer; returns its name. */
+  init(t: ITensor): string {
+    this.initializers.push(t);
     return t.name!;
-  };
-  const param = (i: number, suffix: string): Float32Array | undefined => weights.get(i)?.get(suffix)?.data;
-  const need = (i: number, suffix: string): Float32Array => {
-    const d = param(i, suffix);
-    if (!d) throw new Error(`node ${i} (${nodes[i].op} ${nodes[i].name ?? ''}): the model has no ${suffix} tensor`);
-    return d;
-  };
-  const outName = (i: number, op: string) => (i === N - 1 ? ONNX_OUTPUT : `${op}_${i}`);
-  const nameOf = (n: NodeSpec, i: number) => n.name ?? `${n.op}_${i}`;
-  let clip: [string, string] | null = null;
+  }
 
-  /** Input j as a rank-4 tensor (B, C, H, W): reshapes a flattened (B, F) input back. */
-  const as4d = (j: number): string => {
-    if (rank[j] === 4) return names[j];
-    const [c, h, w] = shapes[j];
-    const shapeName = init(int64Tensor(`reshape_${j}_4d`, [0, c, h, w]));
-    const out = `${names[j]}_4d`;
-    emit('Reshape', [names[j], shapeName], [out]);
+  param(i: number, suffix: string): Float32Array | undefined {
+    return this.weights.get(i)?.get(suffix)?.data;
+  }
+
+  need(i: number, suffix: string): Float32Array {
+    const d = this.param(i, suffix);
+    if (!d) throw new Error(`node ${i} (${this.spec.nodes[i].op} ${this.spec.nodes[i].name ?? ''}): the model has no ${suffix} tensor`);
+    return d;
+  }
+
+  /** The name of node i's output: "logits" for the last node, else `${op}_${i}`. */
+  outName(i: number, op: string): string {
+    return i === this.spec.nodes.length - 1 ? ONNX_OUTPUT : `${op}_${i}`;
+  }
+
+  /** Node i's output is the value `name` of rank `rank`. */
+  setOutput(i: number, name: string, rank = this.rank[i]): string {
+    this.names[i] = name;
+    this.rank[i] = rank;
+    return name;
+  }
+
+  /** The ONNX value of node i's k-th input. */
+  input(i: number, k = 0): string {
+    return this.names[this.spec.nodes[i].inputs?.[k] ?? 0];
+  }
+
+  /** Node j's output as a rank-4 tensor (B, C, H, W): a flattened (B, F) one is reshaped back. */
+  as4d(j: number): string {
+    if (this.rank[j] === 4) return this.names[j];
+    const [c, h, w] = this.shapes[j];
+    const shapeName = this.init(int64Tensor(`reshape_${j}_4d`, [0, c, h, w]));
+    const out = `${this.names[j]}_4d`;
+    this.emit('Reshape', [this.names[j], shapeName], [out]);
     return out;
-  };
-  /** BN of node k folded into the weight (OUT, ...) and bias of its producer. */
-  const foldInto = (k: number, w: Float32Array, b: Float32Array | undefined, outCh: number): [Float32Array, Float32Array] => {
-    const eps = nodes[k].eps ?? 1e-5;
-    const gamma = need(k, 'weight'), beta = need(k, 'bias'), mean = need(k, 'running_mean'), v = need(k, 'running_var');
+  }
+
+  /** The scalar bounds of relu6's Clip, made once. */
+  relu6Bounds(): [string, string] {
+    const scalar = (name: string, v: number) => this.init({ name, dims: [], dataType: onnx.TensorProto.DataType.FLOAT, floatData: [v] });
+    this.clipBounds ??= [scalar('clip_min', 0), scalar('clip_max', 6)];
+    return this.clipBounds;
+  }
+
+  /**
+   * The weight (of shape `dims`) and bias initializers of conv/linear node i. With foldBn, a BN that
+   * is the only reader of node i is folded into them (and marked folded); `bn` is its index, or -1.
+   */
+  weightAndBias(i: number, dims: number[]): { inputs: string[]; bn: number } {
+    const outCh = dims[0];
+    let w = this.need(i, 'weight'), b = this.param(i, 'bias');
+    const bn = this.foldableBn(i);
+    if (bn >= 0) {
+      [w, b] = this.foldInto(bn, w, b, outCh);
+      this.folded.add(bn);
+    }
+    const base = nameOf(this.spec.nodes[i], i), suffix = bn >= 0 ? '_bnfolded' : '';
+    const inputs = [this.init(floatTensor(`${base}.weight${suffix}`, dims, w))];
+    if (b) inputs.push(this.init(floatTensor(`${base}.bias${suffix}`, [outCh], b)));
+    return { inputs, bn };
+  }
+
+  /** The BN node that reads only node i and may be folded into it, or -1. */
+  private foldableBn(i: number): number {
+    if (!this.foldBn || this.readers[i] !== 1 || i === this.spec.nodes.length - 1) return -1;
+    return this.spec.nodes.findIndex((n, idx) => idx > i && n.op === 'bn' && n.inputs?.[0] === i);
+  }
+
+  /** BN node k folded into the weight (OUT, ...) and bias of its producer. */
+  private foldInto(k: number, w: Float32Array, b: Float32Array | undefined, outCh: number): [Float32Array, Float32Array] {
+    const eps = this.spec.nodes[k].eps ?? 1e-5;
+    const gamma = this.need(k, 'weight'), beta = this.need(k, 'bias'), mean = this.need(k, 'running_mean'), v = this.need(k, 'running_var');
     const per = w.length / outCh;
     const w2 = new Float32Array(w.length), b2 = new Float32Array(outCh);
     for (let o = 0; o < outCh; ++o) {
@@ -170,169 +227,116 @@ export function buildOnnx(spec: ModelSpec, model: NativeModel, opts: OnnxExportO
       b2[o] = ((b ? b[o] : 0) - mean[o]) * s + beta[o];
     }
     return [w2, b2];
-  };
-  /** The BN node that reads only node i and may be folded into it, or -1. */
-  const foldableBn = (i: number): number => {
-    if (!opts.foldBn || readers[i] !== 1 || i === N - 1) return -1;
-    const k = nodes.findIndex((n, idx) => idx > i && n.op === 'bn' && n.inputs?.[0] === i);
-    return k;
-  };
+  }
+}
 
-  for (let i = 1; i < N; ++i) {
-    const n = nodes[i];
-    const ins = (n.inputs ?? []).map((j) => names[j]);
-    const src = n.inputs?.[0] ?? 0;
-    switch (n.op) {
-      case 'input':
-        throw new Error(`node ${i}: only node 0 may be the input`);
-      case 'conv': {
-        const w = need(i, 'weight');
-        let b = param(i, 'bias');
-        const oc = n.out_channels!;
-        const k = foldableBn(i);
-        let wName = `${nameOf(n, i)}.weight`, bName = b ? `${nameOf(n, i)}.bias` : undefined;
-        let wData = w;
-        if (k >= 0) {
-          [wData, b] = foldInto(k, w, b, oc);
-          wName = `${nameOf(n, i)}.weight_bnfolded`;
-          bName = `${nameOf(n, i)}.bias_bnfolded`;
-          folded.add(k);
-        }
-        const inC = shapes[src][0];
-        const g = n.groups ?? 1;
-        const kh = n.kernel_h ?? 1, kw = n.kernel_w ?? 1;
-        init(floatTensor(wName, [oc, inC / g, kh, kw], wData));
-        if (b && bName) init(floatTensor(bName, [oc], b));
-        names[i] = k >= 0 ? outName(k, 'conv_bn') : outName(i, 'conv');
-        emit('Conv', [as4d(src), wName, ...(b && bName ? [bName] : [])], [names[i]], [
-          attrInts('kernel_shape', [kh, kw]), attrInts('strides', [n.stride_h ?? 1, n.stride_w ?? 1]),
-          attrInts('pads', [n.pad_h ?? 0, n.pad_w ?? 0, n.pad_h ?? 0, n.pad_w ?? 0]), attrInts('dilations', [1, 1]), attrInt('group', g),
-        ], nameOf(n, i));
-        if (k >= 0) {
-          names[k] = names[i];
-          rank[k] = 4;
-        }
-        break;
-      }
-      case 'linear': {
-        const w = need(i, 'weight');
-        let b = param(i, 'bias');
-        const outF = n.out_features!;
-        const k = foldableBn(i);
-        let wName = `${nameOf(n, i)}.weight`, bName = b ? `${nameOf(n, i)}.bias` : undefined;
-        let wData = w;
-        if (k >= 0) {
-          [wData, b] = foldInto(k, w, b, outF);
-          wName = `${nameOf(n, i)}.weight_bnfolded`;
-          bName = `${nameOf(n, i)}.bias_bnfolded`;
-          folded.add(k);
-        }
-        let x = names[src];
-        if (rank[src] !== 2) {
-          x = `${names[src]}_flat`;
-          emit('Flatten', [names[src]], [x], [attrInt('axis', 1)]);
-        }
-        init(floatTensor(wName, [outF, w.length / outF], wData));
-        if (b && bName) init(floatTensor(bName, [outF], b));
-        names[i] = k >= 0 ? outName(k, 'gemm_bn') : outName(i, 'gemm');
-        emit('Gemm', [x, wName, ...(b && bName ? [bName] : [])], [names[i]], [attrInt('transB', 1)], nameOf(n, i));
-        rank[i] = 2;
-        if (k >= 0) {
-          names[k] = names[i];
-          rank[k] = 2;
-        }
-        break;
-      }
-      case 'bn': {
-        if (folded.has(i)) break;
-        const base = nameOf(n, i);
-        const c = shapes[i][0];
-        const t = ['weight', 'bias', 'running_mean', 'running_var'].map((s) => init(floatTensor(`${base}.${s}`, [c], need(i, s))));
-        names[i] = outName(i, 'bn');
-        rank[i] = rank[src];
-        emit('BatchNormalization', [ins[0], ...t], [names[i]], [attrFloat('epsilon', n.eps ?? 1e-5)], base);
-        break;
-      }
-      case 'relu':
-        names[i] = outName(i, 'relu');
-        rank[i] = rank[src];
-        emit('Relu', [ins[0]], [names[i]]);
-        break;
-      case 'relu6':
-        if (!clip) clip = [init({ name: 'clip_min', dims: [], dataType: onnx.TensorProto.DataType.FLOAT, floatData: [0] }), init({ name: 'clip_max', dims: [], dataType: onnx.TensorProto.DataType.FLOAT, floatData: [6] })];
-        names[i] = outName(i, 'relu6');
-        rank[i] = rank[src];
-        emit('Clip', [ins[0], clip[0], clip[1]], [names[i]]);
-        break;
-      case 'dropout':
-        names[i] = ins[0]; // identity at inference
-        rank[i] = rank[src];
-        break;
-      case 'add':
-        names[i] = outName(i, 'add');
-        rank[i] = rank[src];
-        emit('Add', ins, [names[i]]);
-        break;
-      case 'concat': {
-        const r = rank[src];
-        const parts = (n.inputs ?? []).map((j) => (r === 4 ? as4d(j) : names[j]));
-        names[i] = outName(i, 'concat');
-        rank[i] = r;
-        emit('Concat', parts, [names[i]], [attrInt('axis', 1)]);
-        break;
-      }
-      case 'flatten':
-        names[i] = outName(i, 'flatten');
-        rank[i] = 2;
-        emit('Flatten', [ins[0]], [names[i]], [attrInt('axis', 1)]);
-        break;
-      case 'maxpool':
-      case 'avgpool': {
-        const attrs = [
-          attrInts('kernel_shape', [n.kernel_h ?? 1, n.kernel_w ?? 1]), attrInts('strides', [n.stride_h ?? 1, n.stride_w ?? 1]),
-          attrInts('pads', [n.pad_h ?? 0, n.pad_w ?? 0, n.pad_h ?? 0, n.pad_w ?? 0]),
-        ];
-        if (n.op === 'avgpool') attrs.push(attrInt('count_include_pad', 1));
-        names[i] = outName(i, n.op);
-        emit(n.op === 'maxpool' ? 'MaxPool' : 'AveragePool', [as4d(src)], [names[i]], attrs);
-        break;
-      }
-      case 'gap':
-        names[i] = outName(i, 'gap');
-        emit('GlobalAveragePool', [as4d(src)], [names[i]]);
-        break;
-      case 'split': {
-        const sizes = n.sizes ?? [];
-        const idx = n.index ?? 0;
-        const start = sizes.slice(0, idx).reduce((a, s) => a + s, 0);
-        const starts = init(int64Tensor(`split_${i}_starts`, [start]));
-        const ends = init(int64Tensor(`split_${i}_ends`, [start + sizes[idx]]));
-        const axes = init(int64Tensor(`split_${i}_axes`, [1]));
-        names[i] = outName(i, 'split');
-        rank[i] = rank[src];
-        emit('Slice', [ins[0], starts, ends, axes], [names[i]]);
-        break;
-      }
-      case 'shuffle': {
-        const g = n.groups ?? 1;
-        const [c, h, w] = shapes[src];
-        const s1 = init(int64Tensor(`shuffle_${i}_grouped`, [0, g, c / g, h, w]));
-        const s2 = init(int64Tensor(`shuffle_${i}_merged`, [0, c, h, w]));
-        const a = `shuffle_${i}_a`, b = `shuffle_${i}_b`;
-        names[i] = outName(i, 'shuffle');
-        emit('Reshape', [as4d(src), s1], [a]);
-        emit('Transpose', [a], [b], [attrInts('perm', [0, 2, 1, 3, 4])]);
-        emit('Reshape', [b, s2], [names[i]]);
-        break;
-      }
-      default:
-        throw new Error(`node ${i}: op '${(n as NodeSpec).op}' has no ONNX export`);
+const nameOf = (n: NodeSpec, i: number): string => n.name ?? `${n.op}_${i}`;
+
+/** Kernel, stride and padding attributes of a conv or pool node (pads: begin h, w, end h, w). */
+const windowAttrs = (n: NodeSpec): IAttr[] => [
+  attrInts('kernel_shape', [n.kernel_h ?? 1, n.kernel_w ?? 1]), attrInts('strides', [n.stride_h ?? 1, n.stride_w ?? 1]),
+  attrInts('pads', [n.pad_h ?? 0, n.pad_w ?? 0, n.pad_h ?? 0, n.pad_w ?? 0]),
+];
+
+/** Emits the ONNX nodes of spec node i (of op n.op). */
+type Emitter = (g: OnnxGraph, i: number, n: NodeSpec) => void;
+
+/** An op with the same ONNX op on all of its inputs, keeping their rank (relu, add). */
+const sameRank = (opType: string): Emitter => (g, i, n) =>
+  g.emit(opType, (n.inputs ?? []).map((j) => g.names[j]), [g.setOutput(i, g.outName(i, n.op), g.rank[n.inputs![0]])]);
+
+const pool = (opType: string, extra: IAttr[] = []): Emitter => (g, i, n) =>
+  g.emit(opType, [g.as4d(n.inputs![0])], [g.setOutput(i, g.outName(i, n.op), 4)], [...windowAttrs(n), ...extra]);
+
+/** One emitter per op of the model graph (src/models/spec.ts). */
+const EMITTERS: { readonly [K in Op]: Emitter } = {
+  input: (_g, i) => {
+    throw new Error(`node ${i}: only node 0 may be the input`);
+  },
+  conv: (g, i, n) => {
+    const src = n.inputs![0];
+    const groups = n.groups ?? 1;
+    const { inputs, bn } = g.weightAndBias(i, [n.out_channels!, g.shapes[src][0] / groups, n.kernel_h ?? 1, n.kernel_w ?? 1]);
+    const out = bn >= 0 ? g.setOutput(bn, g.outName(bn, 'conv_bn'), 4) : g.outName(i, 'conv');
+    g.emit('Conv', [g.as4d(src), ...inputs], [g.setOutput(i, out, 4)], [...windowAttrs(n), attrInts('dilations', [1, 1]), attrInt('group', groups)], nameOf(n, i));
+  },
+  linear: (g, i, n) => {
+    const src = n.inputs![0];
+    let x = g.names[src];
+    if (g.rank[src] !== 2) {
+      x = `${g.names[src]}_flat`;
+      g.emit('Flatten', [g.names[src]], [x], [attrInt('axis', 1)]);
     }
-  }
+    const outF = n.out_features!;
+    const { inputs, bn } = g.weightAndBias(i, [outF, g.need(i, 'weight').length / outF]);
+    const out = bn >= 0 ? g.setOutput(bn, g.outName(bn, 'gemm_bn'), 2) : g.outName(i, 'gemm');
+    g.emit('Gemm', [x, ...inputs], [g.setOutput(i, out, 2)], [attrInt('transB', 1)], nameOf(n, i));
+  },
+  bn: (g, i, n) => {
+    if (g.folded.has(i)) return;
+    const base = nameOf(n, i), c = g.shapes[i][0];
+    const t = ['weight', 'bias', 'running_mean', 'running_var'].map((s) => g.init(floatTensor(`${base}.${s}`, [c], g.need(i, s))));
+    g.emit('BatchNormalization', [g.input(i), ...t], [g.setOutput(i, g.outName(i, 'bn'), g.rank[n.inputs![0]])], [attrFloat('epsilon', n.eps ?? 1e-5)], base);
+  },
+  relu: sameRank('Relu'),
+  relu6: (g, i, n) => {
+    const [lo, hi] = g.relu6Bounds();
+    g.emit('Clip', [g.input(i), lo, hi], [g.setOutput(i, g.outName(i, 'relu6'), g.rank[n.inputs![0]])]);
+  },
+  dropout: (g, i, n) => {
+    g.setOutput(i, g.input(i), g.rank[n.inputs![0]]); // identity at inference
+  },
+  add: sameRank('Add'),
+  concat: (g, i, n) => {
+    const r = g.rank[n.inputs![0]];
+    const parts = n.inputs!.map((j) => (r === 4 ? g.as4d(j) : g.names[j]));
+    g.emit('Concat', parts, [g.setOutput(i, g.outName(i, 'concat'), r)], [attrInt('axis', 1)]);
+  },
+  flatten: (g, i) => g.emit('Flatten', [g.input(i)], [g.setOutput(i, g.outName(i, 'flatten'), 2)], [attrInt('axis', 1)]),
+  maxpool: pool('MaxPool'),
+  avgpool: pool('AveragePool', [attrInt('count_include_pad', 1)]),
+  gap: (g, i, n) => g.emit('GlobalAveragePool', [g.as4d(n.inputs![0])], [g.setOutput(i, g.outName(i, 'gap'), 4)]),
+  split: (g, i, n) => {
+    const sizes = n.sizes ?? [];
+    const idx = n.index ?? 0;
+    const start = sizes.slice(0, idx).reduce((a, s) => a + s, 0);
+    const starts = g.init(int64Tensor(`split_${i}_starts`, [start]));
+    const ends = g.init(int64Tensor(`split_${i}_ends`, [start + sizes[idx]]));
+    const axes = g.init(int64Tensor(`split_${i}_axes`, [1]));
+    g.emit('Slice', [g.input(i), starts, ends, axes], [g.setOutput(i, g.outName(i, 'split'), g.rank[n.inputs![0]])]);
+  },
+  shuffle: (g, i, n) => {
+    const src = n.inputs![0];
+    const groups = n.groups ?? 1;
+    const [c, h, w] = g.shapes[src];
+    const grouped = g.init(int64Tensor(`shuffle_${i}_grouped`, [0, groups, c / groups, h, w]));
+    const merged = g.init(int64Tensor(`shuffle_${i}_merged`, [0, c, h, w]));
+    const a = `shuffle_${i}_a`, b = `shuffle_${i}_b`;
+    const out = g.setOutput(i, g.outName(i, 'shuffle'), 4);
+    g.emit('Reshape', [g.as4d(src), grouped], [a]);
+    g.emit('Transpose', [a], [b], [attrInts('perm', [0, 2, 1, 3, 4])]);
+    g.emit('Reshape', [b, merged], [out]);
+  },
+};
+
+/** Builds the ONNX model of `spec` with the weights of `model` (which must have been built from it). */
+export function buildOnnx(spec: ModelSpec, model: NativeModel, opts: OnnxExportOptions): OnnxExportResult {
+  const numClasses = model.info().numClasses;
+  if (opts.classNames.length !== numClasses)
+    throw new Error(`The model has ${numClasses} outputs but ${opts.classNames.length} class names were given`);
+  const C = spec.in_channels, H = spec.height, W = spec.width;
+  if (opts.mean.length !== C || opts.std.length !== C) throw new Error(`mean and std need ${C} values (one per input channel)`);
+
+  const g = new OnnxGraph(spec, model.nodeShapes(), tensorsByNode(model), opts.foldBn ?? false);
+  spec.nodes.forEach((n, i) => {
+    if (i === 0) return;
+    const emitter = Object.hasOwn(EMITTERS, n.op) ? EMITTERS[n.op] : undefined;
+    if (!emitter) throw new Error(`node ${i}: op '${n.op}' has no ONNX export`);
+    emitter(g, i, n);
+  });
+  const N = spec.nodes.length;
   // The output must be named "logits" and be (batch, classes).
-  if (names[N - 1] !== ONNX_OUTPUT || rank[N - 1] !== 2) {
-    emit('Flatten', [names[N - 1]], [ONNX_OUTPUT], [attrInt('axis', 1)]);
-  }
+  if (g.names[N - 1] !== ONNX_OUTPUT || g.rank[N - 1] !== 2) g.emit('Flatten', [g.names[N - 1]], [ONNX_OUTPUT], [attrInt('axis', 1)]);
 
   const version = packageVersion();
   const metadata: Record<string, string> = {
@@ -354,15 +358,15 @@ export function buildOnnx(spec: ModelSpec, model: NativeModel, opts: OnnxExportO
     docString: `Image classifier exported by dfl-native ${version}. Input "${ONNX_INPUT}": (batch, ${C}, ${H}, ${W}) float32, normalised as in metadata "normalization". Output "${ONNX_OUTPUT}": (batch, ${numClasses}).`,
     graph: {
       name: opts.name ?? 'dfl_native_model',
-      node: graphNodes,
-      initializer: initializers,
+      node: g.nodes,
+      initializer: g.initializers,
       input: [valueInfo(ONNX_INPUT, ['batch', C, H, W])],
       output: [valueInfo(ONNX_OUTPUT, ['batch', numClasses])],
     },
     metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
   });
   const bytes = onnx.ModelProto.encode(modelProto).finish();
-  return { bytes, ops, foldedBn: folded.size };
+  return { bytes, ops: g.ops, foldedBn: g.folded.size };
 }
 
 /** Reads the metadata a dfl-native export carries (class names, input shape, normalisation). */
