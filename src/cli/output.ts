@@ -7,6 +7,7 @@
 //   json   otherwise: stdout carries JSON lines only (one object a line), no escape codes; notes
 //          go to stderr as plain lines.
 import { ConfigError } from '../config.js';
+import { DataError } from '../data/dataset.js';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
 
@@ -15,8 +16,12 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/**
+ * 2 for every error in what the user gave (flags, values, config and model spec files, data), 1
+ * for failures of a run (divergence, a corrupt checkpoint, a failed ONNX check).
+ */
 export function exitCodeFor(err: unknown): number {
-  return err instanceof UsageError || err instanceof ConfigError ? EXIT.usage : EXIT.failure;
+  return err instanceof UsageError || err instanceof ConfigError || err instanceof DataError ? EXIT.usage : EXIT.failure;
 }
 
 /** Prints one clear line for an error (the stack only with --verbose) and returns the exit code. */

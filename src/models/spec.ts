@@ -36,6 +36,42 @@ export interface ModelSpec {
   nodes: NodeSpec[];
 }
 
+/** The attributes each op takes besides op, name and inputs (their meaning: native/core/model.h). */
+export const OP_ATTRIBUTES: { readonly [K in Op]: readonly (keyof NodeSpec)[] } = {
+  input: [],
+  conv: ['out_channels', 'kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'groups', 'bias'],
+  bn: ['eps', 'momentum'],
+  linear: ['out_features', 'bias'],
+  relu: [], relu6: [], add: [], concat: [], flatten: [], gap: [],
+  dropout: ['p'],
+  maxpool: ['kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w'],
+  avgpool: ['kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w'],
+  split: ['sizes', 'index'],
+  shuffle: ['groups'],
+};
+
+const SPEC_KEYS = ['in_channels', 'height', 'width', 'nodes'];
+
+/**
+ * The first key of a spec that is neither a spec field nor an attribute of its node's op, as a
+ * message; null when there is none. The native Model checks values, ops and shapes but ignores
+ * unknown keys, so a misspelt attribute ("kernal_h") would silently take its default.
+ */
+export function unknownSpecKey(spec: Record<string, unknown>): string | null {
+  const extra = Object.keys(spec).find((k) => !SPEC_KEYS.includes(k));
+  if (extra !== undefined) return `unknown key '${extra}' (a model spec has ${SPEC_KEYS.join(', ')})`;
+  const nodes = Array.isArray(spec.nodes) ? (spec.nodes as unknown[]) : [];
+  for (const [i, n] of nodes.entries()) {
+    if (typeof n !== 'object' || n === null) continue; // the native Model names a node that is not an object
+    const { op, name } = n as NodeSpec;
+    if (typeof op !== 'string' || !Object.hasOwn(OP_ATTRIBUTES, op)) continue; // and an unknown op
+    const takes = ['op', 'name', 'inputs', ...OP_ATTRIBUTES[op]];
+    const bad = Object.keys(n).find((k) => !takes.includes(k));
+    if (bad !== undefined) return `node ${i} (${op}${name ? ` '${name}'` : ''}): unknown attribute '${bad}' (a ${op} node takes ${takes.join(', ')})`;
+  }
+  return null;
+}
+
 /** Builds a graph node by node; each method returns the new node's index. */
 export class GraphBuilder {
   readonly nodes: NodeSpec[] = [{ op: 'input' }];

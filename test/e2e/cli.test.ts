@@ -255,6 +255,37 @@ test('bad usage exits 2 with one clear line', () => {
   }
 });
 
+test('every error in what the user gave exits 2 with one line: model spec files and data included', () => {
+  const spec = (nodes: unknown[], dims: Record<string, number> = { in_channels: 3, height: 32, width: 32 }) => JSON.stringify({ ...dims, nodes });
+  const conv = { op: 'conv', name: 'c', inputs: [0], out_channels: 4, kernel_h: 3, kernel_w: 3, pad_h: 1, pad_w: 1 };
+  const head = [{ op: 'gap', inputs: [1] }, { op: 'flatten', inputs: [2] }, { op: 'linear', name: 'fc', inputs: [3], out_features: 3 }];
+  const files: Record<string, string> = {
+    'no-dims.json': spec([{ op: 'input' }, conv, ...head], {}),
+    'bad-node.json': spec([{ op: 'input' }, conv, { op: 'add', inputs: [1, 0] }, { op: 'gap', inputs: [2] }, { op: 'flatten', inputs: [3] }, { op: 'linear', name: 'fc', inputs: [4], out_features: 3 }]),
+    'typo.json': spec([{ op: 'input' }, { ...conv, kernal_h: 5 }, ...head]),
+  };
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(work, name), text);
+  const bad = path.join(work, 'images-bad');
+  fs.mkdirSync(path.join(bad, 'train', 'a'), { recursive: true });
+  fs.mkdirSync(path.join(bad, 'train', 'b'), { recursive: true });
+  fs.writeFileSync(path.join(bad, 'train', 'a', 'broken.jpg'), 'not a jpeg');
+  fs.copyFileSync(path.join(data, 'train', CLASSES[0], '0000.jpg'), path.join(bad, 'train', 'b', 'ok.jpg'));
+  const cases: [string[], RegExp][] = [
+    [['--model', 'no-dims.json'], /no-dims\.json: .*for spec\.in_channels but received undefined/],
+    [['--model', 'bad-node.json'], /bad-node\.json: node 2 .*add needs equal shapes/],
+    [['--model', 'typo.json'], /typo\.json: node 1 \(conv 'c'\): unknown attribute 'kernal_h'/],
+    [['--data', bad], /broken\.jpg: .*--skip-bad-files/],
+  ];
+  for (const [args, re] of cases) {
+    const r = dfl('train', '--data', data, ...small, '--epochs', '1', ...args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('dfl-native: error: '));
+    assert.equal(errors.length, 1, r.stderr);
+    assert.match(errors[0], re);
+    assert.doesNotMatch(errors[0], /undefinedx/);
+  }
+});
+
 test('a missing data folder or checkpoint is named in the error', () => {
   const missing = path.join(work, 'no-such-folder');
   const r = dfl('train', '--data', missing, '--epochs', '1');
