@@ -38,6 +38,12 @@ export interface TrainConfig {
   teachers: number;
   teacherSource: TeacherSource;
   teacherWeighting: TeacherWeighting;
+  /**
+   * Teach only with teachers scoring higher than the student's last validation score (all teach in
+   * the epoch after a reset, whose fresh head every snapshot beats): the student is never pulled
+   * toward a snapshot no better than itself, its own previous epoch included.
+   */
+  skipWorseTeachers: boolean;
   /** How teachers are scored on the validation split. */
   scoreMetric: ScoreMetric;
   temperature: number;
@@ -45,6 +51,8 @@ export interface TrainConfig {
   distillWeight: number;
   /** Reset every resetCycle epochs (before epochs 1 + k*cycle, k >= 1). */
   resetCycle: number;
+  /** Resets happen only before this fraction of the epochs has passed (1: throughout; 0.7: none in the last 30%). */
+  resetUntil: number;
   /** Number of last parametric layers re-initialised (a conv/linear with its BN is one). */
   resetDepth: number;
   resetMode: ResetMode;
@@ -95,10 +103,12 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   teachers: 3,
   teacherSource: 'meaningful',
   teacherWeighting: 'uniform',
+  skipWorseTeachers: false,
   scoreMetric: 'accuracy',
   temperature: 4,
   distillWeight: 1,
   resetCycle: 4,
+  resetUntil: 1,
   resetDepth: 1,
   resetMode: 'reinit',
   shrink: 0.4,
@@ -197,10 +207,12 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   teachers: num(1, 64, true),
   teacherSource: oneOf(['meaningful', 'previous', 'random']),
   teacherWeighting: oneOf(['uniform', 'score', 'confidence']),
+  skipWorseTeachers: bool,
   scoreMetric: oneOf(['accuracy', 'loss']),
   temperature: num(0, 1000, false, true),
   distillWeight: num(0, 1000),
   resetCycle: num(1, 100000, true),
+  resetUntil: num(0, 1),
   resetDepth: num(1, 10000, true),
   resetMode: oneOf(['reinit', 'shrink-perturb']),
   shrink: num(0, 1),

@@ -64,11 +64,13 @@ export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
   teachers: { kind: 'number', group: G.dfl, describe: 'Teacher bank size K' },
   teacherSource: { kind: 'string', group: G.dfl, choices: ['meaningful', 'previous', 'random'], describe: 'Which snapshots enter the bank' },
   teacherWeighting: { kind: 'string', group: G.dfl, choices: ['uniform', 'score', 'confidence'], describe: 'How the teachers\' predictions are weighted' },
+  skipWorseTeachers: { kind: 'boolean', group: G.dfl, describe: 'Teach only with teachers scoring higher than the student\'s last validation score (all teach right after a reset)' },
   scoreMetric: { kind: 'string', group: G.dfl, choices: ['accuracy', 'loss'], describe: 'How teachers are scored on the validation split' },
   temperature: { kind: 'number', group: G.dfl, describe: 'Distillation temperature T' },
   distillWeight: { kind: 'number', group: G.dfl, describe: 'Weight alpha of the T^2 KL distillation term' },
 
   resetCycle: { kind: 'number', group: G.reset, describe: 'Reset the head every this many epochs' },
+  resetUntil: { kind: 'number', group: G.reset, describe: 'Reset only before this fraction of the epochs has passed (e.g. 0.7: no reset in the last 30%)' },
   resetDepth: { kind: 'number', group: G.reset, describe: 'Number of last parametric layers reset' },
   resetMode: { kind: 'string', group: G.reset, choices: ['reinit', 'shrink-perturb'], describe: 'Re-initialise, or shrink and perturb' },
   shrink: { kind: 'number', group: G.reset, describe: 'shrink-perturb: factor on the old weights' },

@@ -32,9 +32,13 @@ export function lrAt(s: LrSchedule, t: number): number {
   }
 }
 
-/** DFL reset rule: before epoch e (1-based), reset when e > 1 and (e - 1) is a multiple of cycle. */
-export function isResetEpoch(epoch: number, cycle: number, enabled: boolean): boolean {
-  return enabled && epoch > 1 && (epoch - 1) % cycle === 0;
+/**
+ * DFL reset rule: before epoch e (1-based), reset when e > 1 and (e - 1) is a multiple of cycle, and
+ * (with `until`, a fraction of `epochs`) only while (e - 1) < until * epochs: a reset late in a
+ * decaying schedule leaves the fresh head too little learning rate to recover.
+ */
+export function isResetEpoch(epoch: number, cycle: number, enabled: boolean, until = 1, epochs = Infinity): boolean {
+  return enabled && epoch > 1 && (epoch - 1) % cycle === 0 && (until >= 1 || epoch - 1 < until * epochs);
 }
 
 /** The head: the last `depth` parametric layers of a model with `numLayers` of them. */

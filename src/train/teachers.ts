@@ -32,6 +32,17 @@ export function offerToBank(bank: readonly BankEntry[], candidate: BankEntry, k:
   return { bank: current, added: null, replaced: null };
 }
 
+/**
+ * The bank entries that teach this epoch. With skipWorse, only teachers scoring higher than the
+ * student's last validation score (null: no score yet) teach -- the snapshot of the previous epoch,
+ * which is the student itself, never does -- except right after a reset, when the student's fresh
+ * head is worse than every snapshot and all teach.
+ */
+export function teachingEntries(bank: readonly BankEntry[], skipWorse: boolean, studentScore: number | null, afterReset: boolean): BankEntry[] {
+  if (!skipWorse || afterReset || studentScore === null) return [...bank];
+  return bank.filter((b) => b.score > studentScore);
+}
+
 /** Temperature of the score softmax: scores are accuracies in [0, 1] (or negative losses). */
 export const SCORE_SOFTMAX_TEMPERATURE = 0.05;
 

@@ -26,7 +26,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { deriveSeed } from '../util/seed.js';
 import { argmaxRows, datasetLogits, metricsFromLogits, softmaxRows } from './evaluate.js';
 import { headLayers, isResetEpoch, lrAt } from './schedule.js';
-import { offerToBank, teacherWeights } from './teachers.js';
+import { offerToBank, teacherWeights, teachingEntries } from './teachers.js';
 
 export interface TrainOptions extends Partial<TrainConfig> {
   /** Stops after the current batch; a checkpoint is saved when `out` is set. */
@@ -239,10 +239,10 @@ async function trainLoop(options: TrainOptions, events: TrainingRun, own: Own): 
     const resumed = run.partial?.epoch === epoch ? run.partial : null; // an interrupted epoch continues where it stopped
     run.partial = null;
     // Learn new: reset the head before every resetCycle-th epoch (a resumed epoch already was).
-    const reset = resumed ? resumed.reset : isResetEpoch(epoch, run.config.resetCycle, run.uses.reset);
+    const reset = resumed ? resumed.reset : isResetEpoch(epoch, run.config.resetCycle, run.uses.reset, run.config.resetUntil, run.config.epochs);
     if (reset && !resumed) resetHead(run, epoch);
     // Preserve: train on the labels and on the bank's predictions.
-    const totals = await trainEpoch(run, epoch, resumed);
+    const totals = await trainEpoch(run, epoch, resumed, reset);
     if (totals.stoppedAfter !== null) {
       saveInterrupted(run, epoch, reset, totals);
       return finish(run, true);
@@ -367,7 +367,7 @@ function resetHead(run: Run, epoch: number): void {
  * and teachers forward, CE + distillation from the bank, backward, SGD). Stops early, after a batch,
  * when the signal is aborted.
  */
-async function trainEpoch(run: Run, epoch: number, resumed: EpochPosition | null): Promise<EpochTotals> {
+async function trainEpoch(run: Run, epoch: number, resumed: EpochPosition | null, afterReset: boolean): Promise<EpochTotals> {
   const { config, data, student, uses } = run;
   const binding = loadBinding();
   const t0 = performance.now();
@@ -382,8 +382,11 @@ async function trainEpoch(run: Run, epoch: number, resumed: EpochPosition | null
   const labels = new Int32Array(bs);
   const mean = Float32Array.from(data.mean), std = Float32Array.from(data.std);
   const order = epochOrder(ds.n, config.seed, epoch);
-  const teachers = uses.teachers ? run.bank.entries.map((e) => run.bank.models.get(e.id)!) : [];
-  const tw = uses.teachers ? teacherWeights(run.bank.entries, config.teacherWeighting) : null;
+  const last = run.metrics.at(-1);
+  const studentScore = last ? (config.scoreMetric === 'accuracy' ? last.val_acc : -last.val_loss) : null;
+  const teaching = uses.teachers ? teachingEntries(run.bank.entries, config.skipWorseTeachers, studentScore, afterReset) : [];
+  const teachers = teaching.map((e) => run.bank.models.get(e.id)!);
+  const tw = teaching.length ? teacherWeights(teaching, config.teacherWeighting) : null;
   const sched = { schedule: config.schedule, lr: config.lr, epochs: config.epochs, warmupEpochs: config.warmupEpochs, milestones: config.milestones, gamma: config.gamma };
   const totals: EpochTotals = {
     lossSum: resumed?.loss_sum ?? 0, distillSum: resumed?.distill_sum ?? 0, correct: resumed?.correct ?? 0, count: resumed?.count ?? 0,
