@@ -1,5 +1,5 @@
-// The study report, rebuilt from whatever runs a study folder holds: study.md (tables) and
-// study.svg (each run's test accuracy per arm; the validation curves). Reads only files the
+// The study report, rebuilt from whatever runs a study folder holds: study.md (tables), study.svg
+// (each run's test accuracy per arm; the validation curves) and runs.csv (one line per run). Reads only files the
 // trainer and the study runner write, so a folder merged from many machines reports the same.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -304,7 +304,17 @@ export function renderStudySvg(runs: StudyRuns, stats = studyStats(runs)): strin
   return `<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" fill="#222">\n<rect width="${W}" height="${H}" fill="white"/>\n${parts.join('\n')}\n</svg>\n`;
 }
 
-/** Rebuilds study.md and study.svg in `dir` from the runs found there. */
+/** One line per finished run: the figures the tables are made of, for other tools. */
+export function renderRunsCsv(runs: StudyRuns): string {
+  const header = 'arm,seed,test_acc,anytime_val_acc,final_val_acc,test_ece,test_loss,epochs,wall_seconds,finished';
+  const rows = runs.finished
+    .map((r) => [r.arm, r.seed, r.summary.test_acc, anytimeAccuracy(r.metrics), r.summary.final_val_acc, r.summary.test_ece, r.summary.test_loss,
+      r.summary.epochs, r.log?.wall_seconds ?? r.summary.seconds, r.log?.finished ?? ''].join(','))
+    .sort();
+  return [header, ...rows].join('\n') + '\n';
+}
+
+/** Rebuilds study.md, study.svg and runs.csv in `dir` from the runs found there. */
 export function writeStudyReport(dir: string): { markdown: string; svg: string; runs: StudyRuns; stats: StudyStats } {
   const runs = collectRuns(dir);
   const stats = studyStats(runs);
@@ -312,5 +322,6 @@ export function writeStudyReport(dir: string): { markdown: string; svg: string; 
   const svg = renderStudySvg(runs, stats);
   writeFileAtomic(path.join(dir, 'study.md'), markdown);
   writeFileAtomic(path.join(dir, 'study.svg'), svg);
+  writeFileAtomic(path.join(dir, 'runs.csv'), renderRunsCsv(runs));
   return { markdown, svg, runs, stats };
 }

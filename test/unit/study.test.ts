@@ -162,6 +162,10 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   assert.match(svg, /<title>dfl seed 2: 80\.00%<\/title>/);
   assert.equal((svg.match(/stroke-opacity="0.3"/g) ?? []).length, 6, 'one validation curve per run');
   assert.equal(collectRuns(dir).unfinished.length, 1);
+  const csv = fs.readFileSync(path.join(dir, 'runs.csv'), 'utf8').trim().split('\n');
+  assert.equal(csv[0], 'arm,seed,test_acc,anytime_val_acc,final_val_acc,test_ece,test_loss,epochs,wall_seconds,finished');
+  assert.equal(csv.length, 7, 'header + one line per finished run');
+  assert.equal(csv[1], 'base,0,0.8,0.6,0.7,0.05,0.6,2,600,2026-11-30T10:20:00Z');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
