@@ -99,6 +99,20 @@ export interface NativeTeacher extends LogitSource, TensorHolder {
   isDisposed(): boolean;
 }
 
+/** Where a model's time went since setProfiling(true) (each timed call is synchronised). */
+export interface NativeProfile {
+  steps: number;
+  forwards: number;
+  teachersMs: number;
+  /** The loss and its gradient, with the zeroing of the gradients. */
+  lossMs: number;
+  /** Finiteness checks and the SGD update. */
+  updateMs: number;
+  transferMs: number;
+  /** Per graph node (1..N-1), summed over calls. */
+  nodes: { node: number; forwardMs: number; backwardMs: number }[];
+}
+
 export interface NativeModel extends LogitSource, TensorHolder {
   info(): NativeModelInfo;
   nodeShapes(): [number, number, number][];
@@ -108,6 +122,9 @@ export interface NativeModel extends LogitSource, TensorHolder {
   reinitLayers(layers: number[], seed: number, mode: 'reinit' | 'shrink-perturb', shrink?: number, perturb?: number): void;
   /** A teacher holding the current weights, copied (and BN-folded) on the device. */
   snapshot(): NativeTeacher;
+  /** Times every node and the step's phases from now on (clears what was gathered). */
+  setProfiling(on: boolean): void;
+  profile(): NativeProfile;
   forwardSync(x: Float32Array, batch: number, training?: boolean): Float32Array;
   trainStep(opts: TrainStepOptions): Promise<TrainStepStats>;
   dispose(): void;

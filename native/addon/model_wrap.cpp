@@ -36,6 +36,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value set_momentum(const Napi::CallbackInfo& info);
   Napi::Value reinit_layers(const Napi::CallbackInfo& info);
   Napi::Value snapshot(const Napi::CallbackInfo& info);
+  Napi::Value set_profiling(const Napi::CallbackInfo& info);
+  Napi::Value profile(const Napi::CallbackInfo& info);
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value train_step(const Napi::CallbackInfo& info);
@@ -152,6 +154,36 @@ Napi::Value ModelWrap::snapshot(const Napi::CallbackInfo& info) {
   Model& m = model(env);
   std::shared_ptr<Teacher> t = guarded(env, [&] { return std::shared_ptr<Teacher>(m.snapshot()); });
   return wrap_teacher(env, std::move(t));
+}
+
+// setProfiling(on): time every node's forward/backward and the step's phases from now on (clears
+// what was gathered). Costs a synchronisation per node.
+Napi::Value ModelWrap::set_profiling(const Napi::CallbackInfo& info) {
+  model(info.Env()).set_profiling(boolean(arg(info, 0), "on"));
+  return info.Env().Undefined();
+}
+
+// profile(): {steps, forwards, teachersMs, lossMs, updateMs, transferMs, nodes: [{node, forwardMs, backwardMs}]}
+Napi::Value ModelWrap::profile(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  const StepProfile& p = model(env).profile();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("steps", static_cast<double>(p.steps));
+  o.Set("forwards", static_cast<double>(p.forwards));
+  o.Set("teachersMs", p.teachers_ms);
+  o.Set("lossMs", p.loss_ms);
+  o.Set("updateMs", p.update_ms);
+  o.Set("transferMs", p.transfer_ms);
+  Napi::Array nodes = Napi::Array::New(env);
+  for (size_t i = 1; i < p.forward_ms.size(); ++i) {
+    Napi::Object n = Napi::Object::New(env);
+    n.Set("node", static_cast<double>(i));
+    n.Set("forwardMs", p.forward_ms[i]);
+    n.Set("backwardMs", p.backward_ms[i]);
+    nodes.Set(nodes.Length(), n);
+  }
+  o.Set("nodes", nodes);
+  return o;
 }
 
 // forwardSync(x, batch, training = false): logits (B,NC). For tests and tiny batches.
@@ -323,6 +355,8 @@ Napi::Function ModelWrap::define(Napi::Env env) {
                       InstanceMethod("setMomentum", &ModelWrap::set_momentum),
                       InstanceMethod("reinitLayers", &ModelWrap::reinit_layers),
                       InstanceMethod("snapshot", &ModelWrap::snapshot),
+                      InstanceMethod("setProfiling", &ModelWrap::set_profiling),
+                      InstanceMethod("profile", &ModelWrap::profile),
                       InstanceMethod("forwardSync", &ModelWrap::forward_sync),
                       InstanceMethod("forward", &ModelWrap::forward),
                       InstanceMethod("trainStep", &ModelWrap::train_step),

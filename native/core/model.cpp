@@ -4,6 +4,7 @@
 #include "core/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -37,8 +38,39 @@ size_t workspace_bytes(Backend& be, const Plan& plan, int B) {
   return ws;
 }
 
-void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int B, bool training, uint64_t seed) {
-  for (int i = 1; i < int(plan.nodes.size()); ++i) op_def(plan.nodes[i].op()).forward(OpRun{be, plan, mem, i, B, training, seed});
+// Times phases of a step for the profile: each lap adds the milliseconds since the last one, after
+// the backend has finished what was enqueued. Does nothing when profiling is off.
+class PhaseTimer {
+ public:
+  PhaseTimer(Backend& be, bool on) : be_(be), on_(on) { restart(); }
+  void restart() {
+    if (!on_) return;
+    be_.synchronize();
+    t0_ = std::chrono::steady_clock::now();
+  }
+  // Adds the milliseconds since the last restart to *into and restarts.
+  void lap(double* into) {
+    if (!on_) return;
+    be_.synchronize();
+    const auto t = std::chrono::steady_clock::now();
+    *into += std::chrono::duration<double, std::milli>(t - t0_).count();
+    t0_ = t;
+  }
+
+ private:
+  Backend& be_;
+  bool on_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+// Runs every node's forward; node_ms (per node) is filled when profiling.
+void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int B, bool training, uint64_t seed,
+                      double* node_ms = nullptr) {
+  PhaseTimer timer(be, node_ms != nullptr);
+  for (int i = 1; i < int(plan.nodes.size()); ++i) {
+    op_def(plan.nodes[i].op()).forward(OpRun{be, plan, mem, i, B, training, seed});
+    timer.lap(node_ms ? node_ms + i : nullptr);
+  }
 }
 
 // Fresh values for parameter tensor `t` from its own stream (seed, tensor index), so re-initialising
@@ -97,6 +129,7 @@ Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> back
   mem_->buffers.reserve(floats(plan_.num_buffer_floats), "batch-norm buffers");
   mem_->buffers_backup.reserve(floats(plan_.num_buffer_floats), "batch-norm buffer backup");
   mem_->stats.reserve(floats(plan_.stat_floats), "batch-norm statistics");
+  set_profiling(false);
   backend_->fill(decay_mask(), 1.0f, plan_.num_params);
   init_all(seed);
 }
@@ -193,7 +226,8 @@ void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
                        m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
-  run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed);
+  run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed, profiling_ ? profile_.forward_ms.data() : nullptr);
+  profile_.forwards += profiling_;
   last_b_ = B;
   have_training_forward_ = training;
 }
@@ -213,8 +247,18 @@ void Model::run_backward(int B) {
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
                        m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
   Backend& be = *backend_;
-  for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i)
+  PhaseTimer timer(be, profiling_);
+  for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
     op_def(plan_.nodes[i].op()).backward(OpRun{be, plan_, mem, i, B, true, 0});
+    timer.lap(profiling_ ? &profile_.backward_ms[i] : nullptr);
+  }
+}
+
+void Model::set_profiling(bool on) {
+  profiling_ = on;
+  profile_ = StepProfile{};
+  profile_.forward_ms.assign(plan_.nodes.size(), 0.0);
+  profile_.backward_ms.assign(plan_.nodes.size(), 0.0);
 }
 
 namespace {
@@ -248,8 +292,10 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   const int NC = plan_.num_classes;
   const size_t BNC = size_t(B) * NC;
   ensure_batch(B);
+  PhaseTimer timer(be, profiling_);
   be.upload(m.x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
   be.upload(m.labels.get(), labels_host, sizeof(int32_t) * size_t(B));
+  timer.lap(&profile_.transfer_ms);
 
   // The teachers' logits (K,B,NC) and per-sample weights (K,B), on the device.
   const bool distilling = K > 0 && loss.distill_weight != 0.f;
@@ -275,9 +321,12 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
     }
   }
 
+  timer.lap(&profile_.teachers_ms);
+
   // BN running statistics change in the forward pass: keep a copy so a refused step can be undone.
   be.copy(m.buffers_backup.get(), m.buffers.get(), floats(plan_.num_buffer_floats));
   run_forward(B, true, dropout_seed);
+  timer.restart();
   const float* logits = m.acts.f() + plan_.nodes.back().act_offset * size_t(B);
   float* dlogits = zero_gradients(be, m.act_grads, plan_, capacity_b_, B, grad_data());
   StepStats st;
@@ -291,7 +340,9 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   }
   st.loss = st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
   st.correct = be.count_correct(logits, m.labels.i32(), B, NC);
+  timer.lap(&profile_.loss_ms);
   run_backward(B);
+  timer.restart();
 
   const double sq = be.sum_squares(grad_data(), plan_.num_params);
   st.grad_norm = static_cast<float>(std::sqrt(sq));
@@ -303,6 +354,8 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   } else {
     be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.num_buffer_floats));
   }
+  timer.lap(&profile_.update_ms);
+  profile_.steps += profiling_;
   return st;
 }
 

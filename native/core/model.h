@@ -39,6 +39,15 @@ struct StepStats {
 
 class Teacher;
 
+// Where a model's time goes, when profiling is on: per plan node, forward and backward summed over
+// calls, and the step's other phases. Each timed call is bracketed by backend synchronisation, so
+// the figures are right on asynchronous backends too (and profiling costs that).
+struct StepProfile {
+  std::vector<double> forward_ms, backward_ms;  // per node of the training plan
+  double teachers_ms = 0, loss_ms = 0, update_ms = 0, transfer_ms = 0;
+  int64_t steps = 0, forwards = 0;
+};
+
 // What the student distils from in one step. Either teachers (run on the step's batch on the
 // device) or their logits given from the host (K,B,NC); per-sample weights (K,B) from the host,
 // each teacher's confidence computed on the device, or uniform.
@@ -102,6 +111,10 @@ class Model {
   std::vector<float> get_buffers() const;
   void set_buffers(const float* data, size_t n);
 
+  // Profiling (see StepProfile); turning it on clears what was gathered.
+  void set_profiling(bool on);
+  const StepProfile& profile() const { return profile_; }
+
   // Per-sample output shape (C,H,W) of node i, and its parametric layer (or -1).
   std::vector<int> node_shape(int i) const;
   int node_layer(int i) const;
@@ -122,6 +135,8 @@ class Model {
   int capacity_b_ = 0;
   int last_b_ = 0;
   bool have_training_forward_ = false;
+  bool profiling_ = false;
+  StepProfile profile_;
 };
 
 class Teacher {

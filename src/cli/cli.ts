@@ -5,6 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 
 import { packageVersion } from '../io/onnx.js';
+import { benchCommand } from './commands/bench.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { infoCommand } from './commands/info.js';
@@ -15,7 +16,7 @@ import { EXIT } from './output.js';
 
 const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
-const COMMANDS = ['train', 'eval', 'export', 'predict', 'info', 'study'];
+const COMMANDS = ['train', 'eval', 'export', 'predict', 'info', 'study', 'bench'];
 
 await yargs(argv)
   .scriptName('dfl-native')
@@ -26,8 +27,9 @@ await yargs(argv)
   .command(predictCommand)
   .command(infoCommand)
   .command(studyCommand)
+  .command(benchCommand)
   .option('verbose', { type: 'boolean', global: true, describe: 'Print the stack trace of errors' })
-  .demandCommand(1, 'Give a command: train, eval, export, predict, info or study')
+  .demandCommand(1, 'Give a command: train, eval, export, predict, info, study or bench')
   .strict()
   // numeric flags parse their own text (numbers.ts), so an error quotes what was typed
   .parserConfiguration({ 'parse-numbers': false })

@@ -1,0 +1,169 @@
+// Throughput of a model on a device: a training step, an eval forward (what one teacher costs) and a
+// whole DFL step (K teacher forwards + the student's step with the ensemble KL), each timed after a
+// warm-up over several repetitions (median and spread), with FLOPs and peak memory.
+//
+// FLOPs per image: a forward is 2 x MACs (convs and linears); a training step counts 3 forwards
+// (forward, and a backward that computes input and weight gradients); a DFL step is a training step
+// plus K forwards. Achieved GFLOP/s = those FLOPs / the median time. Peak memory is the process's
+// peak resident set (Node's own ~40-60 MB included).
+import { loadBinding, type DeviceName, type NativeProfile } from './binding.js';
+import { ConfigError } from './config.js';
+import { resolveModelSpec } from './models/resolve.js';
+import type { ModelSpec } from './models/spec.js';
+
+export interface BenchOptions {
+  /** Zoo name or a path to a JSON model spec. */
+  model: string;
+  /** Width multiplier of a zoo model. */
+  width?: number;
+  batchSize?: number;
+  device?: DeviceName | 'auto';
+  /** Native threads; 0 = all cores. */
+  threads?: number;
+  /** Teachers in the DFL step. */
+  teachers?: number;
+  reps?: number;
+  warmup?: number;
+  /** Image size and classes of the synthetic batch (zoo models). */
+  imageSize?: number;
+  classes?: number;
+  /** Also time every layer (slower: each layer is synchronised). */
+  profile?: boolean;
+}
+
+export interface PhaseTiming {
+  ms_median: number;
+  ms_min: number;
+  ms_max: number;
+  img_s: number;
+  gflop_s: number;
+}
+
+export interface LayerTime {
+  node: number;
+  /** "conv features.3" etc. */
+  layer: string;
+  /** Output (C,H,W). */
+  shape: [number, number, number];
+  forward_ms: number;
+  backward_ms: number;
+}
+
+export interface BenchResult {
+  model: string;
+  width: number;
+  batch: number;
+  device: DeviceName;
+  threads: number;
+  teachers: number;
+  reps: number;
+  params: number;
+  macs_per_image: number;
+  /** Forward FLOPs of one image. */
+  gflops_per_img: number;
+  train: PhaseTiming;
+  infer: PhaseTiming;
+  dfl: PhaseTiming;
+  train_img_s: number;
+  infer_img_s: number;
+  dfl_img_s: number;
+  peak_rss_mb: number;
+  /** Device memory of the student (weights, optimiser state, batch buffers) and of one teacher. */
+  student_mb: number;
+  teacher_mb: number;
+  /** Per-layer time of one training step (with --profile). */
+  layers?: LayerTime[];
+  /** Other phases of one training step (with --profile), ms. */
+  phases?: { loss_ms: number; update_ms: number; transfer_ms: number };
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function timeIt(reps: number, warmup: number, fn: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < warmup; ++i) await fn();
+  const out: number[] = [];
+  for (let i = 0; i < reps; ++i) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out;
+}
+
+function phase(times: number[], batch: number, flopsPerImg: number): PhaseTiming {
+  const ms = median(times);
+  return { ms_median: ms, ms_min: Math.min(...times), ms_max: Math.max(...times), img_s: (batch * 1000) / ms, gflop_s: (batch * flopsPerImg) / (ms * 1e6) };
+}
+
+function resolveDevice(device: DeviceName | 'auto'): DeviceName {
+  const usable = loadBinding().runtimeInfo().usableBackends;
+  if (device === 'auto') return usable.includes('cuda') ? 'cuda' : 'cpu';
+  return device;
+}
+
+/** A synthetic but fixed batch: the same numbers every run. */
+function batchOf(spec: ModelSpec, batch: number, classes: number): { x: Float32Array; labels: Int32Array } {
+  const per = spec.in_channels * spec.height * spec.width;
+  return {
+    x: Float32Array.from({ length: batch * per }, (_, i) => Math.sin(i * 0.37) * 1.3),
+    labels: Int32Array.from({ length: batch }, (_, i) => i % classes),
+  };
+}
+
+function layerTimes(spec: ModelSpec, shapes: [number, number, number][], p: NativeProfile): LayerTime[] {
+  const steps = Math.max(1, p.steps);
+  return p.nodes.map((n) => {
+    const node = spec.nodes[n.node];
+    return {
+      node: n.node, layer: `${node.op}${node.name ? ` ${node.name}` : ''}`, shape: shapes[n.node],
+      forward_ms: n.forwardMs / steps, backward_ms: n.backwardMs / steps,
+    };
+  });
+}
+
+export async function benchmark(o: BenchOptions): Promise<BenchResult> {
+  const b = loadBinding();
+  const width = o.width ?? 1, batch = o.batchSize ?? 128, K = o.teachers ?? 3;
+  const reps = o.reps ?? 10, warmup = o.warmup ?? 3, size = o.imageSize ?? 32, classes = o.classes ?? 10;
+  for (const [name, v, ok] of [['batchSize', batch, batch >= 2], ['teachers', K, K >= 0], ['reps', reps, reps >= 1], ['warmup', warmup, warmup >= 0]] as const)
+    if (!Number.isInteger(v) || !ok) throw new ConfigError(`Expected a valid integer for ${name} but received ${v}`);
+  const device = resolveDevice(o.device ?? 'auto');
+  if (o.threads !== undefined) b.setThreads(o.threads);
+  const spec = resolveModelSpec(o.model, { numClasses: classes, inChannels: 3, height: size, width: size, width_multiplier: width });
+  const student = new b.Model(spec, 1, device);
+  const teachers = Array.from({ length: K }, () => student.snapshot());
+  try {
+    const info = student.info();
+    const { x, labels } = batchOf(spec, batch, info.numClasses); // a JSON spec brings its own class count
+    const step = { x, labels, batch, lr: 1e-3, momentum: 0.9, weightDecay: 5e-4, nesterov: true, decoupled: false, labelSmoothing: 0, temperature: 4, dropoutSeed: 1 };
+    const fwdFlops = 2 * info.macsPerImage;
+    const train = phase(await timeIt(reps, warmup, () => student.trainStep({ ...step, distillWeight: 0 })), batch, 3 * fwdFlops);
+    const infer = phase(await timeIt(reps, warmup, () => student.forward(x, batch)), batch, fwdFlops);
+    const dfl = phase(await timeIt(reps, warmup, () => student.trainStep({ ...step, teachers, distillWeight: 1 })), batch, (3 + K) * fwdFlops);
+    let layers: LayerTime[] | undefined, phases: BenchResult['phases'];
+    if (o.profile) {
+      student.setProfiling(true);
+      for (let i = 0; i < reps; ++i) await student.trainStep({ ...step, distillWeight: 0 });
+      const p = student.profile();
+      student.setProfiling(false);
+      layers = layerTimes(spec, student.nodeShapes(), p);
+      const n = Math.max(1, p.steps);
+      phases = { loss_ms: p.lossMs / n, update_ms: p.updateMs / n, transfer_ms: p.transferMs / n };
+    }
+    return {
+      model: o.model, width, batch, device, threads: b.getThreads(), teachers: K, reps,
+      params: info.numParams, macs_per_image: info.macsPerImage, gflops_per_img: fwdFlops / 1e9,
+      train, infer, dfl, train_img_s: train.img_s, infer_img_s: infer.img_s, dfl_img_s: dfl.img_s,
+      peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+      student_mb: student.info().deviceBytes / 1048576, teacher_mb: K ? teachers[0].info().deviceBytes / 1048576 : 0,
+      ...(layers ? { layers, phases } : {}),
+    };
+  } finally {
+    for (const t of teachers) t.dispose();
+    student.dispose();
+  }
+}
