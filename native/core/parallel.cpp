@@ -38,6 +38,14 @@ bool openmp_enabled() {
 
 int max_thread_slots() { return hardware_threads(); }
 
+int thread_slot() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? omp_get_thread_num() : 0;
+#else
+  return 0;
+#endif
+}
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
 #ifdef _OPENMP

@@ -24,5 +24,8 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // The most threads any parallel_for may use at once (hardware threads): what per-thread scratch
 // buffers are sized for.
 int max_thread_slots();
+// The calling thread's slot in [0, max_thread_slots()): inside parallel_for each running thread has
+// its own (0 outside), so per-thread scratch can be indexed by it.
+int thread_slot();
 
 }  // namespace dfl

@@ -1,4 +1,6 @@
-// conv2d (PyTorch semantics) on the CPU. Three paths:
+// conv2d (PyTorch semantics) on the CPU: the general algorithm (any shape), and the choice between
+// it and the direct 3x3 kernels (conv3x3.cpp) behind the public entry points. The general
+// algorithm has three paths:
 //   * depthwise (C/groups == 1 and OC/groups == 1): direct loops, no workspace;
 //   * 1x1, stride 1, pad 0: the input plane IS the im2col matrix, GEMM straight on it;
 //   * everything else: im2col of one (sample, group) into the workspace + sgemm.
@@ -17,6 +19,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "cpu/conv_internal.h"
 #include "cpu/kernels.h"
 
 namespace dfl::cpu {
@@ -204,6 +207,21 @@ void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* 
 }  // namespace
 
 namespace {
+// dbias[o] += sum of dout over samples and positions: one thread per channel, in order.
+void bias_gradient(float* dbias, const float* dout, const Conv2dShape& s) {
+  const int P = s.OH() * s.OW();
+  parallel_for(s.OC, grain_for(int64_t(s.B) * P), [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      double sum = 0.0;
+      for (int b = 0; b < s.B; ++b) {
+        const float* g = dout + (size_t(b) * s.OC + o) * P;
+        for (int i = 0; i < P; ++i) sum += g[i];
+      }
+      dbias[o] += float(sum);
+    }
+  });
+}
+
 // Samples per chunk of the batched path: one column matrix (and one dcol) per slot.
 int chunk_slots(const Conv2dShape& s) { return std::max(1, std::min(s.B, max_thread_slots())); }
 // Small outputs (P = OH*OW below 1024, i.e. below 32x32): S samples side by side make one GEMM with
@@ -218,7 +236,7 @@ bool batched_path(const Conv2dShape& s) { return s.groups == 1 && s.B > 1 && num
 size_t col_floats(const Conv2dShape& s) { return size_t(s.C / s.groups) * s.KH * s.KW * size_t(s.OH()) * s.OW(); }
 }  // namespace
 
-size_t conv2d_workspace_floats(const Conv2dShape& s) {
+size_t general_workspace_floats(const Conv2dShape& s) {
   check_shape(s);
   if (is_depthwise(s)) return 0;
   // Batched path: per slot a column matrix and its gradient (pointwise convs need no columns but
@@ -249,8 +267,8 @@ void wide_columns(float* col, const float* inp, int b0, int n, const Conv2dShape
 }
 }  // namespace
 
-void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    const Conv2dShape& s, float* workspace) {
+void general_forward(float* out, const float* inp, const float* weight, const float* bias,
+                     const Conv2dShape& s, float* workspace) {
   check_shape(s);
   if (is_depthwise(s)) return depthwise_forward(out, inp, weight, bias, s);
   const int G = s.groups, Cg = s.C / G, OCg = s.OC / G, OH = s.OH(), OW = s.OW(), P = OH * OW;
@@ -311,26 +329,15 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
   }
 }
 
-void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, const Conv2dShape& s, float* workspace) {
+void general_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                      const float* weight, const Conv2dShape& s, float* workspace) {
   check_shape(s);
   if (is_depthwise(s)) return depthwise_backward(dinp, dweight, dbias, dout, inp, weight, s);
   const int G = s.groups, Cg = s.C / G, OCg = s.OC / G, OH = s.OH(), OW = s.OW(), P = OH * OW;
   const int Kg = Cg * s.KH * s.KW, HW = s.H * s.W;
   const bool pw = is_pointwise(s);
   DFL_CHECK(pw || workspace != nullptr || (!dinp && !dweight), "conv2d_backward: workspace required");
-  if (dbias) {  // one thread per channel, samples and positions in order
-    parallel_for(s.OC, grain_for(int64_t(s.B) * P), [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) {
-        double sum = 0.0;
-        for (int b = 0; b < s.B; ++b) {
-          const float* g = dout + (size_t(b) * s.OC + o) * P;
-          for (int i = 0; i < P; ++i) sum += g[i];
-        }
-        dbias[o] += float(sum);
-      }
-    });
-  }
+  if (dbias) bias_gradient(dbias, dout, s);
   if (!dinp && !dweight) return;
   if (const int S = wide_samples(s); S > 1) {
     float* colc = workspace;                                   // (Kg, n*P)
@@ -435,6 +442,84 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
       }
     }
   }
+}
+
+// ---- algorithm choice -------------------------------------------------------------------------
+const char* conv_algo_label(ConvAlgo a) {
+  switch (a) {
+    case ConvAlgo::Reference: return "reference";
+    case ConvAlgo::General: return "general";
+    case ConvAlgo::Direct3x3: return "direct3x3";
+  }
+  return "?";
+}
+
+bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
+  switch (a) {
+    case ConvAlgo::Reference:
+    case ConvAlgo::General: return true;
+    case ConvAlgo::Direct3x3: return direct3x3_applies(s);
+  }
+  return false;
+}
+
+ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
+  return direct3x3_applies(s) ? ConvAlgo::Direct3x3 : ConvAlgo::General;
+}
+
+size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
+  check_shape(s);
+  switch (a) {
+    case ConvAlgo::Reference: return 0;
+    case ConvAlgo::General: return general_workspace_floats(s);
+    case ConvAlgo::Direct3x3: return direct3x3_workspace_floats(s);
+  }
+  return 0;
+}
+
+void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* weight, const float* bias,
+                         const Conv2dShape& s, float* workspace) {
+  check_shape(s);
+  DFL_CHECK(conv2d_algo_applies(a, s), "conv2d: algorithm ", conv_algo_label(a), " does not apply to this shape");
+  switch (a) {
+    case ConvAlgo::Reference: return conv2d_reference_forward(out, inp, weight, bias, s);
+    case ConvAlgo::General: return general_forward(out, inp, weight, bias, s, workspace);
+    case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace);
+  }
+}
+
+void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const Conv2dShape& s, float* workspace) {
+  check_shape(s);
+  DFL_CHECK(conv2d_algo_applies(a, s), "conv2d: algorithm ", conv_algo_label(a), " does not apply to this shape");
+  switch (a) {
+    case ConvAlgo::Reference: return conv2d_reference_backward(dinp, dweight, dbias, dout, inp, weight, s);
+    case ConvAlgo::General: return general_backward(dinp, dweight, dbias, dout, inp, weight, s, workspace);
+    case ConvAlgo::Direct3x3:
+      if (dbias) bias_gradient(dbias, dout, s);
+      if (dinp) direct3x3_backward_data(dinp, dout, weight, s, workspace);
+      if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, workspace);
+      return;
+  }
+}
+
+size_t conv2d_workspace_floats(const Conv2dShape& s) {
+  return conv2d_workspace_floats_with(conv2d_choose_algo(s), s);
+}
+void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                    float* workspace) {
+  conv2d_forward_with(conv2d_choose_algo(s), out, inp, weight, bias, s, workspace);
+}
+void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, const Conv2dShape& s, float* workspace) {
+  const ConvAlgo a = conv2d_choose_algo(s);
+  if (a == ConvAlgo::Direct3x3 && dweight && !direct3x3_weights_preferred(s)) {
+    // Many input channels on small maps: the general algorithm's GEMMs win for the weight gradient.
+    conv2d_backward_with(a, dinp, nullptr, dbias, dout, inp, weight, s, workspace);
+    general_backward(nullptr, dweight, nullptr, dout, inp, weight, s, workspace);
+    return;
+  }
+  conv2d_backward_with(a, dinp, dweight, dbias, dout, inp, weight, s, workspace);
 }
 
 }  // namespace dfl::cpu

@@ -1,0 +1,275 @@
+// Direct 3x3 convolution (stride 1, pad 1, groups 1, W a multiple of 8) for AVX2+FMA: the forward
+// and the input gradient, which is the same computation on dout with the weights transposed and
+// flipped. No im2col: each sample's input is copied once into a zero-padded plane, then every
+// output row is built in registers as OB output channels x NV 8-float vectors, summing over input
+// channels c and the 9 taps in a fixed order:
+//   acc[o][v] += w[o][c][kh][kw] * xpad[c][oh + kh][x0 + 8v + kw]
+// One sample per thread at a time, each output element written by one thread in one order, so
+// results are bitwise identical for any thread count.
+//
+// Registers (16 ymm): OB*NV accumulators + OB broadcast weights + 1 input vector. OB is 3, 5 or 7
+// for rows of 32+, 16 and 8 floats (NV 4, 2, 1); longer rows go in chunks of 32.
+//
+// The weight gradient dW[o][c][kh][kw] = sum over (b, oh, ow) of dout[b,o,oh,ow] * xpad[b,c,oh+kh,ow+kw]
+// is a reduction over the batch, so its order is fixed independently of the threads: samples go in
+// groups of a size fixed by the shape (a group's data fits a core's L2), groups one after another;
+// inside a group each task, (3 output channels, one input channel, one kernel row), is one thread's
+// 3x3 vector accumulators (o, kw) over the group's rows, reduced across lanes and added to dW in
+// group order. Results are bitwise identical for any thread count.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/check.h"
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "cpu/conv_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DFL_CONV3X3_X86 1
+#else
+#define DFL_CONV3X3_X86 0
+#endif
+
+namespace dfl::cpu {
+
+namespace {
+
+// Output channels per register block for a row of W floats.
+int block_channels(int W) { return W >= 32 ? 3 : (W >= 16 ? 5 : 7); }
+int blocks(int channels, int OB) { return (channels + OB - 1) / OB; }
+size_t padded_plane(const Conv2dShape& s) { return size_t(s.H + 2) * (s.W + 2); }
+// Blocked weights: OB zero-padded output channels per block, (block, C_in, 9 taps, OB).
+size_t blocked_weight_floats(int C_out, int C_in, int OB) { return size_t(blocks(C_out, OB)) * OB * C_in * 9; }
+
+// wb[((ob*C_in + c)*9 + t)*OB + o] = weight of output ob*OB+o, input c, tap t (0 past C_out).
+// flip: the input gradient's weights, w'[c][o][t] = w[o][c][8 - t] (transposed, taps reversed).
+void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool flip) {
+  const int nb = blocks(C_out, OB);
+  for (int ob = 0; ob < nb; ++ob)
+    for (int c = 0; c < C_in; ++c)
+      for (int t = 0; t < 9; ++t)
+        for (int o = 0; o < OB; ++o) {
+          const int oc = ob * OB + o;
+          float v = 0.0f;
+          if (oc < C_out) v = flip ? w[(size_t(c) * C_out + oc) * 9 + (8 - t)] : w[(size_t(oc) * C_in + c) * 9 + t];
+          wb[((size_t(ob) * C_in + c) * 9 + t) * OB + o] = v;
+        }
+}
+
+// One sample's channels into zero-padded planes (H+2, W+2).
+void pad_sample(float* xp, const float* x, int C, int H, int W) {
+  const int Wp = W + 2;
+  for (int c = 0; c < C; ++c) {
+    float* dst = xp + size_t(c) * (H + 2) * Wp;
+    std::memset(dst, 0, sizeof(float) * Wp);
+    for (int h = 0; h < H; ++h) {
+      float* row = dst + size_t(h + 1) * Wp;
+      row[0] = 0.0f;
+      std::memcpy(row + 1, x + (size_t(c) * H + h) * W, sizeof(float) * W);
+      row[W + 1] = 0.0f;
+    }
+    std::memset(dst + size_t(H + 1) * Wp, 0, sizeof(float) * Wp);
+  }
+}
+
+#if DFL_CONV3X3_X86
+// One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV).
+// out: the sample's output (C_out, H, W). accumulate: add to out (input gradient); otherwise start
+// from bias (or 0).
+template <int NV, int OB>
+__attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int H, int W, int oh, int x0,
+                                                   const float* xp, int C_in, const float* wb, const float* bias,
+                                                   bool accumulate) {
+  const size_t plane = size_t(H) * W;
+  const int Wp = W + 2;
+  __m256 acc[OB][NV];
+  for (int o = 0; o < OB; ++o) {
+    float* dst = out + (oc0 + o) * plane + size_t(oh) * W + x0;
+    for (int v = 0; v < NV; ++v) {
+      if (o >= n) acc[o][v] = _mm256_setzero_ps();
+      else if (accumulate) acc[o][v] = _mm256_loadu_ps(dst + 8 * v);
+      else acc[o][v] = bias ? _mm256_set1_ps(bias[oc0 + o]) : _mm256_setzero_ps();
+    }
+  }
+  const size_t pplane = size_t(H + 2) * Wp;
+  for (int c = 0; c < C_in; ++c) {
+    const float* xc = xp + c * pplane + size_t(oh) * Wp + x0;
+    const float* wc = wb + size_t(c) * 9 * OB;
+    for (int kh = 0; kh < 3; ++kh) {
+      const float* row = xc + kh * Wp;
+      for (int kw = 0; kw < 3; ++kw) {
+        __m256 wv[OB];
+        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * 3 + kw) * OB + o);
+        for (int v = 0; v < NV; ++v) {
+          const __m256 x = _mm256_loadu_ps(row + kw + 8 * v);
+          for (int o = 0; o < OB; ++o) acc[o][v] = _mm256_fmadd_ps(wv[o], x, acc[o][v]);
+        }
+      }
+    }
+  }
+  for (int o = 0; o < n; ++o) {
+    float* dst = out + (oc0 + o) * plane + size_t(oh) * W + x0;
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(dst + 8 * v, acc[o][v]);
+  }
+}
+
+template <int OB>
+void all_rows(float* out, int C_out, int H, int W, const float* xp, int C_in, const float* wb, const float* bias,
+              bool accumulate) {
+  const size_t block_floats = size_t(C_in) * 9 * OB;
+  for (int ob = 0; ob < blocks(C_out, OB); ++ob) {
+    const int oc0 = ob * OB, n = std::min(OB, C_out - oc0);
+    const float* w = wb + ob * block_floats;
+    for (int oh = 0; oh < H; ++oh) {
+      int x0 = 0;
+      for (; x0 + 32 <= W; x0 += 32) row_chunk<4, OB>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+      if (x0 + 16 <= W) {
+        row_chunk<2, OB>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+        x0 += 16;
+      }
+      if (x0 + 8 <= W) row_chunk<1, OB>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+    }
+  }
+}
+// Weight gradient of one task over samples [b0, b1): acc[o][kw] += dout[b, o0+o, oh, :] *
+// xpad[b, c, oh+kh, kw:] for the n <= 3 channels of the block, then dW[o0+o][c][kh][kw] += lane sum.
+// dout rows of channels past n read `zeros` (one row of W zeros).
+__attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float* dout, const float* xpad, int C, int OC,
+                                                     int H, int W, int o0, int n, int c, int kh, int b0, int b1,
+                                                     const float* zeros) {
+  __m256 acc[3][3];
+  for (int o = 0; o < 3; ++o)
+    for (int kw = 0; kw < 3; ++kw) acc[o][kw] = _mm256_setzero_ps();
+  const size_t plane = size_t(H) * W, pplane = size_t(H + 2) * (W + 2);
+  for (int b = b0; b < b1; ++b) {
+    const float* d[3];
+    for (int o = 0; o < 3; ++o) d[o] = o < n ? dout + (size_t(b) * OC + o0 + o) * plane : nullptr;
+    const float* xc = xpad + (size_t(b - b0) * C + c) * pplane + size_t(kh) * (W + 2);
+    for (int oh = 0; oh < H; ++oh) {
+      const float* row = xc + size_t(oh) * (W + 2);
+      const float* dr[3];
+      for (int o = 0; o < 3; ++o) dr[o] = d[o] ? d[o] + size_t(oh) * W : zeros;
+      for (int x0 = 0; x0 < W; x0 += 8) {
+        const __m256 d0 = _mm256_loadu_ps(dr[0] + x0), d1 = _mm256_loadu_ps(dr[1] + x0), d2 = _mm256_loadu_ps(dr[2] + x0);
+        for (int kw = 0; kw < 3; ++kw) {
+          const __m256 x = _mm256_loadu_ps(row + x0 + kw);
+          acc[0][kw] = _mm256_fmadd_ps(d0, x, acc[0][kw]);
+          acc[1][kw] = _mm256_fmadd_ps(d1, x, acc[1][kw]);
+          acc[2][kw] = _mm256_fmadd_ps(d2, x, acc[2][kw]);
+        }
+      }
+    }
+  }
+  for (int o = 0; o < n; ++o)
+    for (int kw = 0; kw < 3; ++kw) {
+      // Lane sum in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.
+      const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[o][kw]), _mm256_extractf128_ps(acc[o][kw], 1));
+      const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+      const float sum = _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, 1)));
+      dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += sum;
+    }
+}
+#endif
+
+// Samples per weight-gradient group: about 1 MB of dout and padded input (at least one sample);
+// DFL_DW_KB overrides the budget (kernel lab).
+int weight_group(const Conv2dShape& s) {
+  const size_t per_sample = (size_t(s.OC) * s.H * s.W + padded_plane(s) * s.C) * sizeof(float);
+  static const size_t budget = std::getenv("DFL_DW_KB") ? size_t(std::atoi(std::getenv("DFL_DW_KB"))) << 10 : (1 << 20);
+  return int(std::clamp<size_t>(budget / std::max<size_t>(per_sample, 1), 1, size_t(s.B)));
+}
+
+// out (B, C_out, H, W) [+]= the 3x3 convolution of x (B, C_in, H, W) with the blocked weights.
+void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W, const float* wb,
+            const float* bias, bool accumulate, float* pads) {
+#if DFL_CONV3X3_X86
+  const int OB = block_channels(W);
+  const size_t pad_floats = size_t(C_in) * (H + 2) * (W + 2);
+  // One sample per task; each thread pads into its own slot.
+  parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    float* xp = pads + size_t(thread_slot()) * pad_floats;
+    for (int64_t b = b0; b < b1; ++b) {
+      pad_sample(xp, x + size_t(b) * C_in * H * W, C_in, H, W);
+      float* ob = out + size_t(b) * C_out * H * W;
+      if (OB == 3) all_rows<3>(ob, C_out, H, W, xp, C_in, wb, bias, accumulate);
+      else if (OB == 5) all_rows<5>(ob, C_out, H, W, xp, C_in, wb, bias, accumulate);
+      else all_rows<7>(ob, C_out, H, W, xp, C_in, wb, bias, accumulate);
+    }
+  });
+#else
+  (void)out, (void)x, (void)B, (void)C_in, (void)C_out, (void)H, (void)W, (void)wb, (void)bias, (void)accumulate,
+      (void)pads;
+  fail("direct3x3: not built for this CPU");
+#endif
+}
+
+}  // namespace
+
+bool direct3x3_applies(const Conv2dShape& s) {
+  const CpuFeatures& f = cpu_features();
+  return DFL_CONV3X3_X86 && f.avx2 && f.fma && s.KH == 3 && s.KW == 3 && s.stride_h == 1 && s.stride_w == 1 &&
+         s.pad_h == 1 && s.pad_w == 1 && s.groups == 1 && s.W >= 8 && s.W % 8 == 0;
+}
+
+// [blocked weights | one padded sample per thread slot], sized for the larger of forward
+// (C input planes) and input gradient (OC planes of dout), plus the general algorithm's own
+// workspace for the weight gradient.
+size_t direct3x3_workspace_floats(const Conv2dShape& s) {
+  const int OB = block_channels(s.W);
+  const size_t weights = std::max(blocked_weight_floats(s.OC, s.C, OB), blocked_weight_floats(s.C, s.OC, OB));
+  const size_t pads = padded_plane(s) * size_t(std::max(s.C, s.OC)) * size_t(max_thread_slots());
+  const size_t group_pads = padded_plane(s) * size_t(s.C) * size_t(weight_group(s)) + size_t(s.W);  // + a zero row
+  return std::max({weights + pads, group_pads, general_workspace_floats(s)});
+}
+
+bool direct3x3_weights_preferred(const Conv2dShape& s) { return s.W >= 16 || s.C < 64; }
+
+void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                       float* workspace) {
+  DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_forward: shape not supported or no workspace");
+  const int OB = block_channels(s.W);
+  float* wb = workspace;
+  block_weights(wb, weight, s.OC, s.C, OB, false);
+  direct(out, inp, s.B, s.C, s.OC, s.H, s.W, wb, bias, false, wb + blocked_weight_floats(s.OC, s.C, OB));
+}
+
+void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
+                             float* workspace) {
+  DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_backward_data: shape not supported or no workspace");
+  const int OB = block_channels(s.W);
+  float* wb = workspace;
+  block_weights(wb, weight, s.C, s.OC, OB, true);
+  direct(dinp, dout, s.B, s.OC, s.C, s.H, s.W, wb, nullptr, true, wb + blocked_weight_floats(s.C, s.OC, OB));
+}
+
+void direct3x3_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
+                                float* workspace) {
+  DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_backward_weights: shape not supported or no workspace");
+#if DFL_CONV3X3_X86
+  const int G = weight_group(s), blocks3 = blocks(s.OC, 3);
+  float* zeros = workspace;
+  std::memset(zeros, 0, sizeof(float) * s.W);
+  float* xpad = workspace + s.W;
+  const size_t in_sample = size_t(s.C) * s.H * s.W, pad_sample_floats = padded_plane(s) * s.C;
+  const int64_t tasks = int64_t(blocks3) * s.C * 3;
+  for (int b0 = 0; b0 < s.B; b0 += G) {
+    const int b1 = std::min(s.B, b0 + G);
+    parallel_for(b1 - b0, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) pad_sample(xpad + i * pad_sample_floats, inp + (b0 + i) * in_sample, s.C, s.H, s.W);
+    });
+    // Tasks own disjoint dW elements; each adds its group sum once, groups in order.
+    parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int kh = int(t % 3), c = int((t / 3) % s.C), ob = int(t / (3 * int64_t(s.C)));
+        weight_task(dweight, dout, xpad, s.C, s.OC, s.H, s.W, ob * 3, std::min(3, s.OC - ob * 3), c, kh, b0, b1, zeros);
+      }
+    });
+  }
+#else
+  (void)dweight, (void)dout, (void)inp, (void)s, (void)workspace;
+#endif
+}
+
+}  // namespace dfl::cpu

@@ -1,0 +1,50 @@
+// The CPU convolution algorithms behind conv2d_forward/backward (kernels.h), for tests and the kernel
+// lab (native/dev/conv_lab.cpp), which exercise each one explicitly. Production code calls the
+// kernels.h entry points, which pick an algorithm with conv2d_choose_algo.
+//   Reference  plain loops in double: the readable specification the others are tested against.
+//   General    any shape: depthwise direct loops, 1x1 GEMMs, im2col + GEMM (conv2d.cpp).
+//   Direct3x3  3x3, stride 1, pad 1, groups 1, W % 8 == 0, AVX2+FMA: forward, input gradient and
+//              weight gradient as direct register-blocked loops (conv3x3.cpp), no im2col.
+// Every algorithm is bitwise identical for any thread count; they differ from each other in
+// float rounding (summation order) only.
+#pragma once
+#include <cstddef>
+
+#include "core/shapes.h"
+
+namespace dfl::cpu {
+
+enum class ConvAlgo { Reference, General, Direct3x3 };
+const char* conv_algo_label(ConvAlgo a);
+bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
+ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
+size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s);
+void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* weight, const float* bias,
+                         const Conv2dShape& s, float* workspace);
+void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const Conv2dShape& s, float* workspace);
+
+// The algorithms themselves (same contracts as kernels.h's conv2d_*).
+void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s);
+void conv2d_reference_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                               const float* weight, const Conv2dShape& s);
+size_t general_workspace_floats(const Conv2dShape& s);
+void general_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                     float* workspace);
+void general_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                      const float* weight, const Conv2dShape& s, float* workspace);
+bool direct3x3_applies(const Conv2dShape& s);
+size_t direct3x3_workspace_floats(const Conv2dShape& s);
+void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                       float* workspace);
+// dinp += the input gradient of dout.
+void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
+                             float* workspace);
+// Whether the direct weight gradient beats the general one for this shape (the kernel lab's finding:
+// on rows of 16+ or with few input channels); conv2d_backward uses the general one otherwise.
+bool direct3x3_weights_preferred(const Conv2dShape& s);
+// dweight += the weight gradient.
+void direct3x3_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
+                                float* workspace);
+
+}  // namespace dfl::cpu

@@ -1,0 +1,77 @@
+// Kernel lab: times conv2d forward, backward-data and backward-weights for the 3x3 shapes of the zoo
+// at CIFAR sizes (batch 128), each algorithm the CPU backend has, with GFLOP/s. Not shipped; built
+// with -DDFL_BUILD_LAB=ON:
+//   cmake -S . -B build/lab -DDFL_BUILD_ADDON=OFF -DDFL_BUILD_LAB=ON && cmake --build build/lab
+//   build/lab/dfl_conv_lab [threads] [reps]
+// Timings need an otherwise idle machine.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "cpu/conv_internal.h"
+#include "cpu/kernels.h"
+
+using namespace dfl;
+using Clock = std::chrono::steady_clock;
+
+template <typename F>
+double best_ms(int reps, F&& f) {
+  f();  // warm-up
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+int main(int argc, char** argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 0;
+  const int reps = argc > 2 ? std::atoi(argv[2]) : 5;
+  set_num_threads(threads);
+  struct Case {
+    const char* what;
+    int C, OC, H;
+  };
+  const Case cases[] = {
+      {"vgg8/4 conv1", 3, 16, 32},   {"vgg8/4 conv2", 16, 32, 16},   {"vgg8/4 conv3", 32, 64, 8},
+      {"vgg8/4 conv4", 64, 128, 4},  {"r18/4 layer1", 16, 16, 32},   {"r18/4 layer2", 32, 32, 16},
+      {"r18/4 layer3", 64, 64, 8},   {"r18/4 layer4", 128, 128, 4},  {"vgg8 conv2", 64, 128, 16},
+      {"r18 layer1", 64, 64, 32},
+  };
+  std::printf("%d threads, best of %d; GFLOP/s = 2 MACs / time\n", num_threads(), reps);
+  // The GEMM alone, at the shapes convolutions hand it.
+  const int gemms[][3] = {{128, 1024, 1152}, {32, 1024, 144}, {16, 1024, 27}, {128, 1152, 1024}, {1152, 1024, 128}, {512, 512, 512}};
+  for (const auto& g : gemms) {
+    const int M = g[0], N = g[1], K = g[2];
+    std::vector<float> A(size_t(M) * K, 0.5f), Bm(size_t(K) * N, 0.25f), Cm(size_t(M) * N);
+    const double ms = best_ms(reps, [&] { cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, Bm.data(), N, 0.0f, Cm.data(), N); });
+    std::printf("sgemm %4d x %4d x %4d: %8.3f ms %7.1f GF/s\n", M, N, K, ms, 2.0 * M * N * K / ms / 1e6);
+  }
+  std::printf("convolutions at batch 128\n");
+  std::printf("%-14s %-7s %9s %9s %9s %9s %9s %9s\n", "shape", "algo", "fwd ms", "GF/s", "dinp ms", "GF/s", "dW ms", "GF/s");
+  Rng rng(1);
+  for (const Case& c : cases) {
+    const Conv2dShape s{128, c.C, c.H, c.H, c.OC, 3, 3, 1, 1, 1, 1, 1};
+    std::vector<float> x(size_t(s.B) * s.C * s.H * s.W), w(size_t(s.OC) * s.C * 9), y(size_t(s.B) * s.OC * s.H * s.W);
+    for (auto& v : x) v = rng.normal();
+    for (auto& v : w) v = rng.normal() * 0.1f;
+    for (auto& v : y) v = rng.normal();
+    std::vector<float> out(y.size()), dx(x.size()), dw(w.size());
+    const double gflop = 2.0 * s.B * s.OC * s.H * s.W * s.C * 9 / 1e9;
+    for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3}) {
+      if (!cpu::conv2d_algo_applies(a, s)) continue;
+      std::vector<float> ws(cpu::conv2d_workspace_floats_with(a, s) + 1);
+      const double f = best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });
+      const double d = best_ms(reps, [&] { cpu::conv2d_backward_with(a, dx.data(), nullptr, nullptr, y.data(), x.data(), w.data(), s, ws.data()); });
+      const double g = best_ms(reps, [&] { cpu::conv2d_backward_with(a, nullptr, dw.data(), nullptr, y.data(), x.data(), w.data(), s, ws.data()); });
+      std::printf("%-14s %-7s %9.2f %9.1f %9.2f %9.1f %9.2f %9.1f\n", c.what, cpu::conv_algo_label(a), f, gflop / f * 1e3, d,
+                  gflop / d * 1e3, g, gflop / g * 1e3);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,160 @@
+// Every CPU convolution algorithm against the reference (the plain double loops of
+// conv2d_reference.cpp): forward with and without bias, and each backward output accumulated onto
+// random values (the += contract), on shapes that reach every block size and tail of the fast
+// paths; the reference itself against finite differences; thread-count invariance of each
+// algorithm; and the automatic choice.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include "core/parallel.h"
+#include "cpu/conv_internal.h"
+#include "cpu/kernels.h"
+#include "harness.h"
+
+namespace {
+
+using dfl::Conv2dShape;
+using dfl::Rng;
+using dfl::cpu::ConvAlgo;
+using Vec = std::vector<float>;
+
+size_t in_size(const Conv2dShape& s) { return size_t(s.B) * s.C * s.H * s.W; }
+size_t out_size(const Conv2dShape& s) { return size_t(s.B) * s.OC * s.OH() * s.OW(); }
+size_t w_size(const Conv2dShape& s) { return size_t(s.OC) * (s.C / s.groups) * s.KH * s.KW; }
+
+std::string describe(const Conv2dShape& s) {
+  std::ostringstream os;
+  os << "B" << s.B << " C" << s.C << " " << s.H << "x" << s.W << " OC" << s.OC << " k" << s.KH << "x" << s.KW << " s"
+     << s.stride_h << " p" << s.pad_h << " g" << s.groups;
+  return os.str();
+}
+
+// 3x3 / stride 1 / pad 1 shapes: row lengths 8..64 (every register block and chunk tail), output
+// channel counts that leave every block tail (1..7 past a multiple of 3, 5, 7), single rows, odd
+// batches, single input channels.
+std::vector<Conv2dShape> direct_shapes() {
+  std::vector<Conv2dShape> v;
+  auto add = [&](int B, int C, int H, int W, int OC) { v.push_back({B, C, H, W, OC, 3, 3, 1, 1, 1, 1, 1}); };
+  add(2, 3, 5, 8, 7);
+  add(3, 4, 4, 8, 8);
+  add(1, 5, 3, 16, 5);
+  add(2, 3, 6, 16, 11);
+  add(3, 2, 2, 24, 6);
+  add(2, 6, 3, 32, 4);
+  add(1, 3, 7, 32, 16);
+  add(2, 1, 1, 40, 2);
+  add(2, 4, 4, 48, 3);
+  add(1, 2, 3, 64, 10);
+  add(5, 16, 8, 8, 1);
+  add(2, 3, 32, 32, 16);  // a CIFAR stem (the 32x32 path)
+  return v;
+}
+
+struct Data {
+  Conv2dShape s;
+  Vec x, w, bias, dout, dinp0, dw0, db0;
+  Data(const Conv2dShape& sh, Rng& rng) : s(sh) {
+    x = dfl::test::randn(in_size(s), rng);
+    w = dfl::test::randn(w_size(s), rng, 0.5f);
+    bias = dfl::test::randn(s.OC, rng);
+    dout = dfl::test::randn(out_size(s), rng);
+    dinp0 = dfl::test::randn(in_size(s), rng);  // backward adds onto these
+    dw0 = dfl::test::randn(w_size(s), rng);
+    db0 = dfl::test::randn(s.OC, rng);
+  }
+};
+
+struct Results {
+  Vec out, out_nobias, dinp, dw, db;
+};
+
+// Runs algorithm a with a NaN-filled workspace (no algorithm may read stale scratch).
+Results run(ConvAlgo a, const Data& d) {
+  Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, d.s) + 1, std::numeric_limits<float>::quiet_NaN());
+  Results r;
+  r.out.assign(out_size(d.s), std::numeric_limits<float>::quiet_NaN());
+  r.out_nobias = r.out;
+  dfl::cpu::conv2d_forward_with(a, r.out.data(), d.x.data(), d.w.data(), d.bias.data(), d.s, ws.data());
+  dfl::cpu::conv2d_forward_with(a, r.out_nobias.data(), d.x.data(), d.w.data(), nullptr, d.s, ws.data());
+  r.dinp = d.dinp0;
+  r.dw = d.dw0;
+  r.db = d.db0;
+  dfl::cpu::conv2d_backward_with(a, r.dinp.data(), r.dw.data(), r.db.data(), d.dout.data(), d.x.data(), d.w.data(), d.s,
+                                 ws.data());
+  return r;
+}
+
+std::vector<float> concat(const Results& r) {
+  Vec all;
+  for (const Vec* v : {&r.out, &r.out_nobias, &r.dinp, &r.dw, &r.db}) all.insert(all.end(), v->begin(), v->end());
+  return all;
+}
+
+}  // namespace
+
+// Tolerance: float sums of up to C*9 (forward, input gradient) or B*H*W (weight gradient) products
+// against double references: |diff| <= 2e-4 + 2e-4 |want|. A wrong index or a lost tail gives O(1).
+DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
+  Rng rng(77);
+  double worst = 0;
+  for (const Conv2dShape& s : direct_shapes()) {
+    const Data d(s, rng);
+    const Results want = run(ConvAlgo::Reference, d);
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3}) {
+      DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a == ConvAlgo::Direct3x3, describe(s));
+      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // Direct3x3 needs AVX2+FMA
+      const Results got = run(a, d);
+      const std::string what = std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s);
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.out.data(), want.out.data(), got.out.size(), 2e-4, 2e-4, what + " forward"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.out_nobias.data(), want.out_nobias.data(), got.out.size(), 2e-4, 2e-4,
+                                               what + " forward without bias"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.dinp.data(), want.dinp.data(), got.dinp.size(), 2e-4, 2e-4, what + " dinp"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.dw.data(), want.dw.data(), got.dw.size(), 2e-4, 2e-4, what + " dweight"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.db.data(), want.db.data(), got.db.size(), 2e-4, 2e-4, what + " dbias"));
+    }
+  }
+  std::printf("     (max |algorithm - reference|: %.3g)\n", worst);
+}
+
+// The specification itself: the reference backward against central differences of its forward.
+DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
+  Rng rng(78);
+  for (const Conv2dShape& s : {Conv2dShape{2, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{2, 4, 7, 7, 6, 3, 3, 2, 2, 1, 1, 2},
+                               Conv2dShape{1, 3, 6, 5, 3, 3, 1, 2, 1, 0, 0, 3}}) {
+    Vec x = dfl::test::randn(in_size(s), rng), w = dfl::test::randn(w_size(s), rng), r = dfl::test::randn(out_size(s), rng);
+    auto loss = [&] {
+      Vec out(out_size(s));
+      dfl::cpu::conv2d_reference_forward(out.data(), x.data(), w.data(), nullptr, s);
+      return dfl::test::dot(out.data(), r.data(), out.size());
+    };
+    Vec dx(x.size(), 0.f), dw(w.size(), 0.f);
+    dfl::cpu::conv2d_reference_backward(dx.data(), dw.data(), nullptr, r.data(), x.data(), w.data(), s);
+    DFL_GRADCHECK("reference dinp " + describe(s), x, dx, loss, 1e-2, 2e-3, 1e-2);
+    DFL_GRADCHECK("reference dweight " + describe(s), w, dw, loss, 1e-2, 2e-3, 1e-2);
+  }
+}
+
+DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
+  Rng rng(79);
+  for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1}}) {
+    const Data d(s, rng);
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3}) {
+      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
+      DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
+    }
+  }
+}
+
+DFL_CPU_TEST(conv_automatic_choice) {
+  const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1};
+  const bool avx2 = dfl::cpu::conv2d_algo_applies(ConvAlgo::Direct3x3, cifar);
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(cifar) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), "3x3 at 32x32");
+  // Rows shorter than a vector, strides, groups and 1x1 convolutions take the general algorithm.
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1},
+                               Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1},
+                               Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
+}
