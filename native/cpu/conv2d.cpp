@@ -450,6 +450,7 @@ const char* conv_algo_label(ConvAlgo a) {
     case ConvAlgo::Reference: return "reference";
     case ConvAlgo::General: return "general";
     case ConvAlgo::Direct3x3: return "direct3x3";
+    case ConvAlgo::DirectOC: return "direct-oc";
   }
   return "?";
 }
@@ -459,12 +460,18 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
     case ConvAlgo::Reference:
     case ConvAlgo::General: return true;
     case ConvAlgo::Direct3x3: return direct3x3_applies(s);
+    case ConvAlgo::DirectOC: return direct_oc_applies(s);
   }
   return false;
 }
 
+// The kernel lab's finding (native/dev/conv_lab.cpp): the direct 3x3 kernels win wherever they apply;
+// the output-channel kernels only for strided convolutions (no im2col of a subsampled image),
+// while the GEMMs win on small maps with many channels and on 1x1 convolutions.
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
-  return direct3x3_applies(s) ? ConvAlgo::Direct3x3 : ConvAlgo::General;
+  if (direct3x3_applies(s)) return ConvAlgo::Direct3x3;
+  if (direct_oc_applies(s) && (s.stride_h > 1 || s.stride_w > 1)) return ConvAlgo::DirectOC;
+  return ConvAlgo::General;
 }
 
 size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
@@ -473,6 +480,7 @@ size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
     case ConvAlgo::Reference: return 0;
     case ConvAlgo::General: return general_workspace_floats(s);
     case ConvAlgo::Direct3x3: return direct3x3_workspace_floats(s);
+    case ConvAlgo::DirectOC: return direct_oc_workspace_floats(s);
   }
   return 0;
 }
@@ -485,6 +493,7 @@ void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* 
     case ConvAlgo::Reference: return conv2d_reference_forward(out, inp, weight, bias, s);
     case ConvAlgo::General: return general_forward(out, inp, weight, bias, s, workspace);
     case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace);
+    case ConvAlgo::DirectOC: return direct_oc_forward(out, inp, weight, bias, s, workspace);
   }
 }
 
@@ -499,6 +508,14 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
       if (dbias) bias_gradient(dbias, dout, s);
       if (dinp) direct3x3_backward_data(dinp, dout, weight, s, workspace);
       if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, workspace);
+      return;
+    case ConvAlgo::DirectOC:
+      if (dbias) bias_gradient(dbias, dout, s);
+      if (dinp && direct_oc_data_gradient_applies(s)) {
+        direct_oc_backward_data(dinp, dout, weight, s, workspace);
+        dinp = nullptr;
+      }
+      if (dinp || dweight) general_backward(dinp, dweight, nullptr, dout, inp, weight, s, workspace);
       return;
   }
 }

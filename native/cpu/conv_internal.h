@@ -5,6 +5,9 @@
 //   General    any shape: depthwise direct loops, 1x1 GEMMs, im2col + GEMM (conv2d.cpp).
 //   Direct3x3  3x3, stride 1, pad 1, groups 1, W % 8 == 0, AVX2+FMA: forward, input gradient and
 //              weight gradient as direct register-blocked loops (conv3x3.cpp), no im2col.
+//   DirectOC   groups 1, any kernel/stride/padding, AVX2+FMA: forward (and the input gradient at
+//              stride 1) as direct loops vectorised over output channels (conv_direct_oc.cpp);
+//              the weight gradient, and strided input gradients, by the general algorithm.
 // Every algorithm is bitwise identical for any thread count; they differ from each other in
 // float rounding (summation order) only.
 #pragma once
@@ -14,7 +17,7 @@
 
 namespace dfl::cpu {
 
-enum class ConvAlgo { Reference, General, Direct3x3 };
+enum class ConvAlgo { Reference, General, Direct3x3, DirectOC };
 const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
@@ -39,6 +42,14 @@ void direct3x3_forward(float* out, const float* inp, const float* weight, const 
                        float* workspace);
 // dinp += the input gradient of dout.
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
+                             float* workspace);
+bool direct_oc_applies(const Conv2dShape& s);
+bool direct_oc_data_gradient_applies(const Conv2dShape& s);
+size_t direct_oc_workspace_floats(const Conv2dShape& s);
+void direct_oc_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                       float* workspace);
+// dinp += the input gradient of dout (stride 1).
+void direct_oc_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace);
 // Whether the direct weight gradient beats the general one for this shape (the kernel lab's finding:
 // on rows of 16+ or with few input channels); conv2d_backward uses the general one otherwise.

@@ -35,13 +35,17 @@ int main(int argc, char** argv) {
   set_num_threads(threads);
   struct Case {
     const char* what;
-    int C, OC, H;
+    int C, OC, H, K, stride, pad;
   };
   const Case cases[] = {
-      {"vgg8/4 conv1", 3, 16, 32},   {"vgg8/4 conv2", 16, 32, 16},   {"vgg8/4 conv3", 32, 64, 8},
-      {"vgg8/4 conv4", 64, 128, 4},  {"r18/4 layer1", 16, 16, 32},   {"r18/4 layer2", 32, 32, 16},
-      {"r18/4 layer3", 64, 64, 8},   {"r18/4 layer4", 128, 128, 4},  {"vgg8 conv2", 64, 128, 16},
-      {"r18 layer1", 64, 64, 32},
+      {"vgg8/4 conv1", 3, 16, 32, 3, 1, 1},   {"vgg8/4 conv2", 16, 32, 16, 3, 1, 1},
+      {"vgg8/4 conv3", 32, 64, 8, 3, 1, 1},   {"vgg8/4 conv4", 64, 128, 4, 3, 1, 1},
+      {"vgg8/4 conv5", 128, 128, 2, 3, 1, 1}, {"r18/4 layer1", 16, 16, 32, 3, 1, 1},
+      {"r18/4 layer2", 32, 32, 16, 3, 1, 1},  {"r18/4 layer3", 64, 64, 8, 3, 1, 1},
+      {"r18/4 layer4", 128, 128, 4, 3, 1, 1}, {"r18/4 l2 s2", 16, 32, 32, 3, 2, 1},
+      {"r18/4 down2", 16, 32, 32, 1, 2, 0},   {"mbv2 pw 32", 16, 96, 32, 1, 1, 0},
+      {"mbv2 pw 8", 64, 384, 8, 1, 1, 0},     {"vgg8 conv2", 64, 128, 16, 3, 1, 1},
+      {"r18 layer1", 64, 64, 32, 3, 1, 1},
   };
   std::printf("%d threads, best of %d; GFLOP/s = 2 MACs / time\n", num_threads(), reps);
   // The GEMM alone, at the shapes convolutions hand it.
@@ -56,14 +60,15 @@ int main(int argc, char** argv) {
   std::printf("%-14s %-7s %9s %9s %9s %9s %9s %9s\n", "shape", "algo", "fwd ms", "GF/s", "dinp ms", "GF/s", "dW ms", "GF/s");
   Rng rng(1);
   for (const Case& c : cases) {
-    const Conv2dShape s{128, c.C, c.H, c.H, c.OC, 3, 3, 1, 1, 1, 1, 1};
-    std::vector<float> x(size_t(s.B) * s.C * s.H * s.W), w(size_t(s.OC) * s.C * 9), y(size_t(s.B) * s.OC * s.H * s.W);
+    const Conv2dShape s{128, c.C, c.H, c.H, c.OC, c.K, c.K, c.stride, c.stride, c.pad, c.pad, 1};
+    std::vector<float> x(size_t(s.B) * s.C * s.H * s.W), w(size_t(s.OC) * s.C * c.K * c.K),
+        y(size_t(s.B) * s.OC * s.OH() * s.OW());
     for (auto& v : x) v = rng.normal();
     for (auto& v : w) v = rng.normal() * 0.1f;
     for (auto& v : y) v = rng.normal();
     std::vector<float> out(y.size()), dx(x.size()), dw(w.size());
-    const double gflop = 2.0 * s.B * s.OC * s.H * s.W * s.C * 9 / 1e9;
-    for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3}) {
+    const double gflop = 2.0 * s.B * s.OC * s.OH() * s.OW() * s.C * c.K * c.K / 1e9;
+    for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3, cpu::ConvAlgo::DirectOC}) {
       if (!cpu::conv2d_algo_applies(a, s)) continue;
       std::vector<float> ws(cpu::conv2d_workspace_floats_with(a, s) + 1);
       const double f = best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });

@@ -50,6 +50,19 @@ std::vector<Conv2dShape> direct_shapes() {
   add(1, 2, 3, 64, 10);
   add(5, 16, 8, 8, 1);
   add(2, 3, 32, 32, 16);  // a CIFAR stem (the 32x32 path)
+  // What only the general and output-channel algorithms take: small maps, strides, other kernels
+  // and paddings, 1x1 convolutions, channel counts around multiples of 8, pixel counts off 8.
+  auto conv = [&](int B, int C, int H, int W, int OC, int K, int st, int pad) { v.push_back({B, C, H, W, OC, K, K, st, st, pad, pad, 1}); };
+  conv(3, 5, 4, 4, 9, 3, 1, 1);
+  conv(2, 7, 2, 2, 16, 3, 1, 1);
+  conv(2, 4, 1, 1, 17, 3, 1, 1);
+  conv(2, 3, 9, 7, 8, 3, 2, 1);
+  conv(2, 6, 8, 8, 12, 1, 2, 0);
+  conv(3, 5, 6, 5, 7, 1, 1, 0);
+  conv(2, 3, 7, 9, 5, 5, 1, 2);
+  conv(2, 4, 6, 6, 3, 3, 1, 0);
+  conv(2, 3, 5, 5, 10, 2, 2, 1);
+  v.push_back({2, 3, 6, 7, 4, 3, 1, 2, 1, 0, 0, 1});  // 3x1 rect, stride (2,1)
   return v;
 }
 
@@ -103,9 +116,9 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
   for (const Conv2dShape& s : direct_shapes()) {
     const Data d(s, rng);
     const Results want = run(ConvAlgo::Reference, d);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3}) {
-      DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a == ConvAlgo::Direct3x3, describe(s));
-      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // Direct3x3 needs AVX2+FMA
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC}) {
+      DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a != ConvAlgo::General, describe(s));
+      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // the direct algorithms need AVX2+FMA
       const Results got = run(a, d);
       const std::string what = std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s);
       worst = std::max(worst, DFL_EXPECT_CLOSE(got.out.data(), want.out.data(), got.out.size(), 2e-4, 2e-4, what + " forward"));
@@ -139,9 +152,10 @@ DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
 
 DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   Rng rng(79);
-  for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1}}) {
+  for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
+                               Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}}) {
     const Data d(s, rng);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC}) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
       DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
     }
@@ -152,9 +166,11 @@ DFL_CPU_TEST(conv_automatic_choice) {
   const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1};
   const bool avx2 = dfl::cpu::conv2d_algo_applies(ConvAlgo::Direct3x3, cifar);
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(cifar) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), "3x3 at 32x32");
-  // Rows shorter than a vector, strides, groups and 1x1 convolutions take the general algorithm.
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1},
-                               Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1},
-                               Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}})
+  // Strided convolutions take the output-channel algorithm; small maps, 1x1 and grouped
+  // convolutions the general one.
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(s));
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1},
+                               Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
 }
