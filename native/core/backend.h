@@ -131,6 +131,10 @@ class Backend {
                              const AugmentDraw* draws_host, const float* mean_host, const float* std_host) = 0;
   virtual void normalize_batch(float* out, const uint8_t* images, int B, int C, int H, int W,
                                const float* mean_host, const float* std_host) = 0;
+  // dst (B, image_bytes) = the images indices_host[k] of a resident set src (N, image_bytes): a
+  // batch gathered on the device from a training set uploaded once (indices in [0, N), unchecked).
+  virtual void gather_images(uint8_t* dst, const uint8_t* src, const int32_t* indices_host, int B,
+                             size_t image_bytes) = 0;
 
   // ---- reductions the step needs (results on the host) ----------------------------------------
   virtual double sum_squares(const float* x, size_t n) = 0;

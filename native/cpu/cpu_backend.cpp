@@ -215,6 +215,11 @@ class CpuBackend final : public Backend {
                        const float* std_host) override {
     cpu::normalize_batch(out, images, B, C, H, W, mean_host, std_host);
   }
+  void gather_images(uint8_t* dst, const uint8_t* src, const int32_t* indices_host, int B,
+                     size_t image_bytes) override {
+    for (int k = 0; k < B; ++k)
+      std::memcpy(dst + size_t(k) * image_bytes, src + size_t(indices_host[k]) * image_bytes, image_bytes);
+  }
 
   double sum_squares(const float* x, size_t n) override { return cpu::sum_squares(x, n); }
   bool all_finite(const float* x, size_t n) override { return cpu::all_finite(x, n); }

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import type { TrainConfig } from '../config.js';
+import { DEFAULT_CONFIG, type TrainConfig } from '../config.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { StudyGrid } from './grid.js';
@@ -103,11 +103,14 @@ export const anytimeAccuracy = (metrics: readonly EpochRecord[]): number => mean
 
 const RUN_SPECIFIC: (keyof TrainConfig)[] = ['seed', 'out', 'threads', 'cacheDir', 'device'];
 
+/** Options in which `a` differs from the reference run; an option the reference's (older) build did not have counts at its default. */
 function configDiff(a: TrainConfig, ref: TrainConfig | undefined): Record<string, unknown> {
   if (!ref) return {};
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(a) as (keyof TrainConfig)[])
-    if (!RUN_SPECIFIC.includes(k) && JSON.stringify(a[k]) !== JSON.stringify(ref[k])) out[k] = a[k];
+  for (const k of Object.keys(a) as (keyof TrainConfig)[]) {
+    const r = k in ref ? ref[k] : DEFAULT_CONFIG[k];
+    if (!RUN_SPECIFIC.includes(k) && JSON.stringify(a[k]) !== JSON.stringify(r)) out[k] = a[k];
+  }
   return out;
 }
 
@@ -198,7 +201,7 @@ export function renderStudyMarkdown(runs: StudyRuns, stats = studyStats(runs)): 
   lines.push('| arm | n | test acc | anytime val acc | ECE | wall time / run | options (vs ' + ref + ') |');
   lines.push('|---|--:|--:|--:|--:|--:|---|');
   for (const a of stats.arms)
-    lines.push(`| ${a.arm} | ${a.n} | ${pm(a.testAcc.mean, a.testAcc.std)} | ${pm(a.anytimeAcc.mean, a.anytimeAcc.std)} | ${pm(a.ece.mean, a.ece.std)} | ${minutes(a.wallSeconds)} | ${a.arm === ref ? '(reference)' : describeOptions(a.differs)} |`);
+    lines.push(`| ${a.arm} | ${a.n} | ${pm(a.testAcc.mean, a.testAcc.std)} | ${pm(a.anytimeAcc.mean, a.anytimeAcc.std)} | ${pm(a.ece.mean, a.ece.std)} | ${minutes(a.wallSeconds)} | ${a.arm === ref ? '(reference)' : a.n === 0 ? '(no finished run yet)' : describeOptions(a.differs)} |`);
   lines.push('');
 
   for (const [what, key] of [['test accuracy', 'test'], ['anytime validation accuracy', 'anytime']] as const) {

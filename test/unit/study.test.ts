@@ -138,14 +138,23 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   fakeRun(dir, 'dfl', 0, 0.82, [0.6, 0.8], 1200);
   fakeRun(dir, 'dfl', 1, 0.82, [0.6, 0.8], 1260);
   fakeRun(dir, 'dfl', 2, 0.80, [0.6, 0.8], 1320);
+  fs.mkdirSync(path.join(dir, 'sd', 'seed0', 'checkpoint'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'sd', 'seed0', 'checkpoint', 'state.json'), '{}');
   fs.mkdirSync(path.join(dir, 'dfl', 'seed3', 'checkpoint'), { recursive: true });
   fs.writeFileSync(path.join(dir, 'dfl', 'seed3', 'checkpoint', 'state.json'), '{}');
   fs.mkdirSync(path.join(dir, 'notes')); // not an arm with runs: ignored
+  // base/seed0 as an older build wrote it, before two options existed: they count at their defaults
+  const oldSummary = path.join(dir, 'base', 'seed0', 'summary.json');
+  const old = JSON.parse(fs.readFileSync(oldSummary, 'utf8'));
+  delete old.config.resetUntil;
+  delete old.config.skipWorseTeachers;
+  fs.writeFileSync(oldSummary, JSON.stringify(old));
 
   const { markdown, svg, stats } = writeStudyReport(dir);
   assert.equal(fs.readFileSync(path.join(dir, 'study.md'), 'utf8'), markdown);
   assert.ok(fs.existsSync(path.join(dir, 'study.svg')));
-  assert.deepEqual(stats.arms.map((a) => [a.arm, a.n]), [['base', 3], ['dfl', 3]]);
+  assert.deepEqual(stats.arms.map((a) => [a.arm, a.n]), [['base', 3], ['dfl', 3], ['sd', 0]]);
+  assert.match(markdown, /\| sd \| 0 \| - \| - \| - \| - \| \(no finished run yet\) \|/);
   close(stats.arms[0].testAcc.mean, 0.8, 1e-12, 'base mean');
   close(stats.arms[0].testAcc.std, 0.01, 1e-12, 'base std');
   close(stats.arms[0].anytimeAcc.mean, 0.6, 1e-12, 'base anytime = mean over epochs and seeds');
@@ -157,11 +166,11 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   assert.match(markdown, /\| base \| 3 \| 80\.00 ± 1\.00 \| 60\.00 ± 5\.00 \| 5\.00 ± 0\.00 \| 10 min 20 s \| \(reference\) \|/);
   assert.match(markdown, /\| dfl \| 3 \| \+2\.00 \| \+1\.00 \| \+1\.00 \| \+1\.33 \| \[-0\.10, \+2\.77\] \| no clear difference \|/);
   assert.match(markdown, /\| dfl \| 3 \| \+10\.00 \| \+5\.00 \| \+15\.00 \| \+10\.00 \| \[-2\.42, \+22\.42\] \| no clear difference \|/, 'anytime paired row');
-  assert.match(markdown, /6 finished, 1 unfinished \(dfl\/seed3\)/);
+  assert.match(markdown, /6 finished, 2 unfinished \(dfl\/seed3, sd\/seed0\)/);
   assert.equal((svg.match(/<circle /g) ?? []).length, 6, 'one dot per finished run');
   assert.match(svg, /<title>dfl seed 2: 80\.00%<\/title>/);
   assert.equal((svg.match(/stroke-opacity="0.3"/g) ?? []).length, 6, 'one validation curve per run');
-  assert.equal(collectRuns(dir).unfinished.length, 1);
+  assert.equal(collectRuns(dir).unfinished.length, 2);
   const csv = fs.readFileSync(path.join(dir, 'runs.csv'), 'utf8').trim().split('\n');
   assert.equal(csv[0], 'arm,seed,test_acc,anytime_val_acc,final_val_acc,test_ece,test_loss,epochs,wall_seconds,finished');
   assert.equal(csv.length, 7, 'header + one line per finished run');

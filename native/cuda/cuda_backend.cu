@@ -1,0 +1,602 @@
+// The CUDA backend: device memory, one stream, cuDNN convolutions (cuda/conv_cudnn.h), cuBLAS GEMMs,
+// and the hand-written kernels of cuda/bodies/ (each checked on the host against cpu/kernels.h by
+// the CPU tests). Built as libdfl_cuda.so and opened at run time by core/backend.cpp through
+// dfl_create_backend (core/backend_plugin.h).
+//
+// Every call is enqueued on the backend's one stream in call order; calls that return a value to the
+// host synchronise. Models on different host threads may share the backend: one lock serialises
+// the calls (the handles, the plans and the scratch buffers below are shared), and the GPU runs one
+// stream anyway. Memory is stream-ordered (cudaMallocAsync / cudaFreeAsync), so a buffer released
+// while kernels that read it are queued stays valid until they ran.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/backend_plugin.h"
+#include "core/check.h"
+#include "cuda/bodies/augment.h"
+#include "cuda/bodies/batchnorm.h"
+#include "cuda/bodies/elementwise.h"
+#include "cuda/bodies/loss.h"
+#include "cuda/bodies/optim.h"
+#include "cuda/bodies/pool.h"
+#include "cuda/bodies/reduce.h"
+#include "cuda/conv_cudnn.h"
+#include "cuda/launch.cuh"
+
+namespace dfl::cuda {
+
+namespace {
+
+using namespace dfl::cuda_bodies;
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail(what, ": ", cublasGetStatusName(s), ": ", cublasGetStatusString(s));
+}
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    cudaDeviceProp prop{};
+    check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    // Keep freed memory in the pool for the next step instead of returning it to the driver.
+    cudaMemPool_t pool;
+    check_cuda(cudaDeviceGetDefaultMemPool(&pool, device_), "cudaDeviceGetDefaultMemPool");
+    uint64_t keep = UINT64_MAX;
+    check_cuda(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+    check_cudnn(cudnnCreate(&cudnn_), "cudnnCreate");
+    check_cudnn(cudnnSetStream(cudnn_, stream_), "cudnnSetStream");
+    check_cublas(cublasCreate(&cublas_), "cublasCreate");
+    check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+    check_cublas(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");  // no TF32
+    plans_ = std::make_unique<ConvPlans>(cudnn_);
+    int rt = 0, drv = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    description_ = std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+                   std::to_string(int(prop.totalGlobalMem / kMiB)) + " MiB), CUDA runtime " + version(rt) +
+                   ", driver " + version(drv) + ", cuDNN " + std::to_string(cudnnGetVersion()) + ", cuBLAS " +
+                   cublas_version();
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    for (void* p : {scratch_, staging_}) if (p) cudaFree(p);
+    plans_.reset();
+    cublasDestroy(cublas_);
+    cudnnDestroy(cudnn_);
+    cudaStreamDestroy(stream_);
+  }
+
+  const std::string& name() const override { return name_; }
+  std::string description() const override { return description_; }
+
+  // ---- memory ----------------------------------------------------------------------------------
+  void* alloc(size_t bytes, const char* what) override {
+    auto lock = enter();
+    void* p = nullptr;
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    const cudaError_t e = cudaMallocAsync(&p, rounded ? rounded : 256, stream_);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail("Out of GPU memory allocating ", long(rounded / kMiB), " MiB for ", what, " (", long(free_b / kMiB),
+           " MiB free of ", long(total_b / kMiB), " MiB; ", cudaGetErrorString(e),
+           "); use a smaller batch size or model");
+    }
+    check_cuda(cudaMemsetAsync(p, 0, rounded, stream_), "cudaMemsetAsync");
+    return p;
+  }
+  void release(void* ptr) noexcept override {
+    if (!ptr) return;
+    auto lock = enter();
+    cudaFreeAsync(ptr, stream_);
+  }
+  // From pageable host memory the copy returns once the source was staged, so the caller may reuse it.
+  void upload(void* dst, const void* src, size_t bytes) override {
+    auto lock = enter();
+    if (bytes) check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    auto lock = enter();
+    if (!bytes) return;
+    check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download");
+    check_cuda(cudaStreamSynchronize(stream_), "download");
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    auto lock = enter();
+    if (bytes && dst != src) check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "copy");
+  }
+  void fill(float* dst, float value, size_t n) override {
+    auto lock = enter();
+    if (value == 0.f) {
+      if (n) check_cuda(cudaMemsetAsync(dst, 0, n * sizeof(float), stream_), "cudaMemsetAsync");
+    } else {
+      launch_elementwise(stream_, Fill{dst, value, n});
+    }
+  }
+  void synchronize() override {
+    auto lock = enter();
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+  // Free device memory plus what our pool holds unused; $DFL_MAX_MEMORY_MB caps it (tests).
+  double available_bytes(std::string* source) const override {
+    auto lock = enter();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    cudaMemPool_t pool;
+    uint64_t reserved = 0, used = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, device_) == cudaSuccess) {
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
+    }
+    double avail = double(free_b) + double(reserved > used ? reserved - used : 0);
+    *source = "free GPU memory";
+    if (const char* e = std::getenv("DFL_MAX_MEMORY_MB")) {
+      const double mb = std::strtod(e, nullptr);
+      if (mb > 0 && mb * kMiB < avail) {
+        avail = mb * kMiB;
+        *source = "DFL_MAX_MEMORY_MB";
+      }
+    }
+    return avail;
+  }
+
+  // ---- convolutions and linear layers ----------------------------------------------------------
+  size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
+    auto lock = enter();
+    return plans_->get(s).workspace_bytes();
+  }
+  void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                      void* workspace, Activation act) override {
+    auto lock = enter();
+    const ConvPlan& p = plans_->get(s);
+    const float one = 1.f, zero = 0.f;
+    check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, inp, p.w, weight, p.conv, p.fwd, workspace, p.fwd_bytes,
+                                        &zero, p.y, out),
+                "cudnnConvolutionForward");
+    const size_t P = size_t(s.OH()) * s.OW();
+    if (bias || act != Activation::None)
+      launch_elementwise(stream_, BiasActivation{out, bias, size_t(s.B) * s.OC * P, s.OC, P, act});
+  }
+  void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, const Conv2dShape& s, void* workspace) override {
+    auto lock = enter();
+    const ConvPlan& p = plans_->get(s);
+    const float one = 1.f;  // beta = 1: accumulate into the gradients
+    if (dinp)
+      check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dout, p.conv, p.bwd_data, workspace,
+                                               p.bwd_data_bytes, &one, p.x, dinp),
+                  "cudnnConvolutionBackwardData");
+    if (dweight)
+      check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, inp, p.y, dout, p.conv, p.bwd_filter, workspace,
+                                                 p.bwd_filter_bytes, &one, p.w, dweight),
+                  "cudnnConvolutionBackwardFilter");
+    if (dbias) launch_rows(stream_, BiasGradient{dbias, dout, s.B, s.OC, s.OH() * s.OW()});
+  }
+  void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
+                      Activation act) override {
+    auto lock = enter();
+    gemm(false, true, B, OUT, IN, inp, IN, weight, IN, 0.f, out, OUT);
+    if (bias || act != Activation::None)
+      launch_elementwise(stream_, BiasActivation{out, bias, size_t(B) * OUT, OUT, 1, act});
+  }
+  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, int B, int IN, int OUT) override {
+    auto lock = enter();
+    if (dinp) gemm(false, false, B, IN, OUT, dout, OUT, weight, IN, 1.f, dinp, IN);
+    if (dweight) gemm(true, false, OUT, IN, B, dout, OUT, inp, IN, 1.f, dweight, IN);
+    if (dbias) launch_rows(stream_, BiasGradient{dbias, dout, B, OUT, 1});
+  }
+
+  // ---- batch norm ------------------------------------------------------------------------------
+  void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd, float* running_mean,
+                                 float* running_var, const float* inp, const float* gamma, const float* beta, int B,
+                                 int C, int HW, float momentum, float eps) override {
+    auto lock = enter();
+    DFL_CHECK(B > 0 && C > 0 && HW > 0 && int64_t(B) * HW > 1,
+              "batchnorm2d_forward_train: needs positive sizes and more than one value per channel");
+    launch_rows(stream_, BatchNormTrain{out, save_mean, save_invstd, running_mean, running_var, inp, gamma, beta, B,
+                                        C, HW, momentum, eps});
+  }
+  void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
+                                const float* running_mean, const float* running_var, int B, int C, int HW,
+                                float eps) override {
+    auto lock = enter();
+    launch_elementwise(stream_, BatchNormEval{out, inp, gamma, beta, running_mean, running_var,
+                                              size_t(B) * C * HW, C, HW, eps});
+  }
+  void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
+                            const float* gamma, const float* save_mean, const float* save_invstd, int B, int C,
+                            int HW) override {
+    auto lock = enter();
+    if (!dinp && !dgamma && !dbeta) return;
+    launch_rows(stream_, BatchNormBackward{dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW});
+  }
+  void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in, const float* gamma,
+                      const float* beta, const float* running_mean, const float* running_var, int OC, size_t per_oc,
+                      float eps) override {
+    auto lock = enter();
+    DFL_CHECK(OC > 0 && per_oc > 0 && eps > 0.f, "fold_batchnorm: sizes and eps must be positive");
+    launch_elementwise(stream_, FoldBatchNorm{w_out, b_out, w_in, b_in, gamma, beta, running_mean, running_var, OC,
+                                              per_oc, eps});
+  }
+
+  // ---- elementwise -----------------------------------------------------------------------------
+  void relu_forward(float* out, const float* inp, size_t n) override { run(ReluForward{out, inp, n, false}); }
+  void relu_backward(float* dinp, const float* dout, const float* inp, size_t n) override {
+    if (dinp) run(ReluBackward{dinp, dout, inp, n, false});
+  }
+  void relu6_forward(float* out, const float* inp, size_t n) override { run(ReluForward{out, inp, n, true}); }
+  void relu6_backward(float* dinp, const float* dout, const float* inp, size_t n) override {
+    if (dinp) run(ReluBackward{dinp, dout, inp, n, true});
+  }
+  void add_forward(float* out, const float* a, const float* b, size_t n) override { run(AddForward{out, a, b, n}); }
+  void add_backward(float* da, float* db, const float* dout, size_t n) override {
+    if (da) run(Accumulate{da, dout, n});
+    if (db) run(Accumulate{db, dout, n});
+  }
+  void accumulate(float* dst, const float* src, size_t n) override { run(Accumulate{dst, src, n}); }
+  void add_scalar(float* x, float v, size_t n) override { run(AddScalar{x, v, n}); }
+
+  // ---- pooling ---------------------------------------------------------------------------------
+  void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dShape& s) override {
+    run(MaxPoolForward{out, argmax, inp, s});
+  }
+  void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dShape& s) override {
+    if (dinp) run(MaxPoolBackward{dinp, dout, argmax, s});
+  }
+  void avgpool2d_forward(float* out, const float* inp, const Pool2dShape& s) override {
+    run(AvgPoolForward{out, inp, s});
+  }
+  void avgpool2d_backward(float* dinp, const float* dout, const Pool2dShape& s) override {
+    if (dinp) run(AvgPoolBackward{dinp, dout, s});
+  }
+  void global_avgpool_forward(float* out, const float* inp, int B, int C, int HW) override {
+    run(GlobalAvgPoolForward{out, inp, size_t(B) * C, HW});
+  }
+  void global_avgpool_backward(float* dinp, const float* dout, int B, int C, int HW) override {
+    if (dinp) run(GlobalAvgPoolBackward{dinp, dout, size_t(B) * C, HW});
+  }
+
+  // ---- channel plumbing: one 2-D copy (forward) or strided accumulate (backward) per chunk -------
+  void concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n, int B,
+                               int HW) override {
+    auto lock = enter();
+    const size_t total = total_channels(channels, n);
+    size_t off = 0;
+    for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k)
+      copy_2d(out + off, total * HW, inputs[k], size_t(channels[k]) * HW, size_t(channels[k]) * HW, B);
+  }
+  void concat_channels_backward(float* const* dinputs, const float* dout, const int* channels, int n, int B,
+                                int HW) override {
+    auto lock = enter();
+    const size_t total = total_channels(channels, n);
+    size_t off = 0;
+    for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k) {
+      const size_t len = size_t(channels[k]) * HW;
+      if (dinputs[k]) launch_elementwise(stream_, StridedAccumulate{dinputs[k], dout + off, size_t(B), len, len, total * HW});
+    }
+  }
+  void split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n, int B,
+                              int HW) override {
+    auto lock = enter();
+    const size_t total = total_channels(channels, n);
+    size_t off = 0;
+    for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k)
+      if (outputs[k]) copy_2d(outputs[k], size_t(channels[k]) * HW, inp + off, total * HW, size_t(channels[k]) * HW, B);
+  }
+  void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B,
+                               int HW) override {
+    auto lock = enter();
+    if (!dinp) return;
+    const size_t total = total_channels(channels, n);
+    size_t off = 0;
+    for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k) {
+      const size_t len = size_t(channels[k]) * HW;
+      if (doutputs[k]) launch_elementwise(stream_, StridedAccumulate{dinp + off, doutputs[k], size_t(B), len, total * HW, len});
+    }
+  }
+  void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) override {
+    DFL_CHECK(groups > 0 && C % groups == 0, "channel_shuffle_forward: groups (", groups, ") must divide C (", C, ")");
+    run(ChannelShuffle{out, inp, size_t(B) * C * HW, C, HW, groups, false});
+  }
+  void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups) override {
+    DFL_CHECK(groups > 0 && C % groups == 0, "channel_shuffle_backward: groups (", groups, ") must divide C (", C, ")");
+    if (dinp) run(ChannelShuffle{dinp, dout, size_t(B) * C * HW, C, HW, groups, true});
+  }
+
+  // ---- dropout ---------------------------------------------------------------------------------
+  void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, uint64_t seed) override {
+    DFL_CHECK(p >= 0.f && p <= 1.f, "dropout_forward: p must be in [0, 1], got ", p);
+    run(DropoutForward{out, mask, inp, n, p, p < 1.f ? 1.f / (1.f - p) : 0.f, seed});
+  }
+  void dropout_backward(float* dinp, const float* dout, const float* mask, size_t n) override {
+    if (dinp) run(DropoutBackward{dinp, dout, mask, n});
+  }
+
+  // ---- losses ----------------------------------------------------------------------------------
+  float cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
+                              float label_smoothing) override {
+    auto lock = enter();
+    DFL_CHECK(B > 0 && NC > 0, "cross_entropy_forward: B and NC must be positive");
+    DFL_CHECK(label_smoothing >= 0.f && label_smoothing <= 1.f, "cross_entropy_forward: label_smoothing must be in [0, 1]");
+    launch_elementwise(stream_, CrossEntropyRow{losses, probs, logits, targets, B, NC, label_smoothing});
+    return float(batch_sum(losses, B) / B);
+  }
+  void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
+                              float label_smoothing, float scale) override {
+    run(CrossEntropyBackward{dlogits, probs, targets, B, NC, label_smoothing, scale});
+  }
+  float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
+                            const float* teacher_logits, const float* weights, int K, int B, int NC,
+                            float T) override {
+    auto lock = enter();
+    DFL_CHECK(K >= 1, "ensemble_kl_forward: needs at least one teacher (K = ", K, ")");
+    DFL_CHECK(B > 0 && NC > 0, "ensemble_kl_forward: B and NC must be positive");
+    DFL_CHECK(T > 0.f, "ensemble_kl_forward: temperature must be > 0, got ", T);
+    double* mixture = static_cast<double*>(scratch(sizeof(double) * (size_t(B) * NC + 1)));
+    launch_elementwise(stream_, EnsembleKlRow{losses, student_probs, teacher_probs, mixture + 1, student_logits,
+                                              teacher_logits, weights, K, B, NC, T});
+    return float(batch_sum(losses, B, mixture) / B);
+  }
+  void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B, int NC,
+                            float T, float scale) override {
+    run(EnsembleKlBackward{dlogits, student_probs, teacher_probs, size_t(B) * NC, scale * T});
+  }
+  void teacher_confidence(float* weights, const float* teacher_logits, int K, int B, int NC, float T) override {
+    DFL_CHECK(K > 0 && B > 0 && NC > 0 && T > 0.f, "teacher_confidence: sizes and T must be positive");
+    run(TeacherConfidence{weights, teacher_logits, size_t(K) * B, NC, T});
+  }
+
+  // ---- optimiser -------------------------------------------------------------------------------
+  void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask, size_t n,
+                const SgdConfig& cfg) override {
+    DFL_CHECK(momentum_buf || cfg.momentum == 0.f, "sgd_step: momentum > 0 needs a momentum buffer");
+    run(SgdStep{params, momentum_buf, grads, decay_mask, n, cfg});
+  }
+  bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
+                             const float* decay_mask, size_t n, const SgdConfig& cfg) override {
+    auto lock = enter();
+    DFL_CHECK(momentum_buf || cfg.momentum == 0.f, "sgd_step_stays_finite: momentum > 0 needs a momentum buffer");
+    return reduce_all(SgdFiniteValue{params, momentum_buf, grads, decay_mask, cfg}, n) == 1;
+  }
+
+  // ---- batches ---------------------------------------------------------------------------------
+  void augment_batch(float* out, const uint8_t* images, int B, int C, int H, int W, int pad,
+                     const AugmentDraw* draws_host, const float* mean_host, const float* std_host) override {
+    auto lock = enter();
+    check_batch(B, C, H, W, mean_host, std_host, "augment_batch");
+    DFL_CHECK(pad >= 0 && pad <= (1 << 20), "augment_apply: pad must be in [0, 2^20], got ", pad);
+    for (int b = 0; b < B; ++b)
+      DFL_CHECK(draws_host[b].dy >= 0 && draws_host[b].dy <= 2 * pad && draws_host[b].dx >= 0 &&
+                    draws_host[b].dx <= 2 * pad,
+                "augment_apply: crop offsets of image ", b, " outside [0, ", 2 * pad, "]");
+    Staged st(*this);
+    const auto mean = st.put(mean_host, C), stdv = st.put(std_host, C);
+    const auto draws = st.put(draws_host, B);
+    st.upload();
+    launch_elementwise(stream_, AugmentBatch{out, images, st.at(draws), st.at(mean), st.at(stdv), B, C, H, W, pad});
+  }
+  void normalize_batch(float* out, const uint8_t* images, int B, int C, int H, int W, const float* mean_host,
+                       const float* std_host) override {
+    auto lock = enter();
+    check_batch(B, C, H, W, mean_host, std_host, "normalize_batch");
+    Staged st(*this);
+    const auto mean = st.put(mean_host, C), stdv = st.put(std_host, C);
+    st.upload();
+    launch_elementwise(stream_, AugmentBatch{out, images, nullptr, st.at(mean), st.at(stdv), B, C, H, W, 0});
+  }
+  void gather_images(uint8_t* dst, const uint8_t* src, const int32_t* indices_host, int B,
+                     size_t image_bytes) override {
+    auto lock = enter();
+    Staged st(*this);
+    const auto indices = st.put(indices_host, size_t(B));
+    st.upload();
+    launch_elementwise(stream_, GatherImages{dst, src, st.at(indices), size_t(B), image_bytes});
+  }
+
+  // ---- reductions ------------------------------------------------------------------------------
+  double sum_squares(const float* x, size_t n) override {
+    auto lock = enter();
+    return reduce_all(SquareValue{x}, n);
+  }
+  bool all_finite(const float* x, size_t n) override {
+    auto lock = enter();
+    return reduce_all(FiniteValue{x}, n) == 1;
+  }
+  int count_correct(const float* logits, const int32_t* labels, int B, int NC) override {
+    auto lock = enter();
+    return reduce_all(CorrectValue{logits, labels, NC}, size_t(B));
+  }
+
+ private:
+  // The lock for one call, with this backend's device current on the calling thread.
+  std::unique_lock<std::mutex> enter() const {
+    std::unique_lock<std::mutex> lock(mu_);
+    cudaSetDevice(device_);
+    return lock;
+  }
+  template <typename Body>
+  void run(const Body& body) {
+    auto lock = enter();
+    launch_elementwise(stream_, body);
+  }
+
+  static std::string version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+  std::string cublas_version() const {
+    int v = 0;
+    cublasGetVersion(cublas_, &v);
+    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+  }
+
+  static size_t total_channels(const int* channels, int n) {
+    DFL_CHECK(n >= 1, "concat/split: needs at least one chunk");
+    size_t total = 0;
+    for (int k = 0; k < n; ++k) {
+      DFL_CHECK(channels[k] > 0, "concat/split: chunk ", k, " has ", channels[k], " channels");
+      total += size_t(channels[k]);
+    }
+    return total;
+  }
+  static void check_batch(int B, int C, int H, int W, const float* mean, const float* stdv, const char* who) {
+    DFL_CHECK(B > 0 && C > 0 && H > 0 && W > 0, who, ": sizes must be positive");
+    for (int c = 0; c < C; ++c)
+      DFL_CHECK(std::isfinite(mean[c]) && std::isfinite(stdv[c]) && stdv[c] != 0.f, who, ": std[", c, "] = ", stdv[c],
+                " must be finite and non-zero (mean finite)");
+  }
+
+  // rows x width floats from src (row stride src_ld) to dst (row stride dst_ld).
+  void copy_2d(float* dst, size_t dst_ld, const float* src, size_t src_ld, size_t width, int rows) {
+    check_cuda(cudaMemcpy2DAsync(dst, dst_ld * sizeof(float), src, src_ld * sizeof(float), width * sizeof(float),
+                                 size_t(rows), cudaMemcpyDeviceToDevice, stream_),
+               "cudaMemcpy2DAsync");
+  }
+
+  // Row-major C (M,N) = op(A) op(B) + beta C with alpha 1, as cpu::sgemm, on cuBLAS (column-major):
+  // C^T = op(B)^T op(A)^T.
+  void gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+            float beta, float* C, int ldc) {
+    const float alpha = 1.f;
+    check_cublas(cublasSgemm(cublas_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+                             K, &alpha, B, ldb, A, lda, &beta, C, ldc),
+                 "cublasSgemm");
+  }
+
+  // Device scratch of at least `bytes` (grown, never shrunk; stream-ordered).
+  void* scratch(size_t bytes) { return grow(&scratch_, &scratch_bytes_, bytes); }
+  void* grow(void** buf, size_t* have, size_t bytes) {
+    if (bytes <= *have) return *buf;
+    if (*buf) cudaFreeAsync(*buf, stream_);
+    *buf = nullptr;
+    *have = 0;
+    check_cuda(cudaMallocAsync(buf, bytes, stream_), "allocating backend scratch");
+    *have = bytes;
+    return *buf;
+  }
+
+  // Small host arrays of one call (draws, mean/std, indices), gathered with put() and copied in one
+  // go into the device staging buffer by upload(). Calls are serialised and stream-ordered, so the
+  // next call's copy lands after this call's kernels have read the buffer.
+  class Staged {
+   public:
+    template <typename T>
+    struct Ref {
+      size_t offset;
+    };
+    explicit Staged(CudaBackend& be) : be_(be) {}
+    template <typename T>
+    Ref<T> put(const T* host, size_t n) {
+      const size_t at = (host_.size() + 15) / 16 * 16;
+      host_.resize(at + n * sizeof(T));
+      std::memcpy(host_.data() + at, host, n * sizeof(T));
+      return {at};
+    }
+    void upload() {
+      be_.grow(&be_.staging_, &be_.staging_bytes_, std::max<size_t>(host_.size(), 4096));
+      check_cuda(cudaMemcpyAsync(be_.staging_, host_.data(), host_.size(), cudaMemcpyHostToDevice, be_.stream_),
+                 "staging call arguments");
+    }
+    template <typename T>
+    const T* at(Ref<T> r) const {
+      return reinterpret_cast<const T*>(static_cast<const char*>(be_.staging_) + r.offset);
+    }
+
+   private:
+    CudaBackend& be_;
+    std::vector<char> host_;
+  };
+
+  // Reads one value back from the device (a synchronisation point).
+  template <typename T>
+  T read_back(const T* dev) {
+    T v{};
+    check_cuda(cudaMemcpyAsync(&v, dev, sizeof(T), cudaMemcpyDeviceToHost, stream_), "reading a result back");
+    check_cuda(cudaStreamSynchronize(stream_), "reading a result back");
+    return v;
+  }
+
+  // sum of x[0..n) in index order, in double; `at` is device room for the result (scratch if null).
+  double batch_sum(const float* x, int n, double* at = nullptr) {
+    double* out = at ? at : static_cast<double*>(scratch(sizeof(double)));
+    launch_elementwise(stream_, RowSum{out, x, size_t(n)});
+    return read_back(out);
+  }
+
+  // A whole-array reduction in two fixed stages (bodies/reduce.h).
+  template <typename V>
+  typename V::Acc reduce_all(const V& value, size_t n) {
+    using Acc = typename V::Acc;
+    if (n == 0) return V::identity();
+    const size_t chunk = std::max<size_t>(8192, (n + 1023) / 1024);
+    const int rows = int((n + chunk - 1) / chunk);
+    Acc* buf = static_cast<Acc*>(scratch(sizeof(Acc) * (size_t(rows) + 1)));
+    launch_rows(stream_, ChunkReduce<V>{value, n, chunk, buf + 1});
+    launch_rows(stream_, PartialsReduce<V>{buf + 1, rows, buf});
+    return read_back(buf);
+  }
+
+  const std::string name_ = "cuda";
+  std::string description_;
+  int device_;
+  mutable std::mutex mu_;  // one call at a time (see the top of this file)
+  cudaStream_t stream_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<ConvPlans> plans_;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  void* staging_ = nullptr;
+  size_t staging_bytes_ = 0;
+};
+
+// The driver's or the libraries' words when the GPU cannot be used.
+std::string runtime_error(cudaError_t e, const char* what) {
+  return std::string(what) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e);
+}
+
+}  // namespace
+
+}  // namespace dfl::cuda
+
+extern "C" __attribute__((visibility("default"))) dfl::Backend* dfl_create_backend(const char* abi, std::string* error) {
+  using dfl::cuda::runtime_error;
+  try {
+    if (std::string(abi) != DFL_BACKEND_ABI) {
+      *error = std::string("libdfl_cuda.so was built against another version of backend.h (") + DFL_BACKEND_ABI +
+               ", the addon has " + abi + "); rebuild both (npm run build:native)";
+      return nullptr;
+    }
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+      *error = runtime_error(e, "no usable GPU (cudaGetDeviceCount)");
+      return nullptr;
+    }
+    if (count == 0) {
+      *error = "no CUDA GPU found (cudaGetDeviceCount returned 0)";
+      return nullptr;
+    }
+    int device = 0;
+    if (const char* d = std::getenv("DFL_CUDA_DEVICE")) device = std::atoi(d);
+    if (device < 0 || device >= count) {
+      *error = "DFL_CUDA_DEVICE=" + std::to_string(device) + " but " + std::to_string(count) + " GPU(s) found";
+      return nullptr;
+    }
+    return new dfl::cuda::CudaBackend(device);
+  } catch (const std::exception& ex) {
+    *error = ex.what();
+    return nullptr;
+  }
+}
