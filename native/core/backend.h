@@ -66,6 +66,28 @@ class Backend {
   virtual void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                                     const float* inp, const float* gamma, const float* save_mean,
                                     const float* save_invstd, int B, int C, int HW) = 0;
+  // BatchNorm followed by an activation (training plans fuse a ReLU/ReLU6 that is the only reader
+  // of a BN, conv, linear or add into it). The defaults run the plain kernel, then the activation
+  // in place; a backend overrides them to do both in one pass.
+  virtual void batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
+                                               float* running_var, const float* inp, const float* gamma,
+                                               const float* beta, int B, int C, int HW, float momentum, float eps,
+                                               Activation act) {
+    batchnorm2d_forward_train(out, save_mean, save_invstd, running_mean, running_var, inp, gamma, beta, B, C, HW,
+                              momentum, eps);
+    activate(out, size_t(B) * C * HW, act);
+  }
+  virtual void batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
+                                              const float* running_mean, const float* running_var, int B, int C,
+                                              int HW, float eps, Activation act) {
+    batchnorm2d_forward_eval(out, inp, gamma, beta, running_mean, running_var, B, C, HW, eps);
+    activate(out, size_t(B) * C * HW, act);
+  }
+  // x = act(x), in place.
+  void activate(float* x, size_t n, Activation act) {
+    if (act == Activation::Relu) relu_forward(x, x, n);
+    if (act == Activation::Relu6) relu6_forward(x, x, n);
+  }
   // Inference folding of a BatchNorm into the conv/linear before it, per output channel oc:
   //   s = gamma/sqrt(var+eps);  w_out[oc,:] = w_in[oc,:]*s;  b_out[oc] = (b_in[oc] - mean)*s + beta
   // w (OC, per_oc); b_in may be null (0). w_out/b_out may not alias the inputs.
@@ -78,6 +100,11 @@ class Backend {
   virtual void relu6_forward(float* out, const float* inp, size_t n) = 0;
   virtual void relu6_backward(float* dinp, const float* dout, const float* inp, size_t n) = 0;
   virtual void add_forward(float* out, const float* a, const float* b, size_t n) = 0;
+  // add then the activation (see the fused BatchNorm above).
+  virtual void add_forward_fused(float* out, const float* a, const float* b, size_t n, Activation act) {
+    add_forward(out, a, b, n);
+    activate(out, n, act);
+  }
   virtual void add_backward(float* da, float* db, const float* dout, size_t n) = 0;
   // dst += src (n floats): identity backward (flatten, dropout p = 0).
   virtual void accumulate(float* dst, const float* src, size_t n) = 0;

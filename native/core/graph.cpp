@@ -78,6 +78,35 @@ Pool2dShape Plan::pool_shape(int i, int B) const {
   return {B, in.C(), in.H(), in.W(), n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w};
 }
 
+namespace {
+bool activation_fuses_into(Op op) { return op == Op::Conv || op == Op::BatchNorm || op == Op::Linear || op == Op::Add; }
+
+// Marks the nodes whose output can share their input's buffer (see build_plan). A fused ReLU's
+// producer applies the activation itself (spec.fused); the ReLU's backward still runs, reading the
+// activated output, which gives the same mask (y > 0 iff x > 0; 0 < y < 6 iff 0 < x < 6).
+void alias_nodes(Plan& plan) {
+  const int N = int(plan.nodes.size());
+  std::vector<int> readers(N, 0);
+  for (const PlanNode& n : plan.nodes)
+    for (int in : n.spec.inputs) ++readers[in];
+  ++readers[N - 1];
+  for (int j = 1; j < N; ++j) {
+    PlanNode& n = plan.nodes[j];
+    const int i = n.spec.inputs.empty() ? -1 : n.spec.inputs[0];
+    if (i <= 0) continue;
+    const Op op = n.op();
+    PlanNode& src = plan.nodes[i];
+    if ((op == Op::Relu || op == Op::Relu6) && readers[i] == 1 && activation_fuses_into(src.op()) &&
+        src.spec.fused == Activation::None && src.alias_of < 0) {
+      src.spec.fused = op == Op::Relu ? Activation::Relu : Activation::Relu6;
+      n.alias_of = i;
+    } else if (op == Op::Flatten || (op == Op::Dropout && n.spec.p == 0.f)) {
+      n.alias_of = src.alias_of >= 0 ? src.alias_of : i;
+    }
+  }
+}
+}  // namespace
+
 Plan build_plan(const ModelSpec& spec) {
   Plan plan;
   plan.spec = spec;
@@ -104,9 +133,17 @@ Plan build_plan(const ModelSpec& spec) {
     }
     def.infer(b, i);
   }
+  alias_nodes(plan);
   for (int i = 1; i < N; ++i) {  // node 0 reads the caller's input in place
-    plan.nodes[i].act_offset = plan.act_per_sample;
-    plan.act_per_sample += plan.nodes[i].size;
+    PlanNode& n = plan.nodes[i];
+    n.grad_offset = plan.grad_per_sample;
+    plan.grad_per_sample += n.size;
+    if (n.alias_of >= 0) {
+      n.act_offset = plan.nodes[n.alias_of].act_offset;
+      continue;
+    }
+    n.act_offset = plan.act_per_sample;
+    plan.act_per_sample += n.size;
   }
   const auto& out = plan.nodes[N - 1].shape;
   DFL_CHECK(out[1] == 1 && out[2] == 1, "Model spec: the last node must output (classes,1,1) logits, but it outputs (",
@@ -170,17 +207,26 @@ class SlotAllocator {
 
 void share_activation_slots(Plan& plan) {
   const int N = int(plan.nodes.size());
+  // A buffer belongs to the node that writes it (an alias's owner); it lives until the last
+  // reader of any node that shares it.
+  auto owner = [&](int i) { return plan.nodes[i].alias_of >= 0 ? plan.nodes[i].alias_of : i; };
   std::vector<int> last_use(N, 0);
   for (int i = 1; i < N; ++i)
-    for (int in : plan.nodes[i].spec.inputs) last_use[in] = std::max(last_use[in], i);
-  last_use[N - 1] = N;  // the logits outlive the pass
+    for (int in : plan.nodes[i].spec.inputs) last_use[owner(in)] = std::max(last_use[owner(in)], i);
+  last_use[owner(N - 1)] = N;  // the logits outlive the pass
   SlotAllocator slots;
   for (int i = 1; i < N; ++i) {
-    plan.nodes[i].act_offset = slots.take(plan.nodes[i].size);  // before freeing: never aliases an input
-    for (int in : plan.nodes[i].spec.inputs) {
-      if (in == 0 || last_use[in] != i) continue;
-      last_use[in] = -1;  // an input listed twice is freed once
-      slots.give_back(plan.nodes[in].act_offset, plan.nodes[in].size);
+    PlanNode& n = plan.nodes[i];
+    if (n.alias_of >= 0) {
+      n.act_offset = plan.nodes[n.alias_of].act_offset;
+    } else {
+      n.act_offset = slots.take(n.size);  // before freeing: never aliases an input
+    }
+    for (int in : n.spec.inputs) {
+      const int o = owner(in);
+      if (o == 0 || last_use[o] != i) continue;
+      last_use[o] = -1;  // an input listed twice is freed once
+      slots.give_back(plan.nodes[o].act_offset, plan.nodes[o].size);
     }
   }
   plan.act_per_sample = slots.top();

@@ -77,6 +77,11 @@ struct PlanNode {
   std::array<int, 3> shape{};       // per-sample output (C, H, W)
   size_t size = 0;                  // C*H*W
   size_t act_offset = 0;            // per-sample floats into the activation block
+  size_t grad_offset = 0;           // per-sample floats into the activation-gradient block (training)
+  // >= 0: this node's output IS that node's output buffer (a ReLU fused into its producer, a
+  // flatten, a dropout that drops nothing): its forward does nothing. Its gradient has its own
+  // slot, so its backward runs as usual.
+  int alias_of = -1;
   int layer = -1;                   // parametric layer, or -1
   int weight = -1, bias = -1;       // indices into Plan::params, or -1
   int running_mean = -1, running_var = -1, batches_tracked = -1;  // indices into Plan::buffers
@@ -95,6 +100,7 @@ struct Plan {
   std::vector<TensorView> params, buffers;
   size_t num_params = 0, num_buffer_floats = 0;
   size_t act_per_sample = 0;        // activation floats per sample (node 0 is the caller's input)
+  size_t grad_per_sample = 0;       // activation-gradient floats per sample
   size_t argmax_per_sample = 0, mask_per_sample = 0, stat_floats = 0;
   int num_classes = 0;
   int num_layers = 0;               // parametric layers (reset granularity)
@@ -106,7 +112,9 @@ struct Plan {
 };
 
 // Validates the spec (every message names the node) and lays it out. Activations get one slot each
-// (training keeps them all for backward).
+// (training keeps them all for backward), except that a ReLU/ReLU6 which is the only reader of a
+// conv, BN, linear or add is fused into it, and flattens and p = 0 dropouts are aliases: those
+// nodes share their input's slot.
 Plan build_plan(const ModelSpec& spec);
 
 // The inference form of a training plan, for teachers: each BatchNorm that directly follows a

@@ -68,6 +68,7 @@ void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int 
                       double* node_ms = nullptr) {
   PhaseTimer timer(be, node_ms != nullptr);
   for (int i = 1; i < int(plan.nodes.size()); ++i) {
+    if (plan.nodes[i].alias_of >= 0) continue;  // its producer wrote its output
     op_def(plan.nodes[i].op()).forward(OpRun{be, plan, mem, i, B, training, seed});
     timer.lap(node_ms ? node_ms + i : nullptr);
   }
@@ -165,6 +166,7 @@ void Model::reinit_layers(const std::vector<int>& layers, uint64_t seed, bool sh
     DFL_CHECK(l >= 0 && l < plan_.num_layers, "reinit: layer ", l, " out of range [0, ", plan_.num_layers, ")");
   auto chosen = [&](int layer) { return std::find(layers.begin(), layers.end(), layer) != layers.end(); };
   Backend& be = *backend_;
+  ++weights_version_;
   std::vector<float> fresh, current;
   for (size_t ti = 0; ti < plan_.params.size(); ++ti) {
     const TensorView& t = plan_.params[ti];
@@ -198,9 +200,9 @@ void Model::ensure_batch(int B) {
   Backend& be = *backend_;
   const size_t ws = workspace_bytes(be, plan_, B);
   // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
-  const double per = double(plan_.act_per_sample), nb = double(B);
+  const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
   check_memory(be,
-               4.0 * (2.0 * per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
+               4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
                       4.0 * double(plan_.num_params) + double(plan_.num_buffer_floats)) + double(ws),
                "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
                    " parameters (activations, their gradients and the weights)",
@@ -232,12 +234,34 @@ void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
   have_training_forward_ = training;
 }
 
+void Model::forward_eval_unfolded(const float* x_host, int B, float* logits_host) {
+  ensure_batch(B);
+  backend_->upload(mem_->x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
+  run_forward(B, false, 0);
+  const PlanNode& last = plan_.nodes.back();
+  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+}
+
 void Model::forward(const float* x_host, int B, bool training, float* logits_host, uint64_t dropout_seed) {
   ensure_batch(B);
   backend_->upload(mem_->x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
-  run_forward(B, training, dropout_seed);
   const PlanNode& last = plan_.nodes.back();
-  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+  if (training) {
+    run_forward(B, true, dropout_seed);
+    ++weights_version_;  // BN running statistics moved
+    backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+    return;
+  }
+  if (!eval_copy_) eval_copy_ = std::make_unique<Teacher>(plan_.spec, backend_);
+  if (eval_version_ != weights_version_) {
+    fold_into(*eval_copy_);
+    eval_version_ = weights_version_;
+  }
+  // The logits land in the student's activation block (its last slot), which eval does not use.
+  float* logits = mem_->acts.f() + last.act_offset * size_t(B);
+  eval_copy_->forward_device(mem_->x.f(), B, logits, mem_->teacher_scratch);
+  have_training_forward_ = false;
+  backend_->download(logits_host, logits, floats(last.size * size_t(B)));
 }
 
 // Zeroes every activation gradient and parameter gradient, then runs backward from the logits'
@@ -264,10 +288,10 @@ void Model::set_profiling(bool on) {
 namespace {
 // Activation gradients zeroed, parameter gradients zeroed; returns the logits' gradient slot.
 float* zero_gradients(Backend& be, DeviceBuffer& act_grads, const Plan& plan, int capacity_b, int B, float* grads) {
-  act_grads.reserve(floats(plan.act_per_sample * size_t(capacity_b)), "activation gradients");
-  be.fill(act_grads.f(), 0.0f, plan.act_per_sample * size_t(B));
+  act_grads.reserve(floats(plan.grad_per_sample * size_t(capacity_b)), "activation gradients");
+  be.fill(act_grads.f(), 0.0f, plan.grad_per_sample * size_t(B));
   be.fill(grads, 0.0f, plan.num_params);
-  return act_grads.f() + plan.nodes.back().act_offset * size_t(B);
+  return act_grads.f() + plan.nodes.back().grad_offset * size_t(B);
 }
 }  // namespace
 
@@ -356,6 +380,7 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   }
   timer.lap(&profile_.update_ms);
   profile_.steps += profiling_;
+  ++weights_version_;
   return st;
 }
 
@@ -379,12 +404,14 @@ std::vector<float> Model::get_buffers() const {
   return download_floats(*backend_, mem_->buffers.f(), plan_.num_buffer_floats);
 }
 void Model::set_params(const float* data, size_t n) {
+  ++weights_version_;
   upload_floats(*backend_, param_data(), data, n, plan_.num_params, "set_params");
 }
 void Model::set_momentum(const float* data, size_t n) {
   upload_floats(*backend_, momentum_data(), data, n, plan_.num_params, "set_momentum");
 }
 void Model::set_buffers(const float* data, size_t n) {
+  ++weights_version_;
   upload_floats(*backend_, mem_->buffers.f(), data, n, plan_.num_buffer_floats, "set_buffers");
 }
 
@@ -401,6 +428,13 @@ size_t Teacher::device_bytes() const { return params_.bytes() + buffers_.bytes()
 
 std::unique_ptr<Teacher> Model::snapshot() const {
   auto t = std::make_unique<Teacher>(plan_.spec, backend_);
+  fold_into(*t);
+  return t;
+}
+
+// Refolds the current weights into a teacher of this model's spec and backend (no allocation).
+void Model::fold_into(Teacher& teacher) const {
+  Teacher* t = &teacher;
   Backend& be = *backend_;
   const Plan& tp = t->ip_.plan;
   const float* src_p = param_data();
@@ -436,7 +470,6 @@ std::unique_ptr<Teacher> Model::snapshot() const {
       copy_buffer(tn.batches_tracked, sn.batches_tracked);
     }
   }
-  return t;
 }
 
 void Teacher::forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const {

@@ -90,8 +90,12 @@ class Model {
   void reinit_layers(const std::vector<int>& layers, uint64_t seed, bool shrink_perturb, float shrink, float perturb);
 
   // Logits (B,NC) of a host batch x (B,C,H,W). training: batch statistics + running-stat update +
-  // dropout drawn from dropout_seed.
+  // dropout drawn from dropout_seed. Eval mode runs an inference copy of the weights (BN folded,
+  // activations fused, as a teacher), refolded when the weights have changed since the last call.
   void forward(const float* x_host, int B, bool training, float* logits_host, uint64_t dropout_seed = 0);
+  // The eval forward as the training plan defines it (each BN its own op on running statistics):
+  // the specification the folded eval path is tested against.
+  void forward_eval_unfolded(const float* x_host, int B, float* logits_host);
   // Backward from dlogits (B,NC) of the last training forward: zeroes, then fills the grads.
   void backward(const float* dlogits_host);
 
@@ -128,6 +132,7 @@ class Model {
   float* grad_data() const;
   float* momentum_data() const;
   float* decay_mask() const;
+  void fold_into(Teacher& t) const;
 
   Plan plan_;
   std::shared_ptr<Backend> backend_;
@@ -137,6 +142,10 @@ class Model {
   bool have_training_forward_ = false;
   bool profiling_ = false;
   StepProfile profile_;
+  // The eval-mode copy, valid while eval_version_ == weights_version_ (bumped by everything that
+  // changes parameters or BN statistics).
+  uint64_t weights_version_ = 1, eval_version_ = 0;
+  std::unique_ptr<Teacher> eval_copy_;
 };
 
 class Teacher {

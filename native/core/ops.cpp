@@ -90,12 +90,13 @@ void bn_forward(const OpRun& r) {
     DFL_CHECK(size_t(B) * HW > 1, "Batch norm '", n.spec.name, "' needs more than one value per channel in training "
               "(batch size ", B, ", spatial ", in.H(), "x", in.W(), "); use a batch size of at least 2");
     float* st = r.mem.stats + n.stat_offset;
-    r.be.batchnorm2d_forward_train(r.out(), st, st + C, r.buffer(n.running_mean), r.buffer(n.running_var), r.in(),
-                                   r.param(n.weight), r.param(n.bias), B, C, HW, n.spec.momentum, n.spec.eps);
+    r.be.batchnorm2d_forward_train_fused(r.out(), st, st + C, r.buffer(n.running_mean), r.buffer(n.running_var),
+                                         r.in(), r.param(n.weight), r.param(n.bias), B, C, HW, n.spec.momentum,
+                                         n.spec.eps, n.spec.fused);
     r.be.add_scalar(r.buffer(n.batches_tracked), 1.0f, 1);
   } else {
-    r.be.batchnorm2d_forward_eval(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.buffer(n.running_mean),
-                                  r.buffer(n.running_var), B, C, HW, n.spec.eps);
+    r.be.batchnorm2d_forward_eval_fused(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.buffer(n.running_mean),
+                                        r.buffer(n.running_var), B, C, HW, n.spec.eps, n.spec.fused);
   }
 }
 void bn_backward(const OpRun& r) {
@@ -143,7 +144,7 @@ void add_infer(PlanBuilder& b, int i) {
   DFL_CHECK(b.input(i, 1).shape == b.input(i, 0).shape, b.where(i), ": add needs equal shapes");
   infer_same_shape(b, i);
 }
-void add_forward(const OpRun& r) { r.be.add_forward(r.out(), r.in(0), r.in(1), r.out_count()); }
+void add_forward(const OpRun& r) { r.be.add_forward_fused(r.out(), r.in(0), r.in(1), r.out_count(), r.spec().fused); }
 void add_backward(const OpRun& r) { r.be.add_backward(r.din(0), r.din(1), r.dout(), r.out_count()); }
 
 // ---- channel plumbing ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ namespace dfl {
 struct ExecMemory {
   const float* input = nullptr;   // node 0's output: the batch (B, C, H, W)
   float* acts = nullptr;          // Plan::act_per_sample * B
-  float* act_grads = nullptr;     // same layout as acts; null in inference
+  float* act_grads = nullptr;     // Plan::grad_per_sample * B (PlanNode::grad_offset); null in inference
   float* params = nullptr;        // Plan::num_params
   float* grads = nullptr;         // null in inference
   float* buffers = nullptr;       // Plan::num_buffer_floats
@@ -52,7 +52,7 @@ struct OpRun {
     return node == 0 ? const_cast<float*>(mem.input) : mem.acts + plan.nodes[node].act_offset * size_t(B);
   }
   float* act_grad(int node) const {
-    return node == 0 || !mem.act_grads ? nullptr : mem.act_grads + plan.nodes[node].act_offset * size_t(B);
+    return node == 0 || !mem.act_grads ? nullptr : mem.act_grads + plan.nodes[node].grad_offset * size_t(B);
   }
 };
 

@@ -1,12 +1,22 @@
 // Batch normalisation over (B, C, HW), PyTorch semantics. Every kernel parallelises over channels
-// (or over (b, c) planes for eval), so each reduction runs on one thread in a fixed order.
+// (or over (b, c) planes for eval), so each reduction runs on one thread in a fixed order. Sums run
+// in double (AVX2 lanes of 4 doubles where the CPU has them, combined in a fixed order); the
+// elementwise passes are float FMAs, with the forward's activation (if any) in the same pass.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 
 #include "core/check.h"
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DFL_BN_X86 1
+#else
+#define DFL_BN_X86 0
+#endif
 
 namespace dfl::cpu {
 
@@ -16,10 +26,100 @@ void check_dims(int B, int C, int HW, const char* who) {
 }
 }  // namespace
 
+namespace {
+
+// Per-channel sums over (B, HW) segments, vectorised where the CPU allows, in a fixed order for
+// any thread count: lanes of 4 doubles accumulate the segments' vector parts in (b, i) order, then
+// combine lane by lane; the segments' scalar tails are added last, in (b, i) order.
+struct ChannelView {
+  const float* base;
+  size_t bstride, plane;
+  int B;
+  const float* seg(int b) const { return base + size_t(b) * bstride; }
+};
+
+#if DFL_BN_X86
+__attribute__((target("avx2,fma"))) double sum_avx2(const ChannelView& x, double shift, bool squares) {
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+  const __m256d m = _mm256_set1_pd(shift);
+  const size_t vec = x.plane / 8 * 8;
+  for (int b = 0; b < x.B; ++b) {
+    const float* p = x.seg(b);
+    for (size_t i = 0; i < vec; i += 8) {
+      const __m256 v = _mm256_loadu_ps(p + i);
+      __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), m);
+      __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), m);
+      if (squares) {
+        a0 = _mm256_fmadd_pd(lo, lo, a0);
+        a1 = _mm256_fmadd_pd(hi, hi, a1);
+      } else {
+        a0 = _mm256_add_pd(a0, lo);
+        a1 = _mm256_add_pd(a1, hi);
+      }
+    }
+  }
+  alignas(32) double l[4];
+  _mm256_store_pd(l, _mm256_add_pd(a0, a1));
+  double sum = (l[0] + l[1]) + (l[2] + l[3]);
+  for (int b = 0; b < x.B; ++b)
+    for (size_t i = vec; i < x.plane; ++i) {
+      const double d = double(x.seg(b)[i]) - shift;
+      sum += squares ? d * d : d;
+    }
+  return sum;
+}
+#endif
+
+// sum of (x - shift), or of (x - shift)^2, over the channel's values.
+double channel_sum(const ChannelView& x, double shift, bool squares) {
+#if DFL_BN_X86
+  if (cpu_features().avx2 && cpu_features().fma) return sum_avx2(x, shift, squares);
+#endif
+  double sum = 0.0;
+  for (int b = 0; b < x.B; ++b)
+    for (size_t i = 0; i < x.plane; ++i) {
+      const double d = double(x.seg(b)[i]) - shift;
+      sum += squares ? d * d : d;
+    }
+  return sum;
+}
+
+float activated(float v, Activation act) {
+  if (act == Activation::None) return v;
+  v = v <= 0.f ? 0.f : v;  // NaN stays NaN (NaN <= 0 is false), as relu_forward
+  return act == Activation::Relu6 && v > 6.f ? 6.f : v;
+}
+
+#if DFL_BN_X86
+// y = act(x * scale + shift) over n floats.
+__attribute__((target("avx2,fma"))) void affine_avx2(float* y, const float* x, size_t n, float scale, float shift,
+                                                     Activation act) {
+  const __m256 s = _mm256_set1_ps(scale), t = _mm256_set1_ps(shift), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), s, t);
+    // max(v, 0) with NaN kept: compare v <= 0 (false for NaN), blend to 0 where true.
+    if (act != Activation::None) v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LE_OQ));
+    if (act == Activation::Relu6) v = _mm256_blendv_ps(v, six, _mm256_cmp_ps(v, six, _CMP_GT_OQ));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; ++i) y[i] = activated(std::fma(x[i], scale, shift), act);
+}
+#endif
+
+void affine(float* y, const float* x, size_t n, float scale, float shift, Activation act) {
+#if DFL_BN_X86
+  if (cpu_features().avx2 && cpu_features().fma) return affine_avx2(y, x, n, scale, shift, act);
+#endif
+  for (size_t i = 0; i < n; ++i) y[i] = activated(std::fma(x[i], scale, shift), act);
+}
+
+}  // namespace
+
 void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
                                float* running_mean, float* running_var, const float* inp,
                                const float* gamma, const float* beta, int B, int C, int HW,
-                               float momentum, float eps) {
+                               float momentum, float eps, Activation act) {
   check_dims(B, C, HW, "batchnorm2d_forward_train");
   const int64_t N = int64_t(B) * HW;  // values per channel
   // PyTorch refuses too: the unbiased variance needs N > 1.
@@ -28,20 +128,9 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
   parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       // Two passes in double: the mean, then the centred sum of squares (no cancellation).
-      double sum = 0.0;
-      for (int b = 0; b < B; ++b) {
-        const float* x = inp + b * bstride + c * plane;
-        for (size_t i = 0; i < plane; ++i) sum += x[i];
-      }
-      const double mean = sum / double(N);
-      double sq = 0.0;
-      for (int b = 0; b < B; ++b) {
-        const float* x = inp + b * bstride + c * plane;
-        for (size_t i = 0; i < plane; ++i) {
-          const double d = double(x[i]) - mean;
-          sq += d * d;
-        }
-      }
+      const ChannelView x{inp + c * plane, bstride, plane, B};
+      const double mean = channel_sum(x, 0.0, false) / double(N);
+      const double sq = channel_sum(x, mean, true);
       const double var = sq / double(N);  // biased: used to normalise
       const double invstd = 1.0 / std::sqrt(var + double(eps));
       save_mean[c] = float(mean);
@@ -51,22 +140,18 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
         const double unbiased = sq / double(N - 1);
         running_var[c] = float((1.0 - momentum) * running_var[c] + double(momentum) * unbiased);
       }
-      // out = (x - mean) * invstd * gamma + beta, folded into one scale and shift per channel.
+      // out = act((x - mean) * invstd * gamma + beta), one scale and shift per channel.
       const double g = gamma ? gamma[c] : 1.0;
       const float scale = float(g * invstd);
       const float shift = float((beta ? beta[c] : 0.0) - mean * g * invstd);
-      for (int b = 0; b < B; ++b) {
-        const float* x = inp + b * bstride + c * plane;
-        float* y = out + b * bstride + c * plane;
-        for (size_t i = 0; i < plane; ++i) y[i] = x[i] * scale + shift;
-      }
+      for (int b = 0; b < B; ++b) affine(out + b * bstride + c * plane, x.seg(b), plane, scale, shift, act);
     }
   });
 }
 
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                               const float* running_mean, const float* running_var, int B, int C,
-                              int HW, float eps) {
+                              int HW, float eps, Activation act) {
   check_dims(B, C, HW, "batchnorm2d_forward_eval");
   const size_t plane = size_t(HW);
   const int64_t planes = int64_t(B) * C;
@@ -77,12 +162,80 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, 
       const double g = gamma ? gamma[c] : 1.0;
       const float scale = float(g * invstd);
       const float shift = float((beta ? beta[c] : 0.0) - double(running_mean[c]) * g * invstd);
-      const float* x = inp + p * plane;
-      float* y = out + p * plane;
-      for (size_t i = 0; i < plane; ++i) y[i] = x[i] * scale + shift;
+      affine(out + p * plane, inp + p * plane, plane, scale, shift, act);
     }
   });
 }
+
+namespace {
+#if DFL_BN_X86
+// sum(dy) and sum(dy * (x - mean)) of one channel, in double lanes (fixed order, as channel_sum).
+__attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, const ChannelView& dy, double mean,
+                                                        double* sdy, double* sdyx) {
+  __m256d a = _mm256_setzero_pd(), b2 = _mm256_setzero_pd(), c0 = _mm256_setzero_pd(), d0 = _mm256_setzero_pd();
+  const __m256d m = _mm256_set1_pd(mean);
+  const size_t vec = x.plane / 8 * 8;
+  for (int b = 0; b < x.B; ++b) {
+    const float* px = x.seg(b);
+    const float* pd = dy.seg(b);
+    for (size_t i = 0; i < vec; i += 8) {
+      const __m256 vx = _mm256_loadu_ps(px + i), vd = _mm256_loadu_ps(pd + i);
+      const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
+      const __m256d xlo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(vx)), m);
+      const __m256d xhi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1)), m);
+      a = _mm256_add_pd(a, dlo);
+      b2 = _mm256_add_pd(b2, dhi);
+      c0 = _mm256_fmadd_pd(dlo, xlo, c0);
+      d0 = _mm256_fmadd_pd(dhi, xhi, d0);
+    }
+  }
+  alignas(32) double l[4], k[4];
+  _mm256_store_pd(l, _mm256_add_pd(a, b2));
+  _mm256_store_pd(k, _mm256_add_pd(c0, d0));
+  double s1 = (l[0] + l[1]) + (l[2] + l[3]), s2 = (k[0] + k[1]) + (k[2] + k[3]);
+  for (int b = 0; b < x.B; ++b)
+    for (size_t i = vec; i < x.plane; ++i) {
+      s1 += dy.seg(b)[i];
+      s2 += double(dy.seg(b)[i]) * (double(x.seg(b)[i]) - mean);
+    }
+  *sdy = s1;
+  *sdyx = s2;
+}
+
+// dx += a*dy + b*x + c over n floats.
+__attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, const float* x, size_t n, float a, float b,
+                                                 float c) {
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 t = _mm256_fmadd_ps(_mm256_loadu_ps(dy + i), va, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), vb, vc));
+    _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i), t));
+  }
+  for (; i < n; ++i) dx[i] += std::fma(dy[i], a, std::fma(x[i], b, c));
+}
+#endif
+
+void grad_sums(const ChannelView& x, const ChannelView& dy, double mean, double* sdy, double* sdyx) {
+#if DFL_BN_X86
+  if (cpu_features().avx2 && cpu_features().fma) return grad_sums_avx2(x, dy, mean, sdy, sdyx);
+#endif
+  double s1 = 0.0, s2 = 0.0;
+  for (int b = 0; b < x.B; ++b)
+    for (size_t i = 0; i < x.plane; ++i) {
+      s1 += dy.seg(b)[i];
+      s2 += double(dy.seg(b)[i]) * (double(x.seg(b)[i]) - mean);
+    }
+  *sdy = s1;
+  *sdyx = s2;
+}
+
+void dx_update(float* dx, const float* dy, const float* x, size_t n, float a, float b, float c) {
+#if DFL_BN_X86
+  if (cpu_features().avx2 && cpu_features().fma) return dx_avx2(dx, dy, x, n, a, b, c);
+#endif
+  for (size_t i = 0; i < n; ++i) dx[i] += std::fma(dy[i], a, std::fma(x[i], b, c));
+}
+}  // namespace
 
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                           const float* inp, const float* gamma, const float* save_mean,
@@ -95,30 +248,20 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
     for (int64_t c = c0; c < c1; ++c) {
       const double mean = save_mean[c], invstd = save_invstd[c];
       // sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd.
-      double sdy = 0.0, sdyx = 0.0;
-      for (int b = 0; b < B; ++b) {
-        const float* x = inp + b * bstride + c * plane;
-        const float* dy = dout + b * bstride + c * plane;
-        for (size_t i = 0; i < plane; ++i) {
-          sdy += dy[i];
-          sdyx += double(dy[i]) * ((double(x[i]) - mean) * invstd);
-        }
-      }
+      const ChannelView x{inp + c * plane, bstride, plane, B}, dy{dout + c * plane, bstride, plane, B};
+      double sdy, sdxm;
+      grad_sums(x, dy, mean, &sdy, &sdxm);
+      const double sdyx = sdxm * invstd;
       if (dbeta) dbeta[c] += float(sdy);
       if (dgamma) dgamma[c] += float(sdyx);
       if (!dinp) continue;
-      // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+      // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)), k = gamma * invstd
+      //    = a*dy + b*x + c with a = k, b = -k*invstd*mean(dy*xhat), c = k*(mean*invstd*mean(dy*xhat) - mean(dy)).
       const double k = (gamma ? gamma[c] : 1.0) * invstd;
       const double mdy = sdy / double(N), mdyx = sdyx / double(N);
-      for (int b = 0; b < B; ++b) {
-        const float* x = inp + b * bstride + c * plane;
-        const float* dy = dout + b * bstride + c * plane;
-        float* dx = dinp + b * bstride + c * plane;
-        for (size_t i = 0; i < plane; ++i) {
-          const double xhat = (double(x[i]) - mean) * invstd;
-          dx[i] += float(k * (double(dy[i]) - mdy - xhat * mdyx));
-        }
-      }
+      const float a = float(k), b = float(-k * invstd * mdyx), cc = float(k * (mean * invstd * mdyx - mdy));
+      for (int bi = 0; bi < B; ++bi)
+        dx_update(dinp + bi * bstride + c * plane, dy.seg(bi), x.seg(bi), plane, a, b, cc);
     }
   });
 }

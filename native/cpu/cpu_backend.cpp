@@ -104,6 +104,17 @@ class CpuBackend final : public Backend {
                                 float eps) override {
     cpu::batchnorm2d_forward_eval(out, inp, gamma, beta, running_mean, running_var, B, C, HW, eps);
   }
+  void batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
+                                       float* running_var, const float* inp, const float* gamma, const float* beta,
+                                       int B, int C, int HW, float momentum, float eps, Activation act) override {
+    cpu::batchnorm2d_forward_train(out, save_mean, save_invstd, running_mean, running_var, inp, gamma, beta, B, C, HW,
+                                   momentum, eps, act);
+  }
+  void batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
+                                      const float* running_mean, const float* running_var, int B, int C, int HW,
+                                      float eps, Activation act) override {
+    cpu::batchnorm2d_forward_eval(out, inp, gamma, beta, running_mean, running_var, B, C, HW, eps, act);
+  }
   void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
                             const float* gamma, const float* save_mean, const float* save_invstd, int B, int C,
                             int HW) override {

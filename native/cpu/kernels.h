@@ -52,13 +52,14 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
 // normalising; running_var is updated with the UNBIASED variance: r = (1-momentum)*r + momentum*x.
 // save_mean/save_invstd (C) are written by training forward for backward. gamma/beta may be
 // nullptr (1 and 0); running_mean/running_var may be nullptr (no update). Training needs B*HW > 1.
+// act: applied to the output in the same pass (a ReLU/ReLU6 fused into the BN).
 void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
                                float* running_mean, float* running_var, const float* inp,
                                const float* gamma, const float* beta, int B, int C, int HW,
-                               float momentum, float eps);
+                               float momentum, float eps, Activation act = Activation::None);
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                               const float* running_mean, const float* running_var, int B, int C,
-                              int HW, float eps);
+                              int HW, float eps, Activation act = Activation::None);
 // Backward of the TRAINING forward (batch statistics).
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                           const float* inp, const float* gamma, const float* save_mean,

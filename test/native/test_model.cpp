@@ -137,7 +137,7 @@ DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
     Rng rng(9);
     const Vec x = randn(m.plan().input_per_sample() * B, rng);
     Vec want(size_t(B) * NC), got(size_t(B) * NC), again(size_t(B) * NC);
-    m.forward(x.data(), B, false, want.data());
+    m.forward_eval_unfolded(x.data(), B, want.data());
     const std::unique_ptr<Teacher> t = m.snapshot();
     t->forward(x.data(), B, got.data());
     double scale = 0;
@@ -159,6 +159,38 @@ DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
     DFL_EXPECT(t->device_bytes() < m.device_bytes() / 4, "teacher holds " << t->device_bytes() << " bytes, student "
                                                                        << m.device_bytes());
   }
+}
+
+DFL_TEST(eval_forward_runs_the_folded_copy_and_refolds_after_every_change) {
+  Model m(folding_spec(), 3, backend_ptr());
+  randomise(m, 60);
+  const int B = 4, NC = m.num_classes();
+  Rng rng(10);
+  const Vec x = randn(m.plan().input_per_sample() * B, rng);
+  Vec folded(size_t(B) * NC), unfolded(folded.size()), again(folded.size());
+  auto check = [&](const char* after) {
+    m.forward(x.data(), B, false, folded.data());
+    m.forward_eval_unfolded(x.data(), B, unfolded.data());
+    double scale = 0;
+    for (float v : unfolded) scale = std::max(scale, double(std::fabs(v)));
+    DFL_EXPECT_CLOSE(folded.data(), unfolded.data(), folded.size(), 1e-5 * scale, 1e-5, std::string("eval after ") + after);
+  };
+  check("construction");
+  Vec p = m.get_params();
+  for (float& v : p) v *= 0.7f;
+  m.set_params(p.data(), p.size());
+  check("set_params");
+  Vec b = m.get_buffers();
+  for (float& v : b) v *= 1.3f;
+  m.set_buffers(b.data(), b.size());
+  check("set_buffers");
+  m.forward(x.data(), B, true, again.data(), 1);  // moves the running statistics
+  check("a training forward");
+  const std::vector<int32_t> labels = {0, 1, 2, 3};
+  m.train_step(x.data(), labels.data(), B, Distillation{}, LossConfig{}, SgdConfig{}, 2);
+  check("a training step");
+  m.reinit_layers({m.num_layers() - 1}, 5, false, 0.f, 0.f);
+  check("a reset");
 }
 
 DFL_TEST(step_with_teacher_objects_equals_step_with_their_logits) {

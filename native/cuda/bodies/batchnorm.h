@@ -58,7 +58,7 @@ struct BatchNormTrain {
   }
   DFL_HOST_DEVICE void apply(int c, size_t j, Coef k) const {
     const size_t i = channel_index(c, j, C, HW);
-    out[i] = inp[i] * k.scale + k.shift;
+    out[i] = fmaf(inp[i], k.scale, k.shift);
   }
 };
 
@@ -122,7 +122,7 @@ struct BatchNormEval {
     const double g = gamma ? gamma[c] : 1.0;
     const float scale = float(g * invstd);
     const float shift = float((beta ? beta[c] : 0.0) - double(running_mean[c]) * g * invstd);
-    out[i] = inp[i] * scale + shift;
+    out[i] = fmaf(inp[i], scale, shift);  // one rounding, as the CPU kernel (and the device)
   }
 };
 
