@@ -79,6 +79,76 @@ Pool2dShape Plan::pool_shape(int i, int B) const {
 }
 
 namespace {
+// First-fit allocation of per-sample activation slots (in floats, 64-byte granules).
+class SlotAllocator {
+ public:
+  size_t take(size_t n) {
+    n = round_up(n);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->second < n) continue;
+      const size_t at = it->first, left = it->second - n;
+      free_.erase(it);
+      if (left) free_[at + n] = left;
+      return at;
+    }
+    // Extend the top, reusing a free block that ends there.
+    size_t at = top_;
+    if (!free_.empty()) {
+      auto last = std::prev(free_.end());
+      if (last->first + last->second == top_) {
+        at = last->first;
+        free_.erase(last);
+      }
+    }
+    top_ = at + n;
+    return at;
+  }
+  void give_back(size_t at, size_t n) {
+    n = round_up(n);
+    auto next = free_.lower_bound(at);
+    if (next != free_.end() && at + n == next->first) {  // merge with the block after
+      n += next->second;
+      next = free_.erase(next);
+    }
+    if (next != free_.begin()) {  // and the block before
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == at) {
+        prev->second += n;
+        return;
+      }
+    }
+    free_[at] = n;
+  }
+  size_t top() const { return top_; }
+
+ private:
+  static size_t round_up(size_t n) { return (n + 15) / 16 * 16; }
+  std::map<size_t, size_t> free_;  // offset -> length
+  size_t top_ = 0;
+};
+
+// Gradient slots in backward order: node j's gradient is first written by the backward of its last
+// reader (which zeroes it first) and last read by j's own backward, after which its slot is free.
+void share_gradient_slots(Plan& plan) {
+  const int N = int(plan.nodes.size());
+  std::vector<int> last_reader(N, 0);
+  for (int i = 1; i < N; ++i)
+    for (int in : plan.nodes[i].spec.inputs) last_reader[in] = std::max(last_reader[in], i);
+  SlotAllocator slots;
+  plan.nodes[N - 1].grad_offset = slots.take(plan.nodes[N - 1].size);  // the loss writes it
+  for (int i = N - 1; i >= 1; --i) {
+    PlanNode& n = plan.nodes[i];
+    for (int in : n.spec.inputs) {
+      if (in == 0 || last_reader[in] != i) continue;
+      last_reader[in] = -1;  // an input listed twice starts once
+      plan.nodes[in].grad_offset = slots.take(plan.nodes[in].size);
+      n.grads_start.push_back(in);
+    }
+    slots.give_back(n.grad_offset, n.size);
+  }
+  plan.grad_per_sample = slots.top();
+}
+
 bool activation_fuses_into(Op op) { return op == Op::Conv || op == Op::BatchNorm || op == Op::Linear || op == Op::Add; }
 
 // Marks the nodes whose output can share their input's buffer (see build_plan). A fused ReLU's
@@ -134,10 +204,9 @@ Plan build_plan(const ModelSpec& spec) {
     def.infer(b, i);
   }
   alias_nodes(plan);
+  share_gradient_slots(plan);
   for (int i = 1; i < N; ++i) {  // node 0 reads the caller's input in place
     PlanNode& n = plan.nodes[i];
-    n.grad_offset = plan.grad_per_sample;
-    plan.grad_per_sample += n.size;
     if (n.alias_of >= 0) {
       n.act_offset = plan.nodes[n.alias_of].act_offset;
       continue;
@@ -156,54 +225,6 @@ Plan build_plan(const ModelSpec& spec) {
 
 // ---- inference ------------------------------------------------------------------------------------
 namespace {
-
-// First-fit allocation of per-sample activation slots (in floats, 64-byte granules).
-class SlotAllocator {
- public:
-  size_t take(size_t n) {
-    n = round_up(n);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->second < n) continue;
-      const size_t at = it->first, left = it->second - n;
-      free_.erase(it);
-      if (left) free_[at + n] = left;
-      return at;
-    }
-    // Extend the top, reusing a free block that ends there.
-    size_t at = top_;
-    if (!free_.empty()) {
-      auto last = std::prev(free_.end());
-      if (last->first + last->second == top_) {
-        at = last->first;
-        free_.erase(last);
-      }
-    }
-    top_ = at + n;
-    return at;
-  }
-  void give_back(size_t at, size_t n) {
-    n = round_up(n);
-    auto next = free_.lower_bound(at);
-    if (next != free_.end() && at + n == next->first) {  // merge with the block after
-      n += next->second;
-      next = free_.erase(next);
-    }
-    if (next != free_.begin()) {  // and the block before
-      auto prev = std::prev(next);
-      if (prev->first + prev->second == at) {
-        prev->second += n;
-        return;
-      }
-    }
-    free_[at] = n;
-  }
-  size_t top() const { return top_; }
-
- private:
-  static size_t round_up(size_t n) { return (n + 15) / 16 * 16; }
-  std::map<size_t, size_t> free_;  // offset -> length
-  size_t top_ = 0;
-};
 
 void share_activation_slots(Plan& plan) {
   const int N = int(plan.nodes.size());

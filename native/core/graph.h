@@ -78,6 +78,8 @@ struct PlanNode {
   size_t size = 0;                  // C*H*W
   size_t act_offset = 0;            // per-sample floats into the activation block
   size_t grad_offset = 0;           // per-sample floats into the activation-gradient block (training)
+  // Inputs whose gradient slot this node's backward is the first to write: zeroed just before it.
+  std::vector<int> grads_start;
   // >= 0: this node's output IS that node's output buffer (a ReLU fused into its producer, a
   // flatten, a dropout that drops nothing): its forward does nothing. Its gradient has its own
   // slot, so its backward runs as usual.
@@ -100,7 +102,9 @@ struct Plan {
   std::vector<TensorView> params, buffers;
   size_t num_params = 0, num_buffer_floats = 0;
   size_t act_per_sample = 0;        // activation floats per sample (node 0 is the caller's input)
-  size_t grad_per_sample = 0;       // activation-gradient floats per sample
+  // Activation-gradient floats per sample. Gradient slots are shared: a node's gradient lives from
+  // the backward of its last reader to its own backward, so only a few are live at once.
+  size_t grad_per_sample = 0;
   size_t argmax_per_sample = 0, mask_per_sample = 0, stat_floats = 0;
   int num_classes = 0;
   int num_layers = 0;               // parametric layers (reset granularity)

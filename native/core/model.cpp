@@ -264,8 +264,8 @@ void Model::forward(const float* x_host, int B, bool training, float* logits_hos
   backend_->download(logits_host, logits, floats(last.size * size_t(B)));
 }
 
-// Zeroes every activation gradient and parameter gradient, then runs backward from the logits'
-// gradient, which the caller has written into its slot.
+// Runs backward from the logits' gradient, which the caller has written into its slot; each other
+// activation-gradient slot is zeroed by the first backward that writes it.
 void Model::run_backward(int B) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
@@ -273,7 +273,9 @@ void Model::run_backward(int B) {
   Backend& be = *backend_;
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
-    op_def(plan_.nodes[i].op()).backward(OpRun{be, plan_, mem, i, B, true, 0});
+    const OpRun run{be, plan_, mem, i, B, true, 0};
+    for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));
+    op_def(plan_.nodes[i].op()).backward(run);
     timer.lap(profiling_ ? &profile_.backward_ms[i] : nullptr);
   }
 }
@@ -286,12 +288,14 @@ void Model::set_profiling(bool on) {
 }
 
 namespace {
-// Activation gradients zeroed, parameter gradients zeroed; returns the logits' gradient slot.
+// Parameter gradients and the logits' gradient slot zeroed (run_backward zeroes the other slots as
+// they start); returns the logits' gradient slot.
 float* zero_gradients(Backend& be, DeviceBuffer& act_grads, const Plan& plan, int capacity_b, int B, float* grads) {
   act_grads.reserve(floats(plan.grad_per_sample * size_t(capacity_b)), "activation gradients");
-  be.fill(act_grads.f(), 0.0f, plan.grad_per_sample * size_t(B));
+  float* dlogits = act_grads.f() + plan.nodes.back().grad_offset * size_t(B);
+  be.fill(dlogits, 0.0f, plan.nodes.back().size * size_t(B));
   be.fill(grads, 0.0f, plan.num_params);
-  return act_grads.f() + plan.nodes.back().grad_offset * size_t(B);
+  return dlogits;
 }
 }  // namespace
 

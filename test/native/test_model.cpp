@@ -124,6 +124,14 @@ DFL_TEST(inference_plan_folds_fuses_and_shares_slots) {
   DFL_EXPECT(p.act_per_sample < train.act_per_sample / 2,
              "shared slots: " << p.act_per_sample << " vs " << train.act_per_sample << " floats per sample");
   DFL_EXPECT(p.params[p.nodes[1].bias].name == "c1.bias", "a folded conv carries a bias named after it");
+  // Training plan: fused ReLUs and the flatten share their input's activation; gradient slots are
+  // shared in backward order.
+  size_t all = 0;
+  for (const PlanNode& n : train.nodes) all += n.size;
+  all -= train.nodes[0].size;
+  DFL_EXPECT(train.nodes[3].alias_of == 2 && train.nodes[17].alias_of == 16, "relu into its BN, flatten into gap");
+  DFL_EXPECT(train.act_per_sample < all && train.grad_per_sample < all / 2,
+             "activations " << train.act_per_sample << ", gradients " << train.grad_per_sample << " of " << all);
 }
 
 DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
