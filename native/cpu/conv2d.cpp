@@ -451,6 +451,7 @@ const char* conv_algo_label(ConvAlgo a) {
     case ConvAlgo::General: return "general";
     case ConvAlgo::Direct3x3: return "direct3x3";
     case ConvAlgo::DirectOC: return "direct-oc";
+    case ConvAlgo::Depthwise3x3: return "depthwise3x3";
   }
   return "?";
 }
@@ -461,6 +462,7 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
     case ConvAlgo::General: return true;
     case ConvAlgo::Direct3x3: return direct3x3_applies(s);
     case ConvAlgo::DirectOC: return direct_oc_applies(s);
+    case ConvAlgo::Depthwise3x3: return depthwise3x3_applies(s);
   }
   return false;
 }
@@ -470,6 +472,7 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 // while the GEMMs win on small maps with many channels and on 1x1 convolutions.
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   if (direct3x3_applies(s)) return ConvAlgo::Direct3x3;
+  if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
   if (direct_oc_applies(s) && (s.stride_h > 1 || s.stride_w > 1)) return ConvAlgo::DirectOC;
   return ConvAlgo::General;
 }
@@ -481,6 +484,7 @@ size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
     case ConvAlgo::General: return general_workspace_floats(s);
     case ConvAlgo::Direct3x3: return direct3x3_workspace_floats(s);
     case ConvAlgo::DirectOC: return direct_oc_workspace_floats(s);
+    case ConvAlgo::Depthwise3x3: return depthwise3x3_workspace_floats(s);
   }
   return 0;
 }
@@ -494,6 +498,7 @@ void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* 
     case ConvAlgo::General: return general_forward(out, inp, weight, bias, s, workspace);
     case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace);
     case ConvAlgo::DirectOC: return direct_oc_forward(out, inp, weight, bias, s, workspace);
+    case ConvAlgo::Depthwise3x3: return depthwise3x3_forward(out, inp, weight, bias, s, workspace);
   }
 }
 
@@ -516,6 +521,10 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
         dinp = nullptr;
       }
       if (dinp || dweight) general_backward(dinp, dweight, nullptr, dout, inp, weight, s, workspace);
+      return;
+    case ConvAlgo::Depthwise3x3:
+      if (dbias) bias_gradient(dbias, dout, s);
+      depthwise3x3_backward(dinp, dweight, dout, inp, weight, s, workspace);
       return;
   }
 }

@@ -272,4 +272,112 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
 #endif
 }
 
+// ---- depthwise 3x3, stride 1, pad 1 (groups == C == OC), rows a multiple of 8 -----------------
+// The same padded-row technique per channel: out[b,c] = sum over the 9 taps of w[c][t] * xpad[b,c],
+// one thread per (sample, channel) plane; the input gradient is the same with the taps reversed;
+// the weight gradient sums over (b, rows) per channel on one thread (9 vector accumulators).
+
+bool depthwise3x3_applies(const Conv2dShape& s) {
+  const CpuFeatures& f = cpu_features();
+  return DFL_CONV3X3_X86 && f.avx2 && f.fma && s.KH == 3 && s.KW == 3 && s.stride_h == 1 && s.stride_w == 1 &&
+         s.pad_h == 1 && s.pad_w == 1 && s.groups == s.C && s.OC == s.C && s.W >= 8 && s.W % 8 == 0;
+}
+
+// One padded plane per thread slot.
+size_t depthwise3x3_workspace_floats(const Conv2dShape& s) { return padded_plane(s) * size_t(max_thread_slots()); }
+
+namespace {
+#if DFL_CONV3X3_X86
+// y (H, W) [+]= the 3x3 taps w9 over the padded plane xp (H+2, W+2); bias added when given.
+__attribute__((target("avx2,fma"))) void depthwise_plane(float* y, const float* xp, const float* w9, int H, int W,
+                                                         float bias, bool accumulate) {
+  const int Wp = W + 2;
+  __m256 w[9];
+  for (int t = 0; t < 9; ++t) w[t] = _mm256_set1_ps(w9[t]);
+  for (int oh = 0; oh < H; ++oh) {
+    float* row = y + size_t(oh) * W;
+    for (int x0 = 0; x0 < W; x0 += 8) {
+      __m256 acc = accumulate ? _mm256_loadu_ps(row + x0) : _mm256_set1_ps(bias);
+      for (int kh = 0; kh < 3; ++kh) {
+        const float* src = xp + size_t(oh + kh) * Wp + x0;
+        for (int kw = 0; kw < 3; ++kw) acc = _mm256_fmadd_ps(w[kh * 3 + kw], _mm256_loadu_ps(src + kw), acc);
+      }
+      _mm256_storeu_ps(row + x0, acc);
+    }
+  }
+}
+
+// acc[t] += dout * xpad over one plane (9 vector accumulators).
+__attribute__((target("avx2,fma"))) void depthwise_weight_plane(__m256 acc[9], const float* dy, const float* xp, int H,
+                                                                int W) {
+  const int Wp = W + 2;
+  for (int oh = 0; oh < H; ++oh)
+    for (int x0 = 0; x0 < W; x0 += 8) {
+      const __m256 d = _mm256_loadu_ps(dy + size_t(oh) * W + x0);
+      for (int kh = 0; kh < 3; ++kh) {
+        const float* src = xp + size_t(oh + kh) * Wp + x0;
+        for (int kw = 0; kw < 3; ++kw) acc[kh * 3 + kw] = _mm256_fmadd_ps(d, _mm256_loadu_ps(src + kw), acc[kh * 3 + kw]);
+      }
+    }
+}
+
+__attribute__((target("avx2,fma"))) void depthwise_weights_channel(float* dw9, const float* dout, const float* inp,
+                                                                   const Conv2dShape& s, int c, float* xp) {
+  __m256 acc[9];
+  for (int t = 0; t < 9; ++t) acc[t] = _mm256_setzero_ps();
+  const size_t plane = size_t(s.H) * s.W;
+  for (int b = 0; b < s.B; ++b) {
+    const size_t p = size_t(b) * s.C + c;
+    pad_sample(xp, inp + p * plane, 1, s.H, s.W);
+    depthwise_weight_plane(acc, dout + p * plane, xp, s.H, s.W);
+  }
+  for (int t = 0; t < 9; ++t) {
+    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+    const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    dw9[t] += _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+  }
+}
+#endif
+
+// out/dinp planes [+]= depthwise 3x3 of the planes of x with per-channel taps (flip: reversed).
+void depthwise_planes(float* y, const float* x, const float* weight, const float* bias, const Conv2dShape& s,
+                      bool flip, bool accumulate, float* workspace) {
+#if DFL_CONV3X3_X86
+  const size_t plane = size_t(s.H) * s.W;
+  parallel_for(int64_t(s.B) * s.C, 1, [&](int64_t p0, int64_t p1) {
+    float* xp = workspace + size_t(thread_slot()) * padded_plane(s);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int c = int(p % s.C);
+      float w9[9];
+      for (int t = 0; t < 9; ++t) w9[t] = weight[size_t(c) * 9 + (flip ? 8 - t : t)];
+      pad_sample(xp, x + size_t(p) * plane, 1, s.H, s.W);
+      depthwise_plane(y + size_t(p) * plane, xp, w9, s.H, s.W, bias ? bias[c] : 0.0f, accumulate);
+    }
+  });
+#else
+  (void)y, (void)x, (void)weight, (void)bias, (void)s, (void)flip, (void)accumulate, (void)workspace;
+  fail("depthwise3x3: not built for this CPU");
+#endif
+}
+}  // namespace
+
+void depthwise3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                          float* workspace) {
+  DFL_CHECK(depthwise3x3_applies(s) && workspace, "depthwise3x3_forward: shape not supported or no workspace");
+  depthwise_planes(out, inp, weight, bias, s, false, false, workspace);
+}
+
+void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                           const Conv2dShape& s, float* workspace) {
+  DFL_CHECK(depthwise3x3_applies(s) && workspace, "depthwise3x3_backward: shape not supported or no workspace");
+  if (dinp) depthwise_planes(dinp, dout, weight, nullptr, s, true, true, workspace);
+#if DFL_CONV3X3_X86
+  if (dweight)
+    parallel_for(s.C, 1, [&](int64_t c0, int64_t c1) {
+      float* xp = workspace + size_t(thread_slot()) * padded_plane(s);
+      for (int64_t c = c0; c < c1; ++c) depthwise_weights_channel(dweight + c * 9, dout, inp, s, int(c), xp);
+    });
+#endif
+}
+
 }  // namespace dfl::cpu

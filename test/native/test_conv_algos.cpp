@@ -5,6 +5,7 @@
 // algorithm; and the automatic choice.
 #include <cmath>
 #include <cstring>
+#include <array>
 #include <limits>
 #include <sstream>
 #include <vector>
@@ -63,6 +64,10 @@ std::vector<Conv2dShape> direct_shapes() {
   conv(2, 4, 6, 6, 3, 3, 1, 0);
   conv(2, 3, 5, 5, 10, 2, 2, 1);
   v.push_back({2, 3, 6, 7, 4, 3, 1, 2, 1, 0, 0, 1});  // 3x1 rect, stride (2,1)
+  // Depthwise 3x3 (stride 1, pad 1) at every row length the planes take, and a strided one.
+  for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8}, {3, 3, 2, 16}, {1, 7, 5, 24}, {2, 4, 32, 32}})
+    v.push_back({B, C, H, W, C, 3, 3, 1, 1, 1, 1, C});
+  v.push_back({2, 6, 8, 8, 6, 3, 3, 2, 2, 1, 1, 6});
   return v;
 }
 
@@ -116,7 +121,7 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
   for (const Conv2dShape& s : direct_shapes()) {
     const Data d(s, rng);
     const Results want = run(ConvAlgo::Reference, d);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3}) {
       DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a != ConvAlgo::General, describe(s));
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // the direct algorithms need AVX2+FMA
       const Results got = run(a, d);
@@ -153,9 +158,9 @@ DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
 DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   Rng rng(79);
   for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}}) {
+                               Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6}}) {
     const Data d(s, rng);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3}) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
       DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
     }
@@ -173,4 +178,6 @@ DFL_CPU_TEST(conv_automatic_choice) {
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1},
                                Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
+  const Conv2dShape dw{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(dw) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), "depthwise 3x3");
 }
