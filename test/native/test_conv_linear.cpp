@@ -7,6 +7,7 @@
 
 #include "core/parallel.h"
 #include "backend_ops.h"
+#include "cpu/conv_internal.h"
 #include "cpu/kernels.h"
 #include "harness.h"
 
@@ -183,30 +184,41 @@ DFL_TEST(conv2d_backward_null_grads_are_skipped) {
   }
 }
 
+namespace {
+size_t general_ws(const Conv2dShape& s) { return dfl::cpu::conv2d_workspace_floats_with(dfl::cpu::ConvAlgo::General, s); }
+}  // namespace
+
 DFL_CPU_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw) {
-  // Two column matrices (col, dcol) per thread slot: bounded by the hardware threads, never by B.
+  // The general algorithm: two column matrices (col, dcol) per thread slot: bounded by the hardware threads, never by B.
   Conv2dShape s{1, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1};
   const size_t col = size_t(64) * 9 * 32 * 32;
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(s) == 2 * col, dfl::cpu::conv2d_workspace_floats(s));
+  DFL_EXPECT(general_ws(s) == 2 * col, general_ws(s));
   s.B = 512;
-  const size_t big = dfl::cpu::conv2d_workspace_floats(s);
+  const size_t big = general_ws(s);
   DFL_EXPECT(big == 2 * col * size_t(dfl::max_thread_slots()), big);
   s.B = 100000;
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(s) == big, "workspace grows with B");
+  DFL_EXPECT(general_ws(s) == big, "workspace grows with B");
   Conv2dShape pw{8, 64, 32, 32, 128, 1, 1, 1, 1, 0, 0, 1};
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(pw) == 0, "1x1 at 32x32 needs no workspace");
+  DFL_EXPECT(general_ws(pw) == 0, "1x1 at 32x32 needs no workspace");
   // Small outputs: ceil(1024/P) samples side by side (columns, their gradient, the output), never more.
   Conv2dShape wide{8, 64, 16, 16, 128, 1, 1, 1, 1, 0, 0, 1};
   const size_t w4 = (2 * size_t(64) + 128) * 4 * 256;
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(wide) == w4, dfl::cpu::conv2d_workspace_floats(wide));
+  DFL_EXPECT(general_ws(wide) == w4, general_ws(wide));
   wide.B = 100000;
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(wide) == w4, "wide workspace grows with B");
+  DFL_EXPECT(general_ws(wide) == w4, "wide workspace grows with B");
   Conv2dShape dw{8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 64};
-  DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(dw) == 0, "depthwise needs no workspace");
+  DFL_EXPECT(general_ws(dw) == 0, "depthwise needs no workspace");
   Conv2dShape bad{1, 6, 8, 8, 4, 3, 3, 1, 1, 1, 1, 4};  // 6 % 4 != 0
-  DFL_EXPECT_THROWS(dfl::cpu::conv2d_workspace_floats(bad), "groups must divide C");
+  DFL_EXPECT_THROWS(general_ws(bad), "groups must divide C");
   Conv2dShape big_k{1, 2, 3, 3, 2, 5, 5, 1, 1, 0, 0, 1};
-  DFL_EXPECT_THROWS(dfl::cpu::conv2d_workspace_floats(big_k), "kernel larger than input");
+  DFL_EXPECT_THROWS(general_ws(big_k), "kernel larger than input");
+  // Whatever algorithm is chosen, the workspace stops growing with the batch.
+  for (Conv2dShape t : {Conv2dShape{64, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{64, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16},
+                        Conv2dShape{64, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}}) {
+    const size_t at64 = dfl::cpu::conv2d_workspace_floats(t);
+    t.B = 100000;
+    DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(t) == at64, "workspace grows with B (" << dfl::cpu::conv_algo_label(dfl::cpu::conv2d_choose_algo(t)) << ")");
+  }
 }
 
 // Shapes large enough that GEMM, im2col, col2im and the depthwise loops really split across threads.
