@@ -452,6 +452,7 @@ const char* conv_algo_label(ConvAlgo a) {
     case ConvAlgo::Direct3x3: return "direct3x3";
     case ConvAlgo::DirectOC: return "direct-oc";
     case ConvAlgo::Depthwise3x3: return "depthwise3x3";
+    case ConvAlgo::Pointwise: return "pointwise";
   }
   return "?";
 }
@@ -463,16 +464,19 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
     case ConvAlgo::Direct3x3: return direct3x3_applies(s);
     case ConvAlgo::DirectOC: return direct_oc_applies(s);
     case ConvAlgo::Depthwise3x3: return depthwise3x3_applies(s);
+    case ConvAlgo::Pointwise: return pointwise_applies(s);
   }
   return false;
 }
 
-// The kernel lab's finding (native/dev/conv_lab.cpp): the direct 3x3 kernels win wherever they apply;
-// the output-channel kernels only for strided convolutions (no im2col of a subsampled image),
-// while the GEMMs win on small maps with many channels and on 1x1 convolutions.
+// The kernel lab's finding (native/dev/conv_lab.cpp): the direct 3x3 and depthwise kernels win
+// wherever they apply; the pointwise row kernels on 1x1 convolutions with few channels (the GEMMs
+// win once both sides have 64+); the output-channel kernels only for strided convolutions (no
+// im2col of a subsampled image), while the GEMMs win on small maps with many channels.
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   if (direct3x3_applies(s)) return ConvAlgo::Direct3x3;
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
+  if (pointwise_applies(s) && std::min(s.C, s.OC) < 64) return ConvAlgo::Pointwise;
   if (direct_oc_applies(s) && (s.stride_h > 1 || s.stride_w > 1)) return ConvAlgo::DirectOC;
   return ConvAlgo::General;
 }
@@ -485,6 +489,7 @@ size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
     case ConvAlgo::Direct3x3: return direct3x3_workspace_floats(s);
     case ConvAlgo::DirectOC: return direct_oc_workspace_floats(s);
     case ConvAlgo::Depthwise3x3: return depthwise3x3_workspace_floats(s);
+    case ConvAlgo::Pointwise: return pointwise_workspace_floats(s);
   }
   return 0;
 }
@@ -499,6 +504,7 @@ void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* 
     case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace);
     case ConvAlgo::DirectOC: return direct_oc_forward(out, inp, weight, bias, s, workspace);
     case ConvAlgo::Depthwise3x3: return depthwise3x3_forward(out, inp, weight, bias, s, workspace);
+    case ConvAlgo::Pointwise: return pointwise_forward(out, inp, weight, bias, s, workspace);
   }
 }
 
@@ -525,6 +531,10 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
     case ConvAlgo::Depthwise3x3:
       if (dbias) bias_gradient(dbias, dout, s);
       depthwise3x3_backward(dinp, dweight, dout, inp, weight, s, workspace);
+      return;
+    case ConvAlgo::Pointwise:
+      if (dbias) bias_gradient(dbias, dout, s);
+      pointwise_backward(dinp, dweight, dout, inp, weight, s, workspace);
       return;
   }
 }

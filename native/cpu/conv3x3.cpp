@@ -40,21 +40,21 @@ namespace {
 int block_channels(int W) { return W >= 32 ? 3 : (W >= 16 ? 5 : 7); }
 int blocks(int channels, int OB) { return (channels + OB - 1) / OB; }
 size_t padded_plane(const Conv2dShape& s) { return size_t(s.H + 2) * (s.W + 2); }
-// Blocked weights: OB zero-padded output channels per block, (block, C_in, 9 taps, OB).
-size_t blocked_weight_floats(int C_out, int C_in, int OB) { return size_t(blocks(C_out, OB)) * OB * C_in * 9; }
+// Blocked weights: OB zero-padded output channels per block, (block, C_in, KK taps, OB).
+size_t blocked_weight_floats(int C_out, int C_in, int OB, int KK = 9) { return size_t(blocks(C_out, OB)) * OB * C_in * KK; }
 
-// wb[((ob*C_in + c)*9 + t)*OB + o] = weight of output ob*OB+o, input c, tap t (0 past C_out).
-// flip: the input gradient's weights, w'[c][o][t] = w[o][c][8 - t] (transposed, taps reversed).
-void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool flip) {
+// wb[((ob*C_in + c)*KK + t)*OB + o] = weight of output ob*OB+o, input c, tap t (0 past C_out).
+// flip: the input gradient's weights, w'[c][o][t] = w[o][c][KK-1 - t] (transposed, taps reversed).
+void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool flip, int KK = 9) {
   const int nb = blocks(C_out, OB);
   for (int ob = 0; ob < nb; ++ob)
     for (int c = 0; c < C_in; ++c)
-      for (int t = 0; t < 9; ++t)
+      for (int t = 0; t < KK; ++t)
         for (int o = 0; o < OB; ++o) {
           const int oc = ob * OB + o;
           float v = 0.0f;
-          if (oc < C_out) v = flip ? w[(size_t(c) * C_out + oc) * 9 + (8 - t)] : w[(size_t(oc) * C_in + c) * 9 + t];
-          wb[((size_t(ob) * C_in + c) * 9 + t) * OB + o] = v;
+          if (oc < C_out) v = flip ? w[(size_t(c) * C_out + oc) * KK + (KK - 1 - t)] : w[(size_t(oc) * C_in + c) * KK + t];
+          wb[((size_t(ob) * C_in + c) * KK + t) * OB + o] = v;
         }
 }
 
@@ -75,15 +75,16 @@ void pad_sample(float* xp, const float* x, int C, int H, int W) {
 }
 
 #if DFL_CONV3X3_X86
-// One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV).
+// One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV), for a
+// K x K kernel (K = 3: the padded planes (H+2, W+2); K = 1: the input itself, one plane per row).
 // out: the sample's output (C_out, H, W). accumulate: add to out (input gradient); otherwise start
 // from bias (or 0).
-template <int NV, int OB>
+template <int NV, int OB, int K>
 __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int H, int W, int oh, int x0,
                                                    const float* xp, int C_in, const float* wb, const float* bias,
                                                    bool accumulate) {
   const size_t plane = size_t(H) * W;
-  const int Wp = W + 2;
+  const int Wp = W + K - 1;
   __m256 acc[OB][NV];
   for (int o = 0; o < OB; ++o) {
     float* dst = out + (oc0 + o) * plane + size_t(oh) * W + x0;
@@ -93,15 +94,15 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
       else acc[o][v] = bias ? _mm256_set1_ps(bias[oc0 + o]) : _mm256_setzero_ps();
     }
   }
-  const size_t pplane = size_t(H + 2) * Wp;
+  const size_t pplane = size_t(H + K - 1) * Wp;
   for (int c = 0; c < C_in; ++c) {
     const float* xc = xp + c * pplane + size_t(oh) * Wp + x0;
-    const float* wc = wb + size_t(c) * 9 * OB;
-    for (int kh = 0; kh < 3; ++kh) {
+    const float* wc = wb + size_t(c) * K * K * OB;
+    for (int kh = 0; kh < K; ++kh) {
       const float* row = xc + kh * Wp;
-      for (int kw = 0; kw < 3; ++kw) {
+      for (int kw = 0; kw < K; ++kw) {
         __m256 wv[OB];
-        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * 3 + kw) * OB + o);
+        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * K + kw) * OB + o);
         for (int v = 0; v < NV; ++v) {
           const __m256 x = _mm256_loadu_ps(row + kw + 8 * v);
           for (int o = 0; o < OB; ++o) acc[o][v] = _mm256_fmadd_ps(wv[o], x, acc[o][v]);
@@ -115,21 +116,21 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
   }
 }
 
-template <int OB>
+template <int OB, int K>
 void all_rows(float* out, int C_out, int H, int W, const float* xp, int C_in, const float* wb, const float* bias,
               bool accumulate) {
-  const size_t block_floats = size_t(C_in) * 9 * OB;
+  const size_t block_floats = size_t(C_in) * K * K * OB;
   for (int ob = 0; ob < blocks(C_out, OB); ++ob) {
     const int oc0 = ob * OB, n = std::min(OB, C_out - oc0);
     const float* w = wb + ob * block_floats;
     for (int oh = 0; oh < H; ++oh) {
       int x0 = 0;
-      for (; x0 + 32 <= W; x0 += 32) row_chunk<4, OB>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+      for (; x0 + 32 <= W; x0 += 32) row_chunk<4, OB, K>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
       if (x0 + 16 <= W) {
-        row_chunk<2, OB>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+        row_chunk<2, OB, K>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
         x0 += 16;
       }
-      if (x0 + 8 <= W) row_chunk<1, OB>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+      if (x0 + 8 <= W) row_chunk<1, OB, K>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
     }
   }
 }
@@ -181,21 +182,29 @@ int weight_group(const Conv2dShape& s) {
   return int(std::clamp<size_t>(budget / std::max<size_t>(per_sample, 1), 1, size_t(s.B)));
 }
 
-// out (B, C_out, H, W) [+]= the 3x3 convolution of x (B, C_in, H, W) with the blocked weights.
+// out (B, C_out, H, W) [+]= the K x K convolution (K = 3: pad 1; K = 1: pad 0) of x (B, C_in, H, W)
+// with the blocked weights. A 1x1 convolution runs each plane as one row of H*W.
+template <int K>
 void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W, const float* wb,
             const float* bias, bool accumulate, float* pads) {
 #if DFL_CONV3X3_X86
+  if (K == 1) {
+    W *= H;
+    H = 1;
+  }
   const int OB = block_channels(W);
   const size_t pad_floats = size_t(C_in) * (H + 2) * (W + 2);
-  // One sample per task; each thread pads into its own slot.
+  // One sample per task; each thread pads into its own slot (3x3).
   parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
     float* xp = pads + size_t(thread_slot()) * pad_floats;
     for (int64_t b = b0; b < b1; ++b) {
-      pad_sample(xp, x + size_t(b) * C_in * H * W, C_in, H, W);
+      const float* xb = x + size_t(b) * C_in * H * W;
+      if (K == 3) pad_sample(xp, xb, C_in, H, W);
+      const float* src = K == 3 ? xp : xb;
       float* ob = out + size_t(b) * C_out * H * W;
-      if (OB == 3) all_rows<3>(ob, C_out, H, W, xp, C_in, wb, bias, accumulate);
-      else if (OB == 5) all_rows<5>(ob, C_out, H, W, xp, C_in, wb, bias, accumulate);
-      else all_rows<7>(ob, C_out, H, W, xp, C_in, wb, bias, accumulate);
+      if (OB == 3) all_rows<3, K>(ob, C_out, H, W, src, C_in, wb, bias, accumulate);
+      else if (OB == 5) all_rows<5, K>(ob, C_out, H, W, src, C_in, wb, bias, accumulate);
+      else all_rows<7, K>(ob, C_out, H, W, src, C_in, wb, bias, accumulate);
     }
   });
 #else
@@ -232,7 +241,7 @@ void direct3x3_forward(float* out, const float* inp, const float* weight, const 
   const int OB = block_channels(s.W);
   float* wb = workspace;
   block_weights(wb, weight, s.OC, s.C, OB, false);
-  direct(out, inp, s.B, s.C, s.OC, s.H, s.W, wb, bias, false, wb + blocked_weight_floats(s.OC, s.C, OB));
+  direct<3>(out, inp, s.B, s.C, s.OC, s.H, s.W, wb, bias, false, wb + blocked_weight_floats(s.OC, s.C, OB));
 }
 
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
@@ -241,7 +250,7 @@ void direct3x3_backward_data(float* dinp, const float* dout, const float* weight
   const int OB = block_channels(s.W);
   float* wb = workspace;
   block_weights(wb, weight, s.C, s.OC, OB, true);
-  direct(dinp, dout, s.B, s.OC, s.C, s.H, s.W, wb, nullptr, true, wb + blocked_weight_floats(s.C, s.OC, OB));
+  direct<3>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, wb, nullptr, true, wb + blocked_weight_floats(s.C, s.OC, OB));
 }
 
 void direct3x3_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
@@ -269,6 +278,99 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
   }
 #else
   (void)dweight, (void)dout, (void)inp, (void)s, (void)workspace;
+#endif
+}
+
+// ---- pointwise (1x1, stride 1, pad 0, groups 1), planes a multiple of 8 -----------------------
+// Forward and input gradient: the row kernels with one tap, each plane one row of H*W. Weight
+// gradient dW[o][c] = sum over (b, p) of dout[b,o,p] * x[b,c,p]: tasks of 3 output x 4 input
+// channels, each one thread's 12 vector accumulators over the batch (in groups, as above).
+
+bool pointwise_applies(const Conv2dShape& s) {
+  const CpuFeatures& f = cpu_features();
+  const int P = s.H * s.W;
+  return DFL_CONV3X3_X86 && f.avx2 && f.fma && s.KH == 1 && s.KW == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+         s.pad_h == 0 && s.pad_w == 0 && s.groups == 1 && P >= 8 && P % 8 == 0;
+}
+
+namespace {
+int pointwise_block(const Conv2dShape& s) { return block_channels(s.H * s.W); }
+}  // namespace
+
+size_t pointwise_workspace_floats(const Conv2dShape& s) {
+  const int OB = pointwise_block(s);
+  return std::max(blocked_weight_floats(s.OC, s.C, OB, 1), blocked_weight_floats(s.C, s.OC, OB, 1));
+}
+
+void pointwise_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                       float* workspace) {
+  DFL_CHECK(pointwise_applies(s) && workspace, "pointwise_forward: shape not supported or no workspace");
+  block_weights(workspace, weight, s.OC, s.C, pointwise_block(s), false, 1);
+  direct<1>(out, inp, s.B, s.C, s.OC, s.H, s.W, workspace, bias, false, nullptr);
+}
+
+namespace {
+#if DFL_CONV3X3_X86
+// dW[o0+o][c0+j] += sum over samples [b0, b1) and pixels of dout[b, o0+o] * x[b, c0+j], o < no, j < nc.
+__attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, const float* dout, const float* inp,
+                                                               const Conv2dShape& s, int o0, int no, int c0, int nc,
+                                                               int b0, int b1, const float* zeros) {
+  __m256 acc[3][4];
+  for (int o = 0; o < 3; ++o)
+    for (int j = 0; j < 4; ++j) acc[o][j] = _mm256_setzero_ps();
+  const size_t P = size_t(s.H) * s.W;
+  for (int b = b0; b < b1; ++b) {
+    const float* d[3];
+    const float* x[4];
+    for (int o = 0; o < 3; ++o) d[o] = o < no ? dout + (size_t(b) * s.OC + o0 + o) * P : zeros;
+    for (int j = 0; j < 4; ++j) x[j] = j < nc ? inp + (size_t(b) * s.C + c0 + j) * P : zeros;
+    for (size_t p = 0; p < P; p += 8) {
+      // zeros is only 8 floats long: a missing channel reads it at offset 0 every time.
+      const __m256 d0 = _mm256_loadu_ps(d[0] == zeros ? zeros : d[0] + p);
+      const __m256 d1 = _mm256_loadu_ps(d[1] == zeros ? zeros : d[1] + p);
+      const __m256 d2 = _mm256_loadu_ps(d[2] == zeros ? zeros : d[2] + p);
+      for (int j = 0; j < 4; ++j) {
+        const __m256 v = _mm256_loadu_ps(x[j] == zeros ? zeros : x[j] + p);
+        acc[0][j] = _mm256_fmadd_ps(d0, v, acc[0][j]);
+        acc[1][j] = _mm256_fmadd_ps(d1, v, acc[1][j]);
+        acc[2][j] = _mm256_fmadd_ps(d2, v, acc[2][j]);
+      }
+    }
+  }
+  for (int o = 0; o < no; ++o)
+    for (int j = 0; j < nc; ++j) {
+      const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[o][j]), _mm256_extractf128_ps(acc[o][j], 1));
+      const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+      dweight[size_t(o0 + o) * s.C + c0 + j] += _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+    }
+}
+#endif
+}  // namespace
+
+void pointwise_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                        const Conv2dShape& s, float* workspace) {
+  DFL_CHECK(pointwise_applies(s) && workspace, "pointwise_backward: shape not supported or no workspace");
+  if (dinp) {
+    block_weights(workspace, weight, s.C, s.OC, pointwise_block(s), true, 1);
+    direct<1>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, workspace, nullptr, true, nullptr);
+  }
+#if DFL_CONV3X3_X86
+  if (!dweight) return;
+  // Groups of samples in order (about 1 MB of dout and input each); tasks own disjoint dW.
+  const size_t per_sample = (size_t(s.OC) + s.C) * s.H * s.W * sizeof(float);
+  const int G = int(std::clamp<size_t>((size_t(1) << 20) / per_sample, 1, size_t(s.B)));
+  const int ob3 = blocks(s.OC, 3), cb4 = blocks(s.C, 4);
+  alignas(32) static const float zeros[8] = {};
+  for (int b0 = 0; b0 < s.B; b0 += G) {
+    const int b1 = std::min(s.B, b0 + G);
+    parallel_for(int64_t(ob3) * cb4, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int ob = int(t / cb4), cb = int(t % cb4);
+        pointwise_weight_task(dweight, dout, inp, s, ob * 3, std::min(3, s.OC - ob * 3), cb * 4, std::min(4, s.C - cb * 4),
+                              b0, b1, zeros);
+      }
+    });
+  }
 #endif
 }
 

@@ -5,6 +5,8 @@
 //   General    any shape: depthwise direct loops, 1x1 GEMMs, im2col + GEMM (conv2d.cpp).
 //   Direct3x3  3x3, stride 1, pad 1, groups 1, W % 8 == 0, AVX2+FMA: forward, input gradient and
 //              weight gradient as direct register-blocked loops (conv3x3.cpp), no im2col.
+//   Pointwise  1x1, stride 1, pad 0, groups 1, H*W % 8 == 0, AVX2+FMA: the row kernels with one tap
+//              (conv3x3.cpp), each plane one row; weight gradient by 3x4-channel register blocks.
 //   Depthwise3x3  depthwise 3x3, stride 1, pad 1, W % 8 == 0, AVX2+FMA: padded-row loops per
 //              channel plane (conv3x3.cpp).
 //   DirectOC   groups 1, any kernel/stride/padding, AVX2+FMA: forward (and the input gradient at
@@ -19,7 +21,7 @@
 
 namespace dfl::cpu {
 
-enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3 };
+enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise };
 const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
@@ -45,6 +47,13 @@ void direct3x3_forward(float* out, const float* inp, const float* weight, const 
 // dinp += the input gradient of dout.
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace);
+bool pointwise_applies(const Conv2dShape& s);
+size_t pointwise_workspace_floats(const Conv2dShape& s);
+void pointwise_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                       float* workspace);
+// dinp and dweight (either may be null) +=.
+void pointwise_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                        const Conv2dShape& s, float* workspace);
 bool depthwise3x3_applies(const Conv2dShape& s);
 size_t depthwise3x3_workspace_floats(const Conv2dShape& s);
 void depthwise3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,

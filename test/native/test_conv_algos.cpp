@@ -68,6 +68,11 @@ std::vector<Conv2dShape> direct_shapes() {
   for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8}, {3, 3, 2, 16}, {1, 7, 5, 24}, {2, 4, 32, 32}})
     v.push_back({B, C, H, W, C, 3, 3, 1, 1, 1, 1, C});
   v.push_back({2, 6, 8, 8, 6, 3, 3, 2, 2, 1, 1, 6});
+  // Pointwise: planes of 8, 16, 32*32; output and input channel tails around 3 and 4.
+  conv(2, 5, 2, 4, 7, 1, 1, 0);
+  conv(3, 4, 4, 4, 6, 1, 1, 0);
+  conv(2, 29, 4, 6, 10, 1, 1, 0);
+  conv(2, 6, 32, 32, 11, 1, 1, 0);
   return v;
 }
 
@@ -121,7 +126,7 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
   for (const Conv2dShape& s : direct_shapes()) {
     const Data d(s, rng);
     const Results want = run(ConvAlgo::Reference, d);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise}) {
       DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a != ConvAlgo::General, describe(s));
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // the direct algorithms need AVX2+FMA
       const Results got = run(a, d);
@@ -158,9 +163,10 @@ DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
 DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   Rng rng(79);
   for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6}}) {
+                               Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
+                               Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}}) {
     const Data d(s, rng);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise}) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
       DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
     }
@@ -175,9 +181,11 @@ DFL_CPU_TEST(conv_automatic_choice) {
   // convolutions the general one.
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(s));
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1},
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},
                                Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
+  const Conv2dShape pw{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), "1x1 with few channels");
   const Conv2dShape dw{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(dw) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), "depthwise 3x3");
 }
