@@ -83,6 +83,25 @@ class Backend {
     batchnorm2d_forward_eval(out, inp, gamma, beta, running_mean, running_var, B, C, HW, eps);
     activate(out, size_t(B) * C * HW, act);
   }
+  // The backward of a fused activation, in place: dout[i] = 0 where the activation's output y has
+  // no gradient (y <= 0; for ReLU6 also y >= 6). The default goes through a temporary buffer; a
+  // backend overrides it with one pass.
+  virtual void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) {
+    if (act == Activation::None || n == 0) return;
+    float* masked = static_cast<float*>(alloc(n * sizeof(float), "activation gradient"));
+    if (act == Activation::Relu) relu_backward(masked, dout, y, n);
+    else relu6_backward(masked, dout, y, n);
+    copy(dout, masked, n * sizeof(float));
+    release(masked);
+  }
+  // BatchNorm backward after a fused activation: dout is masked first (in place; it is the BN's own
+  // gradient slot). Default: activation_backward_inplace, then the plain backward.
+  virtual void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
+                                          const float* inp, const float* gamma, const float* save_mean,
+                                          const float* save_invstd, int B, int C, int HW, Activation act) {
+    activation_backward_inplace(dout, out, size_t(B) * C * HW, act);
+    batchnorm2d_backward(dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW);
+  }
   // x = act(x), in place.
   void activate(float* x, size_t n, Activation act) {
     if (act == Activation::Relu) relu_forward(x, x, n);

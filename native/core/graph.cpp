@@ -129,23 +129,32 @@ class SlotAllocator {
 
 // Gradient slots in backward order: node j's gradient is first written by the backward of its last
 // reader (which zeroes it first) and last read by j's own backward, after which its slot is free.
+// A fused activation has no backward: readers of it write its producer's gradient directly.
 void share_gradient_slots(Plan& plan) {
   const int N = int(plan.nodes.size());
+  auto owner = [&](int n) { return plan.nodes[n].fused_activation ? plan.nodes[n].alias_of : n; };
   std::vector<int> last_reader(N, 0);
-  for (int i = 1; i < N; ++i)
-    for (int in : plan.nodes[i].spec.inputs) last_reader[in] = std::max(last_reader[in], i);
+  for (int i = 1; i < N; ++i) {
+    if (plan.nodes[i].fused_activation) continue;
+    for (int in : plan.nodes[i].spec.inputs) last_reader[owner(in)] = std::max(last_reader[owner(in)], i);
+  }
   SlotAllocator slots;
-  plan.nodes[N - 1].grad_offset = slots.take(plan.nodes[N - 1].size);  // the loss writes it
+  const int last = owner(N - 1);
+  plan.nodes[last].grad_offset = slots.take(plan.nodes[last].size);  // the loss writes it
   for (int i = N - 1; i >= 1; --i) {
     PlanNode& n = plan.nodes[i];
+    if (n.fused_activation) continue;
     for (int in : n.spec.inputs) {
-      if (in == 0 || last_reader[in] != i) continue;
-      last_reader[in] = -1;  // an input listed twice starts once
-      plan.nodes[in].grad_offset = slots.take(plan.nodes[in].size);
-      n.grads_start.push_back(in);
+      const int o = owner(in);
+      if (o == 0 || last_reader[o] != i) continue;
+      last_reader[o] = -1;  // an input listed twice starts once
+      plan.nodes[o].grad_offset = slots.take(plan.nodes[o].size);
+      n.grads_start.push_back(o);
     }
     slots.give_back(n.grad_offset, n.size);
   }
+  for (PlanNode& n : plan.nodes)
+    if (n.fused_activation) n.grad_offset = plan.nodes[n.alias_of].grad_offset;
   plan.grad_per_sample = slots.top();
 }
 
@@ -170,6 +179,7 @@ void alias_nodes(Plan& plan) {
         src.spec.fused == Activation::None && src.alias_of < 0) {
       src.spec.fused = op == Op::Relu ? Activation::Relu : Activation::Relu6;
       n.alias_of = i;
+      n.fused_activation = true;
     } else if (op == Op::Flatten || (op == Op::Dropout && n.spec.p == 0.f)) {
       n.alias_of = src.alias_of >= 0 ? src.alias_of : i;
     }

@@ -81,9 +81,11 @@ struct PlanNode {
   // Inputs whose gradient slot this node's backward is the first to write: zeroed just before it.
   std::vector<int> grads_start;
   // >= 0: this node's output IS that node's output buffer (a ReLU fused into its producer, a
-  // flatten, a dropout that drops nothing): its forward does nothing. Its gradient has its own
-  // slot, so its backward runs as usual.
+  // flatten, a dropout that drops nothing): its forward does nothing.
   int alias_of = -1;
+  // A fused ReLU/ReLU6 also shares its producer's gradient slot and has no backward of its own:
+  // the producer's backward applies the activation's mask to that gradient first.
+  bool fused_activation = false;
   int layer = -1;                   // parametric layer, or -1
   int weight = -1, bias = -1;       // indices into Plan::params, or -1
   int running_mean = -1, running_var = -1, batches_tracked = -1;  // indices into Plan::buffers

@@ -273,6 +273,7 @@ void Model::run_backward(int B) {
   Backend& be = *backend_;
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
+    if (plan_.nodes[i].fused_activation) continue;  // its producer's backward applies the mask
     const OpRun run{be, plan_, mem, i, B, true, 0};
     for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));
     op_def(plan_.nodes[i].op()).backward(run);

@@ -60,7 +60,7 @@ void conv_forward(const OpRun& r) {
 }
 void conv_backward(const OpRun& r) {
   const PlanNode& n = r.node();
-  r.be.conv2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.dout(), r.in(), r.param(n.weight),
+  r.be.conv2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight),
                        r.plan.conv_shape(r.i, r.B), r.mem.workspace);
 }
 
@@ -104,8 +104,8 @@ void bn_backward(const OpRun& r) {
   const PlanNode& in = r.input_node();
   const int C = in.C();
   const float* st = r.mem.stats + n.stat_offset;
-  r.be.batchnorm2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.dout(), r.in(), r.param(n.weight), st,
-                            st + C, r.B, C, in.H() * in.W());
+  r.be.batchnorm2d_backward_fused(r.din(), r.grad(n.weight), r.grad(n.bias), r.act_grad(r.i), r.out(), r.in(),
+                                  r.param(n.weight), st, st + C, r.B, C, in.H() * in.W(), n.spec.fused);
 }
 
 // ---- linear -------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ void linear_forward(const OpRun& r) {
 }
 void linear_backward(const OpRun& r) {
   const PlanNode& n = r.node();
-  r.be.linear_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.dout(), r.in(), r.param(n.weight), r.B,
+  r.be.linear_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight), r.B,
                        int(r.input_node().size), n.spec.out_features);
 }
 
@@ -145,7 +145,7 @@ void add_infer(PlanBuilder& b, int i) {
   infer_same_shape(b, i);
 }
 void add_forward(const OpRun& r) { r.be.add_forward_fused(r.out(), r.in(0), r.in(1), r.out_count(), r.spec().fused); }
-void add_backward(const OpRun& r) { r.be.add_backward(r.din(0), r.din(1), r.dout(), r.out_count()); }
+void add_backward(const OpRun& r) { r.be.add_backward(r.din(0), r.din(1), r.masked_dout(), r.out_count()); }
 
 // ---- channel plumbing ---------------------------------------------------------------------------
 void concat_infer(PlanBuilder& b, int i) {

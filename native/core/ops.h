@@ -44,6 +44,12 @@ struct OpRun {
   // Gradient of input k; null for the image (node 0), which needs none.
   float* din(int k = 0) const { return act_grad(spec().inputs[k]); }
   const float* dout() const { return act_grad(i); }
+  // This node's gradient with a fused activation's mask applied (in place: the slot is this node's).
+  float* masked_dout() const {
+    float* d = act_grad(i);
+    be.activation_backward_inplace(d, out(), out_count(), spec().fused);
+    return d;
+  }
   float* param(int idx) const { return idx < 0 ? nullptr : mem.params + plan.params[idx].offset; }
   float* grad(int idx) const { return idx < 0 ? nullptr : mem.grads + plan.params[idx].offset; }
   float* buffer(int idx) const { return idx < 0 ? nullptr : mem.buffers + plan.buffers[idx].offset; }

@@ -47,6 +47,17 @@ void relu6_backward(float* dinp, const float* dout, const float* inp, size_t n) 
   });
 }
 
+void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) {
+  if (act == Activation::Relu) {
+    for_range(n, [&](size_t i) { dout[i] = y[i] <= 0.f ? 0.f : dout[i]; });
+  } else if (act == Activation::Relu6) {
+    for_range(n, [&](size_t i) {
+      const bool blocked = (y[i] <= 0.f) | (y[i] >= 6.f);
+      dout[i] = blocked ? 0.f : dout[i];
+    });
+  }
+}
+
 void add_forward(float* out, const float* a, const float* b, size_t n) {
   for_range(n, [&](size_t i) { out[i] = a[i] + b[i]; });
 }

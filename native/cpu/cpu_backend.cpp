@@ -135,6 +135,9 @@ class CpuBackend final : public Backend {
     cpu::relu6_backward(dinp, dout, inp, n);
   }
   void add_forward(float* out, const float* a, const float* b, size_t n) override { cpu::add_forward(out, a, b, n); }
+  void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) override {
+    cpu::activation_backward_inplace(dout, y, n, act);
+  }
   void add_backward(float* da, float* db, const float* dout, size_t n) override { cpu::add_backward(da, db, dout, n); }
   void accumulate(float* dst, const float* src, size_t n) override { cpu::accumulate(dst, src, n); }
 

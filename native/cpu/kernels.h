@@ -72,6 +72,12 @@ void relu_backward(float* dinp, const float* dout, const float* inp, size_t n);
 void relu6_forward(float* out, const float* inp, size_t n);
 void relu6_backward(float* dinp, const float* dout, const float* inp, size_t n);
 
+// The backward of an activation fused into the layer before it, in place, from its OUTPUT y:
+// dout[i] = 0 where y <= 0 (ReLU), or y <= 0 or y >= 6 (ReLU6); unchanged elsewhere (NaN passes).
+// Same masks as relu_backward/relu6_backward on the input, since y > 0 iff x > 0 and 0 < y < 6
+// iff 0 < x < 6.
+void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act);
+
 // Residual add: out = a + b (n floats); backward adds dout into da and db.
 void add_forward(float* out, const float* a, const float* b, size_t n);
 void add_backward(float* da, float* db, const float* dout, size_t n);
