@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/device_images.h"
 #include "core/graph.h"
 
 namespace dfl {
@@ -97,8 +98,14 @@ class Model {
 
   // One whole training step: teachers' logits, forward (training), loss = CE + alpha * T^2
   // KL(p_T || q), backward, finiteness checks, SGD. labels must lie in [0, NC) (the addon checks).
+  // x_host null: the batch is already on the device (the ImageBatch overload made it).
   StepStats train_step(const float* x_host, const int32_t* labels_host, int B, const Distillation& distill,
                        const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
+  // The same step on a batch made on the device from resident images (core/device_images.h).
+  StepStats train_step(const ImageBatch& batch, const int32_t* labels_host, const Distillation& distill,
+                       const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
+  // Eval-mode logits (B,NC) of a batch made on the device from resident images.
+  void forward(const ImageBatch& batch, float* logits_host);
 
   // An inference-only copy of the current weights (BN folded), made on the device.
   std::unique_ptr<Teacher> snapshot() const;
@@ -154,6 +161,8 @@ class Teacher {
 
   // Eval-mode logits (B,NC) of a host batch.
   void forward(const float* x_host, int B, float* logits_host) const;
+  // Eval-mode logits of a batch made on the device from resident images.
+  void forward(const ImageBatch& batch, float* logits_host) const;
   // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
   void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
 
