@@ -3,7 +3,8 @@
 // beside it when nvcc, cuDNN 9 and cuBLAS 13 are found (native/cuda/cuda.cmake says where it looks).
 //   node scripts/build-native.mjs            Release build into build/Release/dfl_native.node
 //   node scripts/build-native.mjs --debug    Debug build
-// Environment: DFL_JOBS (parallel compile jobs, default: CPU count), DFL_CUDA=OFF (CPU only),
+// Environment: DFL_JOBS (parallel compile jobs, default: CPU count), DFL_CUDA=OFF|ON (CPU only |
+// CUDA or fail; unset: CUDA when it builds),
 // CUDNN_ROOT / CUBLAS_ROOT / DFL_PYTHON (where cuDNN and cuBLAS are), DFL_CUDA_WERROR=1 (CI).
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -25,14 +26,18 @@ try {
 
 const jobs = process.env.DFL_JOBS || String(os.availableParallelism?.() ?? os.cpus().length);
 // Configured every time (seconds), so that cuDNN/cuBLAS installed since the last build are found.
-// DFL_CUDA=OFF builds the CPU addon alone.
-const cuda = (process.env.DFL_CUDA ?? 'ON').toUpperCase() === 'OFF' ? 'OFF' : 'ON';
+// DFL_CUDA unset: the CUDA backend when it can be built; OFF: the CPU addon alone; ON: the CUDA
+// backend or fail (CI, GPU machines).
+const want = (process.env.DFL_CUDA ?? '').toUpperCase();
+const cuda = want === 'OFF' ? 'OFF' : 'ON';
+const required = want === 'ON' ? ['--CDDFL_CUDA_REQUIRED=ON'] : ['--CDDFL_CUDA_REQUIRED=OFF'];
 const common = ['--log-level', 'warn', ...(debug ? ['--debug'] : [])];
 const cmake = (args) => spawnSync(process.execPath, [cmakeJs, ...args, ...common], { cwd: root, stdio: 'inherit' }).status;
-const build = (cudaFlag) => cmake(['configure', `--CDDFL_CUDA=${cudaFlag}`]) === 0 && cmake(['build', '--parallel', jobs]) === 0;
+const build = (cudaFlag) =>
+  cmake(['configure', `--CDDFL_CUDA=${cudaFlag}`, ...required]) === 0 && cmake(['build', '--parallel', jobs]) === 0;
 
 let ok = build(cuda);
-if (!ok && cuda === 'ON') {
+if (!ok && cuda === 'ON' && want !== 'ON') {
   // An install never fails because of CUDA: build the CPU addon alone and say so.
   console.error('\ndfl-native: the build with the CUDA backend failed (see above); building the CPU addon alone.\n' +
     '  `npx dfl-native info` will list cuda as not compiled in; DFL_CUDA=OFF skips the attempt.');

@@ -14,6 +14,7 @@
 # DFL_CUDA_WERROR=ON (or the environment variable) turns every warning into an error (CI).
 option(DFL_CUDA "Build the CUDA backend (libdfl_cuda.so) when nvcc, cuDNN 9 and cuBLAS 13 are found" ON)
 option(DFL_CUDA_WERROR "Treat warnings in the CUDA backend as errors" $ENV{DFL_CUDA_WERROR})
+option(DFL_CUDA_REQUIRED "Fail the configuration when the CUDA backend cannot be built" OFF)
 
 set(DFL_CUDA_BUILT OFF)
 set(DFL_CUDA_WHY_NOT "")
@@ -121,7 +122,11 @@ if(DFL_CUDA_BUILT)
   # By versioned soname (the wheels ship no unversioned link names); no libcuda.
   target_link_options(dfl_cuda PRIVATE "-L${DFL_CUDNN_LIBDIR}" "-L${DFL_CUBLAS_LIBDIR}" -Wl,--no-undefined)
   target_link_libraries(dfl_cuda PRIVATE -l:libcudnn.so.9 -l:libcublas.so.13 -l:libcublasLt.so.13 dl pthread rt)
-  target_compile_definitions(dfl_core PRIVATE DFL_CUDA_COMPILED)
+  # On the registry's file alone, so switching CUDA on or off recompiles one file of the core.
+  set_source_files_properties("${CMAKE_CURRENT_SOURCE_DIR}/native/core/backend.cpp"
+                              PROPERTIES COMPILE_DEFINITIONS DFL_CUDA_COMPILED)
+elseif(DFL_CUDA_REQUIRED)
+  message(FATAL_ERROR "dfl-native: the CUDA backend was required (DFL_CUDA_REQUIRED) but: ${DFL_CUDA_WHY_NOT}")
 else()
   message(STATUS "dfl-native: CUDA backend not built: ${DFL_CUDA_WHY_NOT}")
 endif()
