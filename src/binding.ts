@@ -137,8 +137,21 @@ export interface NativeProfile {
   nodes: { node: number; forwardMs: number; backwardMs: number }[];
 }
 
+/** Bytes a training step needs on the model's device, by part, and what the device has. */
+export interface MemoryPlan {
+  weights: number;
+  activations: number;
+  workspace: number;
+  teachers: number;
+  total: number;
+  available: number;
+  availableSource: string;
+}
+
 export interface NativeModel extends LogitSource, TensorHolder {
   info(): NativeModelInfo;
+  /** What a step of `batch` with `teachers` teachers will need (checked before a GPU run). */
+  memoryPlan(batch: number, teachers: number): MemoryPlan;
   nodeShapes(): [number, number, number][];
   getGrads(): Float32Array;
   getMomentum(): Float32Array;

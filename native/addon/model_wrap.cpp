@@ -42,6 +42,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value forward_images(const Napi::CallbackInfo& info);
+  Napi::Value memory_plan(const Napi::CallbackInfo& info);
   Napi::Value train_step(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
@@ -357,6 +358,25 @@ Napi::Value ModelWrap::forward_images(const Napi::CallbackInfo& info) {
   return ImagesForwardWorker<Model>::queue(env, h_, image_batch_arg(env, arg(info, 0)), "this Model");
 }
 
+// memoryPlan(batch, teachers): bytes a step of that size needs on the model's device, by part, and
+// what the device has ({weights, activations, workspace, teachers, total, available, availableSource}).
+Napi::Value ModelWrap::memory_plan(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  Model& m = model(env);
+  const int B = int(integer(arg(info, 0), "batch", 1, 1 << 20));
+  const int K = int(integer(arg(info, 1), "teachers", 0, 1 << 16));
+  const MemoryPlan p = guarded(env, [&] { return m.memory_plan(B, K); });
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("weights", p.weights);
+  o.Set("activations", p.activations);
+  o.Set("workspace", p.workspace);
+  o.Set("teachers", p.teachers);
+  o.Set("total", p.total());
+  o.Set("available", p.available);
+  o.Set("availableSource", p.available_source);
+  return o;
+}
+
 Napi::Value ModelWrap::dispose(const Napi::CallbackInfo& info) {
   h_->object.reset();  // a running worker keeps its own reference; the memory goes when it finishes
   return info.Env().Undefined();
@@ -382,6 +402,7 @@ Napi::Function ModelWrap::define(Napi::Env env) {
                       InstanceMethod("forwardSync", &ModelWrap::forward_sync),
                       InstanceMethod("forward", &ModelWrap::forward),
                       InstanceMethod("forwardImages", &ModelWrap::forward_images),
+                      InstanceMethod("memoryPlan", &ModelWrap::memory_plan),
                       InstanceMethod("trainStep", &ModelWrap::train_step),
                       InstanceMethod("dispose", &ModelWrap::dispose),
                       InstanceMethod("isDisposed", &ModelWrap::disposed)});

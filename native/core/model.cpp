@@ -375,6 +375,27 @@ void Model::forward(const ImageBatch& batch, float* logits_host) {
   backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(batch.B), floats(last.size * size_t(batch.B)));
 }
 
+MemoryPlan Model::memory_plan(int B, int K) const {
+  DFL_CHECK(B > 0 && K >= 0, "memory_plan: batch must be positive and teachers >= 0");
+  Backend& be = *backend_;
+  const Plan& p = plan_;
+  const double b = double(B), f = sizeof(float), nc = double(p.num_classes);
+  MemoryPlan m;
+  m.weights = f * (4.0 * double(p.num_params) + 2.0 * double(p.num_buffer_floats) + double(p.stat_floats));
+  m.activations = f * b * (2.0 * double(p.act_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
+                           1.0 /* labels */ + 2.0 + 3.0 * nc) +
+                  sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;
+  m.workspace = double(workspace_bytes(be, p, B));
+  if (K > 0) {
+    const InferencePlan ip = build_inference_plan(p);
+    m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) +
+                      b * double(ip.plan.act_per_sample) + double(K) * b * (nc + 1.0)) +
+                 double(workspace_bytes(be, ip.plan, B));
+  }
+  m.available = be.available_bytes(&m.available_source) + double(device_bytes());
+  return m;
+}
+
 // ---- copies ---------------------------------------------------------------------------------------------
 namespace {
 std::vector<float> download_floats(Backend& be, const float* src, size_t n) {

@@ -40,6 +40,19 @@ struct StepStats {
 
 class Teacher;
 
+// Device memory a training run will need, in bytes (what Model::memory_plan estimates), and what
+// the backend has: checked before training so a run that cannot fit is refused with the sizes
+// instead of failing part-way.
+struct MemoryPlan {
+  double weights = 0;      // parameters, gradients, momentum, decay mask, BN buffers and statistics
+  double activations = 0;  // per-batch blocks: activations, their gradients, masks, indices, loss scratch
+  double workspace = 0;    // the largest convolution workspace
+  double teachers = 0;     // K teachers' folded weights, their shared activation scratch and logits
+  double available = 0;
+  std::string available_source;
+  double total() const { return weights + activations + workspace + teachers; }
+};
+
 // Where a model's time goes, when profiling is on: per plan node, forward and backward summed over
 // calls, and the step's other phases. Each timed call is bracketed by backend synchronisation, so
 // the figures are right on asynchronous backends too (and profiling costs that).
@@ -106,6 +119,9 @@ class Model {
                        const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
   // Eval-mode logits (B,NC) of a batch made on the device from resident images.
   void forward(const ImageBatch& batch, float* logits_host);
+
+  // What a step of batch B with K teachers needs on this model's backend (see MemoryPlan).
+  MemoryPlan memory_plan(int B, int K) const;
 
   // An inference-only copy of the current weights (BN folded), made on the device.
   std::unique_ptr<Teacher> snapshot() const;

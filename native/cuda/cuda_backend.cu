@@ -61,6 +61,11 @@ class CudaBackend final : public Backend {
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
     check_cublas(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");  // no TF32
     plans_ = std::make_unique<ConvPlans>(cudnn_);
+    // One kernel now, so a GPU this library has no code for (an architecture before sm_80 with no
+    // PTX to fall back on) is reported here, as unusable, instead of failing the first step.
+    float* probe = static_cast<float*>(scratch(sizeof(float)));
+    launch_elementwise(stream_, Fill{probe, 1.f, 1});
+    check_cuda(cudaStreamSynchronize(stream_), "running a first kernel on the GPU");
     int rt = 0, drv = 0;
     cudaRuntimeGetVersion(&rt);
     cudaDriverGetVersion(&drv);

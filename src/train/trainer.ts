@@ -154,6 +154,23 @@ function inMemorySplits(d: DataSplits | Dataset, seed: number): DataSplits {
 /** Something the run frees when it ends (the student, teachers). */
 type Own = <T extends { dispose(): void; isDisposed(): boolean }>(m: T) => T;
 
+/**
+ * Before a GPU run: the student, its batches, the teachers and the resident images must fit in free
+ * device memory; otherwise the run is refused now, with the sizes, instead of failing part-way.
+ */
+function checkDeviceMemory(run: Run): void {
+  const { config, data, student } = run;
+  const k = run.uses.teachers ? config.teachers : 0;
+  const p = student.memoryPlan(Math.min(config.batchSize, data.train.n), k);
+  const images = [data.train, data.val, data.test].reduce((s, d) => s + (d ? d.images.length : 0), 0);
+  const mb = (bytes: number) => `${Math.ceil(bytes / 2 ** 20)} MB`;
+  const need = p.total + images;
+  if (need > p.available)
+    throw new ConfigError(`The run needs ${mb(need)} of ${run.device} memory but ${mb(p.available)} are available (${p.availableSource}): ` +
+      `model ${mb(p.weights)}, activations ${mb(p.activations + p.workspace)} at batch ${config.batchSize}, ${k} teachers ${mb(p.teachers)}, images ${mb(images)}; ` +
+      'use a smaller --batch-size, --width, model or fewer --teachers');
+}
+
 /** A teacher: the student's current weights, copied and BN-folded on the device. */
 function snapshotOf(student: NativeModel, own: Own): NativeTeacher {
   return own(student.snapshot());
@@ -287,6 +304,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     signal, events, own, log, resident: null,
   };
   if (device === 'cuda') {
+    checkDeviceMemory(run);
     // Uploaded once: per step only indices, augmentation draws and labels go to the GPU.
     const up = (ds: Dataset) => own(new binding.DeviceImages(ds.images, ds.n, ds.channels, ds.height, ds.width, device));
     run.resident = { train: up(data.train), val: up(data.val), test: data.test ? up(data.test) : null };
