@@ -30,7 +30,7 @@ stamp "build (sm_90 only, to keep the build short; the shipped default is sm_80 
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B build/gpu "${generator[@]}" -DDFL_BUILD_ADDON=OFF -DDFL_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=90 --log-level=WARNING 2>&1 | tee "$out/build.log" | grep -E "dfl-native|Error" || true
+  -DDFL_CUDA_ARCHITECTURES=90 --log-level=WARNING 2>&1 | tee "$out/build.log" | grep -E "dfl-native|Error" || true
 if ! cmake --build build/gpu --parallel "$(nproc)" >>"$out/build.log" 2>&1; then
   tail -40 "$out/build.log"
   stamp "BUILD FAILED"

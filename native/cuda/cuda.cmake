@@ -11,10 +11,13 @@
 # The wheels ship versioned sonames only, so the library links -l:libcudnn.so.9 -l:libcublas.so.13,
 # with an RPATH to the folders they were found in. CUDA's runtime is linked statically; libcuda
 # (the driver) is never linked: the runtime opens it at run time.
-# DFL_CUDA_WERROR=ON (or the environment variable) turns every warning into an error (CI).
+# DFL_CUDA_WERROR=ON (or the environment variable) turns every warning into an error (CI);
+# DFL_CUDA_ARCHITECTURES (default "80-real;90": sm_80, sm_90 and compute_90 PTX) picks the targets.
 option(DFL_CUDA "Build the CUDA backend (libdfl_cuda.so) when nvcc, cuDNN 9 and cuBLAS 13 are found" ON)
 option(DFL_CUDA_WERROR "Treat warnings in the CUDA backend as errors" $ENV{DFL_CUDA_WERROR})
 option(DFL_CUDA_REQUIRED "Fail the configuration when the CUDA backend cannot be built" OFF)
+# sm_80 (A100) and sm_90 (H100/H200) machine code, plus compute_90 PTX that newer GPUs compile.
+set(DFL_CUDA_ARCHITECTURES "80-real;90" CACHE STRING "CUDA architectures of libdfl_cuda.so")
 
 set(DFL_CUDA_BUILT OFF)
 set(DFL_CUDA_WHY_NOT "")
@@ -103,10 +106,7 @@ if(DFL_CUDA_BUILT)
   message(STATUS "dfl-native: building the CUDA backend (cuDNN ${DFL_CUDNN_LIBDIR}, cuBLAS ${DFL_CUBLAS_LIBDIR})")
   dfl_sources_from_json(cuda DFL_CUDA_SOURCES)
   add_library(dfl_cuda SHARED ${DFL_CUDA_SOURCES})
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES_USER)
-    # sm_80 (A100) and sm_90 (H100/H200) machine code, plus compute_90 PTX for newer GPUs.
-    set_target_properties(dfl_cuda PROPERTIES CUDA_ARCHITECTURES "80-real;90")
-  endif()
+  set_target_properties(dfl_cuda PROPERTIES CUDA_ARCHITECTURES "${DFL_CUDA_ARCHITECTURES}")
   set_target_properties(dfl_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_RUNTIME_LIBRARY Static
                         CXX_VISIBILITY_PRESET hidden CUDA_VISIBILITY_PRESET hidden
                         BUILD_RPATH "${DFL_CUDNN_LIBDIR};${DFL_CUBLAS_LIBDIR}"
