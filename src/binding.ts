@@ -42,10 +42,32 @@ export interface NativeTeacherInfo {
   device: DeviceName;
 }
 
+/** uint8 images (N, C, H, W) resident on a device (uploaded once); batches are made from them there. */
+export interface NativeDeviceImages {
+  info(): { count: number; channels: number; height: number; width: number; deviceBytes: number; device: DeviceName };
+  dispose(): void;
+  isDisposed(): boolean;
+}
+
+/**
+ * A batch made on the device from resident images: the images at `indices`, normalised with
+ * mean/std (one per channel) and, with `augment`, cropped and flipped with the same draws as
+ * augmentBatch(..., pad, flip, ..., seed) makes on the host.
+ */
+export interface ImageBatch {
+  images: NativeDeviceImages;
+  indices: Int32Array;
+  mean: Float32Array;
+  std: Float32Array;
+  augment?: { pad: number; flip: boolean; seed: number };
+}
+
 export interface TrainStepOptions {
-  x: Float32Array;
+  /** The normalised batch (B, C, H, W) and B; or, instead of both, `images`. */
+  x?: Float32Array;
+  batch?: number;
+  images?: ImageBatch;
   labels: Int32Array;
-  batch: number;
   teachers?: NativeTeacher[];
   /** (K, batch) per-sample teacher weights; normalised per sample natively. Omit for uniform. */
   teacherWeights?: Float32Array;
@@ -76,6 +98,8 @@ export interface TrainStepStats {
 export interface LogitSource {
   info(): { numClasses: number };
   forward(x: Float32Array, batch: number): Promise<Float32Array>;
+  /** The same from a batch made on the device from resident images. */
+  forwardImages(batch: ImageBatch): Promise<Float32Array>;
 }
 
 /** Weights that can be read and written by tensor name (checkpoints, export). */
@@ -113,8 +137,21 @@ export interface NativeProfile {
   nodes: { node: number; forwardMs: number; backwardMs: number }[];
 }
 
+/** Bytes a training step needs on the model's device, by part, and what the device has. */
+export interface MemoryPlan {
+  weights: number;
+  activations: number;
+  workspace: number;
+  teachers: number;
+  total: number;
+  available: number;
+  availableSource: string;
+}
+
 export interface NativeModel extends LogitSource, TensorHolder {
   info(): NativeModelInfo;
+  /** What a step of `batch` with `teachers` teachers will need (checked before a GPU run). */
+  memoryPlan(batch: number, teachers: number): MemoryPlan;
   nodeShapes(): [number, number, number][];
   getGrads(): Float32Array;
   getMomentum(): Float32Array;
@@ -156,6 +193,8 @@ export interface NativeBinding {
   Model: new (spec: ModelSpec, seed?: number, device?: DeviceName) => NativeModel;
   /** An empty teacher (zero weights in the folded layout) to restore saved teacher weights into. */
   Teacher: new (spec: ModelSpec, device?: DeviceName) => NativeTeacher;
+  /** Copies images (count, channels, height, width) to the device once. */
+  DeviceImages: new (images: Uint8Array, count: number, channels: number, height: number, width: number, device?: DeviceName) => NativeDeviceImages;
   augmentBatch(out: Float32Array, images: Uint8Array, batch: number, channels: number, height: number, width: number,
     pad: number, flip: boolean, mean: Float32Array, std: Float32Array, seed: number): void;
   normalizeBatch(out: Float32Array, images: Uint8Array, batch: number, channels: number, height: number, width: number,

@@ -1,5 +1,6 @@
 // Module registration only; the work lives in model_wrap.cpp (the Model class), teacher_wrap.cpp
-// (the Teacher class) and kernels_wrap.cpp (batch preparation, runtime information).
+// (the Teacher class), kernels_wrap.cpp (batch preparation, runtime information) and
+// images_wrap.cpp (DeviceImages, resident image sets).
 #include "addon/addon.h"
 
 namespace dfl::addon {
@@ -10,6 +11,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_model(env, exports, data);
   init_teacher(env, exports, data);
   init_kernels(env, exports);
+  init_images(env, exports, data);
   return exports;
 }
 

@@ -15,11 +15,13 @@ namespace dfl::addon {
 struct AddonData {
   Napi::FunctionReference model_ctor;
   Napi::FunctionReference teacher_ctor;
+  Napi::FunctionReference images_ctor;
 };
 
 Napi::Object init_model(Napi::Env env, Napi::Object exports, AddonData* data);
 Napi::Object init_teacher(Napi::Env env, Napi::Object exports, AddonData* data);
 Napi::Object init_kernels(Napi::Env env, Napi::Object exports);
+Napi::Object init_images(Napi::Env env, Napi::Object exports, AddonData* data);
 
 // The backend named by a `device` argument ('cpu' when undefined); throws a JavaScript error with
 // the reason when it is unknown or not usable here.

@@ -7,6 +7,7 @@
 
 #include "addon/addon.h"
 #include "addon/convert.h"
+#include "addon/images.h"
 
 namespace dfl::addon {
 
@@ -40,6 +41,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value profile(const Napi::CallbackInfo& info);
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
+  Napi::Value forward_images(const Napi::CallbackInfo& info);
+  Napi::Value memory_plan(const Napi::CallbackInfo& info);
   Napi::Value train_step(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
@@ -215,6 +218,7 @@ class TrainStepWorker : public PromiseWorker {
   std::shared_ptr<Model> student;
   std::vector<std::shared_ptr<Teacher>> teachers;
   std::vector<float> x, teacher_weights;
+  HostImageBatch images;  // instead of x: a batch made on the device from resident images
   std::vector<int32_t> labels;
   int B = 0;
   bool confidence_weights = false;
@@ -228,7 +232,8 @@ class TrainStepWorker : public PromiseWorker {
     for (const auto& t : teachers) d.teachers.push_back(t.get());
     d.weights_host = teacher_weights.empty() ? nullptr : teacher_weights.data();
     d.confidence_weights = confidence_weights;
-    stats_ = student->train_step(x.data(), labels.data(), B, d, loss, sgd, dropout_seed);
+    stats_ = images.images ? student->train_step(images.view(), labels.data(), d, loss, sgd, dropout_seed)
+                           : student->train_step(x.data(), labels.data(), B, d, loss, sgd, dropout_seed);
   }
   Napi::Value result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
@@ -247,13 +252,23 @@ class TrainStepWorker : public PromiseWorker {
 
 // trainStep({x, labels, batch, teachers?, teacherWeights?, confidenceWeights?, lr, momentum,
 //            weightDecay, nesterov, decoupled, labelSmoothing, distillWeight, temperature,
-//            dropoutSeed}): Promise<stats>
+//            dropoutSeed}): Promise<stats>. Instead of x and batch, `images` (an image batch, see
+// addon/images.h) makes the batch on the device from resident images.
 Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Model& m = model(env);
   const Napi::Object o = object(arg(info, 0), "trainStep options");
-  const Napi::Float32Array x = float32_array(field(o, "x"), "x");
-  const int B = batch_of(m.spec(), x, field(o, "batch"));
+  const Napi::Value iv = field(o, "images");
+  HostImageBatch images;
+  Napi::Float32Array x;
+  int B = 0;
+  if (!iv.IsUndefined() && !iv.IsNull()) {
+    images = image_batch_arg(env, iv);
+    B = images.B();
+  } else {
+    x = float32_array(field(o, "x"), "x");
+    B = batch_of(m.spec(), x, field(o, "batch"));
+  }
   const Napi::Int32Array labels = int32_array(field(o, "labels"), "labels");
   if (labels.ElementLength() != static_cast<size_t>(B))
     throw Napi::RangeError::New(env, "Expected an Int32Array of length " + std::to_string(B) +
@@ -327,12 +342,39 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   const Napi::Value ds = field(o, "dropoutSeed");
   w->dropout_seed = ds.IsUndefined() ? 0 : seed(ds, "dropoutSeed");
   w->student = h_->object;
-  w->x.assign(x.Data(), x.Data() + x.ElementLength());
+  if (images.images) w->images = std::move(images);
+  else w->x.assign(x.Data(), x.Data() + x.ElementLength());
   w->labels.assign(labels.Data(), labels.Data() + labels.ElementLength());
   w->B = B;
   Napi::Promise p = w->promise();
   w.release()->Queue();
   return p;
+}
+
+// forwardImages(imageBatch): Promise<Float32Array> of eval-mode logits of a batch made on the device.
+Napi::Value ModelWrap::forward_images(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  model(env);
+  return ImagesForwardWorker<Model>::queue(env, h_, image_batch_arg(env, arg(info, 0)), "this Model");
+}
+
+// memoryPlan(batch, teachers): bytes a step of that size needs on the model's device, by part, and
+// what the device has ({weights, activations, workspace, teachers, total, available, availableSource}).
+Napi::Value ModelWrap::memory_plan(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  Model& m = model(env);
+  const int B = int(integer(arg(info, 0), "batch", 1, 1 << 20));
+  const int K = int(integer(arg(info, 1), "teachers", 0, 1 << 16));
+  const MemoryPlan p = guarded(env, [&] { return m.memory_plan(B, K); });
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("weights", p.weights);
+  o.Set("activations", p.activations);
+  o.Set("workspace", p.workspace);
+  o.Set("teachers", p.teachers);
+  o.Set("total", p.total());
+  o.Set("available", p.available);
+  o.Set("availableSource", p.available_source);
+  return o;
 }
 
 Napi::Value ModelWrap::dispose(const Napi::CallbackInfo& info) {
@@ -359,6 +401,8 @@ Napi::Function ModelWrap::define(Napi::Env env) {
                       InstanceMethod("profile", &ModelWrap::profile),
                       InstanceMethod("forwardSync", &ModelWrap::forward_sync),
                       InstanceMethod("forward", &ModelWrap::forward),
+                      InstanceMethod("forwardImages", &ModelWrap::forward_images),
+                      InstanceMethod("memoryPlan", &ModelWrap::memory_plan),
                       InstanceMethod("trainStep", &ModelWrap::train_step),
                       InstanceMethod("dispose", &ModelWrap::dispose),
                       InstanceMethod("isDisposed", &ModelWrap::disposed)});

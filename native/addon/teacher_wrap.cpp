@@ -3,6 +3,7 @@
 // restored from a checkpoint. Its weights are in the folded layout of tensors().
 #include "addon/addon.h"
 #include "addon/convert.h"
+#include "addon/images.h"
 
 namespace dfl::addon {
 
@@ -24,6 +25,7 @@ class TeacherWrap : public Napi::ObjectWrap<TeacherWrap> {
   Napi::Value set_buffers(const Napi::CallbackInfo& info);
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
+  Napi::Value forward_images(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
 
@@ -102,6 +104,13 @@ Napi::Value TeacherWrap::forward(const Napi::CallbackInfo& info) {
   return ForwardWorker<Teacher>::queue(env, h_, x, B, "this Teacher");
 }
 
+// forwardImages(imageBatch): Promise<Float32Array> of logits of a batch made on the device.
+Napi::Value TeacherWrap::forward_images(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  teacher(env);
+  return ImagesForwardWorker<Teacher>::queue(env, h_, image_batch_arg(env, arg(info, 0)), "this Teacher");
+}
+
 Napi::Value TeacherWrap::dispose(const Napi::CallbackInfo& info) {
   h_->object.reset();  // a running worker keeps its own reference
   return info.Env().Undefined();
@@ -117,6 +126,7 @@ Napi::Function TeacherWrap::define(Napi::Env env) {
                       InstanceMethod("setBuffers", &TeacherWrap::set_buffers),
                       InstanceMethod("forwardSync", &TeacherWrap::forward_sync),
                       InstanceMethod("forward", &TeacherWrap::forward),
+                      InstanceMethod("forwardImages", &TeacherWrap::forward_images),
                       InstanceMethod("dispose", &TeacherWrap::dispose),
                       InstanceMethod("isDisposed", &TeacherWrap::disposed)});
 }

@@ -103,18 +103,19 @@ struct Model::Memory {
   explicit Memory(const std::shared_ptr<Backend>& be)
       : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
         workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
-        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be) {}
+        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), batch_u8(be) {}
   DeviceBuffer arena;  // [params | grads | momentum | decay mask]
   DeviceBuffer buffers, buffers_backup, stats;
   DeviceBuffer acts, act_grads, argmax, mask, workspace;
   DeviceBuffer x, labels;
   DeviceBuffer losses, probs, kl_losses, student_probs, teacher_probs;
   DeviceBuffer teacher_logits, teacher_weights, teacher_scratch;
+  DeviceBuffer batch_u8;  // a batch's images gathered from DeviceImages
   size_t bytes() const {
     size_t n = 0;
     for (const DeviceBuffer* b : {&arena, &buffers, &buffers_backup, &stats, &acts, &act_grads, &argmax, &mask,
                                   &workspace, &x, &labels, &losses, &probs, &kl_losses, &student_probs,
-                                  &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch})
+                                  &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch, &batch_u8})
       n += b->bytes();
     return n;
   }
@@ -322,7 +323,7 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   const size_t BNC = size_t(B) * NC;
   ensure_batch(B);
   PhaseTimer timer(be, profiling_);
-  be.upload(m.x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
+  if (x_host) be.upload(m.x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));  // null: made on the device
   be.upload(m.labels.get(), labels_host, sizeof(int32_t) * size_t(B));
   timer.lap(&profile_.transfer_ms);
 
@@ -387,6 +388,42 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   profile_.steps += profiling_;
   ++weights_version_;
   return st;
+}
+
+StepStats Model::train_step(const ImageBatch& batch, const int32_t* labels_host, const Distillation& distill,
+                            const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed) {
+  ensure_batch(batch.B);
+  make_batch(batch, plan_.spec, *backend_, mem_->batch_u8, mem_->x.f());
+  return train_step(nullptr, labels_host, batch.B, distill, loss, sgd, dropout_seed);
+}
+
+void Model::forward(const ImageBatch& batch, float* logits_host) {
+  ensure_batch(batch.B);
+  make_batch(batch, plan_.spec, *backend_, mem_->batch_u8, mem_->x.f());
+  run_forward(batch.B, false, 0);
+  const PlanNode& last = plan_.nodes.back();
+  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(batch.B), floats(last.size * size_t(batch.B)));
+}
+
+MemoryPlan Model::memory_plan(int B, int K) const {
+  DFL_CHECK(B > 0 && K >= 0, "memory_plan: batch must be positive and teachers >= 0");
+  Backend& be = *backend_;
+  const Plan& p = plan_;
+  const double b = double(B), f = sizeof(float), nc = double(p.num_classes);
+  MemoryPlan m;
+  m.weights = f * (4.0 * double(p.num_params) + 2.0 * double(p.num_buffer_floats) + double(p.stat_floats));
+  m.activations = f * b * (2.0 * double(p.act_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
+                           1.0 /* labels */ + 2.0 + 3.0 * nc) +
+                  sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;
+  m.workspace = double(workspace_bytes(be, p, B));
+  if (K > 0) {
+    const InferencePlan ip = build_inference_plan(p);
+    m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) +
+                      b * double(ip.plan.act_per_sample) + double(K) * b * (nc + 1.0)) +
+                 double(workspace_bytes(be, ip.plan, B));
+  }
+  m.available = be.available_bytes(&m.available_source) + double(device_bytes());
+  return m;
 }
 
 // ---- copies ---------------------------------------------------------------------------------------------
@@ -499,6 +536,16 @@ void Teacher::forward(const float* x_host, int B, float* logits_host) const {
   DeviceBuffer x(backend_, floats(in), "input batch"), logits(backend_, floats(out), "logits"), scratch(backend_);
   backend_->upload(x.get(), x_host, floats(in));
   forward_device(x.f(), B, logits.f(), scratch);
+  backend_->download(logits_host, logits.f(), floats(out));
+}
+
+void Teacher::forward(const ImageBatch& batch, float* logits_host) const {
+  DFL_CHECK(batch.B > 0, "forward: batch size must be positive, got ", batch.B);
+  const size_t in = ip_.plan.input_per_sample() * size_t(batch.B), out = size_t(batch.B) * ip_.plan.num_classes;
+  DeviceBuffer x(backend_, floats(in), "input batch"), logits(backend_, floats(out), "logits"), scratch(backend_),
+      u8(backend_);
+  make_batch(batch, ip_.plan.spec, *backend_, u8, x.f());
+  forward_device(x.f(), batch.B, logits.f(), scratch);
   backend_->download(logits_host, logits.f(), floats(out));
 }
 

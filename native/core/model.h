@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/device_images.h"
 #include "core/graph.h"
 
 namespace dfl {
@@ -38,6 +39,19 @@ struct StepStats {
 };
 
 class Teacher;
+
+// Device memory a training run will need, in bytes (what Model::memory_plan estimates), and what
+// the backend has: checked before training so a run that cannot fit is refused with the sizes
+// instead of failing part-way.
+struct MemoryPlan {
+  double weights = 0;      // parameters, gradients, momentum, decay mask, BN buffers and statistics
+  double activations = 0;  // per-batch blocks: activations, their gradients, masks, indices, loss scratch
+  double workspace = 0;    // the largest convolution workspace
+  double teachers = 0;     // K teachers' folded weights, their shared activation scratch and logits
+  double available = 0;
+  std::string available_source;
+  double total() const { return weights + activations + workspace + teachers; }
+};
 
 // Where a model's time goes, when profiling is on: per plan node, forward and backward summed over
 // calls, and the step's other phases. Each timed call is bracketed by backend synchronisation, so
@@ -101,8 +115,17 @@ class Model {
 
   // One whole training step: teachers' logits, forward (training), loss = CE + alpha * T^2
   // KL(p_T || q), backward, finiteness checks, SGD. labels must lie in [0, NC) (the addon checks).
+  // x_host null: the batch is already on the device (the ImageBatch overload made it).
   StepStats train_step(const float* x_host, const int32_t* labels_host, int B, const Distillation& distill,
                        const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
+  // The same step on a batch made on the device from resident images (core/device_images.h).
+  StepStats train_step(const ImageBatch& batch, const int32_t* labels_host, const Distillation& distill,
+                       const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
+  // Eval-mode logits (B,NC) of a batch made on the device from resident images.
+  void forward(const ImageBatch& batch, float* logits_host);
+
+  // What a step of batch B with K teachers needs on this model's backend (see MemoryPlan).
+  MemoryPlan memory_plan(int B, int K) const;
 
   // An inference-only copy of the current weights (BN folded), made on the device.
   std::unique_ptr<Teacher> snapshot() const;
@@ -163,6 +186,8 @@ class Teacher {
 
   // Eval-mode logits (B,NC) of a host batch.
   void forward(const float* x_host, int B, float* logits_host) const;
+  // Eval-mode logits of a batch made on the device from resident images.
+  void forward(const ImageBatch& batch, float* logits_host) const;
   // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
   void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
 

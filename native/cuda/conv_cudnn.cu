@@ -33,7 +33,9 @@ namespace {
 constexpr size_t kMaxWorkspace = size_t(1) << 30;
 
 // The first of cuDNN's ranked heuristics that succeeded, is deterministic (unless allowed
-// otherwise), uses no tensor-core conversion (TF32 off) and fits the workspace cap.
+// otherwise), needs no tensor-op math and fits the workspace cap. The descriptor keeps
+// CUDNN_FMA_MATH whatever the ranking says, and the legacy API runs with the descriptor's math
+// type, so TF32 stays off.
 template <typename Perf>
 bool pick(const Perf* perf, int n, bool deterministic, Perf* out) {
   for (int i = 0; i < n; ++i) {

@@ -11,9 +11,13 @@
 # The wheels ship versioned sonames only, so the library links -l:libcudnn.so.9 -l:libcublas.so.13,
 # with an RPATH to the folders they were found in. CUDA's runtime is linked statically; libcuda
 # (the driver) is never linked: the runtime opens it at run time.
-# DFL_CUDA_WERROR=ON (or the environment variable) turns every warning into an error (CI).
+# DFL_CUDA_WERROR=ON (or the environment variable) turns every warning into an error (CI);
+# DFL_CUDA_ARCHITECTURES (default "80-real;90": sm_80, sm_90 and compute_90 PTX) picks the targets.
 option(DFL_CUDA "Build the CUDA backend (libdfl_cuda.so) when nvcc, cuDNN 9 and cuBLAS 13 are found" ON)
 option(DFL_CUDA_WERROR "Treat warnings in the CUDA backend as errors" $ENV{DFL_CUDA_WERROR})
+option(DFL_CUDA_REQUIRED "Fail the configuration when the CUDA backend cannot be built" OFF)
+# sm_80 (A100) and sm_90 (H100/H200) machine code, plus compute_90 PTX that newer GPUs compile.
+set(DFL_CUDA_ARCHITECTURES "80-real;90" CACHE STRING "CUDA architectures of libdfl_cuda.so")
 
 set(DFL_CUDA_BUILT OFF)
 set(DFL_CUDA_WHY_NOT "")
@@ -102,10 +106,7 @@ if(DFL_CUDA_BUILT)
   message(STATUS "dfl-native: building the CUDA backend (cuDNN ${DFL_CUDNN_LIBDIR}, cuBLAS ${DFL_CUBLAS_LIBDIR})")
   dfl_sources_from_json(cuda DFL_CUDA_SOURCES)
   add_library(dfl_cuda SHARED ${DFL_CUDA_SOURCES})
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES_USER)
-    # sm_80 (A100) and sm_90 (H100/H200) machine code, plus compute_90 PTX for newer GPUs.
-    set_target_properties(dfl_cuda PROPERTIES CUDA_ARCHITECTURES "80-real;90")
-  endif()
+  set_target_properties(dfl_cuda PROPERTIES CUDA_ARCHITECTURES "${DFL_CUDA_ARCHITECTURES}")
   set_target_properties(dfl_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_RUNTIME_LIBRARY Static
                         CXX_VISIBILITY_PRESET hidden CUDA_VISIBILITY_PRESET hidden
                         BUILD_RPATH "${DFL_CUDNN_LIBDIR};${DFL_CUBLAS_LIBDIR}"
@@ -121,7 +122,11 @@ if(DFL_CUDA_BUILT)
   # By versioned soname (the wheels ship no unversioned link names); no libcuda.
   target_link_options(dfl_cuda PRIVATE "-L${DFL_CUDNN_LIBDIR}" "-L${DFL_CUBLAS_LIBDIR}" -Wl,--no-undefined)
   target_link_libraries(dfl_cuda PRIVATE -l:libcudnn.so.9 -l:libcublas.so.13 -l:libcublasLt.so.13 dl pthread rt)
-  target_compile_definitions(dfl_core PRIVATE DFL_CUDA_COMPILED)
+  # On the registry's file alone, so switching CUDA on or off recompiles one file of the core.
+  set_source_files_properties("${CMAKE_CURRENT_SOURCE_DIR}/native/core/backend.cpp"
+                              PROPERTIES COMPILE_DEFINITIONS DFL_CUDA_COMPILED)
+elseif(DFL_CUDA_REQUIRED)
+  message(FATAL_ERROR "dfl-native: the CUDA backend was required (DFL_CUDA_REQUIRED) but: ${DFL_CUDA_WHY_NOT}")
 else()
   message(STATUS "dfl-native: CUDA backend not built: ${DFL_CUDA_WHY_NOT}")
 endif()

@@ -61,6 +61,11 @@ class CudaBackend final : public Backend {
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
     check_cublas(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");  // no TF32
     plans_ = std::make_unique<ConvPlans>(cudnn_);
+    // One kernel now, so a GPU this library has no code for (an architecture before sm_80 with no
+    // PTX to fall back on) is reported here, as unusable, instead of failing the first step.
+    float* probe = static_cast<float*>(scratch(sizeof(float)));
+    launch_elementwise(stream_, Fill{probe, 1.f, 1});
+    check_cuda(cudaStreamSynchronize(stream_), "running a first kernel on the GPU");
     int rt = 0, drv = 0;
     cudaRuntimeGetVersion(&rt);
     cudaDriverGetVersion(&drv);
@@ -207,8 +212,13 @@ class CudaBackend final : public Backend {
     auto lock = enter();
     DFL_CHECK(B > 0 && C > 0 && HW > 0 && int64_t(B) * HW > 1,
               "batchnorm2d_forward_train: needs positive sizes and more than one value per channel");
-    launch_rows(stream_, BatchNormTrain{out, save_mean, save_invstd, running_mean, running_var, inp, gamma, beta, B,
-                                        C, HW, momentum, eps});
+    const int S = batchnorm_slices(B, C, HW);
+    Sum2* partials = static_cast<Sum2*>(scratch(sizeof(Sum2) * size_t(C) * S + sizeof(Scale) * size_t(C)));
+    Scale* coef = reinterpret_cast<Scale*>(partials + size_t(C) * S);
+    launch_rows(stream_, BatchNormMoments{partials, inp, B, C, HW, S});
+    launch_rows(stream_, BatchNormTrainStats{coef, save_mean, save_invstd, running_mean, running_var, partials, gamma,
+                                             beta, B, C, HW, S, momentum, eps});
+    launch_elementwise(stream_, BatchNormApply{out, inp, coef, size_t(B) * C * HW, C, HW});
   }
   void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                                 const float* running_mean, const float* running_var, int B, int C, int HW,
@@ -222,7 +232,12 @@ class CudaBackend final : public Backend {
                             int HW) override {
     auto lock = enter();
     if (!dinp && !dgamma && !dbeta) return;
-    launch_rows(stream_, BatchNormBackward{dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW});
+    const int S = batchnorm_slices(B, C, HW);
+    Sum2* partials = static_cast<Sum2*>(scratch(sizeof(Sum2) * size_t(C) * S + sizeof(BatchNormGradCoef) * size_t(C)));
+    auto* coef = reinterpret_cast<BatchNormGradCoef*>(partials + size_t(C) * S);
+    launch_rows(stream_, BatchNormGradSums{partials, dout, inp, save_mean, save_invstd, B, C, HW, S});
+    launch_rows(stream_, BatchNormGradTotals{coef, dgamma, dbeta, partials, gamma, save_mean, save_invstd, B, C, HW, S});
+    if (dinp) launch_elementwise(stream_, BatchNormGradInput{dinp, dout, inp, coef, size_t(B) * C * HW, C, HW});
   }
   void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in, const float* gamma,
                       const float* beta, const float* running_mean, const float* running_var, int OC, size_t per_oc,

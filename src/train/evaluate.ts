@@ -1,15 +1,25 @@
 // Evaluation: logits over a dataset in eval mode, and the metrics computed from them.
-import { loadBinding, type LogitSource } from '../binding.js';
+import { loadBinding, type LogitSource, type NativeDeviceImages } from '../binding.js';
 import type { Dataset } from '../data/dataset.js';
 import type { TestMetrics } from '../records.js';
 
-/** Eval-mode logits (N, classes) of a whole dataset, batch by batch off the event loop. */
-export async function datasetLogits(model: LogitSource, ds: Dataset, mean: number[], std: number[], batchSize = 256): Promise<Float32Array> {
+/**
+ * Eval-mode logits (N, classes) of a whole dataset, batch by batch off the event loop. With
+ * `resident` (the same images already on the model's device) the batches are made there.
+ */
+export async function datasetLogits(model: LogitSource, ds: Dataset, mean: number[], std: number[], batchSize = 256, resident?: NativeDeviceImages): Promise<Float32Array> {
   const { normalizeBatch } = loadBinding();
   const nc = model.info().numClasses;
   const per = ds.channels * ds.height * ds.width;
   const out = new Float32Array(ds.n * nc);
   const m = Float32Array.from(mean), s = Float32Array.from(std);
+  if (resident) {
+    for (let start = 0; start < ds.n; start += batchSize) {
+      const indices = Int32Array.from({ length: Math.min(batchSize, ds.n - start) }, (_, k) => start + k);
+      out.set(await model.forwardImages({ images: resident, indices, mean: m, std: s }), start * nc);
+    }
+    return out;
+  }
   const x = new Float32Array(Math.min(batchSize, ds.n) * per);
   for (let start = 0; start < ds.n; start += batchSize) {
     const b = Math.min(batchSize, ds.n - start);

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type DeviceName, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo } from '../binding.js';
+import { loadBinding, type DeviceName, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo, type TrainStepOptions } from '../binding.js';
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
@@ -154,6 +154,23 @@ function inMemorySplits(d: DataSplits | Dataset, seed: number): DataSplits {
 /** Something the run frees when it ends (the student, teachers). */
 type Own = <T extends { dispose(): void; isDisposed(): boolean }>(m: T) => T;
 
+/**
+ * Before a GPU run: the student, its batches, the teachers and the resident images must fit in free
+ * device memory; otherwise the run is refused now, with the sizes, instead of failing part-way.
+ */
+function checkDeviceMemory(run: Run): void {
+  const { config, data, student } = run;
+  const k = run.uses.teachers ? config.teachers : 0;
+  const p = student.memoryPlan(Math.min(config.batchSize, data.train.n), k);
+  const images = [data.train, data.val, data.test].reduce((s, d) => s + (d ? d.images.length : 0), 0);
+  const mb = (bytes: number) => `${Math.ceil(bytes / 2 ** 20)} MB`;
+  const need = p.total + images;
+  if (need > p.available)
+    throw new ConfigError(`The run needs ${mb(need)} of ${run.device} memory but ${mb(p.available)} are available (${p.availableSource}): ` +
+      `model ${mb(p.weights)}, activations ${mb(p.activations + p.workspace)} at batch ${config.batchSize}, ${k} teachers ${mb(p.teachers)}, images ${mb(images)}; ` +
+      'use a smaller --batch-size, --width, model or fewer --teachers');
+}
+
 /** A teacher: the student's current weights, copied and BN-folded on the device. */
 function snapshotOf(student: NativeModel, own: Own): NativeTeacher {
   return own(student.snapshot());
@@ -218,6 +235,8 @@ interface Run {
   events: TrainingRun;
   own: Own;
   log: (m: string) => void;
+  /** On the GPU: the splits' images resident on the device (batches are made there). */
+  resident: { train: NativeDeviceImages; val: NativeDeviceImages; test: NativeDeviceImages | null } | null;
 }
 
 /** An epoch's running sums; `stoppedAfter` is the number of batches done when it was interrupted, else null. */
@@ -282,8 +301,14 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
   const run: Run = {
     config, uses, device, spec, student, info, data, bank: { models: new Map(), entries: [], valLogits: new Map() },
     metrics: [], trainSeconds: 0, startEpoch: 1, partial: null, ckptDir: config.out ? path.join(config.out, 'checkpoint') : null,
-    signal, events, own, log,
+    signal, events, own, log, resident: null,
   };
+  if (device === 'cuda') {
+    checkDeviceMemory(run);
+    // Uploaded once: per step only indices, augmentation draws and labels go to the GPU.
+    const up = (ds: Dataset) => own(new binding.DeviceImages(ds.images, ds.n, ds.channels, ds.height, ds.width, device));
+    run.resident = { train: up(data.train), val: up(data.val), test: data.test ? up(data.test) : null };
+  }
   if (saved && resumeDir) {
     for (const [id, t] of restoreModels(resumeDir, saved, student, device)) run.bank.models.set(id, own(t));
     run.bank.entries = saved.bank;
@@ -396,13 +421,23 @@ async function trainEpoch(run: Run, epoch: number, resumed: EpochPosition | null
 
   for (let i = resumed?.batch ?? 0; i < batches; ++i) {
     const b = i < nFull ? bs : rem;
-    gatherBatch(ds, order.subarray(i * bs, i * bs + b), images, labels);
-    const xb = x.subarray(0, b * per);
-    if (config.augment) binding.augmentBatch(xb, images, b, ds.channels, ds.height, ds.width, config.cropPadding, true, mean, std, deriveSeed(config.seed, STREAM.augment, epoch, i));
-    else binding.normalizeBatch(xb, images, b, ds.channels, ds.height, ds.width, mean, std);
+    const indices = order.subarray(i * bs, i * bs + b);
+    const augmentSeed = deriveSeed(config.seed, STREAM.augment, epoch, i);
+    let batch: Pick<TrainStepOptions, 'x' | 'batch' | 'images'>;
+    if (run.resident) {
+      // The same batch, made on the device: the draws come from the same seed.
+      for (let k = 0; k < b; ++k) labels[k] = ds.labels[indices[k]];
+      batch = { images: { images: run.resident.train, indices, mean, std, augment: config.augment ? { pad: config.cropPadding, flip: true, seed: augmentSeed } : undefined } };
+    } else {
+      gatherBatch(ds, indices, images, labels);
+      const xb = x.subarray(0, b * per);
+      if (config.augment) binding.augmentBatch(xb, images, b, ds.channels, ds.height, ds.width, config.cropPadding, true, mean, std, augmentSeed);
+      else binding.normalizeBatch(xb, images, b, ds.channels, ds.height, ds.width, mean, std);
+      batch = { x: xb, batch: b };
+    }
     totals.lr = lrAt(sched, epoch - 1 + i / batches);
     const step = await student.trainStep({
-      x: xb, labels: labels.subarray(0, b), batch: b, teachers,
+      ...batch, labels: labels.subarray(0, b), teachers,
       teacherWeights: tw ? Float32Array.from({ length: tw.length * b }, (_, j) => tw[Math.floor(j / b)]) : undefined,
       confidenceWeights: uses.teachers && config.teacherWeighting === 'confidence' && teachers.length > 0,
       lr: totals.lr, momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov, decoupled: config.decoupledWeightDecay,
@@ -432,7 +467,7 @@ async function trainEpoch(run: Run, epoch: number, resumed: EpochPosition | null
  */
 async function validateAndUpdateBank(run: Run, epoch: number, reset: boolean, t: EpochTotals): Promise<EpochRecord> {
   const { config, data, bank } = run;
-  const sLogits = await datasetLogits(run.student, data.val, data.mean, data.std);
+  const sLogits = await datasetLogits(run.student, data.val, data.mean, data.std, undefined, run.resident?.val);
   const sv = valScore(run, sLogits);
   // Finite training steps can still leave a model whose predictions overflow: that is divergence
   // too, and such a model must neither enter the bank nor be saved.
@@ -492,7 +527,7 @@ function valScore(run: Run, logits: Float32Array): { acc: number; loss: number; 
 async function teacherValLogits(run: Run, id: number): Promise<Float32Array> {
   let l = run.bank.valLogits.get(id);
   if (!l) {
-    l = await datasetLogits(run.bank.models.get(id)!, run.data.val, run.data.mean, run.data.std);
+    l = await datasetLogits(run.bank.models.get(id)!, run.data.val, run.data.mean, run.data.std, undefined, run.resident?.val);
     run.bank.valLogits.set(id, l);
   }
   return l;
@@ -542,7 +577,7 @@ function divergence(run: Run, what: string): DivergenceError {
 async function finish(run: Run, interrupted: boolean): Promise<TrainSummary> {
   const { config, data, info, metrics } = run;
   const testMetrics = data.test
-    ? metricsFromLogits(await datasetLogits(run.student, data.test, data.mean, data.std), data.test.labels, info.numClasses, true)
+    ? metricsFromLogits(await datasetLogits(run.student, data.test, data.mean, data.std, undefined, run.resident?.test ?? undefined), data.test.labels, info.numClasses, true)
     : { test_acc: NaN, test_top5: NaN, test_loss: NaN, test_ece: NaN, n: 0 };
   const imagesSeen = metrics.reduce((a, m) => a + m.images_per_sec * m.seconds, 0);
   const summary: TrainSummary = {

@@ -193,12 +193,17 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
   const size_t n = size_t(B) * C * HW;
   Vec x = randn(n, rng, 2.f), gamma = randu(C, rng, 0.5f, 1.5f), beta = randn(C, rng), dy = randn(n, rng);
   for (float& v : x) v += 3.f;  // a mean far from 0
-  for (int threads : kThreadCounts) {
+  for (int slices : {1, 3, 7}) {
+    const int threads = slices == 3 ? 32 : 256;
+    std::vector<Sum2> partials(size_t(C) * slices);
+    std::vector<Scale> coef(C);
     Vec y(n), sm(C), si(C), rm = randn(C, rng), rv = randu(C, rng, 0.5f, 2.f);
     Vec yw(n), smw(C), siw(C), rmw = rm, rvw = rv;
-    run_rows(BatchNormTrain{y.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), gamma.data(), beta.data(), B,
-                            C, HW, 0.1f, 1e-5f},
+    run_rows(BatchNormMoments{partials.data(), x.data(), B, C, HW, slices}, threads);
+    run_rows(BatchNormTrainStats{coef.data(), sm.data(), si.data(), rm.data(), rv.data(), partials.data(), gamma.data(),
+                                 beta.data(), B, C, HW, slices, 0.1f, 1e-5f},
              threads);
+    run_elementwise(BatchNormApply{y.data(), x.data(), coef.data(), n, C, HW});
     cpu::batchnorm2d_forward_train(yw.data(), smw.data(), siw.data(), rmw.data(), rvw.data(), x.data(), gamma.data(),
                                    beta.data(), B, C, HW, 0.1f, 1e-5f);
     EXPECT_NEAR(sm, smw, "bn save_mean");
@@ -207,17 +212,22 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
     EXPECT_NEAR(rv, rvw, "bn running_var");
     DFL_EXPECT_CLOSE(y.data(), yw.data(), n, 1e-5, 1e-5, "bn train forward");
 
+    std::vector<BatchNormGradCoef> gcoef(C);
     Vec dx = randn(n, rng), dg = randn(C, rng), db = randn(C, rng);
     Vec dxw = dx, dgw = dg, dbw = db;
-    run_rows(BatchNormBackward{dx.data(), dg.data(), db.data(), dy.data(), x.data(), gamma.data(), smw.data(),
-                               siw.data(), B, C, HW},
+    run_rows(BatchNormGradSums{partials.data(), dy.data(), x.data(), smw.data(), siw.data(), B, C, HW, slices}, threads);
+    run_rows(BatchNormGradTotals{gcoef.data(), dg.data(), db.data(), partials.data(), gamma.data(), smw.data(), siw.data(),
+                                 B, C, HW, slices},
              threads);
+    run_elementwise(BatchNormGradInput{dx.data(), dy.data(), x.data(), gcoef.data(), n, C, HW});
     cpu::batchnorm2d_backward(dxw.data(), dgw.data(), dbw.data(), dy.data(), x.data(), gamma.data(), smw.data(),
                               siw.data(), B, C, HW);
     DFL_EXPECT_CLOSE(dx.data(), dxw.data(), n, 1e-5, 1e-5, "bn backward dx");
     DFL_EXPECT_CLOSE(dg.data(), dgw.data(), size_t(C), 1e-5, 1e-5, "bn backward dgamma");
     DFL_EXPECT_CLOSE(db.data(), dbw.data(), size_t(C), 1e-5, 1e-5, "bn backward dbeta");
   }
+  DFL_EXPECT(batchnorm_slices(512, 64, 1024) == 16 && batchnorm_slices(2, 512, 16) == 1 && batchnorm_slices(512, 8, 1024) == 128,
+             "slices per channel");
   Vec rm = randn(C, rng), rv = randu(C, rng, 0.5f, 2.f), y(n), yw(n);
   run_elementwise(BatchNormEval{y.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), n, C, HW, 1e-5f});
   cpu::batchnorm2d_forward_eval(yw.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), B, C, HW, 1e-5f);

@@ -1,7 +1,7 @@
-// Batch-norm bodies over (B, C, HW), PyTorch semantics as cpu/batchnorm.cpp. Training statistics and
-// the backward sums are row reductions (bodies/launch.h), one row per channel, in double; the
-// normalisation is their elementwise second phase. Also the per-channel bias gradient of convs and
-// linears, and the inference folding of a BN into the layer before it.
+// Batch-norm bodies over (B, C, HW), PyTorch semantics as cpu/batchnorm.cpp: training statistics
+// and the backward sums are row reductions (bodies/launch.h) in double, the normalisation and the
+// input gradient elementwise. Also the per-channel bias gradient of convs and linears, and the
+// inference folding of a BN into the layer before it.
 #pragma once
 #include <cmath>
 
@@ -14,95 +14,192 @@ DFL_HOST_DEVICE inline size_t channel_index(int c, size_t j, int C, int HW) {
   return (j / size_t(HW) * size_t(C) + size_t(c)) * size_t(HW) + j % size_t(HW);
 }
 
+// Per-channel sums are taken in three launches so that even a few wide channels fill the GPU:
+//   1. partial sums: `slices` rows per channel, each over a contiguous slice of the channel's B*HW
+//      values (row r = channel r / slices, slice r % slices), into partials[r];
+//   2. per channel: the slices' partials combined in order, the statistics derived and stored;
+//   3. elementwise: the normalisation (forward) or the input gradient (backward).
+// The result does not depend on timing: the slices, their order and each tree are fixed.
+DFL_HOST_DEVICE inline size_t slice_begin(size_t N, int slices, int s) {
+  const size_t chunk = (N + size_t(slices) - 1) / size_t(slices);
+  const size_t b = size_t(s) * chunk;
+  return b < N ? b : N;
+}
+
+// Stage 1 of training forward: sum x and sum x^2 (double) per slice.
+struct BatchNormMoments {
+  using Acc = Sum2;
+  using Coef = int;
+  static constexpr bool kApply = false;
+  Sum2* partials;  // (C * slices)
+  const float* inp;
+  int B, C, HW, slices;
+  DFL_HOST_DEVICE size_t N() const { return size_t(B) * HW; }
+  DFL_HOST_DEVICE int rows() const { return C * slices; }
+  DFL_HOST_DEVICE size_t length(int r) const {
+    return slice_begin(N(), slices, r % slices + 1) - slice_begin(N(), slices, r % slices);
+  }
+  DFL_HOST_DEVICE Acc identity() const { return {0.0, 0.0}; }
+  DFL_HOST_DEVICE Acc load(int r, size_t j) const {
+    const double x = inp[channel_index(r / slices, slice_begin(N(), slices, r % slices) + j, C, HW)];
+    return {x, x * x};
+  }
+  DFL_HOST_DEVICE static Acc combine(Acc a, Acc b) { return {a.a + b.a, a.b + b.b}; }
+  DFL_HOST_DEVICE Coef finish(int r, Acc t, bool write) const {
+    if (write) partials[r] = t;
+    return 0;
+  }
+  DFL_HOST_DEVICE void apply(int, size_t, Coef) const {}
+};
+
 struct Scale {
   float scale, shift;
 };
 
-// Training forward: batch mean and biased variance (one pass of sum and sum of squares in double),
-// the saved statistics and running-statistic update (unbiased variance), then out = x*scale + shift.
-struct BatchNormTrain {
-  using Acc = Sum2;  // sum x, sum x^2
-  using Coef = Scale;
-  static constexpr bool kApply = true;
-  float* out;
+// Stage 2 of training forward, one row per channel over its slices: batch mean and biased variance,
+// the saved statistics, the running statistics (unbiased variance), and the channel's
+// out = x*scale + shift (as the CPU folds them).
+struct BatchNormTrainStats {
+  using Acc = Sum2;
+  using Coef = int;
+  static constexpr bool kApply = false;
+  Scale* coef;  // (C)
   float* save_mean;
   float* save_invstd;
   float* running_mean;  // nullable
   float* running_var;   // nullable
-  const float* inp;
-  const float* gamma;   // nullable (1)
-  const float* beta;    // nullable (0)
-  int B, C, HW;
+  const Sum2* partials;
+  const float* gamma;  // nullable (1)
+  const float* beta;   // nullable (0)
+  int B, C, HW, slices;
   float momentum, eps;
   DFL_HOST_DEVICE int rows() const { return C; }
-  DFL_HOST_DEVICE size_t length(int) const { return size_t(B) * HW; }
+  DFL_HOST_DEVICE size_t length(int) const { return size_t(slices); }
   DFL_HOST_DEVICE Acc identity() const { return {0.0, 0.0}; }
-  DFL_HOST_DEVICE Acc load(int c, size_t j) const {
-    const double x = inp[channel_index(c, j, C, HW)];
-    return {x, x * x};
-  }
+  DFL_HOST_DEVICE Acc load(int c, size_t j) const { return partials[size_t(c) * slices + j]; }
   DFL_HOST_DEVICE static Acc combine(Acc a, Acc b) { return {a.a + b.a, a.b + b.b}; }
   DFL_HOST_DEVICE Coef finish(int c, Acc t, bool write) const {
+    if (!write) return 0;
     const double N = double(B) * HW;
     const double mean = t.a / N;
     const double sq = t.b - t.a * mean > 0.0 ? t.b - t.a * mean : 0.0;  // centred sum of squares
     const double invstd = 1.0 / sqrt(sq / N + double(eps));
-    if (write) {
-      save_mean[c] = float(mean);
-      save_invstd[c] = float(invstd);
-      if (running_mean) running_mean[c] = float((1.0 - momentum) * running_mean[c] + double(momentum) * mean);
-      if (running_var) running_var[c] = float((1.0 - momentum) * running_var[c] + double(momentum) * (sq / (N - 1.0)));
-    }
+    save_mean[c] = float(mean);
+    save_invstd[c] = float(invstd);
+    if (running_mean) running_mean[c] = float((1.0 - momentum) * running_mean[c] + double(momentum) * mean);
+    if (running_var) running_var[c] = float((1.0 - momentum) * running_var[c] + double(momentum) * (sq / (N - 1.0)));
     const double g = gamma ? gamma[c] : 1.0;
-    return {float(g * invstd), float((beta ? beta[c] : 0.0) - mean * g * invstd)};
+    coef[c] = {float(g * invstd), float((beta ? beta[c] : 0.0) - mean * g * invstd)};
+    return 0;
   }
-  DFL_HOST_DEVICE void apply(int c, size_t j, Coef k) const {
-    const size_t i = channel_index(c, j, C, HW);
-    out[i] = fmaf(inp[i], k.scale, k.shift);
+  DFL_HOST_DEVICE void apply(int, size_t, Coef) const {}
+};
+
+// Stage 3 of training forward (and the eval forward, with coefficients from running statistics).
+struct BatchNormApply {
+  float* out;
+  const float* inp;
+  const Scale* coef;
+  size_t n;
+  int C, HW;
+  DFL_HOST_DEVICE size_t count() const { return n; }
+  DFL_HOST_DEVICE void operator()(size_t i) const {
+    const Scale k = coef[(i / size_t(HW)) % size_t(C)];
+    out[i] = fmaf(inp[i], k.scale, k.shift);  // one rounding, as the CPU kernel
   }
 };
 
-// Backward of the training forward: sums of dy and dy*xhat per channel, then
-// dx += gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)).
-struct BatchNormBackward {
-  using Acc = Sum2;  // sum dy, sum dy*xhat
-  struct Coef {
-    double mean, invstd, k, mdy, mdyx;
-  };
-  static constexpr bool kApply = true;
-  float* dinp;    // nullable
-  float* dgamma;  // nullable
-  float* dbeta;   // nullable
+// Stage 1 of backward: sum dy and sum dy*xhat (double) per slice, xhat = (x - mean) * invstd.
+struct BatchNormGradSums {
+  using Acc = Sum2;
+  using Coef = int;
+  static constexpr bool kApply = false;
+  Sum2* partials;
   const float* dout;
   const float* inp;
-  const float* gamma;  // nullable
   const float* save_mean;
   const float* save_invstd;
-  int B, C, HW;
-  DFL_HOST_DEVICE int rows() const { return C; }
-  DFL_HOST_DEVICE size_t length(int) const { return size_t(B) * HW; }
+  int B, C, HW, slices;
+  DFL_HOST_DEVICE size_t N() const { return size_t(B) * HW; }
+  DFL_HOST_DEVICE int rows() const { return C * slices; }
+  DFL_HOST_DEVICE size_t length(int r) const {
+    return slice_begin(N(), slices, r % slices + 1) - slice_begin(N(), slices, r % slices);
+  }
   DFL_HOST_DEVICE Acc identity() const { return {0.0, 0.0}; }
-  DFL_HOST_DEVICE Acc load(int c, size_t j) const {
-    const size_t i = channel_index(c, j, C, HW);
+  DFL_HOST_DEVICE Acc load(int r, size_t j) const {
+    const int c = r / slices;
+    const size_t i = channel_index(c, slice_begin(N(), slices, r % slices) + j, C, HW);
     const double dy = dout[i];
     return {dy, dy * ((double(inp[i]) - save_mean[c]) * save_invstd[c])};
   }
   DFL_HOST_DEVICE static Acc combine(Acc a, Acc b) { return {a.a + b.a, a.b + b.b}; }
-  DFL_HOST_DEVICE Coef finish(int c, Acc t, bool write) const {
-    if (write) {
-      if (dbeta) dbeta[c] += float(t.a);
-      if (dgamma) dgamma[c] += float(t.b);
-    }
-    const double N = double(B) * HW, invstd = save_invstd[c];
-    return {double(save_mean[c]), invstd, (gamma ? gamma[c] : 1.0) * invstd, t.a / N, t.b / N};
+  DFL_HOST_DEVICE Coef finish(int r, Acc t, bool write) const {
+    if (write) partials[r] = t;
+    return 0;
   }
-  DFL_HOST_DEVICE void apply(int c, size_t j, const Coef& k) const {
-    if (!dinp) return;
-    const size_t i = channel_index(c, j, C, HW);
+  DFL_HOST_DEVICE void apply(int, size_t, Coef) const {}
+};
+
+// What the input gradient of one channel needs: dx += k * (dy - mdy - xhat * mdyx).
+struct BatchNormGradCoef {
+  double mean, invstd, k, mdy, mdyx;
+};
+
+// Stage 2 of backward, one row per channel: dbeta += sum dy, dgamma += sum dy*xhat, and the
+// channel's input-gradient coefficients.
+struct BatchNormGradTotals {
+  using Acc = Sum2;
+  using Coef = int;
+  static constexpr bool kApply = false;
+  BatchNormGradCoef* coef;  // (C)
+  float* dgamma;            // nullable
+  float* dbeta;             // nullable
+  const Sum2* partials;
+  const float* gamma;  // nullable
+  const float* save_mean;
+  const float* save_invstd;
+  int B, C, HW, slices;
+  DFL_HOST_DEVICE int rows() const { return C; }
+  DFL_HOST_DEVICE size_t length(int) const { return size_t(slices); }
+  DFL_HOST_DEVICE Acc identity() const { return {0.0, 0.0}; }
+  DFL_HOST_DEVICE Acc load(int c, size_t j) const { return partials[size_t(c) * slices + j]; }
+  DFL_HOST_DEVICE static Acc combine(Acc a, Acc b) { return {a.a + b.a, a.b + b.b}; }
+  DFL_HOST_DEVICE Coef finish(int c, Acc t, bool write) const {
+    if (!write) return 0;
+    if (dbeta) dbeta[c] += float(t.a);
+    if (dgamma) dgamma[c] += float(t.b);
+    const double N = double(B) * HW, invstd = save_invstd[c];
+    coef[c] = {double(save_mean[c]), invstd, (gamma ? gamma[c] : 1.0) * invstd, t.a / N, t.b / N};
+    return 0;
+  }
+  DFL_HOST_DEVICE void apply(int, size_t, Coef) const {}
+};
+
+// Stage 3 of backward: dx += gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)).
+struct BatchNormGradInput {
+  float* dinp;
+  const float* dout;
+  const float* inp;
+  const BatchNormGradCoef* coef;
+  size_t n;
+  int C, HW;
+  DFL_HOST_DEVICE size_t count() const { return n; }
+  DFL_HOST_DEVICE void operator()(size_t i) const {
+    const BatchNormGradCoef& k = coef[(i / size_t(HW)) % size_t(C)];
     const double xhat = (double(inp[i]) - k.mean) * k.invstd;
     dinp[i] += float(k.k * (double(dout[i]) - k.mdy - xhat * k.mdyx));
   }
 };
+
+// How many slices per channel: enough rows to fill a large GPU (~1024 blocks) but slices of at
+// least 2048 values.
+inline int batchnorm_slices(int B, int C, int HW) {
+  const size_t N = size_t(B) * HW;
+  size_t s = (N + 2047) / 2048;
+  const size_t cap = C >= 1024 ? 1 : size_t(1024 / C);
+  if (s > cap) s = cap;
+  return s < 1 ? 1 : int(s);
+}
 
 // Eval forward, one element per index, with the running statistics (as the CPU, in double).
 struct BatchNormEval {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# CI has no GPU. This keeps the CUDA backend from rotting and proves it stays optional:
+#   1. installs cuDNN 9 and cuBLAS 13 (pip wheels) into a throwaway venv;
+#   2. builds the addon with the CUDA backend (npm run build:native, DFL_CUDA=ON: no silent CPU
+#      fallback), every CUDA source compiled with warnings as errors;
+#   3. checks that this addon loads and trains on the CPU, that `info --json` lists cuda as compiled
+#      but not usable with the driver's reason, and that `train --device cuda` fails with one line
+#      holding that reason and a non-zero exit code.
+# Skipped (exit 0, saying why) when nvcc is not on the PATH.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+if ! command -v nvcc >/dev/null; then
+  echo "check-cuda-build: skipped: nvcc is not on the PATH"
+  exit 0
+fi
+start=$(date +%s)
+tmp="$(mktemp -d)"
+python3 -m venv "$tmp/venv"
+"$tmp/venv/bin/pip" install --quiet --disable-pip-version-check --retries 1 --timeout 5 nvidia-cudnn-cu13 nvidia-cublas
+installed=$(date +%s)
+DFL_PYTHON="$tmp/venv/bin/python3" DFL_CUDA=ON DFL_CUDA_WERROR=1 DFL_JOBS="${DFL_JOBS:-2}" node scripts/build-native.mjs
+built=$(date +%s)
+test -f build/Release/libdfl_cuda.so
+
+node --input-type=module -e "
+import assert from 'node:assert/strict';
+import { loadBinding } from './dist/binding.js';
+const b = loadBinding();
+const info = b.runtimeInfo();
+const cuda = info.backends.find((x) => x.name === 'cuda');
+assert.ok(cuda.compiled, 'cuda must be compiled in: ' + cuda.detail);
+console.log('cuda backend:', cuda.usable ? 'usable' : 'not usable', '-', cuda.detail);
+const spec = {in_channels: 3, height: 8, width: 8, nodes: [{op: 'input'}, {op: 'conv', name: 'c', inputs: [0], out_channels: 4, kernel_h: 3, kernel_w: 3, pad_h: 1, pad_w: 1}, {op: 'bn', name: 'n', inputs: [1]}, {op: 'relu', inputs: [2]}, {op: 'gap', inputs: [3]}, {op: 'flatten', inputs: [4]}, {op: 'linear', name: 'fc', inputs: [5], out_features: 3, bias: true}]};
+const m = new b.Model(spec, 1, 'cpu');
+const x = Float32Array.from({length: 4 * 192}, (_, i) => Math.sin(i));
+const s = await m.trainStep({x, batch: 4, labels: Int32Array.from([0, 1, 2, 0]), lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: true, decoupled: false, labelSmoothing: 0, distillWeight: 0, temperature: 4, dropoutSeed: 1});
+assert.ok(s.finite && Number.isFinite(s.loss), 'a CPU step with the CUDA-enabled addon');
+console.log('CPU training step with the CUDA-enabled addon: loss', s.loss.toFixed(4));
+"
+info="$(node dist/cli/cli.js info --json)"
+node -e "
+const i = JSON.parse(process.argv[1]);
+if (!i.backends.compiled.includes('cuda')) throw new Error('info --json: cuda not in backends.compiled');
+if (i.backends.usable.includes('cuda')) { console.log('info --json: cuda usable here (a GPU machine)'); process.exit(0); }
+if (!i.backends.detail.cuda) throw new Error('info --json: no reason given for cuda');
+console.log('info --json: cuda compiled, not usable:', i.backends.detail.cuda);
+" "$info"
+if ! node -e "process.exit(JSON.parse(process.argv[1]).backends.usable.includes('cuda') ? 0 : 1)" "$info"; then
+  set +e
+  node dist/cli/cli.js train --device cuda --epochs 1 --out "$tmp/run" >"$tmp/out.txt" 2>"$tmp/err.txt"
+  rc=$?
+  set -e
+  reason="$(node -e "console.log(JSON.parse(process.argv[1]).backends.detail.cuda)" "$info")"
+  [ "$rc" -ne 0 ] || { echo "train --device cuda exited 0 without a GPU"; exit 1; }
+  [ "$(wc -l <"$tmp/err.txt")" -eq 1 ] || { echo "train --device cuda: expected one line on stderr, got:"; cat "$tmp/err.txt"; exit 1; }
+  grep -qF "$reason" "$tmp/err.txt" || { echo "train --device cuda: the line lacks the driver's reason:"; cat "$tmp/err.txt"; exit 1; }
+  echo "train --device cuda: exit $rc, $(cat "$tmp/err.txt")"
+fi
+echo "check-cuda-build: wheels $((installed - start)) s, build $((built - installed)) s, total $(($(date +%s) - start)) s: OK"
