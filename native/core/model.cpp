@@ -246,19 +246,22 @@ void Model::forward_eval_unfolded(const float* x_host, int B, float* logits_host
 void Model::forward(const float* x_host, int B, bool training, float* logits_host, uint64_t dropout_seed) {
   ensure_batch(B);
   backend_->upload(mem_->x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));
+  if (!training) return eval_batch_on_device(B, logits_host);
   const PlanNode& last = plan_.nodes.back();
-  if (training) {
-    run_forward(B, true, dropout_seed);
-    ++weights_version_;  // BN running statistics moved
-    backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
-    return;
-  }
+  run_forward(B, true, dropout_seed);
+  ++weights_version_;  // BN running statistics moved
+  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+}
+
+// Eval logits of the batch in mem_->x by the inference copy, refolded if the weights changed.
+void Model::eval_batch_on_device(int B, float* logits_host) {
   if (!eval_copy_) eval_copy_ = std::make_unique<Teacher>(plan_.spec, backend_);
   if (eval_version_ != weights_version_) {
     fold_into(*eval_copy_);
     eval_version_ = weights_version_;
   }
   // The logits land in the student's activation block (its last slot), which eval does not use.
+  const PlanNode& last = plan_.nodes.back();
   float* logits = mem_->acts.f() + last.act_offset * size_t(B);
   eval_copy_->forward_device(mem_->x.f(), B, logits, mem_->teacher_scratch);
   have_training_forward_ = false;
@@ -400,9 +403,7 @@ StepStats Model::train_step(const ImageBatch& batch, const int32_t* labels_host,
 void Model::forward(const ImageBatch& batch, float* logits_host) {
   ensure_batch(batch.B);
   make_batch(batch, plan_.spec, *backend_, mem_->batch_u8, mem_->x.f());
-  run_forward(batch.B, false, 0);
-  const PlanNode& last = plan_.nodes.back();
-  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(batch.B), floats(last.size * size_t(batch.B)));
+  eval_batch_on_device(batch.B, logits_host);
 }
 
 MemoryPlan Model::memory_plan(int B, int K) const {

@@ -156,6 +156,7 @@ class Model {
   float* momentum_data() const;
   float* decay_mask() const;
   void fold_into(Teacher& t) const;
+  void eval_batch_on_device(int B, float* logits_host);
 
   Plan plan_;
   std::shared_ptr<Backend> backend_;
