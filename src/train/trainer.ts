@@ -315,7 +315,8 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     run.metrics.push(...saved.metrics);
     run.startEpoch = saved.epoch + 1;
     run.partial = saved.partial ?? null;
-    run.trainSeconds = saved.seconds;
+    // state.seconds includes the interrupted epoch's part, which that epoch's record will count again.
+    run.trainSeconds = saved.seconds - (run.partial?.seconds ?? 0);
     log(`resuming from ${resumeDir} after epoch ${saved.epoch}${run.partial ? ` (+${run.partial.batch} batches of epoch ${run.partial.epoch})` : ''}`);
   } else if (uses.teachers && config.teacherSource === 'random') {
     // Random teachers: K fixed random initialisations, scored once on the validation split.

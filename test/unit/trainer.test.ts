@@ -59,28 +59,34 @@ function modelTensorsOf(out: string): Map<string, Float32Array | BigInt64Array> 
   return m;
 }
 
-test('a run interrupted mid-epoch and resumed ends with exactly the uninterrupted weights', async () => {
-  const data = syntheticSplits(300, 60, 4);
-  const cfg = { ...base, dataset: data, epochs: 4, resetCycle: 2, teachers: 2 };
-  const a = tmp('full');
-  await train({ ...cfg, out: a }).summary;
+for (const threads of [1, 2]) {
+  test(`a run interrupted mid-epoch and resumed ends with exactly the uninterrupted weights (${threads} threads)`, async () => {
+    const data = syntheticSplits(300, 60, 4);
+    const cfg = { ...base, threads, dataset: data, epochs: 4, resetCycle: 2, teachers: 2 };
+    const a = tmp('full');
+    await train({ ...cfg, out: a }).summary;
 
-  const b = tmp('cut');
-  const ctl = new AbortController();
-  const first = train({ ...cfg, out: b, signal: ctl.signal });
-  first.on('batch', (p) => {
-    if (p.epoch === 3 && p.batch === 3) ctl.abort();
+    const b = tmp('cut');
+    const ctl = new AbortController();
+    const first = train({ ...cfg, out: b, signal: ctl.signal });
+    first.on('batch', (p) => {
+      if (p.epoch === 3 && p.batch === 3) ctl.abort();
+    });
+    const s1 = await first.summary;
+    assert.equal(s1.interrupted, true);
+    const resumed = await train({ resume: b, dataset: data }).summary;
+    assert.equal(resumed.interrupted, false);
+    assert.equal(resumed.epochs, 4);
+    // Training time counts each second once: the interrupted part of epoch 3 is in its record only.
+    const records = fs.readFileSync(path.join(b, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as EpochRecord);
+    const perEpoch = records.reduce((sum, r) => sum + r.seconds, 0);
+    assert.ok(Math.abs(resumed.seconds - perEpoch) < 1e-6, `summary ${resumed.seconds} s vs epochs ${perEpoch} s`);
+
+    const ta = modelTensorsOf(a), tb = modelTensorsOf(b);
+    assert.deepEqual([...tb.keys()].sort(), [...ta.keys()].sort());
+    for (const [k, v] of ta) assert.deepEqual(tb.get(k), v, `${k} differs after resume`);
   });
-  const s1 = await first.summary;
-  assert.equal(s1.interrupted, true);
-  const resumed = await train({ resume: b, dataset: data }).summary;
-  assert.equal(resumed.interrupted, false);
-  assert.equal(resumed.epochs, 4);
-
-  const ta = modelTensorsOf(a), tb = modelTensorsOf(b);
-  assert.deepEqual([...tb.keys()].sort(), [...ta.keys()].sort());
-  for (const [k, v] of ta) assert.deepEqual(tb.get(k), v, `${k} differs after resume`);
-});
+}
 
 test('an absurd learning rate stops with a DivergenceError in epoch 1, before anything is saved', async () => {
   const out = tmp('nan');
