@@ -511,6 +511,16 @@ def main():
     total += conv_case('conv2d_5x5_rect.bin', 15, 2, 3, 9, 11, 4, 5, 5, 2, 1, 2, 1, 1, True)
     total += conv_case('conv2d_1x1.bin', 16, 3, 6, 5, 3, 7, 1, 1, 1, 1, 0, 0, 1, False)
     total += conv_case('conv2d_rect_kernel.bin', 17, 2, 4, 7, 6, 4, 3, 1, 1, 2, 1, 0, 2, True)
+    # CIFAR-sized maps, one per fast CPU algorithm (native/cpu/conv_internal.h picks by shape):
+    # direct 3x3 rows at 32x32, 16x16 (an output-channel tail) and 8x8 with 64 channels, the
+    # output-channel kernel (stride 2), pointwise rows, depthwise rows, and the GEMM path at 4x4.
+    total += conv_case('conv2d_cifar32_stem.bin', 21, 2, 3, 32, 32, 8, 3, 3, 1, 1, 1, 1, 1, False)
+    total += conv_case('conv2d_cifar16.bin', 22, 2, 16, 16, 16, 12, 3, 3, 1, 1, 1, 1, 1, True)
+    total += conv_case('conv2d_cifar8_c64.bin', 23, 2, 64, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, False)
+    total += conv_case('conv2d_cifar32_stride2.bin', 24, 2, 4, 32, 32, 8, 3, 3, 2, 2, 1, 1, 1, False)
+    total += conv_case('conv2d_cifar16_pointwise.bin', 25, 2, 4, 16, 16, 24, 1, 1, 1, 1, 0, 0, 1, True)
+    total += conv_case('conv2d_cifar16_depthwise.bin', 26, 2, 6, 16, 16, 6, 3, 3, 1, 1, 1, 1, 6, False)
+    total += conv_case('conv2d_cifar4.bin', 27, 3, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1, False)
     total += linear_case()
     total += batchnorm_cases()
     total += activation_case('relu.bin', 301, F.relu, 1.0)

@@ -110,6 +110,14 @@ DFL_TEST(fixture_conv2d_depthwise) { run_conv("conv2d_depthwise.bin"); }
 DFL_TEST(fixture_conv2d_5x5_rect) { run_conv("conv2d_5x5_rect.bin"); }
 DFL_TEST(fixture_conv2d_1x1) { run_conv("conv2d_1x1.bin"); }
 DFL_TEST(fixture_conv2d_rect_kernel) { run_conv("conv2d_rect_kernel.bin"); }
+// CIFAR-sized maps: each reaches one of the CPU backend's fast algorithms (see make_fixtures.py).
+DFL_TEST(fixture_conv2d_cifar32_stem) { run_conv("conv2d_cifar32_stem.bin"); }
+DFL_TEST(fixture_conv2d_cifar16) { run_conv("conv2d_cifar16.bin"); }
+DFL_TEST(fixture_conv2d_cifar8_c64) { run_conv("conv2d_cifar8_c64.bin"); }
+DFL_TEST(fixture_conv2d_cifar32_stride2) { run_conv("conv2d_cifar32_stride2.bin"); }
+DFL_TEST(fixture_conv2d_cifar16_pointwise) { run_conv("conv2d_cifar16_pointwise.bin"); }
+DFL_TEST(fixture_conv2d_cifar16_depthwise) { run_conv("conv2d_cifar16_depthwise.bin"); }
+DFL_TEST(fixture_conv2d_cifar4) { run_conv("conv2d_cifar4.bin"); }
 
 DFL_TEST(fixture_linear) {
   const Fixture fx = Fixture::open("linear.bin");
