@@ -235,22 +235,27 @@ size_t direct3x3_workspace_floats(const Conv2dShape& s) {
 
 bool direct3x3_weights_preferred(const Conv2dShape& s) { return s.W >= 16 || s.C < 64; }
 
+namespace {
+// out [+]= the 3x3 convolution of x (C_in planes) into C_out planes, the weights blocked into the
+// front of the workspace (flip: the input gradient's, transposed and reversed), pads after them.
+void blocked_direct3x3(float* out, const float* x, int C_in, int C_out, const float* weight, const float* bias,
+                       bool flip, const Conv2dShape& s, float* workspace) {
+  const int OB = block_channels(s.W);
+  block_weights(workspace, weight, C_out, C_in, OB, flip);
+  direct<3>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, workspace + blocked_weight_floats(C_out, C_in, OB));
+}
+}  // namespace
+
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                        float* workspace) {
   DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_forward: shape not supported or no workspace");
-  const int OB = block_channels(s.W);
-  float* wb = workspace;
-  block_weights(wb, weight, s.OC, s.C, OB, false);
-  direct<3>(out, inp, s.B, s.C, s.OC, s.H, s.W, wb, bias, false, wb + blocked_weight_floats(s.OC, s.C, OB));
+  blocked_direct3x3(out, inp, s.C, s.OC, weight, bias, false, s, workspace);
 }
 
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace) {
   DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_backward_data: shape not supported or no workspace");
-  const int OB = block_channels(s.W);
-  float* wb = workspace;
-  block_weights(wb, weight, s.C, s.OC, OB, true);
-  direct<3>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, wb, nullptr, true, wb + blocked_weight_floats(s.C, s.OC, OB));
+  blocked_direct3x3(dinp, dout, s.OC, s.C, weight, nullptr, true, s, workspace);  // accumulates into dinp
 }
 
 void direct3x3_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
