@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/model.h"
+#include "core/parallel.h"
 
 namespace dfl::addon {
 
@@ -61,7 +62,9 @@ inline Napi::Float32Array copy_out(const Napi::Env& env, const float* data, size
   return a;
 }
 
-// A call that runs run() on a worker thread and settles a promise with result() or the error.
+// A call that runs run() off the event loop and settles a promise with result() or the error.
+// run() executes on the process's one compute thread (core/parallel.h: one OpenMP team), which
+// the libuv worker hands it to and waits for; calls from several models take turns there.
 class PromiseWorker : public Napi::AsyncWorker {
  public:
   explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
@@ -69,7 +72,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   BusyGuard& busy() { return busy_; }
   void Execute() final {
     try {
-      run();
+      run_on_compute_thread([this] { run(); });
     } catch (const std::bad_alloc&) {
       SetError("dfl-native: out of memory; use a smaller batch size or model");
     } catch (const std::exception& e) {

@@ -21,6 +21,21 @@ bool openmp_enabled();
 // the calling thread (outer loops own the threads; no oversubscription).
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// One compute thread for the process. libgomp keeps a team of threads per thread that opens a
+// parallel region, and once more OpenMP threads exist than cores it stops spinning between regions,
+// so every region pays a futex wake-up. A Node process calls in from the main thread and from
+// libuv's pool (several threads): the addon therefore runs its work on this one thread, which keeps
+// one team whose threads spin between the thousands of short regions of a step (measured: stride-2
+// convolution gradients of resnet18 x0.25 2-3x slower, the whole step ~12%, without it).
+// Runs fn on the compute thread and waits for it (directly when called on it); fn's exception is
+// rethrown here. Calls from several threads take turns.
+void run_on_compute_thread(const std::function<void()>& fn);
+// From now on, a parallel_for started on any other thread runs on the compute thread (the addon
+// turns this on when it loads; the C++ tests and tools keep opening regions where they are;
+// false turns it off again).
+void route_parallel_work_to_compute_thread(bool on = true);
+bool on_compute_thread();
+
 // The most threads any parallel_for may use at once (hardware threads): what per-thread scratch
 // buffers are sized for.
 int max_thread_slots();
