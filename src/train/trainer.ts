@@ -115,7 +115,10 @@ function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) =>
   const cudaUsable = info.usableBackends.includes('cuda');
   if (config.device === 'cuda' && !cudaUsable)
     throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
-  if (config.device === 'auto' && !cudaUsable) log(`device auto -> cpu (cuda: ${info.cudaStatus})`);
+  // A CPU-only build says so briefly (`dfl-native info` has the build's reason); a CUDA build that
+  // cannot run says why in the driver's words, since that is what the user has to fix.
+  if (config.device === 'auto' && !cudaUsable)
+    log(info.compiledBackends.includes('cuda') ? `device auto -> cpu (cuda: ${info.cudaStatus})` : 'device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)');
   return config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
 }
 

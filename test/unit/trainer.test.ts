@@ -9,6 +9,7 @@ import { decodeSafetensors } from '../../dist/io/safetensors.js';
 import { ConfigError } from '../../dist/config.js';
 import type { EpochRecord } from '../../dist/records.js';
 import { DivergenceError, train } from '../../dist/train/trainer.js';
+import { loadBinding } from '../../dist/binding.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
 
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `dfl-${name}-`));
@@ -203,4 +204,16 @@ test('normalisation statistics: computed from the training split, or given', asy
   await assert.rejects(train({ ...base, dataset: data, epochs: 1, mean: [0.5], std: [0.2] }).summary, /Expected 3 values \(one per image channel\) for mean/);
   await assert.rejects(train({ ...base, dataset: data, epochs: 1, mean: [0.5, 0.5, 0.5] }).summary, /both mean and std/);
   await assert.rejects(train({ ...base, dataset: data, epochs: 1, mean: [0.5, 0.5, 0.5], std: [1, 0, 1] }).summary, /positive finite numbers, one per channel for std/);
+});
+
+test('device auto on a machine without a usable GPU says where it runs: briefly for a CPU-only build, with the reason for a CUDA build', async () => {
+  const info = loadBinding().runtimeInfo();
+  const logs: string[] = [];
+  const run = train({ ...base, dataset: syntheticSplits(64, 16, 4), epochs: 1, method: 'base', device: 'auto' });
+  run.on('log', (m: string) => logs.push(m));
+  assert.equal((await run.summary).device, info.usableBackends.includes('cuda') ? 'cuda' : 'cpu');
+  const said = logs.filter((l) => l.startsWith('device auto'));
+  if (info.usableBackends.includes('cuda')) assert.deepEqual(said, []);
+  else if (info.compiledBackends.includes('cuda')) assert.deepEqual(said, [`device auto -> cpu (cuda: ${info.cudaStatus})`]);
+  else assert.deepEqual(said, ['device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)']);
 });
