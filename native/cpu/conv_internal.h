@@ -7,8 +7,8 @@
 //              weight gradient as direct register-blocked loops (conv3x3.cpp), no im2col.
 //   Pointwise  1x1, stride 1, pad 0, groups 1, H*W % 8 == 0, AVX2+FMA: the row kernels with one tap
 //              (conv3x3.cpp), each plane one row; weight gradient by 3x4-channel register blocks.
-//   Depthwise3x3  depthwise 3x3, stride 1, pad 1, W % 8 == 0, AVX2+FMA: padded-row loops per
-//              channel plane (conv3x3.cpp).
+//   Depthwise3x3  depthwise 3x3, pad 1, stride 1 or 2, any map size, AVX2+FMA: padded-row loops
+//              per channel plane, stride-2 rows split into even and odd halves (conv3x3.cpp).
 //   DirectOC   groups 1, any kernel/stride/padding, AVX2+FMA: forward (and the input gradient at
 //              stride 1) as direct loops vectorised over output channels (conv_direct_oc.cpp);
 //              the weight gradient, and strided input gradients, by the general algorithm.

@@ -2,11 +2,12 @@
 // at CIFAR sizes (batch 128), each algorithm the CPU backend has, with GFLOP/s. Not shipped; built
 // with -DDFL_BUILD_LAB=ON:
 //   cmake -S . -B build/lab -DDFL_BUILD_ADDON=OFF -DDFL_BUILD_LAB=ON && cmake --build build/lab
-//   build/lab/dfl_conv_lab [threads] [reps]
+//   build/lab/dfl_conv_lab [threads] [reps] [case-name filter]
 // Timings need an otherwise idle machine.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "core/parallel.h"
@@ -32,10 +33,12 @@ double best_ms(int reps, F&& f) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 0;
   const int reps = argc > 2 ? std::atoi(argv[2]) : 5;
+  const std::string filter = argc > 3 ? argv[3] : "";
   set_num_threads(threads);
   struct Case {
     const char* what;
     int C, OC, H, K, stride, pad;
+    bool depthwise = false;  // groups = C = OC
   };
   const Case cases[] = {
       {"vgg8/4 conv1", 3, 16, 32, 3, 1, 1},   {"vgg8/4 conv2", 16, 32, 16, 3, 1, 1},
@@ -47,6 +50,9 @@ int main(int argc, char** argv) {
       {"mbv2 pw 8", 64, 384, 8, 1, 1, 0},     {"shuf pw 16", 29, 29, 16, 1, 1, 0},
       {"mbv2/4 pw 32", 4, 24, 32, 1, 1, 0},   {"mbv2/4 pj 32", 36, 6, 32, 1, 1, 0},     {"vgg8 conv2", 64, 128, 16, 3, 1, 1},
       {"r18 layer1", 64, 64, 32, 3, 1, 1},
+      {"mbv2/4 dw 32", 36, 36, 32, 3, 1, 1, true}, {"mbv2/4 dw s2", 36, 36, 32, 3, 2, 1, true},
+      {"mbv2/4 dw 4", 240, 240, 4, 3, 1, 1, true},   {"shuf/2 dw s2", 29, 29, 32, 3, 2, 1, true},
+      {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true},
   };
   std::printf("%d threads, best of %d; GFLOP/s = 2 MACs / time\n", num_threads(), reps);
   // The GEMM alone, at the shapes convolutions hand it.
@@ -62,15 +68,17 @@ int main(int argc, char** argv) {
               "both ms");
   Rng rng(1);
   for (const Case& c : cases) {
-    const Conv2dShape s{128, c.C, c.H, c.H, c.OC, c.K, c.K, c.stride, c.stride, c.pad, c.pad, 1};
-    std::vector<float> x(size_t(s.B) * s.C * s.H * s.W), w(size_t(s.OC) * s.C * c.K * c.K),
+    if (std::string(c.what).find(filter) == std::string::npos) continue;
+    const Conv2dShape s{128, c.C, c.H, c.H, c.OC, c.K, c.K, c.stride, c.stride, c.pad, c.pad, c.depthwise ? c.C : 1};
+    std::vector<float> x(size_t(s.B) * s.C * s.H * s.W), w(size_t(s.OC) * (s.C / s.groups) * c.K * c.K),
         y(size_t(s.B) * s.OC * s.OH() * s.OW());
     for (auto& v : x) v = rng.normal();
     for (auto& v : w) v = rng.normal() * 0.1f;
     for (auto& v : y) v = rng.normal();
     std::vector<float> out(y.size()), dx(x.size()), dw(w.size());
-    const double gflop = 2.0 * s.B * s.OC * s.OH() * s.OW() * s.C * c.K * c.K / 1e9;
-    for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3, cpu::ConvAlgo::DirectOC, cpu::ConvAlgo::Pointwise}) {
+    const double gflop = 2.0 * s.B * s.OC * s.OH() * s.OW() * (s.C / s.groups) * c.K * c.K / 1e9;
+    for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3, cpu::ConvAlgo::DirectOC, cpu::ConvAlgo::Depthwise3x3,
+                            cpu::ConvAlgo::Pointwise}) {
       if (!cpu::conv2d_algo_applies(a, s)) continue;
       std::vector<float> ws(cpu::conv2d_workspace_floats_with(a, s) + 1);
       const double f = best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });

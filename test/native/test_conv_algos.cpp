@@ -64,10 +64,13 @@ std::vector<Conv2dShape> direct_shapes() {
   conv(2, 4, 6, 6, 3, 3, 1, 0);
   conv(2, 3, 5, 5, 10, 2, 2, 1);
   v.push_back({2, 3, 6, 7, 4, 3, 1, 2, 1, 0, 0, 1});  // 3x1 rect, stride (2,1)
-  // Depthwise 3x3 (stride 1, pad 1) at every row length the planes take, and a strided one.
-  for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8}, {3, 3, 2, 16}, {1, 7, 5, 24}, {2, 4, 32, 32}})
-    v.push_back({B, C, H, W, C, 3, 3, 1, 1, 1, 1, C});
-  v.push_back({2, 6, 8, 8, 6, 3, 3, 2, 2, 1, 1, 6});
+  // Depthwise 3x3, pad 1, stride 1 and 2: rows of 8k (full chunks), the masked tails of short and
+  // odd rows (1..7, 9, 13, 17), single rows and columns, odd heights, and the CIFAR sizes.
+  for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8}, {3, 3, 2, 16}, {1, 7, 5, 24}, {2, 4, 32, 32}, {2, 3, 4, 4},
+                                   {3, 5, 2, 2}, {2, 2, 1, 1}, {2, 3, 3, 7}, {1, 4, 5, 9}, {2, 2, 1, 13}, {2, 3, 6, 1}, {1, 6, 8, 17}})
+    for (int st : {1, 2}) v.push_back({B, C, H, W, C, 3, 3, st, st, 1, 1, C});
+  v.push_back({2, 3, 16, 16, 3, 3, 3, 2, 2, 1, 1, 3});
+  v.push_back({2, 2, 7, 33, 2, 3, 3, 2, 2, 1, 1, 2});
   // Pointwise: planes of 8, 16, 32*32; output and input channel tails around 3 and 4.
   conv(2, 5, 2, 4, 7, 1, 1, 0);
   conv(3, 4, 4, 4, 6, 1, 1, 0);
@@ -164,6 +167,7 @@ DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   Rng rng(79);
   for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
                                Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
+                               Conv2dShape{5, 7, 9, 18, 7, 3, 3, 2, 2, 1, 1, 7}, Conv2dShape{6, 5, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5},
                                Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}}) {
     const Data d(s, rng);
     for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise}) {
@@ -188,4 +192,7 @@ DFL_CPU_TEST(conv_automatic_choice) {
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), "1x1 with few channels");
   const Conv2dShape dw{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(dw) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), "depthwise 3x3");
+  // Strided and small-map depthwise 3x3 too (MobileNetV2's and ShuffleNetV2's downsampling, 4x4 stages).
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1, 16}, Conv2dShape{8, 16, 4, 4, 16, 3, 3, 1, 1, 1, 1, 16}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), describe(s));
 }
