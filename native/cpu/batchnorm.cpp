@@ -30,7 +30,8 @@ namespace {
 
 // Per-channel sums over (B, HW) segments, vectorised where the CPU allows, in a fixed order for
 // any thread count: lanes of 4 doubles accumulate the segments' vector parts in (b, i) order, then
-// combine lane by lane; the segments' scalar tails are added last, in (b, i) order.
+// combine lane by lane; the segments' scalar tails are added last, in (b, i) order. One pass each
+// (the forward's statistics, the backward's two sums), several independent accumulator chains.
 struct ChannelView {
   const float* base;
   size_t bstride, plane;
@@ -38,50 +39,55 @@ struct ChannelView {
   const float* seg(int b) const { return base + size_t(b) * bstride; }
 };
 
+// The channel's sums of (x - shift) and (x - shift)^2, in one pass.
+struct ShiftedSums {
+  double s1 = 0.0, s2 = 0.0;
+};
+
 #if DFL_BN_X86
-__attribute__((target("avx2,fma"))) double sum_avx2(const ChannelView& x, double shift, bool squares) {
-  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+__attribute__((target("avx2,fma"))) ShiftedSums shifted_sums_avx2(const ChannelView& x, double shift) {
+  // Four independent chains (sum and squares, low and high halves): the adds' latency is hidden.
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), q0 = _mm256_setzero_pd(), q1 = _mm256_setzero_pd();
   const __m256d m = _mm256_set1_pd(shift);
   const size_t vec = x.plane / 8 * 8;
   for (int b = 0; b < x.B; ++b) {
     const float* p = x.seg(b);
     for (size_t i = 0; i < vec; i += 8) {
       const __m256 v = _mm256_loadu_ps(p + i);
-      __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), m);
-      __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), m);
-      if (squares) {
-        a0 = _mm256_fmadd_pd(lo, lo, a0);
-        a1 = _mm256_fmadd_pd(hi, hi, a1);
-      } else {
-        a0 = _mm256_add_pd(a0, lo);
-        a1 = _mm256_add_pd(a1, hi);
-      }
+      const __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), m);
+      const __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), m);
+      a0 = _mm256_add_pd(a0, lo);
+      a1 = _mm256_add_pd(a1, hi);
+      q0 = _mm256_fmadd_pd(lo, lo, q0);
+      q1 = _mm256_fmadd_pd(hi, hi, q1);
     }
   }
-  alignas(32) double l[4];
+  alignas(32) double l[4], k[4];
   _mm256_store_pd(l, _mm256_add_pd(a0, a1));
-  double sum = (l[0] + l[1]) + (l[2] + l[3]);
+  _mm256_store_pd(k, _mm256_add_pd(q0, q1));
+  ShiftedSums r{(l[0] + l[1]) + (l[2] + l[3]), (k[0] + k[1]) + (k[2] + k[3])};
   for (int b = 0; b < x.B; ++b)
     for (size_t i = vec; i < x.plane; ++i) {
       const double d = double(x.seg(b)[i]) - shift;
-      sum += squares ? d * d : d;
+      r.s1 += d;
+      r.s2 += d * d;
     }
-  return sum;
+  return r;
 }
 #endif
 
-// sum of (x - shift), or of (x - shift)^2, over the channel's values.
-double channel_sum(const ChannelView& x, double shift, bool squares) {
+ShiftedSums shifted_sums(const ChannelView& x, double shift) {
 #if DFL_BN_X86
-  if (cpu_features().avx2 && cpu_features().fma) return sum_avx2(x, shift, squares);
+  if (cpu_features().avx2 && cpu_features().fma) return shifted_sums_avx2(x, shift);
 #endif
-  double sum = 0.0;
+  ShiftedSums r;
   for (int b = 0; b < x.B; ++b)
     for (size_t i = 0; i < x.plane; ++i) {
       const double d = double(x.seg(b)[i]) - shift;
-      sum += squares ? d * d : d;
+      r.s1 += d;
+      r.s2 += d * d;
     }
-  return sum;
+  return r;
 }
 
 float activated(float v, Activation act) {
@@ -127,10 +133,13 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
   const size_t plane = size_t(HW), bstride = size_t(C) * HW;
   parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      // Two passes in double: the mean, then the centred sum of squares (no cancellation).
+      // One pass in double over x - shift, shift = one of the channel's values: the shifted sums
+      // give the centred sum of squares without the cancellation of sum(x^2) - N mean^2.
       const ChannelView x{inp + c * plane, bstride, plane, B};
-      const double mean = channel_sum(x, 0.0, false) / double(N);
-      const double sq = channel_sum(x, mean, true);
+      const double x0 = x.seg(0)[0];
+      const ShiftedSums sums = shifted_sums(x, x0);
+      const double mean = x0 + sums.s1 / double(N);
+      const double sq = std::max(0.0, sums.s2 - sums.s1 * sums.s1 / double(N));
       const double var = sq / double(N);  // biased: used to normalise
       const double invstd = 1.0 / std::sqrt(var + double(eps));
       save_mean[c] = float(mean);
@@ -169,11 +178,12 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, 
 
 namespace {
 #if DFL_BN_X86
-// sum(dy) and sum(dy * (x - mean)) of one channel, in double lanes (fixed order, as channel_sum).
+// sum(dy) and sum(dy * (x - mean)) of one channel, in double lanes (fixed order). The second is
+// sum(dy * x) - mean * sum(dy): two subtractions fewer per vector; in double the cancellation
+// costs nothing a float result can see.
 __attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, const ChannelView& dy, double mean,
                                                         double* sdy, double* sdyx) {
   __m256d a = _mm256_setzero_pd(), b2 = _mm256_setzero_pd(), c0 = _mm256_setzero_pd(), d0 = _mm256_setzero_pd();
-  const __m256d m = _mm256_set1_pd(mean);
   const size_t vec = x.plane / 8 * 8;
   for (int b = 0; b < x.B; ++b) {
     const float* px = x.seg(b);
@@ -181,12 +191,10 @@ __attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, co
     for (size_t i = 0; i < vec; i += 8) {
       const __m256 vx = _mm256_loadu_ps(px + i), vd = _mm256_loadu_ps(pd + i);
       const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
-      const __m256d xlo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(vx)), m);
-      const __m256d xhi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1)), m);
       a = _mm256_add_pd(a, dlo);
       b2 = _mm256_add_pd(b2, dhi);
-      c0 = _mm256_fmadd_pd(dlo, xlo, c0);
-      d0 = _mm256_fmadd_pd(dhi, xhi, d0);
+      c0 = _mm256_fmadd_pd(dlo, _mm256_cvtps_pd(_mm256_castps256_ps128(vx)), c0);
+      d0 = _mm256_fmadd_pd(dhi, _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1)), d0);
     }
   }
   alignas(32) double l[4], k[4];
@@ -196,10 +204,10 @@ __attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, co
   for (int b = 0; b < x.B; ++b)
     for (size_t i = vec; i < x.plane; ++i) {
       s1 += dy.seg(b)[i];
-      s2 += double(dy.seg(b)[i]) * (double(x.seg(b)[i]) - mean);
+      s2 += double(dy.seg(b)[i]) * double(x.seg(b)[i]);
     }
   *sdy = s1;
-  *sdyx = s2;
+  *sdyx = s2 - mean * s1;
 }
 
 // dx += a*dy + b*x + c over n floats.
@@ -223,10 +231,10 @@ void grad_sums(const ChannelView& x, const ChannelView& dy, double mean, double*
   for (int b = 0; b < x.B; ++b)
     for (size_t i = 0; i < x.plane; ++i) {
       s1 += dy.seg(b)[i];
-      s2 += double(dy.seg(b)[i]) * (double(x.seg(b)[i]) - mean);
+      s2 += double(dy.seg(b)[i]) * double(x.seg(b)[i]);
     }
   *sdy = s1;
-  *sdyx = s2;
+  *sdyx = s2 - mean * s1;
 }
 
 void dx_update(float* dx, const float* dy, const float* x, size_t n, float a, float b, float c) {

@@ -151,6 +151,45 @@ DFL_TEST(bn_train_forward_and_running_stats_match_reference) {
   DFL_EXPECT_CLOSE(rv.data(), rv_ref.data(), C, 1e-6, 1e-6, "running_var after 2 steps");
 }
 
+// The one-pass shifted sums (forward) and sum(dy*x) - mean*sum(dy) (backward) against double
+// references where cancellation would show: a mean of 1000 and a spread of 1e-3 (float spacing at
+// 1000 is 6e-5, so the values themselves carry about 4 significant digits of spread).
+DFL_TEST(bn_statistics_hold_for_a_large_mean_and_a_small_spread) {
+  Rng rng(5);
+  const int B = 16, C = 3, HW = 64;
+  const size_t n = size_t(B) * C * HW;
+  Vec x = randn(n, rng, 1e-3f), dy = randn(n, rng);
+  for (auto& v : x) v += 1000.f;
+  const Vec gamma(C, 1.f), beta(C, 0.f);
+  Vec out(n), sm(C), si(C), rm(C, 0.f), rv(C, 1.f);
+  batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), gamma.data(), beta.data(), B,
+                            C, HW, 0.1f, 1e-12f);
+  Vec dgamma(C, 0.f), dbeta(C, 0.f);
+  batchnorm2d_backward(nullptr, dgamma.data(), dbeta.data(), dy.data(), x.data(), gamma.data(), sm.data(), si.data(), B, C,
+                       HW);
+  for (int c = 0; c < C; ++c) {
+    double mean = 0, var = 0;
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < HW; ++i) mean += x[(size_t(b) * C + c) * HW + i];
+    mean /= double(B) * HW;
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < HW; ++i) {
+        const double d = x[(size_t(b) * C + c) * HW + i] - mean;
+        var += d * d;
+      }
+    var /= double(B) * HW;
+    const double invstd = 1.0 / std::sqrt(var + 1e-12);
+    DFL_EXPECT(std::fabs(si[c] - invstd) <= 1e-5 * invstd, "invstd " << si[c] << " want " << invstd);
+    // dgamma = sum(dy * xhat): the mean is stored as float, so compare against the same float mean.
+    double sdyx_f = 0;
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < HW; ++i)
+        sdyx_f += dy[(size_t(b) * C + c) * HW + i] * (double(x[(size_t(b) * C + c) * HW + i]) - double(sm[c]));
+    const double want = sdyx_f * double(si[c]);
+    DFL_EXPECT(std::fabs(dgamma[c] - want) <= 1e-4 * std::fabs(want) + 1e-3, "dgamma " << dgamma[c] << " want " << want);
+  }
+}
+
 DFL_TEST(bn_running_var_hand_example) {
   // One channel, values {1, 2, 3, 4}: mean 2.5, biased var 1.25, unbiased var 5/3.
   const Vec x = {1, 2, 3, 4}, g = {1}, be = {0};
