@@ -209,6 +209,13 @@ class CudaBackend final : public Backend {
   void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd, float* running_mean,
                                  float* running_var, const float* inp, const float* gamma, const float* beta, int B,
                                  int C, int HW, float momentum, float eps) override {
+    batchnorm2d_forward_train_fused(out, save_mean, save_invstd, running_mean, running_var, inp, gamma, beta, B, C, HW,
+                                    momentum, eps, Activation::None);
+  }
+  // The fused activation rides in the normalisation's pass (no separate launch over the output).
+  void batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
+                                       float* running_var, const float* inp, const float* gamma, const float* beta,
+                                       int B, int C, int HW, float momentum, float eps, Activation act) override {
     auto lock = enter();
     DFL_CHECK(B > 0 && C > 0 && HW > 0 && int64_t(B) * HW > 1,
               "batchnorm2d_forward_train: needs positive sizes and more than one value per channel");
@@ -218,14 +225,19 @@ class CudaBackend final : public Backend {
     launch_rows(stream_, BatchNormMoments{partials, inp, B, C, HW, S});
     launch_rows(stream_, BatchNormTrainStats{coef, save_mean, save_invstd, running_mean, running_var, partials, gamma,
                                              beta, B, C, HW, S, momentum, eps});
-    launch_elementwise(stream_, BatchNormApply{out, inp, coef, size_t(B) * C * HW, C, HW});
+    launch_elementwise(stream_, BatchNormApply{out, inp, coef, size_t(B) * C * HW, C, HW, act});
   }
   void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                                 const float* running_mean, const float* running_var, int B, int C, int HW,
                                 float eps) override {
+    batchnorm2d_forward_eval_fused(out, inp, gamma, beta, running_mean, running_var, B, C, HW, eps, Activation::None);
+  }
+  void batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
+                                      const float* running_mean, const float* running_var, int B, int C, int HW,
+                                      float eps, Activation act) override {
     auto lock = enter();
     launch_elementwise(stream_, BatchNormEval{out, inp, gamma, beta, running_mean, running_var,
-                                              size_t(B) * C * HW, C, HW, eps});
+                                              size_t(B) * C * HW, C, HW, eps, act});
   }
   void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
                             const float* gamma, const float* save_mean, const float* save_invstd, int B, int C,
@@ -258,6 +270,13 @@ class CudaBackend final : public Backend {
     if (dinp) run(ReluBackward{dinp, dout, inp, n, true});
   }
   void add_forward(float* out, const float* a, const float* b, size_t n) override { run(AddForward{out, a, b, n}); }
+  void add_forward_fused(float* out, const float* a, const float* b, size_t n, Activation act) override {
+    run(AddForward{out, a, b, n, act});
+  }
+  // One pass, in place (the default would go through a temporary buffer and a copy).
+  void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) override {
+    if (act != Activation::None && n > 0) run(ActivationMask{dout, y, n, act});
+  }
   void add_backward(float* da, float* db, const float* dout, size_t n) override {
     if (da) run(Accumulate{da, dout, n});
     if (db) run(Accumulate{db, dout, n});

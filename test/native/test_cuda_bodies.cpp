@@ -5,6 +5,7 @@
 // Exact (bitwise) where the body does the same float operations in the same order as the CPU
 // kernel; otherwise 1e-6 relative: double sums taken in another order, rounded once to float.
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -57,6 +58,22 @@ DFL_CPU_TEST(cuda_bodies_activations_add_accumulate) {
   run_elementwise(AddForward{got.data(), x.data(), b.data(), n});
   cpu::add_forward(want.data(), x.data(), b.data(), n);
   EXPECT_SAME(got, want, "add forward");
+  // The fused forms: act(a + b), and the in-place mask of a fused activation's gradient (y = the
+  // activation's output, with its 0s and 6s and a NaN).
+  Vec y(n);
+  for (size_t i = 0; i < n; ++i) y[i] = cuda_bodies::relu6(x[i]);
+  y[9] = std::numeric_limits<float>::quiet_NaN();
+  for (Activation act : {Activation::Relu, Activation::Relu6}) {
+    Vec sum(n), sum_want(n);
+    run_elementwise(AddForward{sum.data(), x.data(), b.data(), n, act});
+    cpu::add_forward(sum_want.data(), x.data(), b.data(), n);
+    (act == Activation::Relu ? cpu::relu_forward : cpu::relu6_forward)(sum_want.data(), sum_want.data(), n);
+    EXPECT_SAME(sum, sum_want, "add + activation");
+    Vec masked = dy, masked_want = dy;
+    run_elementwise(ActivationMask{masked.data(), y.data(), n, act});
+    cpu::activation_backward_inplace(masked_want.data(), y.data(), n, act);
+    EXPECT_SAME(masked, masked_want, "activation mask in place");
+  }
   Vec acc = b, acc_want = b;
   run_elementwise(Accumulate{acc.data(), dy.data(), n});
   cpu::accumulate(acc_want.data(), dy.data(), n);
@@ -211,6 +228,14 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
     EXPECT_NEAR(rm, rmw, "bn running_mean");
     EXPECT_NEAR(rv, rvw, "bn running_var");
     DFL_EXPECT_CLOSE(y.data(), yw.data(), n, 1e-5, 1e-5, "bn train forward");
+    // With the activation fused into the normalisation pass (statistics as above).
+    for (Activation act : {Activation::Relu, Activation::Relu6}) {
+      Vec ya(n), yaw(n), sm2(C), si2(C);
+      run_elementwise(BatchNormApply{ya.data(), x.data(), coef.data(), n, C, HW, act});
+      cpu::batchnorm2d_forward_train(yaw.data(), sm2.data(), si2.data(), nullptr, nullptr, x.data(), gamma.data(),
+                                     beta.data(), B, C, HW, 0.1f, 1e-5f, act);
+      DFL_EXPECT_CLOSE(ya.data(), yaw.data(), n, 1e-5, 1e-5, "bn train forward + activation");
+    }
 
     std::vector<BatchNormGradCoef> gcoef(C);
     Vec dx = randn(n, rng), dg = randn(C, rng), db = randn(C, rng);
@@ -232,6 +257,11 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
   run_elementwise(BatchNormEval{y.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), n, C, HW, 1e-5f});
   cpu::batchnorm2d_forward_eval(yw.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), B, C, HW, 1e-5f);
   EXPECT_SAME(y, yw, "bn eval");
+  for (Activation act : {Activation::Relu, Activation::Relu6}) {
+    run_elementwise(BatchNormEval{y.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), n, C, HW, 1e-5f, act});
+    cpu::batchnorm2d_forward_eval(yw.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), B, C, HW, 1e-5f, act);
+    EXPECT_SAME(y, yw, "bn eval + activation");
+  }
 
   const size_t per_oc = 11;
   Vec w = randn(C * per_oc, rng), bi = randn(C, rng), wo(w.size()), bo(C), wow(w.size()), bow(C);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 
+#include "cuda/bodies/elementwise.h"
 #include "cuda/bodies/launch.h"
 
 namespace dfl::cuda_bodies {
@@ -95,17 +96,18 @@ struct BatchNormTrainStats {
   DFL_HOST_DEVICE void apply(int, size_t, Coef) const {}
 };
 
-// Stage 3 of training forward (and the eval forward, with coefficients from running statistics).
+// Stage 3 of training forward, with the fused activation (if any) in the same pass.
 struct BatchNormApply {
   float* out;
   const float* inp;
   const Scale* coef;
   size_t n;
   int C, HW;
+  Activation act = Activation::None;
   DFL_HOST_DEVICE size_t count() const { return n; }
   DFL_HOST_DEVICE void operator()(size_t i) const {
     const Scale k = coef[(i / size_t(HW)) % size_t(C)];
-    out[i] = fmaf(inp[i], k.scale, k.shift);  // one rounding, as the CPU kernel
+    out[i] = activate(fmaf(inp[i], k.scale, k.shift), act);  // one rounding, as the CPU kernel
   }
 };
 
@@ -212,6 +214,7 @@ struct BatchNormEval {
   size_t n;
   int C, HW;
   float eps;
+  Activation act = Activation::None;
   DFL_HOST_DEVICE size_t count() const { return n; }
   DFL_HOST_DEVICE void operator()(size_t i) const {
     const int c = int((i / size_t(HW)) % size_t(C));
@@ -219,7 +222,7 @@ struct BatchNormEval {
     const double g = gamma ? gamma[c] : 1.0;
     const float scale = float(g * invstd);
     const float shift = float((beta ? beta[c] : 0.0) - double(running_mean[c]) * g * invstd);
-    out[i] = fmaf(inp[i], scale, shift);  // one rounding, as the CPU kernel (and the device)
+    out[i] = activate(fmaf(inp[i], scale, shift), act);  // one rounding, as the CPU kernel (and the device)
   }
 };
 

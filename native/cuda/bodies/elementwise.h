@@ -37,13 +37,29 @@ struct ReluBackward {
   }
 };
 
+// The backward of a fused activation, in place (cpu::activation_backward_inplace): dout[i] = 0
+// where the activation's output y has no gradient (y <= 0; for ReLU6 also y >= 6).
+struct ActivationMask {
+  float* dout;
+  const float* y;
+  size_t n;
+  Activation act;
+  DFL_HOST_DEVICE size_t count() const { return n; }
+  DFL_HOST_DEVICE void operator()(size_t i) const {
+    const float v = y[i];
+    if (v <= 0.f || (act == Activation::Relu6 && v >= 6.f)) dout[i] = 0.f;
+  }
+};
+
+// out = act(a + b): the residual add with the ReLU after it fused.
 struct AddForward {
   float* out;
   const float* a;
   const float* b;
   size_t n;
+  Activation act = Activation::None;
   DFL_HOST_DEVICE size_t count() const { return n; }
-  DFL_HOST_DEVICE void operator()(size_t i) const { out[i] = a[i] + b[i]; }
+  DFL_HOST_DEVICE void operator()(size_t i) const { out[i] = activate(a[i] + b[i], act); }
 };
 
 // dst += src (identity backward, residual add backward, one call per input).
