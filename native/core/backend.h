@@ -94,12 +94,16 @@ class Backend {
     copy(dout, masked, n * sizeof(float));
     release(masked);
   }
-  // BatchNorm backward after a fused activation: dout is masked first (in place; it is the BN's own
-  // gradient slot). Default: activation_backward_inplace, then the plain backward.
+  // BatchNorm backward after a fused activation (dout is the BN's own gradient slot; it may be
+  // masked in place or left as it is). overwrite_dinp: dinp = the input gradient instead of +=, its
+  // old contents unread (the BN is the first backward to write that slot, so nothing zeroes it).
+  // Default: activation_backward_inplace, zero dinp if asked, then the plain backward.
   virtual void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
                                           const float* inp, const float* gamma, const float* save_mean,
-                                          const float* save_invstd, int B, int C, int HW, Activation act) {
+                                          const float* save_invstd, int B, int C, int HW, Activation act,
+                                          bool overwrite_dinp) {
     activation_backward_inplace(dout, out, size_t(B) * C * HW, act);
+    if (dinp && overwrite_dinp) fill(dinp, 0.0f, size_t(B) * C * HW);
     batchnorm2d_backward(dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW);
   }
   // x = act(x), in place.

@@ -278,9 +278,13 @@ void Model::run_backward(int B) {
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
     if (plan_.nodes[i].fused_activation) continue;  // its producer's backward applies the mask
-    const OpRun run{be, plan_, mem, i, B, true, 0};
-    for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));
-    op_def(plan_.nodes[i].op()).backward(run);
+    const OpDef& def = op_def(plan_.nodes[i].op());
+    // A single-input op that is the first writer of its input's gradient may write it directly.
+    const bool fresh = def.overwrites_fresh_input_grad && !plan_.nodes[i].grads_start.empty();
+    const OpRun run{be, plan_, mem, i, B, true, 0, fresh};
+    if (!fresh)
+      for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));
+    def.backward(run);
     timer.lap(profiling_ ? &profile_.backward_ms[i] : nullptr);
   }
 }

@@ -105,7 +105,7 @@ void bn_backward(const OpRun& r) {
   const int C = in.C();
   const float* st = r.mem.stats + n.stat_offset;
   r.be.batchnorm2d_backward_fused(r.din(), r.grad(n.weight), r.grad(n.bias), r.act_grad(r.i), r.out(), r.in(),
-                                  r.param(n.weight), st, st + C, r.B, C, in.H() * in.W(), n.spec.fused);
+                                  r.param(n.weight), st, st + C, r.B, C, in.H() * in.W(), n.spec.fused, r.din_fresh);
 }
 
 // ---- linear -------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ void gap_backward(const OpRun& r) {
 const OpDef kOps[] = {
     {Op::Input, "input", 0, input_infer, input_forward, no_backward},
     {Op::Conv, "conv", 1, conv_infer, conv_forward, conv_backward},
-    {Op::BatchNorm, "bn", 1, bn_infer, bn_forward, bn_backward},
+    {Op::BatchNorm, "bn", 1, bn_infer, bn_forward, bn_backward, true},
     {Op::Linear, "linear", 1, linear_infer, linear_forward, linear_backward},
     {Op::Relu, "relu", 1, infer_same_shape, relu_forward, relu_backward},
     {Op::Relu6, "relu6", 1, infer_same_shape, relu6_forward, relu6_backward},

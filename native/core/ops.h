@@ -34,6 +34,9 @@ struct OpRun {
   int B;
   bool training;
   uint64_t dropout_seed;  // per step; each dropout node derives its own stream from it
+  // Backward: input 0's gradient slot has not been written this step (not zeroed either); only for
+  // ops whose OpDef says overwrites_fresh_input_grad.
+  bool din_fresh = false;
 
   const PlanNode& node() const { return plan.nodes[i]; }
   const NodeSpec& spec() const { return plan.nodes[i].spec; }
@@ -73,6 +76,9 @@ struct OpDef {
   void (*forward)(const OpRun& r);
   // Accumulates into the input gradients (r.din may be null) and parameter gradients.
   void (*backward)(const OpRun& r);
+  // Single-input ops whose backward can write (not add to) a fresh input-gradient slot, so the
+  // executor need not zero it first (r.din_fresh tells them).
+  bool overwrites_fresh_input_grad = false;
 };
 
 const OpDef& op_def(Op op);

@@ -177,19 +177,38 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, 
 }
 
 namespace {
+// dout as the backward sees it: 0 where the fused activation (output y) passes no gradient, as
+// activation_backward_inplace (NaN in y passes it).
+inline float masked(float dy, float y, Activation act) {
+  if (act == Activation::None) return dy;
+  const bool blocked = y <= 0.f || (act == Activation::Relu6 && y >= 6.f);
+  return blocked ? 0.f : dy;
+}
+
 #if DFL_BN_X86
-// sum(dy) and sum(dy * (x - mean)) of one channel, in double lanes (fixed order). The second is
-// sum(dy * x) - mean * sum(dy): two subtractions fewer per vector; in double the cancellation
-// costs nothing a float result can see.
-__attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, const ChannelView& dy, double mean,
-                                                        double* sdy, double* sdyx) {
+template <Activation A>
+__attribute__((target("avx2,fma"))) inline __m256 masked_avx2(__m256 dy, const float* y) {
+  if (A == Activation::None) return dy;
+  const __m256 v = _mm256_loadu_ps(y), zero = _mm256_setzero_ps();
+  __m256 blocked = _mm256_cmp_ps(v, zero, _CMP_LE_OQ);
+  if (A == Activation::Relu6) blocked = _mm256_or_ps(blocked, _mm256_cmp_ps(v, _mm256_set1_ps(6.f), _CMP_GE_OQ));
+  return _mm256_andnot_ps(blocked, dy);
+}
+
+// sum(dy) and sum(dy * (x - mean)) of one channel (dy masked), in double lanes (fixed order). The
+// second is sum(dy * x) - mean * sum(dy): two subtractions fewer per vector; in double the
+// cancellation costs nothing a float result can see.
+template <Activation A>
+__attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, const ChannelView& dy, const ChannelView& y,
+                                                        double mean, double* sdy, double* sdyx) {
   __m256d a = _mm256_setzero_pd(), b2 = _mm256_setzero_pd(), c0 = _mm256_setzero_pd(), d0 = _mm256_setzero_pd();
   const size_t vec = x.plane / 8 * 8;
   for (int b = 0; b < x.B; ++b) {
     const float* px = x.seg(b);
     const float* pd = dy.seg(b);
+    const float* py = A == Activation::None ? nullptr : y.seg(b);
     for (size_t i = 0; i < vec; i += 8) {
-      const __m256 vx = _mm256_loadu_ps(px + i), vd = _mm256_loadu_ps(pd + i);
+      const __m256 vx = _mm256_loadu_ps(px + i), vd = masked_avx2<A>(_mm256_loadu_ps(pd + i), py + i);
       const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
       a = _mm256_add_pd(a, dlo);
       b2 = _mm256_add_pd(b2, dhi);
@@ -203,52 +222,80 @@ __attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, co
   double s1 = (l[0] + l[1]) + (l[2] + l[3]), s2 = (k[0] + k[1]) + (k[2] + k[3]);
   for (int b = 0; b < x.B; ++b)
     for (size_t i = vec; i < x.plane; ++i) {
-      s1 += dy.seg(b)[i];
-      s2 += double(dy.seg(b)[i]) * double(x.seg(b)[i]);
+      const float d = masked(dy.seg(b)[i], A == Activation::None ? 0.f : y.seg(b)[i], A);
+      s1 += d;
+      s2 += double(d) * double(x.seg(b)[i]);
     }
   *sdy = s1;
   *sdyx = s2 - mean * s1;
 }
 
-// dx += a*dy + b*x + c over n floats.
-__attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, const float* x, size_t n, float a, float b,
-                                                 float c) {
+// dx (+)= a*dy + b*x + c over n floats (dy masked).
+template <Activation A, bool Overwrite>
+__attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, const float* y, const float* x, size_t n,
+                                                 float a, float b, float c) {
   const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 t = _mm256_fmadd_ps(_mm256_loadu_ps(dy + i), va, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), vb, vc));
-    _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i), t));
+    const __m256 d = masked_avx2<A>(_mm256_loadu_ps(dy + i), y + i);
+    const __m256 t = _mm256_fmadd_ps(d, va, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), vb, vc));
+    _mm256_storeu_ps(dx + i, Overwrite ? t : _mm256_add_ps(_mm256_loadu_ps(dx + i), t));
   }
-  for (; i < n; ++i) dx[i] += std::fma(dy[i], a, std::fma(x[i], b, c));
+  for (; i < n; ++i) {
+    const float t = std::fma(masked(dy[i], A == Activation::None ? 0.f : y[i], A), a, std::fma(x[i], b, c));
+    dx[i] = Overwrite ? t : dx[i] + t;
+  }
 }
+
 #endif
 
-void grad_sums(const ChannelView& x, const ChannelView& dy, double mean, double* sdy, double* sdyx) {
+void grad_sums(const ChannelView& x, const ChannelView& dy, const ChannelView& y, Activation act, double mean,
+               double* sdy, double* sdyx) {
 #if DFL_BN_X86
-  if (cpu_features().avx2 && cpu_features().fma) return grad_sums_avx2(x, dy, mean, sdy, sdyx);
+  if (cpu_features().avx2 && cpu_features().fma) {
+    if (act == Activation::Relu) return grad_sums_avx2<Activation::Relu>(x, dy, y, mean, sdy, sdyx);
+    if (act == Activation::Relu6) return grad_sums_avx2<Activation::Relu6>(x, dy, y, mean, sdy, sdyx);
+    return grad_sums_avx2<Activation::None>(x, dy, y, mean, sdy, sdyx);
+  }
 #endif
   double s1 = 0.0, s2 = 0.0;
   for (int b = 0; b < x.B; ++b)
     for (size_t i = 0; i < x.plane; ++i) {
-      s1 += dy.seg(b)[i];
-      s2 += double(dy.seg(b)[i]) * double(x.seg(b)[i]);
+      const float d = masked(dy.seg(b)[i], act == Activation::None ? 0.f : y.seg(b)[i], act);
+      s1 += d;
+      s2 += double(d) * double(x.seg(b)[i]);
     }
   *sdy = s1;
   *sdyx = s2 - mean * s1;
 }
 
-void dx_update(float* dx, const float* dy, const float* x, size_t n, float a, float b, float c) {
+void dx_update(float* dx, const float* dy, const float* y, const float* x, size_t n, float a, float b, float c,
+               Activation act, bool overwrite) {
 #if DFL_BN_X86
-  if (cpu_features().avx2 && cpu_features().fma) return dx_avx2(dx, dy, x, n, a, b, c);
+  if (cpu_features().avx2 && cpu_features().fma) {
+    if (overwrite) {
+      if (act == Activation::Relu) return dx_avx2<Activation::Relu, true>(dx, dy, y, x, n, a, b, c);
+      if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, true>(dx, dy, y, x, n, a, b, c);
+      return dx_avx2<Activation::None, true>(dx, dy, y, x, n, a, b, c);
+    }
+    if (act == Activation::Relu) return dx_avx2<Activation::Relu, false>(dx, dy, y, x, n, a, b, c);
+    if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, false>(dx, dy, y, x, n, a, b, c);
+    return dx_avx2<Activation::None, false>(dx, dy, y, x, n, a, b, c);
+  }
 #endif
-  for (size_t i = 0; i < n; ++i) dx[i] += std::fma(dy[i], a, std::fma(x[i], b, c));
+  for (size_t i = 0; i < n; ++i) {
+    const float t = std::fma(masked(dy[i], act == Activation::None ? 0.f : y[i], act), a, std::fma(x[i], b, c));
+    dx[i] = overwrite ? t : dx[i] + t;
+  }
 }
 }  // namespace
 
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                           const float* inp, const float* gamma, const float* save_mean,
-                          const float* save_invstd, int B, int C, int HW) {
+                          const float* save_invstd, int B, int C, int HW, const float* out, Activation act,
+                          bool overwrite_dinp) {
   check_dims(B, C, HW, "batchnorm2d_backward");
+  DFL_CHECK(act == Activation::None || out, "batchnorm2d_backward: a fused activation needs the forward's output");
   if (!dinp && !dgamma && !dbeta) return;
   const int64_t N = int64_t(B) * HW;
   const size_t plane = size_t(HW), bstride = size_t(C) * HW;
@@ -257,8 +304,9 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
       const double mean = save_mean[c], invstd = save_invstd[c];
       // sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd.
       const ChannelView x{inp + c * plane, bstride, plane, B}, dy{dout + c * plane, bstride, plane, B};
+      const ChannelView y{out ? out + c * plane : nullptr, bstride, plane, B};
       double sdy, sdxm;
-      grad_sums(x, dy, mean, &sdy, &sdxm);
+      grad_sums(x, dy, y, act, mean, &sdy, &sdxm);
       const double sdyx = sdxm * invstd;
       if (dbeta) dbeta[c] += float(sdy);
       if (dgamma) dgamma[c] += float(sdyx);
@@ -269,7 +317,8 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
       const double mdy = sdy / double(N), mdyx = sdyx / double(N);
       const float a = float(k), b = float(-k * invstd * mdyx), cc = float(k * (mean * invstd * mdyx - mdy));
       for (int bi = 0; bi < B; ++bi)
-        dx_update(dinp + bi * bstride + c * plane, dy.seg(bi), x.seg(bi), plane, a, b, cc);
+        dx_update(dinp + bi * bstride + c * plane, dy.seg(bi), act == Activation::None ? nullptr : y.seg(bi), x.seg(bi),
+                  plane, a, b, cc, act, overwrite_dinp);
     }
   });
 }

@@ -135,6 +135,13 @@ class CpuBackend final : public Backend {
     cpu::relu6_backward(dinp, dout, inp, n);
   }
   void add_forward(float* out, const float* a, const float* b, size_t n) override { cpu::add_forward(out, a, b, n); }
+  // The activation's mask applied on the fly inside the BN's two passes, dinp written directly.
+  void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
+                                  const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
+                                  int B, int C, int HW, Activation act, bool overwrite_dinp) override {
+    cpu::batchnorm2d_backward(dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW, out, act,
+                              overwrite_dinp);
+  }
   void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) override {
     cpu::activation_backward_inplace(dout, y, n, act);
   }

@@ -60,10 +60,14 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                               const float* running_mean, const float* running_var, int B, int C,
                               int HW, float eps, Activation act = Activation::None);
-// Backward of the TRAINING forward (batch statistics).
+// Backward of the TRAINING forward (batch statistics). dinp += the input gradient.
+// With a fused activation (act != None), out is the forward's output and dout is taken as masked
+// where the activation passes no gradient (the mask is applied on the fly; dout is not changed).
+// overwrite_dinp: dinp = the input gradient (its old contents are not read).
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                           const float* inp, const float* gamma, const float* save_mean,
-                          const float* save_invstd, int B, int C, int HW);
+                          const float* save_invstd, int B, int C, int HW, const float* out = nullptr,
+                          Activation act = Activation::None, bool overwrite_dinp = false);
 
 // ---------------------------------------------------------------------------------------------
 // Elementwise activations over n floats. Backward reads the forward INPUT (inp).

@@ -128,6 +128,17 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
   for (Dev* d : {&dx, &dg, &db}) d->back();
 }
 
+void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* o,
+                                const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
+                                int B, int C, int HW, Activation act, bool overwrite_dinp) {
+  const size_t n = size_t(B) * C * HW;
+  Dev dx = inout(dinp, n), dg = inout(dgamma, C), db = inout(dbeta, C), dy = inout(dout, n);
+  Dev y = in(o, n), x = in(inp, n), g = in(gamma, C), sm = in(save_mean, C), si = in(save_invstd, C);
+  backend().batchnorm2d_backward_fused(dx.f(), dg.f(), db.f(), dy.f(), y.f(), x.f(), g.f(), sm.f(), si.f(), B, C, HW, act,
+                                       overwrite_dinp);
+  for (Dev* d : {&dx, &dg, &db, &dy}) d->back();
+}
+
 void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in, const float* gamma,
                     const float* beta, const float* running_mean, const float* running_var, int OC, size_t per_oc,
                     float eps) {

@@ -32,6 +32,11 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, 
                               const float* running_mean, const float* running_var, int B, int C, int HW, float eps);
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
                           const float* gamma, const float* save_mean, const float* save_invstd, int B, int C, int HW);
+// The backend's fused form: dout masked by the activation of out (dout may be changed), dinp
+// overwritten when asked.
+void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
+                                const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
+                                int B, int C, int HW, Activation act, bool overwrite_dinp);
 void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in, const float* gamma,
                     const float* beta, const float* running_mean, const float* running_var, int OC, size_t per_oc,
                     float eps);

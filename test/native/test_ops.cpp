@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <numeric>
+#include <limits>
 #include <vector>
 
 #include "core/counter_rng.h"
@@ -243,6 +244,43 @@ DFL_TEST(bn_backward_gradcheck_inp_gamma_beta) {
   Vec dx2(n, 0.f);
   batchnorm2d_backward(dx2.data(), nullptr, nullptr, r.data(), x.data(), gamma.data(), sm.data(), si.data(), B, C, HW);
   DFL_EXPECT_CLOSE(dx2.data(), dx.data(), n, 0.0, 0.0, "bn dinp alone");
+}
+
+// The fused backward (activation mask applied on the fly, dinp written instead of added to when it
+// is the first writer) against its definition: mask dout, zero dinp if overwriting, plain backward.
+// Bitwise: the masked values and every sum are the same. The overwritten dinp starts as NaN, which
+// must not be read.
+DFL_TEST(bn_backward_fused_equals_mask_then_plain_backward) {
+  Rng rng(6);
+  const int B = 3, C = 5, HW = 37;
+  const size_t n = size_t(B) * C * HW;
+  const Vec x = randn(n, rng, 2.f), gamma = randu(C, rng, 0.5f, 1.5f), dy = randn(n, rng), dx0 = randn(n, rng),
+            dg0 = randn(C, rng), db0 = randn(C, rng);
+  Vec y = randn(n, rng, 4.f);  // a fused activation's output: with exact 0s and 6s
+  for (size_t i = 0; i < n; i += 7) y[i] = 0.f;
+  for (size_t i = 3; i < n; i += 11) y[i] = 6.f;
+  Vec out(n), sm(C), si(C), rm(C), rv(C);
+  batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), gamma.data(), nullptr, B,
+                            C, HW, 0.1f, 1e-5f);
+  for (Activation act : {Activation::None, Activation::Relu, Activation::Relu6})
+    for (bool overwrite : {false, true}) {
+      Vec masked = dy;
+      for (size_t i = 0; i < n; ++i) {
+        const bool blocked = act != Activation::None && (y[i] <= 0.f || (act == Activation::Relu6 && y[i] >= 6.f));
+        if (blocked) masked[i] = 0.f;
+      }
+      Vec dx_want = overwrite ? Vec(n, 0.f) : dx0, dg_want = dg0, db_want = db0;
+      batchnorm2d_backward(dx_want.data(), dg_want.data(), db_want.data(), masked.data(), x.data(), gamma.data(),
+                           sm.data(), si.data(), B, C, HW);
+      Vec dx = overwrite ? Vec(n, std::numeric_limits<float>::quiet_NaN()) : dx0, dg = dg0, db = db0, d = dy;
+      batchnorm2d_backward_fused(dx.data(), dg.data(), db.data(), d.data(), y.data(), x.data(), gamma.data(), sm.data(),
+                                 si.data(), B, C, HW, act, overwrite);
+      const std::string what = std::string(act == Activation::None ? "none" : act == Activation::Relu ? "relu" : "relu6") +
+                               (overwrite ? " overwrite" : " accumulate");
+      DFL_EXPECT_CLOSE(dx.data(), dx_want.data(), n, 0.0, 0.0, "fused bn dinp " + what);
+      DFL_EXPECT_CLOSE(dg.data(), dg_want.data(), C, 0.0, 0.0, "fused bn dgamma " + what);
+      DFL_EXPECT_CLOSE(db.data(), db_want.data(), C, 0.0, 0.0, "fused bn dbeta " + what);
+    }
 }
 
 DFL_TEST(bn_thread_determinism) {
