@@ -213,6 +213,14 @@ Plan build_plan(const ModelSpec& spec) {
     }
     def.infer(b, i);
   }
+  // Every node but the last must lead somewhere: an unused node's gradient would never be written
+  // (nothing zeroes or fills it) and its layer could not learn; in a spec it is a wiring mistake.
+  std::vector<bool> read(N, false);
+  for (int i = 1; i < N; ++i)
+    for (int in : spec.nodes[i].inputs) read[in] = true;
+  for (int i = 0; i + 1 < N; ++i)
+    DFL_CHECK(read[i], b.where(i), ": its output is not an input of any later node; every node must lead to the ",
+              "last one (the logits): connect it or remove it");
   alias_nodes(plan);
   share_gradient_slots(plan);
   for (int i = 1; i < N; ++i) {  // node 0 reads the caller's input in place

@@ -56,6 +56,13 @@ test('a bad node is a ConfigError naming the node, like every other bad option',
   delete unnamed.nodes[1].name;
   rejects('unnamed.json', unnamed, /node 1 .*need a name/);
   rejects('bad-json.json', '{"in_channels": 3,', /cannot read the model spec/);
+  // A dead branch (a node nothing reads) would train nothing and leave its gradient unwritten.
+  const dead = tinySpec();
+  const last = dead.nodes.length - 1;
+  dead.nodes.splice(last, 0, { op: 'relu', inputs: [1] });
+  const head = dead.nodes[last + 1]!;
+  head.inputs = (head.inputs ?? []).map((i: number) => (i >= last ? i + 1 : i));
+  rejects('dead-branch.json', dead, new RegExp(`node ${last} .*relu.*not an input of any later node.*connect it or remove it`));
 });
 
 test('an unknown key (a typo the native model would ignore) is refused, listing what the op takes', () => {
