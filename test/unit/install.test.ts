@@ -2,7 +2,7 @@
 // files from NuGet on linux/x64) is turned off by package.json's allowScripts (npm >= 11.16), not by
 // a project .npmrc key, which npm 11 warns about on every npm/npx command.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -31,4 +31,17 @@ test('npm in the package folder prints no warnings (no unknown project config)',
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), '"dfl-native"');
   assert.doesNotMatch(r.stderr, /warn/i);
+});
+
+test('the dfl-native command is a tracked executable launcher, so `npx dfl-native` runs in a fresh clone', () => {
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: Record<string, string>; files: string[]; version: string };
+  const launcher = path.join(root, manifest.bin['dfl-native']!);
+  assert.ok(fs.readFileSync(launcher, 'utf8').startsWith('#!/usr/bin/env node\n'), `${launcher} starts with a node shebang`);
+  assert.ok((fs.statSync(launcher).mode & 0o111) !== 0, `${launcher} is executable`);
+  // git keeps the mode a clone checks out (a build output would not have it)
+  const mode = execFileSync('git', ['ls-files', '-s', manifest.bin['dfl-native']!], { cwd: root, encoding: 'utf8' }).split(' ')[0];
+  assert.equal(mode, '100755', 'tracked with mode 100755');
+  assert.ok(manifest.files.includes('bin/'), 'bin/ is published');
+  const out = execFileSync(process.execPath, [launcher, '--version'], { encoding: 'utf8' }).trim();
+  assert.equal(out, manifest.version);
 });
