@@ -75,6 +75,14 @@ void pad_sample(float* xp, const float* x, int C, int H, int W) {
 }
 
 #if DFL_CONV3X3_X86
+// The sum of a vector's 8 lanes in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last
+// two (the weight gradients' reductions, so that they do not depend on anything but the data).
+__attribute__((target("avx2"))) inline float lane_sum(__m256 v) {
+  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+
 // One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV), for a
 // K x K kernel (K = 3: the padded planes (H+2, W+2); K = 1: the input itself, one plane per row).
 // out: the sample's output (C_out, H, W). accumulate: add to out (input gradient); otherwise start
@@ -164,13 +172,7 @@ __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float
     }
   }
   for (int o = 0; o < n; ++o)
-    for (int kw = 0; kw < 3; ++kw) {
-      // Lane sum in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.
-      const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[o][kw]), _mm256_extractf128_ps(acc[o][kw], 1));
-      const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
-      const float sum = _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, 1)));
-      dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += sum;
-    }
+    for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
 }
 #endif
 
@@ -343,11 +345,7 @@ __attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, c
     }
   }
   for (int o = 0; o < no; ++o)
-    for (int j = 0; j < nc; ++j) {
-      const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[o][j]), _mm256_extractf128_ps(acc[o][j], 1));
-      const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-      dweight[size_t(o0 + o) * s.C + c0 + j] += _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
-    }
+    for (int j = 0; j < nc; ++j) dweight[size_t(o0 + o) * s.C + c0 + j] += lane_sum(acc[o][j]);
 }
 #endif
 }  // namespace
@@ -595,11 +593,7 @@ __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp,
     }
   }
   if (!dw9) return;
-  for (int t = 0; t < 9; ++t) {
-    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-    const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    dw9[t] += _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
-  }
+  for (int t = 0; t < 9; ++t) dw9[t] += lane_sum(acc[t]);
 }
 #endif
 }  // namespace
