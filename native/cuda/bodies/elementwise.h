@@ -10,6 +10,9 @@ namespace dfl::cuda_bodies {
 
 DFL_HOST_DEVICE inline float relu(float x) { return x <= 0.f ? 0.f : x; }
 DFL_HOST_DEVICE inline float relu6(float x) { return x <= 0.f ? 0.f : (x >= 6.f ? 6.f : x); }
+// Where ReLU (six: ReLU6) passes no gradient, judged on its input or its output alike (y > 0 iff
+// x > 0, 0 < y < 6 iff 0 < x < 6); NaN passes it, as in PyTorch.
+DFL_HOST_DEVICE inline bool blocks_gradient(float v, bool six) { return v <= 0.f || (six && v >= 6.f); }
 DFL_HOST_DEVICE inline float activate(float x, Activation act) {
   return act == Activation::Relu ? relu(x) : act == Activation::Relu6 ? relu6(x) : x;
 }
@@ -32,8 +35,7 @@ struct ReluBackward {
   bool six;
   DFL_HOST_DEVICE size_t count() const { return n; }
   DFL_HOST_DEVICE void operator()(size_t i) const {
-    const float x = inp[i];
-    dinp[i] += (x <= 0.f || (six && x >= 6.f)) ? 0.f : dout[i];
+    dinp[i] += blocks_gradient(inp[i], six) ? 0.f : dout[i];
   }
 };
 
@@ -46,8 +48,7 @@ struct ActivationMask {
   Activation act;
   DFL_HOST_DEVICE size_t count() const { return n; }
   DFL_HOST_DEVICE void operator()(size_t i) const {
-    const float v = y[i];
-    if (v <= 0.f || (act == Activation::Relu6 && v >= 6.f)) dout[i] = 0.f;
+    if (blocks_gradient(y[i], act == Activation::Relu6)) dout[i] = 0.f;
   }
 };
 
