@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { loadBinding, type DeviceName, type NativeModel, type NativeTeacher, type TensorHolder } from '../binding.js';
-import { resolveConfig, type TrainConfig } from '../config.js';
+import { resolveSavedConfig, type TrainConfig } from '../config.js';
 import type { DataFingerprint } from '../data/fingerprint.js';
 import type { ModelSpec } from '../models/spec.js';
 import type { BankEntry, EpochRecord } from '../records.js';
@@ -242,7 +242,7 @@ export function readState(dir: string): CheckpointState {
     s.class_counts.every(isCount) && isStr(s.labels_sha256) && isStr(s.images_sha256);
   if (data !== undefined && (!isObj(data) || !isSplit(data.train) || !(data.test === null || isSplit(data.test)))) bad('the data fingerprint is malformed');
   try {
-    state.config = resolveConfig(state.config as unknown as Record<string, unknown>);
+    state.config = resolveSavedConfig(state.config as unknown as Record<string, unknown>);
   } catch (err) {
     bad(`its config is invalid (${(err as Error).message})`);
   }

@@ -25,16 +25,21 @@ export interface PlannedRun {
   config: TrainConfig;
 }
 
+// The paper's method as it describes it: every teacher teaches, resets run to the end. Pinned in
+// the presets' shared options, so that their arms keep meaning the paper's ablation whatever
+// today's defaults are (which gate the teachers and stop resetting at 70%: the dfl-gated arm).
+const PAPER_METHOD: Partial<TrainConfig> = { skipWorseTeachers: false, resetUntil: 1 };
+
 // The CPU-scale recipe of the reproduction study (docs/study/README.md): vgg8 x0.25, 20 epochs,
 // reset of the last layer every 5 epochs, K = 3 teachers, T = 4, alpha = 1.
 const CPU_RECIPE: Partial<TrainConfig> = {
   model: 'vgg8', width: 0.25, epochs: 20, batchSize: 128, lr: 0.05, schedule: 'cosine', momentum: 0.9, nesterov: true,
   weightDecay: 5e-4, augment: true, cropPadding: 4, valSize: 0.1, teachers: 3, temperature: 4, distillWeight: 1,
-  resetCycle: 5, resetDepth: 1,
+  resetCycle: 5, resetDepth: 1, ...PAPER_METHOD,
 };
 
 // The ablation arms of the paper: reset only, self-distillation from three kinds of teachers, and
-// DFL with its weighting and reset variants.
+// DFL with its weighting and reset variants; then DFL as this tool's defaults run it.
 const ABLATION_ARMS: Record<string, Partial<TrainConfig>> = {
   base: { method: 'base' },
   reset: { method: 'reset' },
@@ -44,12 +49,13 @@ const ABLATION_ARMS: Record<string, Partial<TrainConfig>> = {
   dfl: { method: 'dfl' },
   'dfl-score': { method: 'dfl', teacherWeighting: 'score' },
   'dfl-shrink-perturb': { method: 'dfl', resetMode: 'shrink-perturb' },
+  'dfl-gated': { method: 'dfl', skipWorseTeachers: true, resetUntil: 0.7 },
 };
 
 export const PRESETS: Record<string, StudyGrid> = {
   cpu: {
     name: 'cpu',
-    description: 'CPU scale: vgg8 x0.25, 20 epochs, 8 ablation arms x 5 seeds (about 13 hours on 2 cores for 45k images)',
+    description: "CPU scale: vgg8 x0.25, 20 epochs, the paper's 8 ablation arms and today's default DFL (dfl-gated) x 5 seeds (about 15 hours on 2 cores for 45k images)",
     options: CPU_RECIPE,
     arms: ABLATION_ARMS,
     seeds: [0, 1, 2, 3, 4],
@@ -58,11 +64,11 @@ export const PRESETS: Record<string, StudyGrid> = {
   // The paper's scale (VGG-16 on CIFAR-100): a GPU-sized grid. Give --data a cifar-100-binary folder.
   paper: {
     name: 'paper',
-    description: "the paper's scale: VGG-16 (width 1) on CIFAR-100, 240 epochs, 8 ablation arms x 5 seeds (a GPU grid)",
+    description: "the paper's scale: VGG-16 (width 1) on CIFAR-100, 240 epochs, the paper's 8 ablation arms and today's default DFL (dfl-gated) x 5 seeds (a GPU grid)",
     options: {
       model: 'vgg16', width: 1, epochs: 240, batchSize: 128, lr: 0.05, schedule: 'cosine', momentum: 0.9, nesterov: true,
       weightDecay: 5e-4, augment: true, cropPadding: 4, valSize: 0.1, labels: 'fine', teachers: 3, temperature: 4,
-      distillWeight: 1, resetCycle: 40, resetDepth: 1,
+      distillWeight: 1, resetCycle: 40, resetDepth: 1, ...PAPER_METHOD,
     },
     arms: ABLATION_ARMS,
     seeds: [0, 1, 2, 3, 4],
@@ -138,9 +144,10 @@ export function loadGrid(nameOrFile: string): StudyGrid {
 
 /**
  * Every run of the grid, seed-major (all arms of seed 0, then of seed 1, ...), so that a grid cut
- * short still holds complete pairs. Layers: defaults < grid options < common (command line) < arm.
+ * short still holds complete pairs. Layers: defaults (today's, or those a study folder recorded) <
+ * grid options < common (command line) < arm.
  */
-export function planRuns(grid: StudyGrid, dir: string, common: Partial<TrainConfig> = {}): PlannedRun[] {
+export function planRuns(grid: StudyGrid, dir: string, common: Partial<TrainConfig> = {}, defaults: Partial<TrainConfig> = {}): PlannedRun[] {
   for (const [arm, layer] of Object.entries(grid.arms)) {
     const clash = Object.keys(common).filter((k) => k in layer && common[k as keyof TrainConfig] !== undefined);
     if (clash.length) throw new ConfigError(`${clash.join(', ')} ${clash.length > 1 ? 'are' : 'is'} set by arm '${arm}' of the grid; an option that makes an arm cannot be given for the whole study`);
@@ -149,7 +156,7 @@ export function planRuns(grid: StudyGrid, dir: string, common: Partial<TrainConf
   for (const seed of grid.seeds) {
     for (const [arm, layer] of Object.entries(grid.arms)) {
       const runDir = path.join(dir, arm, `seed${seed}`);
-      const config = resolveConfig(grid.options as Record<string, unknown>, common as Record<string, unknown>, layer as Record<string, unknown>, { seed, out: runDir });
+      const config = resolveConfig(defaults as Record<string, unknown>, grid.options as Record<string, unknown>, common as Record<string, unknown>, layer as Record<string, unknown>, { seed, out: runDir });
       runs.push({ arm, seed, dir: runDir, config });
     }
   }

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { DEFAULT_CONFIG, type TrainConfig } from '../config.js';
+import { resolveSavedConfig, type TrainConfig } from '../config.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { StudyGrid } from './grid.js';
@@ -34,6 +34,12 @@ export interface StudyRecord {
   grid: StudyGrid;
   /** Options given for the whole study on the command line. */
   common: Partial<TrainConfig>;
+  /**
+   * The option defaults the arms are layered on, as the build that started the study had them: a
+   * grid continued after a default changed keeps its meaning. Absent in records older than this
+   * field, which ran with FORMER_DEFAULTS.
+   */
+  defaults?: Partial<TrainConfig>;
 }
 
 export interface StudyRuns {
@@ -68,6 +74,12 @@ export function collectRuns(dir: string): StudyRuns {
       const seed = Number(m[1]);
       const summary = readJson<TrainSummary>(path.join(runDir, 'summary.json'));
       if (summary && !summary.interrupted) {
+        // an older build's summary lacks newer options: read them as that build ran them
+        try {
+          summary.config = resolveSavedConfig(summary.config as unknown as Record<string, unknown>);
+        } catch {
+          // a newer build's option this one does not know: compare the config as written
+        }
         const text = fs.existsSync(path.join(runDir, 'metrics.jsonl')) ? fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8') : '';
         const metrics = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochRecord);
         finished.push({ arm: a, seed, dir: runDir, summary, metrics, log: readJson<RunLog>(path.join(runDir, RUN_LOG_FILE)) });
@@ -103,14 +115,12 @@ export const anytimeAccuracy = (metrics: readonly EpochRecord[]): number => mean
 
 const RUN_SPECIFIC: (keyof TrainConfig)[] = ['seed', 'out', 'threads', 'cacheDir', 'device'];
 
-/** Options in which `a` differs from the reference run; an option the reference's (older) build did not have counts at its default. */
+/** Options in which `a` differs from the reference run (both as collectRuns resolved them). */
 function configDiff(a: TrainConfig, ref: TrainConfig | undefined): Record<string, unknown> {
   if (!ref) return {};
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(a) as (keyof TrainConfig)[]) {
-    const r = k in ref ? ref[k] : DEFAULT_CONFIG[k];
-    if (!RUN_SPECIFIC.includes(k) && JSON.stringify(a[k]) !== JSON.stringify(r)) out[k] = a[k];
-  }
+  for (const k of Object.keys(a) as (keyof TrainConfig)[])
+    if (!RUN_SPECIFIC.includes(k) && JSON.stringify(a[k]) !== JSON.stringify(ref[k])) out[k] = a[k];
   return out;
 }
 

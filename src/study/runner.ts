@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { ConfigError, type TrainConfig } from '../config.js';
+import { ConfigError, DEFAULT_CONFIG, FORMER_DEFAULTS, resolveConfig, type TrainConfig } from '../config.js';
 import { packageVersion } from '../io/onnx.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { train } from '../train/trainer.js';
@@ -56,14 +56,30 @@ export function runState(dir: string): RunState {
 // Options that may differ between the machines of one study (a shard on a bigger node).
 const PER_MACHINE: (keyof TrainConfig)[] = ['threads', 'cacheDir', 'device'];
 
+/** What a run of `arm` trains, as the study `r` lays it on `defaults`, without what may differ per machine. */
+function effectiveOptions(r: StudyRecord, defaults: Partial<TrainConfig>, arm?: string): string {
+  const c = resolveConfig(defaults as Record<string, unknown>, r.grid.options as Record<string, unknown>, r.common as Record<string, unknown>,
+    arm === undefined ? {} : (r.grid.arms[arm] as Record<string, unknown>));
+  return JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k]) => !PER_MACHINE.includes(k as keyof TrainConfig))));
+}
+
+/** How the invocation `next` differs from the study `old` in what its runs train, or null. */
+function studyClash(old: StudyRecord, next: StudyRecord, defaults: Partial<TrainConfig>): string | null {
+  if (old.grid.reference !== next.grid.reference || effectiveOptions(old, defaults) !== effectiveOptions(next, defaults)) return 'other shared options or reference arm';
+  const changed = Object.keys(next.grid.arms).filter((a) => a in old.grid.arms && effectiveOptions(old, defaults, a) !== effectiveOptions(next, defaults, a));
+  return changed.length ? `arm ${changed.join(', ')} has other options` : null;
+}
+
 /**
- * Writes study.json, or merges this invocation into the study the folder already holds: the
- * shared options must be the same, an arm already there must keep its options; new arms and
+ * The study.json to write: this invocation's record, or it merged into the study the folder already holds: the
+ * shared options must come out the same, an arm already there must train the same; new arms and
  * seeds are added (so a grid can grow from 3 seeds to 10, or gain an arm, in the same folder).
+ * Options are compared as they resolve over the defaults the study was started with, which stay
+ * its defaults: the merged record is returned, and its `defaults` are the ones to plan runs on.
  */
-function recordStudy(dir: string, record: StudyRecord): StudyRecord {
+function mergeStudyRecord(dir: string, record: StudyRecord): StudyRecord & { defaults: Partial<TrainConfig> } {
   const file = path.join(dir, STUDY_FILE);
-  let merged = record;
+  let merged = { ...record, defaults: record.defaults ?? {} };
   if (fs.existsSync(file)) {
     let old: StudyRecord;
     try {
@@ -71,20 +87,21 @@ function recordStudy(dir: string, record: StudyRecord): StudyRecord {
     } catch {
       throw new ConfigError(`${file} is not a study record; choose another --out`);
     }
-    const shared = (r: StudyRecord) => JSON.stringify({
-      options: r.grid?.options, reference: r.grid?.reference,
-      common: Object.fromEntries(Object.entries(r.common ?? {}).filter(([k]) => !PER_MACHINE.includes(k as keyof TrainConfig)).sort()),
-    });
-    const changed = old.grid && Object.keys(record.grid.arms).filter((a) => a in old.grid.arms && JSON.stringify(old.grid.arms[a]) !== JSON.stringify(record.grid.arms[a]));
-    if (!old.grid || shared(old) !== shared(record) || changed.length)
-      throw new ConfigError(`${dir} holds another study (${changed && changed.length ? `arm ${changed.join(', ')} has other options` : 'other shared options or reference arm'}; see ${file}); continue it with the same grid and options, or choose another --out`);
+    if (!old?.grid?.arms || !old.grid.options) throw new ConfigError(`${file} is not a study record; choose another --out`);
+    const defaults = old.defaults ?? FORMER_DEFAULTS;
+    let clash: string | null;
+    try {
+      clash = studyClash(old, record, defaults);
+    } catch (err) {
+      throw new ConfigError(`${file}: cannot read its options (${(err as Error).message}); was it written by a newer dfl-native? Continue it with that version, or choose another --out`);
+    }
+    if (clash) throw new ConfigError(`${dir} holds another study (${clash}; see ${file}); continue it with the same grid and options, or choose another --out`);
     merged = {
       grid: { ...old.grid, arms: { ...old.grid.arms, ...record.grid.arms }, seeds: [...new Set([...old.grid.seeds, ...record.grid.seeds])].sort((a, b) => a - b) },
       common: record.common,
+      defaults: { ...defaults },
     };
   }
-  fs.mkdirSync(dir, { recursive: true });
-  writeFileAtomic(file, JSON.stringify(merged, null, 2) + '\n');
   return merged;
 }
 
@@ -119,9 +136,12 @@ async function runOne(run: PlannedRun, resume: boolean, signal: AbortSignal | un
 
 export async function runStudy(options: StudyOptions, emit: (e: StudyEvent) => void = () => undefined): Promise<StudyResult> {
   const { grid, dir, common = {}, shard = { index: 1, count: 1 }, signal } = options;
-  const all = planRuns(grid, dir, common);
+  // the default options go into the record so that the study keeps them when a later build changes one
+  const record = mergeStudyRecord(dir, { grid, common, defaults: Object.fromEntries(Object.entries(DEFAULT_CONFIG).filter(([, v]) => v !== undefined)) });
+  const all = planRuns(grid, dir, common, record.defaults); // a bad grid fails here, before anything is written
   const mine = shardRuns(all, shard);
-  recordStudy(dir, { grid, common });
+  fs.mkdirSync(dir, { recursive: true });
+  writeFileAtomic(path.join(dir, STUDY_FILE), JSON.stringify(record, null, 2) + '\n');
   const states = mine.map((r) => runState(r.dir));
   emit({ event: 'plan', total: all.length, shard: `${shard.index}/${shard.count}`, todo: mine.length,
     finished: states.filter((s) => s === 'finished').length, partial: states.filter((s) => s === 'partial').length });

@@ -19,6 +19,8 @@ test('a version-1 checkpoint (whole teacher models) resumes; the next save is ve
   fs.cpSync(path.join(fixtures, 'checkpoint-v1'), path.join(out, 'checkpoint'), { recursive: true });
   const before = readState(path.join(out, 'checkpoint'));
   assert.equal(before.version, 1);
+  // written before skipWorseTeachers and resetUntil existed: read at the values it ran with, not today's defaults
+  assert.deepEqual([before.config.skipWorseTeachers, before.config.resetUntil], [false, 1]);
   const oldTeachers = decodeSafetensors(fs.readFileSync(path.join(out, 'checkpoint', before.files.teachers!)), 'v1 teachers').tensors;
   assert.ok([...oldTeachers.keys()].some((k) => k.endsWith('features.1.running_mean')), 'v1 teachers carry their BN');
 
@@ -32,6 +34,7 @@ test('a version-1 checkpoint (whole teacher models) resumes; the next save is ve
 
   const after = readState(path.join(out, 'checkpoint'));
   assert.equal(after.version, 2);
+  assert.deepEqual([after.config.skipWorseTeachers, after.config.resetUntil], [false, 1], 'the resumed run kept the recipe it started with, now written out');
   const folded = decodeSafetensors(fs.readFileSync(path.join(out, 'checkpoint', after.files.teachers!)), 'v2 teachers').tensors;
   const names = [...folded.keys()].filter((k) => k.startsWith(`teacher${after.bank[0].id}.`)).map((k) => k.replace(/^teacher\d+\./, '')).sort();
   // BN folded into the convs: each conv gains a bias, the BN tensors are gone.

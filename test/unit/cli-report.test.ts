@@ -67,6 +67,11 @@ test('numeric flags report what was typed: --lr abc -> received \'abc\', for eve
   // numbers still parse, the last of repeated flags wins, lists take spaces or commas
   const c = configFromArgs(['--lr', '0.2', '--lr', '.05', '--epochs', '3', '--milestones', '1,2', '3', '--mean', '0.5', '-0.25', '+1e-1', '--std', '1', '1', '1']);
   assert.deepEqual([c.lr, c.epochs, c.milestones, c.mean], [0.05, 3, [1, 2, 3], [0.5, -0.25, 0.1]]);
+  // the paper's recipe from the command line: a default-on boolean turns off with --no-
+  const paper = configFromArgs(['--no-skip-worse-teachers', '--reset-until', '1']);
+  assert.deepEqual([paper.skipWorseTeachers, paper.resetUntil], [false, 1]);
+  const plain = configFromArgs([]);
+  assert.deepEqual([plain.skipWorseTeachers, plain.resetUntil], [true, 0.7]);
 });
 
 function record(epoch: number, reset: boolean, bank: number[]): EpochRecord {

@@ -60,13 +60,19 @@ test('paired difference: per-seed differences, mean, t-interval over the shared 
   assert.equal(verdict(one), 'too few seeds');
 });
 
-test('the cpu preset: 8 ablation arms x 5 seeds, base is the reference', () => {
+test('the cpu preset: the paper\'s 8 ablation arms and today\'s DFL x 5 seeds, base is the reference', () => {
   const g = loadGrid('cpu');
-  assert.deepEqual(Object.keys(g.arms), ['base', 'reset', 'sd-previous', 'sd-random', 'sd-meaningful', 'dfl', 'dfl-score', 'dfl-shrink-perturb']);
+  assert.deepEqual(Object.keys(g.arms), ['base', 'reset', 'sd-previous', 'sd-random', 'sd-meaningful', 'dfl', 'dfl-score', 'dfl-shrink-perturb', 'dfl-gated']);
   assert.deepEqual(g.seeds, [0, 1, 2, 3, 4]);
   assert.equal(g.reference, 'base');
   const runs = planRuns(g, '/s', { data: '/d', threads: 2 });
-  assert.equal(runs.length, 40);
+  assert.equal(runs.length, 45);
+  const recipe = (arm: string) => { const c = runs.find((r) => r.arm === arm)!.config; return [c.method, c.skipWorseTeachers, c.resetUntil]; };
+  assert.deepEqual(recipe('dfl'), ['dfl', false, 1], 'the paper\'s DFL, whatever today\'s defaults');
+  assert.deepEqual(recipe('reset'), ['reset', false, 1]);
+  assert.deepEqual(recipe('dfl-gated'), ['dfl', true, 0.7]);
+  const todays = resolveConfig({ method: 'dfl' });
+  assert.deepEqual(recipe('dfl-gated'), [todays.method, todays.skipWorseTeachers, todays.resetUntil], 'dfl-gated is what train --method dfl runs');
   assert.deepEqual(runs.slice(0, 2).map((r) => [r.arm, r.seed, r.dir]), [['base', 0, path.join('/s', 'base', 'seed0')], ['reset', 0, path.join('/s', 'reset', 'seed0')]]);
   const sdr = runs.find((r) => r.arm === 'sd-random' && r.seed === 3)!;
   assert.equal(sdr.config.method, 'sd');
@@ -143,7 +149,8 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   fs.mkdirSync(path.join(dir, 'dfl', 'seed3', 'checkpoint'), { recursive: true });
   fs.writeFileSync(path.join(dir, 'dfl', 'seed3', 'checkpoint', 'state.json'), '{}');
   fs.mkdirSync(path.join(dir, 'notes')); // not an arm with runs: ignored
-  // base/seed0 as an older build wrote it, before two options existed: they count at their defaults
+  // base/seed0 as an older build wrote it, before two options existed: they count at the values it
+  // ran with (skipWorseTeachers false, resetUntil 1), so today's dfl runs differ from it in them too
   const oldSummary = path.join(dir, 'base', 'seed0', 'summary.json');
   const old = JSON.parse(fs.readFileSync(oldSummary, 'utf8'));
   delete old.config.resetUntil;
@@ -159,7 +166,7 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   close(stats.arms[0].testAcc.std, 0.01, 1e-12, 'base std');
   close(stats.arms[0].anytimeAcc.mean, 0.6, 1e-12, 'base anytime = mean over epochs and seeds');
   close(stats.arms[1].wallSeconds, 1260, 1e-9, 'wall time from study-run.json');
-  assert.deepEqual(stats.arms[1].differs, { method: 'dfl' });
+  assert.deepEqual(stats.arms[1].differs, { method: 'dfl', skipWorseTeachers: true, resetUntil: 0.7 });
   const p = stats.paired.dfl.test;
   assert.deepEqual(p.differences.map((x) => Math.round(x * 1e6) / 1e6), [0.02, 0.01, 0.01]);
   // mean 1.333 pp, sd 0.577 pp, t(0.975, 2) = 4.3027 -> half width 1.434 pp
@@ -232,5 +239,21 @@ test('runStudy: runs each arm x seed in <dir>/<arm>/seed<k>, resumes an interrup
 
   // Another study's options in the same folder: refused.
   await assert.rejects(runStudy({ grid: { ...grid, arms: { base: { method: 'base', lr: 0.1 } } }, dir, common }), /holds another study \(arm base has other options/);
+
+  // The record keeps the defaults the study started with; a study started by a build older than the
+  // record's defaults ran with the former ones, and new runs of its arms keep them.
+  const recordFile = path.join(dir, 'study.json');
+  const record = JSON.parse(fs.readFileSync(recordFile, 'utf8'));
+  assert.deepEqual([record.defaults.skipWorseTeachers, record.defaults.resetUntil], [true, 0.7]);
+  delete record.defaults;
+  fs.writeFileSync(recordFile, JSON.stringify(record));
+  const dflOnly = { ...grid, arms: { dfl: { method: 'dfl' as const } }, seeds: [2] };
+  assert.equal((await runStudy({ grid: dflOnly, dir, common })).ran, 1);
+  const old = JSON.parse(fs.readFileSync(path.join(dir, 'dfl', 'seed2', 'summary.json'), 'utf8')) as TrainSummary;
+  assert.deepEqual([old.config.skipWorseTeachers, old.config.resetUntil], [false, 1], 'the older study\'s dfl arm stays the paper recipe');
+  assert.deepEqual(JSON.parse(fs.readFileSync(recordFile, 'utf8')).defaults, { skipWorseTeachers: false, resetUntil: 1 });
+  // the same arm with those options spelled out is the same arm; today's values are another
+  assert.equal((await runStudy({ grid: { ...dflOnly, arms: { dfl: { method: 'dfl', skipWorseTeachers: false, resetUntil: 1 } } }, dir, common })).skipped, 1);
+  await assert.rejects(runStudy({ grid: { ...dflOnly, arms: { dfl: { method: 'dfl', skipWorseTeachers: true } } }, dir, common }), /arm dfl has other options/);
   fs.rmSync(work, { recursive: true, force: true });
 });

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConfigError, DEFAULT_CONFIG, resolveConfig } from '../../dist/config.js';
+import { ConfigError, DEFAULT_CONFIG, resolveConfig, resolveSavedConfig } from '../../dist/config.js';
 import type { EpochRecord } from '../../dist/records.js';
 import { isResetEpoch } from '../../dist/train/schedule.js';
 import { teachingEntries } from '../../dist/train/teachers.js';
@@ -19,7 +19,7 @@ test('resetUntil: resets only while (epoch - 1) < until * epochs; 1 keeps every 
   assert.deepEqual(resets(0.5), [6]);
   assert.deepEqual(resets(0), []);
   assert.deepEqual(Array.from({ length: 12 }, (_, i) => i + 1).filter((e) => isResetEpoch(e, 3, true)), [4, 7, 10], 'defaults: no limit');
-  assert.equal(DEFAULT_CONFIG.resetUntil, 1);
+  assert.equal(DEFAULT_CONFIG.resetUntil, 0.7, 'the default from the study: no reset in the last 30%');
   assert.throws(() => resolveConfig({ resetUntil: 1.5 }), (e: Error) => e instanceof ConfigError && /\[0, 1\] for resetUntil/.test(e.message));
 });
 
@@ -30,7 +30,17 @@ test('skipWorseTeachers: only teachers scoring higher than the student teach, al
   assert.deepEqual(teachingEntries(bank, true, 0.71, true).map((b) => b.id), [3, 5, 6], 'after a reset every snapshot beats the fresh head');
   assert.deepEqual(teachingEntries(bank, true, null, false).map((b) => b.id), [3, 5, 6], 'no student score yet');
   assert.deepEqual(teachingEntries(bank, false, 0.99, false).map((b) => b.id), [3, 5, 6], 'off: the whole bank teaches');
-  assert.equal(DEFAULT_CONFIG.skipWorseTeachers, false);
+  assert.equal(DEFAULT_CONFIG.skipWorseTeachers, true, 'the default from the study');
+});
+
+test('a config saved before the two options existed reads as it ran (the paper recipe); one that names them keeps them', () => {
+  const old = resolveSavedConfig({ method: 'dfl', epochs: 20 });
+  assert.deepEqual([old.skipWorseTeachers, old.resetUntil, old.epochs], [false, 1, 20]);
+  const recent = resolveSavedConfig({ method: 'dfl', skipWorseTeachers: true, resetUntil: 0.5 });
+  assert.deepEqual([recent.skipWorseTeachers, recent.resetUntil], [true, 0.5]);
+  const fresh = resolveConfig({ method: 'dfl' });
+  assert.deepEqual([fresh.skipWorseTeachers, fresh.resetUntil], [true, 0.7], 'a new run gets today\'s defaults');
+  assert.throws(() => resolveSavedConfig({ methd: 'dfl' }), /Unknown option 'methd'/, 'still validated');
 });
 
 test('skipWorseTeachers in training: random teachers teach until the student beats them, then the labels alone', async () => {

@@ -17,7 +17,8 @@ const base = { model: 'vgg8', width: 0.125, batchSize: 32, lr: 0.05, threads: 1,
 
 test('a DFL run fills the bank, resets on schedule and writes its files', async () => {
   const out = tmp('run');
-  const run = train({ ...base, dataset: syntheticSplits(400, 100, 4), epochs: 6, resetCycle: 3, teachers: 2, out });
+  // the paper's recipe (every teacher teaches, resets to the end); the gated default is tested in teacher-filter-reset-until
+  const run = train({ ...base, dataset: syntheticSplits(400, 100, 4), epochs: 6, resetCycle: 3, teachers: 2, skipWorseTeachers: false, resetUntil: 1, out });
   const records: EpochRecord[] = [];
   for await (const r of run) records.push(r);
   const summary = await run.summary;

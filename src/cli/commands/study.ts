@@ -45,7 +45,7 @@ export function builder(y: Argv): Argv<StudyArgs> {
     .option('report', { type: 'string', requiresArg: true, group: 'Study:', describe: 'Only rebuild study.md and study.svg from the finished runs in this folder' })
     .option('json', { type: 'boolean', group: 'Study:', describe: 'JSON lines on stdout (also the default when stdout is not a terminal)' })
     .options(commonTrainOptions())
-    .example('$0 study --data /data/cifar10-jpeg --out studies/cpu', 'the default grid: 8 arms x 5 seeds at CPU scale')
+    .example('$0 study --data /data/cifar10-jpeg --out studies/cpu', 'the default grid: 9 arms x 5 seeds at CPU scale')
     .example('$0 study --data /data/cifar10-jpeg --out studies/cpu --arms base dfl --seed-count 10', 'two arms, seeds 0-9')
     .example('$0 study --grid grid.json --out /shared/s --shard $SLURM_ARRAY_TASK_ID/8', 'one slice of 8 in a Slurm job array')
     .example('$0 study --report studies/cpu', 'rebuild the report from the finished runs') as unknown as Argv<StudyArgs>;
