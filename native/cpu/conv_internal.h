@@ -21,7 +21,7 @@
 
 namespace dfl::cpu {
 
-enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise };
+enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise, ValidTaps };
 const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
@@ -61,6 +61,14 @@ void depthwise3x3_forward(float* out, const float* inp, const float* weight, con
 // dinp and dweight (either may be null) +=.
 void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                            const Conv2dShape& s, float* workspace);
+// Stride 1, padded, ungrouped: GEMMs over the in-image taps per class of output pixels (small maps).
+bool valid_taps_applies(const Conv2dShape& s);
+size_t valid_taps_workspace_floats(const Conv2dShape& s);
+void valid_taps_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                        float* workspace);
+// dinp and dweight (either may be null) +=.
+void valid_taps_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                         const Conv2dShape& s, float* workspace);
 bool direct_oc_applies(const Conv2dShape& s);
 bool direct_oc_data_gradient_applies(const Conv2dShape& s);
 size_t direct_oc_workspace_floats(const Conv2dShape& s);

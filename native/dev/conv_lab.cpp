@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
       {"mbv2 pw 8", 64, 384, 8, 1, 1, 0},     {"shuf pw 16", 29, 29, 16, 1, 1, 0},
       {"mbv2/4 pw 32", 4, 24, 32, 1, 1, 0},   {"mbv2/4 pj 32", 36, 6, 32, 1, 1, 0},     {"vgg8 conv2", 64, 128, 16, 3, 1, 1},
       {"r18 layer1", 64, 64, 32, 3, 1, 1},
+      {"vgg16 4x4", 512, 512, 4, 3, 1, 1},    {"vgg16 2x2", 512, 512, 2, 3, 1, 1},   {"vgg16 8x8", 256, 256, 8, 3, 1, 1},
       {"mbv2/4 dw 32", 36, 36, 32, 3, 1, 1, true}, {"mbv2/4 dw s2", 36, 36, 32, 3, 2, 1, true},
       {"mbv2/4 dw 4", 240, 240, 4, 3, 1, 1, true},   {"shuf/2 dw s2", 29, 29, 32, 3, 2, 1, true},
       {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true},
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
     std::vector<float> out(y.size()), dx(x.size()), dw(w.size());
     const double gflop = 2.0 * s.B * s.OC * s.OH() * s.OW() * (s.C / s.groups) * c.K * c.K / 1e9;
     for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3, cpu::ConvAlgo::DirectOC, cpu::ConvAlgo::Depthwise3x3,
-                            cpu::ConvAlgo::Pointwise}) {
+                            cpu::ConvAlgo::Pointwise, cpu::ConvAlgo::ValidTaps}) {
       if (!cpu::conv2d_algo_applies(a, s)) continue;
       std::vector<float> ws(cpu::conv2d_workspace_floats_with(a, s) + 1);
       const double f = best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });

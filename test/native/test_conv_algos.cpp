@@ -64,6 +64,12 @@ std::vector<Conv2dShape> direct_shapes() {
   conv(2, 4, 6, 6, 3, 3, 1, 0);
   conv(2, 3, 5, 5, 10, 2, 2, 1);
   v.push_back({2, 3, 6, 7, 4, 3, 1, 2, 1, 0, 0, 1});  // 3x1 rect, stride (2,1)
+  // Valid-taps classes: a 2x2 kernel with padding 2 (corner pixels see no tap: bias only), a 3x1
+  // kernel padded in one dimension, and a map whose interior class spans more than one sample's
+  // GEMM chunk (1,024 columns), so chunks of samples accumulate the weight gradient.
+  v.push_back({2, 3, 3, 3, 4, 2, 2, 1, 1, 2, 2, 1});
+  v.push_back({2, 3, 5, 4, 6, 3, 1, 1, 1, 1, 0, 1});
+  conv(3, 2, 34, 34, 3, 3, 1, 1);
   // Depthwise 3x3, pad 1, stride 1 and 2: rows of 8k (full chunks), the masked tails of short and
   // odd rows (1..7, 9, 13, 17), single rows and columns, odd heights, and the CIFAR sizes.
   for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8}, {3, 3, 2, 16}, {1, 7, 5, 24}, {2, 4, 32, 32}, {2, 3, 4, 4},
@@ -129,7 +135,7 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
   for (const Conv2dShape& s : direct_shapes()) {
     const Data d(s, rng);
     const Results want = run(ConvAlgo::Reference, d);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps}) {
       DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a != ConvAlgo::General, describe(s));
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // the direct algorithms need AVX2+FMA
       const Results got = run(a, d);
@@ -168,12 +174,31 @@ DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
                                Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
                                Conv2dShape{5, 7, 9, 18, 7, 3, 3, 2, 2, 1, 1, 7}, Conv2dShape{6, 5, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5},
-                               Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}}) {
+                               Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{6, 9, 2, 2, 10, 3, 3, 1, 1, 1, 1, 1},
+                               Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}}) {
     const Data d(s, rng);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise}) {
+    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps}) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
       DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
     }
+  }
+}
+
+// The public entry points as the backend calls them on small maps: 4x4 with 256 channels (the
+// general path) and 2x2 (valid taps).
+DFL_CPU_TEST(conv_public_entry_matches_the_reference_on_small_maps) {
+  Rng rng(80);
+  for (const Conv2dShape& s : {Conv2dShape{2, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{3, 64, 2, 2, 40, 3, 3, 1, 1, 1, 1, 1}}) {
+    const Data d(s, rng);
+    const Results want = run(ConvAlgo::Reference, d);
+    Vec ws(dfl::cpu::conv2d_workspace_floats(s) + 1, std::numeric_limits<float>::quiet_NaN());
+    Vec out(out_size(s)), dinp = d.dinp0, dw = d.dw0, db = d.db0;
+    dfl::cpu::conv2d_forward(out.data(), d.x.data(), d.w.data(), d.bias.data(), s, ws.data());
+    dfl::cpu::conv2d_backward(dinp.data(), dw.data(), db.data(), d.dout.data(), d.x.data(), d.w.data(), s, ws.data());
+    DFL_EXPECT_CLOSE(out.data(), want.out.data(), out.size(), 2e-4, 2e-4, describe(s) + " forward");
+    DFL_EXPECT_CLOSE(dinp.data(), want.dinp.data(), dinp.size(), 2e-4, 2e-4, describe(s) + " dinp");
+    DFL_EXPECT_CLOSE(dw.data(), want.dw.data(), dw.size(), 2e-4, 2e-4, describe(s) + " dweight");
+    DFL_EXPECT_CLOSE(db.data(), want.db.data(), db.size(), 2e-4, 2e-4, describe(s) + " dbias");
   }
 }
 
@@ -188,6 +213,11 @@ DFL_CPU_TEST(conv_automatic_choice) {
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},
                                Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
+  // Padded small maps: valid-taps on 2x2 and below at any width (4x4: the general path).
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 2, 2, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
+                               Conv2dShape{8, 512, 1, 1, 512, 3, 3, 1, 1, 1, 1, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::ValidTaps, describe(s));
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(Conv2dShape{8, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}) == ConvAlgo::General, "4x4");
   const Conv2dShape pw{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), "1x1 with few channels");
   const Conv2dShape dw{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16};
