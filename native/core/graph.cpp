@@ -144,12 +144,13 @@ void share_gradient_slots(Plan& plan) {
   for (int i = N - 1; i >= 1; --i) {
     PlanNode& n = plan.nodes[i];
     if (n.fused_activation) continue;
-    for (int in : n.spec.inputs) {
-      const int o = owner(in);
+    for (size_t k = 0; k < n.spec.inputs.size(); ++k) {
+      const int o = owner(n.spec.inputs[k]);
       if (o == 0 || last_reader[o] != i) continue;
       last_reader[o] = -1;  // an input listed twice starts once
       plan.nodes[o].grad_offset = slots.take(plan.nodes[o].size);
       n.grads_start.push_back(o);
+      n.inputs_starting |= 1u << k;
     }
     slots.give_back(n.grad_offset, n.size);
   }

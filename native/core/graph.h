@@ -78,8 +78,11 @@ struct PlanNode {
   size_t size = 0;                  // C*H*W
   size_t act_offset = 0;            // per-sample floats into the activation block
   size_t grad_offset = 0;           // per-sample floats into the activation-gradient block (training)
-  // Inputs whose gradient slot this node's backward is the first to write: zeroed just before it.
+  // Inputs whose gradient slot this node's backward is the first to write: zeroed just before it
+  // (unless the op overwrites fresh slots, see OpDef). Bit k of inputs_starting: spec.inputs[k]'s
+  // slot is one of them (set for the first listing of an input given twice).
   std::vector<int> grads_start;
+  uint32_t inputs_starting = 0;
   // >= 0: this node's output IS that node's output buffer (a ReLU fused into its producer, a
   // flatten, a dropout that drops nothing): its forward does nothing.
   int alias_of = -1;

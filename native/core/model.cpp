@@ -279,8 +279,8 @@ void Model::run_backward(int B) {
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
     if (plan_.nodes[i].fused_activation) continue;  // its producer's backward applies the mask
     const OpDef& def = op_def(plan_.nodes[i].op());
-    // A single-input op that is the first writer of its input's gradient may write it directly.
-    const bool fresh = def.overwrites_fresh_input_grad && !plan_.nodes[i].grads_start.empty();
+    // An op that is the first writer of an input's gradient may write it directly.
+    const uint32_t fresh = def.overwrites_fresh_input_grad ? plan_.nodes[i].inputs_starting : 0u;
     const OpRun run{be, plan_, mem, i, B, true, 0, fresh};
     if (!fresh)
       for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));

@@ -105,7 +105,7 @@ void bn_backward(const OpRun& r) {
   const int C = in.C();
   const float* st = r.mem.stats + n.stat_offset;
   r.be.batchnorm2d_backward_fused(r.din(), r.grad(n.weight), r.grad(n.bias), r.act_grad(r.i), r.out(), r.in(),
-                                  r.param(n.weight), st, st + C, r.B, C, in.H() * in.W(), n.spec.fused, r.din_fresh);
+                                  r.param(n.weight), st, st + C, r.B, C, in.H() * in.W(), n.spec.fused, r.din_fresh());
 }
 
 // ---- linear -------------------------------------------------------------------------------------
@@ -145,7 +145,17 @@ void add_infer(PlanBuilder& b, int i) {
   infer_same_shape(b, i);
 }
 void add_forward(const OpRun& r) { r.be.add_forward_fused(r.out(), r.in(0), r.in(1), r.out_count(), r.spec().fused); }
-void add_backward(const OpRun& r) { r.be.add_backward(r.din(0), r.din(1), r.masked_dout(), r.out_count()); }
+// A fresh input slot takes a copy of the gradient (no zeroing pass, no read of zeros); the others add.
+void add_backward(const OpRun& r) {
+  const float* d = r.masked_dout();
+  float* accumulate[2] = {r.din(0), r.din(1)};
+  for (int k = 0; k < 2; ++k)
+    if (accumulate[k] && r.din_fresh(k)) {
+      r.be.copy(accumulate[k], d, r.out_count() * sizeof(float));
+      accumulate[k] = nullptr;
+    }
+  r.be.add_backward(accumulate[0], accumulate[1], d, r.out_count());
+}
 
 // ---- channel plumbing ---------------------------------------------------------------------------
 void concat_infer(PlanBuilder& b, int i) {
@@ -292,7 +302,7 @@ const OpDef kOps[] = {
     {Op::Linear, "linear", 1, linear_infer, linear_forward, linear_backward},
     {Op::Relu, "relu", 1, infer_same_shape, relu_forward, relu_backward},
     {Op::Relu6, "relu6", 1, infer_same_shape, relu6_forward, relu6_backward},
-    {Op::Add, "add", 2, add_infer, add_forward, add_backward},
+    {Op::Add, "add", 2, add_infer, add_forward, add_backward, true},
     {Op::Concat, "concat", -1, concat_infer, concat_forward, concat_backward},
     {Op::Flatten, "flatten", 1, flatten_infer, copy_forward, identity_backward},
     {Op::Dropout, "dropout", 1, dropout_infer, dropout_forward, dropout_backward},

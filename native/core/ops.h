@@ -34,9 +34,9 @@ struct OpRun {
   int B;
   bool training;
   uint64_t dropout_seed;  // per step; each dropout node derives its own stream from it
-  // Backward: input 0's gradient slot has not been written this step (not zeroed either); only for
-  // ops whose OpDef says overwrites_fresh_input_grad.
-  bool din_fresh = false;
+  // Backward, ops whose OpDef says overwrites_fresh_input_grad: bit k set when input k's gradient
+  // slot has not been written this step (nor zeroed), so the backward must write, not add.
+  uint32_t fresh_inputs = 0;
 
   const PlanNode& node() const { return plan.nodes[i]; }
   const NodeSpec& spec() const { return plan.nodes[i].spec; }
@@ -47,6 +47,7 @@ struct OpRun {
   // Gradient of input k; null for the image (node 0), which needs none.
   float* din(int k = 0) const { return act_grad(spec().inputs[k]); }
   const float* dout() const { return act_grad(i); }
+  bool din_fresh(int k = 0) const { return (fresh_inputs >> k) & 1u; }
   // This node's gradient with a fused activation's mask applied (in place: the slot is this node's).
   float* masked_dout() const {
     float* d = act_grad(i);
@@ -76,8 +77,8 @@ struct OpDef {
   void (*forward)(const OpRun& r);
   // Accumulates into the input gradients (r.din may be null) and parameter gradients.
   void (*backward)(const OpRun& r);
-  // Single-input ops whose backward can write (not add to) a fresh input-gradient slot, so the
-  // executor need not zero it first (r.din_fresh tells them).
+  // Ops whose backward can write (not add to) a fresh input-gradient slot, so the executor need not
+  // zero it first (r.din_fresh(k) tells them which).
   bool overwrites_fresh_input_grad = false;
 };
 

@@ -169,6 +169,45 @@ DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
   }
 }
 
+// Residual adds write a gradient slot they are the first to reach (a copy) or add to one already
+// written: an add reading one node twice, an add reading the image (no gradient), an add whose
+// input another add already reached. The model's parameter gradients against central differences.
+DFL_TEST(residual_add_gradients_match_finite_differences) {
+  ModelSpec s;
+  s.in_channels = 3;
+  s.height = s.width = 4;
+  auto& n = s.nodes;
+  n.push_back(node(Op::Input, {}));              // 0
+  n.push_back(conv(0, 3, 3, 1, 1, "c1", 1, true));  // 1
+  n.push_back(node(Op::Add, {1, 1}));            // 2 one input twice
+  n.push_back(node(Op::Add, {2, 0}));            // 3 the image: no gradient
+  n.push_back(conv(3, 3, 3, 1, 1, "c2"));        // 4
+  n.push_back(node(Op::Add, {4, 3}));            // 5 adds to 4's slot (6 started it), starts 3's
+  n.push_back(node(Op::Add, {5, 4}));            // 6 (backward first) starts 5's slot and 4's
+  n.push_back(node(Op::GlobalAvgPool, {6}));     // 7
+  n.push_back(node(Op::Flatten, {7}));           // 8
+  NodeSpec fc = node(Op::Linear, {8}, "fc");
+  fc.out_features = 4;
+  fc.bias = true;
+  n.push_back(fc);                               // 9
+  Model m(s, 5, backend_ptr());
+  randomise(m, 51);
+  const int B = 3, NC = m.num_classes();
+  Rng rng(52);
+  const Vec x = randn(m.plan().input_per_sample() * B, rng), r = randn(size_t(B) * NC, rng);
+  Vec p = m.get_params(), logits(size_t(B) * NC);
+  auto loss = [&] {
+    m.set_params(p.data(), p.size());
+    m.forward(x.data(), B, true, logits.data());
+    return dot(logits.data(), r.data(), logits.size());
+  };
+  loss();
+  m.backward(r.data());
+  const Vec g = m.get_grads();
+  // Conv and linear are linear in each weight: central differences are exact up to rounding.
+  DFL_GRADCHECK("residual adds: parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
+}
+
 DFL_TEST(eval_forward_runs_the_folded_copy_and_refolds_after_every_change) {
   Model m(folding_spec(), 3, backend_ptr());
   randomise(m, 60);
