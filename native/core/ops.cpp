@@ -315,9 +315,10 @@ const OpDef kOps[] = {
 constexpr size_t kNumOps = sizeof(kOps) / sizeof(kOps[0]);
 
 // The table is indexed by the enum value: a wrongly ordered entry fails at the first build.
+// Also: an op that overwrites fresh input-gradient slots has a fixed count of at most 32 inputs.
 bool table_in_enum_order() {
   for (size_t k = 0; k < kNumOps; ++k)
-    if (size_t(kOps[k].op) != k) return false;
+    if (size_t(kOps[k].op) != k || (kOps[k].overwrites_fresh_input_grad && (kOps[k].inputs < 1 || kOps[k].inputs > 32))) return false;
   return true;
 }
 
@@ -325,7 +326,7 @@ bool table_in_enum_order() {
 
 const OpDef& op_def(Op op) {
   static const bool ordered = table_in_enum_order();
-  DFL_CHECK(ordered, "internal: the op table is not in enum order");
+  DFL_CHECK(ordered, "internal: the op table is not in enum order (or an op overwriting fresh slots has no fixed input count <= 32)");
   DFL_CHECK(size_t(op) < kNumOps, "internal: op ", int(op), " has no table entry");
   return kOps[size_t(op)];
 }

@@ -77,8 +77,9 @@ struct OpDef {
   void (*forward)(const OpRun& r);
   // Accumulates into the input gradients (r.din may be null) and parameter gradients.
   void (*backward)(const OpRun& r);
-  // Ops whose backward can write (not add to) a fresh input-gradient slot, so the executor need not
-  // zero it first (r.din_fresh(k) tells them which).
+  // Ops whose backward writes (not adds to) every input-gradient slot that is fresh, so the executor
+  // does not zero those slots first: the backward must write each input k with r.din_fresh(k) set.
+  // Only for ops with a fixed count of at most 32 inputs (the bits of PlanNode::inputs_starting).
   bool overwrites_fresh_input_grad = false;
 };
 

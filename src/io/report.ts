@@ -131,7 +131,6 @@ export function renderCurves(records: EpochRecord[], summary?: TrainSummary): st
     : `Training curves: ${records.length} epoch${records.length === 1 ? '' : 's'}`;
   const sub = cfg
     ? `lr ${cfg.lr} ${cfg.schedule}, batch ${cfg.batchSize}, seed ${cfg.seed}` +
-      // (an older summary lacks skipWorseTeachers/resetUntil: undefined reads as their former false/1)
       (cfg.method === 'sd' || cfg.method === 'dfl' ? `, ${cfg.teachers} teachers (${cfg.teacherSource}, ${cfg.teacherWeighting}${cfg.skipWorseTeachers ? ', only better than the student' : ''}), T ${cfg.temperature}, alpha ${cfg.distillWeight}` : '') +
       (cfg.method === 'reset' || cfg.method === 'dfl' ? `, reset last ${cfg.resetDepth} layer(s) every ${cfg.resetCycle} epochs (${cfg.resetMode}${cfg.resetUntil < 1 ? `, until ${Math.round(cfg.resetUntil * 100)}% of the epochs` : ''})` : '')
     : '';

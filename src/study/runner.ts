@@ -10,7 +10,7 @@ import { packageVersion } from '../io/onnx.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { train } from '../train/trainer.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { planRuns, shardRuns, type PlannedRun, type StudyGrid } from './grid.js';
+import { planRuns, shardRuns, validateGrid, type PlannedRun, type StudyGrid } from './grid.js';
 import { RUN_LOG_FILE, STUDY_FILE, writeStudyReport, type RunLog, type StudyRecord } from './report.js';
 
 export interface StudyOptions {
@@ -87,13 +87,20 @@ function mergeStudyRecord(dir: string, record: StudyRecord): StudyRecord & { def
     } catch {
       throw new ConfigError(`${file} is not a study record; choose another --out`);
     }
-    if (!old?.grid?.arms || !old.grid.options) throw new ConfigError(`${file} is not a study record; choose another --out`);
-    const defaults = old.defaults ?? FORMER_DEFAULTS;
+    const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+    if (!isObject(old) || !isObject(old.grid) || !(old.common === undefined || isObject(old.common)) || !(old.defaults === undefined || isObject(old.defaults)))
+      throw new ConfigError(`${file} is not a study record; choose another --out`);
+    // A record predating `defaults` ran with FORMER_DEFAULTS; one predating a later option with a
+    // changed default lacks that key and ran with its former value too.
+    const defaults = { ...FORMER_DEFAULTS, ...old.defaults };
     let clash: string | null;
     try {
+      old = { grid: validateGrid(old.grid, file), common: old.common ?? {}, defaults };
       clash = studyClash(old, record, defaults);
     } catch (err) {
-      throw new ConfigError(`${file}: cannot read its options (${(err as Error).message}); was it written by a newer dfl-native? Continue it with that version, or choose another --out`);
+      const message = (err as Error).message;
+      const newer = /Unknown option/.test(message) ? '; was it written by a newer dfl-native? Continue it with that version' : '';
+      throw new ConfigError(`${file}: cannot read the study it records (${message})${newer}; or choose another --out`);
     }
     if (clash) throw new ConfigError(`${dir} holds another study (${clash}; see ${file}); continue it with the same grid and options, or choose another --out`);
     merged = {

@@ -255,5 +255,12 @@ test('runStudy: runs each arm x seed in <dir>/<arm>/seed<k>, resumes an interrup
   // the same arm with those options spelled out is the same arm; today's values are another
   assert.equal((await runStudy({ grid: { ...dflOnly, arms: { dfl: { method: 'dfl', skipWorseTeachers: false, resetUntil: 1 } } }, dir, common })).skipped, 1);
   await assert.rejects(runStudy({ grid: { ...dflOnly, arms: { dfl: { method: 'dfl', skipWorseTeachers: true } } }, dir, common }), /arm dfl has other options/);
+  // A hand-damaged or foreign record is a usage error naming the file, not a crash.
+  const saved = fs.readFileSync(recordFile, 'utf8');
+  for (const bad of [{ ...record, grid: { ...record.grid, seeds: 'all' } }, { ...record, common: 'x' }, { ...record, grid: { ...record.grid, arms: { dfl: { methd: 'dfl' } } } }]) {
+    fs.writeFileSync(recordFile, JSON.stringify(bad));
+    await assert.rejects(runStudy({ grid: dflOnly, dir, common }), (e: Error) => e instanceof ConfigError && e.message.includes(recordFile), JSON.stringify(bad).slice(0, 80));
+  }
+  fs.writeFileSync(recordFile, saved);
   fs.rmSync(work, { recursive: true, force: true });
 });

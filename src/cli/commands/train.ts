@@ -98,9 +98,9 @@ function describeStart(s: StartInfo, outDir: string | undefined): string[] {
     `data: ${c.data ?? 'bundled sample'}: ${s.trainSize} train / ${s.valSize} val / ${s.testSize} test images, ${s.classNames.length} classes`,
   ];
   if (c.method === 'sd' || c.method === 'dfl')
-    lines.push(`teachers: bank of ${c.teachers} (${c.teacherSource}, ${c.teacherWeighting} weights), T ${c.temperature}, alpha ${c.distillWeight}`);
+    lines.push(`teachers: bank of ${c.teachers} (${c.teacherSource}, ${c.teacherWeighting} weights${c.skipWorseTeachers ? ', teaching only when better than the student' : ''}), T ${c.temperature}, alpha ${c.distillWeight}`);
   if (c.method === 'reset' || c.method === 'dfl')
-    lines.push(`reset: last ${c.resetDepth} layer(s) every ${c.resetCycle} epochs (${c.resetMode})`);
+    lines.push(`reset: last ${c.resetDepth} layer(s) every ${c.resetCycle} epochs (${c.resetMode})${c.resetUntil < 1 ? `, none after ${Math.round(c.resetUntil * 100)}% of the epochs` : ''}`);
   if (outDir) lines.push(`out: ${outDir}`);
   return lines;
 }
