@@ -190,7 +190,8 @@ export interface RuntimeInfo {
 }
 
 export interface NativeBinding {
-  Model: new (spec: ModelSpec, seed?: number, device?: DeviceName) => NativeModel;
+  /** convInit: how fresh conv weights are drawn, here and at every reset (TrainConfig.convInit). */
+  Model: new (spec: ModelSpec, seed?: number, device?: DeviceName, convInit?: 'kaiming-normal' | 'pytorch-default') => NativeModel;
   /** An empty teacher (zero weights in the folded layout) to restore saved teacher weights into. */
   Teacher: new (spec: ModelSpec, device?: DeviceName) => NativeTeacher;
   /** Copies images (count, channels, height, width) to the device once. */

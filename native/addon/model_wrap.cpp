@@ -50,13 +50,22 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   std::shared_ptr<Handle<Model>> h_ = std::make_shared<Handle<Model>>();
 };
 
-// new Model(spec, seed = 0, device = 'cpu')
+// new Model(spec, seed = 0, device = 'cpu', convInit = 'kaiming-normal')
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
   const Napi::Env env = info.Env();
   const ModelSpec spec = model_spec(arg(info, 0));
   const uint64_t s = arg(info, 1).IsUndefined() ? 0 : seed(arg(info, 1), "seed");
   std::shared_ptr<Backend> be = backend_arg(env, arg(info, 2));
-  h_->object = guarded(env, [&] { return std::make_shared<Model>(spec, s, be); });
+  ConvInit conv_init = ConvInit::KaimingNormal;
+  if (const Napi::Value ci = arg(info, 3); !ci.IsUndefined()) {
+    const std::string name = string(ci, "convInit");
+    if (name == "pytorch-default") {
+      conv_init = ConvInit::PytorchDefault;
+    } else if (name != "kaiming-normal") {
+      throw_expected(env, "one of kaiming-normal, pytorch-default", "convInit", ci);
+    }
+  }
+  h_->object = guarded(env, [&] { return std::make_shared<Model>(spec, s, be, conv_init); });
 }
 
 Napi::Value ModelWrap::info_(const Napi::CallbackInfo& info) {

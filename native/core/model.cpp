@@ -76,12 +76,17 @@ void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int 
 
 // Fresh values for parameter tensor `t` from its own stream (seed, tensor index), so re-initialising
 // one layer never depends on the others. fan_in is the linear layer's input width.
-void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t seed, size_t tensor_index) {
+void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t seed, size_t tensor_index, ConvInit conv_init) {
   Rng rng(derive_seed(seed, tensor_index));
   if (op == Op::BatchNorm) {
     std::fill(dst, dst + t.size, t.kind == TensorKind::Weight ? 1.0f : 0.0f);
   } else if (op == Op::Conv) {
-    if (t.kind == TensorKind::Weight) {
+    if (t.kind == TensorKind::Weight && conv_init == ConvInit::PytorchDefault) {
+      // nn.Conv2d's default: kaiming_uniform(a = sqrt(5)) = U(+-1/sqrt(fan_in)), fan_in = C/groups*KH*KW.
+      const double fan_in_conv = double(t.shape[1]) * t.shape[2] * t.shape[3];
+      const float bound = static_cast<float>(1.0 / std::sqrt(fan_in_conv));
+      for (size_t k = 0; k < t.size; ++k) dst[k] = rng.uniform(-bound, bound);
+    } else if (t.kind == TensorKind::Weight) {
       // Kaiming normal, mode fan_out, relu gain (torchvision's ResNet/VGG/MobileNet init).
       const double fan_out = double(t.shape[0]) * t.shape[2] * t.shape[3];
       const float stdv = static_cast<float>(std::sqrt(2.0 / fan_out));
@@ -121,8 +126,8 @@ struct Model::Memory {
   }
 };
 
-Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend)
-    : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)) {
+Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init)
+    : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)), conv_init_(conv_init) {
   const double n = double(plan_.num_params);
   check_memory(*backend_, 4.0 * (4.0 * n + double(plan_.num_buffer_floats) + double(plan_.stat_floats)),
                "a model of " + std::to_string(plan_.num_params) + " parameters (weights, gradients, momentum)",
@@ -176,7 +181,7 @@ void Model::reinit_layers(const std::vector<int>& layers, uint64_t seed, bool sh
     // Linear bias bound uses the weight's fan-in.
     const int fan_in = node.op() == Op::Linear ? plan_.params[node.weight].shape[1] : 1;
     fresh.resize(t.size);
-    fresh_values(fresh.data(), t, node.op(), fan_in, seed, ti);
+    fresh_values(fresh.data(), t, node.op(), fan_in, seed, ti, conv_init_);
     float* p = param_data() + t.offset;
     if (shrink_perturb) {
       current.resize(t.size);

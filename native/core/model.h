@@ -74,9 +74,14 @@ struct Distillation {
   int K() const { return teachers.empty() ? given_k : int(teachers.size()); }
 };
 
+// How fresh convolution weights are drawn (at construction and at every reset):
+//   KaimingNormal: N(0, 2 / fan_out), torchvision's ResNet/VGG/MobileNet init (the default);
+//   PytorchDefault: U(+-1/sqrt(fan_in)), nn.Conv2d's own default (kaiming_uniform with a = sqrt(5)).
+enum class ConvInit : uint8_t { KaimingNormal, PytorchDefault };
+
 class Model {
  public:
-  Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend);
+  Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init = ConvInit::KaimingNormal);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -169,6 +174,7 @@ class Model {
   // The eval-mode copy, valid while eval_version_ == weights_version_ (bumped by everything that
   // changes parameters or BN statistics).
   uint64_t weights_version_ = 1, eval_version_ = 0;
+  ConvInit conv_init_ = ConvInit::KaimingNormal;
   std::unique_ptr<Teacher> eval_copy_;
 };
 

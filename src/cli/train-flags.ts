@@ -46,6 +46,7 @@ export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
 
   model: { kind: 'string', group: G.model, describe: `Zoo model (${MODEL_NAMES.join(', ')}) or a path to a JSON model spec` },
   width: { kind: 'number', group: G.model, describe: 'Channel width multiplier of zoo models' },
+  convInit: { kind: 'string', group: G.model, choices: ['kaiming-normal', 'pytorch-default'], describe: 'Fresh conv weights (start and resets): torchvision\'s N(0, 2/fan_out) or nn.Conv2d\'s U(+-1/sqrt(fan_in))' },
 
   epochs: { kind: 'number', group: G.optim, describe: 'Training epochs' },
   batchSize: { kind: 'number', group: G.optim, describe: 'Batch size' },

@@ -295,7 +295,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
   const spec = saved ? saved.spec : resolveModelSpec(config.model, { numClasses: data.classNames.length, inChannels: data.train.channels, height: data.train.height, width: data.train.width, width_multiplier: config.width });
   if (spec.in_channels !== data.train.channels || spec.height !== data.train.height || spec.width !== data.train.width)
     throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${data.train.channels}x${data.train.height}x${data.train.width}; use --image-size or another model spec`);
-  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init), device));
+  const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init), device, config.convInit));
   const info = student.info();
   if (info.numClasses !== data.classNames.length)
     throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${data.classNames.length} classes` +
@@ -324,7 +324,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
   } else if (uses.teachers && config.teacherSource === 'random') {
     // Random teachers: K fixed random initialisations, scored once on the validation split.
     for (let k = 1; k <= config.teachers; ++k) {
-      const init = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k), device));
+      const init = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k), device, config.convInit));
       run.bank.models.set(-k, snapshotOf(init, own));
       init.dispose();
     }

@@ -208,6 +208,37 @@ DFL_TEST(residual_add_gradients_match_finite_differences) {
   DFL_GRADCHECK("residual adds: parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
 }
 
+// Fresh conv weights follow the model's ConvInit at construction and at a reset: torchvision's
+// N(0, 2/fan_out) or nn.Conv2d's U(+-1/sqrt(fan_in)); linear layers keep PyTorch's default either way.
+DFL_TEST(conv_init_kaiming_normal_or_pytorch_default_at_start_and_reset) {
+  const ModelSpec spec = folding_spec();
+  for (ConvInit ci : {ConvInit::KaimingNormal, ConvInit::PytorchDefault}) {
+    Model m(spec, 7, backend_ptr(), ci);
+    for (int pass = 0; pass < 2; ++pass) {
+      const Vec p = m.get_params();
+      for (const TensorView& t : m.params()) {
+        if (t.kind != TensorKind::Weight || m.plan().nodes[t.node].op() != Op::Conv) continue;
+        const double fan_in = double(t.shape[1]) * t.shape[2] * t.shape[3], fan_out = double(t.shape[0]) * t.shape[2] * t.shape[3];
+        double sum2 = 0, maxabs = 0;
+        for (size_t k = 0; k < t.size; ++k) {
+          sum2 += double(p[t.offset + k]) * p[t.offset + k];
+          maxabs = std::max(maxabs, double(std::fabs(p[t.offset + k])));
+        }
+        const double var = sum2 / double(t.size);
+        // Expected variance: 2/fan_out (normal) or bound^2/3 (uniform). On tensors of 150+ values a
+        // sample variance within 50% of it is more than 4 standard errors wide (0.5 vs sqrt(2/150)).
+        const double want = ci == ConvInit::KaimingNormal ? 2.0 / fan_out : 1.0 / (3.0 * fan_in);
+        if (t.size >= 150)
+          DFL_EXPECT(std::fabs(var / want - 1.0) < 0.5, t.name << ": variance " << var << ", want " << want << (pass ? " after a reset" : ""));
+        if (ci == ConvInit::PytorchDefault) DFL_EXPECT(maxabs <= 1.0 / std::sqrt(fan_in), t.name << ": " << maxabs << " outside the uniform bound");
+      }
+      std::vector<int> all(m.num_layers());
+      for (int l = 0; l < m.num_layers(); ++l) all[l] = l;
+      m.reinit_layers(all, 99, false, 0.f, 0.f);  // the second pass checks what a reset drew
+    }
+  }
+}
+
 DFL_TEST(eval_forward_runs_the_folded_copy_and_refolds_after_every_change) {
   Model m(folding_spec(), 3, backend_ptr());
   randomise(m, 60);

@@ -32,6 +32,13 @@ test('bad model specs throw errors that name the node', () => {
     [{ ...tinySpec(), nodes: [{ op: 'input' }, { op: 'relu', inputs: [0] }] }, /last node must output/],
   ];
   for (const [spec, re] of bad) assert.throws(() => new binding.Model(spec as never, 0), re);
+  assert.throws(() => new binding.Model(tinySpec(), 0, 'cpu', 'xavier' as never), /Expected one of kaiming-normal, pytorch-default for convInit but received string 'xavier'/);
+  assert.throws(() => new binding.Model(tinySpec(), 0, 'cpu', 3 as never), /convInit/);
+  // the two inits draw different conv weights from the same seed; linear layers are the same
+  const a = new binding.Model(tinySpec(), 5, 'cpu', 'kaiming-normal'), b = new binding.Model(tinySpec(), 5, 'cpu', 'pytorch-default');
+  assert.notDeepEqual(a.getParams(), b.getParams());
+  a.dispose();
+  b.dispose();
 });
 
 test('bad arguments to model methods throw, never crash', () => {

@@ -71,7 +71,9 @@ test('numeric flags report what was typed: --lr abc -> received \'abc\', for eve
   const paper = configFromArgs(['--no-skip-worse-teachers', '--reset-until', '1']);
   assert.deepEqual([paper.skipWorseTeachers, paper.resetUntil], [false, 1]);
   const plain = configFromArgs([]);
-  assert.deepEqual([plain.skipWorseTeachers, plain.resetUntil], [true, 0.7]);
+  assert.deepEqual([plain.skipWorseTeachers, plain.resetUntil, plain.convInit], [true, 0.7, 'kaiming-normal']);
+  assert.equal(configFromArgs(['--conv-init', 'pytorch-default']).convInit, 'pytorch-default');
+  assert.throws(() => configFromArgs(['--conv-init', 'xavier']), /conv-init/);
 });
 
 function record(epoch: number, reset: boolean, bank: number[]): EpochRecord {

@@ -15,6 +15,19 @@ import { syntheticSplits } from '../helpers/synthetic.js';
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `dfl-${name}-`));
 const base = { model: 'vgg8', width: 0.125, batchSize: 32, lr: 0.05, threads: 1, seed: 3 } as const;
 
+test('convInit reaches the native model: the same seed trains differently, and the run records it', async () => {
+  const once = async (convInit: 'kaiming-normal' | 'pytorch-default') => {
+    const run = train({ ...base, dataset: syntheticSplits(200, 40, 4), epochs: 1, method: 'base', convInit });
+    const records: EpochRecord[] = [];
+    for await (const r of run) records.push(r);
+    return { loss: records[0].train_loss, summary: await run.summary };
+  };
+  const k = await once('kaiming-normal'), p = await once('pytorch-default'), k2 = await once('kaiming-normal');
+  assert.equal(k.loss, k2.loss, 'deterministic');
+  assert.notEqual(k.loss, p.loss);
+  assert.equal(p.summary.config.convInit, 'pytorch-default');
+});
+
 test('a DFL run fills the bank, resets on schedule and writes its files', async () => {
   const out = tmp('run');
   // the paper's recipe (every teacher teaches, resets to the end); the gated default is tested in teacher-filter-reset-until
