@@ -45,6 +45,22 @@ test('study: usage errors exit 2 with one line naming the problem', () => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
+test('study --arms without the reference arm continues the study it belongs to (the reference stays)', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-study-arms-'));
+  const grid = { name: 'g', description: '', options: { epochs: 1 }, arms: { base: { method: 'base' }, dfl: { method: 'dfl' } }, seeds: [0], reference: 'base' };
+  fs.writeFileSync(path.join(work, 'grid.json'), JSON.stringify(grid));
+  fs.writeFileSync(path.join(work, 'study.json'), JSON.stringify({ grid, common: {} }));
+  const dir = path.join(work, 'dfl', 'seed0');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify({ test_acc: 0.5, test_ece: 0.02, seconds: 1, seed: 0, interrupted: false, config: { method: 'dfl', seed: 0 } }));
+  fs.writeFileSync(path.join(dir, 'metrics.jsonl'), JSON.stringify({ epoch: 1, val_acc: 0.5 }) + '\n');
+  const r = dfl('study', '--grid', path.join(work, 'grid.json'), '--arms', 'dfl', '--out', work);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /"event":"skip","arm":"dfl","seed":0/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(work, 'study.json'), 'utf8')).grid.reference, 'base');
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
 test('study --report: rebuilds study.md and study.svg from finished runs; JSON summary off a terminal', () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-study-report-'));
   for (const [arm, seed, acc] of [['base', 0, 0.8], ['base', 1, 0.82], ['dfl', 0, 0.79], ['dfl', 1, 0.8]] as const) {

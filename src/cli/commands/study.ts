@@ -71,8 +71,9 @@ function selectGrid(grid: StudyGrid, argv: StudyArgs): StudyGrid {
     if (!Number.isInteger(n) || n < 1 || n > 10000) throw new UsageError(`--seed-count: expected an integer in [1, 10000] but received ${String(n)}`);
     seeds = Array.from({ length: n }, (_, i) => i);
   }
-  const reference = grid.reference in arms ? grid.reference : Object.keys(arms)[0];
-  return { ...grid, arms, seeds, reference };
+  // The reference stays the grid's even when --arms leaves it out: it is what the report pairs with,
+  // and the study folder records it (a later invocation may run it, or already has).
+  return { ...grid, arms, seeds };
 }
 
 function describe(e: StudyEvent): string | null {
