@@ -18,6 +18,10 @@ export interface BenchOptions {
   width?: number;
   batchSize?: number;
   device?: DeviceName | 'auto';
+  /** 'bf16': convolutions and linear layers on the GPU's tensor cores (see TrainConfig.precision). */
+  precision?: 'fp32' | 'bf16';
+  /** false: cuDNN may use its non-deterministic algorithms (GPU). */
+  deterministic?: boolean;
   /** Native threads; 0 = all cores. */
   threads?: number;
   /** Teachers in the DFL step. */
@@ -54,6 +58,8 @@ export interface BenchResult {
   width: number;
   batch: number;
   device: DeviceName;
+  precision: 'fp32' | 'bf16';
+  deterministic: boolean;
   threads: number;
   teachers: number;
   reps: number;
@@ -135,7 +141,14 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
   if (o.threads !== undefined) b.setThreads(o.threads);
   const spec = resolveModelSpec(o.model, { numClasses: classes, inChannels: 3, height: size, width: size, width_multiplier: width });
   const student = new b.Model(spec, 1, device);
-  const teachers = Array.from({ length: K }, () => student.snapshot());
+  const math = { precision: o.precision ?? 'fp32', deterministic: o.deterministic ?? true } as const;
+  try {
+    student.setMath(math);
+  } catch (e) {
+    student.dispose();
+    throw new ConfigError(`${(e as Error).message.replace(/^dfl-native: /, '')}`);
+  }
+  const teachers = Array.from({ length: K }, () => student.snapshot());  // compute as the student does
   try {
     const info = student.info();
     const { x, labels } = batchOf(spec, batch, info.numClasses); // a JSON spec brings its own class count
@@ -155,7 +168,7 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
       phases = { loss_ms: p.lossMs / n, update_ms: p.updateMs / n, transfer_ms: p.transferMs / n };
     }
     return {
-      model: o.model, width, batch, device, threads: b.getThreads(), teachers: K, reps,
+      model: o.model, width, batch, device, ...math, threads: b.getThreads(), teachers: K, reps,
       params: info.numParams, macs_per_image: info.macsPerImage, gflops_per_img: fwdFlops / 1e9,
       train, infer, dfl, train_img_s: train.img_s, infer_img_s: infer.img_s, dfl_img_s: dfl.img_s,
       peak_rss_mb: process.resourceUsage().maxRSS / 1024,

@@ -102,6 +102,23 @@ export interface LogitSource {
   forwardImages(batch: ImageBatch): Promise<Float32Array>;
 }
 
+/**
+ * How convolutions and linear layers are computed. precision 'bf16': bf16 operands on a GPU's tensor
+ * cores with float32 accumulation (weights, optimiser state and every other op stay float32); the
+ * CPU backend refuses it. deterministic false: cuDNN may use its faster non-reproducible algorithms.
+ */
+export interface MathMode {
+  precision: 'fp32' | 'bf16';
+  deterministic: boolean;
+}
+
+/** Settable compute mode (see MathMode); a snapshot starts with its model's. */
+export interface MathHolder {
+  /** Throws (with what to do) when the device cannot compute that way. */
+  setMath(math: Partial<MathMode>): void;
+  math(): MathMode;
+}
+
 /** Weights that can be read and written by tensor name (checkpoints, export). */
 export interface TensorHolder {
   tensors(): TensorInfo[];
@@ -116,7 +133,7 @@ export interface TensorHolder {
  * BatchNorm folded into the conv/linear before it, and no gradients, optimiser state or
  * per-batch memory. tensors() lists the folded layout.
  */
-export interface NativeTeacher extends LogitSource, TensorHolder {
+export interface NativeTeacher extends LogitSource, TensorHolder, MathHolder {
   info(): NativeTeacherInfo;
   forwardSync(x: Float32Array, batch: number): Float32Array;
   dispose(): void;
@@ -148,7 +165,7 @@ export interface MemoryPlan {
   availableSource: string;
 }
 
-export interface NativeModel extends LogitSource, TensorHolder {
+export interface NativeModel extends LogitSource, TensorHolder, MathHolder {
   info(): NativeModelInfo;
   /** What a step of `batch` with `teachers` teachers will need (checked before a GPU run). */
   memoryPlan(batch: number, teachers: number): MemoryPlan;

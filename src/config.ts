@@ -8,6 +8,7 @@ export type ScheduleName = 'cosine' | 'step' | 'constant';
 export type ResetMode = 'reinit' | 'shrink-perturb';
 export type ConvInit = 'kaiming-normal' | 'pytorch-default';
 export type Device = 'auto' | 'cpu' | 'cuda';
+export type Precision = 'fp32' | 'bf16';
 export type ScoreMetric = 'accuracy' | 'loss';
 
 export interface TrainConfig {
@@ -74,6 +75,14 @@ export interface TrainConfig {
   labels: 'fine' | 'coarse';
   seed: number;
   device: Device;
+  /**
+   * 'bf16': convolutions and linear layers (student and teachers) take bf16 operands on a GPU's tensor
+   * cores and accumulate in float32, as PyTorch's autocast; weights, optimiser state and every other
+   * op stay float32. GPU only (sm_80 or newer).
+   */
+  precision: Precision;
+  /** false: cuDNN may pick faster algorithms whose results vary run to run in the last bits (GPU). */
+  deterministic: boolean;
   /** Native threads; 0 = all cores. */
   threads: number;
   /** Output folder; undefined = no files written (library use). */
@@ -129,6 +138,8 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   labels: 'fine',
   seed: 0,
   device: 'auto',
+  precision: 'fp32',
+  deterministic: true,
   threads: 0,
   out: undefined,
   cacheDir: undefined,
@@ -247,6 +258,8 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   labels: oneOf(['fine', 'coarse']),
   seed: num(0, 2 ** 32 - 1, true),
   device: oneOf(['auto', 'cpu', 'cuda']),
+  precision: oneOf(['fp32', 'bf16']),
+  deterministic: bool,
   threads: num(0, 1024, true),
   out: optString,
   cacheDir: optString,

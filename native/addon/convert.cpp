@@ -206,4 +206,23 @@ Napi::Array tensor_list(const Napi::Env& env, const std::vector<TensorView>& par
   return out;
 }
 
+MathMode math_mode(const Napi::Value& v) {
+  const Napi::Object o = object(v, "math");
+  MathMode m;
+  if (const Napi::Value p = field(o, "precision"); !p.IsUndefined()) {
+    const std::string name = string(p, "math.precision");
+    if (name != "fp32" && name != "bf16") throw_expected(v.Env(), "one of fp32, bf16", "math.precision", p);
+    m.bf16 = name == "bf16";
+  }
+  if (const Napi::Value d = field(o, "deterministic"); !d.IsUndefined()) m.nondeterministic = !boolean(d, "math.deterministic");
+  return m;
+}
+
+Napi::Object math_object(const Napi::Env& env, const MathMode& m) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("precision", m.bf16 ? "bf16" : "fp32");
+  o.Set("deterministic", !m.nondeterministic);
+  return o;
+}
+
 }  // namespace dfl::addon

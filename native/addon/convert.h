@@ -34,6 +34,10 @@ Napi::Object object(const Napi::Value& v, const std::string& name);
 
 ModelSpec model_spec(const Napi::Value& v);
 
+// {precision: 'fp32' | 'bf16', deterministic: boolean}, each optional (fp32, true), as a MathMode.
+MathMode math_mode(const Napi::Value& v);
+Napi::Object math_object(const Napi::Env& env, const MathMode& m);
+
 // A Float32Array of exactly n elements, or a RangeError naming `name`.
 Napi::Float32Array sized_float32_array(const Napi::Value& v, const std::string& name, size_t n);
 // Checks a batch x (B,C,H,W) against the spec's input and returns B (from b_value).

@@ -38,6 +38,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value reinit_layers(const Napi::CallbackInfo& info);
   Napi::Value snapshot(const Napi::CallbackInfo& info);
   Napi::Value set_profiling(const Napi::CallbackInfo& info);
+  Napi::Value set_math(const Napi::CallbackInfo& info);
+  Napi::Value math(const Napi::CallbackInfo& info);
   Napi::Value profile(const Napi::CallbackInfo& info);
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
@@ -174,6 +176,17 @@ Napi::Value ModelWrap::set_profiling(const Napi::CallbackInfo& info) {
   model(info.Env()).set_profiling(boolean(arg(info, 0), "on"));
   return info.Env().Undefined();
 }
+
+// setMath({precision: 'fp32' | 'bf16', deterministic}): how convolutions and linear layers are computed
+// from now on (snapshots taken after inherit it); throws when the backend cannot (bf16 on the CPU).
+Napi::Value ModelWrap::set_math(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  Model& m = model(env);
+  const MathMode mode = math_mode(arg(info, 0));
+  guarded(env, [&] { m.set_math(mode); });
+  return env.Undefined();
+}
+Napi::Value ModelWrap::math(const Napi::CallbackInfo& info) { return math_object(info.Env(), model(info.Env()).math()); }
 
 // profile(): {steps, forwards, teachersMs, lossMs, updateMs, transferMs, nodes: [{node, forwardMs, backwardMs}]}
 Napi::Value ModelWrap::profile(const Napi::CallbackInfo& info) {
@@ -407,6 +420,7 @@ Napi::Function ModelWrap::define(Napi::Env env) {
                       InstanceMethod("reinitLayers", &ModelWrap::reinit_layers),
                       InstanceMethod("snapshot", &ModelWrap::snapshot),
                       InstanceMethod("setProfiling", &ModelWrap::set_profiling),
+                      InstanceMethod("setMath", &ModelWrap::set_math), InstanceMethod("math", &ModelWrap::math),
                       InstanceMethod("profile", &ModelWrap::profile),
                       InstanceMethod("forwardSync", &ModelWrap::forward_sync),
                       InstanceMethod("forward", &ModelWrap::forward),

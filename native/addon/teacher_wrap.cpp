@@ -24,6 +24,8 @@ class TeacherWrap : public Napi::ObjectWrap<TeacherWrap> {
   Napi::Value get_buffers(const Napi::CallbackInfo& info);
   Napi::Value set_buffers(const Napi::CallbackInfo& info);
   Napi::Value forward_sync(const Napi::CallbackInfo& info);
+  Napi::Value set_math(const Napi::CallbackInfo& info);
+  Napi::Value math(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value forward_images(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
@@ -83,6 +85,18 @@ Napi::Value TeacherWrap::set_buffers(const Napi::CallbackInfo& info) {
 }
 
 // forwardSync(x, batch): eval logits (B,NC). For tests and tiny batches.
+// setMath({precision, deterministic}) / math(): as Model's (a snapshot starts with its model's mode).
+Napi::Value TeacherWrap::set_math(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  Teacher& t = teacher(env);
+  const MathMode mode = math_mode(arg(info, 0));
+  guarded(env, [&] { t.set_math(mode); });
+  return env.Undefined();
+}
+Napi::Value TeacherWrap::math(const Napi::CallbackInfo& info) {
+  return math_object(info.Env(), teacher(info.Env()).math());
+}
+
 Napi::Value TeacherWrap::forward_sync(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Teacher& t = teacher(env);
@@ -125,6 +139,7 @@ Napi::Function TeacherWrap::define(Napi::Env env) {
                       InstanceMethod("getBuffers", &TeacherWrap::get_buffers),
                       InstanceMethod("setBuffers", &TeacherWrap::set_buffers),
                       InstanceMethod("forwardSync", &TeacherWrap::forward_sync),
+                      InstanceMethod("setMath", &TeacherWrap::set_math), InstanceMethod("math", &TeacherWrap::math),
                       InstanceMethod("forward", &TeacherWrap::forward),
                       InstanceMethod("forwardImages", &TeacherWrap::forward_images),
                       InstanceMethod("dispose", &TeacherWrap::dispose),

@@ -45,6 +45,8 @@ class Backend {
   virtual double available_bytes(std::string* source) const = 0;
 
   // ---- layers (forward overwrites its outputs; backward accumulates into non-null gradients) --
+  // Conv2dShape::math and the linear layers' `math` say how a layer may be computed (MathMode);
+  // a backend that does not support() a mode throws.
   virtual size_t conv2d_workspace_bytes(const Conv2dShape& s) = 0;
   // act is applied to the output (inference plans; training plans pass None).
   virtual void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
@@ -53,9 +55,12 @@ class Backend {
                                const float* inp, const float* weight, const Conv2dShape& s,
                                void* workspace) = 0;
   virtual void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
-                              int IN, int OUT, Activation act) = 0;
+                              int IN, int OUT, Activation act, const MathMode& math) = 0;
   virtual void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                               const float* inp, const float* weight, int B, int IN, int OUT) = 0;
+                               const float* inp, const float* weight, int B, int IN, int OUT,
+                               const MathMode& math) = 0;
+  // Whether this backend can compute with `math`; when not, why (one line for the user).
+  virtual bool supports(const MathMode& math, std::string* why) const = 0;
   virtual void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
                                          float* running_mean, float* running_var, const float* inp,
                                          const float* gamma, const float* beta, int B, int C, int HW,

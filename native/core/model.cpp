@@ -31,11 +31,21 @@ void check_memory(const Backend& be, double bytes, const std::string& what, cons
 size_t floats(size_t n) { return n * sizeof(float); }
 
 // The largest convolution workspace any conv node of the plan needs for a batch of B.
-size_t workspace_bytes(Backend& be, const Plan& plan, int B) {
+size_t workspace_bytes(Backend& be, const Plan& plan, int B, const MathMode& math) {
   size_t ws = 0;
-  for (size_t i = 1; i < plan.nodes.size(); ++i)
-    if (plan.nodes[i].op() == Op::Conv) ws = std::max(ws, be.conv2d_workspace_bytes(plan.conv_shape(int(i), B)));
+  for (size_t i = 1; i < plan.nodes.size(); ++i) {
+    if (plan.nodes[i].op() != Op::Conv) continue;
+    Conv2dShape s = plan.conv_shape(int(i), B);
+    s.math = math;
+    ws = std::max(ws, be.conv2d_workspace_bytes(s));
+  }
   return ws;
+}
+
+void check_supported(const Backend& be, const MathMode& math) {
+  std::string why;
+  DFL_CHECK(be.supports(math, &why), "Cannot compute ", math.bf16 ? "in bf16" : "this way", ": ", why,
+            math.bf16 ? "; use --precision fp32, or --device cuda on a machine with a GPU" : "");
 }
 
 // Times phases of a step for the profile: each lap adds the milliseconds since the last one, after
@@ -65,11 +75,11 @@ class PhaseTimer {
 
 // Runs every node's forward; node_ms (per node) is filled when profiling.
 void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int B, bool training, uint64_t seed,
-                      double* node_ms = nullptr) {
+                      const MathMode& math, double* node_ms = nullptr) {
   PhaseTimer timer(be, node_ms != nullptr);
   for (int i = 1; i < int(plan.nodes.size()); ++i) {
     if (plan.nodes[i].alias_of >= 0) continue;  // its producer wrote its output
-    op_def(plan.nodes[i].op()).forward(OpRun{be, plan, mem, i, B, training, seed});
+    op_def(plan.nodes[i].op()).forward(OpRun{be, plan, mem, i, B, training, seed, 0, math});
     timer.lap(node_ms ? node_ms + i : nullptr);
   }
 }
@@ -204,7 +214,7 @@ void Model::ensure_batch(int B) {
   DFL_CHECK(B > 0, "forward: batch size must be positive, got ", B);
   if (B <= capacity_b_) return;
   Backend& be = *backend_;
-  const size_t ws = workspace_bytes(be, plan_, B);
+  const size_t ws = workspace_bytes(be, plan_, B, math_);
   // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
   const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
   check_memory(be,
@@ -234,7 +244,8 @@ void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
                        m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
-  run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed, profiling_ ? profile_.forward_ms.data() : nullptr);
+  run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed, math_,
+                   profiling_ ? profile_.forward_ms.data() : nullptr);
   profile_.forwards += profiling_;
   last_b_ = B;
   have_training_forward_ = training;
@@ -261,6 +272,7 @@ void Model::forward(const float* x_host, int B, bool training, float* logits_hos
 // Eval logits of the batch in mem_->x by the inference copy, refolded if the weights changed.
 void Model::eval_batch_on_device(int B, float* logits_host) {
   if (!eval_copy_) eval_copy_ = std::make_unique<Teacher>(plan_.spec, backend_);
+  eval_copy_->math_ = math_;
   if (eval_version_ != weights_version_) {
     fold_into(*eval_copy_);
     eval_version_ = weights_version_;
@@ -286,7 +298,7 @@ void Model::run_backward(int B) {
     const OpDef& def = op_def(plan_.nodes[i].op());
     // An op that is the first writer of an input's gradient may write it directly.
     const uint32_t fresh = def.overwrites_fresh_input_grad ? plan_.nodes[i].inputs_starting : 0u;
-    const OpRun run{be, plan_, mem, i, B, true, 0, fresh};
+    const OpRun run{be, plan_, mem, i, B, true, 0, fresh, math_};
     if (!fresh)
       for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));
     def.backward(run);
@@ -425,12 +437,12 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   m.activations = f * b * (2.0 * double(p.act_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
                            1.0 /* labels */ + 2.0 + 3.0 * nc) +
                   sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;
-  m.workspace = double(workspace_bytes(be, p, B));
+  m.workspace = double(workspace_bytes(be, p, B, math_));
   if (K > 0) {
     const InferencePlan ip = build_inference_plan(p);
     m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) +
                       b * double(ip.plan.act_per_sample) + double(K) * b * (nc + 1.0)) +
-                 double(workspace_bytes(be, ip.plan, B));
+                 double(workspace_bytes(be, ip.plan, B, math_));
   }
   m.available = be.available_bytes(&m.available_source) + double(device_bytes());
   return m;
@@ -476,10 +488,22 @@ Teacher::Teacher(const ModelSpec& spec, std::shared_ptr<Backend> backend)
 
 Teacher::~Teacher() = default;
 
+void Teacher::set_math(const MathMode& math) {
+  check_supported(*backend_, math);
+  math_ = math;
+}
+
+void Model::set_math(const MathMode& math) {
+  check_supported(*backend_, math);
+  math_ = math;
+  capacity_b_ = 0;  // the convolution workspace is sized again for the new mode on the next batch
+}
+
 size_t Teacher::device_bytes() const { return params_.bytes() + buffers_.bytes(); }
 
 std::unique_ptr<Teacher> Model::snapshot() const {
   auto t = std::make_unique<Teacher>(plan_.spec, backend_);
+  t->math_ = math_;
   fold_into(*t);
   return t;
 }
@@ -528,14 +552,14 @@ void Teacher::forward_device(const float* x, int B, float* logits, DeviceBuffer&
   Backend& be = *backend_;
   const Plan& p = ip_.plan;
   const size_t act_bytes = (floats(p.act_per_sample * size_t(B)) + 255) / 256 * 256;
-  const size_t ws = workspace_bytes(be, p, B);
+  const size_t ws = workspace_bytes(be, p, B, math_);
   if (act_bytes + ws > scratch.bytes())
     check_memory(be, double(act_bytes + ws), "a teacher's activations for a batch of " + std::to_string(B),
                  "use a smaller --batch-size or model");
   scratch.reserve(act_bytes + ws, "teacher activations");
   const ExecMemory mem{x, scratch.f(), nullptr, params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr,
                        static_cast<char*>(scratch.get()) + act_bytes};
-  run_plan_forward(be, p, mem, B, false, 0);
+  run_plan_forward(be, p, mem, B, false, 0, math_);
   const PlanNode& last = p.nodes.back();
   be.copy(logits, scratch.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
 }

@@ -143,6 +143,11 @@ class Model {
   std::vector<float> get_buffers() const;
   void set_buffers(const float* data, size_t n);
 
+  // How convolutions and linear layers are computed from now on (MathMode; float32 and deterministic
+  // by default), here and in snapshots taken after; throws when the backend does not support it.
+  void set_math(const MathMode& math);
+  const MathMode& math() const { return math_; }
+
   // Profiling (see StepProfile); turning it on clears what was gathered.
   void set_profiling(bool on);
   const StepProfile& profile() const { return profile_; }
@@ -175,6 +180,7 @@ class Model {
   // changes parameters or BN statistics).
   uint64_t weights_version_ = 1, eval_version_ = 0;
   ConvInit conv_init_ = ConvInit::KaimingNormal;
+  MathMode math_{};
   std::unique_ptr<Teacher> eval_copy_;
 };
 
@@ -198,6 +204,10 @@ class Teacher {
   // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
   void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
 
+  // How its forwards are computed (a snapshot starts with its model's); throws when unsupported.
+  void set_math(const MathMode& math);
+  const MathMode& math() const { return math_; }
+
   // The folded weights (plan().params layout) and standalone BN buffers.
   std::vector<float> get_params() const;
   void set_params(const float* data, size_t n);
@@ -209,6 +219,7 @@ class Teacher {
   InferencePlan ip_;
   std::shared_ptr<Backend> backend_;
   DeviceBuffer params_, buffers_;
+  MathMode math_{};
 };
 
 }  // namespace dfl

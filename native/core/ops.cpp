@@ -55,13 +55,13 @@ void conv_infer(PlanBuilder& b, int i) {
 }
 void conv_forward(const OpRun& r) {
   const PlanNode& n = r.node();
-  r.be.conv2d_forward(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.plan.conv_shape(r.i, r.B),
-                      r.mem.workspace, n.spec.fused);
+  r.be.conv2d_forward(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.conv_shape(), r.mem.workspace,
+                      n.spec.fused);
 }
 void conv_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.conv2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight),
-                       r.plan.conv_shape(r.i, r.B), r.mem.workspace);
+                       r.conv_shape(), r.mem.workspace);
 }
 
 // ---- batch norm -------------------------------------------------------------------------------
@@ -122,12 +122,12 @@ void linear_infer(PlanBuilder& b, int i) {
 void linear_forward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.linear_forward(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.B, int(r.input_node().size),
-                      n.spec.out_features, n.spec.fused);
+                      n.spec.out_features, n.spec.fused, r.math);
 }
 void linear_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.linear_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight), r.B,
-                       int(r.input_node().size), n.spec.out_features);
+                       int(r.input_node().size), n.spec.out_features, r.math);
 }
 
 // ---- activations, add ---------------------------------------------------------------------------

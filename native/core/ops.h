@@ -37,6 +37,7 @@ struct OpRun {
   // Backward, ops whose OpDef says overwrites_fresh_input_grad: bit k set when input k's gradient
   // slot has not been written this step (nor zeroed), so the backward must write, not add.
   uint32_t fresh_inputs = 0;
+  MathMode math{};        // how convolutions and linear layers may be computed (Model::set_math)
 
   const PlanNode& node() const { return plan.nodes[i]; }
   const NodeSpec& spec() const { return plan.nodes[i].spec; }
@@ -48,6 +49,12 @@ struct OpRun {
   float* din(int k = 0) const { return act_grad(spec().inputs[k]); }
   const float* dout() const { return act_grad(i); }
   bool din_fresh(int k = 0) const { return (fresh_inputs >> k) & 1u; }
+  // The conv node's shape for this batch, computed as `math` says.
+  Conv2dShape conv_shape() const {
+    Conv2dShape s = plan.conv_shape(i, B);
+    s.math = math;
+    return s;
+  }
   // This node's gradient with a fused activation's mask applied (in place: the slot is this node's).
   float* masked_dout() const {
     float* d = act_grad(i);

@@ -8,6 +8,19 @@
 
 namespace dfl {
 
+// How a backend may compute the convolutions and GEMMs of a model (Model::set_math). The defaults
+// are the reference arithmetic every backend shares: float32, and on the GPU deterministic
+// algorithms with TF32 off (same seed, same GPU, same result).
+struct MathMode {
+  // bf16 inputs on the tensor cores with float32 accumulation, as PyTorch's autocast does: weights,
+  // optimiser state, activations and every other op stay float32. The CUDA backend only (the CPU
+  // backend refuses it: it has no faster path for it).
+  bool bf16 = false;
+  // Let cuDNN pick its fastest algorithms even when they are not bitwise reproducible.
+  bool nondeterministic = false;
+  bool operator==(const MathMode& o) const { return bf16 == o.bf16 && nondeterministic == o.nondeterministic; }
+};
+
 // conv2d, PyTorch semantics (cross-correlation, zero padding, groups).
 struct Conv2dShape {
   int B, C, H, W;       // input (B,C,H,W)
@@ -16,6 +29,7 @@ struct Conv2dShape {
   int stride_h, stride_w;
   int pad_h, pad_w;
   int groups;           // C % groups == 0 and OC % groups == 0; groups == C == OC is depthwise
+  MathMode math{};      // how the backend may compute it (not a size: results agree within bf16 rounding)
   int OH() const { return (H + 2 * pad_h - KH) / stride_h + 1; }
   int OW() const { return (W + 2 * pad_w - KW) / stride_w + 1; }
 };

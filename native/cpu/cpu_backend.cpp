@@ -74,23 +74,37 @@ class CpuBackend final : public Backend {
     return 1e300;
   }
 
-  size_t conv2d_workspace_bytes(const Conv2dShape& s) override { return cpu::conv2d_workspace_floats(s) * sizeof(float); }
+  // float32 only: bf16 would have to be emulated (rounding passes around float32 GEMMs), slower
+  // than float32 on a CPU without bf16 dot products. Non-determinism has nothing to allow here.
+  bool supports(const MathMode& math, std::string* why) const override {
+    if (!math.bf16) return true;
+    *why = "the cpu backend computes in float32 only (bf16 is for a GPU's tensor cores)";
+    return false;
+  }
+  size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
+    check_math(s.math);
+    return cpu::conv2d_workspace_floats(s) * sizeof(float);
+  }
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       void* workspace, Activation act) override {
+    check_math(s.math);
     cpu::conv2d_forward(out, inp, weight, bias, s, static_cast<float*>(workspace));
     apply_activation(out, size_t(s.B) * s.OC * s.OH() * s.OW(), act);
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, const Conv2dShape& s, void* workspace) override {
+    check_math(s.math);
     cpu::conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, static_cast<float*>(workspace));
   }
   void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
-                      Activation act) override {
+                      Activation act, const MathMode& math) override {
+    check_math(math);
     cpu::linear_forward(out, inp, weight, bias, B, IN, OUT);
     apply_activation(out, size_t(B) * OUT, act);
   }
   void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int B, int IN, int OUT) override {
+                       const float* weight, int B, int IN, int OUT, const MathMode& math) override {
+    check_math(math);
     cpu::linear_backward(dinp, dweight, dbias, dout, inp, weight, B, IN, OUT);
   }
   void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd, float* running_mean,
@@ -250,6 +264,10 @@ class CpuBackend final : public Backend {
   void add_scalar(float* x, float v, size_t n) override { cpu::add_scalar(x, v, n); }
 
  private:
+  void check_math(const MathMode& math) const {
+    std::string why;
+    DFL_CHECK(supports(math, &why), "cpu backend: ", why);
+  }
   const std::string name_ = "cpu";
 };
 

@@ -23,6 +23,7 @@
 #include "core/check.h"
 #include "cuda/bodies/augment.h"
 #include "cuda/bodies/batchnorm.h"
+#include "cuda/bodies/cast.h"
 #include "cuda/bodies/elementwise.h"
 #include "cuda/bodies/loss.h"
 #include "cuda/bodies/optim.h"
@@ -49,6 +50,8 @@ class CudaBackend final : public Backend {
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+    compute_major_ = prop.major;
+    compute_minor_ = prop.minor;
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     // Keep freed memory in the pool for the next step instead of returning it to the driver.
     cudaMemPool_t pool;
@@ -76,7 +79,7 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
-    for (void* p : {scratch_, staging_}) if (p) cudaFree(p);
+    for (void* p : {scratch_, staging_, cast_scratch_}) if (p) cudaFree(p);
     plans_.reset();
     cublasDestroy(cublas_);
     cudnnDestroy(cudnn_);
@@ -159,18 +162,39 @@ class CudaBackend final : public Backend {
   }
 
   // ---- convolutions and linear layers ----------------------------------------------------------
+  // bf16 needs tensor cores that take it (sm_80, Ampere, and newer).
+  bool supports(const MathMode& math, std::string* why) const override {
+    if (!math.bf16 || compute_major_ >= 8) return true;
+    *why = "bf16 needs a GPU with compute capability 8.0 or newer (this one is " + std::to_string(compute_major_) +
+           "." + std::to_string(compute_minor_) + ")";
+    return false;
+  }
   size_t conv2d_workspace_bytes(const Conv2dShape& s) override {
     auto lock = enter();
-    return plans_->get(s).workspace_bytes();
+    return plan(s).workspace_bytes();
   }
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       void* workspace, Activation act) override {
     auto lock = enter();
-    const ConvPlan& p = plans_->get(s);
+    const ConvPlan& p = plan(s);
     const float one = 1.f, zero = 0.f;
-    check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, inp, p.w, weight, p.conv, p.fwd, workspace, p.fwd_bytes,
-                                        &zero, p.y, out),
-                "cudnnConvolutionForward");
+    if (p.bf16) {
+      // AMP-style: bf16 copies of the input and weights, a bf16 output cast back to float32.
+      char* ws = static_cast<char*>(workspace);
+      auto* x16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_x);
+      auto* w16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_w);
+      auto* y16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_y);
+      cast_in(x16, inp, s.B, s.C, size_t(s.H) * s.W);
+      cast_in(w16, weight, s.OC, s.C / s.groups, size_t(s.KH) * s.KW);
+      check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, x16, p.w, w16, p.conv, p.fwd, workspace, p.fwd_bytes,
+                                          &zero, p.y, y16),
+                  "cudnnConvolutionForward (bf16)");
+      launch_elementwise(stream_, FromBf16ChannelsLast{out, y16, size_t(s.B), size_t(s.OC), size_t(s.OH()) * s.OW(), false});
+    } else {
+      check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, inp, p.w, weight, p.conv, p.fwd, workspace, p.fwd_bytes,
+                                          &zero, p.y, out),
+                  "cudnnConvolutionForward");
+    }
     const size_t P = size_t(s.OH()) * s.OW();
     if (bias || act != Activation::None)
       launch_elementwise(stream_, BiasActivation{out, bias, size_t(s.B) * s.OC * P, s.OC, P, act});
@@ -178,30 +202,59 @@ class CudaBackend final : public Backend {
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, const Conv2dShape& s, void* workspace) override {
     auto lock = enter();
-    const ConvPlan& p = plans_->get(s);
-    const float one = 1.f;  // beta = 1: accumulate into the gradients
-    if (dinp)
-      check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dout, p.conv, p.bwd_data, workspace,
-                                               p.bwd_data_bytes, &one, p.x, dinp),
-                  "cudnnConvolutionBackwardData");
-    if (dweight)
-      check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, inp, p.y, dout, p.conv, p.bwd_filter, workspace,
-                                                 p.bwd_filter_bytes, &one, p.w, dweight),
-                  "cudnnConvolutionBackwardFilter");
+    const ConvPlan& p = plan(s);
+    const float one = 1.f, zero = 0.f;
+    if (p.bf16) {
+      // bf16 gradients from cuDNN (beta = 0 into the plan's scratch), accumulated in float32 by the cast back.
+      char* ws = static_cast<char*>(workspace);
+      auto* dy16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_y);
+      const size_t HW = size_t(s.H) * s.W, KK = size_t(s.KH) * s.KW;
+      cast_in(dy16, dout, s.B, s.OC, size_t(s.OH()) * s.OW());
+      if (dinp) {
+        auto* w16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_w);
+        auto* dx16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_dx);
+        cast_in(w16, weight, s.OC, s.C / s.groups, KK);
+        check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, w16, p.y, dy16, p.conv, p.bwd_data, workspace,
+                                                 p.bwd_data_bytes, &zero, p.x, dx16),
+                    "cudnnConvolutionBackwardData (bf16)");
+        launch_elementwise(stream_, FromBf16ChannelsLast{dinp, dx16, size_t(s.B), size_t(s.C), HW, true});
+      }
+      if (dweight) {
+        auto* x16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_x);
+        auto* dw16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_dw);
+        cast_in(x16, inp, s.B, s.C, HW);
+        check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, x16, p.y, dy16, p.conv, p.bwd_filter, workspace,
+                                                   p.bwd_filter_bytes, &zero, p.w, dw16),
+                    "cudnnConvolutionBackwardFilter (bf16)");
+        launch_elementwise(stream_, FromBf16ChannelsLast{dweight, dw16, size_t(s.OC), size_t(s.C / s.groups), KK, true});
+      }
+    } else {
+      // beta = 1: accumulate into the gradients
+      if (dinp)
+        check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dout, p.conv, p.bwd_data, workspace,
+                                                 p.bwd_data_bytes, &one, p.x, dinp),
+                    "cudnnConvolutionBackwardData");
+      if (dweight)
+        check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, inp, p.y, dout, p.conv, p.bwd_filter, workspace,
+                                                   p.bwd_filter_bytes, &one, p.w, dweight),
+                    "cudnnConvolutionBackwardFilter");
+    }
     if (dbias) launch_rows(stream_, BiasGradient{dbias, dout, s.B, s.OC, s.OH() * s.OW()});
   }
   void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
-                      Activation act) override {
+                      Activation act, const MathMode& math) override {
     auto lock = enter();
-    gemm(false, true, B, OUT, IN, inp, IN, weight, IN, 0.f, out, OUT);
+    check_math(math);
+    gemm(false, true, B, OUT, IN, inp, IN, weight, IN, 0.f, out, OUT, math.bf16);
     if (bias || act != Activation::None)
       launch_elementwise(stream_, BiasActivation{out, bias, size_t(B) * OUT, OUT, 1, act});
   }
   void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int B, int IN, int OUT) override {
+                       const float* weight, int B, int IN, int OUT, const MathMode& math) override {
     auto lock = enter();
-    if (dinp) gemm(false, false, B, IN, OUT, dout, OUT, weight, IN, 1.f, dinp, IN);
-    if (dweight) gemm(true, false, OUT, IN, B, dout, OUT, inp, IN, 1.f, dweight, IN);
+    check_math(math);
+    if (dinp) gemm(false, false, B, IN, OUT, dout, OUT, weight, IN, 1.f, dinp, IN, math.bf16);
+    if (dweight) gemm(true, false, OUT, IN, B, dout, OUT, inp, IN, 1.f, dweight, IN, math.bf16);
     if (dbias) launch_rows(stream_, BiasGradient{dbias, dout, B, OUT, 1});
   }
 
@@ -499,13 +552,37 @@ class CudaBackend final : public Backend {
   }
 
   // Row-major C (M,N) = op(A) op(B) + beta C with alpha 1, as cpu::sgemm, on cuBLAS (column-major):
-  // C^T = op(B)^T op(A)^T.
+  // C^T = op(B)^T op(A)^T. bf16: A and B are cast to bf16 first (cast scratch), C stays float32 and
+  // the products accumulate in float32 (CUBLAS_COMPUTE_32F), as PyTorch's autocast runs a linear layer.
   void gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
-            float beta, float* C, int ldc) {
+            float beta, float* C, int ldc, bool bf16) {
     const float alpha = 1.f;
-    check_cublas(cublasSgemm(cublas_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
-                             K, &alpha, B, ldb, A, lda, &beta, C, ldc),
-                 "cublasSgemm");
+    const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (!bf16) {
+      check_cublas(cublasSgemm(cublas_, op_b, op_a, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc), "cublasSgemm");
+      return;
+    }
+    // Both operands are dense row-major blocks: A has (trans_a ? K : M) rows of lda, B (trans_b ? N : K) rows of ldb.
+    const size_t na = size_t(trans_a ? K : M) * lda, nb = size_t(trans_b ? N : K) * ldb;
+    auto* a16 = static_cast<Bf16Bits*>(grow(&cast_scratch_, &cast_scratch_bytes_, (na + nb) * sizeof(Bf16Bits)));
+    Bf16Bits* b16 = a16 + na;
+    cast_in(a16, A, 1, na, 1);
+    cast_in(b16, B, 1, nb, 1);
+    check_cublas(cublasGemmEx(cublas_, op_b, op_a, N, M, K, &alpha, b16, CUDA_R_16BF, ldb, a16, CUDA_R_16BF, lda, &beta,
+                              C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx (bf16)");
+  }
+  // dst (rows, HW, C) bf16 from src (rows, C, HW) float32 (HW = 1: a plain cast).
+  void cast_in(Bf16Bits* dst, const float* src, size_t rows, size_t C, size_t HW) {
+    launch_elementwise(stream_, ToBf16ChannelsLast{dst, src, rows, C, HW});
+  }
+  const ConvPlan& plan(const Conv2dShape& s) {
+    check_math(s.math);
+    return plans_->get(s);
+  }
+  void check_math(const MathMode& math) const {
+    std::string why;
+    DFL_CHECK(supports(math, &why), "cuda backend: ", why);
   }
 
   // Device scratch of at least `bytes` (grown, never shrunk; stream-ordered).
@@ -591,6 +668,9 @@ class CudaBackend final : public Backend {
   std::unique_ptr<ConvPlans> plans_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  void* cast_scratch_ = nullptr;  // bf16 operands of linear layers
+  size_t cast_scratch_bytes_ = 0;
+  int compute_major_ = 0, compute_minor_ = 0;
   void* staging_ = nullptr;
   size_t staging_bytes_ = 0;
 };

@@ -1,5 +1,6 @@
 // A Node-free timing of whole training steps on a backend (the GPU machine has no Node.js):
 //   dfl_step_bench --spec FILE.json [--backend cuda] [--batch 128] [--steps 20] [--teachers 3]
+//                  [--precision fp32|bf16] [--nondeterministic 1]
 // times, after warm-up steps, a plain training step (forward, CE, backward, SGD), a DFL step (the
 // same plus K teachers' forwards and the confidence-weighted ensemble KL) and an eval forward, on a
 // batch made on the device from resident uint8 images (as the trainer does on a GPU). Each step
@@ -38,17 +39,27 @@ int main(int argc, char** argv) {
   try {
     const std::string spec_path = flag(argc, argv, "--spec", "");
     if (spec_path.empty()) {
-      std::fprintf(stderr, "usage: dfl_step_bench --spec FILE.json [--backend cuda] [--batch 128] [--steps 20] [--teachers 3]\n");
+      std::fprintf(stderr, "usage: dfl_step_bench --spec FILE.json [--backend cuda] [--batch 128] [--steps 20] [--teachers 3] "
+                           "[--precision fp32|bf16] [--nondeterministic 1]\n");
       return 2;
     }
     const std::string backend_name = flag(argc, argv, "--backend", "cuda");
     const int B = std::atoi(flag(argc, argv, "--batch", "128"));
     const int steps = std::atoi(flag(argc, argv, "--steps", "20"));
     const int K = std::atoi(flag(argc, argv, "--teachers", "3"));
+    const std::string precision = flag(argc, argv, "--precision", "fp32");
+    if (precision != "fp32" && precision != "bf16") {
+      std::fprintf(stderr, "dfl_step_bench: --precision must be fp32 or bf16, got %s\n", precision.c_str());
+      return 2;
+    }
+    MathMode math;
+    math.bf16 = precision == "bf16";
+    math.nondeterministic = std::string(flag(argc, argv, "--nondeterministic", "0")) == "1";
     const ModelSpec spec = test::read_model_spec_json(spec_path);
     std::shared_ptr<Backend> be = backend_by_name(backend_name);
 
     Model model(spec, 1, be);
+    model.set_math(math);  // the teachers below are snapshots: they compute the same way
     const int C = spec.in_channels, H = spec.height, W = spec.width, NC = model.num_classes();
     const int N = 4 * B;  // a small resident set; every step takes a different slice
     std::vector<uint8_t> pixels(size_t(N) * C * H * W);
@@ -98,9 +109,11 @@ int main(int argc, char** argv) {
     eval(0);
     const double eval_ms = ms_per_call(steps, eval);
 
-    std::printf("{\"spec\": \"%s\", \"backend\": \"%s\", \"batch\": %d, \"teachers\": %d, \"params\": %zu, "
-                "\"train_ms\": %.3f, \"dfl_ms\": %.3f, \"eval_ms\": %.3f, \"device_mib\": %.1f}\n",
-                spec_path.c_str(), backend_name.c_str(), B, K, model.num_params(), train_ms, dfl_ms, eval_ms,
+    std::printf("{\"spec\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"deterministic\": %s, \"batch\": %d, "
+                "\"teachers\": %d, \"params\": %zu, \"train_ms\": %.3f, \"dfl_ms\": %.3f, \"eval_ms\": %.3f, "
+                "\"device_mib\": %.1f}\n",
+                spec_path.c_str(), backend_name.c_str(), precision.c_str(), math.nondeterministic ? "false" : "true", B, K,
+                model.num_params(), train_ms, dfl_ms, eval_ms,
                 double(model.device_bytes()) / (1024.0 * 1024.0));
     return 0;
   } catch (const std::exception& e) {

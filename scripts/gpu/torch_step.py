@@ -3,12 +3,16 @@
 same JSON spec) on the GPU, timed like native/dev/step_bench.cpp: a training step (forward, CE,
 backward, SGD Nesterov + weight decay), a DFL step (K teacher copies in eval mode under no_grad,
 confidence-weighted p_T, CE + T^2 KL, T 4) and an eval forward. fp32 with TF32 off and cuDNN's
-heuristic (non-benchmark) algorithms, as dfl-native runs by default. Each timed run of `steps` steps
-is closed by one synchronisation (PyTorch's best case; dfl-native reads each step's loss back).
+heuristic (non-benchmark) algorithms, as dfl-native runs by default; with TORCH_STEP_PRECISION=bf16
+every forward runs under torch.autocast('cuda', torch.bfloat16), PyTorch's AMP (what dfl-native's
+--precision bf16 does: bf16 convolutions and linear layers, float32 weights). Each timed run of
+`steps` steps is closed by one synchronisation (PyTorch's best case; dfl-native reads each step's
+loss back).
 
     python3 scripts/gpu/torch_step.py STEPS K BATCHES SPEC.json...   (BATCHES like 128,512)
         one JSON line per spec and batch (one process: PyTorch starts once)
 """
+import contextlib
 import copy
 import json
 import os
@@ -20,6 +24,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import torch_twin  # noqa: E402
+
+
+PRECISION = os.environ.get('TORCH_STEP_PRECISION', 'fp32')
+
+
+def amp():
+    if PRECISION == 'bf16':
+        return torch.autocast('cuda', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def time_one(spec_path, batch, steps, K):
@@ -40,22 +53,26 @@ def time_one(spec_path, batch, steps, K):
 
     def train_step():
         opt.zero_grad(set_to_none=False)
-        F.cross_entropy(net(x).reshape(batch, -1), y).backward()
+        with amp():
+            loss = F.cross_entropy(net(x).reshape(batch, -1).float(), y)
+        loss.backward()
         opt.step()
 
     def dfl_step():
+        with torch.no_grad(), amp():
+            zt = torch.stack([t(x).reshape(batch, -1) for t in teachers]).float()
         with torch.no_grad():
-            zt = torch.stack([t(x).reshape(batch, -1) for t in teachers])
             w = torch.softmax(zt / T, dim=2).amax(dim=2)  # each teacher's confidence
             p_t = torch_twin.ensemble_teacher_probs(zt, w, T)
         opt.zero_grad(set_to_none=False)
-        z = net(x).reshape(batch, -1)
+        with amp():
+            z = net(x).reshape(batch, -1).float()
         kl = (torch.xlogy(p_t, p_t) - p_t * F.log_softmax(z / T, dim=1)).sum(1).mean()
         (F.cross_entropy(z, y) + T * T * kl).backward()
         opt.step()
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             net(x)
 
     def ms(fn, train_mode, warmup=3):
@@ -69,7 +86,7 @@ def time_one(spec_path, batch, steps, K):
         torch.cuda.synchronize()
         return (time.perf_counter() - t0) * 1000.0 / steps
 
-    print(json.dumps({'spec': spec_path, 'batch': batch, 'teachers': K, 'torch': torch.__version__,
+    print(json.dumps({'spec': spec_path, 'batch': batch, 'teachers': K, 'precision': PRECISION, 'torch': torch.__version__,
                       'cudnn': torch.backends.cudnn.version(), 'train_ms': ms(train_step, True),
                       'dfl_ms': ms(dfl_step, True) if K > 0 else 0.0, 'eval_ms': ms(forward, False)}), flush=True)
 

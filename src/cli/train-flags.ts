@@ -79,6 +79,8 @@ export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
 
   seed: { kind: 'number', group: G.run, describe: 'Seed of every random choice (init, split, shuffle, augmentation, reset)' },
   device: { kind: 'string', group: G.run, choices: ['auto', 'cpu', 'cuda'], describe: 'Compute device' },
+  precision: { kind: 'string', group: G.run, choices: ['fp32', 'bf16'], describe: 'bf16: convolutions and linear layers on the GPU\'s tensor cores (float32 weights and accumulation, as PyTorch autocast); GPU only' },
+  deterministic: { kind: 'boolean', group: G.run, describe: 'GPU: only reproducible cuDNN algorithms (--no-deterministic allows faster ones)' },
   threads: { kind: 'number', group: G.run, describe: 'Native threads (0: all cores)' },
   out: { kind: 'string', group: G.run, describe: 'Output folder (summary.json, metrics.jsonl, checkpoint/, curves.svg)', defaultText: 'runs/<timestamp>' },
 };

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type DeviceName, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo, type TrainStepOptions } from '../binding.js';
+import { loadBinding, type DeviceName, type MathHolder, type MathMode, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo, type TrainStepOptions } from '../binding.js';
 import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
@@ -117,9 +117,27 @@ function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) =>
     throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
   // A CPU-only build says so briefly (`dfl-native info` has the build's reason); a CUDA build that
   // cannot run says why in the driver's words, since that is what the user has to fix.
+  const device: DeviceName = config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
+  if (config.precision === 'bf16' && device === 'cpu')
+    throw new ConfigError('--precision bf16 runs convolutions and linear layers on a GPU\'s tensor cores, but this run is on the cpu' +
+      (config.device === 'cpu' ? '' : ` (cuda: ${info.cudaStatus})`) + '. Use --precision fp32 on the CPU.');
   if (config.device === 'auto' && !cudaUsable)
     log(info.compiledBackends.includes('cuda') ? `device auto -> cpu (cuda: ${info.cudaStatus})` : 'device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)');
-  return config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
+  return device;
+}
+
+/** How the run's models compute (--precision, --deterministic). */
+export function mathOf(config: Pick<TrainConfig, 'precision' | 'deterministic'>): MathMode {
+  return { precision: config.precision, deterministic: config.deterministic };
+}
+
+/** Sets a model's or teacher's math mode; a device that cannot (bf16 before sm_80) is a ConfigError. */
+function setMath(target: MathHolder, config: TrainConfig): void {
+  try {
+    target.setMath(mathOf(config));
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message.replace(/^dfl-native: /, '')}`);
+  }
 }
 
 /** Normalisation: the given per-channel mean/std, else statistics of the training split. */
@@ -296,6 +314,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
   if (spec.in_channels !== data.train.channels || spec.height !== data.train.height || spec.width !== data.train.width)
     throw new ConfigError(`The model expects ${spec.in_channels}x${spec.height}x${spec.width} images but the data has ${data.train.channels}x${data.train.height}x${data.train.width}; use --image-size or another model spec`);
   const student = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.init), device, config.convInit));
+  setMath(student, config);  // teachers snapshot from it compute the same way
   const info = student.info();
   if (info.numClasses !== data.classNames.length)
     throw new ConfigError(`The model has ${info.numClasses} outputs but the data has ${data.classNames.length} classes` +
@@ -313,7 +332,10 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     run.resident = { train: up(data.train), val: up(data.val), test: data.test ? up(data.test) : null };
   }
   if (saved && resumeDir) {
-    for (const [id, t] of restoreModels(resumeDir, saved, student, device)) run.bank.models.set(id, own(t));
+    for (const [id, t] of restoreModels(resumeDir, saved, student, device)) {
+      run.bank.models.set(id, own(t));
+      setMath(t, config);
+    }
     run.bank.entries = saved.bank;
     run.metrics.push(...saved.metrics);
     run.startEpoch = saved.epoch + 1;
@@ -325,6 +347,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     // Random teachers: K fixed random initialisations, scored once on the validation split.
     for (let k = 1; k <= config.teachers; ++k) {
       const init = own(new binding.Model(spec, deriveSeed(config.seed, STREAM.randomTeacher, k), device, config.convInit));
+      setMath(init, config);
       run.bank.models.set(-k, snapshotOf(init, own));
       init.dispose();
     }

@@ -80,18 +80,18 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
 }
 
 void linear_forward(float* o, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
-                    Activation act) {
+                    Activation act, const MathMode& math) {
   Dev x = in(inp, size_t(B) * IN), w = in(weight, size_t(OUT) * IN), b = in(bias, size_t(OUT));
   Dev y = out(o, size_t(B) * OUT);
-  backend().linear_forward(y.f(), x.f(), w.f(), b.f(), B, IN, OUT, act);
+  backend().linear_forward(y.f(), x.f(), w.f(), b.f(), B, IN, OUT, act, math);
   y.back();
 }
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int B, int IN, int OUT) {
+                     const float* weight, int B, int IN, int OUT, const MathMode& math) {
   Dev dx = inout(dinp, size_t(B) * IN), dw = inout(dweight, size_t(OUT) * IN), db = inout(dbias, size_t(OUT));
   Dev dy = in(dout, size_t(B) * OUT), x = in(inp, size_t(B) * IN), w = in(weight, size_t(OUT) * IN);
-  backend().linear_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), B, IN, OUT);
+  backend().linear_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), B, IN, OUT, math);
   dx.back();
   dw.back();
   db.back();

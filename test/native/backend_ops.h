@@ -22,9 +22,9 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, const Conv2dShape& s, float* workspace);
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
-                    Activation act = Activation::None);
+                    Activation act = Activation::None, const MathMode& math = {});
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int B, int IN, int OUT);
+                     const float* weight, int B, int IN, int OUT, const MathMode& math = {});
 void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd, float* running_mean,
                                float* running_var, const float* inp, const float* gamma, const float* beta, int B,
                                int C, int HW, float momentum, float eps);

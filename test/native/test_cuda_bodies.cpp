@@ -4,6 +4,8 @@
 // and reductions run with 32 and 256 emulated threads.
 // Exact (bitwise) where the body does the same float operations in the same order as the CPU
 // kernel; otherwise 1e-6 relative: double sums taken in another order, rounded once to float.
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "cpu/kernels.h"
 #include "cuda/bodies/augment.h"
 #include "cuda/bodies/batchnorm.h"
+#include "cuda/bodies/cast.h"
 #include "cuda/bodies/elementwise.h"
 #include "cuda/bodies/loss.h"
 #include "cuda/bodies/optim.h"
@@ -405,4 +408,60 @@ DFL_CPU_TEST(cuda_bodies_augment_normalize_gather) {
   run_elementwise(AugmentBatch{out.data(), batch.data(), nullptr, mean, stdv, B, C, H, W, 0});
   cpu::normalize_batch(want.data(), batch.data(), B, C, H, W, mean, stdv);
   EXPECT_SAME(out, want, "normalize");
+}
+
+// bf16 rounding against a reference that picks the nearer of the two neighbouring bf16 values in
+// double (ties to the even one), then the channels-last casts against plain index loops.
+DFL_CPU_TEST(cuda_bodies_bf16_casts) {
+  auto reference = [](float f) -> uint16_t {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint16_t lo = uint16_t(u >> 16), hi = uint16_t(lo + 1);
+    const double d = f, dlo = bf16_to_float(lo), dhi = bf16_to_float(hi);
+    const double elo = std::fabs(d - dlo), ehi = std::fabs(d - dhi);
+    if (elo != ehi) return elo < ehi ? lo : hi;
+    return (lo & 1) ? hi : lo;
+  };
+  Rng rng(7);
+  Vec x = randn(4099, rng, 3.f);
+  for (int e = -30; e <= 30; e += 3) x.push_back(std::ldexp(1.0f + 1.0f / 256, e));  // exact ties
+  x.push_back(1.01171875f);  // 1 + 3/256: a tie between 0x3F81 and 0x3F82
+  x.push_back(1e-40f);       // subnormal
+  x.push_back(-0.0f);
+  for (float f : x) {
+    const uint16_t got = float_to_bf16(f), want = reference(f);
+    DFL_EXPECT(got == want, "float_to_bf16(" << f << ") = " << got << ", nearest-even is " << want);
+  }
+  DFL_EXPECT(float_to_bf16(1.0f) == 0x3F80 && float_to_bf16(1.00390625f) == 0x3F80, "ties go to even (down)");
+  DFL_EXPECT(float_to_bf16(1.01171875f) == 0x3F82, "ties go to even (up)");
+  DFL_EXPECT(float_to_bf16(-0.0f) == 0x8000, "-0 keeps its sign");
+  DFL_EXPECT(float_to_bf16(std::numeric_limits<float>::max()) == 0x7F80, "overflow rounds to infinity");
+  DFL_EXPECT(float_to_bf16(-std::numeric_limits<float>::infinity()) == 0xFF80, "-inf stays -inf");
+  DFL_EXPECT(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))), "NaN stays NaN");
+  // A NaN whose payload sits in the low 16 bits only must not round to infinity.
+  uint32_t low_nan = 0x7F800001u;
+  float fn;
+  std::memcpy(&fn, &low_nan, 4);
+  DFL_EXPECT(std::isnan(bf16_to_float(float_to_bf16(fn))), "a low-payload NaN stays NaN");
+
+  // (B, C, HW) <-> (B, HW, C) on odd sizes; HW = 1 is the plain cast.
+  for (const auto& [B, C, HW] : {std::array<size_t, 3>{3, 5, 7}, std::array<size_t, 3>{2, 17, 1}, std::array<size_t, 3>{1, 1, 9}}) {
+    const size_t n = B * C * HW;
+    Vec src = randn(n, rng, 2.f);
+    std::vector<Bf16Bits> cl(n, 0xFFFF);
+    run_elementwise(ToBf16ChannelsLast{cl.data(), src.data(), B, C, HW});
+    for (size_t b = 0; b < B; ++b)
+      for (size_t c = 0; c < C; ++c)
+        for (size_t p = 0; p < HW; ++p)
+          DFL_EXPECT(cl[(b * HW + p) * C + c] == float_to_bf16(src[(b * C + c) * HW + p]),
+                     "channels-last cast at b=" << b << " c=" << c << " p=" << p);
+    Vec back(n, std::numeric_limits<float>::quiet_NaN()), want(n);
+    run_elementwise(FromBf16ChannelsLast{back.data(), cl.data(), B, C, HW, false});
+    for (size_t i = 0; i < n; ++i) want[i] = bf16_to_float(float_to_bf16(src[i]));
+    EXPECT_SAME(back, want, "channels-last round trip = rounding in place");
+    Vec acc = randn(n, rng), acc_want = acc;
+    run_elementwise(FromBf16ChannelsLast{acc.data(), cl.data(), B, C, HW, true});
+    for (size_t i = 0; i < n; ++i) acc_want[i] += want[i];
+    EXPECT_SAME(acc, acc_want, "channels-last cast back, accumulating");
+  }
 }

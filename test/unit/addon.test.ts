@@ -80,6 +80,25 @@ test('devices are chosen by name; an unknown or unusable one is a clear error', 
   assert.throws(() => new binding.Model(tinySpec(), 0, 7 as never), /Expected a string for device/);
 });
 
+test('math modes: fp32 and deterministic by default, bf16 refused on the cpu with what to do, snapshots inherit the mode', () => {
+  const m = new binding.Model(tinySpec(), 0, 'cpu');
+  assert.deepEqual(m.math(), { precision: 'fp32', deterministic: true });
+  assert.throws(() => m.setMath({ precision: 'bf16' }), /Cannot compute in bf16: the cpu backend computes in float32 only .*; use --precision fp32, or --device cuda on a machine with a GPU/);
+  assert.deepEqual(m.math(), { precision: 'fp32', deterministic: true }, 'a refused mode is not kept');
+  assert.throws(() => m.setMath({ precision: 'fp16' as never }), /Expected one of fp32, bf16 for math.precision but received string 'fp16'/);
+  assert.throws(() => m.setMath({ deterministic: 'no' as never }), /Expected a boolean for math.deterministic/);
+  assert.throws(() => m.setMath(3 as never), /Expected an object for math/);
+  m.setMath({ deterministic: false });
+  assert.deepEqual(m.math(), { precision: 'fp32', deterministic: false });
+  const t = m.snapshot();
+  assert.deepEqual(t.math(), { precision: 'fp32', deterministic: false });
+  assert.throws(() => t.setMath({ precision: 'bf16' }), /Cannot compute in bf16/);
+  t.setMath({});
+  assert.deepEqual(t.math(), { precision: 'fp32', deterministic: true });
+  t.dispose();
+  m.dispose();
+});
+
 test('a snapshot is an inference-only teacher: same logits, a fraction of the memory, independent of the student', async () => {
   const m = tinyModel(6);
   const x = noise(3 * 192, 5);

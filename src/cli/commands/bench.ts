@@ -10,6 +10,8 @@ import { fixed, Output, runCommand, Table, UsageError } from '../output.js';
 export interface BenchArgs {
   model: string;
   device: string;
+  precision: string;
+  deterministic: boolean;
   profile?: boolean;
   json?: boolean;
   verbose?: boolean;
@@ -30,6 +32,8 @@ export function builder(y: Argv): Argv<BenchArgs> {
     .option('width', numberFlag({ describe: 'Width multiplier of zoo models without @width [default: 1]' }))
     .option('batch-size', numberFlag({ describe: 'Images per step [default: 128]' }))
     .option('device', { type: 'string', default: 'auto', requiresArg: true, describe: 'cpu, cuda or auto (cuda when usable)' })
+    .option('precision', { type: 'string', default: 'fp32', requiresArg: true, describe: 'fp32, or bf16: convolutions and linear layers on the GPU\'s tensor cores (GPU only)' })
+    .option('deterministic', { type: 'boolean', default: true, describe: 'GPU: only reproducible cuDNN algorithms (--no-deterministic allows faster ones)' })
     .option('threads', numberFlag({ describe: 'Native threads (0: all cores) [default: 0]' }))
     .option('teachers', numberFlag({ describe: 'Teachers K in the DFL step [default: 3]' }))
     .option('reps', numberFlag({ describe: 'Timed repetitions per phase (median and spread reported) [default: 10]' }))
@@ -65,10 +69,12 @@ export async function handler(argv: BenchArgs): Promise<void> {
       reps: int(argv.reps, '--reps', 1), warmup: int(argv.warmup, '--warmup', 0), profile: argv.profile,
     };
     if (!DEVICES.includes(argv.device)) throw new UsageError(`Expected one of ${DEVICES.join(', ')} for --device but received '${argv.device}'`);
+    if (argv.precision !== 'fp32' && argv.precision !== 'bf16') throw new UsageError(`Expected one of fp32, bf16 for --precision but received '${argv.precision}'`);
     const models = parseModels(argv.model, width);
     const table = new Table<BenchResult>([
       { title: 'model', width: 18, left: true, value: (r) => `${r.model}@${r.width}` },
       { title: 'dev', width: 4, left: true, value: (r) => r.device },
+      { title: 'prec', width: 4, left: true, value: (r) => r.precision },
       { title: 'train img/s', width: 11, value: (r) => fixed(r.train_img_s, 0) },
       { title: 'infer img/s', width: 11, value: (r) => fixed(r.infer_img_s, 0) },
       { title: 'DFL img/s', width: 9, value: (r) => fixed(r.dfl_img_s, 0) },
@@ -80,7 +86,7 @@ export async function handler(argv: BenchArgs): Promise<void> {
     let printedHeader = false;
     for (const m of models) {
       out.bar(`benchmarking ${m.model}@${m.width} ...`, true);
-      const r = await benchmark({ ...m, ...opts, device: argv.device as DeviceName | 'auto' });
+      const r = await benchmark({ ...m, ...opts, device: argv.device as DeviceName | 'auto', precision: argv.precision as 'fp32' | 'bf16', deterministic: argv.deterministic });
       out.clearBar();
       if (out.json) {
         out.line(r);

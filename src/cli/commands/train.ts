@@ -94,7 +94,7 @@ function describeStart(s: StartInfo, outDir: string | undefined): string[] {
   const c = s.config;
   const macs = s.macsPerImage >= 1e9 ? `${(s.macsPerImage / 1e9).toFixed(2)}G` : `${(s.macsPerImage / 1e6).toFixed(1)}M`;
   const lines = [
-    `dfl-native train: method ${c.method}, model ${c.model}${/\.json$/.test(c.model) ? '' : ` x${c.width}`} (${(s.params / 1e3).toFixed(1)}k params, ${macs} MACs/image), device ${s.device ?? c.device}`,
+    `dfl-native train: method ${c.method}, model ${c.model}${/\.json$/.test(c.model) ? '' : ` x${c.width}`} (${(s.params / 1e3).toFixed(1)}k params, ${macs} MACs/image), device ${s.device ?? c.device}${c.precision === 'bf16' ? ' (bf16)' : ''}${c.deterministic ? '' : ', non-deterministic algorithms'}`,
     `data: ${c.data ?? 'bundled sample'}: ${s.trainSize} train / ${s.valSize} val / ${s.testSize} test images, ${s.classNames.length} classes`,
   ];
   if (c.method === 'sd' || c.method === 'dfl')
