@@ -17,6 +17,10 @@ namespace dfl {
 
 namespace {
 
+// Weight decay applies to every parameter, as torch.optim.SGD's weight_decay does (the kernels take a
+// per-element multiplier array where a null one means 1 everywhere; no mask is kept).
+constexpr const float* kDecayEverywhere = nullptr;
+
 // Refuses an allocation that cannot fit the backend's memory, with a message saying what to do,
 // instead of letting the OS or the driver kill the run half-way through.
 void check_memory(const Backend& be, double bytes, const std::string& what, const char* todo) {
@@ -119,7 +123,7 @@ struct Model::Memory {
       : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
         workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
         teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), batch_u8(be) {}
-  DeviceBuffer arena;  // [params | grads | momentum | decay mask]
+  DeviceBuffer arena;  // [params | grads | momentum]
   DeviceBuffer buffers, buffers_backup, stats;
   DeviceBuffer acts, act_grads, argmax, mask, workspace;
   DeviceBuffer x, labels;
@@ -139,15 +143,14 @@ struct Model::Memory {
 Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init)
     : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)), conv_init_(conv_init) {
   const double n = double(plan_.num_params);
-  check_memory(*backend_, 4.0 * (4.0 * n + double(plan_.num_buffer_floats) + double(plan_.stat_floats)),
+  check_memory(*backend_, 4.0 * (3.0 * n + double(plan_.num_buffer_floats) + double(plan_.stat_floats)),
                "a model of " + std::to_string(plan_.num_params) + " parameters (weights, gradients, momentum)",
                "use a smaller model or --width");
-  mem_->arena.reserve(floats(4 * plan_.num_params), "parameters, gradients, momentum and decay mask");
+  mem_->arena.reserve(floats(3 * plan_.num_params), "parameters, gradients and momentum");
   mem_->buffers.reserve(floats(plan_.num_buffer_floats), "batch-norm buffers");
   mem_->buffers_backup.reserve(floats(plan_.num_buffer_floats), "batch-norm buffer backup");
   mem_->stats.reserve(floats(plan_.stat_floats), "batch-norm statistics");
   set_profiling(false);
-  backend_->fill(decay_mask(), 1.0f, plan_.num_params);
   init_all(seed);
 }
 
@@ -156,7 +159,6 @@ Model::~Model() = default;
 float* Model::param_data() const { return mem_->arena.f(); }
 float* Model::grad_data() const { return mem_->arena.f() + plan_.num_params; }
 float* Model::momentum_data() const { return mem_->arena.f() + 2 * plan_.num_params; }
-float* Model::decay_mask() const { return mem_->arena.f() + 3 * plan_.num_params; }
 size_t Model::device_bytes() const { return mem_->bytes(); }
 
 std::vector<int> Model::node_shape(int i) const {
@@ -401,10 +403,10 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   const double sq = be.sum_squares(grad_data(), plan_.num_params);
   st.grad_norm = static_cast<float>(std::sqrt(sq));
   st.finite = std::isfinite(st.loss) && std::isfinite(sq) && be.all_finite(m.buffers.f(), plan_.num_buffer_floats) &&
-              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), decay_mask(), plan_.num_params, sgd);
+              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, plan_.num_params, sgd);
   // A refused step must not touch the model: the caller stops with the last good state.
   if (st.finite) {
-    be.sgd_step(param_data(), momentum_data(), grad_data(), decay_mask(), plan_.num_params, sgd);
+    be.sgd_step(param_data(), momentum_data(), grad_data(), kDecayEverywhere, plan_.num_params, sgd);
   } else {
     be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.num_buffer_floats));
   }
@@ -433,7 +435,7 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   const Plan& p = plan_;
   const double b = double(B), f = sizeof(float), nc = double(p.num_classes);
   MemoryPlan m;
-  m.weights = f * (4.0 * double(p.num_params) + 2.0 * double(p.num_buffer_floats) + double(p.stat_floats));
+  m.weights = f * (3.0 * double(p.num_params) + 2.0 * double(p.num_buffer_floats) + double(p.stat_floats));
   m.activations = f * b * (2.0 * double(p.act_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
                            1.0 /* labels */ + 2.0 + 3.0 * nc) +
                   sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;

@@ -2,7 +2,7 @@
 // running a plan (core/graph.h) on a Backend (core/backend.h). They own device memory and compute;
 // they never decide when or which (that is src/'s job). Callers reach weights only through copies.
 //
-// Student memory, all on the backend: one arena [params | grads | momentum | decay mask] (each
+// Student memory, all on the backend: one arena [params | grads | momentum] (each
 // num_params long, so zero-grad, the SGD step and a reset are single loops over contiguous ranges),
 // BN buffers, and per-batch blocks (activations and their gradients, BN statistics, maxpool indices,
 // dropout masks, the convolution workspace, the loss scratch), regrown when the batch grows.
@@ -44,7 +44,7 @@ class Teacher;
 // the backend has: checked before training so a run that cannot fit is refused with the sizes
 // instead of failing part-way.
 struct MemoryPlan {
-  double weights = 0;      // parameters, gradients, momentum, decay mask, BN buffers and statistics
+  double weights = 0;      // parameters, gradients, momentum, BN buffers and statistics
   double activations = 0;  // per-batch blocks: activations, their gradients, masks, indices, loss scratch
   double workspace = 0;    // the largest convolution workspace
   double teachers = 0;     // K teachers' folded weights, their shared activation scratch and logits
@@ -164,7 +164,6 @@ class Model {
   float* param_data() const;
   float* grad_data() const;
   float* momentum_data() const;
-  float* decay_mask() const;
   void fold_into(Teacher& t) const;
   void eval_batch_on_device(int B, float* logits_host);
 
