@@ -150,7 +150,7 @@ void share_gradient_slots(Plan& plan) {
       last_reader[o] = -1;  // an input listed twice starts once
       plan.nodes[o].grad_offset = slots.take(plan.nodes[o].size);
       n.grads_start.push_back(o);
-      if (k < 32) n.inputs_starting |= 1u << k;  // ops that read the bits have at most 2 inputs (checked in ops.cpp)
+      if (k < 32) n.inputs_starting |= 1u << k;  // nodes of more than 32 inputs are zeroed instead (ops.h)
     }
     slots.give_back(n.grad_offset, n.size);
   }

@@ -299,7 +299,8 @@ void Model::run_backward(int B) {
     if (plan_.nodes[i].fused_activation) continue;  // its producer's backward applies the mask
     const OpDef& def = op_def(plan_.nodes[i].op());
     // An op that is the first writer of an input's gradient may write it directly.
-    const uint32_t fresh = def.overwrites_fresh_input_grad ? plan_.nodes[i].inputs_starting : 0u;
+    const bool can_overwrite = def.overwrites_fresh_input_grad && plan_.nodes[i].spec.inputs.size() <= 32;
+    const uint32_t fresh = can_overwrite ? plan_.nodes[i].inputs_starting : 0u;
     const OpRun run{be, plan_, mem, i, B, true, 0, fresh, math_};
     if (!fresh)
       for (int j : plan_.nodes[i].grads_start) be.fill(run.act_grad(j), 0.0f, plan_.nodes[j].size * size_t(B));

@@ -179,11 +179,23 @@ void concat_forward(const OpRun& r) {
   const std::vector<int> chans = input_channels(r);
   r.be.concat_channels_forward(r.out(), srcs.data(), chans.data(), int(srcs.size()), r.B, r.node().H() * r.node().W());
 }
+// Fresh input slots get their chunk of the gradient copied (a split of dout), the others add it.
+// Copies first: an input listed twice is fresh at its first listing only.
 void concat_backward(const OpRun& r) {
-  std::vector<float*> dsts;
-  for (size_t k = 0; k < r.spec().inputs.size(); ++k) dsts.push_back(r.din(int(k)));
+  const size_t n = r.spec().inputs.size();
+  std::vector<float*> fresh(n, nullptr), accumulate(n, nullptr);
+  bool any_fresh = false, any_accumulate = false;
+  for (size_t k = 0; k < n; ++k) {
+    float* d = r.din(int(k));
+    if (!d) continue;
+    const bool f = r.din_fresh(int(k));
+    (f ? fresh : accumulate)[k] = d;
+    (f ? any_fresh : any_accumulate) = true;
+  }
   const std::vector<int> chans = input_channels(r);
-  r.be.concat_channels_backward(dsts.data(), r.dout(), chans.data(), int(dsts.size()), r.B, r.node().H() * r.node().W());
+  const int HW = r.node().H() * r.node().W();
+  if (any_fresh) r.be.split_channels_forward(fresh.data(), r.dout(), chans.data(), int(n), r.B, HW);
+  if (any_accumulate) r.be.concat_channels_backward(accumulate.data(), r.dout(), chans.data(), int(n), r.B, HW);
 }
 
 void split_infer(PlanBuilder& b, int i) {
@@ -223,9 +235,13 @@ void shuffle_forward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.channel_shuffle_forward(r.out(), r.in(), r.B, n.C(), n.H() * n.W(), n.spec.groups);
 }
+// A shuffle's backward is the inverse permutation, which is the shuffle with C / groups groups: a
+// fresh slot gets it written directly.
 void shuffle_backward(const OpRun& r) {
   const PlanNode& n = r.node();
-  if (r.din()) r.be.channel_shuffle_backward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.spec.groups);
+  if (!r.din()) return;
+  if (r.din_fresh()) r.be.channel_shuffle_forward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.C() / n.spec.groups);
+  else r.be.channel_shuffle_backward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.spec.groups);
 }
 
 void flatten_infer(PlanBuilder& b, int i) { b.set_shape(i, int(b.input(i).size), 1, 1); }
@@ -303,22 +319,25 @@ const OpDef kOps[] = {
     {Op::Relu, "relu", 1, infer_same_shape, relu_forward, relu_backward},
     {Op::Relu6, "relu6", 1, infer_same_shape, relu6_forward, relu6_backward},
     {Op::Add, "add", 2, add_infer, add_forward, add_backward, true},
-    {Op::Concat, "concat", -1, concat_infer, concat_forward, concat_backward},
+    {Op::Concat, "concat", -1, concat_infer, concat_forward, concat_backward, true},
     {Op::Flatten, "flatten", 1, flatten_infer, copy_forward, identity_backward},
     {Op::Dropout, "dropout", 1, dropout_infer, dropout_forward, dropout_backward},
     {Op::MaxPool, "maxpool", 1, maxpool_infer, maxpool_forward, maxpool_backward},
     {Op::AvgPool, "avgpool", 1, pool_infer, avgpool_forward, avgpool_backward},
     {Op::GlobalAvgPool, "gap", 1, gap_infer, gap_forward, gap_backward},
     {Op::Split, "split", 1, split_infer, split_forward, split_backward},
-    {Op::Shuffle, "shuffle", 1, shuffle_infer, shuffle_forward, shuffle_backward},
+    {Op::Shuffle, "shuffle", 1, shuffle_infer, shuffle_forward, shuffle_backward, true},
 };
 constexpr size_t kNumOps = sizeof(kOps) / sizeof(kOps[0]);
 
 // The table is indexed by the enum value: a wrongly ordered entry fails at the first build.
-// Also: an op that overwrites fresh input-gradient slots has a fixed count of at most 32 inputs.
+// Also: an op that overwrites fresh input-gradient slots has at most 32 inputs or a variable count
+// (the executor then zeroes the slots of a node with more than 32, see Model::run_backward).
 bool table_in_enum_order() {
   for (size_t k = 0; k < kNumOps; ++k)
-    if (size_t(kOps[k].op) != k || (kOps[k].overwrites_fresh_input_grad && (kOps[k].inputs < 1 || kOps[k].inputs > 32))) return false;
+    if (size_t(kOps[k].op) != k ||
+        (kOps[k].overwrites_fresh_input_grad && (kOps[k].inputs == 0 || kOps[k].inputs > 32)))
+      return false;
   return true;
 }
 
@@ -326,7 +345,7 @@ bool table_in_enum_order() {
 
 const OpDef& op_def(Op op) {
   static const bool ordered = table_in_enum_order();
-  DFL_CHECK(ordered, "internal: the op table is not in enum order (or an op overwriting fresh slots has no fixed input count <= 32)");
+  DFL_CHECK(ordered, "internal: the op table is not in enum order (or an op overwriting fresh slots has more than 32 inputs)");
   DFL_CHECK(size_t(op) < kNumOps, "internal: op ", int(op), " has no table entry");
   return kOps[size_t(op)];
 }

@@ -86,7 +86,8 @@ struct OpDef {
   void (*backward)(const OpRun& r);
   // Ops whose backward writes (not adds to) every input-gradient slot that is fresh, so the executor
   // does not zero those slots first: the backward must write each input k with r.din_fresh(k) set.
-  // Only for ops with a fixed count of at most 32 inputs (the bits of PlanNode::inputs_starting).
+  // For ops of at most 32 inputs, or a variable count: a node with more than 32 (the bits of
+  // PlanNode::inputs_starting) gets its slots zeroed and no fresh bits.
   bool overwrites_fresh_input_grad = false;
 };
 

@@ -208,6 +208,64 @@ DFL_TEST(residual_add_gradients_match_finite_differences) {
   DFL_GRADCHECK("residual adds: parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
 }
 
+// Concat and shuffle write a gradient slot they are the first to reach (a split of the gradient, the
+// inverse shuffle) or add to one already written: a concat reading one node twice and the image, a
+// shuffle whose input an add reached first, and a concat of more than 32 inputs (whose slots the
+// executor zeroes instead; one starts past the 32nd). Parameter gradients against central differences.
+DFL_TEST(concat_and_shuffle_gradients_match_finite_differences) {
+  std::vector<ModelSpec> specs(2);
+  for (ModelSpec& s : specs) {
+    s.in_channels = 3;
+    s.height = s.width = 4;
+  }
+  auto& a = specs[0].nodes;
+  a.push_back(node(Op::Input, {}));                 // 0
+  a.push_back(conv(0, 4, 3, 1, 1, "c1", 1, true));  // 1
+  a.push_back(node(Op::Concat, {1, 1}));            // 2: one input twice (8 channels)
+  a.push_back(conv(2, 4, 3, 1, 1, "c2"));           // 3
+  a.push_back(node(Op::Concat, {3, 2, 0}));         // 4: starts 3's and 2's slots; the image has none (15)
+  NodeSpec sh3 = node(Op::Shuffle, {4});
+  sh3.groups = 3;
+  a.push_back(sh3);                                 // 5: starts 4's slot
+  NodeSpec sh5 = node(Op::Shuffle, {5});
+  sh5.groups = 5;
+  a.push_back(sh5);                                 // 6: 5's slot was started by the add
+  a.push_back(node(Op::Add, {6, 5}));               // 7
+  auto& b = specs[1].nodes;
+  b.push_back(node(Op::Input, {}));                 // 0
+  b.push_back(conv(0, 2, 3, 1, 1, "a"));            // 1
+  b.push_back(conv(0, 2, 3, 1, 1, "b"));            // 2
+  NodeSpec wide = node(Op::Concat, std::vector<int>(33, 1));
+  wide.inputs.push_back(2);                         // input 33 starts 2's slot
+  b.push_back(wide);                                // 3
+  for (ModelSpec& s : specs) {
+    const int last = int(s.nodes.size()) - 1;
+    s.nodes.push_back(node(Op::GlobalAvgPool, {last}));
+    s.nodes.push_back(node(Op::Flatten, {last + 1}));
+    NodeSpec fc = node(Op::Linear, {last + 2}, "fc");
+    fc.out_features = 4;
+    fc.bias = true;
+    s.nodes.push_back(fc);
+  }
+  for (size_t si = 0; si < specs.size(); ++si) {
+    Model m(specs[si], 5, backend_ptr());
+    randomise(m, 61);
+    const int B = 3, NC = m.num_classes();
+    Rng rng(62);
+    const Vec x = randn(m.plan().input_per_sample() * B, rng), r = randn(size_t(B) * NC, rng);
+    Vec p = m.get_params(), logits(size_t(B) * NC);
+    auto loss = [&] {
+      m.set_params(p.data(), p.size());
+      m.forward(x.data(), B, true, logits.data());
+      return dot(logits.data(), r.data(), logits.size());
+    };
+    loss();
+    m.backward(r.data());
+    const Vec g = m.get_grads();
+    DFL_GRADCHECK("concat/shuffle graph " + std::to_string(si) + ": parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
+  }
+}
+
 // Fresh conv weights follow the model's ConvInit at construction and at a reset: torchvision's
 // N(0, 2/fan_out) or nn.Conv2d's U(+-1/sqrt(fan_in)); linear layers keep PyTorch's default either way.
 DFL_TEST(conv_init_kaiming_normal_or_pytorch_default_at_start_and_reset) {
