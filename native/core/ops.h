@@ -48,7 +48,7 @@ struct OpRun {
   // Gradient of input k; null for the image (node 0), which needs none.
   float* din(int k = 0) const { return act_grad(spec().inputs[k]); }
   const float* dout() const { return act_grad(i); }
-  bool din_fresh(int k = 0) const { return (fresh_inputs >> k) & 1u; }
+  bool din_fresh(int k = 0) const { return k < 32 && ((fresh_inputs >> k) & 1u); }  // 32+: never fresh
   // The conv node's shape for this batch, computed as `math` says.
   Conv2dShape conv_shape() const {
     Conv2dShape s = plan.conv_shape(i, B);
