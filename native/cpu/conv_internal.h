@@ -21,7 +21,11 @@
 
 namespace dfl::cpu {
 
-enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise, ValidTaps };
+enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise, ValidTaps, StridedPointwise };
+// Every algorithm but the reference (tests and the kernel lab go over this list).
+inline constexpr ConvAlgo kFastConvAlgos[] = {ConvAlgo::General,      ConvAlgo::Direct3x3, ConvAlgo::DirectOC,
+                                              ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps,
+                                              ConvAlgo::StridedPointwise};
 const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);

@@ -46,7 +46,9 @@ int main(int argc, char** argv) {
       {"vgg8/4 conv5", 128, 128, 2, 3, 1, 1}, {"r18/4 layer1", 16, 16, 32, 3, 1, 1},
       {"r18/4 layer2", 32, 32, 16, 3, 1, 1},  {"r18/4 layer3", 64, 64, 8, 3, 1, 1},
       {"r18/4 layer4", 128, 128, 4, 3, 1, 1}, {"r18/4 l2 s2", 16, 32, 32, 3, 2, 1},
-      {"r18/4 down2", 16, 32, 32, 1, 2, 0},   {"mbv2 pw 32", 16, 96, 32, 1, 1, 0},
+      {"r18/4 down2", 16, 32, 32, 1, 2, 0},   {"r18/4 down3", 32, 64, 16, 1, 2, 0},
+      {"r18/4 down4", 64, 128, 8, 1, 2, 0},   {"r18 down2", 64, 128, 32, 1, 2, 0},
+      {"r18 down4", 256, 512, 8, 1, 2, 0},   {"mbv2 pw 32", 16, 96, 32, 1, 1, 0},
       {"mbv2 pw 8", 64, 384, 8, 1, 1, 0},     {"shuf pw 16", 29, 29, 16, 1, 1, 0},
       {"mbv2/4 pw 32", 4, 24, 32, 1, 1, 0},   {"mbv2/4 pj 32", 36, 6, 32, 1, 1, 0},     {"vgg8 conv2", 64, 128, 16, 3, 1, 1},
       {"r18 layer1", 64, 64, 32, 3, 1, 1},
@@ -78,8 +80,7 @@ int main(int argc, char** argv) {
     for (auto& v : y) v = rng.normal();
     std::vector<float> out(y.size()), dx(x.size()), dw(w.size());
     const double gflop = 2.0 * s.B * s.OC * s.OH() * s.OW() * (s.C / s.groups) * c.K * c.K / 1e9;
-    for (cpu::ConvAlgo a : {cpu::ConvAlgo::General, cpu::ConvAlgo::Direct3x3, cpu::ConvAlgo::DirectOC, cpu::ConvAlgo::Depthwise3x3,
-                            cpu::ConvAlgo::Pointwise, cpu::ConvAlgo::ValidTaps}) {
+    for (cpu::ConvAlgo a : cpu::kFastConvAlgos) {
       if (!cpu::conv2d_algo_applies(a, s)) continue;
       std::vector<float> ws(cpu::conv2d_workspace_floats_with(a, s) + 1);
       const double f = best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });

@@ -59,6 +59,11 @@ std::vector<Conv2dShape> direct_shapes() {
   conv(2, 4, 1, 1, 17, 3, 1, 1);
   conv(2, 3, 9, 7, 8, 3, 2, 1);
   conv(2, 6, 8, 8, 12, 1, 2, 0);
+  // Strided 1x1 (the dense copy goes to the pointwise kernels at 8k pixels, else to a GEMM).
+  conv(2, 5, 9, 7, 6, 1, 2, 0);
+  conv(2, 64, 8, 8, 64, 1, 2, 0);
+  conv(3, 4, 16, 16, 9, 1, 2, 0);
+  v.push_back({2, 3, 7, 12, 5, 1, 1, 2, 3, 0, 0, 1});
   conv(3, 5, 6, 5, 7, 1, 1, 0);
   conv(2, 3, 7, 9, 5, 5, 1, 2);
   conv(2, 4, 6, 6, 3, 3, 1, 0);
@@ -135,7 +140,7 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
   for (const Conv2dShape& s : direct_shapes()) {
     const Data d(s, rng);
     const Results want = run(ConvAlgo::Reference, d);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps}) {
+    for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
       DFL_EXPECT(dfl::cpu::conv2d_algo_applies(a, s) || a != ConvAlgo::General, describe(s));
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // the direct algorithms need AVX2+FMA
       const Results got = run(a, d);
@@ -175,9 +180,9 @@ DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
                                Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
                                Conv2dShape{5, 7, 9, 18, 7, 3, 3, 2, 2, 1, 1, 7}, Conv2dShape{6, 5, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5},
                                Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{6, 9, 2, 2, 10, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}}) {
+                               Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{5, 7, 8, 16, 9, 1, 1, 2, 2, 0, 0, 1}}) {
     const Data d(s, rng);
-    for (ConvAlgo a : {ConvAlgo::General, ConvAlgo::Direct3x3, ConvAlgo::DirectOC, ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps}) {
+    for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
       DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
     }
@@ -206,10 +211,12 @@ DFL_CPU_TEST(conv_automatic_choice) {
   const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1};
   const bool avx2 = dfl::cpu::conv2d_algo_applies(ConvAlgo::Direct3x3, cifar);
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(cifar) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), "3x3 at 32x32");
-  // Strided convolutions take the output-channel algorithm; small maps, 1x1 and grouped
-  // convolutions the general one.
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}})
-    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(s));
+  // Strided convolutions take the output-channel algorithm, strided 1x1 ones the dense copy (any
+  // width, any CPU); small maps, 1x1 and grouped convolutions the general one.
+  const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided));
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::StridedPointwise, describe(s));
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},
                                Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
