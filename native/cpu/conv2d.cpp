@@ -537,18 +537,24 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 // im2col of a subsampled image), while the GEMMs win on small maps with many channels. On padded
 // maps of 2x2 and below the valid-taps GEMMs (2.25x fewer FLOPs for 3x3) win at any width (vgg16's
 // 2x2 stage: 1.4x in the lab and in the model's profile); on 4x4 (1.44x fewer FLOPs) they only tied
-// the general path's single wide GEMM in vgg16's profile, so the general path keeps those. Strided
+// the general path's single wide GEMM in vgg16's profile, so the general path keeps those. Stride-2
+// 3x3 convolutions with fewer than 64 input channels and output rows of 8k run the direct kernel
+// (forward 1.3-1.4x the output-channel kernel's speed, 1.6x the general path's at 16 channels); at
+// 64+ input channels the general path's GEMMs win every strided 3x3 forward (1.35-2x over the
+// output-channel kernel, 1.1x over the direct one), so the output-channel kernel keeps only strided
+// convolutions with few channels whose rows are not 8k (ResNet's 4x4 stage at width 0.25). Strided
 // 1x1 convolutions (ResNet's shortcuts) go to a dense copy of the pixels they read (kernel lab,
 // forward + both gradients, batch 128): 2.4x faster than the general and output-channel paths at
 // 16 input channels, 1.3x at 32, level at 64 and 256; the output-channel forward, chosen for them
 // before, was 2.4-4x slower than either at 64+ channels.
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
+  const bool strided = s.stride_h > 1 || s.stride_w > 1;
   if (strided_pointwise_applies(s)) return ConvAlgo::StridedPointwise;
-  if (direct3x3_applies(s)) return ConvAlgo::Direct3x3;
+  if (direct3x3_applies(s) && (!strided || s.C < 64)) return ConvAlgo::Direct3x3;
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
   if (valid_taps_applies(s) && s.OH() * s.OW() <= 4) return ConvAlgo::ValidTaps;
   if (pointwise_applies(s) && std::min(s.C, s.OC) < 64) return ConvAlgo::Pointwise;
-  if (direct_oc_applies(s) && (s.stride_h > 1 || s.stride_w > 1)) return ConvAlgo::DirectOC;
+  if (direct_oc_applies(s) && strided && s.C < 64) return ConvAlgo::DirectOC;
   return ConvAlgo::General;
 }
 
@@ -592,7 +598,9 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
     case ConvAlgo::General: return general_backward(dinp, dweight, dbias, dout, inp, weight, s, workspace);
     case ConvAlgo::Direct3x3:
       if (dbias) bias_gradient(dbias, dout, s);
-      if (dinp) direct3x3_backward_data(dinp, dout, weight, s, workspace);
+      // Stride 2: the input gradient is the general path's (its GEMM and col2im).
+      if (dinp && s.stride_h == 1) direct3x3_backward_data(dinp, dout, weight, s, workspace);
+      if (dinp && s.stride_h != 1) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, workspace);
       if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, workspace);
       return;
     case ConvAlgo::DirectOC:

@@ -1,6 +1,7 @@
-// Direct 3x3 convolution (stride 1, pad 1, groups 1, W a multiple of 8) for AVX2+FMA: the forward
-// and the input gradient, which is the same computation on dout with the weights transposed and
-// flipped. No im2col: each sample's input is copied once into a zero-padded plane, then every
+// Direct 3x3 convolution (stride 1 or 2, pad 1, groups 1, output rows a multiple of 8) for
+// AVX2+FMA: the forward and, at stride 1, the input gradient, which is the same computation on dout
+// with the weights transposed and flipped (at stride 2 the general path computes it). Stride 2 reads
+// padded rows stored split into even and odd elements (pad_sample), so its taps stay contiguous. No im2col: each sample's input is copied once into a zero-padded plane, then every
 // output row is built in registers as OB output channels x NV 8-float vectors, summing over input
 // channels c and the 9 taps in a fixed order:
 //   acc[o][v] += w[o][c][kh][kw] * xpad[c][oh + kh][x0 + 8v + kw]
@@ -58,8 +59,31 @@ void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool 
         }
 }
 
-// One sample's channels into zero-padded planes (H+2, W+2).
-void pad_sample(float* xp, const float* x, int C, int H, int W) {
+// Rows of a padded plane for a stride-2 kernel: each padded row (W+2 floats) stored split, its even
+// elements first (E, (W+3)/2 of them) then its odd ones (O): the taps kw = 0, 1, 2 of output column
+// ow read E[ow], O[ow], E[ow+1], so 8 neighbouring outputs read 8 contiguous floats per tap.
+int split_odd_start(int W) { return (W + 3) / 2; }
+
+// One sample's channels into zero-padded planes (H+2, W+2); split: rows stored split (above).
+void pad_sample(float* xp, const float* x, int C, int H, int W, bool split = false) {
+  if (split) {
+    const int Wp = W + 2, LE = split_odd_start(W);
+    for (int c = 0; c < C; ++c) {
+      float* dst = xp + size_t(c) * (H + 2) * Wp;
+      std::memset(dst, 0, sizeof(float) * Wp);
+      for (int h = 0; h < H; ++h) {
+        float* row = dst + size_t(h + 1) * Wp;
+        const float* src = x + (size_t(c) * H + h) * W;
+        // padded column j = input column j - 1; even j -> E[j/2], odd j -> O[(j-1)/2]
+        row[0] = 0.0f;
+        for (int j = 1; j <= W; ++j) row[(j & 1) ? LE + (j - 1) / 2 : j / 2] = src[j - 1];
+        const int last = W + 1;
+        row[(last & 1) ? LE + (last - 1) / 2 : last / 2] = 0.0f;
+      }
+      std::memset(dst + size_t(H + 1) * Wp, 0, sizeof(float) * Wp);
+    }
+    return;
+  }
   const int Wp = W + 2;
   for (int c = 0; c < C; ++c) {
     float* dst = xp + size_t(c) * (H + 2) * Wp;
@@ -83,16 +107,29 @@ __attribute__((target("avx2"))) inline float lane_sum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 
+// Where a kernel's input rows sit: K = 3, stride 1: padded planes (H+2, W+2); stride 2: the same
+// planes with split rows (pad_sample); K = 1: the input itself, one plane per row. Output row oh,
+// tap (kh, kw) reads row S*oh + kh at offset tap[kw] from the output column.
+struct InputRows {
+  int pitch;      // floats per row
+  size_t plane;   // floats per channel
+  int tap[3];
+  static InputRows of(int K, int S, int H, int W) {
+    if (K == 1) return {W, size_t(H) * W, {0, 0, 0}};
+    if (S == 1) return {W + 2, size_t(H + 2) * (W + 2), {0, 1, 2}};
+    return {W + 2, size_t(H + 2) * (W + 2), {0, split_odd_start(W), 1}};
+  }
+};
+
 // One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV), for a
-// K x K kernel (K = 3: the padded planes (H+2, W+2); K = 1: the input itself, one plane per row).
-// out: the sample's output (C_out, H, W). accumulate: add to out (input gradient); otherwise start
-// from bias (or 0).
-template <int NV, int OB, int K>
-__attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int H, int W, int oh, int x0,
-                                                   const float* xp, int C_in, const float* wb, const float* bias,
-                                                   bool accumulate) {
-  const size_t plane = size_t(H) * W;
-  const int Wp = W + K - 1;
+// K x K kernel with stride S over the rows `in` describes. out: the sample's output (C_out, OH, OW).
+// accumulate: add to out (input gradient); otherwise start from bias (or 0).
+template <int NV, int OB, int K, int S>
+__attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int OH, int OW, int oh, int x0,
+                                                   const float* xp, const InputRows& in, int C_in, const float* wb,
+                                                   const float* bias, bool accumulate) {
+  const size_t plane = size_t(OH) * OW;
+  const int W = OW;
   __m256 acc[OB][NV];
   for (int o = 0; o < OB; ++o) {
     float* dst = out + (oc0 + o) * plane + size_t(oh) * W + x0;
@@ -102,17 +139,17 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
       else acc[o][v] = bias ? _mm256_set1_ps(bias[oc0 + o]) : _mm256_setzero_ps();
     }
   }
-  const size_t pplane = size_t(H + K - 1) * Wp;
   for (int c = 0; c < C_in; ++c) {
-    const float* xc = xp + c * pplane + size_t(oh) * Wp + x0;
+    const float* xc = xp + c * in.plane + size_t(oh) * S * in.pitch + x0;
     const float* wc = wb + size_t(c) * K * K * OB;
     for (int kh = 0; kh < K; ++kh) {
-      const float* row = xc + kh * Wp;
+      const float* row = xc + kh * in.pitch;
       for (int kw = 0; kw < K; ++kw) {
         __m256 wv[OB];
         for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * K + kw) * OB + o);
+        const int tap = S == 1 ? kw : in.tap[kw];
         for (int v = 0; v < NV; ++v) {
-          const __m256 x = _mm256_loadu_ps(row + kw + 8 * v);
+          const __m256 x = _mm256_loadu_ps(row + tap + 8 * v);
           for (int o = 0; o < OB; ++o) acc[o][v] = _mm256_fmadd_ps(wv[o], x, acc[o][v]);
         }
       }
@@ -124,46 +161,48 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
   }
 }
 
-template <int OB, int K>
-void all_rows(float* out, int C_out, int H, int W, const float* xp, int C_in, const float* wb, const float* bias,
-              bool accumulate) {
+template <int OB, int K, int S>
+void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const InputRows& in, int C_in, const float* wb,
+              const float* bias, bool accumulate) {
   const size_t block_floats = size_t(C_in) * K * K * OB;
   for (int ob = 0; ob < blocks(C_out, OB); ++ob) {
     const int oc0 = ob * OB, n = std::min(OB, C_out - oc0);
     const float* w = wb + ob * block_floats;
-    for (int oh = 0; oh < H; ++oh) {
+    for (int oh = 0; oh < OH; ++oh) {
       int x0 = 0;
-      for (; x0 + 32 <= W; x0 += 32) row_chunk<4, OB, K>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
-      if (x0 + 16 <= W) {
-        row_chunk<2, OB, K>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+      for (; x0 + 32 <= OW; x0 += 32)
+        row_chunk<4, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate);
+      if (x0 + 16 <= OW) {
+        row_chunk<2, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate);
         x0 += 16;
       }
-      if (x0 + 8 <= W) row_chunk<1, OB, K>(out, oc0, n, H, W, oh, x0, xp, C_in, w, bias, accumulate);
+      if (x0 + 8 <= OW) row_chunk<1, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate);
     }
   }
 }
 // Weight gradient of one task over samples [b0, b1): acc[o][kw] += dout[b, o0+o, oh, :] *
-// xpad[b, c, oh+kh, kw:] for the n <= 3 channels of the block, then dW[o0+o][c][kh][kw] += lane sum.
-// dout rows of channels past n read `zeros` (one row of W zeros).
-__attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float* dout, const float* xpad, int C, int OC,
-                                                     int H, int W, int o0, int n, int c, int kh, int b0, int b1,
-                                                     const float* zeros) {
+// xpad[b, c, S*oh+kh, tap(kw):] for the n <= 3 channels of the block, then dW[o0+o][c][kh][kw] +=
+// lane sum. dout rows of channels past n read `zeros` (one row of OW zeros).
+template <int S>
+__attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float* dout, const float* xpad,
+                                                     const InputRows& in, int C, int OC, int OH, int OW, int o0, int n,
+                                                     int c, int kh, int b0, int b1, const float* zeros) {
   __m256 acc[3][3];
   for (int o = 0; o < 3; ++o)
     for (int kw = 0; kw < 3; ++kw) acc[o][kw] = _mm256_setzero_ps();
-  const size_t plane = size_t(H) * W, pplane = size_t(H + 2) * (W + 2);
+  const size_t plane = size_t(OH) * OW;
   for (int b = b0; b < b1; ++b) {
     const float* d[3];
     for (int o = 0; o < 3; ++o) d[o] = o < n ? dout + (size_t(b) * OC + o0 + o) * plane : nullptr;
-    const float* xc = xpad + (size_t(b - b0) * C + c) * pplane + size_t(kh) * (W + 2);
-    for (int oh = 0; oh < H; ++oh) {
-      const float* row = xc + size_t(oh) * (W + 2);
+    const float* xc = xpad + (size_t(b - b0) * C + c) * in.plane + size_t(kh) * in.pitch;
+    for (int oh = 0; oh < OH; ++oh) {
+      const float* row = xc + size_t(oh) * S * in.pitch;
       const float* dr[3];
-      for (int o = 0; o < 3; ++o) dr[o] = d[o] ? d[o] + size_t(oh) * W : zeros;
-      for (int x0 = 0; x0 < W; x0 += 8) {
+      for (int o = 0; o < 3; ++o) dr[o] = d[o] ? d[o] + size_t(oh) * OW : zeros;
+      for (int x0 = 0; x0 < OW; x0 += 8) {
         const __m256 d0 = _mm256_loadu_ps(dr[0] + x0), d1 = _mm256_loadu_ps(dr[1] + x0), d2 = _mm256_loadu_ps(dr[2] + x0);
         for (int kw = 0; kw < 3; ++kw) {
-          const __m256 x = _mm256_loadu_ps(row + x0 + kw);
+          const __m256 x = _mm256_loadu_ps(row + x0 + (S == 1 ? kw : in.tap[kw]));
           acc[0][kw] = _mm256_fmadd_ps(d0, x, acc[0][kw]);
           acc[1][kw] = _mm256_fmadd_ps(d1, x, acc[1][kw]);
           acc[2][kw] = _mm256_fmadd_ps(d2, x, acc[2][kw]);
@@ -179,14 +218,14 @@ __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float
 // Samples per weight-gradient group: about 1 MB of dout and padded input (at least one sample);
 // DFL_DW_KB overrides the budget (kernel lab).
 int weight_group(const Conv2dShape& s) {
-  const size_t per_sample = (size_t(s.OC) * s.H * s.W + padded_plane(s) * s.C) * sizeof(float);
+  const size_t per_sample = (size_t(s.OC) * s.OH() * s.OW() + padded_plane(s) * s.C) * sizeof(float);
   static const size_t budget = std::getenv("DFL_DW_KB") ? size_t(std::atoi(std::getenv("DFL_DW_KB"))) << 10 : (1 << 20);
   return int(std::clamp<size_t>(budget / std::max<size_t>(per_sample, 1), 1, size_t(s.B)));
 }
 
-// out (B, C_out, H, W) [+]= the K x K convolution (K = 3: pad 1; K = 1: pad 0) of x (B, C_in, H, W)
-// with the blocked weights. A 1x1 convolution runs each plane as one row of H*W.
-template <int K>
+// out (B, C_out, OH, OW) [+]= the K x K convolution (K = 3: pad 1, stride S; K = 1: pad 0, stride 1)
+// of x (B, C_in, H, W) with the blocked weights. A 1x1 convolution runs each plane as one row of H*W.
+template <int K, int S>
 void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W, const float* wb,
             const float* bias, bool accumulate, float* pads) {
 #if DFL_CONV3X3_X86
@@ -194,19 +233,21 @@ void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W
     W *= H;
     H = 1;
   }
-  const int OB = block_channels(W);
+  const int OH = K == 1 ? H : (H - 1) / S + 1, OW = K == 1 ? W : (W - 1) / S + 1;
+  const int OB = block_channels(OW);
+  const InputRows in = InputRows::of(K, S, H, W);
   const size_t pad_floats = size_t(C_in) * (H + 2) * (W + 2);
   // One sample per task; each thread pads into its own slot (3x3).
   parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
     float* xp = pads + size_t(thread_slot()) * pad_floats;
     for (int64_t b = b0; b < b1; ++b) {
       const float* xb = x + size_t(b) * C_in * H * W;
-      if (K == 3) pad_sample(xp, xb, C_in, H, W);
+      if (K == 3) pad_sample(xp, xb, C_in, H, W, S == 2);
       const float* src = K == 3 ? xp : xb;
-      float* ob = out + size_t(b) * C_out * H * W;
-      if (OB == 3) all_rows<3, K>(ob, C_out, H, W, src, C_in, wb, bias, accumulate);
-      else if (OB == 5) all_rows<5, K>(ob, C_out, H, W, src, C_in, wb, bias, accumulate);
-      else all_rows<7, K>(ob, C_out, H, W, src, C_in, wb, bias, accumulate);
+      float* ob = out + size_t(b) * C_out * OH * OW;
+      if (OB == 3) all_rows<3, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate);
+      else if (OB == 5) all_rows<5, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate);
+      else all_rows<7, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate);
     }
   });
 #else
@@ -220,31 +261,38 @@ void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W
 
 bool direct3x3_applies(const Conv2dShape& s) {
   const CpuFeatures& f = cpu_features();
-  return DFL_CONV3X3_X86 && f.avx2 && f.fma && s.KH == 3 && s.KW == 3 && s.stride_h == 1 && s.stride_w == 1 &&
-         s.pad_h == 1 && s.pad_w == 1 && s.groups == 1 && s.W >= 8 && s.W % 8 == 0;
+  const bool stride = s.stride_h == s.stride_w && (s.stride_h == 1 || s.stride_h == 2);
+  return DFL_CONV3X3_X86 && f.avx2 && f.fma && s.KH == 3 && s.KW == 3 && stride && s.pad_h == 1 && s.pad_w == 1 &&
+         s.groups == 1 && s.OW() >= 8 && s.OW() % 8 == 0;
 }
 
 // [blocked weights | one padded sample per thread slot], sized for the larger of forward
 // (C input planes) and input gradient (OC planes of dout), plus the general algorithm's own
 // workspace for the weight gradient.
 size_t direct3x3_workspace_floats(const Conv2dShape& s) {
-  const int OB = block_channels(s.W);
+  const int OB = block_channels(s.OW());
   const size_t weights = std::max(blocked_weight_floats(s.OC, s.C, OB), blocked_weight_floats(s.C, s.OC, OB));
   const size_t pads = padded_plane(s) * size_t(std::max(s.C, s.OC)) * size_t(max_thread_slots());
   const size_t group_pads = padded_plane(s) * size_t(s.C) * size_t(weight_group(s)) + size_t(s.W);  // + a zero row
   return std::max({weights + pads, group_pads, general_workspace_floats(s)});
 }
 
-bool direct3x3_weights_preferred(const Conv2dShape& s) { return s.W >= 16 || s.C < 64; }
+// Kernel lab: at stride 1 the direct weight gradient wins on rows of 16+ or with few input channels;
+// at stride 2 only with both (32 channels on 8-float rows: general 3.9 ms, direct 5.1).
+bool direct3x3_weights_preferred(const Conv2dShape& s) {
+  return s.stride_h == 1 ? s.OW() >= 16 || s.C < 64 : s.OW() >= 16 && s.C < 64;
+}
 
 namespace {
 // out [+]= the 3x3 convolution of x (C_in planes) into C_out planes, the weights blocked into the
 // front of the workspace (flip: the input gradient's, transposed and reversed), pads after them.
 void blocked_direct3x3(float* out, const float* x, int C_in, int C_out, const float* weight, const float* bias,
                        bool flip, const Conv2dShape& s, float* workspace) {
-  const int OB = block_channels(s.W);
+  const int OB = block_channels(s.OW());
   block_weights(workspace, weight, C_out, C_in, OB, flip);
-  direct<3>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, workspace + blocked_weight_floats(C_out, C_in, OB));
+  float* pads = workspace + blocked_weight_floats(C_out, C_in, OB);
+  if (s.stride_h == 2) direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads);
+  else direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads);
 }
 }  // namespace
 
@@ -256,7 +304,8 @@ void direct3x3_forward(float* out, const float* inp, const float* weight, const 
 
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace) {
-  DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_backward_data: shape not supported or no workspace");
+  DFL_CHECK(direct3x3_applies(s) && s.stride_h == 1 && workspace,
+            "direct3x3_backward_data: shape not supported (stride 1 only) or no workspace");
   blocked_direct3x3(dinp, dout, s.OC, s.C, weight, nullptr, true, s, workspace);  // accumulates into dinp
 }
 
@@ -265,6 +314,8 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
   DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_backward_weights: shape not supported or no workspace");
 #if DFL_CONV3X3_X86
   const int G = weight_group(s), blocks3 = blocks(s.OC, 3);
+  const bool split = s.stride_h == 2;
+  const InputRows in = InputRows::of(3, s.stride_h, s.H, s.W);
   float* zeros = workspace;
   std::memset(zeros, 0, sizeof(float) * s.W);
   float* xpad = workspace + s.W;
@@ -273,13 +324,16 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
   for (int b0 = 0; b0 < s.B; b0 += G) {
     const int b1 = std::min(s.B, b0 + G);
     parallel_for(b1 - b0, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) pad_sample(xpad + i * pad_sample_floats, inp + (b0 + i) * in_sample, s.C, s.H, s.W);
+      for (int64_t i = i0; i < i1; ++i)
+        pad_sample(xpad + i * pad_sample_floats, inp + (b0 + i) * in_sample, s.C, s.H, s.W, split);
     });
     // Tasks own disjoint dW elements; each adds its group sum once, groups in order.
     parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int kh = int(t % 3), c = int((t / 3) % s.C), ob = int(t / (3 * int64_t(s.C)));
-        weight_task(dweight, dout, xpad, s.C, s.OC, s.H, s.W, ob * 3, std::min(3, s.OC - ob * 3), c, kh, b0, b1, zeros);
+        const int n = std::min(3, s.OC - ob * 3);
+        if (split) weight_task<2>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1, zeros);
+        else weight_task<1>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1, zeros);
       }
     });
   }
@@ -313,7 +367,7 @@ void pointwise_forward(float* out, const float* inp, const float* weight, const 
                        float* workspace) {
   DFL_CHECK(pointwise_applies(s) && workspace, "pointwise_forward: shape not supported or no workspace");
   block_weights(workspace, weight, s.OC, s.C, pointwise_block(s), false, 1);
-  direct<1>(out, inp, s.B, s.C, s.OC, s.H, s.W, workspace, bias, false, nullptr);
+  direct<1, 1>(out, inp, s.B, s.C, s.OC, s.H, s.W, workspace, bias, false, nullptr);
 }
 
 namespace {
@@ -355,7 +409,7 @@ void pointwise_backward(float* dinp, float* dweight, const float* dout, const fl
   DFL_CHECK(pointwise_applies(s) && workspace, "pointwise_backward: shape not supported or no workspace");
   if (dinp) {
     block_weights(workspace, weight, s.C, s.OC, pointwise_block(s), true, 1);
-    direct<1>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, workspace, nullptr, true, nullptr);
+    direct<1, 1>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, workspace, nullptr, true, nullptr);
   }
 #if DFL_CONV3X3_X86
   if (!dweight) return;

@@ -51,6 +51,12 @@ std::vector<Conv2dShape> direct_shapes() {
   add(1, 2, 3, 64, 10);
   add(5, 16, 8, 8, 1);
   add(2, 3, 32, 32, 16);  // a CIFAR stem (the 32x32 path)
+  // Stride 2 with output rows of 8, 16 and 32 (split rows; odd input widths and heights too).
+  auto add2 = [&](int B, int C, int H, int W, int OC) { v.push_back({B, C, H, W, OC, 3, 3, 2, 2, 1, 1, 1}); };
+  add2(2, 3, 16, 16, 5);
+  add2(1, 4, 15, 31, 7);
+  add2(2, 5, 32, 32, 9);
+  add2(1, 3, 8, 64, 4);
   // What only the general and output-channel algorithms take: small maps, strides, other kernels
   // and paddings, 1x1 convolutions, channel counts around multiples of 8, pixel counts off 8.
   auto conv = [&](int B, int C, int H, int W, int OC, int K, int st, int pad) { v.push_back({B, C, H, W, OC, K, K, st, st, pad, pad, 1}); };
@@ -180,7 +186,8 @@ DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
                                Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
                                Conv2dShape{5, 7, 9, 18, 7, 3, 3, 2, 2, 1, 1, 7}, Conv2dShape{6, 5, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5},
                                Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{6, 9, 2, 2, 10, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{5, 7, 8, 16, 9, 1, 1, 2, 2, 0, 0, 1}}) {
+                               Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{5, 7, 8, 16, 9, 1, 1, 2, 2, 0, 0, 1},
+                               Conv2dShape{5, 6, 10, 16, 11, 3, 3, 2, 2, 1, 1, 1}}) {
     const Data d(s, rng);
     for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
@@ -211,10 +218,14 @@ DFL_CPU_TEST(conv_automatic_choice) {
   const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1};
   const bool avx2 = dfl::cpu::conv2d_algo_applies(ConvAlgo::Direct3x3, cifar);
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(cifar) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), "3x3 at 32x32");
-  // Strided convolutions take the output-channel algorithm, strided 1x1 ones the dense copy (any
-  // width, any CPU); small maps, 1x1 and grouped convolutions the general one.
-  const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1};
-  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided));
+  // Stride-2 3x3 convolutions with fewer than 64 input channels take the direct kernel on output rows
+  // of 8k, else the output-channel algorithm; with 64+ the general one; strided 1x1 ones the dense
+  // copy (any width, any CPU); small maps, 1x1 and grouped convolutions the general one.
+  const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, strided4{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(strided));
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided4) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided4));
+  for (const Conv2dShape& s : {Conv2dShape{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::StridedPointwise, describe(s));
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},

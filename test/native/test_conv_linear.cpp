@@ -41,6 +41,7 @@ const ConvCase kConvCases[] = {
     {{2, 3, 5, 6, 6, 3, 3, 1, 1, 1, 1, 3}, true, "depthwise multiplier 2 (general path)"},
     {{2, 2, 4, 4, 3, 4, 4, 1, 1, 0, 0, 1}, true, "kernel = whole image"},
     {{1, 16, 10, 10, 32, 3, 3, 1, 1, 1, 1, 1}, true, "16->32 3x3"},
+    {{2, 4, 16, 15, 6, 3, 3, 2, 2, 1, 1, 1}, true, "3x3 stride2 on 16x15 (direct, split rows)"},
     {{2, 5, 2, 2, 7, 3, 3, 1, 1, 1, 1, 1}, true, "3x3 pad1 on 2x2 (valid taps)"},
 };
 
