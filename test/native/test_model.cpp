@@ -169,6 +169,27 @@ DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
   }
 }
 
+// The parameter gradients of a training forward of `spec` (B = 3, loss = dot(logits, r)) against
+// central differences; conv and linear are linear in each weight, so the differences are exact up
+// to rounding.
+void expect_parameter_gradients(const ModelSpec& spec, uint64_t seed, const std::string& what) {
+  Model m(spec, 5, backend_ptr());
+  randomise(m, seed);
+  const int B = 3, NC = m.num_classes();
+  Rng rng(seed + 1);
+  const Vec x = randn(m.plan().input_per_sample() * B, rng), r = randn(size_t(B) * NC, rng);
+  Vec p = m.get_params(), logits(size_t(B) * NC);
+  auto loss = [&] {
+    m.set_params(p.data(), p.size());
+    m.forward(x.data(), B, true, logits.data());
+    return dot(logits.data(), r.data(), logits.size());
+  };
+  loss();
+  m.backward(r.data());
+  const Vec g = m.get_grads();
+  DFL_GRADCHECK(what + ": parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
+}
+
 // Residual adds write a gradient slot they are the first to reach (a copy) or add to one already
 // written: an add reading one node twice, an add reading the image (no gradient), an add whose
 // input another add already reached. The model's parameter gradients against central differences.
@@ -190,22 +211,7 @@ DFL_TEST(residual_add_gradients_match_finite_differences) {
   fc.out_features = 4;
   fc.bias = true;
   n.push_back(fc);                               // 9
-  Model m(s, 5, backend_ptr());
-  randomise(m, 51);
-  const int B = 3, NC = m.num_classes();
-  Rng rng(52);
-  const Vec x = randn(m.plan().input_per_sample() * B, rng), r = randn(size_t(B) * NC, rng);
-  Vec p = m.get_params(), logits(size_t(B) * NC);
-  auto loss = [&] {
-    m.set_params(p.data(), p.size());
-    m.forward(x.data(), B, true, logits.data());
-    return dot(logits.data(), r.data(), logits.size());
-  };
-  loss();
-  m.backward(r.data());
-  const Vec g = m.get_grads();
-  // Conv and linear are linear in each weight: central differences are exact up to rounding.
-  DFL_GRADCHECK("residual adds: parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
+  expect_parameter_gradients(s, 51, "residual adds");
 }
 
 // Concat and shuffle write a gradient slot they are the first to reach (a split of the gradient, the
@@ -247,23 +253,8 @@ DFL_TEST(concat_and_shuffle_gradients_match_finite_differences) {
     fc.bias = true;
     s.nodes.push_back(fc);
   }
-  for (size_t si = 0; si < specs.size(); ++si) {
-    Model m(specs[si], 5, backend_ptr());
-    randomise(m, 61);
-    const int B = 3, NC = m.num_classes();
-    Rng rng(62);
-    const Vec x = randn(m.plan().input_per_sample() * B, rng), r = randn(size_t(B) * NC, rng);
-    Vec p = m.get_params(), logits(size_t(B) * NC);
-    auto loss = [&] {
-      m.set_params(p.data(), p.size());
-      m.forward(x.data(), B, true, logits.data());
-      return dot(logits.data(), r.data(), logits.size());
-    };
-    loss();
-    m.backward(r.data());
-    const Vec g = m.get_grads();
-    DFL_GRADCHECK("concat/shuffle graph " + std::to_string(si) + ": parameter gradients", p, g, loss, 1e-2, 2e-3, 2e-3);
-  }
+  for (size_t si = 0; si < specs.size(); ++si)
+    expect_parameter_gradients(specs[si], 61, "concat/shuffle graph " + std::to_string(si));
 }
 
 // Fresh conv weights follow the model's ConvInit at construction and at a reset: torchvision's
