@@ -91,8 +91,14 @@ void run_on_compute_thread(const std::function<void()>& fn) {
 void route_parallel_work_to_compute_thread(bool on) { g_route_to_compute_thread.store(on); }
 
 int hardware_threads() {
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
+  // Read once: glibc answers hardware_concurrency() by opening and parsing
+  // /sys/devices/system/cpu/online every time (~7 us), and num_threads() runs for every GEMM and
+  // parallel loop (measured: thousands of times per training step).
+  static const int n = [] {
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc == 0 ? 1 : static_cast<int>(hc);
+  }();
+  return n;
 }
 
 void set_num_threads(int n) { g_threads.store(n <= 0 ? 0 : n); }
