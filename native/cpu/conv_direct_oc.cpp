@@ -19,6 +19,7 @@
 #include "core/check.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
+#include "cpu/avx2_transpose.h"
 #include "cpu/conv_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -86,26 +87,6 @@ void pad_sample(float* xp, const float* x, const Geometry& g) {
 }
 
 #if DFL_DIRECT_OC_X86
-// 8x8 transpose: rows r[i] (pixel i, lanes = channels) -> rows (channel j, lanes = pixels).
-__attribute__((target("avx2,fma"))) inline void transpose8(__m256 r[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 // One sample: out (Cout, OH, OW) [+]= conv of the padded input xp with the blocked weights.
 // off[p]: padded-plane offset of output pixel p's first tap (P entries, then 7 repeats of the last).
 __attribute__((target("avx2,fma"))) void sample_forward(float* out, const float* xp, const float* wb,

@@ -12,6 +12,9 @@
 //   DirectOC   groups 1, any kernel/stride/padding, AVX2+FMA: forward (and the input gradient at
 //              stride 1) as direct loops vectorised over output channels (conv_direct_oc.cpp);
 //              the weight gradient, and strided input gradients, by the general algorithm.
+//   Winograd   3x3, stride 1, pad 1, groups 1, channels multiples of 8, AVX2+FMA: forward and input
+//              gradient as F(4x4, 3x3) Winograd transforms around 36 GEMMs (conv_winograd.cpp); the
+//              weight gradient by the direct kernel or the general algorithm.
 // Every algorithm is bitwise identical for any thread count; they differ from each other in
 // float rounding (summation order) only.
 #pragma once
@@ -21,11 +24,11 @@
 
 namespace dfl::cpu {
 
-enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise, ValidTaps, StridedPointwise };
+enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise, ValidTaps, StridedPointwise, Winograd };
 // Every algorithm but the reference (tests and the kernel lab go over this list).
 inline constexpr ConvAlgo kFastConvAlgos[] = {ConvAlgo::General,      ConvAlgo::Direct3x3, ConvAlgo::DirectOC,
                                               ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps,
-                                              ConvAlgo::StridedPointwise};
+                                              ConvAlgo::StridedPointwise, ConvAlgo::Winograd};
 const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
@@ -81,6 +84,13 @@ void direct_oc_forward(float* out, const float* inp, const float* weight, const 
 // dinp += the input gradient of dout (stride 1).
 void direct_oc_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace);
+bool winograd_applies(const Conv2dShape& s);
+size_t winograd_workspace_floats(const Conv2dShape& s);
+void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                      float* workspace);
+// dinp += the input gradient of dout.
+void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
+                            float* workspace);
 // Whether the direct weight gradient beats the general one for this shape (the kernel lab's finding:
 // on rows of 16+ or with few input channels); conv2d_backward uses the general one otherwise.
 bool direct3x3_weights_preferred(const Conv2dShape& s);

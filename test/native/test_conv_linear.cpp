@@ -90,8 +90,11 @@ struct ConvData {
     dfl::test::ops::conv2d_forward(out.data(), inp.data(), w.data(), b(), s, ws.empty() ? nullptr : ws.data());
     return out;
   }
-  double loss() {
-    auto out = forward();
+  // dot(conv(inp, w) + b, r) by the double-precision definition: the finite differences check the
+  // backward against the function itself, not against a fast forward's rounding (Winograd's moves
+  // with every input it transforms, ~1e-5 of the outputs' size).
+  double loss() const {
+    const auto out = ref_conv(inp, w, b(), s);
     return dfl::test::dot(out.data(), r.data(), out.size());
   }
   // Backward with dout = r into buffers pre-filled with `fill` (to exercise +=).
@@ -141,11 +144,10 @@ DFL_TEST(conv2d_forward_vs_direct_reference_all_shapes) {
   std::printf("     (max |forward - ref|: %.3g)\n", worst);
 }
 
-// loss = dot(out, r). Conv is linear in each of inp / weight / bias, so central differences are
-// exact up to float rounding of the outputs one element touches, re-rounded when it moves: noise
-// ~ |out| * 1e-7 * sqrt(#touched) / 2h with h = 1e-2. Measured max |analytic - FD| ~9.4e-4 (the
-// 16->32 case: 288 touched outputs of size ~12); atol 2e-3 + rtol 2e-3 (a missing/duplicated term
-// is O(0.1..1)). Grads are pre-filled with 0.25 and the fill is
+// loss = dot(out, r), out by the double reference. Conv is linear in each of inp / weight / bias, so
+// central differences are exact up to the float rounding of the outputs one element touches,
+// re-rounded when it moves: noise ~ |out| * 1e-7 * sqrt(#touched) / 2h with h = 1e-2; atol 2e-3 +
+// rtol 2e-3 (a missing/duplicated term is O(0.1..1)). Grads are pre-filled with 0.25 and the fill is
 // subtracted before comparing, so a kernel that overwrites instead of += fails.
 DFL_TEST(conv2d_backward_gradcheck_dinp_dweight_dbias_accumulate) {
   Rng rng(22);

@@ -1,0 +1,301 @@
+// Winograd F(4x4, 3x3) convolution (3x3, stride 1, pad 1, groups 1, channels multiples of 8, AVX2+FMA):
+// the forward and the input gradient (the same computation on dout with the weights transposed and
+// flipped). Each 4x4 block of outputs ("tile") comes from the 6x6 input patch around it as
+//   Y = A^T [ (G g G^T) (.) (B^T d B) ] A
+// so the 9*16 multiply-adds per input channel of a direct convolution become 36, spent in 36
+// independent GEMMs (one per position xi of the 6x6 transformed tile):
+//   M[xi](tiles x Cout) = V[xi](tiles x Cin) * U[xi](Cin x Cout)
+// where U = G g G^T are the transformed weights (once per call) and V = B^T d B the transformed input.
+// The transforms are vectorised over 8 channels: each thread's block of tile rows is first copied
+// into channels-last (HWC) strips of 6 padded rows, so the 36 taps of 8 channels are contiguous.
+//
+// Accuracy: the transforms scale values by up to ~100 before the GEMM and back after, so the float
+// rounding is larger than a direct convolution's: about 1e-5 relative to the output's magnitude at
+// 512 channels (test/native/test_conv_algos.cpp measures it), far below what training notices (cuDNN
+// and oneDNN offer the same algorithm). Weight gradients are not Winograd's (conv2d.cpp uses the
+// direct kernel or the GEMMs for them).
+//
+// Threads: blocks of tile rows, fixed by the shape, go to threads whole; every GEMM runs on one
+// thread and sums over input channels in the same order whatever the blocks, so results are bitwise
+// identical for any thread count.
+#include <algorithm>
+#include <cstring>
+
+#include "core/check.h"
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "cpu/avx2_transpose.h"
+#include "cpu/conv_internal.h"
+#include "cpu/kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DFL_WINOGRAD_X86 1
+#else
+#define DFL_WINOGRAD_X86 0
+#endif
+
+namespace dfl::cpu {
+
+namespace {
+
+constexpr int kTaps = 36;  // 6x6 transformed positions
+// Tiles per block: V and M of a block within kBlockBytes (they stay in one core's L2/L3), but at
+// least kMinTiles, for the GEMMs to reuse each packed U panel (its packing costs ~8/tiles of the
+// block's work). Kernel lab, batch 128: 512 channels on 4x4 maps 43 ms a forward at 32 tiles, 48 at
+// 96; 64 channels at 32x32 31 ms at 96, 34 at 32.
+constexpr size_t kBlockBytes = size_t(2) << 20;
+constexpr int kMinTiles = 32, kMaxTiles = 96;
+
+struct Geometry {
+  int B, Cin, Cout, H, W;  // of the convolution as computed (the input gradient swaps the channels)
+  int TH, TW;              // tiles per column and row
+  int PW;                  // padded strip width, 4*TW + 2
+  int rows_per_block;      // tile rows per block
+  int blocks;              // over all B*TH tile rows
+  int tiles_per_block() const { return rows_per_block * TW; }
+  size_t strip_floats() const { return size_t(rows_per_block) * 6 * PW * Cin; }
+  size_t v_floats() const { return size_t(kTaps) * tiles_per_block() * Cin; }
+  size_t m_floats() const { return size_t(kTaps) * tiles_per_block() * Cout; }
+  size_t per_thread_floats() const { return strip_floats() + v_floats() + m_floats() + 16; }
+  size_t u_floats() const { return size_t(kTaps) * Cin * Cout; }
+};
+
+Geometry geometry(int B, int Cin, int Cout, int H, int W) {
+  Geometry g{B, Cin, Cout, H, W, (H + 3) / 4, (W + 3) / 4, 0, 0, 0};
+  g.PW = 4 * g.TW + 2;
+  const size_t tile_bytes = sizeof(float) * kTaps * size_t(Cin + Cout);
+  const int target = int(std::clamp<size_t>(kBlockBytes / tile_bytes, kMinTiles, kMaxTiles));
+  g.rows_per_block = std::max(1, std::min(g.B * g.TH, (target + g.TW - 1) / g.TW));
+  g.blocks = (g.B * g.TH + g.rows_per_block - 1) / g.rows_per_block;
+  return g;
+}
+
+// U[(xi*Cin + ci)*Cout + co] = (G g G^T)[xi] for the kernel g of input ci and output co, in double.
+// flip: the input gradient's kernels, g[ci][co] = w[ci][co] rotated by 180 degrees (w is then
+// (Cin, Cout, 3, 3), the forward's (Cout, Cin, 3, 3) read the other way).
+void transform_weights(float* U, const float* w, int Cin, int Cout, bool flip) {
+  static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                 {0, 0, 1}};
+  parallel_for(Cin, std::max(1, 4096 / std::max(1, Cout)), [&](int64_t c0, int64_t c1) {
+    for (int64_t ci = c0; ci < c1; ++ci)
+      for (int co = 0; co < Cout; ++co) {
+        const float* src = flip ? w + (size_t(ci) * Cout + co) * 9 : w + (size_t(co) * Cin + ci) * 9;
+        double k[3][3];
+        for (int a = 0; a < 3; ++a)
+          for (int b = 0; b < 3; ++b) k[a][b] = flip ? src[(2 - a) * 3 + (2 - b)] : src[a * 3 + b];
+        double gk[6][3];  // G k
+        for (int i = 0; i < 6; ++i)
+          for (int b = 0; b < 3; ++b) gk[i][b] = G[i][0] * k[0][b] + G[i][1] * k[1][b] + G[i][2] * k[2][b];
+        for (int i = 0; i < 6; ++i)
+          for (int j = 0; j < 6; ++j) {
+            const double u = gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
+            U[(size_t(i * 6 + j) * Cin + ci) * Cout + co] = float(u);
+          }
+      }
+  });
+}
+
+#if DFL_WINOGRAD_X86
+// x (6 vectors) -> B^T x.
+__attribute__((target("avx2,fma"))) inline void input_1d(const __m256 x[6], __m256 v[6]) {
+  const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
+  const __m256 t1 = _mm256_fnmadd_ps(four, x[2], x[4]);  // x4 - 4 x2
+  const __m256 t2 = _mm256_fnmadd_ps(four, x[1], x[3]);  // x3 - 4 x1
+  const __m256 t3 = _mm256_sub_ps(x[4], x[2]);
+  const __m256 t4 = _mm256_mul_ps(two, _mm256_sub_ps(x[3], x[1]));
+  v[0] = _mm256_fmadd_ps(four, x[0], _mm256_fnmadd_ps(five, x[2], x[4]));
+  v[1] = _mm256_add_ps(t1, t2);
+  v[2] = _mm256_sub_ps(t1, t2);
+  v[3] = _mm256_add_ps(t3, t4);
+  v[4] = _mm256_sub_ps(t3, t4);
+  v[5] = _mm256_fmadd_ps(four, x[1], _mm256_fnmadd_ps(five, x[3], x[5]));
+}
+
+// m (6 vectors) -> A^T m (4 vectors).
+__attribute__((target("avx2,fma"))) inline void output_1d(const __m256 m[6], __m256 y[4]) {
+  const __m256 a = _mm256_add_ps(m[1], m[2]), b = _mm256_sub_ps(m[1], m[2]);
+  const __m256 c = _mm256_add_ps(m[3], m[4]), d = _mm256_sub_ps(m[3], m[4]);
+  y[0] = _mm256_add_ps(_mm256_add_ps(m[0], a), c);
+  y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d, b);
+  y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), c, a);
+  y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d, b), m[5]);
+}
+
+// The 6x6 patch at column x0 of a strip (6 rows of PW pixels, Cin channels each) -> V[xi][.] for
+// every 8 channels; v points at this tile's row of V[0], vstride = tiles * Cin between positions.
+__attribute__((target("avx2,fma"))) void input_tile(float* v, size_t vstride, const float* strip, int PW, int Cin,
+                                                   int x0) {
+  for (int c = 0; c < Cin; c += 8) {
+    __m256 t[6][6];  // t[i][j] = (B^T d)[i][j]
+    for (int j = 0; j < 6; ++j) {
+      __m256 col[6];
+      for (int i = 0; i < 6; ++i) col[i] = _mm256_loadu_ps(strip + (size_t(i) * PW + x0 + j) * Cin + c);
+      __m256 out[6];
+      input_1d(col, out);
+      for (int i = 0; i < 6; ++i) t[i][j] = out[i];
+    }
+    for (int i = 0; i < 6; ++i) {
+      __m256 out[6];
+      input_1d(t[i], out);
+      for (int j = 0; j < 6; ++j) _mm256_storeu_ps(v + size_t(i * 6 + j) * vstride + c, out[j]);
+    }
+  }
+}
+
+// M[xi][.] of one tile (8 output channels at a time) -> its 4x4 outputs (+ bias), written (or added)
+// into the planes of out (sample base, plane stride H*W), clipped to rows x cols of the H x W map.
+__attribute__((target("avx2,fma"))) void output_tile(float* out, size_t plane, int W, int rows, int cols,
+                                                    const float* m, size_t mstride, int Cout, const float* bias,
+                                                    bool accumulate) {
+  for (int o = 0; o < Cout; o += 8) {
+    __m256 t[4][6];  // (A^T M) rows
+    for (int j = 0; j < 6; ++j) {
+      __m256 col[6];
+      for (int i = 0; i < 6; ++i) col[i] = _mm256_loadu_ps(m + size_t(i * 6 + j) * mstride + o);
+      __m256 r[4];
+      output_1d(col, r);
+      for (int i = 0; i < 4; ++i) t[i][j] = r[i];
+    }
+    const __m256 b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
+    for (int i = 0; i < rows; ++i) {
+      __m256 r[4];
+      output_1d(t[i], r);
+      for (int j = 0; j < 4; ++j) r[j] = _mm256_add_ps(r[j], b);
+      // 4 columns x 8 channels -> per channel a row of 4: two 4x4 transposes (channels 0-3, 4-7).
+      for (int half = 0; half < 2; ++half) {
+        __m128 q0 = half ? _mm256_extractf128_ps(r[0], 1) : _mm256_castps256_ps128(r[0]);
+        __m128 q1 = half ? _mm256_extractf128_ps(r[1], 1) : _mm256_castps256_ps128(r[1]);
+        __m128 q2 = half ? _mm256_extractf128_ps(r[2], 1) : _mm256_castps256_ps128(r[2]);
+        __m128 q3 = half ? _mm256_extractf128_ps(r[3], 1) : _mm256_castps256_ps128(r[3]);
+        _MM_TRANSPOSE4_PS(q0, q1, q2, q3);
+        const __m128 q[4] = {q0, q1, q2, q3};
+        for (int l = 0; l < 4; ++l) {
+          float* dst = out + size_t(o + 4 * half + l) * plane + size_t(i) * W;
+          if (cols == 4) {
+            _mm_storeu_ps(dst, accumulate ? _mm_add_ps(_mm_loadu_ps(dst), q[l]) : q[l]);
+          } else {
+            alignas(16) float v[4];
+            _mm_store_ps(v, q[l]);
+            for (int j = 0; j < cols; ++j) dst[j] = accumulate ? dst[j] + v[j] : v[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+// dst[x*ld + c] = src[c*plane + x] for c < 8, x < n (8 planes' row segments -> channels-last pixels).
+__attribute__((target("avx2"))) void transpose_rows_8(float* dst, size_t ld, const float* src, size_t plane, int n) {
+  int x = 0;
+  for (; x + 8 <= n; x += 8) {
+    __m256 r[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + size_t(k) * plane + x);
+    transpose8(r);  // r[k]: pixel x + k, 8 channels
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + size_t(x + k) * ld, r[k]);
+  }
+  for (; x < n; ++x)
+    for (int c = 0; c < 8; ++c) dst[size_t(x) * ld + c] = src[size_t(c) * plane + x];
+}
+
+// One block of tile rows: strips -> V -> 36 GEMMs -> M -> outputs.
+void run_block(const Geometry& g, int block, float* out, const float* in, const float* U, const float* bias,
+               bool accumulate, float* scratch) {
+  float* strips = scratch;
+  float* V = strips + g.strip_floats();
+  float* M = V + g.v_floats();
+  const int r0 = block * g.rows_per_block, r1 = std::min(g.B * g.TH, r0 + g.rows_per_block);
+  const int tiles = (r1 - r0) * g.TW;
+  const size_t in_plane = size_t(g.H) * g.W;
+  // Channels-last strips: strip r, row i holds input row 4*ty - 1 + i, column x' = input column x' - 1.
+  for (int r = r0; r < r1; ++r) {
+    const int n = r / g.TH, ty = r % g.TH;
+    float* strip = strips + size_t(r - r0) * 6 * g.PW * g.Cin;
+    std::memset(strip, 0, sizeof(float) * 6 * g.PW * g.Cin);
+    for (int i = 0; i < 6; ++i) {
+      const int y = 4 * ty - 1 + i;
+      if (y < 0 || y >= g.H) continue;
+      float* row = strip + (size_t(i) * g.PW + 1) * g.Cin;
+      const float* src = in + size_t(n) * g.Cin * in_plane + size_t(y) * g.W;
+      for (int c = 0; c < g.Cin; c += 8) transpose_rows_8(row + c, g.Cin, src + size_t(c) * in_plane, in_plane, g.W);
+    }
+  }
+  const size_t vstride = size_t(tiles) * g.Cin, mstride = size_t(tiles) * g.Cout;
+  for (int r = r0; r < r1; ++r) {
+    const float* strip = strips + size_t(r - r0) * 6 * g.PW * g.Cin;
+    for (int tx = 0; tx < g.TW; ++tx) {
+      const int t = (r - r0) * g.TW + tx;
+      input_tile(V + size_t(t) * g.Cin, vstride, strip, g.PW, g.Cin, 4 * tx);
+    }
+  }
+  for (int xi = 0; xi < kTaps; ++xi)
+    sgemm(false, false, tiles, g.Cout, g.Cin, 1.0f, V + xi * vstride, g.Cin, U + size_t(xi) * g.Cin * g.Cout, g.Cout,
+          0.0f, M + xi * mstride, g.Cout);
+  const size_t out_plane = in_plane;  // stride 1, pad 1: same map size
+  for (int r = r0; r < r1; ++r) {
+    const int n = r / g.TH, ty = r % g.TH;
+    const int rows = std::min(4, g.H - 4 * ty);
+    for (int tx = 0; tx < g.TW; ++tx) {
+      const int t = (r - r0) * g.TW + tx;
+      const int cols = std::min(4, g.W - 4 * tx);
+      float* dst = out + size_t(n) * g.Cout * out_plane + size_t(4 * ty) * g.W + 4 * tx;
+      output_tile(dst, out_plane, g.W, rows, cols, M + size_t(t) * g.Cout, mstride, g.Cout, bias, accumulate);
+    }
+  }
+}
+
+// out (B, Cout, H, W) = (or +=) the stride-1 pad-1 convolution of in (B, Cin, H, W) with the
+// transformed weights U, plus bias.
+void run(const Geometry& g, float* out, const float* in, const float* U, const float* bias, bool accumulate,
+         float* thread_scratch) {
+  parallel_for(g.blocks, 1, [&](int64_t b0, int64_t b1) {
+    float* scratch = thread_scratch + size_t(thread_slot()) * g.per_thread_floats();
+    for (int64_t b = b0; b < b1; ++b) run_block(g, int(b), out, in, U, bias, accumulate, scratch);
+  });
+}
+#endif
+
+Geometry forward_geometry(const Conv2dShape& s) { return geometry(s.B, s.C, s.OC, s.H, s.W); }
+Geometry data_gradient_geometry(const Conv2dShape& s) { return geometry(s.B, s.OC, s.C, s.H, s.W); }
+
+size_t workspace_for(const Geometry& g) { return g.u_floats() + size_t(max_thread_slots()) * g.per_thread_floats(); }
+
+// The forward (out = conv(in) + bias) or the input gradient (out += conv of dout with the weights
+// transposed and flipped), the transformed weights at the front of the workspace.
+void convolve(const Geometry& g, float* out, const float* in, const float* weight, const float* bias, bool data_gradient,
+              const Conv2dShape& s, float* workspace) {
+  DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
+#if DFL_WINOGRAD_X86
+  transform_weights(workspace, weight, g.Cin, g.Cout, data_gradient);
+  run(g, out, in, workspace, bias, /*accumulate=*/data_gradient, workspace + g.u_floats());
+#else
+  (void)g, (void)out, (void)in, (void)weight, (void)bias, (void)data_gradient;
+#endif
+}
+
+}  // namespace
+
+bool winograd_applies(const Conv2dShape& s) {
+  return DFL_WINOGRAD_X86 && cpu_features().avx2 && cpu_features().fma && s.KH == 3 && s.KW == 3 && s.stride_h == 1 &&
+         s.stride_w == 1 && s.pad_h == 1 && s.pad_w == 1 && s.groups == 1 && s.C % 8 == 0 && s.OC % 8 == 0;
+}
+
+size_t winograd_workspace_floats(const Conv2dShape& s) {
+  return std::max(workspace_for(forward_geometry(s)), workspace_for(data_gradient_geometry(s)));
+}
+
+void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                      float* workspace) {
+  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, s, workspace);
+}
+
+void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
+                            float* workspace) {
+  convolve(data_gradient_geometry(s), dinp, dout, weight, nullptr, /*data_gradient=*/true, s, workspace);
+}
+
+}  // namespace dfl::cpu
