@@ -533,11 +533,11 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
   return false;
 }
 
-// The kernel lab's finding (native/dev/conv_lab.cpp): Winograd wins every stride-1 3x3 convolution
-// it applies to on maps of 4x4 and up (batch 128, forward: 16 channels on 32x32 4.7 vs 5.6 ms for the
-// direct rows, 64 on 32x32 31 vs 81, 256 on 8x8 31 vs 69 for the general path, 512 on 4x4 43 vs 69),
-// but not on 2x2 maps (43 vs 15 ms for valid taps: its 4x4 tiles are 3/4 padding); the input
-// gradient likewise. Otherwise the direct 3x3 and depthwise kernels win wherever they apply; the pointwise row kernels on 1x1 convolutions with few channels (the GEMMs
+// The kernel lab's finding (native/dev/conv_lab.cpp): Winograd wins the stride-1 3x3 convolutions
+// it applies to on maps of 4x4 and up (batch 128, forward: 32 channels on 16x16 3.4 vs 3.7 ms for the
+// direct rows, 64 on 32x32 32 vs 61, 256 on 8x8 30 vs 65, 512 on 4x4 39 vs 64 for valid taps), but
+// not with 16 channels on both sides (4.7 vs 4.1 ms for the direct rows on 32x32) nor on 2x2 maps
+// (38 vs 15 ms for valid taps: its 4x4 tiles are 3/4 padding); the input gradient likewise. Otherwise the direct 3x3 and depthwise kernels win wherever they apply; the pointwise row kernels on 1x1 convolutions with few channels (the GEMMs
 // win once both sides have 64+); the output-channel kernels only for strided convolutions (no
 // im2col of a subsampled image), while the GEMMs win on small maps with many channels. On padded
 // maps of 2x2 and below the valid-taps GEMMs (2.25x fewer FLOPs for 3x3) win at any width (vgg16's
@@ -555,7 +555,8 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   const bool strided = s.stride_h > 1 || s.stride_w > 1;
   if (strided_pointwise_applies(s)) return ConvAlgo::StridedPointwise;
-  if (winograd_applies(s) && s.H >= 4 && s.W >= 4) return ConvAlgo::Winograd;
+  if (winograd_applies(s) && s.H >= 4 && s.W >= 4 && !(direct3x3_applies(s) && std::max(s.C, s.OC) <= 16))
+    return ConvAlgo::Winograd;
   if (direct3x3_applies(s) && (!strided || s.C < 64)) return ConvAlgo::Direct3x3;
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
   if (valid_taps_applies(s) && s.OH() * s.OW() <= 4) return ConvAlgo::ValidTaps;

@@ -25,6 +25,7 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
+#include "cpu/simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -51,6 +52,7 @@ void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool 
   for (int ob = 0; ob < nb; ++ob)
     for (int c = 0; c < C_in; ++c)
       for (int t = 0; t < KK; ++t)
+        DFL_UNROLL
         for (int o = 0; o < OB; ++o) {
           const int oc = ob * OB + o;
           float v = 0.0f;
@@ -123,7 +125,10 @@ struct InputRows {
 
 // One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV), for a
 // K x K kernel with stride S over the rows `in` describes. out: the sample's output (C_out, OH, OW).
-// accumulate: add to out (input gradient); otherwise start from bias (or 0).
+// accumulate: add the sums to out (input gradient); otherwise store them plus bias (or 0).
+// The accumulators start at zero unconditionally and out is read only after the loop: with loads
+// from out (or any per-channel branch) in the start, GCC kept acc in memory and stored all
+// 3 x 4 accumulators back to the stack on every input channel, half the kernel's time at 1x1.
 template <int NV, int OB, int K, int S>
 __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int OH, int OW, int oh, int x0,
                                                    const float* xp, const InputRows& in, int C_in, const float* wb,
@@ -131,33 +136,41 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
   const size_t plane = size_t(OH) * OW;
   const int W = OW;
   __m256 acc[OB][NV];
-  for (int o = 0; o < OB; ++o) {
-    float* dst = out + (oc0 + o) * plane + size_t(oh) * W + x0;
-    for (int v = 0; v < NV; ++v) {
-      if (o >= n) acc[o][v] = _mm256_setzero_ps();
-      else if (accumulate) acc[o][v] = _mm256_loadu_ps(dst + 8 * v);
-      else acc[o][v] = bias ? _mm256_set1_ps(bias[oc0 + o]) : _mm256_setzero_ps();
-    }
-  }
+  DFL_UNROLL
+  for (int o = 0; o < OB; ++o)
+    DFL_UNROLL
+    for (int v = 0; v < NV; ++v) acc[o][v] = _mm256_setzero_ps();
   for (int c = 0; c < C_in; ++c) {
     const float* xc = xp + c * in.plane + size_t(oh) * S * in.pitch + x0;
     const float* wc = wb + size_t(c) * K * K * OB;
+    DFL_UNROLL
     for (int kh = 0; kh < K; ++kh) {
       const float* row = xc + kh * in.pitch;
+      DFL_UNROLL
       for (int kw = 0; kw < K; ++kw) {
         __m256 wv[OB];
+        DFL_UNROLL
         for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * K + kw) * OB + o);
         const int tap = S == 1 ? kw : in.tap[kw];
+        DFL_UNROLL
         for (int v = 0; v < NV; ++v) {
           const __m256 x = _mm256_loadu_ps(row + tap + 8 * v);
+          DFL_UNROLL
           for (int o = 0; o < OB; ++o) acc[o][v] = _mm256_fmadd_ps(wv[o], x, acc[o][v]);
         }
       }
     }
   }
-  for (int o = 0; o < n; ++o) {
+  DFL_UNROLL
+  for (int o = 0; o < OB; ++o) {  // to OB with the bound inside: unrollable
+    if (o >= n) continue;
     float* dst = out + (oc0 + o) * plane + size_t(oh) * W + x0;
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(dst + 8 * v, acc[o][v]);
+    const __m256 start = accumulate ? _mm256_setzero_ps() : _mm256_set1_ps(bias ? bias[oc0 + o] : 0.0f);
+    DFL_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      const __m256 base = accumulate ? _mm256_loadu_ps(dst + 8 * v) : start;
+      _mm256_storeu_ps(dst + 8 * v, _mm256_add_ps(base, acc[o][v]));
+    }
   }
 }
 
@@ -188,19 +201,24 @@ __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float
                                                      const InputRows& in, int C, int OC, int OH, int OW, int o0, int n,
                                                      int c, int kh, int b0, int b1, const float* zeros) {
   __m256 acc[3][3];
+  DFL_UNROLL
   for (int o = 0; o < 3; ++o)
+    DFL_UNROLL
     for (int kw = 0; kw < 3; ++kw) acc[o][kw] = _mm256_setzero_ps();
   const size_t plane = size_t(OH) * OW;
   for (int b = b0; b < b1; ++b) {
     const float* d[3];
+    DFL_UNROLL
     for (int o = 0; o < 3; ++o) d[o] = o < n ? dout + (size_t(b) * OC + o0 + o) * plane : nullptr;
     const float* xc = xpad + (size_t(b - b0) * C + c) * in.plane + size_t(kh) * in.pitch;
     for (int oh = 0; oh < OH; ++oh) {
       const float* row = xc + size_t(oh) * S * in.pitch;
       const float* dr[3];
+      DFL_UNROLL
       for (int o = 0; o < 3; ++o) dr[o] = d[o] ? d[o] + size_t(oh) * OW : zeros;
       for (int x0 = 0; x0 < OW; x0 += 8) {
         const __m256 d0 = _mm256_loadu_ps(dr[0] + x0), d1 = _mm256_loadu_ps(dr[1] + x0), d2 = _mm256_loadu_ps(dr[2] + x0);
+        DFL_UNROLL
         for (int kw = 0; kw < 3; ++kw) {
           const __m256 x = _mm256_loadu_ps(row + x0 + (S == 1 ? kw : in.tap[kw]));
           acc[0][kw] = _mm256_fmadd_ps(d0, x, acc[0][kw]);
@@ -210,8 +228,11 @@ __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float
       }
     }
   }
-  for (int o = 0; o < n; ++o)
-    for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
+  DFL_UNROLL
+  for (int o = 0; o < 3; ++o)  // to 3, not n: acc stays in registers (see row_chunk)
+    if (o < n)
+      DFL_UNROLL
+      for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
 }
 #endif
 
@@ -377,19 +398,24 @@ __attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, c
                                                                const Conv2dShape& s, int o0, int no, int c0, int nc,
                                                                int b0, int b1, const float* zeros) {
   __m256 acc[3][4];
+  DFL_UNROLL
   for (int o = 0; o < 3; ++o)
+    DFL_UNROLL
     for (int j = 0; j < 4; ++j) acc[o][j] = _mm256_setzero_ps();
   const size_t P = size_t(s.H) * s.W;
   for (int b = b0; b < b1; ++b) {
     const float* d[3];
     const float* x[4];
+    DFL_UNROLL
     for (int o = 0; o < 3; ++o) d[o] = o < no ? dout + (size_t(b) * s.OC + o0 + o) * P : zeros;
+    DFL_UNROLL
     for (int j = 0; j < 4; ++j) x[j] = j < nc ? inp + (size_t(b) * s.C + c0 + j) * P : zeros;
     for (size_t p = 0; p < P; p += 8) {
       // zeros is only 8 floats long: a missing channel reads it at offset 0 every time.
       const __m256 d0 = _mm256_loadu_ps(d[0] == zeros ? zeros : d[0] + p);
       const __m256 d1 = _mm256_loadu_ps(d[1] == zeros ? zeros : d[1] + p);
       const __m256 d2 = _mm256_loadu_ps(d[2] == zeros ? zeros : d[2] + p);
+      DFL_UNROLL
       for (int j = 0; j < 4; ++j) {
         const __m256 v = _mm256_loadu_ps(x[j] == zeros ? zeros : x[j] + p);
         acc[0][j] = _mm256_fmadd_ps(d0, v, acc[0][j]);
@@ -398,8 +424,11 @@ __attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, c
       }
     }
   }
-  for (int o = 0; o < no; ++o)
-    for (int j = 0; j < nc; ++j) dweight[size_t(o0 + o) * s.C + c0 + j] += lane_sum(acc[o][j]);
+  DFL_UNROLL
+  for (int o = 0; o < 3; ++o)  // compile-time bounds: acc stays in registers (see row_chunk)
+    DFL_UNROLL
+    for (int j = 0; j < 4; ++j)
+      if (o < no && j < nc) dweight[size_t(o0 + o) * s.C + c0 + j] += lane_sum(acc[o][j]);
 }
 #endif
 }  // namespace
@@ -540,6 +569,7 @@ __attribute__((target("avx2"))) void add_plane_interior(float* dx, const float* 
 __attribute__((target("avx2,fma"))) void depthwise_plane_forward(float* y, const float* xp, const float* w9, float bias,
                                                                  const DepthwisePlane& g, bool accumulate) {
   __m256 w[9];
+  DFL_UNROLL
   for (int t = 0; t < 9; ++t) w[t] = _mm256_set1_ps(w9[t]);
   for (int oh = 0; oh < g.OH; ++oh) {
     float* out = y + size_t(oh) * g.OW;
@@ -548,8 +578,10 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_forward(float* y, const
       __m256 acc = !accumulate ? _mm256_set1_ps(bias)
                    : n == 8    ? _mm256_loadu_ps(out + x0)
                                : _mm256_maskload_ps(out + x0, lanes(n));
+      DFL_UNROLL
       for (int kh = 0; kh < 3; ++kh) {
         const float* row = xp + size_t(g.S * oh + kh) * g.RP + x0;
+        DFL_UNROLL
         for (int kw = 0; kw < 3; ++kw) acc = _mm256_fmadd_ps(w[kh * 3 + kw], _mm256_loadu_ps(row + g.tap[kw]), acc);
       }
       if (n == 8) {
@@ -570,8 +602,10 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_weights(__m256 acc[9], 
       const int n = std::min(8, g.OW - x0);
       // Past the row dout is 0, so the over-read input lanes add nothing.
       const __m256 d = n == 8 ? _mm256_loadu_ps(drow + x0) : _mm256_maskload_ps(drow + x0, lanes(n));
+      DFL_UNROLL
       for (int kh = 0; kh < 3; ++kh) {
         const float* row = xp + size_t(g.S * oh + kh) * g.RP + x0;
+        DFL_UNROLL
         for (int kw = 0; kw < 3; ++kw) acc[kh * 3 + kw] = _mm256_fmadd_ps(d, _mm256_loadu_ps(row + g.tap[kw]), acc[kh * 3 + kw]);
       }
     }
@@ -590,6 +624,7 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_input_gradient_s2(float
     std::memcpy(row + 1, dy + size_t(oh) * g.OW, sizeof(float) * g.OW);
   }
   __m256 w[9];
+  DFL_UNROLL
   for (int t = 0; t < 9; ++t) w[t] = _mm256_set1_ps(w9[t]);
   for (int r = 1; r <= g.H; ++r) {
     // Padded row r = 2*oh + kh: kh 0 and 2 for even rows, kh 1 for odd ones.
@@ -626,8 +661,10 @@ __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp,
   const DepthwisePlane g(s);
   const float* w9 = weight + size_t(c) * 9;
   float flipped[9];
+  DFL_UNROLL
   for (int t = 0; t < 9; ++t) flipped[t] = w9[8 - t];
   __m256 acc[9];
+  DFL_UNROLL
   for (int t = 0; t < 9; ++t) acc[t] = _mm256_setzero_ps();
   const size_t in_plane = size_t(s.H) * s.W, out_plane = size_t(g.OH) * g.OW;
   for (int b = 0; b < s.B; ++b) {
@@ -647,6 +684,7 @@ __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp,
     }
   }
   if (!dw9) return;
+  DFL_UNROLL
   for (int t = 0; t < 9; ++t) dw9[t] += lane_sum(acc[t]);
 }
 #endif

@@ -19,7 +19,7 @@
 #include "core/check.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
-#include "cpu/avx2_transpose.h"
+#include "cpu/simd.h"
 #include "cpu/conv_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -61,6 +61,7 @@ void block_weights(float* wb, const float* w, const Geometry& g, bool flip) {
   for (int ob = 0; ob < g.oc_blocks(); ++ob)
     for (int c = 0; c < g.Cin; ++c)
       for (int t = 0; t < KK; ++t)
+        DFL_UNROLL
         for (int o = 0; o < kLanes; ++o) {
           const int oc = ob * kLanes + o;
           float v = 0.0f;
@@ -103,6 +104,7 @@ __attribute__((target("avx2,fma"))) void sample_forward(float* out, const float*
     for (int p0 = 0; p0 < P; p0 += kLanes) {
       const int n_px = std::min(kLanes, P - p0);
       __m256 acc[kLanes];
+      DFL_UNROLL
       for (int i = 0; i < kLanes; ++i) acc[i] = init;
       const int* o = off + p0;
       for (int c = 0; c < g.Cin; ++c) {
@@ -112,6 +114,7 @@ __attribute__((target("avx2,fma"))) void sample_forward(float* out, const float*
           for (int kw = 0; kw < g.KW; ++kw) {
             const __m256 w = _mm256_loadu_ps(wc + (kh * g.KW + kw) * kLanes);
             const float* x = xc + kh * Wp + kw;
+            DFL_UNROLL
             for (int i = 0; i < kLanes; ++i) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + o[i]), w, acc[i]);
           }
       }

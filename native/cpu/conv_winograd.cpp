@@ -24,7 +24,7 @@
 #include "core/check.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
-#include "cpu/avx2_transpose.h"
+#include "cpu/simd.h"
 #include "cpu/conv_internal.h"
 #include "cpu/kernels.h"
 
@@ -86,12 +86,18 @@ void transform_weights(float* U, const float* w, int Cin, int Cout, bool flip) {
       for (int co = 0; co < Cout; ++co) {
         const float* src = flip ? w + (size_t(ci) * Cout + co) * 9 : w + (size_t(co) * Cin + ci) * 9;
         double k[3][3];
+        DFL_UNROLL
         for (int a = 0; a < 3; ++a)
+          DFL_UNROLL
           for (int b = 0; b < 3; ++b) k[a][b] = flip ? src[(2 - a) * 3 + (2 - b)] : src[a * 3 + b];
         double gk[6][3];  // G k
+        DFL_UNROLL
         for (int i = 0; i < 6; ++i)
+          DFL_UNROLL
           for (int b = 0; b < 3; ++b) gk[i][b] = G[i][0] * k[0][b] + G[i][1] * k[1][b] + G[i][2] * k[2][b];
+        DFL_UNROLL
         for (int i = 0; i < 6; ++i)
+          DFL_UNROLL
           for (int j = 0; j < 6; ++j) {
             const double u = gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
             U[(size_t(i * 6 + j) * Cin + ci) * Cout + co] = float(u);
@@ -132,16 +138,21 @@ __attribute__((target("avx2,fma"))) void input_tile(float* v, size_t vstride, co
                                                    int x0) {
   for (int c = 0; c < Cin; c += 8) {
     __m256 t[6][6];  // t[i][j] = (B^T d)[i][j]
+    DFL_UNROLL
     for (int j = 0; j < 6; ++j) {
       __m256 col[6];
+      DFL_UNROLL
       for (int i = 0; i < 6; ++i) col[i] = _mm256_loadu_ps(strip + (size_t(i) * PW + x0 + j) * Cin + c);
       __m256 out[6];
       input_1d(col, out);
+      DFL_UNROLL
       for (int i = 0; i < 6; ++i) t[i][j] = out[i];
     }
+    DFL_UNROLL
     for (int i = 0; i < 6; ++i) {
       __m256 out[6];
       input_1d(t[i], out);
+      DFL_UNROLL
       for (int j = 0; j < 6; ++j) _mm256_storeu_ps(v + size_t(i * 6 + j) * vstride + c, out[j]);
     }
   }
@@ -154,17 +165,21 @@ __attribute__((target("avx2,fma"))) void output_tile(float* out, size_t plane, i
                                                     bool accumulate) {
   for (int o = 0; o < Cout; o += 8) {
     __m256 t[4][6];  // (A^T M) rows
+    DFL_UNROLL
     for (int j = 0; j < 6; ++j) {
       __m256 col[6];
+      DFL_UNROLL
       for (int i = 0; i < 6; ++i) col[i] = _mm256_loadu_ps(m + size_t(i * 6 + j) * mstride + o);
       __m256 r[4];
       output_1d(col, r);
+      DFL_UNROLL
       for (int i = 0; i < 4; ++i) t[i][j] = r[i];
     }
     const __m256 b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
     for (int i = 0; i < rows; ++i) {
       __m256 r[4];
       output_1d(t[i], r);
+      DFL_UNROLL
       for (int j = 0; j < 4; ++j) r[j] = _mm256_add_ps(r[j], b);
       // 4 columns x 8 channels -> per channel a row of 4: two 4x4 transposes (channels 0-3, 4-7).
       for (int half = 0; half < 2; ++half) {
@@ -174,6 +189,7 @@ __attribute__((target("avx2,fma"))) void output_tile(float* out, size_t plane, i
         __m128 q3 = half ? _mm256_extractf128_ps(r[3], 1) : _mm256_castps256_ps128(r[3]);
         _MM_TRANSPOSE4_PS(q0, q1, q2, q3);
         const __m128 q[4] = {q0, q1, q2, q3};
+        DFL_UNROLL
         for (int l = 0; l < 4; ++l) {
           float* dst = out + size_t(o + 4 * half + l) * plane + size_t(i) * W;
           if (cols == 4) {
@@ -194,11 +210,14 @@ __attribute__((target("avx2"))) void transpose_rows_8(float* dst, size_t ld, con
   int x = 0;
   for (; x + 8 <= n; x += 8) {
     __m256 r[8];
+    DFL_UNROLL
     for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + size_t(k) * plane + x);
     transpose8(r);  // r[k]: pixel x + k, 8 channels
+    DFL_UNROLL
     for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + size_t(x + k) * ld, r[k]);
   }
   for (; x < n; ++x)
+    DFL_UNROLL
     for (int c = 0; c < 8; ++c) dst[size_t(x) * ld + c] = src[size_t(c) * plane + x];
 }
 
@@ -216,6 +235,7 @@ void run_block(const Geometry& g, int block, float* out, const float* in, const 
     const int n = r / g.TH, ty = r % g.TH;
     float* strip = strips + size_t(r - r0) * 6 * g.PW * g.Cin;
     std::memset(strip, 0, sizeof(float) * 6 * g.PW * g.Cin);
+    DFL_UNROLL
     for (int i = 0; i < 6; ++i) {
       const int y = 4 * ty - 1 + i;
       if (y < 0 || y >= g.H) continue;
@@ -232,6 +252,7 @@ void run_block(const Geometry& g, int block, float* out, const float* in, const 
       input_tile(V + size_t(t) * g.Cin, vstride, strip, g.PW, g.Cin, 4 * tx);
     }
   }
+  DFL_UNROLL
   for (int xi = 0; xi < kTaps; ++xi)
     sgemm(false, false, tiles, g.Cout, g.Cin, 1.0f, V + xi * vstride, g.Cin, U + size_t(xi) * g.Cin * g.Cout, g.Cout,
           0.0f, M + xi * mstride, g.Cout);

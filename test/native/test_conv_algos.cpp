@@ -240,14 +240,17 @@ DFL_CPU_TEST(conv_public_entry_matches_the_reference_on_small_maps) {
 }
 
 DFL_CPU_TEST(conv_automatic_choice) {
-  const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1}, stem{8, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1};
+  const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1}, stem{8, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1},
+      narrow{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1};
   const bool avx2 = dfl::cpu::conv2d_algo_applies(ConvAlgo::Direct3x3, cifar);
   // Stride-1 3x3 convolutions: Winograd with channels in multiples of 8 on maps of 4x4 and up, any
-  // map size; the direct kernel for other channel counts (the 3-channel stem).
+  // map size; the direct kernel for other channel counts (the 3-channel stem) and for 16 channels on
+  // both sides.
   for (const Conv2dShape& s : {cifar, Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1},
                                Conv2dShape{8, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 5, 7, 8, 3, 3, 1, 1, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Winograd : ConvAlgo::General), describe(s));
-  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(stem) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(stem));
+  for (const Conv2dShape& s : {stem, narrow})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(s));
   // Stride-2 3x3 convolutions with fewer than 64 input channels take the direct kernel on output rows
   // of 8k, else the output-channel algorithm; with 64+ the general one; strided 1x1 ones the dense
   // copy (any width, any CPU); small maps, 1x1 and grouped convolutions the general one.
