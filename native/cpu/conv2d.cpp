@@ -640,10 +640,7 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
     case ConvAlgo::Winograd:
       if (dbias) bias_gradient(dbias, dout, s);
       if (dinp) winograd_backward_data(dinp, dout, weight, s, workspace);
-      if (dweight && direct3x3_applies(s) && direct3x3_weights_preferred(s))
-        direct3x3_backward_weights(dweight, dout, inp, s, workspace);
-      else if (dweight)
-        general_backward(nullptr, dweight, nullptr, dout, inp, weight, s, workspace);
+      if (dweight) winograd_backward_weights(dweight, dout, inp, s, workspace);
       return;
   }
 }

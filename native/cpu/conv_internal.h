@@ -12,9 +12,8 @@
 //   DirectOC   groups 1, any kernel/stride/padding, AVX2+FMA: forward (and the input gradient at
 //              stride 1) as direct loops vectorised over output channels (conv_direct_oc.cpp);
 //              the weight gradient, and strided input gradients, by the general algorithm.
-//   Winograd   3x3, stride 1, pad 1, groups 1, channels multiples of 8, AVX2+FMA: forward and input
-//              gradient as F(4x4, 3x3) Winograd transforms around 36 GEMMs (conv_winograd.cpp); the
-//              weight gradient by the direct kernel or the general algorithm.
+//   Winograd   3x3, stride 1, pad 1, groups 1, channels multiples of 8, AVX2+FMA: forward and both
+//              gradients as F(4x4, 3x3) Winograd transforms around 36 GEMMs (conv_winograd.cpp).
 // Every algorithm is bitwise identical for any thread count; they differ from each other in
 // float rounding (summation order) only.
 #pragma once
@@ -91,6 +90,9 @@ void winograd_forward(float* out, const float* inp, const float* weight, const f
 // dinp += the input gradient of dout.
 void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                             float* workspace);
+// dweight += the weight gradient.
+void winograd_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
+                               float* workspace);
 // Whether the direct weight gradient beats the general one for this shape (the kernel lab's finding:
 // on rows of 16+ or with few input channels); conv2d_backward uses the general one otherwise.
 bool direct3x3_weights_preferred(const Conv2dShape& s);

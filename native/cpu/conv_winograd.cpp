@@ -1,6 +1,7 @@
 // Winograd F(4x4, 3x3) convolution (3x3, stride 1, pad 1, groups 1, channels multiples of 8, AVX2+FMA):
-// the forward and the input gradient (the same computation on dout with the weights transposed and
-// flipped). Each 4x4 block of outputs ("tile") comes from the 6x6 input patch around it as
+// the forward, the input gradient (the same computation on dout with the weights transposed and
+// flipped) and the weight gradient (the adjoint of the forward's transforms; weight_gradient).
+// Each 4x4 block of outputs ("tile") comes from the 6x6 input patch around it as
 //   Y = A^T [ (G g G^T) (.) (B^T d B) ] A
 // so the 9*16 multiply-adds per input channel of a direct convolution become 36, spent in 36
 // independent GEMMs (one per position xi of the 6x6 transformed tile):
@@ -10,14 +11,13 @@
 // into channels-last (HWC) strips of 6 padded rows, so the 36 taps of 8 channels are contiguous.
 //
 // Accuracy: the transforms scale values by up to ~100 before the GEMM and back after, so the float
-// rounding is larger than a direct convolution's: about 1e-5 relative to the output's magnitude at
-// 512 channels (test/native/test_conv_algos.cpp measures it), far below what training notices (cuDNN
-// and oneDNN offer the same algorithm). Weight gradients are not Winograd's (conv2d.cpp uses the
-// direct kernel or the GEMMs for them).
+// rounding is larger than a direct convolution's: max |diff| ~2e-5 to 4e-5 of the RMS of the exact
+// result at 8-256 channels (test/native/test_conv_algos.cpp measures it), far below what training
+// notices (cuDNN and oneDNN offer the same algorithm).
 //
-// Threads: blocks of tile rows, fixed by the shape, go to threads whole; every GEMM runs on one
-// thread and sums over input channels in the same order whatever the blocks, so results are bitwise
-// identical for any thread count.
+// Threads: forward and input gradient: blocks of tile rows, fixed by the shape, go to threads whole;
+// every GEMM runs on one thread and sums over input channels in the same order whatever the blocks.
+// Weight gradient: see weight_gradient. Results are bitwise identical for any thread count.
 #include <algorithm>
 #include <cstring>
 
@@ -40,12 +40,16 @@ namespace dfl::cpu {
 namespace {
 
 constexpr int kTaps = 36;  // 6x6 transformed positions
-// Tiles per block: V and M of a block within kBlockBytes (they stay in one core's L2/L3), but at
-// least kMinTiles, for the GEMMs to reuse each packed U panel (its packing costs ~8/tiles of the
-// block's work). Kernel lab, batch 128: 512 channels on 4x4 maps 43 ms a forward at 32 tiles, 48 at
-// 96; 64 channels at 32x32 31 ms at 96, 34 at 32.
-constexpr size_t kBlockBytes = size_t(2) << 20;
-constexpr int kMinTiles = 32, kMaxTiles = 96;
+// Tiles per block of the forward and input gradient: V and M of a block within 2 MiB (they stay in
+// one core's L2/L3), but at least 32, for the GEMMs to reuse each packed U panel (its packing costs
+// ~8/tiles of the block's work). Kernel lab, batch 128: 512 channels on 4x4 maps 43 ms a forward at
+// 32 tiles, 48 at 96; 64 channels at 32x32 31 ms at 96, 34 at 32. The weight gradient's blocks are
+// the K of its GEMMs, so longer (and shared by the threads): up to 512 tiles in 8 MiB.
+struct Blocking {
+  size_t bytes;
+  int min_tiles, max_tiles;
+};
+constexpr Blocking kDataBlocks{size_t(2) << 20, 32, 96}, kWeightBlocks{size_t(8) << 20, 32, 512};
 
 struct Geometry {
   int B, Cin, Cout, H, W;  // of the convolution as computed (the input gradient swaps the channels)
@@ -61,11 +65,14 @@ struct Geometry {
   size_t u_floats() const { return size_t(kTaps) * Cin * Cout; }
 };
 
-Geometry geometry(int B, int Cin, int Cout, int H, int W) {
+// The weight gradient's per-thread strips: 6 padded input rows and 4 rows of dout for one tile row.
+size_t weight_strip_floats(const Geometry& g) { return size_t(6) * g.PW * g.Cin + size_t(16) * g.TW * g.Cout; }
+
+Geometry geometry(int B, int Cin, int Cout, int H, int W, const Blocking& blocking = kDataBlocks) {
   Geometry g{B, Cin, Cout, H, W, (H + 3) / 4, (W + 3) / 4, 0, 0, 0};
   g.PW = 4 * g.TW + 2;
   const size_t tile_bytes = sizeof(float) * kTaps * size_t(Cin + Cout);
-  const int target = int(std::clamp<size_t>(kBlockBytes / tile_bytes, kMinTiles, kMaxTiles));
+  const int target = int(std::clamp<size_t>(blocking.bytes / tile_bytes, blocking.min_tiles, blocking.max_tiles));
   g.rows_per_block = std::max(1, std::min(g.B * g.TH, (target + g.TW - 1) / g.TW));
   g.blocks = (g.B * g.TH + g.rows_per_block - 1) / g.rows_per_block;
   return g;
@@ -221,6 +228,23 @@ __attribute__((target("avx2"))) void transpose_rows_8(float* dst, size_t ld, con
     for (int c = 0; c < 8; ++c) dst[size_t(x) * ld + c] = src[size_t(c) * plane + x];
 }
 
+// The channels-last strip of tile row r (sample r / TH, tile row ty = r % TH) of x (B, C, H, W):
+// `rows` rows of `width` pixels of C channels; strip row i is map row 4*ty + i - pad and strip
+// column j map column j - pad, zero outside the map.
+void fill_strip(float* strip, const float* x, int C, int H, int W, int TH, int r, int rows, int width, int pad) {
+  const int n = r / TH, ty = r % TH;
+  const size_t plane = size_t(H) * W;
+  std::memset(strip, 0, sizeof(float) * rows * width * C);
+  for (int i = 0; i < rows; ++i) {
+    const int y = 4 * ty + i - pad;
+    if (y < 0 || y >= H) continue;
+    float* row = strip + (size_t(i) * width + pad) * C;
+    const float* src = x + size_t(n) * C * plane + size_t(y) * W;
+    const int n_cols = std::min(W, width - pad);
+    for (int c = 0; c < C; c += 8) transpose_rows_8(row + c, C, src + size_t(c) * plane, plane, n_cols);
+  }
+}
+
 // One block of tile rows: strips -> V -> 36 GEMMs -> M -> outputs.
 void run_block(const Geometry& g, int block, float* out, const float* in, const float* U, const float* bias,
                bool accumulate, float* scratch) {
@@ -230,20 +254,8 @@ void run_block(const Geometry& g, int block, float* out, const float* in, const 
   const int r0 = block * g.rows_per_block, r1 = std::min(g.B * g.TH, r0 + g.rows_per_block);
   const int tiles = (r1 - r0) * g.TW;
   const size_t in_plane = size_t(g.H) * g.W;
-  // Channels-last strips: strip r, row i holds input row 4*ty - 1 + i, column x' = input column x' - 1.
-  for (int r = r0; r < r1; ++r) {
-    const int n = r / g.TH, ty = r % g.TH;
-    float* strip = strips + size_t(r - r0) * 6 * g.PW * g.Cin;
-    std::memset(strip, 0, sizeof(float) * 6 * g.PW * g.Cin);
-    DFL_UNROLL
-    for (int i = 0; i < 6; ++i) {
-      const int y = 4 * ty - 1 + i;
-      if (y < 0 || y >= g.H) continue;
-      float* row = strip + (size_t(i) * g.PW + 1) * g.Cin;
-      const float* src = in + size_t(n) * g.Cin * in_plane + size_t(y) * g.W;
-      for (int c = 0; c < g.Cin; c += 8) transpose_rows_8(row + c, g.Cin, src + size_t(c) * in_plane, in_plane, g.W);
-    }
-  }
+  for (int r = r0; r < r1; ++r)
+    fill_strip(strips + size_t(r - r0) * 6 * g.PW * g.Cin, in, g.Cin, g.H, g.W, g.TH, r, 6, g.PW, 1);
   const size_t vstride = size_t(tiles) * g.Cin, mstride = size_t(tiles) * g.Cout;
   for (int r = r0; r < r1; ++r) {
     const float* strip = strips + size_t(r - r0) * 6 * g.PW * g.Cin;
@@ -252,7 +264,6 @@ void run_block(const Geometry& g, int block, float* out, const float* in, const 
       input_tile(V + size_t(t) * g.Cin, vstride, strip, g.PW, g.Cin, 4 * tx);
     }
   }
-  DFL_UNROLL
   for (int xi = 0; xi < kTaps; ++xi)
     sgemm(false, false, tiles, g.Cout, g.Cin, 1.0f, V + xi * vstride, g.Cin, U + size_t(xi) * g.Cin * g.Cout, g.Cout,
           0.0f, M + xi * mstride, g.Cout);
@@ -278,12 +289,119 @@ void run(const Geometry& g, float* out, const float* in, const float* U, const f
     for (int64_t b = b0; b < b1; ++b) run_block(g, int(b), out, in, U, bias, accumulate, scratch);
   });
 }
+
+// x (4 vectors) -> A x (6 vectors), A = (A^T)^T: the output transform's adjoint.
+__attribute__((target("avx2,fma"))) inline void gradient_1d(const __m256 x[4], __m256 z[6]) {
+  const __m256 p = _mm256_add_ps(x[0], x[2]), q = _mm256_add_ps(x[1], x[3]);
+  const __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), x[2], x[0]);
+  const __m256 t = _mm256_mul_ps(_mm256_set1_ps(2.0f), _mm256_fmadd_ps(_mm256_set1_ps(4.0f), x[3], x[1]));
+  z[0] = x[0];
+  z[1] = _mm256_add_ps(p, q);
+  z[2] = _mm256_sub_ps(p, q);
+  z[3] = _mm256_add_ps(r, t);
+  z[4] = _mm256_sub_ps(r, t);
+  z[5] = x[3];
+}
+
+// One tile's 4x4 output gradient at column x0 of a dout strip (4 rows of `width` pixels, Cout
+// channels) -> Z[xi][.] = (A dY A^T)[xi] for every 8 channels; z points at this tile's row of Z[0].
+__attribute__((target("avx2,fma"))) void gradient_tile(float* z, size_t zstride, const float* strip, int width,
+                                                      int Cout, int x0) {
+  for (int o = 0; o < Cout; o += 8) {
+    __m256 t[6][4];  // (A dY)
+    DFL_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      __m256 col[4], out[6];
+      DFL_UNROLL
+      for (int i = 0; i < 4; ++i) col[i] = _mm256_loadu_ps(strip + (size_t(i) * width + x0 + j) * Cout + o);
+      gradient_1d(col, out);
+      DFL_UNROLL
+      for (int i = 0; i < 6; ++i) t[i][j] = out[i];
+    }
+    DFL_UNROLL
+    for (int i = 0; i < 6; ++i) {
+      __m256 out[6];
+      gradient_1d(t[i], out);
+      DFL_UNROLL
+      for (int j = 0; j < 6; ++j) _mm256_storeu_ps(z + size_t(i * 6 + j) * zstride + o, out[j]);
+    }
+  }
+}
+
+// dweight += the weight gradient, dW = sum over tiles of G^T [ (B^T d B) (.) (A dY A^T) ] G: per
+// block of tiles, the input (V) and output-gradient (Z) transforms, then for each of the 36 positions
+// dWt[xi](Cout x Cin) += Z[xi]^T V[xi], a GEMM over the block's tiles. Blocks go in order, all threads
+// on each (tiles split for the transforms, positions for the GEMMs), so every dWt element is summed
+// in one fixed order whatever the thread count.
+void weight_gradient(float* dweight, const float* dout, const float* inp, const Geometry& g, float* workspace) {
+  const int C = g.Cin, OC = g.Cout;
+  float* dWt = workspace;
+  float* V = dWt + g.u_floats();
+  float* Z = V + g.v_floats();
+  float* strips = Z + g.m_floats();
+  const size_t per_thread = weight_strip_floats(g);
+  std::memset(dWt, 0, sizeof(float) * g.u_floats());
+  for (int block = 0; block < g.blocks; ++block) {
+    const int r0 = block * g.rows_per_block, r1 = std::min(g.B * g.TH, r0 + g.rows_per_block);
+    const int tiles = (r1 - r0) * g.TW;
+    const size_t vstride = size_t(tiles) * C, zstride = size_t(tiles) * OC;
+    parallel_for(r1 - r0, 1, [&](int64_t a, int64_t b) {
+      float* in_strip = strips + size_t(thread_slot()) * per_thread;
+      float* d_strip = in_strip + size_t(6) * g.PW * C;
+      for (int64_t r = r0 + a; r < r0 + b; ++r) {
+        fill_strip(in_strip, inp, C, g.H, g.W, g.TH, int(r), 6, g.PW, 1);
+        fill_strip(d_strip, dout, OC, g.H, g.W, g.TH, int(r), 4, 4 * g.TW, 0);
+        for (int tx = 0; tx < g.TW; ++tx) {
+          const size_t t = size_t(r - r0) * g.TW + tx;
+          input_tile(V + t * C, vstride, in_strip, g.PW, C, 4 * tx);
+          gradient_tile(Z + t * OC, zstride, d_strip, 4 * g.TW, OC, 4 * tx);
+        }
+      }
+    });
+    parallel_for(kTaps, 1, [&](int64_t x0, int64_t x1) {
+      for (int64_t xi = x0; xi < x1; ++xi)
+        sgemm(true, false, OC, C, tiles, 1.0f, Z + xi * zstride, OC, V + xi * vstride, C, 1.0f,
+              dWt + size_t(xi) * OC * C, C);
+    });
+  }
+  static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                 {0, 0, 1}};
+  parallel_for(OC, std::max(1, 4096 / std::max(1, C)), [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o)
+      for (int c = 0; c < C; ++c) {
+        double x[6][6], gx[3][6];  // gx = G^T x
+        for (int xi = 0; xi < kTaps; ++xi) x[xi / 6][xi % 6] = dWt[(size_t(xi) * OC + o) * C + c];
+        for (int a = 0; a < 3; ++a)
+          for (int j = 0; j < 6; ++j) {
+            double v = 0;
+            for (int i = 0; i < 6; ++i) v += G[i][a] * x[i][j];
+            gx[a][j] = v;
+          }
+        float* dw = dweight + (size_t(o) * C + c) * 9;
+        for (int a = 0; a < 3; ++a)
+          for (int b = 0; b < 3; ++b) {
+            double v = 0;
+            for (int j = 0; j < 6; ++j) v += gx[a][j] * G[j][b];
+            dw[a * 3 + b] += float(v);
+          }
+      }
+  });
+}
 #endif
 
 Geometry forward_geometry(const Conv2dShape& s) { return geometry(s.B, s.C, s.OC, s.H, s.W); }
 Geometry data_gradient_geometry(const Conv2dShape& s) { return geometry(s.B, s.OC, s.C, s.H, s.W); }
+Geometry weight_gradient_geometry(const Conv2dShape& s) { return geometry(s.B, s.C, s.OC, s.H, s.W, kWeightBlocks); }
 
 size_t workspace_for(const Geometry& g) { return g.u_floats() + size_t(max_thread_slots()) * g.per_thread_floats(); }
+// dWt, one block's V and Z, the threads' strips.
+size_t weight_workspace_for(const Geometry& g) {
+  return g.u_floats() + g.v_floats() + g.m_floats() + size_t(max_thread_slots()) * weight_strip_floats(g);
+}
 
 // The forward (out = conv(in) + bias) or the input gradient (out += conv of dout with the weights
 // transposed and flipped), the transformed weights at the front of the workspace.
@@ -306,7 +424,8 @@ bool winograd_applies(const Conv2dShape& s) {
 }
 
 size_t winograd_workspace_floats(const Conv2dShape& s) {
-  return std::max(workspace_for(forward_geometry(s)), workspace_for(data_gradient_geometry(s)));
+  return std::max({workspace_for(forward_geometry(s)), workspace_for(data_gradient_geometry(s)),
+                   weight_workspace_for(weight_gradient_geometry(s))});
 }
 
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
@@ -317,6 +436,17 @@ void winograd_forward(float* out, const float* inp, const float* weight, const f
 void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                             float* workspace) {
   convolve(data_gradient_geometry(s), dinp, dout, weight, nullptr, /*data_gradient=*/true, s, workspace);
+}
+
+
+void winograd_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
+                               float* workspace) {
+  DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
+#if DFL_WINOGRAD_X86
+  weight_gradient(dweight, dout, inp, weight_gradient_geometry(s), workspace);
+#else
+  (void)dweight, (void)dout, (void)inp;
+#endif
 }
 
 }  // namespace dfl::cpu
