@@ -271,6 +271,22 @@ void Model::forward(const float* x_host, int B, bool training, float* logits_hos
   backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
 }
 
+// A teacher's (or the eval copy's) forward of a device batch. It runs in the student's activation
+// block and convolution workspace when they are large enough: both are idle until the student's
+// next training forward, which rewrites its activations, and an inference plan keeps fewer
+// activations than training (same convolutions, same workspace). That saves a second set of both in
+// a DFL step (vgg16 x1: ~100 MB). Otherwise (a bigger batch than trained with) in its own scratch.
+void Model::teacher_forward(const Teacher& t, const float* x, int B, float* logits) {
+  Memory& m = *mem_;
+  const Teacher::Scratch need = t.scratch_needs(B);
+  if (m.acts.bytes() >= need.act_bytes && m.workspace.bytes() >= need.workspace_bytes) {
+    have_training_forward_ = false;
+    t.forward_device(x, B, logits, m.acts.f(), m.workspace.get());
+  } else {
+    t.forward_device(x, B, logits, m.teacher_scratch);
+  }
+}
+
 // Eval logits of the batch in mem_->x by the inference copy, refolded if the weights changed.
 void Model::eval_batch_on_device(int B, float* logits_host) {
   if (!eval_copy_) eval_copy_ = std::make_unique<Teacher>(plan_.spec, backend_);
@@ -279,10 +295,10 @@ void Model::eval_batch_on_device(int B, float* logits_host) {
     fold_into(*eval_copy_);
     eval_version_ = weights_version_;
   }
-  // The logits land in the student's activation block (its last slot), which eval does not use.
+  // The logits land in the loss's probability scratch (B x classes), which eval does not use.
   const PlanNode& last = plan_.nodes.back();
-  float* logits = mem_->acts.f() + last.act_offset * size_t(B);
-  eval_copy_->forward_device(mem_->x.f(), B, logits, mem_->teacher_scratch);
+  float* logits = mem_->probs.f();
+  teacher_forward(*eval_copy_, mem_->x.f(), B, logits);
   have_training_forward_ = false;
   backend_->download(logits_host, logits, floats(last.size * size_t(B)));
 }
@@ -364,7 +380,7 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
     if (!distill.teachers.empty()) {
       for (int k = 0; k < K; ++k) {
         DFL_CHECK(distill.teachers[k]->num_classes() == NC, "train_step: teacher ", k, " has another class count");
-        distill.teachers[k]->forward_device(m.x.f(), B, tl + size_t(k) * BNC, m.teacher_scratch);
+        teacher_forward(*distill.teachers[k], m.x.f(), B, tl + size_t(k) * BNC);
       }
     } else {
       be.upload(tl, distill.teacher_logits_host, floats(size_t(K) * BNC));
@@ -443,9 +459,11 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   m.workspace = double(workspace_bytes(be, p, B, math_));
   if (K > 0) {
     const InferencePlan ip = build_inference_plan(p);
-    m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) +
-                      b * double(ip.plan.act_per_sample) + double(K) * b * (nc + 1.0)) +
-                 double(workspace_bytes(be, ip.plan, B, math_));
+    m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) + double(K) * b * (nc + 1.0));
+    // Their activations and workspace: in the student's when those are large enough (teacher_forward).
+    const size_t teacher_ws = workspace_bytes(be, ip.plan, B, math_);
+    if (ip.plan.act_per_sample > p.act_per_sample || teacher_ws > workspace_bytes(be, p, B, math_))
+      m.teachers += f * b * double(ip.plan.act_per_sample) + double(teacher_ws);
   }
   m.available = be.available_bytes(&m.available_source) + double(device_bytes());
   return m;
@@ -551,20 +569,27 @@ void Model::fold_into(Teacher& teacher) const {
   }
 }
 
+Teacher::Scratch Teacher::scratch_needs(int B) const {
+  return {floats(ip_.plan.act_per_sample * size_t(B)), workspace_bytes(*backend_, ip_.plan, B, math_)};
+}
+
 void Teacher::forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const {
+  const Scratch need = scratch_needs(B);
+  const size_t act_bytes = (need.act_bytes + 255) / 256 * 256;
+  if (act_bytes + need.workspace_bytes > scratch.bytes())
+    check_memory(*backend_, double(act_bytes + need.workspace_bytes),
+                 "a teacher's activations for a batch of " + std::to_string(B), "use a smaller --batch-size or model");
+  scratch.reserve(act_bytes + need.workspace_bytes, "teacher activations");
+  forward_device(x, B, logits, scratch.f(), static_cast<char*>(scratch.get()) + act_bytes);
+}
+
+void Teacher::forward_device(const float* x, int B, float* logits, float* acts, void* workspace) const {
   Backend& be = *backend_;
   const Plan& p = ip_.plan;
-  const size_t act_bytes = (floats(p.act_per_sample * size_t(B)) + 255) / 256 * 256;
-  const size_t ws = workspace_bytes(be, p, B, math_);
-  if (act_bytes + ws > scratch.bytes())
-    check_memory(be, double(act_bytes + ws), "a teacher's activations for a batch of " + std::to_string(B),
-                 "use a smaller --batch-size or model");
-  scratch.reserve(act_bytes + ws, "teacher activations");
-  const ExecMemory mem{x, scratch.f(), nullptr, params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr,
-                       static_cast<char*>(scratch.get()) + act_bytes};
+  const ExecMemory mem{x, acts, nullptr, params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr, workspace};
   run_plan_forward(be, p, mem, B, false, 0, math_);
   const PlanNode& last = p.nodes.back();
-  be.copy(logits, scratch.f() + last.act_offset * size_t(B), floats(last.size * size_t(B)));
+  be.copy(logits, acts + last.act_offset * size_t(B), floats(last.size * size_t(B)));
 }
 
 void Teacher::forward(const float* x_host, int B, float* logits_host) const {

@@ -166,6 +166,7 @@ class Model {
   float* momentum_data() const;
   void fold_into(Teacher& t) const;
   void eval_batch_on_device(int B, float* logits_host);
+  void teacher_forward(const Teacher& t, const float* x, int B, float* logits);
 
   Plan plan_;
   std::shared_ptr<Backend> backend_;
@@ -202,6 +203,13 @@ class Teacher {
   void forward(const ImageBatch& batch, float* logits_host) const;
   // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
   void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
+  // The same in caller-provided memory: activations (scratch_needs(B).act_bytes) and the
+  // convolution workspace (workspace_bytes).
+  struct Scratch {
+    size_t act_bytes, workspace_bytes;
+  };
+  Scratch scratch_needs(int B) const;
+  void forward_device(const float* x, int B, float* logits, float* acts, void* workspace) const;
 
   // How its forwards are computed (a snapshot starts with its model's); throws when unsupported.
   void set_math(const MathMode& math);
