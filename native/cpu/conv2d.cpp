@@ -584,20 +584,23 @@ size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
 }
 
 void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* weight, const float* bias,
-                         const Conv2dShape& s, float* workspace) {
+                         const Conv2dShape& s, float* workspace, Activation act) {
   check_shape(s);
   DFL_CHECK(conv2d_algo_applies(a, s), "conv2d: algorithm ", conv_algo_label(a), " does not apply to this shape");
-  switch (a) {
-    case ConvAlgo::Reference: return conv2d_reference_forward(out, inp, weight, bias, s);
-    case ConvAlgo::General: return general_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::DirectOC: return direct_oc_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::Depthwise3x3: return depthwise3x3_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::Pointwise: return pointwise_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::ValidTaps: return valid_taps_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::StridedPointwise: return strided_pointwise_forward(out, inp, weight, bias, s, workspace);
-    case ConvAlgo::Winograd: return winograd_forward(out, inp, weight, bias, s, workspace);
+  switch (a) {  // the vector kernels apply act as they store; the others in a pass after
+    case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace, act);
+    case ConvAlgo::Depthwise3x3: return depthwise3x3_forward(out, inp, weight, bias, s, workspace, act);
+    case ConvAlgo::Pointwise: return pointwise_forward(out, inp, weight, bias, s, workspace, act);
+    case ConvAlgo::Winograd: return winograd_forward(out, inp, weight, bias, s, workspace, act);
+    case ConvAlgo::Reference: conv2d_reference_forward(out, inp, weight, bias, s); break;
+    case ConvAlgo::General: general_forward(out, inp, weight, bias, s, workspace); break;
+    case ConvAlgo::DirectOC: direct_oc_forward(out, inp, weight, bias, s, workspace); break;
+    case ConvAlgo::ValidTaps: valid_taps_forward(out, inp, weight, bias, s, workspace); break;
+    case ConvAlgo::StridedPointwise: strided_pointwise_forward(out, inp, weight, bias, s, workspace); break;
   }
+  const size_t n = size_t(s.B) * s.OC * s.OH() * s.OW();
+  if (act == Activation::Relu) relu_forward(out, out, n);
+  if (act == Activation::Relu6) relu6_forward(out, out, n);
 }
 
 void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -649,8 +652,8 @@ size_t conv2d_workspace_floats(const Conv2dShape& s) {
   return conv2d_workspace_floats_with(conv2d_choose_algo(s), s);
 }
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                    float* workspace) {
-  conv2d_forward_with(conv2d_choose_algo(s), out, inp, weight, bias, s, workspace);
+                    float* workspace, Activation act) {
+  conv2d_forward_with(conv2d_choose_algo(s), out, inp, weight, bias, s, workspace, act);
 }
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, const Conv2dShape& s, float* workspace) {

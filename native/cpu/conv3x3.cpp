@@ -125,14 +125,15 @@ struct InputRows {
 
 // One output row chunk: channels [oc0, oc0 + n) (n <= OB) of row oh, columns [x0, x0 + 8*NV), for a
 // K x K kernel with stride S over the rows `in` describes. out: the sample's output (C_out, OH, OW).
-// accumulate: add the sums to out (input gradient); otherwise store them plus bias (or 0).
+// accumulate: add the sums to out (input gradient); otherwise store them plus bias (or 0), through
+// act.
 // The accumulators start at zero unconditionally and out is read only after the loop: with loads
 // from out (or any per-channel branch) in the start, GCC kept acc in memory and stored all
 // 3 x 4 accumulators back to the stack on every input channel, half the kernel's time at 1x1.
 template <int NV, int OB, int K, int S>
 __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int OH, int OW, int oh, int x0,
                                                    const float* xp, const InputRows& in, int C_in, const float* wb,
-                                                   const float* bias, bool accumulate) {
+                                                   const float* bias, bool accumulate, Activation act) {
   const size_t plane = size_t(OH) * OW;
   const int W = OW;
   __m256 acc[OB][NV];
@@ -169,14 +170,14 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
     DFL_UNROLL
     for (int v = 0; v < NV; ++v) {
       const __m256 base = accumulate ? _mm256_loadu_ps(dst + 8 * v) : start;
-      _mm256_storeu_ps(dst + 8 * v, _mm256_add_ps(base, acc[o][v]));
+      _mm256_storeu_ps(dst + 8 * v, activate(_mm256_add_ps(base, acc[o][v]), act));
     }
   }
 }
 
 template <int OB, int K, int S>
 void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const InputRows& in, int C_in, const float* wb,
-              const float* bias, bool accumulate) {
+              const float* bias, bool accumulate, Activation act) {
   const size_t block_floats = size_t(C_in) * K * K * OB;
   for (int ob = 0; ob < blocks(C_out, OB); ++ob) {
     const int oc0 = ob * OB, n = std::min(OB, C_out - oc0);
@@ -184,12 +185,12 @@ void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const Inpu
     for (int oh = 0; oh < OH; ++oh) {
       int x0 = 0;
       for (; x0 + 32 <= OW; x0 += 32)
-        row_chunk<4, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate);
+        row_chunk<4, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
       if (x0 + 16 <= OW) {
-        row_chunk<2, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate);
+        row_chunk<2, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
         x0 += 16;
       }
-      if (x0 + 8 <= OW) row_chunk<1, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate);
+      if (x0 + 8 <= OW) row_chunk<1, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
     }
   }
 }
@@ -248,7 +249,7 @@ int weight_group(const Conv2dShape& s) {
 // of x (B, C_in, H, W) with the blocked weights. A 1x1 convolution runs each plane as one row of H*W.
 template <int K, int S>
 void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W, const float* wb,
-            const float* bias, bool accumulate, float* pads) {
+            const float* bias, bool accumulate, float* pads, Activation act = Activation::None) {
 #if DFL_CONV3X3_X86
   if (K == 1) {
     W *= H;
@@ -266,9 +267,9 @@ void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W
       if (K == 3) pad_sample(xp, xb, C_in, H, W, S == 2);
       const float* src = K == 3 ? xp : xb;
       float* ob = out + size_t(b) * C_out * OH * OW;
-      if (OB == 3) all_rows<3, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate);
-      else if (OB == 5) all_rows<5, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate);
-      else all_rows<7, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate);
+      if (OB == 3) all_rows<3, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
+      else if (OB == 5) all_rows<5, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
+      else all_rows<7, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
     }
   });
 #else
@@ -308,19 +309,19 @@ namespace {
 // out [+]= the 3x3 convolution of x (C_in planes) into C_out planes, the weights blocked into the
 // front of the workspace (flip: the input gradient's, transposed and reversed), pads after them.
 void blocked_direct3x3(float* out, const float* x, int C_in, int C_out, const float* weight, const float* bias,
-                       bool flip, const Conv2dShape& s, float* workspace) {
+                       bool flip, const Conv2dShape& s, float* workspace, Activation act = Activation::None) {
   const int OB = block_channels(s.OW());
   block_weights(workspace, weight, C_out, C_in, OB, flip);
   float* pads = workspace + blocked_weight_floats(C_out, C_in, OB);
-  if (s.stride_h == 2) direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads);
-  else direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads);
+  if (s.stride_h == 2) direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads, act);
+  else direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads, act);
 }
 }  // namespace
 
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                       float* workspace) {
+                       float* workspace, Activation act) {
   DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_forward: shape not supported or no workspace");
-  blocked_direct3x3(out, inp, s.C, s.OC, weight, bias, false, s, workspace);
+  blocked_direct3x3(out, inp, s.C, s.OC, weight, bias, false, s, workspace, act);
 }
 
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
@@ -385,10 +386,10 @@ size_t pointwise_workspace_floats(const Conv2dShape& s) {
 }
 
 void pointwise_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                       float* workspace) {
+                       float* workspace, Activation act) {
   DFL_CHECK(pointwise_applies(s) && workspace, "pointwise_forward: shape not supported or no workspace");
   block_weights(workspace, weight, s.OC, s.C, pointwise_block(s), false, 1);
-  direct<1, 1>(out, inp, s.B, s.C, s.OC, s.H, s.W, workspace, bias, false, nullptr);
+  direct<1, 1>(out, inp, s.B, s.C, s.OC, s.H, s.W, workspace, bias, false, nullptr, act);
 }
 
 namespace {
@@ -567,7 +568,8 @@ __attribute__((target("avx2"))) void add_plane_interior(float* dx, const float* 
 
 // y (OH, OW) = bias + the 9 taps w9 over the padded plane xp; accumulate: y += the taps instead.
 __attribute__((target("avx2,fma"))) void depthwise_plane_forward(float* y, const float* xp, const float* w9, float bias,
-                                                                 const DepthwisePlane& g, bool accumulate) {
+                                                                 const DepthwisePlane& g, bool accumulate,
+                                                                 Activation act = Activation::None) {
   __m256 w[9];
   DFL_UNROLL
   for (int t = 0; t < 9; ++t) w[t] = _mm256_set1_ps(w9[t]);
@@ -584,6 +586,7 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_forward(float* y, const
         DFL_UNROLL
         for (int kw = 0; kw < 3; ++kw) acc = _mm256_fmadd_ps(w[kh * 3 + kw], _mm256_loadu_ps(row + g.tap[kw]), acc);
       }
+      acc = activate(acc, act);
       if (n == 8) {
         _mm256_storeu_ps(out + x0, acc);
       } else {
@@ -691,7 +694,7 @@ __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp,
 }  // namespace
 
 void depthwise3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                          float* workspace) {
+                          float* workspace, Activation act) {
   DFL_CHECK(depthwise3x3_applies(s) && workspace, "depthwise3x3_forward: shape not supported or no workspace");
 #if DFL_CONV3X3_X86
   const DepthwisePlane g(s);
@@ -701,7 +704,7 @@ void depthwise3x3_forward(float* out, const float* inp, const float* weight, con
     for (int64_t p = p0; p < p1; ++p) {
       const int c = int(p % s.C);
       pad_plane(xp, inp + size_t(p) * in_plane, g);
-      depthwise_plane_forward(out + size_t(p) * out_plane, xp, weight + size_t(c) * 9, bias ? bias[c] : 0.0f, g, false);
+      depthwise_plane_forward(out + size_t(p) * out_plane, xp, weight + size_t(c) * 9, bias ? bias[c] : 0.0f, g, false, act);
     }
   });
 #else

@@ -32,8 +32,9 @@ const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
 size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s);
+// act: the activation applied to the output (fused into the store where the algorithm can).
 void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* weight, const float* bias,
-                         const Conv2dShape& s, float* workspace);
+                         const Conv2dShape& s, float* workspace, Activation act = Activation::None);
 void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const Conv2dShape& s, float* workspace);
 
@@ -49,21 +50,21 @@ void general_backward(float* dinp, float* dweight, float* dbias, const float* do
 bool direct3x3_applies(const Conv2dShape& s);
 size_t direct3x3_workspace_floats(const Conv2dShape& s);
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                       float* workspace);
+                       float* workspace, Activation act = Activation::None);
 // dinp += the input gradient of dout.
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace);
 bool pointwise_applies(const Conv2dShape& s);
 size_t pointwise_workspace_floats(const Conv2dShape& s);
 void pointwise_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                       float* workspace);
+                       float* workspace, Activation act = Activation::None);
 // dinp and dweight (either may be null) +=.
 void pointwise_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                         const Conv2dShape& s, float* workspace);
 bool depthwise3x3_applies(const Conv2dShape& s);
 size_t depthwise3x3_workspace_floats(const Conv2dShape& s);
 void depthwise3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                          float* workspace);
+                          float* workspace, Activation act = Activation::None);
 // dinp and dweight (either may be null) +=.
 void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                            const Conv2dShape& s, float* workspace);
@@ -86,7 +87,7 @@ void direct_oc_backward_data(float* dinp, const float* dout, const float* weight
 bool winograd_applies(const Conv2dShape& s);
 size_t winograd_workspace_floats(const Conv2dShape& s);
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      float* workspace);
+                      float* workspace, Activation act = Activation::None);
 // dinp += the input gradient of dout.
 void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                             float* workspace);

@@ -165,11 +165,11 @@ __attribute__((target("avx2,fma"))) void input_tile(float* v, size_t vstride, co
   }
 }
 
-// M[xi][.] of one tile (8 output channels at a time) -> its 4x4 outputs (+ bias), written (or added)
-// into the planes of out (sample base, plane stride H*W), clipped to rows x cols of the H x W map.
+// M[xi][.] of one tile (8 output channels at a time) -> its 4x4 outputs: act(y + bias) written, or y
+// added, into the planes of out (sample base, plane stride H*W), clipped to rows x cols of the map.
 __attribute__((target("avx2,fma"))) void output_tile(float* out, size_t plane, int W, int rows, int cols,
                                                     const float* m, size_t mstride, int Cout, const float* bias,
-                                                    bool accumulate) {
+                                                    bool accumulate, Activation act) {
   for (int o = 0; o < Cout; o += 8) {
     __m256 t[4][6];  // (A^T M) rows
     DFL_UNROLL
@@ -187,7 +187,7 @@ __attribute__((target("avx2,fma"))) void output_tile(float* out, size_t plane, i
       __m256 r[4];
       output_1d(t[i], r);
       DFL_UNROLL
-      for (int j = 0; j < 4; ++j) r[j] = _mm256_add_ps(r[j], b);
+      for (int j = 0; j < 4; ++j) r[j] = activate(_mm256_add_ps(r[j], b), act);
       // 4 columns x 8 channels -> per channel a row of 4: two 4x4 transposes (channels 0-3, 4-7).
       for (int half = 0; half < 2; ++half) {
         __m128 q0 = half ? _mm256_extractf128_ps(r[0], 1) : _mm256_castps256_ps128(r[0]);
@@ -247,7 +247,7 @@ void fill_strip(float* strip, const float* x, int C, int H, int W, int TH, int r
 
 // One block of tile rows: strips -> V -> 36 GEMMs -> M -> outputs.
 void run_block(const Geometry& g, int block, float* out, const float* in, const float* U, const float* bias,
-               bool accumulate, float* scratch) {
+               bool accumulate, Activation act, float* scratch) {
   float* strips = scratch;
   float* V = strips + g.strip_floats();
   float* M = V + g.v_floats();
@@ -275,18 +275,18 @@ void run_block(const Geometry& g, int block, float* out, const float* in, const 
       const int t = (r - r0) * g.TW + tx;
       const int cols = std::min(4, g.W - 4 * tx);
       float* dst = out + size_t(n) * g.Cout * out_plane + size_t(4 * ty) * g.W + 4 * tx;
-      output_tile(dst, out_plane, g.W, rows, cols, M + size_t(t) * g.Cout, mstride, g.Cout, bias, accumulate);
+      output_tile(dst, out_plane, g.W, rows, cols, M + size_t(t) * g.Cout, mstride, g.Cout, bias, accumulate, act);
     }
   }
 }
 
-// out (B, Cout, H, W) = (or +=) the stride-1 pad-1 convolution of in (B, Cin, H, W) with the
-// transformed weights U, plus bias.
+// out (B, Cout, H, W) = act(conv + bias) (or += conv) for the stride-1 pad-1 convolution of
+// in (B, Cin, H, W) with the transformed weights U.
 void run(const Geometry& g, float* out, const float* in, const float* U, const float* bias, bool accumulate,
-         float* thread_scratch) {
+         Activation act, float* thread_scratch) {
   parallel_for(g.blocks, 1, [&](int64_t b0, int64_t b1) {
     float* scratch = thread_scratch + size_t(thread_slot()) * g.per_thread_floats();
-    for (int64_t b = b0; b < b1; ++b) run_block(g, int(b), out, in, U, bias, accumulate, scratch);
+    for (int64_t b = b0; b < b1; ++b) run_block(g, int(b), out, in, U, bias, accumulate, act, scratch);
   });
 }
 
@@ -406,13 +406,13 @@ size_t weight_workspace_for(const Geometry& g) {
 // The forward (out = conv(in) + bias) or the input gradient (out += conv of dout with the weights
 // transposed and flipped), the transformed weights at the front of the workspace.
 void convolve(const Geometry& g, float* out, const float* in, const float* weight, const float* bias, bool data_gradient,
-              const Conv2dShape& s, float* workspace) {
+              const Conv2dShape& s, float* workspace, Activation act = Activation::None) {
   DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
 #if DFL_WINOGRAD_X86
   transform_weights(workspace, weight, g.Cin, g.Cout, data_gradient);
-  run(g, out, in, workspace, bias, /*accumulate=*/data_gradient, workspace + g.u_floats());
+  run(g, out, in, workspace, bias, /*accumulate=*/data_gradient, act, workspace + g.u_floats());
 #else
-  (void)g, (void)out, (void)in, (void)weight, (void)bias, (void)data_gradient;
+  (void)g, (void)out, (void)in, (void)weight, (void)bias, (void)data_gradient, (void)act;
 #endif
 }
 
@@ -429,8 +429,8 @@ size_t winograd_workspace_floats(const Conv2dShape& s) {
 }
 
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      float* workspace) {
-  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, s, workspace);
+                      float* workspace, Activation act) {
+  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, s, workspace, act);
 }
 
 void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,

@@ -88,8 +88,7 @@ class CpuBackend final : public Backend {
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       void* workspace, Activation act) override {
     check_math(s.math);
-    cpu::conv2d_forward(out, inp, weight, bias, s, static_cast<float*>(workspace));
-    apply_activation(out, size_t(s.B) * s.OC * s.OH() * s.OW(), act);
+    cpu::conv2d_forward(out, inp, weight, bias, s, static_cast<float*>(workspace), act);
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, const Conv2dShape& s, void* workspace) override {

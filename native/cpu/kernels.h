@@ -33,9 +33,9 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 // Scratch floats the caller must provide to forward/backward (im2col buffers, one pair per thread
 // slot; bounded by the hardware threads, not by B beyond that).
 size_t conv2d_workspace_floats(const Conv2dShape& s);
-// out (B,OC,OH,OW); inp (B,C,H,W); weight (OC, C/groups, KH, KW); bias (OC) or nullptr.
+// out (B,OC,OH,OW) = act(conv + bias); inp (B,C,H,W); weight (OC, C/groups, KH, KW); bias (OC) or nullptr.
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    const Conv2dShape& s, float* workspace);
+                    const Conv2dShape& s, float* workspace, Activation act = Activation::None);
 // dinp (B,C,H,W) or nullptr; dweight like weight; dbias (OC) or nullptr; dout (B,OC,OH,OW).
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, const Conv2dShape& s, float* workspace);

@@ -12,7 +12,21 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "core/shapes.h"  // Activation
+
 namespace dfl::cpu {
+
+// A fused activation as activation.cpp computes it, so fusing does not change a bit: x <= 0 gives
+// +0 (also for -0), NaN stays NaN (both comparisons false), ReLU6 clamps at 6.
+__attribute__((target("avx2"))) inline __m256 activate(__m256 v, Activation act) {
+  if (act == Activation::None) return v;
+  const __m256 zero = _mm256_setzero_ps();
+  if (act == Activation::Relu6) {
+    const __m256 six = _mm256_set1_ps(6.0f);
+    v = _mm256_blendv_ps(v, six, _mm256_cmp_ps(v, six, _CMP_GE_OQ));
+  }
+  return _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LE_OQ));
+}
 
 // r[i] lane j -> r[j] lane i.
 __attribute__((target("avx2"))) inline void transpose8(__m256 r[8]) {

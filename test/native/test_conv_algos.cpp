@@ -194,6 +194,29 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
   std::printf("     (max |algorithm - reference|: %.3g; Winograd's max |diff| / rms(reference): %.3g)\n", worst, winograd_worst);
 }
 
+// Inference plans fuse a ReLU/ReLU6 into the convolution: the vector kernels apply it as they store,
+// the others in a pass after. Either way the result is the activation of the plain output, bit for
+// bit (also where the input holds a NaN: it stays NaN).
+DFL_CPU_TEST(conv_fused_activation_is_the_activation_of_the_output) {
+  Rng rng(81);
+  for (const Conv2dShape& s : direct_shapes()) {
+    Data d(s, rng);
+    if (s.C * s.H * s.W > 40) d.x[size_t(s.C) * s.H * s.W / 2 + 3] = std::numeric_limits<float>::quiet_NaN();
+    for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
+      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
+      Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, s) + 1), plain(out_size(s)), fused(out_size(s)), want(out_size(s));
+      dfl::cpu::conv2d_forward_with(a, plain.data(), d.x.data(), d.w.data(), d.bias.data(), s, ws.data());
+      for (dfl::Activation act : {dfl::Activation::Relu, dfl::Activation::Relu6}) {
+        if (act == dfl::Activation::Relu) dfl::cpu::relu_forward(want.data(), plain.data(), want.size());
+        else dfl::cpu::relu6_forward(want.data(), plain.data(), want.size());
+        dfl::cpu::conv2d_forward_with(a, fused.data(), d.x.data(), d.w.data(), d.bias.data(), s, ws.data(), act);
+        DFL_EXPECT(std::memcmp(fused.data(), want.data(), sizeof(float) * want.size()) == 0,
+                   std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s) + (act == dfl::Activation::Relu ? " relu" : " relu6"));
+      }
+    }
+  }
+}
+
 // The specification itself: the reference backward against central differences of its forward.
 DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
   Rng rng(78);
