@@ -78,42 +78,94 @@ Geometry geometry(int B, int Cin, int Cout, int H, int W, const Blocking& blocki
   return g;
 }
 
-// U[(xi*Cin + ci)*Cout + co] = (G g G^T)[xi] for the kernel g of input ci and output co, in double.
-// flip: the input gradient's kernels, g[ci][co] = w[ci][co] rotated by 180 degrees (w is then
-// (Cin, Cout, 3, 3), the forward's (Cout, Cin, 3, 3) read the other way).
-void transform_weights(float* U, const float* w, int Cin, int Cout, bool flip) {
-  static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                 {0, 0, 1}};
-  parallel_for(Cin, std::max(1, 4096 / std::max(1, Cout)), [&](int64_t c0, int64_t c1) {
-    for (int64_t ci = c0; ci < c1; ++ci)
-      for (int co = 0; co < Cout; ++co) {
-        const float* src = flip ? w + (size_t(ci) * Cout + co) * 9 : w + (size_t(co) * Cin + ci) * 9;
-        double k[3][3];
-        DFL_UNROLL
-        for (int a = 0; a < 3; ++a)
-          DFL_UNROLL
-          for (int b = 0; b < 3; ++b) k[a][b] = flip ? src[(2 - a) * 3 + (2 - b)] : src[a * 3 + b];
-        double gk[6][3];  // G k
-        DFL_UNROLL
-        for (int i = 0; i < 6; ++i)
-          DFL_UNROLL
-          for (int b = 0; b < 3; ++b) gk[i][b] = G[i][0] * k[0][b] + G[i][1] * k[1][b] + G[i][2] * k[2][b];
-        DFL_UNROLL
-        for (int i = 0; i < 6; ++i)
-          DFL_UNROLL
-          for (int j = 0; j < 6; ++j) {
-            const double u = gk[i][0] * G[j][0] + gk[i][1] * G[j][1] + gk[i][2] * G[j][2];
-            U[(size_t(i * 6 + j) * Cin + ci) * Cout + co] = float(u);
-          }
+#if DFL_WINOGRAD_X86
+// G of F(4x4, 3x3) (6x3): U = G g G^T transforms a 3x3 kernel, and G^T X G brings a 6x6 weight
+// gradient back.
+constexpr float kG[6][3] = {{1.0f / 4, 0, 0},
+                            {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                            {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                            {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                            {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                            {0, 0, 1}};
+
+// U[(xi*Cin + ci)*Cout + co] = (G g G^T)[xi] for the kernel g of input ci and output co, 8 output
+// channels at a time. flip: the input gradient's kernels, g[ci][co] = w[ci][co] rotated by 180
+// degrees (w is then (Cin, Cout, 3, 3), the forward's (Cout, Cin, 3, 3) read the other way).
+__attribute__((target("avx2,fma"))) void transform_input_channel(float* U, const float* w, int ci, int Cin, int Cout,
+                                                                 bool flip) {
+  for (int co = 0; co < Cout; co += 8) {
+    alignas(32) float taps[9][8];
+    for (int l = 0; l < 8; ++l) {
+      const float* src = flip ? w + (size_t(ci) * Cout + co + l) * 9 : w + (size_t(co + l) * Cin + ci) * 9;
+      for (int t = 0; t < 9; ++t) taps[t][l] = src[flip ? 8 - t : t];
+    }
+    __m256 k[3][3], gk[6][3];  // gk = G k
+    DFL_UNROLL
+    for (int t = 0; t < 9; ++t) k[t / 3][t % 3] = _mm256_load_ps(taps[t]);
+    DFL_UNROLL
+    for (int i = 0; i < 6; ++i)
+      DFL_UNROLL
+      for (int b = 0; b < 3; ++b)
+        gk[i][b] = _mm256_fmadd_ps(_mm256_set1_ps(kG[i][0]), k[0][b],
+                                   _mm256_fmadd_ps(_mm256_set1_ps(kG[i][1]), k[1][b],
+                                                   _mm256_mul_ps(_mm256_set1_ps(kG[i][2]), k[2][b])));
+    DFL_UNROLL
+    for (int i = 0; i < 6; ++i)
+      DFL_UNROLL
+      for (int j = 0; j < 6; ++j) {
+        const __m256 u = _mm256_fmadd_ps(gk[i][0], _mm256_set1_ps(kG[j][0]),
+                                         _mm256_fmadd_ps(gk[i][1], _mm256_set1_ps(kG[j][1]),
+                                                         _mm256_mul_ps(gk[i][2], _mm256_set1_ps(kG[j][2]))));
+        _mm256_storeu_ps(U + (size_t(i * 6 + j) * Cin + ci) * Cout + co, u);
       }
+  }
+}
+void transform_weights(float* U, const float* w, int Cin, int Cout, bool flip) {
+  parallel_for(Cin, std::max(1, 512 / std::max(1, Cout)), [&](int64_t c0, int64_t c1) {
+    for (int64_t ci = c0; ci < c1; ++ci) transform_input_channel(U, w, int(ci), Cin, Cout, flip);
   });
 }
 
-#if DFL_WINOGRAD_X86
+// dweight[o][c] += G^T X G for the 6x6 weight gradients X = dWt[xi][o][c], 8 input channels at a time.
+__attribute__((target("avx2,fma"))) void untransform_output_channel(float* dweight, const float* dWt, int o, int OC,
+                                                                    int C) {
+  for (int c = 0; c < C; c += 8) {
+    __m256 gx[3][6];  // G^T X
+    DFL_UNROLL
+    for (int j = 0; j < 6; ++j) {
+      __m256 x[6];
+      DFL_UNROLL
+      for (int i = 0; i < 6; ++i) x[i] = _mm256_loadu_ps(dWt + (size_t(i * 6 + j) * OC + o) * C + c);
+      DFL_UNROLL
+      for (int a = 0; a < 3; ++a) {
+        __m256 v = _mm256_mul_ps(_mm256_set1_ps(kG[0][a]), x[0]);
+        DFL_UNROLL
+        for (int i = 1; i < 6; ++i) v = _mm256_fmadd_ps(_mm256_set1_ps(kG[i][a]), x[i], v);
+        gx[a][j] = v;
+      }
+    }
+    alignas(32) float out[9][8];
+    DFL_UNROLL
+    for (int a = 0; a < 3; ++a)
+      DFL_UNROLL
+      for (int b = 0; b < 3; ++b) {
+        __m256 v = _mm256_mul_ps(gx[a][0], _mm256_set1_ps(kG[0][b]));
+        DFL_UNROLL
+        for (int j = 1; j < 6; ++j) v = _mm256_fmadd_ps(gx[a][j], _mm256_set1_ps(kG[j][b]), v);
+        _mm256_store_ps(out[a * 3 + b], v);
+      }
+    for (int l = 0; l < 8; ++l) {
+      float* dw = dweight + (size_t(o) * C + c + l) * 9;
+      for (int t = 0; t < 9; ++t) dw[t] += out[t][l];
+    }
+  }
+}
+void untransform_weight_gradient(float* dweight, const float* dWt, int OC, int C) {
+  parallel_for(OC, std::max(1, 512 / std::max(1, C)), [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) untransform_output_channel(dweight, dWt, int(o), OC, C);
+  });
+}
+
 // x (6 vectors) -> B^T x.
 __attribute__((target("avx2,fma"))) inline void input_1d(const __m256 x[6], __m256 v[6]) {
   const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
@@ -364,32 +416,7 @@ void weight_gradient(float* dweight, const float* dout, const float* inp, const 
               dWt + size_t(xi) * OC * C, C);
     });
   }
-  static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                 {0, 0, 1}};
-  parallel_for(OC, std::max(1, 4096 / std::max(1, C)), [&](int64_t o0, int64_t o1) {
-    for (int64_t o = o0; o < o1; ++o)
-      for (int c = 0; c < C; ++c) {
-        double x[6][6], gx[3][6];  // gx = G^T x
-        for (int xi = 0; xi < kTaps; ++xi) x[xi / 6][xi % 6] = dWt[(size_t(xi) * OC + o) * C + c];
-        for (int a = 0; a < 3; ++a)
-          for (int j = 0; j < 6; ++j) {
-            double v = 0;
-            for (int i = 0; i < 6; ++i) v += G[i][a] * x[i][j];
-            gx[a][j] = v;
-          }
-        float* dw = dweight + (size_t(o) * C + c) * 9;
-        for (int a = 0; a < 3; ++a)
-          for (int b = 0; b < 3; ++b) {
-            double v = 0;
-            for (int j = 0; j < 6; ++j) v += gx[a][j] * G[j][b];
-            dw[a * 3 + b] += float(v);
-          }
-      }
-  });
+  untransform_weight_gradient(dweight, dWt, OC, C);
 }
 #endif
 
@@ -403,6 +430,20 @@ size_t weight_workspace_for(const Geometry& g) {
   return g.u_floats() + g.v_floats() + g.m_floats() + size_t(max_thread_slots()) * weight_strip_floats(g);
 }
 
+// g with its blocks evened out over the threads: with few blocks (a 4x4 map's 128 tiles in 3 blocks
+// of 56), rows per block shrink until the count is a multiple of the threads (kernel lab, 128
+// channels on 4x4: one thread idle a third of the time before). Only the forward and input gradient
+// use it: their results do not depend on the blocks (each tile's GEMM row sums in the same order),
+// and blocks only shrink, so the workspace sized for g still holds.
+Geometry balanced(Geometry g) {
+  const int rows = g.B * g.TH, T = num_threads();
+  if (T <= 1 || g.blocks >= 8 * T || g.blocks % T == 0) return g;
+  const int want = (g.blocks + T - 1) / T * T;
+  g.rows_per_block = (rows + want - 1) / want;
+  g.blocks = (rows + g.rows_per_block - 1) / g.rows_per_block;
+  return g;
+}
+
 // The forward (out = conv(in) + bias) or the input gradient (out += conv of dout with the weights
 // transposed and flipped), the transformed weights at the front of the workspace.
 void convolve(const Geometry& g, float* out, const float* in, const float* weight, const float* bias, bool data_gradient,
@@ -410,7 +451,7 @@ void convolve(const Geometry& g, float* out, const float* in, const float* weigh
   DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
 #if DFL_WINOGRAD_X86
   transform_weights(workspace, weight, g.Cin, g.Cout, data_gradient);
-  run(g, out, in, workspace, bias, /*accumulate=*/data_gradient, act, workspace + g.u_floats());
+  run(balanced(g), out, in, workspace, bias, /*accumulate=*/data_gradient, act, workspace + g.u_floats());
 #else
   (void)g, (void)out, (void)in, (void)weight, (void)bias, (void)data_gradient, (void)act;
 #endif
