@@ -555,7 +555,12 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   const bool strided = s.stride_h > 1 || s.stride_w > 1;
   if (strided_pointwise_applies(s)) return ConvAlgo::StridedPointwise;
-  if (winograd_applies(s) && s.H >= 4 && s.W >= 4 && !(direct3x3_applies(s) && std::max(s.C, s.OC) <= 16))
+  // Winograd's transformed weights (and weight gradient) take 36 floats per (C, OC) pair, 4x the
+  // weights: capped at 64 MiB (about 680 channels on both sides; vgg16's 512 take 38 MiB), so a
+  // very wide custom model does not trade its memory for speed.
+  const bool winograd_weights_fit = 36.0 * 4.0 * double(s.C) * double(s.OC) <= double(64 << 20);
+  if (winograd_applies(s) && winograd_weights_fit && s.H >= 4 && s.W >= 4 &&
+      !(direct3x3_applies(s) && std::max(s.C, s.OC) <= 16))
     return ConvAlgo::Winograd;
   if (direct3x3_applies(s) && (!strided || s.C < 64)) return ConvAlgo::Direct3x3;
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;

@@ -283,6 +283,9 @@ DFL_CPU_TEST(conv_automatic_choice) {
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Winograd : ConvAlgo::General), describe(s));
   for (const Conv2dShape& s : {stem, narrow})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(s));
+  // Not where its transformed weights would pass 64 MiB (1024 x 1024 channels: 144 MiB).
+  const Conv2dShape wide{2, 1024, 8, 8, 1024, 3, 3, 1, 1, 1, 1, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(wide) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(wide));
   // Stride-2 3x3 convolutions with fewer than 64 input channels take the direct kernel on output rows
   // of 8k, else the output-channel algorithm; with 64+ the general one; strided 1x1 ones the dense
   // copy (any width, any CPU); small maps, 1x1 and grouped convolutions the general one.
