@@ -18,6 +18,7 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/gemm_internal.h"
+#include "cpu/simd.h"
 #include "cpu/kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -261,11 +262,41 @@ void pack_a(float* dst, const GemmArgs& g, int i0, int mc, int p0, int kc) {
   }
 }
 
+#if DFL_GEMM_X86
+// B stored (N, K), a full panel of NR columns: 8 columns x 8 k at a time through an 8x8 transpose
+// (the scalar copy below writes one float per 64-byte row of the panel per step). Same values.
+template <int NR>
+__attribute__((target("avx2"))) void pack_b_transposed_panel(float* dst, const GemmArgs& g, int p0, int kc, int col0) {
+  int k = 0;
+  for (; k + 8 <= kc; k += 8)
+    for (int c = 0; c < NR; c += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(g.B + size_t(col0 + c + i) * g.ldb + p0 + k);
+      transpose8(r);  // r[i]: k + i, columns c..c+7
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + size_t(k + i) * NR + c, r[i]);
+    }
+  for (; k < kc; ++k)
+    for (int c = 0; c < NR; ++c) dst[size_t(k) * NR + c] = g.B[size_t(col0 + c) * g.ldb + p0 + k];
+}
+#endif
+
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into NR-column panels: dst[panel][k][c], zero columns past nc.
 template <int NR>
 void pack_b(float* dst, const GemmArgs& g, int p0, int kc, int j0, int nc) {
+#if DFL_GEMM_X86
+  // The transposed panels with AVX2 (every x86 variant but the portable one runs on AVX2 CPUs).
+  static const bool avx2 = cpu_features().avx2;
+  const bool fast_transpose = g.tb && NR % 8 == 0 && avx2;
+#endif
   for (int jr = 0; jr < nc; jr += NR) {
     const int nr = std::min(NR, nc - jr);
+#if DFL_GEMM_X86
+    if (fast_transpose && nr == NR) {
+      pack_b_transposed_panel<NR>(dst, g, p0, kc, j0 + jr);
+      dst += size_t(kc) * NR;
+      continue;
+    }
+#endif
     if (!g.tb) {  // B stored (K, N): each k gives NR contiguous values
       for (int k = 0; k < kc; ++k) {
         const float* src = g.B + size_t(p0 + k) * g.ldb + (j0 + jr);
