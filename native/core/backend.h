@@ -51,9 +51,10 @@ class Backend {
   // act is applied to the output (inference plans; training plans pass None).
   virtual void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
                               const Conv2dShape& s, void* workspace, Activation act) = 0;
+  // overwrite_dinp: dinp = the input gradient, its old contents unread (the first writer of a slot).
   virtual void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                const float* inp, const float* weight, const Conv2dShape& s,
-                               void* workspace) = 0;
+                               void* workspace, bool overwrite_dinp) = 0;
   virtual void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
                               int IN, int OUT, Activation act, const MathMode& math) = 0;
   virtual void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,

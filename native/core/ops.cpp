@@ -61,7 +61,7 @@ void conv_forward(const OpRun& r) {
 void conv_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.conv2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight),
-                       r.conv_shape(), r.mem.workspace);
+                       r.conv_shape(), r.mem.workspace, r.din_fresh());
 }
 
 // ---- batch norm -------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ void gap_backward(const OpRun& r) {
 // ---- the table (indexed by Op) --------------------------------------------------------------------
 const OpDef kOps[] = {
     {Op::Input, "input", 0, input_infer, input_forward, no_backward},
-    {Op::Conv, "conv", 1, conv_infer, conv_forward, conv_backward},
+    {Op::Conv, "conv", 1, conv_infer, conv_forward, conv_backward, true},
     {Op::BatchNorm, "bn", 1, bn_infer, bn_forward, bn_backward, true},
     {Op::Linear, "linear", 1, linear_infer, linear_forward, linear_backward},
     {Op::Relu, "relu", 1, infer_same_shape, relu_forward, relu_backward},

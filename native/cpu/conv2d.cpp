@@ -608,17 +608,31 @@ void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* 
   if (act == Activation::Relu6) relu6_forward(out, out, n);
 }
 
+namespace {
+// dinp = 0 (B x C x H x W floats), for the algorithms that can only add their input gradient.
+void zero_input_gradient(float* dinp, const Conv2dShape& s) {
+  const size_t plane = size_t(s.C) * s.H * s.W;
+  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) { std::memset(dinp + b0 * plane, 0, sizeof(float) * plane * (b1 - b0)); });
+}
+}  // namespace
+
 void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                          const float* weight, const Conv2dShape& s, float* workspace) {
+                          const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp) {
   check_shape(s);
   DFL_CHECK(conv2d_algo_applies(a, s), "conv2d: algorithm ", conv_algo_label(a), " does not apply to this shape");
+  // The vector kernels write the input gradient directly when asked to overwrite it; the others
+  // add it to zeros.
+  const bool writes_dinp = dinp && overwrite_dinp &&
+                           (a == ConvAlgo::Pointwise || a == ConvAlgo::Depthwise3x3 || a == ConvAlgo::Winograd ||
+                            (a == ConvAlgo::Direct3x3 && s.stride_h == 1));
+  if (dinp && overwrite_dinp && !writes_dinp) zero_input_gradient(dinp, s);
   switch (a) {
     case ConvAlgo::Reference: return conv2d_reference_backward(dinp, dweight, dbias, dout, inp, weight, s);
     case ConvAlgo::General: return general_backward(dinp, dweight, dbias, dout, inp, weight, s, workspace);
     case ConvAlgo::Direct3x3:
       if (dbias) bias_gradient(dbias, dout, s);
       // Stride 2: the input gradient is the general path's (its GEMM and col2im).
-      if (dinp && s.stride_h == 1) direct3x3_backward_data(dinp, dout, weight, s, workspace);
+      if (dinp && s.stride_h == 1) direct3x3_backward_data(dinp, dout, weight, s, workspace, writes_dinp);
       if (dinp && s.stride_h != 1) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, workspace);
       if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, workspace);
       return;
@@ -632,11 +646,11 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
       return;
     case ConvAlgo::Depthwise3x3:
       if (dbias) bias_gradient(dbias, dout, s);
-      depthwise3x3_backward(dinp, dweight, dout, inp, weight, s, workspace);
+      depthwise3x3_backward(dinp, dweight, dout, inp, weight, s, workspace, writes_dinp);
       return;
     case ConvAlgo::Pointwise:
       if (dbias) bias_gradient(dbias, dout, s);
-      pointwise_backward(dinp, dweight, dout, inp, weight, s, workspace);
+      pointwise_backward(dinp, dweight, dout, inp, weight, s, workspace, writes_dinp);
       return;
     case ConvAlgo::ValidTaps:
       if (dbias) bias_gradient(dbias, dout, s);
@@ -647,7 +661,7 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
       return;
     case ConvAlgo::Winograd:
       if (dbias) bias_gradient(dbias, dout, s);
-      if (dinp) winograd_backward_data(dinp, dout, weight, s, workspace);
+      if (dinp) winograd_backward_data(dinp, dout, weight, s, workspace, writes_dinp);
       if (dweight) winograd_backward_weights(dweight, dout, inp, s, workspace);
       return;
   }
@@ -661,15 +675,15 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
   conv2d_forward_with(conv2d_choose_algo(s), out, inp, weight, bias, s, workspace, act);
 }
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, const Conv2dShape& s, float* workspace) {
+                     const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp) {
   const ConvAlgo a = conv2d_choose_algo(s);
   if (a == ConvAlgo::Direct3x3 && dweight && !direct3x3_weights_preferred(s)) {
     // Many input channels on small maps: the general algorithm's GEMMs win for the weight gradient.
-    conv2d_backward_with(a, dinp, nullptr, dbias, dout, inp, weight, s, workspace);
+    conv2d_backward_with(a, dinp, nullptr, dbias, dout, inp, weight, s, workspace, overwrite_dinp);
     general_backward(nullptr, dweight, nullptr, dout, inp, weight, s, workspace);
     return;
   }
-  conv2d_backward_with(a, dinp, dweight, dbias, dout, inp, weight, s, workspace);
+  conv2d_backward_with(a, dinp, dweight, dbias, dout, inp, weight, s, workspace, overwrite_dinp);
 }
 
 }  // namespace dfl::cpu

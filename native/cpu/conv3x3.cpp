@@ -309,26 +309,27 @@ namespace {
 // out [+]= the 3x3 convolution of x (C_in planes) into C_out planes, the weights blocked into the
 // front of the workspace (flip: the input gradient's, transposed and reversed), pads after them.
 void blocked_direct3x3(float* out, const float* x, int C_in, int C_out, const float* weight, const float* bias,
-                       bool flip, const Conv2dShape& s, float* workspace, Activation act = Activation::None) {
+                       bool flip, bool accumulate, const Conv2dShape& s, float* workspace,
+                       Activation act = Activation::None) {
   const int OB = block_channels(s.OW());
   block_weights(workspace, weight, C_out, C_in, OB, flip);
   float* pads = workspace + blocked_weight_floats(C_out, C_in, OB);
-  if (s.stride_h == 2) direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads, act);
-  else direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, flip, pads, act);
+  if (s.stride_h == 2) direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, accumulate, pads, act);
+  else direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, accumulate, pads, act);
 }
 }  // namespace
 
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                        float* workspace, Activation act) {
   DFL_CHECK(direct3x3_applies(s) && workspace, "direct3x3_forward: shape not supported or no workspace");
-  blocked_direct3x3(out, inp, s.C, s.OC, weight, bias, false, s, workspace, act);
+  blocked_direct3x3(out, inp, s.C, s.OC, weight, bias, /*flip=*/false, /*accumulate=*/false, s, workspace, act);
 }
 
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
-                             float* workspace) {
+                             float* workspace, bool overwrite) {
   DFL_CHECK(direct3x3_applies(s) && s.stride_h == 1 && workspace,
             "direct3x3_backward_data: shape not supported (stride 1 only) or no workspace");
-  blocked_direct3x3(dinp, dout, s.OC, s.C, weight, nullptr, true, s, workspace);  // accumulates into dinp
+  blocked_direct3x3(dinp, dout, s.OC, s.C, weight, nullptr, /*flip=*/true, /*accumulate=*/!overwrite, s, workspace);
 }
 
 void direct3x3_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
@@ -435,11 +436,11 @@ __attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, c
 }  // namespace
 
 void pointwise_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                        const Conv2dShape& s, float* workspace) {
+                        const Conv2dShape& s, float* workspace, bool overwrite_dinp) {
   DFL_CHECK(pointwise_applies(s) && workspace, "pointwise_backward: shape not supported or no workspace");
   if (dinp) {
     block_weights(workspace, weight, s.C, s.OC, pointwise_block(s), true, 1);
-    direct<1, 1>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, workspace, nullptr, true, nullptr);
+    direct<1, 1>(dinp, dout, s.B, s.OC, s.C, s.H, s.W, workspace, nullptr, /*accumulate=*/!overwrite_dinp, nullptr);
   }
 #if DFL_CONV3X3_X86
   if (!dweight) return;
@@ -542,15 +543,21 @@ __attribute__((target("avx2"))) void pad_plane(float* xp, const float* x, const 
   }
 }
 
-// dx (H, W) += the interior of the padded gradient plane dp (the inverse of pad_plane's placement).
-__attribute__((target("avx2"))) void add_plane_interior(float* dx, const float* dp, const DepthwisePlane& g) {
+template <bool Accumulate>
+__attribute__((target("avx2"))) inline void put8(float* dst, __m256 v) {
+  _mm256_storeu_ps(dst, Accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+}
+// dx (H, W) += (without Accumulate: =) the interior of the padded gradient plane dp (the inverse of
+// pad_plane's placement).
+template <bool Accumulate>
+__attribute__((target("avx2"))) void put_plane_interior(float* dx, const float* dp, const DepthwisePlane& g) {
   for (int h = 0; h < g.H; ++h) {
     const float* row = dp + size_t(h + 1) * g.RP;
     float* dst = dx + size_t(h) * g.W;
     if (g.S == 1) {
       int i = 0;
-      for (; i + 8 <= g.W; i += 8) _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_loadu_ps(row + 1 + i)));
-      for (; i < g.W; ++i) dst[i] += row[1 + i];
+      for (; i + 8 <= g.W; i += 8) put8<Accumulate>(dst + i, _mm256_loadu_ps(row + 1 + i));
+      for (; i < g.W; ++i) dst[i] = Accumulate ? dst[i] + row[1 + i] : row[1 + i];
       continue;
     }
     const float* odd_cols = row + 1;
@@ -559,12 +566,16 @@ __attribute__((target("avx2"))) void add_plane_interior(float* dx, const float* 
     for (; i + 16 <= g.W; i += 16) {
       const __m256 ev = _mm256_loadu_ps(even_cols + i / 2), od = _mm256_loadu_ps(odd_cols + i / 2);
       const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);  // [e0 o0 e1 o1 | e4 o4 e5 o5], [e2 o2 e3 o3 | ...]
-      _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_permute2f128_ps(lo, hi, 0x20)));
-      _mm256_storeu_ps(dst + i + 8, _mm256_add_ps(_mm256_loadu_ps(dst + i + 8), _mm256_permute2f128_ps(lo, hi, 0x31)));
+      put8<Accumulate>(dst + i, _mm256_permute2f128_ps(lo, hi, 0x20));
+      put8<Accumulate>(dst + i + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
     }
-    for (; i < g.W; ++i) dst[i] += (i % 2 == 0 ? even_cols : odd_cols)[i / 2];
+    for (; i < g.W; ++i) {
+      const float v = (i % 2 == 0 ? even_cols : odd_cols)[i / 2];
+      dst[i] = Accumulate ? dst[i] + v : v;
+    }
   }
 }
+
 
 // y (OH, OW) = bias + the 9 taps w9 over the padded plane xp; accumulate: y += the taps instead.
 __attribute__((target("avx2,fma"))) void depthwise_plane_forward(float* y, const float* xp, const float* w9, float bias,
@@ -657,10 +668,10 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_input_gradient_s2(float
 }
 
 // Channel c's backward over the batch, samples in order: dW[c] += the sum over samples, and each
-// of its dinp planes += the plane's input gradient. xp, dp, dr: this thread's scratch planes.
+// of its dinp planes += (overwrite: =) the plane's input gradient. xp, dp, dr: this thread's scratch planes.
 __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp, float* dw9, const float* dout,
                                                                     const float* inp, const float* weight, const Conv2dShape& s,
-                                                                    int c, float* xp, float* dp, float* dr) {
+                                                                    int c, float* xp, float* dp, float* dr, bool overwrite) {
   const DepthwisePlane g(s);
   const float* w9 = weight + size_t(c) * 9;
   float flipped[9];
@@ -680,10 +691,11 @@ __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp,
     if (!dinp) continue;
     if (g.S == 1) {  // stride 1: dout has the input's geometry
       pad_plane(dp, dy, g);
-      depthwise_plane_forward(dinp + p * in_plane, dp, flipped, 0.0f, g, true);
+      depthwise_plane_forward(dinp + p * in_plane, dp, flipped, 0.0f, g, /*accumulate=*/!overwrite);
     } else {
       depthwise_plane_input_gradient_s2(dp, dr, dy, w9, g);
-      add_plane_interior(dinp + p * in_plane, dp, g);
+      if (overwrite) put_plane_interior<false>(dinp + p * in_plane, dp, g);
+      else put_plane_interior<true>(dinp + p * in_plane, dp, g);
     }
   }
   if (!dw9) return;
@@ -714,7 +726,7 @@ void depthwise3x3_forward(float* out, const float* inp, const float* weight, con
 }
 
 void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                           const Conv2dShape& s, float* workspace) {
+                           const Conv2dShape& s, float* workspace, bool overwrite_dinp) {
   DFL_CHECK(depthwise3x3_applies(s) && workspace, "depthwise3x3_backward: shape not supported or no workspace");
   if (!dinp && !dweight) return;
 #if DFL_CONV3X3_X86
@@ -723,7 +735,7 @@ void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const
     float* xp = workspace + size_t(thread_slot()) * 3 * plane;
     for (int64_t c = c0; c < c1; ++c)
       depthwise_channel_backward(dinp, dweight ? dweight + c * 9 : nullptr, dout, inp, weight, s, int(c), xp, xp + plane,
-                                 xp + 2 * plane);
+                                 xp + 2 * plane, overwrite_dinp);
   });
 #else
   (void)dout, (void)inp, (void)weight;

@@ -36,7 +36,7 @@ size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s);
 void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* weight, const float* bias,
                          const Conv2dShape& s, float* workspace, Activation act = Activation::None);
 void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                          const float* weight, const Conv2dShape& s, float* workspace);
+                          const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
 
 // The algorithms themselves (same contracts as kernels.h's conv2d_*).
 void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s);
@@ -51,23 +51,23 @@ bool direct3x3_applies(const Conv2dShape& s);
 size_t direct3x3_workspace_floats(const Conv2dShape& s);
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                        float* workspace, Activation act = Activation::None);
-// dinp += the input gradient of dout.
+// dinp += the input gradient of dout (overwrite: dinp =).
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
-                             float* workspace);
+                             float* workspace, bool overwrite = false);
 bool pointwise_applies(const Conv2dShape& s);
 size_t pointwise_workspace_floats(const Conv2dShape& s);
 void pointwise_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                        float* workspace, Activation act = Activation::None);
-// dinp and dweight (either may be null) +=.
+// dinp and dweight (either may be null) += (overwrite: dinp =).
 void pointwise_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                        const Conv2dShape& s, float* workspace);
+                        const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
 bool depthwise3x3_applies(const Conv2dShape& s);
 size_t depthwise3x3_workspace_floats(const Conv2dShape& s);
 void depthwise3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                           float* workspace, Activation act = Activation::None);
-// dinp and dweight (either may be null) +=.
+// dinp and dweight (either may be null) += (overwrite: dinp =).
 void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                           const Conv2dShape& s, float* workspace);
+                           const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
 // Stride 1, padded, ungrouped: GEMMs over the in-image taps per class of output pixels (small maps).
 bool valid_taps_applies(const Conv2dShape& s);
 size_t valid_taps_workspace_floats(const Conv2dShape& s);
@@ -88,9 +88,9 @@ bool winograd_applies(const Conv2dShape& s);
 size_t winograd_workspace_floats(const Conv2dShape& s);
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       float* workspace, Activation act = Activation::None);
-// dinp += the input gradient of dout.
+// dinp += the input gradient of dout (overwrite: dinp =).
 void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
-                            float* workspace);
+                            float* workspace, bool overwrite = false);
 // dweight += the weight gradient.
 void winograd_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
                                float* workspace);

@@ -444,16 +444,16 @@ Geometry balanced(Geometry g) {
   return g;
 }
 
-// The forward (out = conv(in) + bias) or the input gradient (out += conv of dout with the weights
+// The forward (out = conv(in) + bias) or the input gradient (out (+)= conv of dout with the weights
 // transposed and flipped), the transformed weights at the front of the workspace.
 void convolve(const Geometry& g, float* out, const float* in, const float* weight, const float* bias, bool data_gradient,
-              const Conv2dShape& s, float* workspace, Activation act = Activation::None) {
+              bool accumulate, const Conv2dShape& s, float* workspace, Activation act = Activation::None) {
   DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
 #if DFL_WINOGRAD_X86
   transform_weights(workspace, weight, g.Cin, g.Cout, data_gradient);
-  run(balanced(g), out, in, workspace, bias, /*accumulate=*/data_gradient, act, workspace + g.u_floats());
+  run(balanced(g), out, in, workspace, bias, accumulate, act, workspace + g.u_floats());
 #else
-  (void)g, (void)out, (void)in, (void)weight, (void)bias, (void)data_gradient, (void)act;
+  (void)g, (void)out, (void)in, (void)weight, (void)bias, (void)data_gradient, (void)accumulate, (void)act;
 #endif
 }
 
@@ -471,12 +471,13 @@ size_t winograd_workspace_floats(const Conv2dShape& s) {
 
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       float* workspace, Activation act) {
-  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, s, workspace, act);
+  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, /*accumulate=*/false, s, workspace, act);
 }
 
 void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
-                            float* workspace) {
-  convolve(data_gradient_geometry(s), dinp, dout, weight, nullptr, /*data_gradient=*/true, s, workspace);
+                            float* workspace, bool overwrite) {
+  convolve(data_gradient_geometry(s), dinp, dout, weight, nullptr, /*data_gradient=*/true, /*accumulate=*/!overwrite, s,
+           workspace);
 }
 
 

@@ -91,9 +91,9 @@ class CpuBackend final : public Backend {
     cpu::conv2d_forward(out, inp, weight, bias, s, static_cast<float*>(workspace), act);
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace) override {
+                       const float* weight, const Conv2dShape& s, void* workspace, bool overwrite_dinp) override {
     check_math(s.math);
-    cpu::conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, static_cast<float*>(workspace));
+    cpu::conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, static_cast<float*>(workspace), overwrite_dinp);
   }
   void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
                       Activation act, const MathMode& math) override {

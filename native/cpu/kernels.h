@@ -36,9 +36,11 @@ size_t conv2d_workspace_floats(const Conv2dShape& s);
 // out (B,OC,OH,OW) = act(conv + bias); inp (B,C,H,W); weight (OC, C/groups, KH, KW); bias (OC) or nullptr.
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
                     const Conv2dShape& s, float* workspace, Activation act = Activation::None);
-// dinp (B,C,H,W) or nullptr; dweight like weight; dbias (OC) or nullptr; dout (B,OC,OH,OW).
+// dinp (B,C,H,W) or nullptr; dweight like weight; dbias (OC) or nullptr; dout (B,OC,OH,OW). All +=,
+// except dinp with overwrite_dinp: dinp = the input gradient (its old contents are not read; the
+// executor's first writer of a gradient slot skips zeroing it and a read-modify-write pass).
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, const Conv2dShape& s, float* workspace);
+                     const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
 
 // ---------------------------------------------------------------------------------------------
 // linear: out (B,OUT) = inp (B,IN) @ weight^T + bias; weight (OUT,IN) as in PyTorch; bias nullable.

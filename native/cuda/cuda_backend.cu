@@ -200,7 +200,7 @@ class CudaBackend final : public Backend {
       launch_elementwise(stream_, BiasActivation{out, bias, size_t(s.B) * s.OC * P, s.OC, P, act});
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace) override {
+                       const float* weight, const Conv2dShape& s, void* workspace, bool overwrite_dinp) override {
     auto lock = enter();
     const ConvPlan& p = plan(s);
     const float one = 1.f, zero = 0.f;
@@ -217,7 +217,7 @@ class CudaBackend final : public Backend {
         check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, w16, p.y, dy16, p.conv, p.bwd_data, workspace,
                                                  p.bwd_data_bytes, &zero, p.x, dx16),
                     "cudnnConvolutionBackwardData (bf16)");
-        launch_elementwise(stream_, FromBf16ChannelsLast{dinp, dx16, size_t(s.B), size_t(s.C), HW, true});
+        launch_elementwise(stream_, FromBf16ChannelsLast{dinp, dx16, size_t(s.B), size_t(s.C), HW, !overwrite_dinp});
       }
       if (dweight) {
         auto* x16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_x);
@@ -229,10 +229,10 @@ class CudaBackend final : public Backend {
         launch_elementwise(stream_, FromBf16ChannelsLast{dweight, dw16, size_t(s.OC), size_t(s.C / s.groups), KK, true});
       }
     } else {
-      // beta = 1: accumulate into the gradients
+      // beta = 1: accumulate into the gradients (beta = 0: overwrite the input gradient)
       if (dinp)
         check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dout, p.conv, p.bwd_data, workspace,
-                                                 p.bwd_data_bytes, &one, p.x, dinp),
+                                                 p.bwd_data_bytes, overwrite_dinp ? &zero : &one, p.x, dinp),
                     "cudnnConvolutionBackwardData");
       if (dweight)
         check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, inp, p.y, dout, p.conv, p.bwd_filter, workspace,

@@ -69,11 +69,11 @@ void conv2d_forward(float* o, const float* inp, const float* weight, const float
 }
 
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, const Conv2dShape& s, float*) {
+                     const float* weight, const Conv2dShape& s, float*, bool overwrite_dinp) {
   Dev dx = inout(dinp, conv_in(s)), dw = inout(dweight, conv_w(s)), db = inout(dbias, size_t(s.OC));
   Dev dy = in(dout, conv_out(s)), x = in(inp, conv_in(s)), w = in(weight, conv_w(s));
   DeviceBuffer ws = nan_workspace(backend().conv2d_workspace_bytes(s));
-  backend().conv2d_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), s, ws.get());
+  backend().conv2d_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), s, ws.get(), overwrite_dinp);
   dx.back();
   dw.back();
   db.back();

@@ -20,7 +20,7 @@ namespace dfl::test::ops {
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                     float* workspace, Activation act = Activation::None);
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, const Conv2dShape& s, float* workspace);
+                     const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
                     Activation act = Activation::None, const MathMode& math = {});
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <array>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <vector>
@@ -213,6 +214,45 @@ DFL_CPU_TEST(conv_fused_activation_is_the_activation_of_the_output) {
         DFL_EXPECT(std::memcmp(fused.data(), want.data(), sizeof(float) * want.size()) == 0,
                    std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s) + (act == dfl::Activation::Relu ? " relu" : " relu6"));
       }
+    }
+  }
+}
+
+// The executor lets the first writer of an input-gradient slot overwrite it (no zeroing pass):
+// every algorithm, and the public entry, with overwrite_dinp writes into a NaN-filled dinp exactly
+// what it adds onto zeros (values equal: 0 + -0 is +0), and leaves the other gradients' += alone.
+DFL_CPU_TEST(conv_backward_overwrite_is_the_gradient_added_to_zeros) {
+  Rng rng(82);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto same_values = [](const Vec& got, const Vec& want) {
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!(got[i] == want[i])) return false;
+    return true;
+  };
+  for (const Conv2dShape& s : direct_shapes()) {
+    const Data d(s, rng);
+    std::vector<std::pair<std::string, std::function<void(float*, float*, bool)>>> paths;
+    for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
+      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
+      paths.push_back({dfl::cpu::conv_algo_label(a), [&, a](float* dx, float* dw, bool overwrite) {
+                         Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, s) + 1, nan);
+                         dfl::cpu::conv2d_backward_with(a, dx, dw, nullptr, d.dout.data(), d.x.data(), d.w.data(), s, ws.data(),
+                                                        overwrite);
+                       }});
+    }
+    paths.push_back({"conv2d_backward", [&](float* dx, float* dw, bool overwrite) {
+                       Vec ws(dfl::cpu::conv2d_workspace_floats(s) + 1, nan);
+                       dfl::cpu::conv2d_backward(dx, dw, nullptr, d.dout.data(), d.x.data(), d.w.data(), s, ws.data(), overwrite);
+                     }});
+    for (const auto& [label, backward] : paths) {
+      Vec want(in_size(s), 0.f), want_dw = d.dw0, got(in_size(s), nan), got_dw = d.dw0;
+      backward(want.data(), want_dw.data(), false);
+      backward(got.data(), got_dw.data(), true);
+      DFL_EXPECT(same_values(got, want), label + " " + describe(s) + ": overwritten dinp");
+      DFL_EXPECT(same_values(got_dw, want_dw), label + " " + describe(s) + ": dweight still +=");
+      Vec only(in_size(s), nan);  // the input gradient alone
+      backward(only.data(), nullptr, true);
+      DFL_EXPECT(same_values(only, want), label + " " + describe(s) + ": overwritten dinp without dweight");
     }
   }
 }
