@@ -153,8 +153,9 @@ class Backend {
                                         int n, int B, int HW) = 0;
   virtual void split_channels_forward(float* const* outputs_host, const float* inp, const int* channels_host,
                                       int n, int B, int HW) = 0;
+  // overwrite: dinp = the chunks' gradients (zeros where a chunk has none), its old contents unread.
   virtual void split_channels_backward(float* dinp, const float* const* doutputs_host, const int* channels_host,
-                                       int n, int B, int HW) = 0;
+                                       int n, int B, int HW, bool overwrite) = 0;
   virtual void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) = 0;
   virtual void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups) = 0;
 

@@ -223,7 +223,7 @@ void split_backward(const OpRun& r) {
   std::vector<const float*> douts(n.sizes.size(), nullptr);
   douts[n.index] = r.dout();
   r.be.split_channels_backward(r.din(), douts.data(), n.sizes.data(), int(n.sizes.size()), r.B,
-                               r.node().H() * r.node().W());
+                               r.node().H() * r.node().W(), r.din_fresh());
 }
 
 void shuffle_infer(PlanBuilder& b, int i) {
@@ -325,7 +325,7 @@ const OpDef kOps[] = {
     {Op::MaxPool, "maxpool", 1, maxpool_infer, maxpool_forward, maxpool_backward},
     {Op::AvgPool, "avgpool", 1, pool_infer, avgpool_forward, avgpool_backward},
     {Op::GlobalAvgPool, "gap", 1, gap_infer, gap_forward, gap_backward},
-    {Op::Split, "split", 1, split_infer, split_forward, split_backward},
+    {Op::Split, "split", 1, split_infer, split_forward, split_backward, true},
     {Op::Shuffle, "shuffle", 1, shuffle_infer, shuffle_forward, shuffle_backward, true},
 };
 constexpr size_t kNumOps = sizeof(kOps) / sizeof(kOps[0]);

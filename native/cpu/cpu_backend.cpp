@@ -193,8 +193,8 @@ class CpuBackend final : public Backend {
     cpu::split_channels_forward(outputs, inp, channels, n, B, HW);
   }
   void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B,
-                               int HW) override {
-    cpu::split_channels_backward(dinp, doutputs, channels, n, B, HW);
+                               int HW, bool overwrite) override {
+    cpu::split_channels_backward(dinp, doutputs, channels, n, B, HW, overwrite);
   }
   void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) override {
     cpu::channel_shuffle_forward(out, inp, B, C, HW, groups);

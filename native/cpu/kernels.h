@@ -113,7 +113,7 @@ void concat_channels_backward(float* const* dinputs, const float* dout, const in
 void split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n,
                             int B, int HW);
 void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n,
-                             int B, int HW);
+                             int B, int HW, bool overwrite = false);
 // Channel shuffle (ShuffleNet): view C as (groups, C/groups), transpose to (C/groups, groups).
 // out channel j*groups + g  <-  inp channel g*(C/groups) + j.
 void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups);

@@ -75,14 +75,19 @@ void split_channels_forward(float* const* outputs, const float* inp, const int* 
 }
 
 void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n,
-                             int B, int HW) {
+                             int B, int HW, bool overwrite) {
   const int total = total_channels(channels, n, B, HW, "split_channels_backward");
   if (!dinp) return;
   for_chunks(channels, n, B, HW, total, [&](size_t big, size_t small, size_t len, int i) {
     const float* g = doutputs[i];
+    float* d = dinp + big;
+    if (overwrite) {  // a chunk without gradient contributes zeros
+      if (g) std::memcpy(d, g + small, len * sizeof(float));
+      else std::memset(d, 0, len * sizeof(float));
+      return;
+    }
     if (!g) return;  // that chunk had no gradient: contributes nothing
     g += small;
-    float* d = dinp + big;
     for (size_t k = 0; k < len; ++k) d[k] += g[k];
   });
 }

@@ -385,14 +385,19 @@ class CudaBackend final : public Backend {
       if (outputs[k]) copy_2d(outputs[k], size_t(channels[k]) * HW, inp + off, total * HW, size_t(channels[k]) * HW, B);
   }
   void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B,
-                               int HW) override {
+                               int HW, bool overwrite) override {
     auto lock = enter();
     if (!dinp) return;
     const size_t total = total_channels(channels, n);
     size_t off = 0;
     for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k) {
       const size_t len = size_t(channels[k]) * HW;
-      if (doutputs[k]) launch_elementwise(stream_, StridedAccumulate{dinp + off, doutputs[k], size_t(B), len, total * HW, len});
+      if (overwrite && doutputs[k]) copy_2d(dinp + off, total * HW, doutputs[k], len, len, B);
+      else if (overwrite)
+        check_cuda(cudaMemset2DAsync(dinp + off, total * HW * sizeof(float), 0, len * sizeof(float), size_t(B), stream_),
+                   "cudaMemset2DAsync");
+      else if (doutputs[k])
+        launch_elementwise(stream_, StridedAccumulate{dinp + off, doutputs[k], size_t(B), len, total * HW, len});
     }
   }
   void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) override {

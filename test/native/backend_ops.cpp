@@ -255,7 +255,8 @@ void split_channels_forward(float* const* outputs, const float* inp, const int* 
   backend().split_channels_forward(ptrs.data(), x.f(), channels, n, B, HW);
   for (Dev& y : ys) y.back();
 }
-void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW) {
+void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW,
+                             bool overwrite) {
   std::vector<Dev> dys;
   std::vector<const float*> ptrs;
   for (int k = 0; k < n; ++k) {
@@ -263,7 +264,7 @@ void split_channels_backward(float* dinp, const float* const* doutputs, const in
     ptrs.push_back(dys.back().f());
   }
   Dev dx = inout(dinp, size_t(B) * total(channels, n) * HW);
-  backend().split_channels_backward(dx.f(), ptrs.data(), channels, n, B, HW);
+  backend().split_channels_backward(dx.f(), ptrs.data(), channels, n, B, HW, overwrite);
   dx.back();
 }
 void channel_shuffle_forward(float* o, const float* inp, int B, int C, int HW, int groups) {

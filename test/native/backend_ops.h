@@ -59,7 +59,8 @@ void global_avgpool_backward(float* dinp, const float* dout, int B, int C, int H
 void concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n, int B, int HW);
 void concat_channels_backward(float* const* dinputs, const float* dout, const int* channels, int n, int B, int HW);
 void split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n, int B, int HW);
-void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW);
+void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW,
+                             bool overwrite = false);
 void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups);
 void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups);
 

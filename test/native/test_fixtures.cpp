@@ -404,6 +404,13 @@ DFL_TEST(fixture_concat_split) {
   dop1[1] = nullptr;
   ops::split_channels_backward(dpart.data(), dop1.data(), ch.data(), n, B, HW);
   err(FX_CLOSE(fx, dpart, "split.dinp_partial", 1e-6, 1e-6));
+  // Overwriting (the first writer of the slot): the old contents, NaN here, are not read.
+  Vec fresh(dinp.size(), std::numeric_limits<float>::quiet_NaN());
+  ops::split_channels_backward(fresh.data(), dop.data(), ch.data(), n, B, HW, /*overwrite=*/true);
+  err(FX_CLOSE(fx, fresh, "split.dinp", 1e-6, 1e-6));
+  std::fill(fresh.begin(), fresh.end(), std::numeric_limits<float>::quiet_NaN());
+  ops::split_channels_backward(fresh.data(), dop1.data(), ch.data(), n, B, HW, /*overwrite=*/true);
+  err(FX_CLOSE(fx, fresh, "split.dinp_partial", 1e-6, 1e-6));
 }
 
 // ------------------------------------------------------------------------------------------------
