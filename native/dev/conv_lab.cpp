@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       {"vgg16 4x4", 512, 512, 4, 3, 1, 1},    {"vgg16 2x2", 512, 512, 2, 3, 1, 1},   {"vgg16 8x8", 256, 256, 8, 3, 1, 1},
       {"mbv2/4 dw 32", 36, 36, 32, 3, 1, 1, true}, {"mbv2/4 dw s2", 36, 36, 32, 3, 2, 1, true},
       {"mbv2/4 dw 4", 240, 240, 4, 3, 1, 1, true},   {"shuf/2 dw s2", 29, 29, 32, 3, 2, 1, true},
-      {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true},
+      {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true}, {"shuf/2 dw 8", 58, 58, 8, 3, 1, 1, true}, {"shuf/2 dw 16", 29, 29, 16, 3, 1, 1, true},
   };
   std::printf("%d threads, best of %d; GFLOP/s = 2 MACs / time\n", num_threads(), reps);
   // The GEMM alone, at the shapes convolutions hand it.
