@@ -156,6 +156,13 @@ class Backend {
   // overwrite: dinp = the chunks' gradients (zeros where a chunk has none), its old contents unread.
   virtual void split_channels_backward(float* dinp, const float* const* doutputs_host, const int* channels_host,
                                        int n, int B, int HW, bool overwrite) = 0;
+  // Concat of n inputs of cpg channels each, then a channel shuffle of n groups, in one copy:
+  // out[b][j * n + k] = inputs[k][b][j]. Backward: dinputs[k][b][j] (+)= dout[b][j * n + k] (overwrite:
+  // =, old contents unread); null entries are skipped.
+  virtual void interleave_channels_forward(float* out, const float* const* inputs_host, int n, int cpg, int B,
+                                           int HW) = 0;
+  virtual void interleave_channels_backward(float* const* dinputs_host, const float* dout, int n, int cpg, int B,
+                                            int HW, bool overwrite) = 0;
   virtual void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) = 0;
   virtual void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups) = 0;
 

@@ -132,10 +132,10 @@ class SlotAllocator {
 // A fused activation has no backward: readers of it write its producer's gradient directly.
 void share_gradient_slots(Plan& plan) {
   const int N = int(plan.nodes.size());
-  auto owner = [&](int n) { return plan.nodes[n].fused_activation ? plan.nodes[n].alias_of : n; };
+  auto owner = [&](int n) { return plan.nodes[n].fused_into_input ? plan.nodes[n].alias_of : n; };
   std::vector<int> last_reader(N, 0);
   for (int i = 1; i < N; ++i) {
-    if (plan.nodes[i].fused_activation) continue;
+    if (plan.nodes[i].fused_into_input) continue;
     for (int in : plan.nodes[i].spec.inputs) last_reader[owner(in)] = std::max(last_reader[owner(in)], i);
   }
   SlotAllocator slots;
@@ -143,7 +143,7 @@ void share_gradient_slots(Plan& plan) {
   plan.nodes[last].grad_offset = slots.take(plan.nodes[last].size);  // the loss writes it
   for (int i = N - 1; i >= 1; --i) {
     PlanNode& n = plan.nodes[i];
-    if (n.fused_activation) continue;
+    if (n.fused_into_input) continue;
     for (size_t k = 0; k < n.spec.inputs.size(); ++k) {
       const int o = owner(n.spec.inputs[k]);
       if (o == 0 || last_reader[o] != i) continue;
@@ -155,15 +155,26 @@ void share_gradient_slots(Plan& plan) {
     slots.give_back(n.grad_offset, n.size);
   }
   for (PlanNode& n : plan.nodes)
-    if (n.fused_activation) n.grad_offset = plan.nodes[n.alias_of].grad_offset;
+    if (n.fused_into_input) n.grad_offset = plan.nodes[n.alias_of].grad_offset;
   plan.grad_per_sample = slots.top();
 }
 
 bool activation_fuses_into(Op op) { return op == Op::Conv || op == Op::BatchNorm || op == Op::Linear || op == Op::Add; }
 
+// Whether concat node i joins exactly `groups` inputs of C / groups channels each.
+bool concat_of_equal_chunks(const Plan& plan, int i, int groups) {
+  const PlanNode& cat = plan.nodes[i];
+  if (groups < 2 || int(cat.spec.inputs.size()) != groups || cat.C() % groups != 0) return false;
+  for (int in : cat.spec.inputs)
+    if (plan.nodes[in].C() != cat.C() / groups) return false;
+  return true;
+}
+
 // Marks the nodes whose output can share their input's buffer (see build_plan). A fused ReLU's
 // producer applies the activation itself (spec.fused); the ReLU's backward still runs, reading the
-// activated output, which gives the same mask (y > 0 iff x > 0; 0 < y < 6 iff 0 < x < 6).
+// activated output, which gives the same mask (y > 0 iff x > 0; 0 < y < 6 iff 0 < x < 6). A channel
+// shuffle whose input is a concat of `groups` chunks of C / groups channels (read by nothing else) is
+// fused into it: the concat writes its output shuffled (interleave_groups).
 void alias_nodes(Plan& plan) {
   const int N = int(plan.nodes.size());
   std::vector<int> readers(N, 0);
@@ -180,7 +191,12 @@ void alias_nodes(Plan& plan) {
         src.spec.fused == Activation::None && src.alias_of < 0) {
       src.spec.fused = op == Op::Relu ? Activation::Relu : Activation::Relu6;
       n.alias_of = i;
-      n.fused_activation = true;
+      n.fused_into_input = true;
+    } else if (op == Op::Shuffle && readers[i] == 1 && src.op() == Op::Concat && src.interleave_groups == 0 &&
+               src.alias_of < 0 && concat_of_equal_chunks(plan, i, n.spec.groups)) {
+      src.interleave_groups = n.spec.groups;
+      n.alias_of = i;
+      n.fused_into_input = true;
     } else if (op == Op::Flatten || (op == Op::Dropout && n.spec.p == 0.f)) {
       n.alias_of = src.alias_of >= 0 ? src.alias_of : i;
     }

@@ -86,9 +86,14 @@ struct PlanNode {
   // >= 0: this node's output IS that node's output buffer (a ReLU fused into its producer, a
   // flatten, a dropout that drops nothing): its forward does nothing.
   int alias_of = -1;
-  // A fused ReLU/ReLU6 also shares its producer's gradient slot and has no backward of its own:
-  // the producer's backward applies the activation's mask to that gradient first.
-  bool fused_activation = false;
+  // A node fused into its producer (a ReLU/ReLU6, or a channel shuffle after a concat) also shares
+  // its producer's gradient slot and has no backward of its own: the producer's backward applies
+  // the activation's mask to that gradient first, or reads it in shuffled order.
+  bool fused_into_input = false;
+  // Concat: > 0 when a channel shuffle of this many groups is fused into it (its inputs are that many
+  // chunks of C / groups channels): the output is written shuffled, input k's channel j at channel
+  // j * groups + k (ShuffleNet's concat + shuffle: one copy instead of two, one buffer fewer).
+  int interleave_groups = 0;
   int layer = -1;                   // parametric layer, or -1
   int weight = -1, bias = -1;       // indices into Plan::params, or -1
   int running_mean = -1, running_var = -1, batches_tracked = -1;  // indices into Plan::buffers

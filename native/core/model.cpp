@@ -312,7 +312,7 @@ void Model::run_backward(int B) {
   Backend& be = *backend_;
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
-    if (plan_.nodes[i].fused_activation) continue;  // its producer's backward applies the mask
+    if (plan_.nodes[i].fused_into_input) continue;  // its producer's backward applies the mask
     const OpDef& def = op_def(plan_.nodes[i].op());
     // An op that is the first writer of an input's gradient may write it directly.
     const bool can_overwrite = def.overwrites_fresh_input_grad && plan_.nodes[i].spec.inputs.size() <= 32;

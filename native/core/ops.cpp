@@ -176,8 +176,11 @@ std::vector<int> input_channels(const OpRun& r) {
 void concat_forward(const OpRun& r) {
   std::vector<const float*> srcs;
   for (size_t k = 0; k < r.spec().inputs.size(); ++k) srcs.push_back(r.in(int(k)));
+  const int HW = r.node().H() * r.node().W();
+  if (const int g = r.node().interleave_groups; g > 0)  // a channel shuffle fused in (see alias_nodes)
+    return r.be.interleave_channels_forward(r.out(), srcs.data(), g, r.node().C() / g, r.B, HW);
   const std::vector<int> chans = input_channels(r);
-  r.be.concat_channels_forward(r.out(), srcs.data(), chans.data(), int(srcs.size()), r.B, r.node().H() * r.node().W());
+  r.be.concat_channels_forward(r.out(), srcs.data(), chans.data(), int(srcs.size()), r.B, HW);
 }
 // Fresh input slots get their chunk of the gradient copied (a split of dout), the others add it.
 // Copies first: an input listed twice is fresh at its first listing only.
@@ -192,8 +195,13 @@ void concat_backward(const OpRun& r) {
     (f ? fresh : accumulate)[k] = d;
     (f ? any_fresh : any_accumulate) = true;
   }
-  const std::vector<int> chans = input_channels(r);
   const int HW = r.node().H() * r.node().W();
+  if (const int g = r.node().interleave_groups; g > 0) {  // dout is in shuffled order
+    if (any_fresh) r.be.interleave_channels_backward(fresh.data(), r.dout(), g, r.node().C() / g, r.B, HW, true);
+    if (any_accumulate) r.be.interleave_channels_backward(accumulate.data(), r.dout(), g, r.node().C() / g, r.B, HW, false);
+    return;
+  }
+  const std::vector<int> chans = input_channels(r);
   if (any_fresh) r.be.split_channels_forward(fresh.data(), r.dout(), chans.data(), int(n), r.B, HW);
   if (any_accumulate) r.be.concat_channels_backward(accumulate.data(), r.dout(), chans.data(), int(n), r.B, HW);
 }

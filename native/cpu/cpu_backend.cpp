@@ -196,6 +196,13 @@ class CpuBackend final : public Backend {
                                int HW, bool overwrite) override {
     cpu::split_channels_backward(dinp, doutputs, channels, n, B, HW, overwrite);
   }
+  void interleave_channels_forward(float* out, const float* const* inputs, int n, int cpg, int B, int HW) override {
+    cpu::interleave_channels_forward(out, inputs, n, cpg, B, HW);
+  }
+  void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
+                                    bool overwrite) override {
+    cpu::interleave_channels_backward(dinputs, dout, n, cpg, B, HW, overwrite);
+  }
   void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) override {
     cpu::channel_shuffle_forward(out, inp, B, C, HW, groups);
   }

@@ -114,6 +114,12 @@ void split_channels_forward(float* const* outputs, const float* inp, const int* 
                             int B, int HW);
 void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n,
                              int B, int HW, bool overwrite = false);
+// Concat of n inputs of cpg channels then a channel shuffle of n groups, in one copy:
+// out[b][j*n + k] = inputs[k][b][j]. Backward: dinputs[k][b][j] (+)= dout[b][j*n + k] (overwrite: =);
+// null dinputs are skipped.
+void interleave_channels_forward(float* out, const float* const* inputs, int n, int cpg, int B, int HW);
+void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
+                                  bool overwrite);
 // Channel shuffle (ShuffleNet): view C as (groups, C/groups), transpose to (C/groups, groups).
 // out channel j*groups + g  <-  inp channel g*(C/groups) + j.
 void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups);

@@ -93,6 +93,39 @@ void split_channels_backward(float* dinp, const float* const* doutputs, const in
 }
 
 namespace {
+void check_interleave(int n, int cpg, int B, int HW, const char* who) {
+  DFL_CHECK(n > 0 && cpg > 0 && B > 0 && HW > 0, who, ": sizes must be positive (n=", n, ", channels per input=", cpg,
+            ", B=", B, ", HW=", HW, ")");
+}
+}  // namespace
+
+// One (sample, channel j) row per task: the n inputs' planes j, side by side in the output.
+void interleave_channels_forward(float* out, const float* const* inputs, int n, int cpg, int B, int HW) {
+  check_interleave(n, cpg, B, HW, "interleave_channels_forward");
+  parallel_for(int64_t(B) * cpg, std::max<int64_t>(1, 16384 / (int64_t(n) * HW)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int k = 0; k < n; ++k)
+        std::memcpy(out + (r * n + k) * HW, inputs[k] + r * HW, size_t(HW) * sizeof(float));
+  });
+}
+
+void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
+                                  bool overwrite) {
+  check_interleave(n, cpg, B, HW, "interleave_channels_backward");
+  parallel_for(int64_t(B) * cpg, std::max<int64_t>(1, 16384 / (int64_t(n) * HW)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int k = 0; k < n; ++k) {
+        if (!dinputs[k]) continue;
+        const float* g = dout + (r * n + k) * HW;
+        float* d = dinputs[k] + r * HW;
+        if (overwrite) std::memcpy(d, g, size_t(HW) * sizeof(float));
+        else
+          for (int i = 0; i < HW; ++i) d[i] += g[i];
+      }
+  });
+}
+
+namespace {
 void check_shuffle(int B, int C, int HW, int groups, const char* who) {
   DFL_CHECK(B > 0 && C > 0 && HW > 0, who, ": sizes must be positive");
   DFL_CHECK(groups > 0 && C % groups == 0, who, ": groups (", groups, ") must divide C (", C, ")");

@@ -400,6 +400,25 @@ class CudaBackend final : public Backend {
         launch_elementwise(stream_, StridedAccumulate{dinp + off, doutputs[k], size_t(B), len, total * HW, len});
     }
   }
+  // Input k's planes are every n-th plane of the output, from plane k: one 2-D copy per input (rows
+  // of HW floats, B * cpg of them, n * HW apart in the output).
+  void interleave_channels_forward(float* out, const float* const* inputs, int n, int cpg, int B, int HW) override {
+    auto lock = enter();
+    DFL_CHECK(n > 0 && cpg > 0 && B > 0 && HW > 0, "interleave_channels_forward: sizes must be positive");
+    const size_t rows = size_t(B) * cpg, hw = size_t(HW);
+    for (int k = 0; k < n; ++k) copy_2d(out + k * hw, n * hw, inputs[k], hw, hw, int(rows));
+  }
+  void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
+                                    bool overwrite) override {
+    auto lock = enter();
+    DFL_CHECK(n > 0 && cpg > 0 && B > 0 && HW > 0, "interleave_channels_backward: sizes must be positive");
+    const size_t rows = size_t(B) * cpg, hw = size_t(HW);
+    for (int k = 0; k < n; ++k) {
+      if (!dinputs[k]) continue;
+      if (overwrite) copy_2d(dinputs[k], hw, dout + k * hw, n * hw, hw, int(rows));
+      else launch_elementwise(stream_, StridedAccumulate{dinputs[k], dout + k * hw, rows, hw, hw, n * hw});
+    }
+  }
   void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) override {
     DFL_CHECK(groups > 0 && C % groups == 0, "channel_shuffle_forward: groups (", groups, ") must divide C (", C, ")");
     run(ChannelShuffle{out, inp, size_t(B) * C * HW, C, HW, groups, false});

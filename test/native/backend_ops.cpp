@@ -267,6 +267,28 @@ void split_channels_backward(float* dinp, const float* const* doutputs, const in
   backend().split_channels_backward(dx.f(), ptrs.data(), channels, n, B, HW, overwrite);
   dx.back();
 }
+void interleave_channels_forward(float* o, const float* const* inputs, int n, int cpg, int B, int HW) {
+  std::vector<Dev> xs;
+  std::vector<const float*> ptrs;
+  for (int k = 0; k < n; ++k) {
+    xs.push_back(in(inputs[k], size_t(B) * cpg * HW));
+    ptrs.push_back(xs.back().f());
+  }
+  Dev y = out(o, size_t(B) * n * cpg * HW);
+  backend().interleave_channels_forward(y.f(), ptrs.data(), n, cpg, B, HW);
+  y.back();
+}
+void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW, bool overwrite) {
+  std::vector<Dev> dxs;
+  std::vector<float*> ptrs;
+  for (int k = 0; k < n; ++k) {
+    dxs.push_back(inout(dinputs[k], size_t(B) * cpg * HW));
+    ptrs.push_back(dxs.back().f());
+  }
+  Dev dy = in(dout, size_t(B) * n * cpg * HW);
+  backend().interleave_channels_backward(ptrs.data(), dy.f(), n, cpg, B, HW, overwrite);
+  for (Dev& d : dxs) d.back();
+}
 void channel_shuffle_forward(float* o, const float* inp, int B, int C, int HW, int groups) {
   Dev y = out(o, size_t(B) * C * HW), x = in(inp, size_t(B) * C * HW);
   backend().channel_shuffle_forward(y.f(), x.f(), B, C, HW, groups);

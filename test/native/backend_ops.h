@@ -61,6 +61,8 @@ void concat_channels_backward(float* const* dinputs, const float* dout, const in
 void split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n, int B, int HW);
 void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW,
                              bool overwrite = false);
+void interleave_channels_forward(float* out, const float* const* inputs, int n, int cpg, int B, int HW);
+void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW, bool overwrite);
 void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups);
 void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups);
 

@@ -217,9 +217,11 @@ DFL_TEST(residual_add_gradients_match_finite_differences) {
 // Concat and shuffle write a gradient slot they are the first to reach (a split of the gradient, the
 // inverse shuffle) or add to one already written: a concat reading one node twice and the image, a
 // shuffle whose input an add reached first, and a concat of more than 32 inputs (whose slots the
-// executor zeroes instead; one starts past the 32nd). Parameter gradients against central differences.
+// executor zeroes instead; one starts past the 32nd); and shuffles fused into the concat before them
+// (equal chunks, one per group), whose inputs' slots it writes or adds to. Parameter gradients against
+// central differences.
 DFL_TEST(concat_and_shuffle_gradients_match_finite_differences) {
-  std::vector<ModelSpec> specs(2);
+  std::vector<ModelSpec> specs(3);
   for (ModelSpec& s : specs) {
     s.in_channels = 3;
     s.height = s.width = 4;
@@ -244,6 +246,18 @@ DFL_TEST(concat_and_shuffle_gradients_match_finite_differences) {
   NodeSpec wide = node(Op::Concat, std::vector<int>(33, 1));
   wide.inputs.push_back(2);                         // input 33 starts 2's slot
   b.push_back(wide);                                // 3
+  auto& c = specs[2].nodes;
+  c.push_back(node(Op::Input, {}));                 // 0
+  c.push_back(conv(0, 4, 3, 1, 1, "c1", 1, true));  // 1
+  c.push_back(node(Op::Concat, {1, 1}));            // 2: one input twice; shuffled as it is written
+  NodeSpec sh2 = node(Op::Shuffle, {2});
+  sh2.groups = 2;
+  c.push_back(sh2);                                 // 3: fused into 2
+  c.push_back(conv(3, 4, 3, 1, 1, "c2"));           // 4
+  c.push_back(node(Op::Concat, {4, 1}));            // 5: starts 4's and 1's slots
+  NodeSpec sh5b = node(Op::Shuffle, {5});
+  sh5b.groups = 2;
+  c.push_back(sh5b);                                // 6: fused into 5
   for (ModelSpec& s : specs) {
     const int last = int(s.nodes.size()) - 1;
     s.nodes.push_back(node(Op::GlobalAvgPool, {last}));
@@ -253,6 +267,13 @@ DFL_TEST(concat_and_shuffle_gradients_match_finite_differences) {
     fc.bias = true;
     s.nodes.push_back(fc);
   }
+  const Plan fused = build_plan(specs[2]);
+  DFL_EXPECT(fused.nodes[3].alias_of == 2 && fused.nodes[2].interleave_groups == 2 && fused.nodes[6].alias_of == 5 &&
+                 fused.nodes[5].interleave_groups == 2,
+             "a shuffle after a concat of one equal chunk per group is fused into it");
+  const Plan unfused = build_plan(specs[0]);
+  DFL_EXPECT(unfused.nodes[5].alias_of < 0 && unfused.nodes[4].interleave_groups == 0,
+             "a concat of unequal chunks keeps its shuffle");
   for (size_t si = 0; si < specs.size(); ++si)
     expect_parameter_gradients(specs[si], 61, "concat/shuffle graph " + std::to_string(si));
 }

@@ -7,6 +7,7 @@
 // tolerances leave two orders of margin while still catching any wrong term.
 // Inputs are kept away from kinks (relu at 0, relu6 at 0/6) and ties (maxpool) by more than h.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -633,6 +634,50 @@ DFL_TEST(channel_shuffle_mapping_and_gradcheck) {
   DFL_GRADCHECK("shuffle dinp", x, dx, loss, kH, 1e-4, 1e-4);
   if (on_cpu()) DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, 5, HW, 2), "groups must divide C");
   if (on_cpu()) DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, C, HW, 0), "groups 0");
+}
+
+// A channel shuffle fused into the concat before it (ShuffleNet's blocks): the interleaved copy is
+// the concat then the shuffle, bit for bit; its backward adds (or writes, onto NaN) the gradient the
+// shuffle's and the concat's backward give, with a null input skipped.
+DFL_TEST(interleave_is_concat_then_shuffle) {
+  Rng rng(15);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& [n, cpg, B, HW] : {std::array<int, 4>{2, 3, 2, 35}, {3, 2, 3, 16}, {2, 1, 1, 1}}) {
+    const size_t part = size_t(B) * cpg * HW, all = part * n;
+    std::vector<Vec> xs;
+    std::vector<const float*> in;
+    std::vector<int> ch(n, cpg);
+    for (int k = 0; k < n; ++k) xs.push_back(randn(part, rng));
+    for (const Vec& x : xs) in.push_back(x.data());
+    Vec cat(all), want(all), got(all, nan);
+    concat_channels_forward(cat.data(), in.data(), ch.data(), n, B, HW);
+    channel_shuffle_forward(want.data(), cat.data(), B, n * cpg, HW, n);
+    interleave_channels_forward(got.data(), in.data(), n, cpg, B, HW);
+    DFL_EXPECT(got == want, "interleave forward, " << n << " inputs of " << cpg << " channels");
+
+    const Vec r = randn(all, rng);
+    Vec dcat(all, 0.f);
+    channel_shuffle_backward(dcat.data(), r.data(), B, n * cpg, HW, n);
+    std::vector<Vec> want_d, got_d;
+    for (int k = 0; k < n; ++k) want_d.push_back(randn(part, rng));
+    got_d = want_d;
+    std::vector<float*> wp, gp;
+    for (int k = 0; k < n; ++k) wp.push_back(want_d[k].data()), gp.push_back(k == 1 ? nullptr : got_d[k].data());
+    wp[1] = nullptr;
+    concat_channels_backward(wp.data(), dcat.data(), ch.data(), n, B, HW);
+    interleave_channels_backward(gp.data(), r.data(), n, cpg, B, HW, false);
+    for (int k = 0; k < n; ++k) DFL_EXPECT(got_d[k] == want_d[k], "interleave backward (+=), input " << k);
+    // Overwrite: onto NaN, the plain gradient (the concat's backward onto zeros).
+    std::vector<Vec> zero_d(n, Vec(part, 0.f)), fresh_d(n, Vec(part, nan));
+    std::vector<float*> zp, fp;
+    for (int k = 0; k < n; ++k) zp.push_back(zero_d[k].data()), fp.push_back(fresh_d[k].data());
+    concat_channels_backward(zp.data(), dcat.data(), ch.data(), n, B, HW);
+    interleave_channels_backward(fp.data(), r.data(), n, cpg, B, HW, true);
+    for (int k = 0; k < n; ++k) DFL_EXPECT(fresh_d[k] == zero_d[k], "interleave backward (=), input " << k);
+  }
+  Vec y(8);
+  const float* none[1] = {y.data()};
+  if (on_cpu()) DFL_EXPECT_THROWS(interleave_channels_forward(y.data(), none, 1, 0, 1, 8), "zero channels per input");
 }
 
 // ------------------------------------------------------------------------------------------------
