@@ -1,10 +1,12 @@
-// Batch normalisation over (B, C, HW), PyTorch semantics. Every kernel parallelises over channels
-// (or over (b, c) planes for eval), so each reduction runs on one thread in a fixed order. Sums run
-// in double (AVX2 lanes of 4 doubles where the CPU has them, combined in a fixed order); the
-// elementwise passes are float FMAs, with the forward's activation (if any) in the same pass.
+// Batch normalisation over (B, C, HW), PyTorch semantics. The reductions (the forward's statistics,
+// the backward's two sums) parallelise over ranges of channels, so each channel's sums run on one
+// thread in a fixed order (samples in order), whatever the thread count; they run in double (AVX2
+// lanes of 4 doubles where the CPU has them, combined in a fixed order). The elementwise passes
+// (float FMAs, with the forward's activation, if any, in the same pass) parallelise over samples.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 #include "core/check.h"
 #include "core/cpu_features.h"
@@ -24,71 +26,6 @@ namespace {
 void check_dims(int B, int C, int HW, const char* who) {
   DFL_CHECK(B > 0 && C > 0 && HW > 0, who, ": sizes must be positive (B=", B, ", C=", C, ", HW=", HW, ")");
 }
-}  // namespace
-
-namespace {
-
-// Per-channel sums over (B, HW) segments, vectorised where the CPU allows, in a fixed order for
-// any thread count: lanes of 4 doubles accumulate the segments' vector parts in (b, i) order, then
-// combine lane by lane; the segments' scalar tails are added last, in (b, i) order. One pass each
-// (the forward's statistics, the backward's two sums), several independent accumulator chains.
-struct ChannelView {
-  const float* base;
-  size_t bstride, plane;
-  int B;
-  const float* seg(int b) const { return base + size_t(b) * bstride; }
-};
-
-// The channel's sums of (x - shift) and (x - shift)^2, in one pass.
-struct ShiftedSums {
-  double s1 = 0.0, s2 = 0.0;
-};
-
-#if DFL_BN_X86
-__attribute__((target("avx2,fma"))) ShiftedSums shifted_sums_avx2(const ChannelView& x, double shift) {
-  // Four independent chains (sum and squares, low and high halves): the adds' latency is hidden.
-  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), q0 = _mm256_setzero_pd(), q1 = _mm256_setzero_pd();
-  const __m256d m = _mm256_set1_pd(shift);
-  const size_t vec = x.plane / 8 * 8;
-  for (int b = 0; b < x.B; ++b) {
-    const float* p = x.seg(b);
-    for (size_t i = 0; i < vec; i += 8) {
-      const __m256 v = _mm256_loadu_ps(p + i);
-      const __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), m);
-      const __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), m);
-      a0 = _mm256_add_pd(a0, lo);
-      a1 = _mm256_add_pd(a1, hi);
-      q0 = _mm256_fmadd_pd(lo, lo, q0);
-      q1 = _mm256_fmadd_pd(hi, hi, q1);
-    }
-  }
-  alignas(32) double l[4], k[4];
-  _mm256_store_pd(l, _mm256_add_pd(a0, a1));
-  _mm256_store_pd(k, _mm256_add_pd(q0, q1));
-  ShiftedSums r{(l[0] + l[1]) + (l[2] + l[3]), (k[0] + k[1]) + (k[2] + k[3])};
-  for (int b = 0; b < x.B; ++b)
-    for (size_t i = vec; i < x.plane; ++i) {
-      const double d = double(x.seg(b)[i]) - shift;
-      r.s1 += d;
-      r.s2 += d * d;
-    }
-  return r;
-}
-#endif
-
-ShiftedSums shifted_sums(const ChannelView& x, double shift) {
-#if DFL_BN_X86
-  if (cpu_features().avx2 && cpu_features().fma) return shifted_sums_avx2(x, shift);
-#endif
-  ShiftedSums r;
-  for (int b = 0; b < x.B; ++b)
-    for (size_t i = 0; i < x.plane; ++i) {
-      const double d = double(x.seg(b)[i]) - shift;
-      r.s1 += d;
-      r.s2 += d * d;
-    }
-  return r;
-}
 
 float activated(float v, Activation act) {
   if (act == Activation::None) return v;
@@ -96,16 +33,19 @@ float activated(float v, Activation act) {
   return act == Activation::Relu6 && v > 6.f ? 6.f : v;
 }
 
-// The elementwise passes go over all of a channel's segments (segs runs of n floats, `stride` apart)
-// in one call: on 4x4 maps a segment is two vectors, and a call per segment cost more than its work.
+// The elementwise passes go over `segs` segments of n floats, `stride` apart, in one call: a
+// sample's channels (coefficient step 1: a scale and shift per segment), or one plane (step 0). On
+// 4x4 maps a segment is two vectors, and a call per segment cost more than its work.
 #if DFL_BN_X86
 // y = act(x * scale + shift).
 template <Activation A>
 __attribute__((target("avx2,fma"))) void affine_avx2(float* y, const float* x, size_t n, size_t stride, int segs,
-                                                     float scale, float shift) {
-  const __m256 s = _mm256_set1_ps(scale), t = _mm256_set1_ps(shift), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+                                                     const float* scale, const float* shift, int cstep) {
+  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
   const size_t vec = n / 8 * 8;
   for (int k = 0; k < segs; ++k, x += stride, y += stride) {
+    const float sk = scale[k * cstep], tk = shift[k * cstep];
+    const __m256 s = _mm256_set1_ps(sk), t = _mm256_set1_ps(tk);
     for (size_t i = 0; i < vec; i += 8) {
       __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), s, t);
       // max(v, 0) with NaN kept: compare v <= 0 (false for NaN), blend to 0 where true.
@@ -113,21 +53,83 @@ __attribute__((target("avx2,fma"))) void affine_avx2(float* y, const float* x, s
       if (A == Activation::Relu6) v = _mm256_blendv_ps(v, six, _mm256_cmp_ps(v, six, _CMP_GT_OQ));
       _mm256_storeu_ps(y + i, v);
     }
-    for (size_t i = vec; i < n; ++i) y[i] = activated(std::fma(x[i], scale, shift), A);
+    for (size_t i = vec; i < n; ++i) y[i] = activated(std::fma(x[i], sk, tk), A);
   }
 }
 #endif
 
-void affine(float* y, const float* x, size_t n, size_t stride, int segs, float scale, float shift, Activation act) {
+void affine(float* y, const float* x, size_t n, size_t stride, int segs, const float* scale, const float* shift,
+            int cstep, Activation act) {
 #if DFL_BN_X86
   if (cpu_features().avx2 && cpu_features().fma) {
-    if (act == Activation::Relu) return affine_avx2<Activation::Relu>(y, x, n, stride, segs, scale, shift);
-    if (act == Activation::Relu6) return affine_avx2<Activation::Relu6>(y, x, n, stride, segs, scale, shift);
-    return affine_avx2<Activation::None>(y, x, n, stride, segs, scale, shift);
+    if (act == Activation::Relu) return affine_avx2<Activation::Relu>(y, x, n, stride, segs, scale, shift, cstep);
+    if (act == Activation::Relu6) return affine_avx2<Activation::Relu6>(y, x, n, stride, segs, scale, shift, cstep);
+    return affine_avx2<Activation::None>(y, x, n, stride, segs, scale, shift, cstep);
   }
 #endif
   for (int k = 0; k < segs; ++k)
-    for (size_t i = 0; i < n; ++i) y[k * stride + i] = activated(std::fma(x[k * stride + i], scale, shift), act);
+    for (size_t i = 0; i < n; ++i)
+      y[k * stride + i] = activated(std::fma(x[k * stride + i], scale[k * cstep], shift[k * cstep]), act);
+}
+
+// ---- the reductions, in memory order ------------------------------------------------------------
+// Consecutive segments of a channel lie a whole sample (C * HW floats, a power of two on most
+// models) apart: walking a channel maps them all to the same cache sets, and on small maps a segment
+// is a cache line or two, a demand miss each (1 thread, 128 channels on 4x4: 3x the time per float
+// of 116 channels; 1,024 on 4x4: 6x a memcpy). So the reductions walk sample by sample, each thread
+// over its own range of channels (a run of range * HW floats per sample), and the elementwise passes
+// sample by sample over whole samples: both stream (measured faster on every map size, 1x1 to 32x32).
+// One channel's sums: 4 double lanes for the segments' vector parts, scalar tails.
+struct alignas(32) LaneSums {
+  double s1[4] = {}, s2[4] = {};
+  double t1 = 0.0, t2 = 0.0;
+  double first() const { return ((s1[0] + s1[1]) + (s1[2] + s1[3])) + t1; }
+  double second() const { return ((s2[0] + s2[1]) + (s2[2] + s2[3])) + t2; }
+};
+
+#if DFL_BN_X86
+// sums[c - c0] += (x - shift) and (x - shift)^2 over channels [c0, c1), samples in order.
+__attribute__((target("avx2,fma"))) void shifted_sums_avx2(LaneSums* sums, const double* shifts, const float* x,
+                                                                    size_t bstride, size_t plane, int64_t c0, int64_t c1,
+                                                                    int B) {
+  const size_t vec = plane / 8 * 8;
+  for (int b = 0; b < B; ++b)
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* p = x + b * bstride + c * plane;
+      LaneSums& s = sums[c - c0];
+      const double shift = shifts[c - c0];
+      const __m256d m = _mm256_set1_pd(shift);
+      __m256d a = _mm256_load_pd(s.s1), q = _mm256_load_pd(s.s2);
+      for (size_t i = 0; i < vec; i += 8) {
+        const __m256 v = _mm256_loadu_ps(p + i);
+        const __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), m);
+        const __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), m);
+        a = _mm256_add_pd(a, _mm256_add_pd(lo, hi));
+        q = _mm256_add_pd(q, _mm256_fmadd_pd(hi, hi, _mm256_mul_pd(lo, lo)));
+      }
+      _mm256_store_pd(s.s1, a);
+      _mm256_store_pd(s.s2, q);
+      for (size_t i = vec; i < plane; ++i) {
+        const double d = double(p[i]) - shift;
+        s.t1 += d;
+        s.t2 += d * d;
+      }
+    }
+}
+#endif
+
+void shifted_sums(LaneSums* sums, const double* shifts, const float* x, size_t bstride, size_t plane,
+                           int64_t c0, int64_t c1, int B) {
+#if DFL_BN_X86
+  if (cpu_features().avx2 && cpu_features().fma) return shifted_sums_avx2(sums, shifts, x, bstride, plane, c0, c1, B);
+#endif
+  for (int b = 0; b < B; ++b)
+    for (int64_t c = c0; c < c1; ++c)
+      for (size_t i = 0; i < plane; ++i) {
+        const double d = double(x[b * bstride + c * plane + i]) - shifts[c - c0];
+        sums[c - c0].t1 += d;
+        sums[c - c0].t2 += d * d;
+      }
 }
 
 }  // namespace
@@ -141,30 +143,37 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
   // PyTorch refuses too: the unbiased variance needs N > 1.
   DFL_CHECK(N > 1, "batchnorm2d_forward_train: needs more than one value per channel (B*HW = ", N, ")");
   const size_t plane = size_t(HW), bstride = size_t(C) * HW;
-  parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      // One pass in double over x - shift, shift = one of the channel's values: the shifted sums
-      // give the centred sum of squares without the cancellation of sum(x^2) - N mean^2.
-      const ChannelView x{inp + c * plane, bstride, plane, B};
-      const double x0 = x.seg(0)[0];
-      const ShiftedSums sums = shifted_sums(x, x0);
-      const double mean = x0 + sums.s1 / double(N);
-      const double sq = std::max(0.0, sums.s2 - sums.s1 * sums.s1 / double(N));
-      const double var = sq / double(N);  // biased: used to normalise
-      const double invstd = 1.0 / std::sqrt(var + double(eps));
-      save_mean[c] = float(mean);
-      save_invstd[c] = float(invstd);
-      if (running_mean) running_mean[c] = float((1.0 - momentum) * running_mean[c] + double(momentum) * mean);
-      if (running_var) {
-        const double unbiased = sq / double(N - 1);
-        running_var[c] = float((1.0 - momentum) * running_var[c] + double(momentum) * unbiased);
-      }
-      // out = act((x - mean) * invstd * gamma + beta), one scale and shift per channel.
-      const double g = gamma ? gamma[c] : 1.0;
-      const float scale = float(g * invstd);
-      const float shift = float((beta ? beta[c] : 0.0) - mean * g * invstd);
-      affine(out + c * plane, x.seg(0), plane, bstride, B, scale, shift, act);
+  // One pass in double over x - shift, shift = one of the channel's values (x0): the shifted sums
+  // give the centred sum of squares without the cancellation of sum(x^2) - N mean^2. From them the
+  // statistics, the running averages, and the output's scale and shift.
+  auto finish = [&](int64_t c, double x0, double s1, double s2, float* scale, float* shift) {
+    const double mean = x0 + s1 / double(N);
+    const double sq = std::max(0.0, s2 - s1 * s1 / double(N));
+    const double var = sq / double(N);  // biased: used to normalise
+    const double invstd = 1.0 / std::sqrt(var + double(eps));
+    save_mean[c] = float(mean);
+    save_invstd[c] = float(invstd);
+    if (running_mean) running_mean[c] = float((1.0 - momentum) * running_mean[c] + double(momentum) * mean);
+    if (running_var) {
+      const double unbiased = sq / double(N - 1);
+      running_var[c] = float((1.0 - momentum) * running_var[c] + double(momentum) * unbiased);
     }
+    // out = act((x - mean) * invstd * gamma + beta), one scale and shift per channel.
+    const double g = gamma ? gamma[c] : 1.0;
+    *scale = float(g * invstd);
+    *shift = float((beta ? beta[c] : 0.0) - mean * g * invstd);
+  };
+  std::vector<float> scale(C), shift(C);
+  parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<LaneSums> sums(size_t(c1 - c0));
+    std::vector<double> x0(size_t(c1 - c0));
+    for (int64_t c = c0; c < c1; ++c) x0[c - c0] = inp[c * plane];
+    shifted_sums(sums.data(), x0.data(), inp, bstride, plane, c0, c1, B);
+    for (int64_t c = c0; c < c1; ++c) finish(c, x0[c - c0], sums[c - c0].first(), sums[c - c0].second(), &scale[c], &shift[c]);
+  });
+  parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      affine(out + b * bstride, inp + b * bstride, plane, plane, C, scale.data(), shift.data(), 1, act);
   });
 }
 
@@ -181,7 +190,7 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, 
       const double g = gamma ? gamma[c] : 1.0;
       const float scale = float(g * invstd);
       const float shift = float((beta ? beta[c] : 0.0) - double(running_mean[c]) * g * invstd);
-      affine(out + p * plane, inp + p * plane, plane, plane, 1, scale, shift, act);
+      affine(out + p * plane, inp + p * plane, plane, plane, 1, &scale, &shift, 0, act);
     }
   });
 }
@@ -205,48 +214,44 @@ __attribute__((target("avx2,fma"))) inline __m256 masked_avx2(__m256 dy, const f
   return _mm256_andnot_ps(blocked, dy);
 }
 
-// sum(dy) and sum(dy * (x - mean)) of one channel (dy masked), in double lanes (fixed order). The
-// second is sum(dy * x) - mean * sum(dy): two subtractions fewer per vector; in double the
-// cancellation costs nothing a float result can see.
+// sums[c - c0] += dy and dy * x (dy masked) over channels [c0, c1), samples in order (small maps).
 template <Activation A>
-__attribute__((target("avx2,fma"))) void grad_sums_avx2(const ChannelView& x, const ChannelView& dy, const ChannelView& y,
-                                                        double mean, double* sdy, double* sdyx) {
-  __m256d a = _mm256_setzero_pd(), b2 = _mm256_setzero_pd(), c0 = _mm256_setzero_pd(), d0 = _mm256_setzero_pd();
-  const size_t vec = x.plane / 8 * 8;
-  for (int b = 0; b < x.B; ++b) {
-    const float* px = x.seg(b);
-    const float* pd = dy.seg(b);
-    const float* py = A == Activation::None ? nullptr : y.seg(b);
-    for (size_t i = 0; i < vec; i += 8) {
-      const __m256 vx = _mm256_loadu_ps(px + i), vd = masked_avx2<A>(_mm256_loadu_ps(pd + i), py + i);
-      const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
-      a = _mm256_add_pd(a, dlo);
-      b2 = _mm256_add_pd(b2, dhi);
-      c0 = _mm256_fmadd_pd(dlo, _mm256_cvtps_pd(_mm256_castps256_ps128(vx)), c0);
-      d0 = _mm256_fmadd_pd(dhi, _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1)), d0);
+__attribute__((target("avx2,fma"))) void grad_sums_avx2(LaneSums* sums, const float* x, const float* dy,
+                                                                 const float* y, size_t bstride, size_t plane, int64_t c0,
+                                                                 int64_t c1, int B) {
+  const size_t vec = plane / 8 * 8;
+  for (int b = 0; b < B; ++b)
+    for (int64_t c = c0; c < c1; ++c) {
+      const size_t o = b * bstride + c * plane;
+      const float *px = x + o, *pd = dy + o, *py = y + o;
+      LaneSums& s = sums[c - c0];
+      __m256d a = _mm256_load_pd(s.s1), q = _mm256_load_pd(s.s2);
+      for (size_t i = 0; i < vec; i += 8) {
+        const __m256 vx = _mm256_loadu_ps(px + i), vd = masked_avx2<A>(_mm256_loadu_ps(pd + i), py + i);
+        const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
+        a = _mm256_add_pd(a, _mm256_add_pd(dlo, dhi));
+        q = _mm256_add_pd(q, _mm256_fmadd_pd(dhi, _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1)),
+                                             _mm256_mul_pd(dlo, _mm256_cvtps_pd(_mm256_castps256_ps128(vx)))));
+      }
+      _mm256_store_pd(s.s1, a);
+      _mm256_store_pd(s.s2, q);
+      for (size_t i = vec; i < plane; ++i) {
+        const float d = masked(pd[i], A == Activation::None ? 0.f : py[i], A);
+        s.t1 += d;
+        s.t2 += double(d) * double(px[i]);
+      }
     }
-  }
-  alignas(32) double l[4], k[4];
-  _mm256_store_pd(l, _mm256_add_pd(a, b2));
-  _mm256_store_pd(k, _mm256_add_pd(c0, d0));
-  double s1 = (l[0] + l[1]) + (l[2] + l[3]), s2 = (k[0] + k[1]) + (k[2] + k[3]);
-  for (int b = 0; b < x.B; ++b)
-    for (size_t i = vec; i < x.plane; ++i) {
-      const float d = masked(dy.seg(b)[i], A == Activation::None ? 0.f : y.seg(b)[i], A);
-      s1 += d;
-      s2 += double(d) * double(x.seg(b)[i]);
-    }
-  *sdy = s1;
-  *sdyx = s2 - mean * s1;
 }
 
 // dx (+)= a*dy + b*x + c over the channel's segments (dy masked).
 template <Activation A, bool Overwrite>
 __attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, const float* y, const float* x, size_t n,
-                                                 size_t stride, int segs, float a, float b, float c) {
-  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
+                                                 size_t stride, int segs, const float* ka, const float* kb,
+                                                 const float* kc, int cstep) {
   const size_t vec = n / 8 * 8;
   for (int k = 0; k < segs; ++k) {
+    const float a = ka[k * cstep], b = kb[k * cstep], c = kc[k * cstep];
+    const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(c);
     const size_t o = k * stride;
     for (size_t i = o; i < o + vec; i += 8) {
       const __m256 d = masked_avx2<A>(_mm256_loadu_ps(dy + i), y + i);
@@ -262,43 +267,43 @@ __attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, con
 
 #endif
 
-void grad_sums(const ChannelView& x, const ChannelView& dy, const ChannelView& y, Activation act, double mean,
-               double* sdy, double* sdyx) {
+void grad_sums(LaneSums* sums, const float* x, const float* dy, const float* y, size_t bstride, size_t plane,
+                        int64_t c0, int64_t c1, int B, Activation act) {
 #if DFL_BN_X86
   if (cpu_features().avx2 && cpu_features().fma) {
-    if (act == Activation::Relu) return grad_sums_avx2<Activation::Relu>(x, dy, y, mean, sdy, sdyx);
-    if (act == Activation::Relu6) return grad_sums_avx2<Activation::Relu6>(x, dy, y, mean, sdy, sdyx);
-    return grad_sums_avx2<Activation::None>(x, dy, y, mean, sdy, sdyx);
+    if (act == Activation::Relu) return grad_sums_avx2<Activation::Relu>(sums, x, dy, y, bstride, plane, c0, c1, B);
+    if (act == Activation::Relu6) return grad_sums_avx2<Activation::Relu6>(sums, x, dy, y, bstride, plane, c0, c1, B);
+    return grad_sums_avx2<Activation::None>(sums, x, dy, y, bstride, plane, c0, c1, B);
   }
 #endif
-  double s1 = 0.0, s2 = 0.0;
-  for (int b = 0; b < x.B; ++b)
-    for (size_t i = 0; i < x.plane; ++i) {
-      const float d = masked(dy.seg(b)[i], act == Activation::None ? 0.f : y.seg(b)[i], act);
-      s1 += d;
-      s2 += double(d) * double(x.seg(b)[i]);
-    }
-  *sdy = s1;
-  *sdyx = s2 - mean * s1;
+  for (int b = 0; b < B; ++b)
+    for (int64_t c = c0; c < c1; ++c)
+      for (size_t i = 0; i < plane; ++i) {
+        const size_t o = b * bstride + c * plane + i;
+        const float d = masked(dy[o], act == Activation::None ? 0.f : y[o], act);
+        sums[c - c0].t1 += d;
+        sums[c - c0].t2 += double(d) * double(x[o]);
+      }
 }
 
-void dx_update(float* dx, const float* dy, const float* y, const float* x, size_t n, size_t stride, int segs, float a,
-               float b, float c, Activation act, bool overwrite) {
+void dx_update(float* dx, const float* dy, const float* y, const float* x, size_t n, size_t stride, int segs,
+               const float* a, const float* b, const float* c, int cstep, Activation act, bool overwrite) {
 #if DFL_BN_X86
   if (cpu_features().avx2 && cpu_features().fma) {
     if (overwrite) {
-      if (act == Activation::Relu) return dx_avx2<Activation::Relu, true>(dx, dy, y, x, n, stride, segs, a, b, c);
-      if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, true>(dx, dy, y, x, n, stride, segs, a, b, c);
-      return dx_avx2<Activation::None, true>(dx, dy, y, x, n, stride, segs, a, b, c);
+      if (act == Activation::Relu) return dx_avx2<Activation::Relu, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+      if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+      return dx_avx2<Activation::None, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
     }
-    if (act == Activation::Relu) return dx_avx2<Activation::Relu, false>(dx, dy, y, x, n, stride, segs, a, b, c);
-    if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, false>(dx, dy, y, x, n, stride, segs, a, b, c);
-    return dx_avx2<Activation::None, false>(dx, dy, y, x, n, stride, segs, a, b, c);
+    if (act == Activation::Relu) return dx_avx2<Activation::Relu, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+    if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+    return dx_avx2<Activation::None, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
   }
 #endif
   for (int k = 0; k < segs; ++k)
     for (size_t i = k * stride; i < k * stride + n; ++i) {
-      const float t = std::fma(masked(dy[i], act == Activation::None ? 0.f : y[i], act), a, std::fma(x[i], b, c));
+      const float t = std::fma(masked(dy[i], act == Activation::None ? 0.f : y[i], act), a[k * cstep],
+                               std::fma(x[i], b[k * cstep], c[k * cstep]));
       dx[i] = overwrite ? t : dx[i] + t;
     }
 }
@@ -313,26 +318,34 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
   if (!dinp && !dgamma && !dbeta) return;
   const int64_t N = int64_t(B) * HW;
   const size_t plane = size_t(HW), bstride = size_t(C) * HW;
+  // From the channel's sum(dy) and sum(dy * x): the parameter gradients, and the input gradient's
+  // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd, k = gamma * invstd,
+  //    = a*dy + b*x + c with a = k, b = -k*invstd*mean(dy*xhat), c = k*(mean*invstd*mean(dy*xhat) - mean(dy)).
+  auto finish = [&](int64_t c, double sdy, double sdx, float* a, float* b, float* cc) {
+    const double mean = save_mean[c], invstd = save_invstd[c];
+    const double sdyx = (sdx - mean * sdy) * invstd;  // sum(dy * xhat)
+    if (dbeta) dbeta[c] += float(sdy);
+    if (dgamma) dgamma[c] += float(sdyx);
+    const double k = (gamma ? gamma[c] : 1.0) * invstd;
+    const double mdy = sdy / double(N), mdyx = sdyx / double(N);
+    *a = float(k);
+    *b = float(-k * invstd * mdyx);
+    *cc = float(k * (mean * invstd * mdyx - mdy));
+  };
+  // (Without an activation y is not read: dy stands in, so no offset is applied to a null pointer.)
+  const float* y = act == Activation::None ? dout : out;
+  std::vector<float> ka(C), kb(C), kc(C);
   parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const double mean = save_mean[c], invstd = save_invstd[c];
-      // sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd.
-      const ChannelView x{inp + c * plane, bstride, plane, B}, dy{dout + c * plane, bstride, plane, B};
-      const ChannelView y{out ? out + c * plane : nullptr, bstride, plane, B};
-      double sdy, sdxm;
-      grad_sums(x, dy, y, act, mean, &sdy, &sdxm);
-      const double sdyx = sdxm * invstd;
-      if (dbeta) dbeta[c] += float(sdy);
-      if (dgamma) dgamma[c] += float(sdyx);
-      if (!dinp) continue;
-      // dx = k * (dy - mean(dy) - xhat * mean(dy * xhat)), k = gamma * invstd
-      //    = a*dy + b*x + c with a = k, b = -k*invstd*mean(dy*xhat), c = k*(mean*invstd*mean(dy*xhat) - mean(dy)).
-      const double k = (gamma ? gamma[c] : 1.0) * invstd;
-      const double mdy = sdy / double(N), mdyx = sdyx / double(N);
-      const float a = float(k), b = float(-k * invstd * mdyx), cc = float(k * (mean * invstd * mdyx - mdy));
-      // (Without an activation y is not read: dy stands in, so no offset is applied to a null pointer.)
-      dx_update(dinp + c * plane, dy.seg(0), act == Activation::None ? dy.seg(0) : y.seg(0), x.seg(0), plane, bstride, B, a,
-                b, cc, act, overwrite_dinp);
+    std::vector<LaneSums> sums(size_t(c1 - c0));
+    grad_sums(sums.data(), inp, dout, y, bstride, plane, c0, c1, B, act);
+    for (int64_t c = c0; c < c1; ++c) finish(c, sums[c - c0].first(), sums[c - c0].second(), &ka[c], &kb[c], &kc[c]);
+  });
+  if (!dinp) return;
+  parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const size_t o = b * bstride;
+      dx_update(dinp + o, dout + o, y + o, inp + o, plane, plane, C, ka.data(), kb.data(), kc.data(), 1, act,
+                overwrite_dinp);
     }
   });
 }
