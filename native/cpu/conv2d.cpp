@@ -537,8 +537,10 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 // it applies to on maps of 4x4 and up (batch 128, forward: 32 channels on 16x16 3.4 vs 3.7 ms for the
 // direct rows, 64 on 32x32 32 vs 61, 256 on 8x8 30 vs 65, 512 on 4x4 39 vs 64 for valid taps), but
 // not with 16 channels on both sides (4.7 vs 4.1 ms for the direct rows on 32x32) nor on 2x2 maps
-// (38 vs 15 ms for valid taps: its 4x4 tiles are 3/4 padding); the input gradient likewise. Otherwise the direct 3x3 and depthwise kernels win wherever they apply; the pointwise row kernels on 1x1 convolutions with few channels (the GEMMs
-// win once both sides have 64+); the output-channel kernels only for strided convolutions (no
+// (38 vs 15 ms for valid taps: its 4x4 tiles are 3/4 padding); the input gradient likewise. Otherwise the direct 3x3 and depthwise kernels win wherever they apply; the pointwise row kernels on 1x1 convolutions with few channels
+// on either side or up to 160 x 1024 weights (forward + both gradients: 116 channels on 8x8 4.5 vs
+// 6.8 ms for the GEMMs, 232 on 4x4 4.5 vs 5.2, 160 -> 960 on 4x4 12.9 vs 13.4; level at 232 on 8x8
+// and 464 on 4x4; the GEMMs' weight gradient wins at 464 -> 1024, 23 vs 29); the output-channel kernels only for strided convolutions (no
 // im2col of a subsampled image), while the GEMMs win on small maps with many channels. On padded
 // maps of 2x2 and below the valid-taps GEMMs (2.25x fewer FLOPs for 3x3) win at any width (vgg16's
 // 2x2 stage: 1.4x in the lab and in the model's profile); on 4x4 (1.44x fewer FLOPs) they only tied
@@ -565,7 +567,7 @@ ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   if (direct3x3_applies(s) && (!strided || s.C < 64)) return ConvAlgo::Direct3x3;
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
   if (valid_taps_applies(s) && s.OH() * s.OW() <= 4) return ConvAlgo::ValidTaps;
-  if (pointwise_applies(s) && std::min(s.C, s.OC) < 64) return ConvAlgo::Pointwise;
+  if (pointwise_applies(s) && (std::min(s.C, s.OC) < 64 || int64_t(s.C) * s.OC <= 160 * 1024)) return ConvAlgo::Pointwise;
   if (direct_oc_applies(s) && strided && s.C < 64) return ConvAlgo::DirectOC;
   return ConvAlgo::General;
 }

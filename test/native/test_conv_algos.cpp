@@ -328,7 +328,7 @@ DFL_CPU_TEST(conv_automatic_choice) {
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(wide) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(wide));
   // Stride-2 3x3 convolutions with fewer than 64 input channels take the direct kernel on output rows
   // of 8k, else the output-channel algorithm; with 64+ the general one; strided 1x1 ones the dense
-  // copy (any width, any CPU); small maps, 1x1 and grouped convolutions the general one.
+  // copy (any width, any CPU); small maps and grouped convolutions the general one.
   const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, strided4{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(strided));
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided4) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided4));
@@ -336,8 +336,8 @@ DFL_CPU_TEST(conv_automatic_choice) {
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::StridedPointwise, describe(s));
-  for (const Conv2dShape& s : {Conv2dShape{8, 12, 4, 4, 20, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},
-                               Conv2dShape{8, 12, 30, 30, 20, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
+  for (const Conv2dShape& s : {Conv2dShape{8, 12, 4, 4, 20, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 12, 30, 30, 20, 3, 3, 1, 1, 1, 1, 1},
+                               Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   // Padded small maps: valid-taps on 2x2 and below at any width (4x4: Winograd, above).
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 2, 2, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
@@ -345,6 +345,12 @@ DFL_CPU_TEST(conv_automatic_choice) {
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::ValidTaps, describe(s));
   const Conv2dShape pw{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), "1x1 with few channels");
+  // 1x1 with up to 160 x 1024 weights too (ShuffleNetV2 x1's 116 and 232 channels); the GEMMs beyond.
+  for (const Conv2dShape& s : {Conv2dShape{8, 116, 8, 8, 116, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{8, 160, 4, 4, 960, 1, 1, 1, 1, 0, 0, 1},
+                               Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), describe(s));
+  const Conv2dShape wide_pw{8, 464, 4, 4, 1024, 1, 1, 1, 1, 0, 0, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(wide_pw) == ConvAlgo::General, describe(wide_pw));
   const Conv2dShape dw{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(dw) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), "depthwise 3x3");
   // Strided and small-map depthwise 3x3 too (MobileNetV2's and ShuffleNetV2's downsampling, 4x4 stages).
