@@ -90,8 +90,7 @@ struct alignas(32) LaneSums {
 #if DFL_BN_X86
 // sums[c - c0] += (x - shift) and (x - shift)^2 over channels [c0, c1), samples in order.
 __attribute__((target("avx2,fma"))) void shifted_sums_avx2(LaneSums* sums, const double* shifts, const float* x,
-                                                                    size_t bstride, size_t plane, int64_t c0, int64_t c1,
-                                                                    int B) {
+                                                           size_t bstride, size_t plane, int64_t c0, int64_t c1, int B) {
   const size_t vec = plane / 8 * 8;
   for (int b = 0; b < B; ++b)
     for (int64_t c = c0; c < c1; ++c) {
@@ -216,9 +215,8 @@ __attribute__((target("avx2,fma"))) inline __m256 masked_avx2(__m256 dy, const f
 
 // sums[c - c0] += dy and dy * x (dy masked) over channels [c0, c1), samples in order (small maps).
 template <Activation A>
-__attribute__((target("avx2,fma"))) void grad_sums_avx2(LaneSums* sums, const float* x, const float* dy,
-                                                                 const float* y, size_t bstride, size_t plane, int64_t c0,
-                                                                 int64_t c1, int B) {
+__attribute__((target("avx2,fma"))) void grad_sums_avx2(LaneSums* sums, const float* x, const float* dy, const float* y,
+                                                        size_t bstride, size_t plane, int64_t c0, int64_t c1, int B) {
   const size_t vec = plane / 8 * 8;
   for (int b = 0; b < B; ++b)
     for (int64_t c = c0; c < c1; ++c) {
