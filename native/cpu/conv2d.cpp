@@ -705,16 +705,16 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
   // add it to zeros.
   const bool writes_dinp = dinp && overwrite_dinp &&
                            (a == ConvAlgo::Pointwise || a == ConvAlgo::Depthwise3x3 || a == ConvAlgo::Winograd ||
-                            (a == ConvAlgo::Direct3x3 && s.stride_h == 1));
+                            (a == ConvAlgo::Direct3x3 && direct3x3_data_gradient_applies(s)));
   if (dinp && overwrite_dinp && !writes_dinp) zero_input_gradient(dinp, s);
   switch (a) {
     case ConvAlgo::Reference: return conv2d_reference_backward(dinp, dweight, dbias, dout, inp, weight, s);
     case ConvAlgo::General: return general_backward(dinp, dweight, dbias, dout, inp, weight, s, workspace);
     case ConvAlgo::Direct3x3:
       if (dbias) bias_gradient(dbias, dout, s);
-      // Stride 2: the input gradient is the general path's (its GEMM and col2im).
-      if (dinp && s.stride_h == 1) direct3x3_backward_data(dinp, dout, weight, s, workspace, writes_dinp);
-      if (dinp && s.stride_h != 1) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, workspace);
+      // Stride 2 on odd sizes: the input gradient is the general path's (its GEMM and col2im).
+      if (dinp && direct3x3_data_gradient_applies(s)) direct3x3_backward_data(dinp, dout, weight, s, workspace, writes_dinp);
+      else if (dinp) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, workspace);
       if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, workspace);
       return;
     case ConvAlgo::DirectOC:

@@ -1,7 +1,9 @@
 // Direct 3x3 convolution (stride 1 or 2, pad 1, groups 1, output rows a multiple of 8) for
 // AVX2+FMA: the forward and, at stride 1, the input gradient, which is the same computation on dout
-// with the weights transposed and flipped (at stride 2 the general path computes it). Stride 2 reads
-// padded rows stored split into even and odd elements (pad_sample), so its taps stay contiguous. No im2col: each sample's input is copied once into a zero-padded plane, then every
+// with the weights transposed and flipped (stride 2's input gradient has kernels of its own, below,
+// for even input sizes). Stride 2 reads padded rows stored split into even and odd elements
+// (pad_sample), so its taps stay contiguous. No im2col: each sample's input is copied once into a
+// zero-padded plane, then every
 // output row is built in registers as OB output channels x NV 8-float vectors, summing over input
 // channels c and the 9 taps in a fixed order:
 //   acc[o][v] += w[o][c][kh][kw] * xpad[c][oh + kh][x0 + 8v + kw]
@@ -66,6 +68,22 @@ void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool 
 // ow read E[ow], O[ow], E[ow+1], so 8 neighbouring outputs read 8 contiguous floats per tap.
 int split_odd_start(int W) { return (W + 3) / 2; }
 
+#if DFL_CONV3X3_X86
+// even[i] = src[2i], odd[i] = src[2i + 1] for the n floats of src (the split rows' copy).
+__attribute__((target("avx2"))) void deinterleave_avx2(float* even, float* odd, const float* src, int n) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
+    // shuffle_ps works within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6] -> permute to order.
+    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm256_storeu_ps(even + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(odd + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+  for (; i < n; ++i) (i % 2 == 0 ? even : odd)[i / 2] = src[i];
+}
+#endif
+
 // One sample's channels into zero-padded planes (H+2, W+2); split: rows stored split (above).
 void pad_sample(float* xp, const float* x, int C, int H, int W, bool split = false) {
   if (split) {
@@ -76,11 +94,16 @@ void pad_sample(float* xp, const float* x, int C, int H, int W, bool split = fal
       for (int h = 0; h < H; ++h) {
         float* row = dst + size_t(h + 1) * Wp;
         const float* src = x + (size_t(c) * H + h) * W;
-        // padded column j = input column j - 1; even j -> E[j/2], odd j -> O[(j-1)/2]
+        // padded column j = input column j - 1: the input's odd columns go to E[1..], its even
+        // ones to O[0..]; E[0] and the padded column W + 1 are zeros.
         row[0] = 0.0f;
-        for (int j = 1; j <= W; ++j) row[(j & 1) ? LE + (j - 1) / 2 : j / 2] = src[j - 1];
         const int last = W + 1;
         row[(last & 1) ? LE + (last - 1) / 2 : last / 2] = 0.0f;
+#if DFL_CONV3X3_X86
+        deinterleave_avx2(row + LE, row + 1, src, W);  // direct3x3_applies checked AVX2
+#else
+        for (int j = 1; j <= W; ++j) row[(j & 1) ? LE + (j - 1) / 2 : j / 2] = src[j - 1];
+#endif
       }
       std::memset(dst + size_t(H + 1) * Wp, 0, sizeof(float) * Wp);
     }
@@ -288,6 +311,16 @@ bool direct3x3_applies(const Conv2dShape& s) {
          s.groups == 1 && s.OW() >= 8 && s.OW() % 8 == 0;
 }
 
+namespace {
+// The stride-2 input gradient (below): channel block OB and vectors NV per row chunk, 2 * OB * NV
+// accumulators + OB weights + 1 input <= 16 registers; its dout copy, one plane per output channel.
+int s2_data_block(int OW) { return OW % 16 == 0 ? 3 : 5; }
+size_t s2_dout_plane(const Conv2dShape& s) { return size_t(s.OH() + 1) * (s.OW() + 1); }
+size_t s2_data_workspace_floats(const Conv2dShape& s) {
+  return blocked_weight_floats(s.C, s.OC, s2_data_block(s.OW())) + s2_dout_plane(s) * s.OC * size_t(max_thread_slots());
+}
+}  // namespace
+
 // [blocked weights | one padded sample per thread slot], sized for the larger of forward
 // (C input planes) and input gradient (OC planes of dout), plus the general algorithm's own
 // workspace for the weight gradient.
@@ -296,7 +329,8 @@ size_t direct3x3_workspace_floats(const Conv2dShape& s) {
   const size_t weights = std::max(blocked_weight_floats(s.OC, s.C, OB), blocked_weight_floats(s.C, s.OC, OB));
   const size_t pads = padded_plane(s) * size_t(std::max(s.C, s.OC)) * size_t(max_thread_slots());
   const size_t group_pads = padded_plane(s) * size_t(s.C) * size_t(weight_group(s)) + size_t(s.W);  // + a zero row
-  return std::max({weights + pads, group_pads, general_workspace_floats(s)});
+  const size_t s2_data = s.stride_h == 2 ? s2_data_workspace_floats(s) : 0;
+  return std::max({weights + pads, group_pads, s2_data, general_workspace_floats(s)});
 }
 
 // Kernel lab: at stride 1 the direct weight gradient wins on rows of 16+ or with few input channels;
@@ -325,10 +359,131 @@ void direct3x3_forward(float* out, const float* inp, const float* weight, const 
   blocked_direct3x3(out, inp, s.C, s.OC, weight, bias, /*flip=*/false, /*accumulate=*/false, s, workspace, act);
 }
 
+// ---- stride-2 input gradient, by row and column phases ------------------------------------------
+// Input row ih = 2i + pr of a stride-2, pad-1 3x3 convolution is read by output row i through kernel
+// row kh = 1 when pr = 0, and by output rows i + 1 (kh = 0) and i (kh = 2) when pr = 1; columns
+// likewise. So dinp row 2i + pr is a sum over those kernel rows of, at its even columns 2j,
+// w[kh][1] * dout[row][j], and at its odd columns 2j + 1, w[kh][0] * dout[row][j + 1] + w[kh][2] *
+// dout[row][j], summed over the output channels. A row chunk keeps both column phases in registers
+// (even, odd: 8 * NV columns each) and interleaves them as it stores: 9 taps per (c, oc) pair, as
+// many FMAs as the forward, with no column matrix and no col2im. dout is read from a copy with a zero
+// row below and a zero column right of each plane (row i + 1 and column j + 1 at the far edge).
+// One sample per thread at a time, each dinp element written once: thread counts do not matter.
+namespace {
+
+#if DFL_CONV3X3_X86
+// dinp row 2i + PR, columns [2 j0, 2 j0 + 16 NV), channels [c0, c0 + n): wb holds the flipped
+// transposed weights (block_weights with flip: tap t of (oc, c) is w[oc][c][8 - t]).
+template <int NV, int OB, int PR>
+__attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int n, int H, int W, int i, int j0,
+                                                       const float* dpad, int pitch, size_t dplane, int OC,
+                                                       const float* wb, bool accumulate) {
+  __m256 even[OB][NV], odd[OB][NV];
+  DFL_UNROLL
+  for (int o = 0; o < OB; ++o)
+    DFL_UNROLL
+    for (int v = 0; v < NV; ++v) even[o][v] = odd[o][v] = _mm256_setzero_ps();
+  constexpr int kRows = PR == 0 ? 1 : 2;
+  for (int oc = 0; oc < OC; ++oc) {
+    const float* base = dpad + oc * dplane + size_t(i) * pitch + j0;
+    const float* wc = wb + size_t(oc) * 9 * OB;
+    DFL_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      const int kh = PR == 0 ? 1 : (r == 0 ? 0 : 2);  // kh = 0 reads output row i + 1
+      const float* row = base + (kh == 0 ? pitch : 0);
+      DFL_UNROLL
+      for (int kw = 0; kw < 3; ++kw) {
+        __m256 wv[OB];
+        DFL_UNROLL
+        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (8 - (kh * 3 + kw)) * OB + o);
+        DFL_UNROLL
+        for (int v = 0; v < NV; ++v) {
+          const __m256 x = _mm256_loadu_ps(row + 8 * v + (kw == 0 ? 1 : 0));
+          DFL_UNROLL
+          for (int o = 0; o < OB; ++o) {
+            if (kw == 1) even[o][v] = _mm256_fmadd_ps(wv[o], x, even[o][v]);
+            else odd[o][v] = _mm256_fmadd_ps(wv[o], x, odd[o][v]);
+          }
+        }
+      }
+    }
+  }
+  DFL_UNROLL
+  for (int o = 0; o < OB; ++o) {
+    if (o >= n) continue;
+    float* dst = dinp + (size_t(c0 + o) * H + 2 * i + PR) * W + 2 * j0;
+    DFL_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      const __m256 lo = _mm256_unpacklo_ps(even[o][v], odd[o][v]), hi = _mm256_unpackhi_ps(even[o][v], odd[o][v]);
+      __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
+      if (accumulate) {
+        a = _mm256_add_ps(_mm256_loadu_ps(dst + 16 * v), a);
+        b = _mm256_add_ps(_mm256_loadu_ps(dst + 16 * v + 8), b);
+      }
+      _mm256_storeu_ps(dst + 16 * v, a);
+      _mm256_storeu_ps(dst + 16 * v + 8, b);
+    }
+  }
+}
+
+template <int NV, int OB>
+void s2_data_sample(float* dinp, const float* dpad, const Conv2dShape& s, const float* wb, bool accumulate) {
+  const int OH = s.OH(), OW = s.OW(), pitch = OW + 1;
+  const size_t dplane = s2_dout_plane(s), block_floats = size_t(s.OC) * 9 * OB;
+  for (int cb = 0; cb < blocks(s.C, OB); ++cb) {
+    const int c0 = cb * OB, n = std::min(OB, s.C - c0);
+    const float* w = wb + cb * block_floats;
+    for (int i = 0; i < OH; ++i)
+      for (int j0 = 0; j0 < OW; j0 += 8 * NV) {
+        s2_data_chunk<NV, OB, 0>(dinp, c0, n, s.H, s.W, i, j0, dpad, pitch, dplane, s.OC, w, accumulate);
+        s2_data_chunk<NV, OB, 1>(dinp, c0, n, s.H, s.W, i, j0, dpad, pitch, dplane, s.OC, w, accumulate);
+      }
+  }
+}
+#endif
+
+// dinp [+]= the stride-2 input gradient (H and W even: every input row and column has its phase).
+void s2_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s, float* workspace,
+                      bool accumulate) {
+#if DFL_CONV3X3_X86
+  const int OB = s2_data_block(s.OW()), OH = s.OH(), OW = s.OW();
+  block_weights(workspace, weight, s.C, s.OC, OB, /*flip=*/true);
+  const float* wb = workspace;
+  float* pads = workspace + blocked_weight_floats(s.C, s.OC, OB);
+  const size_t dplane = s2_dout_plane(s), pad_floats = dplane * s.OC;
+  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) {
+    float* dpad = pads + size_t(thread_slot()) * pad_floats;
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int oc = 0; oc < s.OC; ++oc) {  // dout plane with a zero column right and a zero row below
+        const float* src = dout + (size_t(b) * s.OC + oc) * OH * OW;
+        float* dst = dpad + oc * dplane;
+        for (int i = 0; i < OH; ++i) {
+          std::memcpy(dst + size_t(i) * (OW + 1), src + size_t(i) * OW, sizeof(float) * OW);
+          dst[size_t(i) * (OW + 1) + OW] = 0.0f;
+        }
+        std::memset(dst + size_t(OH) * (OW + 1), 0, sizeof(float) * (OW + 1));
+      }
+      float* db = dinp + size_t(b) * s.C * s.H * s.W;
+      if (OB == 3) s2_data_sample<2, 3>(db, dpad, s, wb, accumulate);
+      else s2_data_sample<1, 5>(db, dpad, s, wb, accumulate);
+    }
+  });
+#else
+  (void)dinp, (void)dout, (void)weight, (void)s, (void)workspace, (void)accumulate;
+  fail("direct3x3: not built for this CPU");
+#endif
+}
+}  // namespace
+
+bool direct3x3_data_gradient_applies(const Conv2dShape& s) {
+  return direct3x3_applies(s) && (s.stride_h == 1 || (s.H % 2 == 0 && s.W % 2 == 0));
+}
+
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace, bool overwrite) {
-  DFL_CHECK(direct3x3_applies(s) && s.stride_h == 1 && workspace,
-            "direct3x3_backward_data: shape not supported (stride 1 only) or no workspace");
+  DFL_CHECK(direct3x3_data_gradient_applies(s) && workspace,
+            "direct3x3_backward_data: shape not supported (stride 1, or stride 2 on even sizes) or no workspace");
+  if (s.stride_h == 2) return s2_backward_data(dinp, dout, weight, s, workspace, /*accumulate=*/!overwrite);
   blocked_direct3x3(dinp, dout, s.OC, s.C, weight, nullptr, /*flip=*/true, /*accumulate=*/!overwrite, s, workspace);
 }
 
@@ -532,18 +687,7 @@ __attribute__((target("avx2"))) void pad_plane(float* xp, const float* x, const 
       std::memcpy(row + 1, src, sizeof(float) * g.W);
       continue;
     }
-    float* odd_cols = row + 1;     // E[1..]: x[1], x[3], ...
-    float* even_cols = row + g.LE;  // O[0..]: x[0], x[2], ...
-    int i = 0;
-    for (; i + 16 <= g.W; i += 16) {
-      const __m256 a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
-      // shuffle_ps works within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6] -> permute to order.
-      const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-      const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-      _mm256_storeu_ps(even_cols + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
-      _mm256_storeu_ps(odd_cols + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
-    }
-    for (; i < g.W; ++i) (i % 2 == 0 ? even_cols : odd_cols)[i / 2] = src[i];
+    deinterleave_avx2(row + g.LE, row + 1, src, g.W);  // x[0], x[2], ... to O; x[1], x[3], ... to E[1..]
   }
 }
 

@@ -3,8 +3,9 @@
 // kernels.h entry points, which pick an algorithm with conv2d_choose_algo.
 //   Reference  plain loops in double: the readable specification the others are tested against.
 //   General    any shape: depthwise direct loops, 1x1 GEMMs, im2col + GEMM (conv2d.cpp).
-//   Direct3x3  3x3, stride 1, pad 1, groups 1, W % 8 == 0, AVX2+FMA: forward, input gradient and
-//              weight gradient as direct register-blocked loops (conv3x3.cpp), no im2col.
+//   Direct3x3  3x3, stride 1 or 2, pad 1, groups 1, output rows of 8k, AVX2+FMA: forward, input
+//              gradient (stride 2: on even sizes, by row and column phases) and weight gradient as
+//              direct register-blocked loops (conv3x3.cpp), no im2col.
 //   Pointwise  1x1, stride 1, pad 0, groups 1, H*W % 8 == 0, AVX2+FMA: the row kernels with one tap
 //              (conv3x3.cpp), each plane one row; weight gradient by 3x4-channel register blocks.
 //   Depthwise3x3  depthwise 3x3, pad 1, stride 1 or 2, any map size, AVX2+FMA: padded-row loops
@@ -51,6 +52,8 @@ bool direct3x3_applies(const Conv2dShape& s);
 size_t direct3x3_workspace_floats(const Conv2dShape& s);
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                        float* workspace, Activation act = Activation::None);
+// Stride 1, or stride 2 on even input sizes (row and column phases, conv3x3.cpp).
+bool direct3x3_data_gradient_applies(const Conv2dShape& s);
 // dinp += the input gradient of dout (overwrite: dinp =).
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace, bool overwrite = false);

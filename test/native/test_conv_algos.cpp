@@ -66,12 +66,13 @@ std::vector<Conv2dShape> direct_shapes() {
   add(2, 8, 40, 40, 8);
   add(2, 64, 8, 8, 32);
   add(3, 8, 64, 64, 8);
-  // Stride 2 with output rows of 8, 16 and 32 (split rows; odd input widths and heights too).
+  // Stride 2 with output rows of 8, 16, 24 and 32 (split rows; odd input widths and heights too).
   auto add2 = [&](int B, int C, int H, int W, int OC) { v.push_back({B, C, H, W, OC, 3, 3, 2, 2, 1, 1, 1}); };
   add2(2, 3, 16, 16, 5);
   add2(1, 4, 15, 31, 7);
   add2(2, 5, 32, 32, 9);
   add2(1, 3, 8, 64, 4);
+  add2(1, 7, 48, 48, 6);  // rows of 24: the input gradient's one-vector chunks, a partial channel block
   // What only the general and output-channel algorithms take: small maps, strides, other kernels
   // and paddings, 1x1 convolutions, channel counts around multiples of 8, pixel counts off 8.
   auto conv = [&](int B, int C, int H, int W, int OC, int K, int st, int pad) { v.push_back({B, C, H, W, OC, K, K, st, st, pad, pad, 1}); };
