@@ -153,7 +153,8 @@ struct InputRows {
 // The accumulators start at zero unconditionally and out is read only after the loop: with loads
 // from out (or any per-channel branch) in the start, GCC kept acc in memory and stored all
 // 3 x 4 accumulators back to the stack on every input channel, half the kernel's time at 1x1.
-template <int NV, int OB, int K, int S>
+// WS: the weights' block size (OB of block_weights); a partial last block runs with a smaller OB.
+template <int NV, int OB, int K, int S, int WS = OB>
 __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, int OH, int OW, int oh, int x0,
                                                    const float* xp, const InputRows& in, int C_in, const float* wb,
                                                    const float* bias, bool accumulate, Activation act) {
@@ -166,7 +167,7 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
     for (int v = 0; v < NV; ++v) acc[o][v] = _mm256_setzero_ps();
   for (int c = 0; c < C_in; ++c) {
     const float* xc = xp + c * in.plane + size_t(oh) * S * in.pitch + x0;
-    const float* wc = wb + size_t(c) * K * K * OB;
+    const float* wc = wb + size_t(c) * K * K * WS;
     DFL_UNROLL
     for (int kh = 0; kh < K; ++kh) {
       const float* row = xc + kh * in.pitch;
@@ -174,7 +175,7 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
       for (int kw = 0; kw < K; ++kw) {
         __m256 wv[OB];
         DFL_UNROLL
-        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * K + kw) * OB + o);
+        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (kh * K + kw) * WS + o);
         const int tap = S == 1 ? kw : in.tap[kw];
         DFL_UNROLL
         for (int v = 0; v < NV; ++v) {
@@ -198,6 +199,24 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
   }
 }
 
+// The rows of channels [oc0, oc0 + n) of one block, NB channels computed (NB >= n).
+template <int NB, int WS, int K, int S>
+void block_rows(float* out, int oc0, int n, int OH, int OW, const float* xp, const InputRows& in, int C_in,
+                const float* w, const float* bias, bool accumulate, Activation act) {
+  for (int oh = 0; oh < OH; ++oh) {
+    int x0 = 0;
+    for (; x0 + 32 <= OW; x0 += 32)
+      row_chunk<4, NB, K, S, WS>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
+    if (x0 + 16 <= OW) {
+      row_chunk<2, NB, K, S, WS>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
+      x0 += 16;
+    }
+    if (x0 + 8 <= OW) row_chunk<1, NB, K, S, WS>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
+  }
+}
+
+// A partial last block of n < OB channels computes 1, 2 or 4 of them, not OB: 16 channels in
+// blocks of 3 would otherwise do 18 channels' FMAs (12% more), 32 in blocks of 5 35, 64 in 7s 70.
 template <int OB, int K, int S>
 void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const InputRows& in, int C_in, const float* wb,
               const float* bias, bool accumulate, Activation act) {
@@ -205,58 +224,63 @@ void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const Inpu
   for (int ob = 0; ob < blocks(C_out, OB); ++ob) {
     const int oc0 = ob * OB, n = std::min(OB, C_out - oc0);
     const float* w = wb + ob * block_floats;
-    for (int oh = 0; oh < OH; ++oh) {
-      int x0 = 0;
-      for (; x0 + 32 <= OW; x0 += 32)
-        row_chunk<4, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
-      if (x0 + 16 <= OW) {
-        row_chunk<2, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
-        x0 += 16;
-      }
-      if (x0 + 8 <= OW) row_chunk<1, OB, K, S>(out, oc0, n, OH, OW, oh, x0, xp, in, C_in, w, bias, accumulate, act);
+    if (n == 1) {
+      block_rows<1, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
+    } else if (n == 2) {
+      block_rows<2, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
+    } else if constexpr (OB > 4) {
+      if (n <= 4) block_rows<4, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
+      else block_rows<OB, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
+    } else {
+      block_rows<OB, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
     }
   }
 }
 // Weight gradient of one task over samples [b0, b1): acc[o][kw] += dout[b, o0+o, oh, :] *
-// xpad[b, c, S*oh+kh, tap(kw):] for the n <= 3 channels of the block, then dW[o0+o][c][kh][kw] +=
-// lane sum. dout rows of channels past n read `zeros` (one row of OW zeros).
-template <int S>
+// xpad[b, c, S*oh+kh, tap(kw):] for the NO <= 3 channels of the block (fewer only in the last
+// block), then dW[o0+o][c][kh][kw] += lane sum.
+template <int S, int NO>
 __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float* dout, const float* xpad,
-                                                     const InputRows& in, int C, int OC, int OH, int OW, int o0, int n,
-                                                     int c, int kh, int b0, int b1, const float* zeros) {
-  __m256 acc[3][3];
+                                                     const InputRows& in, int C, int OC, int OH, int OW, int o0,
+                                                     int c, int kh, int b0, int b1) {
+  __m256 acc[NO][3];
   DFL_UNROLL
-  for (int o = 0; o < 3; ++o)
+  for (int o = 0; o < NO; ++o)
     DFL_UNROLL
     for (int kw = 0; kw < 3; ++kw) acc[o][kw] = _mm256_setzero_ps();
   const size_t plane = size_t(OH) * OW;
   for (int b = b0; b < b1; ++b) {
-    const float* d[3];
-    DFL_UNROLL
-    for (int o = 0; o < 3; ++o) d[o] = o < n ? dout + (size_t(b) * OC + o0 + o) * plane : nullptr;
+    const float* d = dout + (size_t(b) * OC + o0) * plane;
     const float* xc = xpad + (size_t(b - b0) * C + c) * in.plane + size_t(kh) * in.pitch;
     for (int oh = 0; oh < OH; ++oh) {
       const float* row = xc + size_t(oh) * S * in.pitch;
-      const float* dr[3];
+      const float* dr[NO];
       DFL_UNROLL
-      for (int o = 0; o < 3; ++o) dr[o] = d[o] ? d[o] + size_t(oh) * OW : zeros;
+      for (int o = 0; o < NO; ++o) dr[o] = d + o * plane + size_t(oh) * OW;
       for (int x0 = 0; x0 < OW; x0 += 8) {
-        const __m256 d0 = _mm256_loadu_ps(dr[0] + x0), d1 = _mm256_loadu_ps(dr[1] + x0), d2 = _mm256_loadu_ps(dr[2] + x0);
+        __m256 dv[NO];
+        DFL_UNROLL
+        for (int o = 0; o < NO; ++o) dv[o] = _mm256_loadu_ps(dr[o] + x0);
         DFL_UNROLL
         for (int kw = 0; kw < 3; ++kw) {
           const __m256 x = _mm256_loadu_ps(row + x0 + (S == 1 ? kw : in.tap[kw]));
-          acc[0][kw] = _mm256_fmadd_ps(d0, x, acc[0][kw]);
-          acc[1][kw] = _mm256_fmadd_ps(d1, x, acc[1][kw]);
-          acc[2][kw] = _mm256_fmadd_ps(d2, x, acc[2][kw]);
+          DFL_UNROLL
+          for (int o = 0; o < NO; ++o) acc[o][kw] = _mm256_fmadd_ps(dv[o], x, acc[o][kw]);
         }
       }
     }
   }
   DFL_UNROLL
-  for (int o = 0; o < 3; ++o)  // to 3, not n: acc stays in registers (see row_chunk)
-    if (o < n)
-      DFL_UNROLL
-      for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
+  for (int o = 0; o < NO; ++o)
+    DFL_UNROLL
+    for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
+}
+template <int S>
+void weight_task(float* dweight, const float* dout, const float* xpad, const InputRows& in, int C, int OC, int OH,
+                 int OW, int o0, int n, int c, int kh, int b0, int b1) {
+  if (n == 3) weight_task<S, 3>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
+  else if (n == 2) weight_task<S, 2>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
+  else weight_task<S, 1>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
 }
 #endif
 
@@ -328,7 +352,7 @@ size_t direct3x3_workspace_floats(const Conv2dShape& s) {
   const int OB = block_channels(s.OW());
   const size_t weights = std::max(blocked_weight_floats(s.OC, s.C, OB), blocked_weight_floats(s.C, s.OC, OB));
   const size_t pads = padded_plane(s) * size_t(std::max(s.C, s.OC)) * size_t(max_thread_slots());
-  const size_t group_pads = padded_plane(s) * size_t(s.C) * size_t(weight_group(s)) + size_t(s.W);  // + a zero row
+  const size_t group_pads = padded_plane(s) * size_t(s.C) * size_t(weight_group(s)) + size_t(s.W);  // + the offset
   const size_t s2_data = s.stride_h == 2 ? s2_data_workspace_floats(s) : 0;
   return std::max({weights + pads, group_pads, s2_data, general_workspace_floats(s)});
 }
@@ -374,7 +398,7 @@ namespace {
 #if DFL_CONV3X3_X86
 // dinp row 2i + PR, columns [2 j0, 2 j0 + 16 NV), channels [c0, c0 + n): wb holds the flipped
 // transposed weights (block_weights with flip: tap t of (oc, c) is w[oc][c][8 - t]).
-template <int NV, int OB, int PR>
+template <int NV, int OB, int PR, int WS>
 __attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int n, int H, int W, int i, int j0,
                                                        const float* dpad, int pitch, size_t dplane, int OC,
                                                        const float* wb, bool accumulate) {
@@ -386,7 +410,7 @@ __attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int 
   constexpr int kRows = PR == 0 ? 1 : 2;
   for (int oc = 0; oc < OC; ++oc) {
     const float* base = dpad + oc * dplane + size_t(i) * pitch + j0;
-    const float* wc = wb + size_t(oc) * 9 * OB;
+    const float* wc = wb + size_t(oc) * 9 * WS;
     DFL_UNROLL
     for (int r = 0; r < kRows; ++r) {
       const int kh = PR == 0 ? 1 : (r == 0 ? 0 : 2);  // kh = 0 reads output row i + 1
@@ -395,7 +419,7 @@ __attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int 
       for (int kw = 0; kw < 3; ++kw) {
         __m256 wv[OB];
         DFL_UNROLL
-        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (8 - (kh * 3 + kw)) * OB + o);
+        for (int o = 0; o < OB; ++o) wv[o] = _mm256_broadcast_ss(wc + (8 - (kh * 3 + kw)) * WS + o);
         DFL_UNROLL
         for (int v = 0; v < NV; ++v) {
           const __m256 x = _mm256_loadu_ps(row + 8 * v + (kw == 0 ? 1 : 0));
@@ -426,18 +450,29 @@ __attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int 
   }
 }
 
+// Channels [c0, c0 + n) of one block, NB computed (NB >= n; WS: the weights' block size).
+template <int NV, int NB, int WS>
+void s2_data_block_rows(float* dinp, int c0, int n, const float* dpad, const Conv2dShape& s, const float* w,
+                        bool accumulate) {
+  const int OH = s.OH(), OW = s.OW(), pitch = OW + 1;
+  const size_t dplane = s2_dout_plane(s);
+  for (int i = 0; i < OH; ++i)
+    for (int j0 = 0; j0 < OW; j0 += 8 * NV) {
+      s2_data_chunk<NV, NB, 0, WS>(dinp, c0, n, s.H, s.W, i, j0, dpad, pitch, dplane, s.OC, w, accumulate);
+      s2_data_chunk<NV, NB, 1, WS>(dinp, c0, n, s.H, s.W, i, j0, dpad, pitch, dplane, s.OC, w, accumulate);
+    }
+}
+
 template <int NV, int OB>
 void s2_data_sample(float* dinp, const float* dpad, const Conv2dShape& s, const float* wb, bool accumulate) {
-  const int OH = s.OH(), OW = s.OW(), pitch = OW + 1;
-  const size_t dplane = s2_dout_plane(s), block_floats = size_t(s.OC) * 9 * OB;
+  const size_t block_floats = size_t(s.OC) * 9 * OB;
   for (int cb = 0; cb < blocks(s.C, OB); ++cb) {
     const int c0 = cb * OB, n = std::min(OB, s.C - c0);
     const float* w = wb + cb * block_floats;
-    for (int i = 0; i < OH; ++i)
-      for (int j0 = 0; j0 < OW; j0 += 8 * NV) {
-        s2_data_chunk<NV, OB, 0>(dinp, c0, n, s.H, s.W, i, j0, dpad, pitch, dplane, s.OC, w, accumulate);
-        s2_data_chunk<NV, OB, 1>(dinp, c0, n, s.H, s.W, i, j0, dpad, pitch, dplane, s.OC, w, accumulate);
-      }
+    // A partial last block computes 1 or 2 channels, not OB (as all_rows).
+    if (n == 1) s2_data_block_rows<NV, 1, OB>(dinp, c0, n, dpad, s, w, accumulate);
+    else if (n == 2) s2_data_block_rows<NV, 2, OB>(dinp, c0, n, dpad, s, w, accumulate);
+    else s2_data_block_rows<NV, OB, OB>(dinp, c0, n, dpad, s, w, accumulate);
   }
 }
 #endif
@@ -494,8 +529,8 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
   const int G = weight_group(s), blocks3 = blocks(s.OC, 3);
   const bool split = s.stride_h == 2;
   const InputRows in = InputRows::of(3, s.stride_h, s.H, s.W);
-  float* zeros = workspace;
-  std::memset(zeros, 0, sizeof(float) * s.W);
+  // The padded samples start W floats in (where a row of zeros once sat): at offset 0 the stride-2
+  // weight gradient measured 20% slower in the kernel lab (alignment; the cause was not pinned down).
   float* xpad = workspace + s.W;
   const size_t in_sample = size_t(s.C) * s.H * s.W, pad_sample_floats = padded_plane(s) * s.C;
   const int64_t tasks = int64_t(blocks3) * s.C * 3;
@@ -510,8 +545,8 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
       for (int64_t t = t0; t < t1; ++t) {
         const int kh = int(t % 3), c = int((t / 3) % s.C), ob = int(t / (3 * int64_t(s.C)));
         const int n = std::min(3, s.OC - ob * 3);
-        if (split) weight_task<2>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1, zeros);
-        else weight_task<1>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1, zeros);
+        if (split) weight_task<2>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1);
+        else weight_task<1>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1);
       }
     });
   }

@@ -41,6 +41,8 @@ std::vector<Conv2dShape> direct_shapes() {
   std::vector<Conv2dShape> v;
   auto add = [&](int B, int C, int H, int W, int OC) { v.push_back({B, C, H, W, OC, 3, 3, 1, 1, 1, 1, 1}); };
   add(2, 3, 5, 8, 7);
+  add(2, 3, 4, 8, 10);  // a last block of 3 (of 7) and, below, of 4 (of 5): the 4-channel tail kernels
+  add(1, 2, 3, 16, 9);
   add(3, 4, 4, 8, 8);
   add(1, 5, 3, 16, 5);
   add(2, 3, 6, 16, 11);
