@@ -132,10 +132,45 @@ inline void valid_range(int k, int stride, int pad, int W, int OW, int& lo, int&
 constexpr int64_t kGrainElems = 1 << 14;
 int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, per_item)); }
 
+// Small outputs (rows under 8, at most kTapTableInts (tap, pixel) pairs): im2col and col2im go by a
+// table of where each (tap, output pixel) reads in a channel plane (-1: padding), not row by row,
+// whose per-row bookkeeping cost more than the copies on 4x4 maps (ResNet's last stride-2 conv).
+constexpr int kTapTableInts = 4096;
+bool tap_table_applies(const Conv2dShape& s) {
+  return s.OW() < 8 && int64_t(s.KH) * s.KW * s.OH() * s.OW() <= kTapTableInts;
+}
+// table[k * P + p]: the offset in a plane that tap k (kh * KW + kw) of output pixel p reads, or -1.
+void fill_tap_table(int* table, const Conv2dShape& s) {
+  const int OH = s.OH(), OW = s.OW(), P = OH * OW;
+  for (int kh = 0; kh < s.KH; ++kh)
+    for (int kw = 0; kw < s.KW; ++kw)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          const int ih = oh * s.stride_h - s.pad_h + kh, iw = ow * s.stride_w - s.pad_w + kw;
+          const bool inside = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
+          table[(kh * s.KW + kw) * P + oh * OW + ow] = inside ? ih * s.W + iw : -1;
+        }
+}
+
 // col (Cg*KH*KW, OH*OW) from in (Cg, H, W): col[(c*KH+kh)*KW+kw][oh*OW+ow] = in[c][ih][iw] or 0.
 // ld: row stride of col (P, or wider when several samples sit side by side).
 void im2col(float* col, const float* in, int Cg, const Conv2dShape& s, size_t ld) {
   const int OH = s.OH(), OW = s.OW(), P = OH * OW, KK = s.KH * s.KW;
+  if (tap_table_applies(s)) {
+    int table[kTapTableInts];
+    fill_tap_table(table, s);
+    parallel_for(Cg, grain_for(int64_t(KK) * P), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* plane = in + size_t(c) * s.H * s.W;
+        for (int k = 0; k < KK; ++k) {
+          float* dst = col + size_t(c * KK + k) * ld;
+          const int* t = table + k * P;
+          for (int p = 0; p < P; ++p) dst[p] = t[p] >= 0 ? plane[t[p]] : 0.0f;
+        }
+      }
+    });
+    return;
+  }
   parallel_for(int64_t(Cg) * KK, grain_for(P), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int c = int(r / KK), kh = int(r % KK) / s.KW, kw = int(r % KK) % s.KW;
@@ -167,6 +202,22 @@ void im2col(float* col, const float* in, int Cg, const Conv2dShape& s, size_t ld
 // in (Cg, H, W) += col2im(col): the adjoint of im2col. One thread per channel, rows in fixed order.
 void col2im_add(float* in, const float* col, int Cg, const Conv2dShape& s, size_t ld) {
   const int OH = s.OH(), OW = s.OW(), P = OH * OW, KK = s.KH * s.KW;
+  if (tap_table_applies(s)) {  // taps in the same order as below, so the sums are the same
+    int table[kTapTableInts];
+    fill_tap_table(table, s);
+    parallel_for(Cg, grain_for(int64_t(KK) * P), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float* plane = in + size_t(c) * s.H * s.W;
+        for (int k = 0; k < KK; ++k) {
+          const float* src = col + size_t(c * KK + k) * ld;
+          const int* t = table + k * P;
+          for (int p = 0; p < P; ++p)
+            if (t[p] >= 0) plane[t[p]] += src[p];
+        }
+      }
+    });
+    return;
+  }
   parallel_for(Cg, grain_for(int64_t(KK) * P), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       float* plane = in + size_t(c) * s.H * s.W;
