@@ -679,7 +679,8 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 // (forward 1.3-1.4x the output-channel kernel's speed, 1.6x the general path's at 16 channels); at
 // 64+ input channels the general path's GEMMs win every strided 3x3 forward (1.35-2x over the
 // output-channel kernel, 1.1x over the direct one), so the output-channel kernel keeps only strided
-// convolutions with few channels whose rows are not 8k (ResNet's 4x4 stage at width 0.25). Strided
+// convolutions with few channels whose rows are not 8k and not under 8 (there the general path's
+// tap-table columns won: 32 -> 64 channels onto 4x4, forward 0.92 vs 1.32 ms, gradients level). Strided
 // 1x1 convolutions (ResNet's shortcuts) go to a dense copy of the pixels they read (kernel lab,
 // forward + both gradients, batch 128): 2.4x faster than the general and output-channel paths at
 // 16 input channels, 1.3x at 32, level at 64 and 256; the output-channel forward, chosen for them
@@ -698,7 +699,7 @@ ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
   if (valid_taps_applies(s) && s.OH() * s.OW() <= 4) return ConvAlgo::ValidTaps;
   if (pointwise_applies(s) && (std::min(s.C, s.OC) < 64 || int64_t(s.C) * s.OC <= 160 * 1024)) return ConvAlgo::Pointwise;
-  if (direct_oc_applies(s) && strided && s.C < 64) return ConvAlgo::DirectOC;
+  if (direct_oc_applies(s) && strided && s.C < 64 && !tap_table_applies(s)) return ConvAlgo::DirectOC;
   return ConvAlgo::General;
 }
 

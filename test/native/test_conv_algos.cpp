@@ -330,12 +330,14 @@ DFL_CPU_TEST(conv_automatic_choice) {
   const Conv2dShape wide{2, 1024, 8, 8, 1024, 3, 3, 1, 1, 1, 1, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(wide) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(wide));
   // Stride-2 3x3 convolutions with fewer than 64 input channels take the direct kernel on output rows
-  // of 8k, else the output-channel algorithm; with 64+ the general one; strided 1x1 ones the dense
-  // copy (any width, any CPU); small maps and grouped convolutions the general one.
-  const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, strided4{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1};
+  // of 8k, the output-channel algorithm on other rows of 8+; with 64+ channels or rows under 8 the
+  // general one; strided 1x1 ones the dense copy (any width, any CPU); small maps and grouped
+  // convolutions the general one.
+  const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, strided12{8, 16, 24, 24, 32, 3, 3, 2, 2, 1, 1, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(strided));
-  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided4) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided4));
-  for (const Conv2dShape& s : {Conv2dShape{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1}})
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided12) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided12));
+  for (const Conv2dShape& s : {Conv2dShape{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1},
+                               Conv2dShape{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::StridedPointwise, describe(s));
