@@ -406,34 +406,42 @@ DFL_TEST(maxpool_forward_matches_naive_and_argmax_rules) {
   DFL_EXPECT(ty == 3.f && ta == 1, "tie: got " << ty << " at " << ta);
 }
 
-// The unrolled 2x2/stride-2 path (VGG's pool) must make exactly the general rule's choices: ties
-// (values on a coarse grid) keep the first max, a NaN wins and the last NaN in the window is taken.
+// The 2x2/stride-2 path (VGG's pool; rows of 8 and 4 outputs in vector selects) must make exactly
+// the general rule's choices: ties (values on a coarse grid) keep the first max, a NaN wins and the
+// last NaN in the window is taken, a window of -inf keeps its first element. Output rows of 2 (all
+// scalar), 6 (4 + 2), 12 (8 + 4) and 16 (two vectors, from an odd input row of 33).
 DFL_TEST(maxpool_2x2_stride2_fast_path_matches_rule_with_ties_and_nan) {
   Rng rng(17);
-  const Pool2dShape s{2, 3, 7, 5, 2, 2, 2, 2, 0, 0};
-  const int OH = s.OH(), OW = s.OW();
-  const size_t n = size_t(s.B) * s.C * s.H * s.W, no = size_t(s.B) * s.C * OH * OW;
-  Vec x(n);
-  for (auto& v : x) v = float(int(rng.below(4))) - 2.f;  // many ties
-  for (int k = 0; k < 6; ++k) x[rng.below(uint32_t(n))] = NAN;
-  Vec y(no);
-  std::vector<int32_t> am(no);
-  maxpool2d_forward(y.data(), am.data(), x.data(), s);
-  for (int p = 0; p < s.B * s.C; ++p)
-    for (int oh = 0; oh < OH; ++oh)
-      for (int ow = 0; ow < OW; ++ow) {
-        float best = -INFINITY;
-        int bi = (2 * oh) * s.W + 2 * ow;
-        for (int kh = 0; kh < 2; ++kh)
-          for (int kw = 0; kw < 2; ++kw) {
-            const int h = 2 * oh + kh, w = 2 * ow + kw;
-            const float v = x[size_t(p) * s.H * s.W + h * s.W + w];
-            if (v > best || std::isnan(v)) best = v, bi = h * s.W + w;
-          }
-        const size_t o = (size_t(p) * OH + oh) * OW + ow;
-        const bool same = (std::isnan(best) ? std::isnan(y[o]) : y[o] == best) && am[o] == bi;
-        DFL_EXPECT(same, "2x2 pool at " << o << ": " << y[o] << "/" << am[o] << " want " << best << "/" << bi);
-      }
+  for (const Pool2dShape& s : {Pool2dShape{2, 3, 7, 5, 2, 2, 2, 2, 0, 0}, Pool2dShape{1, 2, 4, 13, 2, 2, 2, 2, 0, 0},
+                               Pool2dShape{1, 2, 8, 24, 2, 2, 2, 2, 0, 0}, Pool2dShape{2, 3, 6, 33, 2, 2, 2, 2, 0, 0}}) {
+    const int OH = s.OH(), OW = s.OW();
+    const size_t n = size_t(s.B) * s.C * s.H * s.W, no = size_t(s.B) * s.C * OH * OW;
+    Vec x(n);
+    for (auto& v : x) v = float(int(rng.below(4))) - 2.f;  // many ties
+    for (int k = 0; k < 6; ++k) x[rng.below(uint32_t(n))] = NAN;
+    for (int k = 0; k < 6; ++k) x[rng.below(uint32_t(n))] = -INFINITY;
+    for (int w = 0; w < 2; ++w)  // one window all -inf
+      for (int h = 0; h < 2; ++h) x[size_t(h) * s.W + 2 + w] = -INFINITY;
+    Vec y(no);
+    std::vector<int32_t> am(no);
+    maxpool2d_forward(y.data(), am.data(), x.data(), s);
+    for (int p = 0; p < s.B * s.C; ++p)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          float best = -INFINITY;
+          int bi = (2 * oh) * s.W + 2 * ow;
+          for (int kh = 0; kh < 2; ++kh)
+            for (int kw = 0; kw < 2; ++kw) {
+              const int h = 2 * oh + kh, w = 2 * ow + kw;
+              const float v = x[size_t(p) * s.H * s.W + h * s.W + w];
+              if (v > best || std::isnan(v)) best = v, bi = h * s.W + w;
+            }
+          const size_t o = (size_t(p) * OH + oh) * OW + ow;
+          const bool same = (std::isnan(best) ? std::isnan(y[o]) : y[o] == best) && am[o] == bi;
+          DFL_EXPECT(same, "2x2 pool " << s.H << "x" << s.W << " at " << o << ": " << y[o] << "/" << am[o] << " want "
+                                       << best << "/" << bi);
+        }
+  }
 }
 
 DFL_TEST(maxpool_gradcheck) {
