@@ -674,7 +674,10 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
 // im2col of a subsampled image), while the GEMMs win on small maps with many channels. On padded
 // maps of 2x2 and below the valid-taps GEMMs (2.25x fewer FLOPs for 3x3) win at any width (vgg16's
 // 2x2 stage: 1.4x in the lab and in the model's profile); on 4x4 (1.44x fewer FLOPs) they only tied
-// the general path's single wide GEMM in vgg16's profile, so the general path keeps those. Stride-2
+// the general path's single wide GEMM in vgg16's profile, so the general path keeps those. Since the
+// general path's columns on small maps go by a tap table, it also wins 2x2 maps with fewer than 256
+// channels (128 on 2x2, forward + both gradients 3.8 vs 4.9 ms; level at 256; valid taps still 1.2x
+// at 512); valid taps keeps 1x1 maps at any width (one tap of nine). Stride-2
 // 3x3 convolutions with fewer than 64 input channels and output rows of 8k run the direct kernel
 // (forward 1.3-1.4x the output-channel kernel's speed, 1.6x the general path's at 16 channels); at
 // 64+ input channels the general path's GEMMs win every strided 3x3 forward (1.35-2x over the
@@ -697,7 +700,8 @@ ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
     return ConvAlgo::Winograd;
   if (direct3x3_applies(s) && (!strided || s.C < 64)) return ConvAlgo::Direct3x3;
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
-  if (valid_taps_applies(s) && s.OH() * s.OW() <= 4) return ConvAlgo::ValidTaps;
+  if (valid_taps_applies(s) && (s.OH() * s.OW() == 1 || (s.OH() * s.OW() <= 4 && std::min(s.C, s.OC) >= 256)))
+    return ConvAlgo::ValidTaps;
   if (pointwise_applies(s) && (std::min(s.C, s.OC) < 64 || int64_t(s.C) * s.OC <= 160 * 1024)) return ConvAlgo::Pointwise;
   if (direct_oc_applies(s) && strided && s.C < 64 && !tap_table_applies(s)) return ConvAlgo::DirectOC;
   return ConvAlgo::General;

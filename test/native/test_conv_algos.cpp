@@ -344,10 +344,13 @@ DFL_CPU_TEST(conv_automatic_choice) {
   for (const Conv2dShape& s : {Conv2dShape{8, 12, 4, 4, 20, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 12, 30, 30, 20, 3, 3, 1, 1, 1, 1, 1},
                                Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
-  // Padded small maps: valid-taps on 2x2 and below at any width (4x4: Winograd, above).
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 2, 2, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{8, 512, 1, 1, 512, 3, 3, 1, 1, 1, 1, 1}})
+  // Padded small maps: valid-taps on 1x1 at any width and on 2x2 with 256+ channels on both sides;
+  // fewer channels on 2x2 the general path (4x4: Winograd, above).
+  for (const Conv2dShape& s : {Conv2dShape{8, 256, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
+                               Conv2dShape{8, 512, 1, 1, 512, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 1, 1, 32, 3, 3, 1, 1, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::ValidTaps, describe(s));
+  for (const Conv2dShape& s : {Conv2dShape{8, 16, 2, 2, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 128, 2, 2, 128, 3, 3, 1, 1, 1, 1, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   const Conv2dShape pw{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), "1x1 with few channels");
   // 1x1 with up to 160 x 1024 weights too (ShuffleNetV2 x1's 116 and 232 channels); the GEMMs beyond.
