@@ -101,8 +101,11 @@ for (const m of models) {
   const torchMeds = pythons.filter((p) => !theirs[p].error && theirs[p].train.length).map((p) => ({ python: p, version: theirs[p].version, ...med(theirs[p]), mem: torchMem[p] }));
   const best = (phase) => (torchMeds.length ? Math.min(...torchMeds.map((t) => t[phase])) : NaN);
   const o = med(ours);
+  // Each round's medians too: on a noisy machine they show how far a row moved within the run.
+  const perRound = (x) => ({ train: x.train, infer: x.infer, dfl: x.dfl });
   rows.push({
     model: m, ours: { ...o, mem: ourMem }, torch: torchMeds,
+    rounds: { ours: perRound(ours), ...Object.fromEntries(pythons.filter((p) => !theirs[p].error).map((p) => [p, perRound(theirs[p])])) },
     ratio: { train: best('train') / o.train, infer: best('infer') / o.infer, dfl: best('dfl') / o.dfl },
     mem_vs_torch: ourMem / Math.min(...torchMeds.map((t) => t.mem)),
     errors: pythons.filter((p) => theirs[p].error).map((p) => `${p}: ${theirs[p].error}`),
@@ -121,5 +124,9 @@ for (const r of rows) {
   console.log(`| ${r.model} | ${f(r.ours.train)} | ${f(b('train'))} | ${f(r.ratio.train, 2)}x | ${f(r.ours.infer)} | ${f(b('infer'))} | ${f(r.ratio.infer, 2)}x | ${f(r.ours.dfl)} | ${f(b('dfl'))} | ${f(r.ratio.dfl, 2)}x | ${f(r.ours.mem, 0)} / ${f(Math.min(...r.torch.map((t) => t.mem)), 0)} |${r.errors.length ? ' ' + r.errors.join('; ') : ''}`);
 }
 for (const r of rows) for (const t of r.torch) console.log(`  ${r.model} torch ${t.version}: train ${f(t.train)} ms, fwd ${f(t.infer)} ms, DFL ${f(t.dfl)} ms, DFL +${f(t.mem, 0)} MB`);
+const each = (v) => v.map((x) => f(x)).join(' / ');
+for (const r of rows)
+  for (const [who, x] of Object.entries(r.rounds))
+    console.log(`  ${r.model} per round, ${who === 'ours' ? 'dfl-native' : who}: train ${each(x.train)} ms, fwd ${each(x.infer)}, DFL ${each(x.dfl)}`);
 const out = arg('json', null);
 if (out) fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), cpu, threads, batch, K, reps, rounds, rows }, null, 1));
