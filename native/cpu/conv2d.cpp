@@ -15,6 +15,7 @@
 // result is bitwise identical for any thread count. Grouped convs and single samples take the
 // sequential path, where the threads work inside each GEMM/im2col instead.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -338,7 +339,6 @@ void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* 
 }  // namespace
 
 namespace {
-// dbias[o] += sum of dout over samples and positions: one thread per channel, in order.
 // dbias[o] += the sum of dout's channel o over samples and positions, in double. Each thread owns a
 // range of channels and walks the samples in order (memory order: a channel's planes lie a whole
 // sample apart, which walked channel by channel maps to the same cache sets, as batch norm's sums
@@ -346,18 +346,18 @@ namespace {
 // order at the end: the same result for any thread count. (A serial double add per float, before,
 // was 3.6% of vgg8 x0.25's DFL step.)
 #if DFL_CONV2D_X86
-__attribute__((target("avx2"))) void bias_sums_avx2(double (*lanes)[4], double* tails, const float* dout,
+__attribute__((target("avx2"))) void bias_sums_avx2(std::array<double, 4>* lanes, double* tails, const float* dout,
                                                     const Conv2dShape& s, int64_t o0, int64_t o1) {
   const size_t P = size_t(s.OH()) * s.OW(), vec = P / 8 * 8;
   for (int b = 0; b < s.B; ++b)
     for (int64_t o = o0; o < o1; ++o) {
       const float* g = dout + (size_t(b) * s.OC + o) * P;
-      __m256d acc = _mm256_loadu_pd(lanes[o - o0]);
+      __m256d acc = _mm256_loadu_pd(lanes[o - o0].data());
       for (size_t i = 0; i < vec; i += 8) {
         const __m256 v = _mm256_loadu_ps(g + i);
         acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
       }
-      _mm256_storeu_pd(lanes[o - o0], acc);
+      _mm256_storeu_pd(lanes[o - o0].data(), acc);
       for (size_t i = vec; i < P; ++i) tails[o - o0] += g[i];
     }
 }
@@ -366,11 +366,11 @@ __attribute__((target("avx2"))) void bias_sums_avx2(double (*lanes)[4], double* 
 void bias_gradient(float* dbias, const float* dout, const Conv2dShape& s) {
   const size_t P = size_t(s.OH()) * s.OW();
   parallel_for(s.OC, grain_for(int64_t(s.B) * int64_t(P)), [&](int64_t o0, int64_t o1) {
-    std::vector<double> lane_floats(size_t(o1 - o0) * 4, 0.0), tails(size_t(o1 - o0), 0.0);
-    double(*lanes)[4] = reinterpret_cast<double(*)[4]>(lane_floats.data());
+    std::vector<std::array<double, 4>> lanes(size_t(o1 - o0), {0.0, 0.0, 0.0, 0.0});
+    std::vector<double> tails(size_t(o1 - o0), 0.0);
 #if DFL_CONV2D_X86
     if (avx2_available()) {
-      bias_sums_avx2(lanes, tails.data(), dout, s, o0, o1);
+      bias_sums_avx2(lanes.data(), tails.data(), dout, s, o0, o1);
     } else
 #endif
     {
@@ -381,7 +381,7 @@ void bias_gradient(float* dbias, const float* dout, const Conv2dShape& s) {
         }
     }
     for (int64_t o = o0; o < o1; ++o) {
-      const double* l = lanes[o - o0];
+      const std::array<double, 4>& l = lanes[o - o0];
       dbias[o] += float(((l[0] + l[1]) + (l[2] + l[3])) + tails[o - o0]);
     }
   });
