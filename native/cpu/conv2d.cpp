@@ -82,23 +82,15 @@ __attribute__((target("avx2"))) void scatter_add_even_avx2(float* dst, const flo
 }
 #endif
 
-bool avx2_available() {
-#if DFL_CONV2D_X86
-  static const bool on = cpu_features().avx2;
-  return on;
-#else
-  return false;
-#endif
-}
 void gather_even(float* dst, const float* src, int n) {
 #if DFL_CONV2D_X86
-  if (avx2_available()) return gather_even_avx2(dst, src, n);
+  if (cpu_features().avx2) return gather_even_avx2(dst, src, n);
 #endif
   for (int i = 0; i < n; ++i) dst[i] = src[2 * i];
 }
 void scatter_add_even(float* dst, const float* src, int n) {
 #if DFL_CONV2D_X86
-  if (avx2_available()) return scatter_add_even_avx2(dst, src, n);
+  if (cpu_features().avx2) return scatter_add_even_avx2(dst, src, n);
 #endif
   for (int i = 0; i < n; ++i) dst[2 * i] += src[i];
 }
@@ -369,7 +361,7 @@ void bias_gradient(float* dbias, const float* dout, const Conv2dShape& s) {
     std::vector<std::array<double, 4>> lanes(size_t(o1 - o0), {0.0, 0.0, 0.0, 0.0});
     std::vector<double> tails(size_t(o1 - o0), 0.0);
 #if DFL_CONV2D_X86
-    if (avx2_available()) {
+    if (cpu_features().avx2) {
       bias_sums_avx2(lanes.data(), tails.data(), dout, s, o0, o1);
     } else
 #endif

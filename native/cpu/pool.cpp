@@ -83,15 +83,6 @@ __attribute__((target("avx2"))) int maxpool2x2_row_avx2(float* y, int32_t* am, c
 }
 #endif
 
-bool pool_vectors() {
-#if DFL_POOL_X86
-  static const bool on = cpu_features().avx2;
-  return on;
-#else
-  return false;
-#endif
-}
-
 // PyTorch's own preconditions (pad <= kernel/2 also guarantees every window overlaps the input,
 // so the max is always taken over real values).
 void check_shape(const Pool2dShape& s, const char* who) {
@@ -124,7 +115,7 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
           const float* r1 = r0 + W;
           int ow = 0;
 #if DFL_POOL_X86
-          if (pool_vectors())
+          if (cpu_features().avx2)
             ow = maxpool2x2_row_avx2(y + oh * OW, am ? am + oh * OW : nullptr, r0, r1, OW, 2 * oh * W, W);
 #endif
           for (; ow < OW; ++ow) {
