@@ -16,6 +16,7 @@ if ! command -v nvcc >/dev/null; then
 fi
 start=$(date +%s)
 tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT  # the venv holds ~1.7 GB of wheels: left behind, a few runs filled the disk
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check --retries 1 --timeout 5 nvidia-cudnn-cu13 nvidia-cublas
 installed=$(date +%s)
