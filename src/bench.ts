@@ -6,7 +6,7 @@
 // (forward, and a backward that computes input and weight gradients); a DFL step is a training step
 // plus K forwards. Achieved GFLOP/s = those FLOPs / the median time. Peak memory is the process's
 // peak resident set (Node's own ~40-60 MB included).
-import { loadBinding, type DeviceName, type NativeProfile } from './binding.js';
+import { loadBinding, type DeviceName, type NativeProfile, type SimdLevel } from './binding.js';
 import { ConfigError } from './config.js';
 import { resolveModelSpec } from './models/resolve.js';
 import type { ModelSpec } from './models/spec.js';
@@ -61,6 +61,8 @@ export interface BenchResult {
   precision: 'fp32' | 'bf16';
   deterministic: boolean;
   threads: number;
+  /** The SIMD path each CPU kernel family ran (device cpu). */
+  simd_paths?: Record<string, SimdLevel>;
   teachers: number;
   reps: number;
   params: number;
@@ -168,7 +170,8 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
       phases = { loss_ms: p.lossMs / n, update_ms: p.updateMs / n, transfer_ms: p.transferMs / n };
     }
     return {
-      model: o.model, width, batch, device, ...math, threads: b.getThreads(), teachers: K, reps,
+      model: o.model, width, batch, device, ...math, threads: b.getThreads(),
+      ...(device === 'cpu' ? { simd_paths: b.runtimeInfo().simdPaths } : {}), teachers: K, reps,
       params: info.numParams, macs_per_image: info.macsPerImage, gflops_per_img: fwdFlops / 1e9,
       train, infer, dfl, train_img_s: train.img_s, infer_img_s: infer.img_s, dfl_img_s: dfl.img_s,
       peak_rss_mb: process.resourceUsage().maxRSS / 1024,

@@ -193,6 +193,10 @@ export interface BackendStatus {
   detail: string;
 }
 
+/** The kernels' instruction-set levels, lowest first; DFL_SIMD=<level> caps them (docs/native.md). */
+export const SIMD_LEVELS = ['portable', 'avx2', 'avx512'] as const;
+export type SimdLevel = (typeof SIMD_LEVELS)[number];
+
 export interface RuntimeInfo {
   compiledBackends: DeviceName[];
   usableBackends: DeviceName[];
@@ -200,6 +204,12 @@ export interface RuntimeInfo {
   cudaStatus: string;
   cpuFeatures: string[];
   gemmKernel: string;
+  /** The SIMD path each kernel family runs: { gemm: 'avx512', conv: 'avx2', batchnorm: 'avx2', pool: 'avx2' }. */
+  simdPaths: Record<string, SimdLevel>;
+  /** The highest instruction-set level the kernels may use (the CPU's, capped by DFL_SIMD). */
+  simdLevel: SimdLevel;
+  /** DFL_SIMD as the addon read it ('' when unset). */
+  simdRequest: string;
   hardwareThreads: number;
   threads: number;
   openmp: boolean;
@@ -236,8 +246,22 @@ export function addonCandidates(): string[] {
 let cached: NativeBinding | undefined;
 
 /** Loads the native addon once; throws an Error that says why and what to do. */
+/** "gemm avx512, conv avx2, batchnorm avx2, pool avx2 (DFL_SIMD=avx2)": which SIMD path each kernel family runs, for reports. */
+export function describeSimd(rt: RuntimeInfo): string {
+  const paths = Object.entries(rt.simdPaths).map(([family, level]) => `${family} ${level}`).join(', ');
+  return rt.simdRequest ? `${paths} (DFL_SIMD=${rt.simdRequest})` : paths;
+}
+
+/** DFL_SIMD must name a level: a typo would silently run the full instruction set. */
+function checkSimdRequest(): void {
+  const v = process.env.DFL_SIMD;
+  if (v === undefined || v === '' || (SIMD_LEVELS as readonly string[]).includes(v)) return;
+  throw new Error(`Expected one of ${SIMD_LEVELS.join(', ')} for the environment variable DFL_SIMD but received '${v}'; unset it to use every instruction set this CPU has`);
+}
+
 export function loadBinding(): NativeBinding {
   if (cached) return cached;
+  checkSimdRequest();
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
   for (const file of addonCandidates()) {

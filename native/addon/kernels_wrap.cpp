@@ -106,6 +106,12 @@ Napi::Value runtime_info(const Napi::CallbackInfo& info) {
   for (const auto& f : cpu_feature_names()) feats.Set(k++, f);
   o.Set("cpuFeatures", feats);
   o.Set("gemmKernel", gemm_kernel_name());
+  // Which SIMD path each kernel family runs (the CPU's best, capped by DFL_SIMD) and the cap asked.
+  Napi::Object paths = Napi::Object::New(env);
+  for (const auto& [family, path] : simd_paths()) paths.Set(family, path);
+  o.Set("simdPaths", paths);
+  o.Set("simdLevel", simd_level_label(simd_level()));
+  o.Set("simdRequest", simd_request());
   o.Set("hardwareThreads", hardware_threads());
   o.Set("threads", num_threads());
   o.Set("openmp", openmp_enabled());

@@ -25,7 +25,7 @@ class CpuBackend final : public Backend {
  public:
   const std::string& name() const override { return name_; }
   std::string description() const override {
-    return std::to_string(hardware_threads()) + " hardware threads, GEMM kernel " + gemm_kernel_name();
+    return std::to_string(hardware_threads()) + " hardware threads, SIMD paths: " + simd_paths_summary();
   }
 
   void* alloc(size_t bytes, const char* what) override {

@@ -1,7 +1,8 @@
 // Single-precision GEMM: cache-blocked and packed (Goto/BLIS loop order), with a register-blocked
 // micro-kernel in three variants picked at run time: AVX-512F (8x32), AVX2+FMA (6x16), portable
 // C++ (4x8). The build has no -march flags, so the SIMD kernels carry per-function target
-// attributes and are only called after cpu_features() says the CPU has them.
+// attributes and are only called after cpu_features() says they may run (the CPU has them and
+// DFL_SIMD does not cap them, core/cpu_features.h).
 //
 // Determinism: every C element belongs to one fixed micro-tile (tiles start at multiples of MR/NR
 // from C's origin, independent of threading) and its K sum runs in fixed KC blocks in k order.
@@ -439,7 +440,7 @@ GemmKernel active_gemm_kernel() {
       if (e == "portable") want = GemmKernel::Portable;
       else if (e == "avx2") want = GemmKernel::Avx2;
       else if (e == "avx512") want = GemmKernel::Avx512;
-      // Only ever lower the choice; an unknown or unsupported request keeps the best.
+      // Only ever lower the choice; an unknown or unsupported request keeps the best allowed.
       if (int(want) < int(best) && gemm_kernel_supported(want)) best = want;
     }
     return best;

@@ -10,8 +10,8 @@ enum class GemmKernel { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
 // Whether this CPU can run variant k (Portable always can).
 bool gemm_kernel_supported(GemmKernel k);
-// The variant sgemm uses: the best supported one, lowered by DFL_GEMM=portable|avx2|avx512
-// (read once, on first use).
+// The variant sgemm uses: the best one cpu_features() allows (DFL_SIMD caps it), lowered further by
+// DFL_GEMM=portable|avx2|avx512 (read once, on first use).
 GemmKernel active_gemm_kernel();
 const char* gemm_kernel_label(GemmKernel k);
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "cpu/conv_internal.h"
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
       {"mbv2/4 dw 4", 240, 240, 4, 3, 1, 1, true},   {"shuf/2 dw s2", 29, 29, 32, 3, 2, 1, true},
       {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true}, {"shuf/2 dw 8", 58, 58, 8, 3, 1, 1, true}, {"shuf/2 dw 16", 29, 29, 16, 3, 1, 1, true},
   };
-  std::printf("%d threads, best of %d; GFLOP/s = 2 MACs / time\n", num_threads(), reps);
+  std::printf("%d threads, best of %d, SIMD paths: %s; GFLOP/s = 2 MACs / time\n", num_threads(), reps, simd_paths_summary().c_str());
   // The GEMM alone, at the shapes convolutions hand it.
   const int gemms[][3] = {{128, 1024, 1152}, {32, 1024, 144}, {16, 1024, 27}, {128, 1152, 1024}, {1152, 1024, 128}, {512, 512, 512}};
   for (const auto& g : gemms) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/cpu_features.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "fixtures.h"
@@ -111,10 +112,10 @@ int main(int argc, char** argv) {
 
     std::printf("{\"spec\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"deterministic\": %s, \"batch\": %d, "
                 "\"teachers\": %d, \"params\": %zu, \"train_ms\": %.3f, \"dfl_ms\": %.3f, \"eval_ms\": %.3f, "
-                "\"device_mib\": %.1f}\n",
+                "\"device_mib\": %.1f, \"simd\": \"%s\"}\n",
                 spec_path.c_str(), backend_name.c_str(), precision.c_str(), math.nondeterministic ? "false" : "true", B, K,
                 model.num_params(), train_ms, dfl_ms, eval_ms,
-                double(model.device_bytes()) / (1024.0 * 1024.0));
+                double(model.device_bytes()) / (1024.0 * 1024.0), simd_paths_summary().c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dfl_step_bench: %s\n", e.what());

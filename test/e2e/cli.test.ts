@@ -37,7 +37,11 @@ interface Result {
 }
 
 function dfl(...args: string[]): Result {
-  const r = spawnSync(process.execPath, [cli, ...args], { cwd: work, encoding: 'utf8', timeout: 300_000, env: { ...process.env, FORCE_COLOR: '0' } });
+  return dflWith({}, ...args);
+}
+
+function dflWith(env: Record<string, string>, ...args: string[]): Result {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd: work, encoding: 'utf8', timeout: 300_000, env: { ...process.env, FORCE_COLOR: '0', ...env } });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -313,6 +317,27 @@ test('info --json reports version, backends, threads and CPU features', () => {
   assert.ok(info.backends.usable.includes('cpu'));
   assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
   assert.ok(Array.isArray(info.cpu_features));
+});
+
+test('info reports the SIMD path of every kernel family, and DFL_SIMD lowers them all', () => {
+  const levels = ['portable', 'avx2', 'avx512'];
+  type Info = { simd_paths: Record<string, string>; simd_level: string; simd_request: string | null; gemm_kernel: string };
+  const [full] = jsonLines(dfl('info', '--json').stdout) as [Info];
+  assert.deepEqual(Object.keys(full.simd_paths), ['gemm', 'conv', 'batchnorm', 'pool']);
+  assert.equal(full.simd_paths.gemm, full.gemm_kernel);
+  assert.equal(full.simd_request, null);
+  for (const cap of levels.slice(0, levels.indexOf(full.simd_level) + 1)) {
+    const r = dflWith({ DFL_SIMD: cap }, 'info', '--json');
+    assert.equal(r.status, 0, r.stderr);
+    const [info] = jsonLines(r.stdout) as [Info];
+    assert.equal(info.simd_level, cap);
+    assert.equal(info.simd_request, cap);
+    assert.equal(info.simd_paths.gemm, cap, 'GEMM has every level');
+    for (const [family, level] of Object.entries(info.simd_paths)) assert.ok(levels.indexOf(level) <= levels.indexOf(cap), `${family} ${level} under DFL_SIMD=${cap}`);
+  }
+  const bad = dflWith({ DFL_SIMD: 'avx' }, 'info');
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stdout + bad.stderr, /Expected one of portable, avx2, avx512 for the environment variable DFL_SIMD but received 'avx'/);
 });
 
 test('--help lists every command, and train --help its flags with defaults and examples', () => {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <exception>
 
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 
 namespace dfl::test {
@@ -129,7 +130,16 @@ int main(int argc, char** argv) {
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
     if (arg == "--backend" && a + 1 < argc) only_backend = argv[++a];
+    else if (arg == "--hardware-simd-level") {  // for scripts/run-tests.mjs: which passes to run
+      std::printf("%s\n", dfl::simd_level_label(dfl::hardware_simd_level()));
+      return 0;
+    }
     else filter = argv[a];
+  }
+  // A misspelt DFL_SIMD would run the full instruction set while the log claims a lower one.
+  if (!dfl::simd_request_valid()) {
+    std::printf("DFL_SIMD=%s: expected portable, avx2 or avx512 (or unset)\n", dfl::simd_request().c_str());
+    return 2;
   }
   int passed = 0, failed = 0;
   auto run = [&](const TestCase& t, const std::string& label) {

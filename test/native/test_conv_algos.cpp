@@ -11,6 +11,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/conv_internal.h"
 #include "cpu/kernels.h"
@@ -318,6 +319,8 @@ DFL_CPU_TEST(conv_automatic_choice) {
   const Conv2dShape cifar{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1}, stem{8, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1},
       narrow{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1};
   const bool avx2 = dfl::cpu::conv2d_algo_applies(ConvAlgo::Direct3x3, cifar);
+  // The direct kernels follow the reported SIMD level, which DFL_SIMD caps (core/cpu_features.h).
+  DFL_EXPECT(avx2 == (dfl::simd_level() >= dfl::SimdLevel::Avx2), dfl::simd_paths_summary());
   // Stride-1 3x3 convolutions: Winograd with channels in multiples of 8 on maps of 4x4 and up, any
   // map size; the direct kernel for other channel counts (the 3-channel stem) and for 16 channels on
   // both sides.

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -93,6 +95,31 @@ DFL_CPU_TEST(gemm_kernel_name_is_a_supported_variant) {
   DFL_EXPECT(name == dfl::cpu::gemm_kernel_label(k), name);
   DFL_EXPECT(dfl::cpu::gemm_kernel_supported(k), name);
   DFL_EXPECT(dfl::cpu::gemm_kernel_supported(GemmKernel::Portable), "portable always runs");
+}
+
+// DFL_SIMD caps what every kernel may use (core/cpu_features.h): the kernels' features are the CPU's
+// lowered to the request, the level is the lower of the two, and every family's reported path is at
+// or below it (GEMM's is the variant sgemm runs). The second C++ pass of `npm test` runs with
+// DFL_SIMD=avx2 on AVX-512 machines, where this checks that the cap took hold.
+DFL_CPU_TEST(simd_cap_lowers_every_kernel_family) {
+  using dfl::SimdLevel;
+  const dfl::CpuFeatures &hw = dfl::cpu_hardware_features(), &f = dfl::cpu_features();
+  DFL_EXPECT((!f.avx2 || hw.avx2) && (!f.fma || hw.fma) && (!f.avx512f || hw.avx512f), "features beyond the CPU's");
+  SimdLevel want = hw.avx512f && hw.avx2 && hw.fma ? SimdLevel::Avx512 : hw.avx2 && hw.fma ? SimdLevel::Avx2 : SimdLevel::Portable;
+  const std::string request = dfl::simd_request();
+  for (SimdLevel l : {SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512})
+    if (request == dfl::simd_level_label(l)) want = std::min(want, l);
+  DFL_EXPECT(dfl::simd_level() == want, std::string("level ") + dfl::simd_level_label(dfl::simd_level()) + ", DFL_SIMD '" + request + "'");
+  auto level_of = [](const std::string& label) {
+    for (SimdLevel l : {SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512})
+      if (label == dfl::simd_level_label(l)) return l;
+    throw std::runtime_error("unknown SIMD path " + label);
+  };
+  const auto paths = dfl::simd_paths();
+  DFL_EXPECT(!paths.empty() && paths[0].first == "gemm" && paths[0].second == dfl::gemm_kernel_name(), dfl::simd_paths_summary());
+  for (const auto& [family, path] : paths) DFL_EXPECT(level_of(path) <= want, family + " " + path);
+  DFL_EXPECT(dfl::cpu::gemm_kernel_supported(GemmKernel::Avx512) == (want == SimdLevel::Avx512), "avx512 GEMM");
+  DFL_EXPECT(dfl::cpu::gemm_kernel_supported(GemmKernel::Avx2) == (want >= SimdLevel::Avx2), "avx2 GEMM");
 }
 
 // All trans combos, odd sizes (micro-tile edges), sizes crossing the KC=256 / MC / NC=2048 blocks.

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { describeSimd } from '../../dist/binding.js';
 import { binding, noise, tinyModel, tinySpec } from '../helpers/native.js';
 
 const step = (over: Record<string, unknown> = {}) => ({
@@ -9,7 +10,7 @@ const step = (over: Record<string, unknown> = {}) => ({
   nesterov: true, decoupled: false, labelSmoothing: 0, distillWeight: 1, temperature: 4, dropoutSeed: 1, ...over,
 });
 
-test('runtime info reports the cpu backend, threads and the GEMM kernel', () => {
+test('runtime info reports the cpu backend, threads and the SIMD paths', () => {
   const info = binding.runtimeInfo();
   assert.ok(info.compiledBackends.includes('cpu'));
   assert.ok(info.usableBackends.includes('cpu'));
@@ -17,6 +18,12 @@ test('runtime info reports the cpu backend, threads and the GEMM kernel', () => 
   assert.ok(cuda, 'cuda is always listed, with why it cannot be used');
   if (!cuda.usable) assert.ok(cuda.detail.length > 10 && info.cudaStatus === cuda.detail, cuda.detail);
   assert.ok(['avx512', 'avx2', 'portable'].includes(info.gemmKernel));
+  assert.equal(info.simdPaths.gemm, info.gemmKernel);
+  assert.ok(['avx512', 'avx2', 'portable'].includes(info.simdLevel));
+  // the one-line form benchmark headers print: every family, and the cap when one was asked for
+  const line = describeSimd(info);
+  for (const [family, level] of Object.entries(info.simdPaths)) assert.ok(line.includes(`${family} ${level}`), line);
+  assert.match(describeSimd({ ...info, simdRequest: 'avx2' }), /\(DFL_SIMD=avx2\)$/);
   assert.ok(info.hardwareThreads >= 1);
 });
 

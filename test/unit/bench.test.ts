@@ -6,12 +6,14 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { benchmark } from '../../dist/bench.js';
+import { loadBinding } from '../../dist/binding.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli', 'cli.js');
 
 test('benchmark() times train, infer and DFL steps and derives img/s, FLOPs and memory from them', async () => {
   const r = await benchmark({ model: 'vgg8', width: 0.125, batchSize: 8, device: 'cpu', threads: 1, teachers: 2, reps: 2, warmup: 1, profile: true });
   assert.equal(r.device, 'cpu');
+  assert.deepEqual(r.simd_paths, loadBinding().runtimeInfo().simdPaths, 'which SIMD path each kernel family ran');
   assert.equal(r.macs_per_image, 1254016, "vgg8 x0.125 MACs per 32x32 image (zoo.test.ts checks the zoo against PyTorch)");
   assert.equal(r.gflops_per_img, (2 * r.macs_per_image) / 1e9);
   for (const p of [r.train, r.infer, r.dfl]) {

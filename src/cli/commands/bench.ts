@@ -3,7 +3,7 @@
 import type { Argv, CommandModule } from 'yargs';
 
 import { benchmark, type BenchResult } from '../../bench.js';
-import type { DeviceName } from '../../binding.js';
+import { describeSimd, loadBinding, type DeviceName } from '../../binding.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
 import { fixed, Output, runCommand, Table, UsageError } from '../output.js';
 
@@ -93,7 +93,8 @@ export async function handler(argv: BenchArgs): Promise<void> {
         continue;
       }
       if (!printedHeader) {
-        out.print(`batch ${r.batch}, ${r.threads} threads, DFL step with K = ${r.teachers} teachers, median of ${r.reps} after warm-up`);
+        const simd = r.device === 'cpu' ? `, SIMD: ${describeSimd(loadBinding().runtimeInfo())}` : '';
+        out.print(`batch ${r.batch}, ${r.threads} threads${simd}, DFL step with K = ${r.teachers} teachers, median of ${r.reps} after warm-up`);
         out.print(table.header());
         printedHeader = true;
       }

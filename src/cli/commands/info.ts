@@ -1,8 +1,9 @@
-// `dfl-native info`: version, compiled and usable backends, threads, CPU features.
+// `dfl-native info`: version, compiled and usable backends, threads, CPU features, the SIMD path
+// each kernel family runs.
 import os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 
-import { loadBinding, type RuntimeInfo } from '../../binding.js';
+import { describeSimd, loadBinding, type RuntimeInfo } from '../../binding.js';
 import { packageVersion } from '../../io/onnx.js';
 import { EXIT, Output, runCommand } from '../output.js';
 
@@ -13,7 +14,7 @@ export interface InfoArgs {
 
 export function builder(y: Argv): Argv<InfoArgs> {
   return y
-    .option('json', { type: 'boolean', describe: 'Print one JSON object: {version, backends: {compiled, usable, detail}, threads, cpu_features, ...}' })
+    .option('json', { type: 'boolean', describe: 'Print one JSON object: {version, backends: {compiled, usable, detail}, threads, cpu_features, simd_paths, ...}' })
     .example('$0 info', 'what this installation can run on') as unknown as Argv<InfoArgs>;
 }
 
@@ -42,6 +43,7 @@ export async function handler(argv: InfoArgs): Promise<void> {
         backends: { compiled: rt.compiledBackends, usable: rt.usableBackends, detail: Object.fromEntries(rt.backends.map((b) => [b.name, b.detail])) },
         threads: rt.threads,
         hardware_threads: rt.hardwareThreads, cpu_features: rt.cpuFeatures, cuda_status: rt.cudaStatus, gemm_kernel: rt.gemmKernel,
+        simd_paths: rt.simdPaths, simd_level: rt.simdLevel, simd_request: rt.simdRequest || null,
         openmp: rt.openmp, build_system: rt.buildSystem, platform, cpus: os.cpus()[0]?.model ?? null,
       });
       return;
@@ -54,7 +56,7 @@ export async function handler(argv: InfoArgs): Promise<void> {
       ['threads', `${rt.threads} (hardware: ${rt.hardwareThreads}${rt.openmp ? ', OpenMP' : ''})`],
       ['cpu', os.cpus()[0]?.model ?? 'unknown'],
       ['cpu features', rt.cpuFeatures.join(' ') || '-'],
-      ['gemm kernel', rt.gemmKernel],
+      ['simd paths', describeSimd(rt)],
       ['built with', rt.buildSystem],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
