@@ -114,7 +114,7 @@ function resolveDevice(device: DeviceName | 'auto'): DeviceName {
 }
 
 /** A synthetic but fixed batch: the same numbers every run. */
-function batchOf(spec: ModelSpec, batch: number, classes: number): { x: Float32Array; labels: Int32Array } {
+export function batchOf(spec: ModelSpec, batch: number, classes: number): { x: Float32Array; labels: Int32Array } {
   const per = spec.in_channels * spec.height * spec.width;
   return {
     x: Float32Array.from({ length: batch * per }, (_, i) => Math.sin(i * 0.37) * 1.3),
