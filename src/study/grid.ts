@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ConfigError, resolveConfig, type TrainConfig } from '../config.js';
+import { ConfigError, resolveConfig, resolveFields, type TrainConfig } from '../config.js';
 
 export interface StudyGrid {
   name: string;
@@ -88,7 +88,7 @@ function optionLayer(v: unknown, where: string): Partial<TrainConfig> {
   // kebab-case keys are accepted as in --config files
   for (const [k, val] of Object.entries(v)) layer[k.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())] = val;
   try {
-    resolveConfig(layer); // unknown keys and bad values fail here, naming the key
+    resolveFields(layer); // unknown keys and bad values fail here, naming the key (combinations: in planRuns, with every layer)
   } catch (err) {
     fail(where, (err as Error).message);
   }
