@@ -81,6 +81,16 @@ export interface TrainStepOptions {
   labelSmoothing: number;
   distillWeight: number;
   temperature: number;
+  /** Weight of the cross-entropy term (default 1; PS-KD: 1 - alpha_t). */
+  ceWeight?: number;
+  /**
+   * Per-sample soft targets apart from the teachers (PS-KD, DLB): logits (rows, classes) for the
+   * batch's first `rows` samples; adds weight * T^2 * KL(softmax(logits/T) || softmax(student/T)),
+   * averaged over those rows (stats.targetLoss, before the weight).
+   */
+  targets?: { logits: Float32Array; rows: number; temperature: number; weight: number };
+  /** Return the training forward's logits (batch, classes) as stats.logits. */
+  returnLogits?: boolean;
   dropoutSeed: number;
 }
 
@@ -88,6 +98,10 @@ export interface TrainStepStats {
   loss: number;
   ceLoss: number;
   distillLoss: number;
+  /** The soft-target term's T^2 KL, before its weight (0 without targets). */
+  targetLoss: number;
+  /** With returnLogits: the training forward's logits (batch, classes). */
+  logits?: Float32Array;
   correct: number;
   gradNorm: number;
   /** false when the loss or a gradient was NaN/Inf; the weights were then left untouched. */

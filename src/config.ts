@@ -2,9 +2,13 @@
 // --config files all resolve through resolveConfig, so defaults and error messages live here only.
 
 export type Method = 'base' | 'reset' | 'sd' | 'dfl';
-export type TeacherSource = 'meaningful' | 'previous' | 'random';
+export type TeacherSource = 'meaningful' | 'previous' | 'random' | 'cycle-end' | 'diverse';
 export type TeacherWeighting = 'uniform' | 'score' | 'confidence';
-export type ScheduleName = 'cosine' | 'step' | 'constant';
+export type ScheduleName = 'cosine' | 'step' | 'constant' | 'cosine-restarts';
+/** How a weight average (EMA, SWA) teaches: not at all, as the only teacher, or beside the bank. */
+export type AverageTeacher = 'off' | 'alone' | 'bank';
+/** Per-sample soft targets from the student's own earlier predictions (none, PS-KD or DLB). */
+export type SoftTargetsName = 'none' | 'pskd' | 'dlb';
 export type ResetMode = 'reinit' | 'shrink-perturb';
 export type ConvInit = 'kaiming-normal' | 'pytorch-default';
 export type Device = 'auto' | 'cpu' | 'cuda';
@@ -32,19 +36,42 @@ export interface TrainConfig {
   weightDecay: number;
   /** false: L2 (added to the gradient, PyTorch SGD); true: decoupled (SGDW). */
   decoupledWeightDecay: boolean;
+  /**
+   * 'cosine-restarts': cosine from lr to 0 in every cycle of restartCycle epochs, restarting at lr
+   * (SGDR with equal cycles). With resets on, the head is reset at the restarts (every restartCycle
+   * epochs; resetCycle is not used then), so a fresh head meets a high learning rate.
+   */
   schedule: ScheduleName;
+  /** Epochs per cycle of the cosine-restarts schedule (and of cycle-end snapshots). */
+  restartCycle: number;
   /** Epochs (1-based) after which the step schedule multiplies the lr by gamma. */
   milestones: number[];
   gamma: number;
   warmupEpochs: number;
   labelSmoothing: number;
+  /**
+   * Symmetric label noise on the training split: this fraction of its labels (chosen by a seeded
+   * permutation of the run's seed) is replaced by a uniformly drawn other class. The validation and
+   * test splits stay clean. 0: off.
+   */
+  labelNoise: number;
   /** Random crop (zero padding `cropPadding`) + horizontal flip. */
   augment: boolean;
   cropPadding: number;
   method: Method;
   /** Bank size K. */
   teachers: number;
+  /**
+   * Which snapshots enter the bank. meaningful: the K best-scoring; previous: the last K epochs';
+   * random: K fixed random initialisations; cycle-end: the snapshot at the end of each cycle of the
+   * cosine-restarts schedule, the last K kept (snapshot ensembles); diverse: like meaningful while
+   * the bank fills, then the member least in disagreement with the others leaves (top-1
+   * disagreement on the validation split), among those scoring at least diversityFloor below the
+   * best (src/train/teachers.ts offerDiverse).
+   */
   teacherSource: TeacherSource;
+  /** teacherSource diverse: members scoring more than this below the best of the bank and the candidate leave first. */
+  diversityFloor: number;
   teacherWeighting: TeacherWeighting;
   /**
    * Teach only with teachers scoring higher than the student's last validation score (all teach in
@@ -57,6 +84,40 @@ export interface TrainConfig {
   temperature: number;
   /** alpha: weight of T^2 * KL(p_T || q). */
   distillWeight: number;
+  /**
+   * Exponential moving average of the student's weights and BN buffers, updated after every step:
+   * ema <- d * ema + (1 - d) * student with d = min(emaDecay, s / (s + 1)) at step s = 1, 2, ...
+   * (the mean teacher's ramp: a plain mean of the weights so far until the decay takes over, so the
+   * initialisation does not dominate early averages). 0: off.
+   */
+  emaDecay: number;
+  /** The EMA as a teacher (needs emaDecay > 0 and method sd or dfl): alone (the bank is not used) or beside the bank. */
+  emaTeacher: AverageTeacher;
+  /**
+   * Stochastic weight averaging: the weights at the end of every epoch after this fraction of the
+   * epochs are averaged (equal weights); the average's BN statistics are recomputed on the training
+   * split (a pass in training mode, the batch statistics averaged). 1: off.
+   */
+  swaStart: number;
+  /** A constant learning rate from the first averaged epoch on; undefined: the schedule's own lr continues. */
+  swaLr: number | undefined;
+  /** With SWA: the run's final model (test metrics, checkpoint, export) is the average; false: the last weights (the average only teaches). */
+  swaFinal: boolean;
+  /** The SWA average as a teacher (needs swaStart < 1 and method sd or dfl), from the epoch after the first averaged one. */
+  swaTeacher: AverageTeacher;
+  /**
+   * Soft targets from the student's own predictions, added to any teachers. pskd (progressive
+   * self-knowledge distillation): the loss is (1 - a) CE(y) + a KL(p_prev || q) with p_prev the
+   * previous epoch's training prediction of the sample and a = pskdAlpha * epoch / epochs (epoch 1:
+   * plain CE). dlb (last-mini-batch distillation): each step also carries the previous step's
+   * images and adds dlbWeight * T^2 KL toward that step's predictions of them (T = dlbTemperature);
+   * a step then holds 2 x batchSize images, so an epoch costs about twice as much.
+   */
+  softTargets: SoftTargetsName;
+  /** PS-KD's alpha_T: the target's weight on the previous predictions at the last epoch. */
+  pskdAlpha: number;
+  dlbTemperature: number;
+  dlbWeight: number;
   /** Reset every resetCycle epochs (before epochs 1 + k*cycle, k >= 1). */
   resetCycle: number;
   /** Resets happen only before this fraction of the epochs has passed (1: throughout; 0.7: none in the last 30%). */
@@ -110,15 +171,18 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   weightDecay: 5e-4,
   decoupledWeightDecay: false,
   schedule: 'cosine',
+  restartCycle: 4,
   milestones: [],
   gamma: 0.1,
   warmupEpochs: 0,
   labelSmoothing: 0,
+  labelNoise: 0,
   augment: true,
   cropPadding: 4,
   method: 'dfl',
   teachers: 3,
   teacherSource: 'meaningful',
+  diversityFloor: 0.02,
   teacherWeighting: 'uniform',
   // From the study (docs/study/README.md section 3, README "Does it work?"): on the CPU recipe, 5
   // paired seeds, gating the teachers and ending resets at 70% gave +1.14 [+0.67, +1.62] points
@@ -127,6 +191,16 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   scoreMetric: 'accuracy',
   temperature: 4,
   distillWeight: 1,
+  emaDecay: 0,
+  emaTeacher: 'off',
+  swaStart: 1,
+  swaLr: undefined,
+  swaFinal: true,
+  swaTeacher: 'off',
+  softTargets: 'none',
+  pskdAlpha: 0.8,
+  dlbTemperature: 3,
+  dlbWeight: 1,
   resetCycle: 4,
   resetUntil: 0.7,
   resetDepth: 1,
@@ -217,6 +291,8 @@ const channelValues = (positive: boolean): Check => (v, name) => {
   return [...v];
 };
 
+const AVERAGE_TEACHERS = ['off', 'alone', 'bank'] as const;
+
 const CHECKS: { [K in keyof TrainConfig]: Check } = {
   data: optString,
   model: str,
@@ -229,7 +305,8 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   nesterov: bool,
   weightDecay: num(0, 1),
   decoupledWeightDecay: bool,
-  schedule: oneOf(['cosine', 'step', 'constant']),
+  schedule: oneOf(['cosine', 'step', 'constant', 'cosine-restarts']),
+  restartCycle: num(1, 100000, true),
   milestones: (v, name) => {
     if (!Array.isArray(v) || !v.every((m) => Number.isInteger(m) && m >= 1)) throw expected('an array of positive epoch numbers', name, v);
     return [...v].sort((a: number, b: number) => a - b);
@@ -237,16 +314,28 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   gamma: num(0, 1, false, true),
   warmupEpochs: num(0, 100000),
   labelSmoothing: num(0, 0.999),
+  labelNoise: num(0, 0.99),
   augment: bool,
   cropPadding: num(0, 64, true),
   method: oneOf(['base', 'reset', 'sd', 'dfl']),
   teachers: num(1, 64, true),
-  teacherSource: oneOf(['meaningful', 'previous', 'random']),
+  teacherSource: oneOf(['meaningful', 'previous', 'random', 'cycle-end', 'diverse']),
+  diversityFloor: num(0, 1000),
   teacherWeighting: oneOf(['uniform', 'score', 'confidence']),
   skipWorseTeachers: bool,
   scoreMetric: oneOf(['accuracy', 'loss']),
   temperature: num(0, 1000, false, true),
   distillWeight: num(0, 1000),
+  emaDecay: num(0, 0.999999),
+  emaTeacher: oneOf(AVERAGE_TEACHERS),
+  swaStart: num(0, 1),
+  swaLr: (v, name) => (v === undefined ? v : num(0, 1e4, false, true)(v, name)),
+  swaFinal: bool,
+  swaTeacher: oneOf(AVERAGE_TEACHERS),
+  softTargets: oneOf(['none', 'pskd', 'dlb']),
+  pskdAlpha: num(0, 1),
+  dlbTemperature: num(0, 1000, false, true),
+  dlbWeight: num(0, 1000),
   resetCycle: num(1, 100000, true),
   resetUntil: num(0, 1),
   resetDepth: num(1, 10000, true),
@@ -296,10 +385,16 @@ function nearestKey(k: string): string | undefined {
 }
 
 /**
- * Merges partial configs left to right over the defaults (later wins) and validates every field.
- * Unknown keys are an error (a typo must not be silently ignored).
+ * Merges partial configs left to right over the defaults (later wins) and validates every field and
+ * the options that only work together (checkCombination). Unknown keys are an error (a typo must
+ * not be silently ignored).
  */
 export function resolveConfig(...layers: (Partial<Record<string, unknown>> | undefined)[]): TrainConfig {
+  return checkCombination(resolveFields(...layers));
+}
+
+/** resolveConfig without the cross-option rules: for a layer checked on its own (a study arm without the grid's shared options). */
+export function resolveFields(...layers: (Partial<Record<string, unknown>> | undefined)[]): TrainConfig {
   const merged: Record<string, unknown> = { ...DEFAULT_CONFIG };
   for (const layer of layers) {
     if (!layer) continue;
@@ -314,6 +409,27 @@ export function resolveConfig(...layers: (Partial<Record<string, unknown>> | und
   const out: Record<string, unknown> = {};
   for (const k of CONFIG_KEYS) out[k] = CHECKS[k](merged[k], k);
   return out as unknown as TrainConfig;
+}
+
+/**
+ * Options that need others: an option that would silently do nothing is an error naming what to
+ * set (the teaching averages need their average and a teaching method; cycle-end snapshots need the
+ * restarts; swaLr needs SWA).
+ */
+export function checkCombination(c: TrainConfig): TrainConfig {
+  const teaches = methodUses(c.method).teachers;
+  for (const [role, name, on, need] of [
+    [c.emaTeacher, 'emaTeacher', c.emaDecay > 0, 'emaDecay > 0 (e.g. 0.999)'],
+    [c.swaTeacher, 'swaTeacher', c.swaStart < 1, 'swaStart < 1 (e.g. 0.75)'],
+  ] as const) {
+    if (role === 'off') continue;
+    if (!on) throw new ConfigError(`Expected ${need} for ${name} '${role}': the average it teaches with is off`);
+    if (!teaches) throw new ConfigError(`Expected method sd or dfl for ${name} '${role}' but received '${c.method}' (teachers teach only in those)`);
+  }
+  if (c.teacherSource === 'cycle-end' && c.schedule !== 'cosine-restarts')
+    throw new ConfigError(`Expected schedule 'cosine-restarts' for teacherSource 'cycle-end' but received '${c.schedule}' (its snapshots are taken at the restarts)`);
+  if (c.swaLr !== undefined && c.swaStart >= 1) throw new ConfigError(`Expected swaStart < 1 for swaLr ${c.swaLr} (SWA is off at swaStart 1)`);
+  return c;
 }
 
 /** What the method switches on. */

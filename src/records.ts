@@ -33,6 +33,12 @@ export interface EpochRecord {
   added: number | null;
   seconds: number;
   images_per_sec: number;
+  /** With emaDecay > 0: the EMA's validation accuracy after this epoch. */
+  ema_val_acc?: number;
+  /** With SWA: the average's validation accuracy after this epoch (BN recomputed); null before it starts. */
+  swa_val_acc?: number | null;
+  /** With softTargets: the mean soft-target term (T^2 KL, before its weight) over the epoch's steps. */
+  target_loss?: number;
 }
 
 export interface TestMetrics {
@@ -60,6 +66,14 @@ export interface TrainSummary extends TestMetrics {
   class_names: string[];
   /** True when the run was stopped early (AbortSignal / Ctrl-C); test metrics are then of the last model. */
   interrupted: boolean;
+  /**
+   * Top-1 test accuracy of the run's ensemble: the mean softmax of the final model and every
+   * teacher it ends with (the bank, and the EMA or SWA average when they teach). Without teachers
+   * it is test_acc. Absent in summaries written before this field.
+   */
+  test_ensemble_acc?: number;
+  /** 'swa' when the test metrics are of the SWA average (swaFinal), else 'last' (the last epoch's weights; also when absent). */
+  final_model?: 'last' | 'swa';
   config: TrainConfig;
 }
 

@@ -239,11 +239,13 @@ class TrainStepWorker : public PromiseWorker {
   explicit TrainStepWorker(Napi::Env env) : PromiseWorker(env) {}
   std::shared_ptr<Model> student;
   std::vector<std::shared_ptr<Teacher>> teachers;
-  std::vector<float> x, teacher_weights;
+  std::vector<float> x, teacher_weights, target_logits;
   HostImageBatch images;  // instead of x: a batch made on the device from resident images
   std::vector<int32_t> labels;
   int B = 0;
   bool confidence_weights = false;
+  SoftTargets targets;  // logits_host points into target_logits once queued
+  bool want_logits = false;
   LossConfig loss;
   SgdConfig sgd;
   uint64_t dropout_seed = 0;
@@ -254,14 +256,22 @@ class TrainStepWorker : public PromiseWorker {
     for (const auto& t : teachers) d.teachers.push_back(t.get());
     d.weights_host = teacher_weights.empty() ? nullptr : teacher_weights.data();
     d.confidence_weights = confidence_weights;
+    d.targets = targets;
+    d.targets.logits_host = target_logits.empty() ? nullptr : target_logits.data();
     stats_ = images.images ? student->train_step(images.view(), labels.data(), d, loss, sgd, dropout_seed)
                            : student->train_step(x.data(), labels.data(), B, d, loss, sgd, dropout_seed);
+    if (want_logits) {
+      logits_.resize(size_t(B) * student->num_classes());
+      student->last_training_logits(logits_.data());
+    }
   }
   Napi::Value result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("loss", stats_.loss);
     o.Set("ceLoss", stats_.ce_loss);
     o.Set("distillLoss", stats_.distill_loss);
+    o.Set("targetLoss", stats_.target_loss);
+    if (want_logits) o.Set("logits", copy_out(env, logits_.data(), logits_.size()));
     o.Set("correct", stats_.correct);
     o.Set("gradNorm", stats_.grad_norm);
     o.Set("finite", stats_.finite);
@@ -270,12 +280,15 @@ class TrainStepWorker : public PromiseWorker {
 
  private:
   StepStats stats_;
+  std::vector<float> logits_;
 };
 
 // trainStep({x, labels, batch, teachers?, teacherWeights?, confidenceWeights?, lr, momentum,
 //            weightDecay, nesterov, decoupled, labelSmoothing, distillWeight, temperature,
+//            ceWeight?, targets?: {logits, rows, temperature, weight}, returnLogits?,
 //            dropoutSeed}): Promise<stats>. Instead of x and batch, `images` (an image batch, see
-// addon/images.h) makes the batch on the device from resident images.
+// addon/images.h) makes the batch on the device from resident images. returnLogits: stats.logits
+// holds the training forward's logits (B,NC).
 Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   Model& m = model(env);
@@ -358,6 +371,29 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   if (w->loss.temperature <= 0.f) throw Napi::RangeError::New(env, "Expected temperature > 0");
   if (w->loss.label_smoothing < 0.f || w->loss.label_smoothing >= 1.f)
     throw Napi::RangeError::New(env, "Expected labelSmoothing in [0, 1)");
+  w->loss.ce_weight = static_cast<float>(num("ceWeight", 1.0));
+  if (!(w->loss.ce_weight >= 0.f) || !std::isfinite(w->loss.ce_weight))
+    throw Napi::RangeError::New(env, "Expected a finite ceWeight >= 0");
+  const Napi::Value tgv = field(o, "targets");
+  if (!tgv.IsUndefined() && !tgv.IsNull()) {
+    const Napi::Object tg = object(tgv, "targets");
+    const Napi::Value rv = field(tg, "rows");
+    const double rows = number(rv, "targets.rows");
+    if (!(rows >= 1 && rows <= B) || rows != std::floor(rows))
+      throw Napi::RangeError::New(env, "Expected an integer in [1, " + std::to_string(B) + "] for targets.rows but received " + describe(rv));
+    w->targets.rows = static_cast<int>(rows);
+    const Napi::Float32Array tl = sized_float32_array(field(tg, "logits"), "targets.logits (rows x classes)",
+                                                      size_t(w->targets.rows) * m.num_classes());
+    for (size_t i = 0; i < tl.ElementLength(); ++i)
+      if (!std::isfinite(tl[i])) throw Napi::RangeError::New(env, "Expected finite targets.logits but found " + std::to_string(tl[i]));
+    w->target_logits.assign(tl.Data(), tl.Data() + tl.ElementLength());
+    w->targets.temperature = static_cast<float>(number(field(tg, "temperature"), "targets.temperature"));
+    w->targets.weight = static_cast<float>(number(field(tg, "weight"), "targets.weight"));
+    if (!(w->targets.temperature > 0.f) || !std::isfinite(w->targets.temperature) || !(w->targets.weight >= 0.f) ||
+        !std::isfinite(w->targets.weight))
+      throw Napi::RangeError::New(env, "Expected targets.temperature > 0 and a finite targets.weight >= 0");
+  }
+  w->want_logits = flag("returnLogits", false);
   w->confidence_weights = flag("confidenceWeights", false) && K > 0;
   if (w->confidence_weights && !w->teacher_weights.empty())
     throw Napi::Error::New(env, "dfl-native: give either teacherWeights or confidenceWeights, not both");

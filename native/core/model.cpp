@@ -122,19 +122,21 @@ struct Model::Memory {
   explicit Memory(const std::shared_ptr<Backend>& be)
       : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
         workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
-        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), batch_u8(be) {}
+        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), target_logits(be), batch_u8(be) {}
   DeviceBuffer arena;  // [params | grads | momentum]
   DeviceBuffer buffers, buffers_backup, stats;
   DeviceBuffer acts, act_grads, argmax, mask, workspace;
   DeviceBuffer x, labels;
   DeviceBuffer losses, probs, kl_losses, student_probs, teacher_probs;
   DeviceBuffer teacher_logits, teacher_weights, teacher_scratch;
+  DeviceBuffer target_logits;  // the soft targets' logits (rows, NC)
   DeviceBuffer batch_u8;  // a batch's images gathered from DeviceImages
   size_t bytes() const {
     size_t n = 0;
     for (const DeviceBuffer* b : {&arena, &buffers, &buffers_backup, &stats, &acts, &act_grads, &argmax, &mask,
                                   &workspace, &x, &labels, &losses, &probs, &kl_losses, &student_probs,
-                                  &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch, &batch_u8})
+                                  &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch, &target_logits,
+                                  &batch_u8})
       n += b->bytes();
     return n;
   }
@@ -360,6 +362,9 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   DFL_CHECK(distill.teachers.size() > 0 || K == 0 || distill.teacher_logits_host, "train_step: ", K,
             " teachers but no teacher logits");
   DFL_CHECK(loss.temperature > 0.f, "train_step: temperature must be > 0");
+  const SoftTargets& targets = distill.targets;
+  DFL_CHECK(!targets.active() || (targets.logits_host && targets.rows <= B && targets.temperature > 0.f),
+            "train_step: soft targets need logits for at most ", B, " rows and a temperature > 0");
   Backend& be = *backend_;
   Memory& m = *mem_;
   const int NC = plan_.num_classes;
@@ -368,6 +373,10 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   PhaseTimer timer(be, profiling_);
   if (x_host) be.upload(m.x.get(), x_host, floats(plan_.input_per_sample() * size_t(B)));  // null: made on the device
   be.upload(m.labels.get(), labels_host, sizeof(int32_t) * size_t(B));
+  if (targets.active()) {
+    m.target_logits.reserve(floats(size_t(targets.rows) * NC), "soft targets");
+    be.upload(m.target_logits.get(), targets.logits_host, floats(size_t(targets.rows) * NC));
+  }
   timer.lap(&profile_.transfer_ms);
 
   // The teachers' logits (K,B,NC) and per-sample weights (K,B), on the device.
@@ -404,14 +413,23 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   float* dlogits = zero_gradients(be, m.act_grads, plan_, capacity_b_, B, grad_data());
   StepStats st;
   st.ce_loss = be.cross_entropy_forward(m.losses.f(), m.probs.f(), logits, m.labels.i32(), B, NC, loss.label_smoothing);
-  be.cross_entropy_backward(dlogits, m.probs.f(), m.labels.i32(), B, NC, loss.label_smoothing, 1.0f / B);
+  be.cross_entropy_backward(dlogits, m.probs.f(), m.labels.i32(), B, NC, loss.label_smoothing, loss.ce_weight / B);
   if (distilling) {
     st.distill_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
                                              m.teacher_logits.f(), weights, K, B, NC, loss.temperature);
     be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), B, NC, loss.temperature,
                             loss.distill_weight / B);
   }
-  st.loss = st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
+  st.loss = loss.ce_weight * st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
+  if (targets.active()) {
+    // The same KL as one teacher given from the host, over the first rows (the scratch is free again).
+    const int R = targets.rows;
+    st.target_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
+                                            m.target_logits.f(), nullptr, 1, R, NC, targets.temperature);
+    be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), R, NC, targets.temperature,
+                            targets.weight / R);
+    st.loss += targets.weight * st.target_loss;
+  }
   st.correct = be.count_correct(logits, m.labels.i32(), B, NC);
   timer.lap(&profile_.loss_ms);
   run_backward(B);
@@ -438,6 +456,12 @@ StepStats Model::train_step(const ImageBatch& batch, const int32_t* labels_host,
   ensure_batch(batch.B);
   make_batch(batch, plan_.spec, *backend_, mem_->batch_u8, mem_->x.f());
   return train_step(nullptr, labels_host, batch.B, distill, loss, sgd, dropout_seed);
+}
+
+void Model::last_training_logits(float* logits_host) const {
+  DFL_CHECK(have_training_forward_, "last_training_logits: another forward ran since the last training forward");
+  const PlanNode& last = plan_.nodes.back();
+  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(last_b_), floats(last.size * size_t(last_b_)));
 }
 
 void Model::forward(const ImageBatch& batch, float* logits_host) {

@@ -24,12 +24,14 @@ struct LossConfig {
   float label_smoothing = 0.f;
   float distill_weight = 0.f;   // alpha
   float temperature = 4.f;
+  float ce_weight = 1.f;        // weight of the cross-entropy term (PS-KD: 1 - alpha_t)
 };
 
 struct StepStats {
   float loss = 0.f;          // total
   float ce_loss = 0.f;
   float distill_loss = 0.f;  // T^2 KL, before alpha
+  float target_loss = 0.f;   // the soft-target term's T^2 KL, before its weight (Distillation::targets)
   int correct = 0;
   float grad_norm = 0.f;
   // The loss, every gradient, the BN statistics and the would-be updated weights and momentum are
@@ -62,15 +64,27 @@ struct StepProfile {
   int64_t steps = 0, forwards = 0;
 };
 
+// Per-sample soft targets given from the host, apart from the teachers (PS-KD's previous-epoch
+// predictions, DLB's last mini-batch's): logits (rows,NC) for the batch's first `rows` samples. The
+// step adds weight * T^2 KL(softmax(logits/T) || softmax(student/T)), averaged over those rows.
+struct SoftTargets {
+  const float* logits_host = nullptr;
+  int rows = 0;
+  float temperature = 1.f;
+  float weight = 0.f;
+  bool active() const { return rows > 0 && weight != 0.f; }
+};
+
 // What the student distils from in one step. Either teachers (run on the step's batch on the
 // device) or their logits given from the host (K,B,NC); per-sample weights (K,B) from the host,
-// each teacher's confidence computed on the device, or uniform.
+// each teacher's confidence computed on the device, or uniform. Soft targets are a second term.
 struct Distillation {
   std::vector<const Teacher*> teachers;
   const float* teacher_logits_host = nullptr;
   int given_k = 0;
   const float* weights_host = nullptr;
   bool confidence_weights = false;
+  SoftTargets targets;
   int K() const { return teachers.empty() ? given_k : int(teachers.size()); }
 };
 
@@ -118,8 +132,8 @@ class Model {
   // Backward from dlogits (B,NC) of the last training forward: zeroes, then fills the grads.
   void backward(const float* dlogits_host);
 
-  // One whole training step: teachers' logits, forward (training), loss = CE + alpha * T^2
-  // KL(p_T || q), backward, finiteness checks, SGD. labels must lie in [0, NC) (the addon checks).
+  // One whole training step: teachers' logits, forward (training), loss = ce_weight * CE + alpha *
+  // T^2 KL(p_T || q) (+ the soft-target term), backward, finiteness checks, SGD. labels must lie in [0, NC) (the addon checks).
   // x_host null: the batch is already on the device (the ImageBatch overload made it).
   StepStats train_step(const float* x_host, const int32_t* labels_host, int B, const Distillation& distill,
                        const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
@@ -128,6 +142,9 @@ class Model {
                        const LossConfig& loss, const SgdConfig& sgd, uint64_t dropout_seed);
   // Eval-mode logits (B,NC) of a batch made on the device from resident images.
   void forward(const ImageBatch& batch, float* logits_host);
+  // The logits (B,NC) of the last training forward (a train_step's, as its loss saw them), while no
+  // other forward has run since; for targets made from the student's own predictions (PS-KD, DLB).
+  void last_training_logits(float* logits_host) const;
 
   // What a step of batch B with K teachers needs on this model's backend (see MemoryPlan).
   MemoryPlan memory_plan(int B, int K) const;

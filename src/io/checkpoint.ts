@@ -8,6 +8,11 @@
 //   checkpoint/teachers-e0003.safetensors bank teachers, "teacher<id>.<name>", in their folded
 //                                         (inference) layout: each BN folded into its conv/linear
 //                                         (version 1 stored whole training models; still read)
+//   checkpoint/aux-e0003.safetensors      only for the options that keep more state: the weight
+//                                         averages ("ema.params", "swa.params", ...), PS-KD's
+//                                         predictions, DLB's carried logits, and after a final SWA
+//                                         model the trajectory's own weights ("trajectory.<name>")
+//   A run whose final model replaces its last weights (SWA) ends with files tagged e0020f.
 //
 // Writes are crash-safe: the epoch's weight files are written (atomically) under new names, then
 // state.json is replaced atomically, then older files are deleted. At every instant state.json
@@ -44,12 +49,23 @@ export interface CheckpointState {
   best_val_acc: number;
   /** Seconds of training so far (for throughput across resumes). */
   seconds: number;
-  files: { model: string; optim: string; teachers: string | null };
+  files: { model: string; optim: string; teachers: string | null; aux?: string | null };
   sha256: Record<string, string>;
   /** Set when the run stopped inside an epoch: where to continue and the epoch's running sums. */
   partial?: EpochPosition;
   /** What the run was trained on (absent in checkpoints of dfl-native 0.1.0): a resume compares it. */
   data?: DataFingerprint;
+  /** The weight averages' counters and last validation scores (with emaDecay, swaStart < 1). */
+  averages?: AverageState;
+  /** 'swa': the model file holds the final SWA average; the trajectory's weights are in aux. */
+  final?: 'swa';
+}
+
+export interface AverageState {
+  ema_steps?: number;
+  ema_score?: number | null;
+  swa_count?: number;
+  swa_score?: number | null;
 }
 
 /** A position inside an epoch (`batch` batches of epoch `epoch` done) and that epoch's running sums. */
@@ -58,6 +74,8 @@ export interface EpochPosition {
   batch: number;
   loss_sum: number;
   distill_sum: number;
+  /** With softTargets: the epoch's running sum of the soft-target term. */
+  target_sum?: number;
   correct: number;
   count: number;
   seconds: number;
@@ -143,7 +161,24 @@ const sha256 = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('
 export interface SaveInput {
   student: NativeModel;
   teachers: Map<number, NativeTeacher>;
-  state: Omit<CheckpointState, 'format' | 'version' | 'files' | 'sha256'>;
+  state: Omit<CheckpointState, 'format' | 'version' | 'files' | 'sha256' | 'final'>;
+  /** More state in named tensors (the aux file; none: no file). */
+  aux?: Map<string, SafeTensor>;
+  /** A final model to store as the model instead of the student (SWA), whose weights then go to aux as "trajectory.<name>". */
+  final?: TensorHolder;
+}
+
+/** The aux tensors of a checkpoint (empty without an aux file). */
+export function readAux(dir: string, state: CheckpointState): Map<string, SafeTensor> {
+  return state.files.aux ? readVerified(dir, state, state.files.aux) : new Map();
+}
+
+/** A float tensor of the aux file, checked for its length; throws naming the file when absent or malformed. */
+export function auxFloats(aux: Map<string, SafeTensor>, name: string, length: number, dir: string): Float32Array {
+  const t = aux.get(name);
+  if (!t || t.dtype !== 'F32' || t.data.length !== length || !(t.data as Float32Array).every(Number.isFinite))
+    throw new Error(`${dir}: the checkpoint's aux tensor ${name} is missing, not ${length} finite floats, or corrupt; use another checkpoint`);
+  return t.data as Float32Array;
 }
 
 /**
@@ -157,12 +192,18 @@ function slowForTests(): void {
 
 export function saveCheckpoint(dir: string, input: SaveInput): void {
   fs.mkdirSync(dir, { recursive: true });
-  const tag = `e${String(input.state.epoch).padStart(4, '0')}`;
-  const files = { model: `model-${tag}.safetensors`, optim: `optim-${tag}.safetensors`, teachers: input.teachers.size ? `teachers-${tag}.safetensors` : null };
+  const tag = `e${String(input.state.epoch).padStart(4, '0')}${input.final ? 'f' : ''}`;
+  const aux = new Map(input.aux ?? []);
+  if (input.final) for (const [k, v] of modelTensors(input.student, 'trajectory.')) aux.set(k, v);
+  const files = {
+    model: `model-${tag}.safetensors`, optim: `optim-${tag}.safetensors`, teachers: input.teachers.size ? `teachers-${tag}.safetensors` : null,
+    ...(aux.size ? { aux: `aux-${tag}.safetensors` } : {}),
+  };
   const blobs: [string, Buffer][] = [
-    [files.model, encodeSafetensors(modelTensors(input.student), { format: 'pt' })],
+    [files.model, encodeSafetensors(modelTensors(input.final ?? input.student), { format: 'pt' })],
     [files.optim, encodeSafetensors(momentumTensors(input.student))],
   ];
+  if (files.aux) blobs.push([files.aux, encodeSafetensors(aux)]);
   if (files.teachers) {
     const all = new Map<string, SafeTensor>();
     for (const [id, t] of input.teachers) for (const [k, v] of modelTensors(t, `teacher${id}.`)) all.set(k, v);
@@ -175,12 +216,12 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
     hashes[name] = sha256(blob);
   }
   slowForTests();
-  const state: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...input.state, files, sha256: hashes };
+  const state: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...input.state, ...(input.final ? { final: 'swa' as const } : {}), files, sha256: hashes };
   writeFileAtomic(path.join(dir, 'state.json'), stateText(state));
   // Only now may older weight files go.
   const keep = new Set(['state.json', ...blobs.map(([n]) => n)]);
   for (const f of fs.readdirSync(dir))
-    if (!keep.has(f) && /^(model|optim|teachers)-e\d+\.safetensors$|^\..*\.tmp$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+    if (!keep.has(f) && /^(model|optim|teachers|aux)-e\d+f?\.safetensors$|^\..*\.tmp$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
 }
 
 /** The checkpoint folder for a run folder or a checkpoint folder. */
@@ -222,7 +263,8 @@ export function readState(dir: string): CheckpointState {
   const isStr = (v: unknown) => typeof v === 'string';
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
   const f = state.files as unknown;
-  if (!isObj(f) || !isStr(f.model) || !isStr(f.optim) || !(f.teachers === null || isStr(f.teachers))) bad('the files field is missing or malformed');
+  if (!isObj(f) || !isStr(f.model) || !isStr(f.optim) || !(f.teachers === null || isStr(f.teachers)) || !(f.aux === undefined || f.aux === null || isStr(f.aux)))
+    bad('the files field is missing or malformed');
   if (!isObj(state.sha256) || !Object.values(state.sha256).every(isStr)) bad('the sha256 field is missing or malformed');
   if (!Number.isSafeInteger(state.epoch) || state.epoch < 0) bad(`epoch ${JSON.stringify(state.epoch)} is not a count of epochs`);
   if (!isObj(state.spec)) bad('the spec field (the model graph) is missing');
@@ -235,6 +277,11 @@ export function readState(dir: string): CheckpointState {
   const partial = (state as { partial?: unknown }).partial;
   if (partial !== undefined && (!isObj(partial) || !['epoch', 'batch', 'count', 'correct'].every((k) => Number.isSafeInteger(partial[k]) && (partial[k] as number) >= 0)))
     bad('the partial-epoch record is malformed');
+  const final = (state as { final?: unknown }).final;
+  if (final !== undefined && final !== 'swa') bad(`final ${JSON.stringify(final)} is not 'swa'`);
+  if (final !== undefined && !state.files.aux) bad('a final SWA model needs the aux file with the trajectory\'s weights');
+  const averages = (state as { averages?: unknown }).averages;
+  if (averages !== undefined && (!isObj(averages) || !Object.values(averages).every((v) => v === null || Number.isFinite(v)))) bad('the averages record is malformed');
   const data = (state as { data?: unknown }).data;
   const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
   const isSplit = (s: unknown) => isObj(s) && isCount(s.n) && Array.isArray(s.shape) && s.shape.length === 3 && s.shape.every(isCount) &&

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ConfigError, resolveConfig, type TrainConfig } from '../config.js';
+import { ConfigError, resolveConfig, resolveFields, type TrainConfig } from '../config.js';
 
 export interface StudyGrid {
   name: string;
@@ -15,6 +15,12 @@ export interface StudyGrid {
   seeds: number[];
   /** The arm every other arm is compared with, seed by seed. */
   reference: string;
+  /**
+   * More arms every arm is compared with in the report, after the reference: an arm, or a list of
+   * arms of which the one with the best mean final validation accuracy is taken (a control tuned on
+   * validation, e.g. label smoothing over two values). They change only the report.
+   */
+  controls: (string | string[])[];
 }
 
 export interface PlannedRun {
@@ -52,6 +58,50 @@ const ABLATION_ARMS: Record<string, Partial<TrainConfig>> = {
   'dfl-gated': { method: 'dfl', skipWorseTeachers: true, resetUntil: 0.7 },
 };
 
+// Round 2 (issue 27, docs/study/round2.md): the controls a self-distillation gain must beat (base,
+// label smoothing tuned on validation over two values, the paper's ablations) and the trajectory
+// teachers and targets, on the confirmation's recipe with the bank source spelled out. Its control
+// arms are those of the grid file the round-2 study folder started with, option for option.
+const ROUND2_RECIPE: Partial<TrainConfig> = { ...CPU_RECIPE, teacherSource: 'meaningful' };
+const ROUND2_CONTROLS: (string | string[])[] = [['base-ls0.1', 'base-ls0.2']];
+
+/** Regime 1's arms; cycle is the reset (and restart) cycle in epochs of the regime's budget. */
+function round2Arms(cycle: number): Record<string, Partial<TrainConfig>> {
+  // Trajectory teachers teach only while they score above the student (the gate this project's
+  // study found), as the gated dfl does; the paper's ablations keep the paper's recipe.
+  const gated = { skipWorseTeachers: true };
+  return {
+    base: { method: 'base' },
+    'base-ls0.1': { method: 'base', labelSmoothing: 0.1 },
+    'base-ls0.2': { method: 'base', labelSmoothing: 0.2 },
+    reset: { method: 'reset' },
+    sd: { method: 'sd' },
+    dfl: { method: 'dfl' },
+    'dfl-gated': { method: 'dfl', skipWorseTeachers: true, resetUntil: 0.7 },
+    ema: { method: 'sd', emaDecay: 0.999, emaTeacher: 'alone', ...gated },
+    swa: { method: 'base', swaStart: 0.75, swaLr: 0.01 },
+    pskd: { method: 'base', softTargets: 'pskd', pskdAlpha: 0.8 },
+    dlb: { method: 'base', softTargets: 'dlb', dlbTemperature: 3, dlbWeight: 1 },
+    'snapshot-restart': { method: 'dfl', schedule: 'cosine-restarts', restartCycle: cycle, teacherSource: 'cycle-end', ...gated, resetUntil: 1 },
+    'dfl-diverse': { method: 'dfl', teacherSource: 'diverse', diversityFloor: 0.02, skipWorseTeachers: true, resetUntil: 0.7 },
+  };
+}
+
+/**
+ * A regime-2 grid: every regime-1 arm, and each with label smoothing 0.1 and 0.2 ("<arm>-ls0.1"),
+ * under one change of the recipe; run the three best arms of regime 1 and base, with and without
+ * label smoothing, by naming them with --arms (docs/study/round2.md).
+ */
+function round2Regime(name: string, description: string, change: Partial<TrainConfig>, cycle: number): StudyGrid {
+  const arms: Record<string, Partial<TrainConfig>> = {};
+  for (const [arm, layer] of Object.entries(round2Arms(cycle))) {
+    if (arm.startsWith('base-ls')) continue;
+    arms[arm] = layer;
+    for (const ls of [0.1, 0.2]) arms[`${arm}-ls${ls}`] = { ...layer, labelSmoothing: ls };
+  }
+  return { name, description, options: { ...ROUND2_RECIPE, resetCycle: cycle, ...change }, arms, seeds: [0, 1, 2, 3, 4], reference: 'base', controls: ROUND2_CONTROLS };
+}
+
 export const PRESETS: Record<string, StudyGrid> = {
   cpu: {
     name: 'cpu',
@@ -60,6 +110,7 @@ export const PRESETS: Record<string, StudyGrid> = {
     arms: ABLATION_ARMS,
     seeds: [0, 1, 2, 3, 4],
     reference: 'base',
+    controls: [],
   },
   // The paper's scale (VGG-16 on CIFAR-100): a GPU-sized grid. Give --data a cifar-100-binary folder.
   paper: {
@@ -73,7 +124,25 @@ export const PRESETS: Record<string, StudyGrid> = {
     arms: ABLATION_ARMS,
     seeds: [0, 1, 2, 3, 4],
     reference: 'base',
+    controls: [],
   },
+  round2: {
+    name: 'round2',
+    description: 'Round 2, regime 1 (full scale, the CPU recipe of the confirmation: vgg8 x0.25, 20 epochs, 45k/5k/10k of the CIFAR-10 JPEG mirror): ' +
+      'the controls (base, base + label smoothing 0.1 / 0.2, the paper\'s ablations: reset only, meaningful teachers only, the paper\'s dfl) and the gated dfl; ' +
+      'the trajectory teachers and targets: EMA teacher, SWA, PS-KD, DLB, snapshot teachers at warm restarts, diversity-aware selection. x 5 seeds',
+    options: ROUND2_RECIPE,
+    arms: round2Arms(5),
+    seeds: [0, 1, 2, 3, 4],
+    reference: 'base',
+    controls: ROUND2_CONTROLS,
+  },
+  'round2-long': round2Regime('round2-long', 'Round 2, regime 2: the round-2 arms at a 60-epoch budget (resets and restarts every 15 epochs), with and without label smoothing; pick arms with --arms',
+    { epochs: 60 }, 15),
+  'round2-noise': round2Regime('round2-noise', 'Round 2, regime 2: the round-2 arms under 20% symmetric label noise on the training split (validation and test clean), with and without label smoothing; pick arms with --arms',
+    { labelNoise: 0.2 }, 5),
+  'round2-resnet': round2Regime('round2-resnet', 'Round 2, regime 2: the round-2 arms on resnet18 x0.25, with and without label smoothing; pick arms with --arms',
+    { model: 'resnet18', width: 0.25 }, 5),
 };
 
 const ARM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -88,7 +157,7 @@ function optionLayer(v: unknown, where: string): Partial<TrainConfig> {
   // kebab-case keys are accepted as in --config files
   for (const [k, val] of Object.entries(v)) layer[k.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())] = val;
   try {
-    resolveConfig(layer); // unknown keys and bad values fail here, naming the key
+    resolveFields(layer); // unknown keys and bad values fail here, naming the key (combinations: in planRuns, with every layer)
   } catch (err) {
     fail(where, (err as Error).message);
   }
@@ -96,12 +165,16 @@ function optionLayer(v: unknown, where: string): Partial<TrainConfig> {
   return layer as Partial<TrainConfig>;
 }
 
-/** Checks a grid (a preset or a parsed JSON file) and returns it with defaults filled in. */
-export function validateGrid(raw: unknown, where: string): StudyGrid {
+/**
+ * Checks a grid (a preset or a parsed JSON file) and returns it with defaults filled in. `recorded`:
+ * a grid as a study folder records it, whose arms `--arms` may have narrowed below its reference
+ * and controls (they stay the study's, and later invocations may run them).
+ */
+export function validateGrid(raw: unknown, where: string, recorded = false): StudyGrid {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(where, 'expected a JSON object {"options": {...}, "arms": {...}, "seeds": [...]}');
   const g = raw as Record<string, unknown>;
   for (const k of Object.keys(g))
-    if (!['name', 'description', 'options', 'arms', 'seeds', 'reference'].includes(k)) fail(where, `unknown key '${k}' (valid: name, description, options, arms, seeds, reference)`);
+    if (!['name', 'description', 'options', 'arms', 'seeds', 'reference', 'controls'].includes(k)) fail(where, `unknown key '${k}' (valid: name, description, options, arms, seeds, reference, controls)`);
   const options = g.options === undefined ? {} : optionLayer(g.options, `${where} options`);
   if (typeof g.arms !== 'object' || g.arms === null || Array.isArray(g.arms) || Object.keys(g.arms).length === 0)
     fail(where, 'expected "arms": an object of at least one named arm, e.g. {"base": {"method": "base"}, "dfl": {"method": "dfl"}}');
@@ -114,11 +187,15 @@ export function validateGrid(raw: unknown, where: string): StudyGrid {
   if (!Array.isArray(seeds) || seeds.length === 0 || !seeds.every((s) => Number.isInteger(s) && s >= 0 && s < 2 ** 32) || new Set(seeds).size !== seeds.length)
     fail(where, 'expected "seeds": distinct non-negative integers, e.g. [0, 1, 2, 3, 4]');
   const reference = g.reference === undefined ? ('base' in arms ? 'base' : Object.keys(arms)[0]) : g.reference;
-  if (typeof reference !== 'string' || !(reference in arms)) fail(where, `"reference" must name one of the arms (${Object.keys(arms).join(', ')})`);
+  if (typeof reference !== 'string' || !(recorded || reference in arms)) fail(where, `"reference" must name one of the arms (${Object.keys(arms).join(', ')})`);
+  const controls = g.controls === undefined ? [] : g.controls;
+  const isArm = (a: unknown) => typeof a === 'string' && (recorded || a in arms);
+  if (!Array.isArray(controls) || !controls.every((c) => isArm(c) || (Array.isArray(c) && c.length > 0 && c.every(isArm))))
+    fail(where, `"controls" must be a list of arm names or lists of arm names (${Object.keys(arms).join(', ')}), e.g. [["base-ls0.1", "base-ls0.2"]]`);
   return {
     name: typeof g.name === 'string' ? g.name : path.basename(where, '.json'),
     description: typeof g.description === 'string' ? g.description : '',
-    options, arms, seeds: [...(seeds as number[])], reference,
+    options, arms, seeds: [...(seeds as number[])], reference, controls: (controls as (string | string[])[]).map((c) => (Array.isArray(c) ? [...c] : c)),
   };
 }
 

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { resolveSavedConfig, type TrainConfig } from '../config.js';
+import { methodUses, resolveSavedConfig, type TrainConfig } from '../config.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { StudyGrid } from './grid.js';
@@ -97,21 +97,58 @@ export interface ArmStats {
   seeds: number[];
   testAcc: { mean: number; std: number };
   anytimeAcc: { mean: number; std: number };
+  /** The last epoch's validation accuracy: what a control tuned on validation is picked by. */
+  finalValAcc: { mean: number; std: number };
+  /** The last epoch's training accuracy (on the training labels as trained, noisy ones included): does the arm fit its training set? */
+  trainAcc: { mean: number; std: number };
   ece: { mean: number; std: number };
+  /** Test accuracy of the run's ensemble (final model + its teachers; see ensembleAccuracy), over the runs that have it. */
+  ensembleAcc: { mean: number; std: number; n: number };
   wallSeconds: number;
   /** Options where this arm's runs differ from the reference arm's. */
   differs: Record<string, unknown>;
 }
 
+/** A comparison every arm gets: the reference, or a control of the grid (a control given as a list is the member with the best mean final validation accuracy). */
+export interface Comparator {
+  /** The arm compared with (null: none of a control's arms has a finished run yet). */
+  arm: string | null;
+  /** For a control tuned on validation: the arms it was picked from. */
+  pickedFrom: string[] | null;
+}
+
+/** Paired differences (arm - comparator, fractions) in the figures the report compares. */
+export interface PairedFigures {
+  test: PairedDifference;
+  anytime: PairedDifference;
+  ece: PairedDifference;
+  ensemble: PairedDifference;
+}
+
 export interface StudyStats {
   reference: string;
   arms: ArmStats[];
-  /** arm -> paired difference to the reference, test accuracy and anytime accuracy (fractions). */
-  paired: Record<string, { test: PairedDifference; anytime: PairedDifference }>;
+  /** arm -> paired differences to the reference (fractions). */
+  paired: Record<string, PairedFigures>;
+  /** The grid's controls, resolved, and every arm's paired differences to each (by control arm). */
+  controls: Comparator[];
+  pairedControls: Record<string, Record<string, PairedFigures>>;
 }
 
 /** Mean validation accuracy over the epochs: how good the model was along the way, not only at the end. */
 export const anytimeAccuracy = (metrics: readonly EpochRecord[]): number => mean(metrics.map((m) => m.val_acc));
+
+/**
+ * The run's ensemble test accuracy: as its summary records it, or, for a summary written before that
+ * field, its test accuracy when it trained without teachers (an ensemble of one); else NaN (unknown).
+ */
+export function ensembleAccuracy(r: FinishedRun): number {
+  if (r.summary.test_ensemble_acc !== undefined && r.summary.test_ensemble_acc !== null) return r.summary.test_ensemble_acc;
+  return methodUses(r.summary.config.method).teachers ? NaN : r.summary.test_acc;
+}
+
+/** The last epoch's training accuracy. */
+const finalTrainAccuracy = (r: FinishedRun): number => r.metrics.at(-1)?.train_acc ?? NaN;
 
 const RUN_SPECIFIC: (keyof TrainConfig)[] = ['seed', 'out', 'threads', 'cacheDir', 'device'];
 
@@ -132,6 +169,12 @@ function armOrder(runs: StudyRuns, reference: string): string[] {
   return [...declared.filter((a) => seen.includes(a)), ...rest];
 }
 
+/** mean and std over the finite values (n: how many). */
+function summarise(xs: number[]): { mean: number; std: number; n: number } {
+  const v = xs.filter(Number.isFinite);
+  return { mean: mean(v), std: sampleStd(v), n: v.length };
+}
+
 export function studyStats(runs: StudyRuns): StudyStats {
   const reference = runs.record?.grid.reference ?? 'base';
   const byArm = new Map<string, FinishedRun[]>();
@@ -139,8 +182,13 @@ export function studyStats(runs: StudyRuns): StudyStats {
   const refConfig = byArm.get(reference)?.[0]?.summary.config;
   const arms: ArmStats[] = [];
   const paired: StudyStats['paired'] = {};
-  const bySeed = (rs: FinishedRun[], f: (r: FinishedRun) => number) => new Map(rs.map((r) => [r.seed, f(r)]));
+  // a figure a run does not have (an older summary's ensemble accuracy) leaves that seed out
+  const bySeed = (rs: FinishedRun[], f: (r: FinishedRun) => number) => new Map(rs.map((r): [number, number] => [r.seed, f(r)]).filter(([, v]) => Number.isFinite(v)));
   const refRuns = byArm.get(reference) ?? [];
+  const figures = (rs: FinishedRun[], to: FinishedRun[]): PairedFigures => {
+    const pair = (f: (r: FinishedRun) => number) => pairedDifference(bySeed(rs, f), bySeed(to, f));
+    return { test: pair((r) => r.summary.test_acc), anytime: pair((r) => anytimeAccuracy(r.metrics)), ece: pair((r) => r.summary.test_ece), ensemble: pair(ensembleAccuracy) };
+  };
   for (const arm of armOrder(runs, reference)) {
     const rs = byArm.get(arm) ?? [];
     const acc = rs.map((r) => r.summary.test_acc), any = rs.map((r) => anytimeAccuracy(r.metrics)), ece = rs.map((r) => r.summary.test_ece);
@@ -148,18 +196,28 @@ export function studyStats(runs: StudyRuns): StudyStats {
       arm, n: rs.length, seeds: rs.map((r) => r.seed),
       testAcc: { mean: mean(acc), std: sampleStd(acc) },
       anytimeAcc: { mean: mean(any), std: sampleStd(any) },
+      finalValAcc: { mean: mean(rs.map((r) => r.summary.final_val_acc)), std: sampleStd(rs.map((r) => r.summary.final_val_acc)) },
+      trainAcc: { mean: mean(rs.map(finalTrainAccuracy)), std: sampleStd(rs.map(finalTrainAccuracy)) },
       ece: { mean: mean(ece), std: sampleStd(ece) },
+      ensembleAcc: summarise(rs.map(ensembleAccuracy)),
       wallSeconds: mean(rs.map((r) => r.log?.wall_seconds ?? r.summary.seconds)),
       differs: rs.length ? configDiff(rs[0].summary.config, refConfig) : {},
     });
-    if (arm !== reference && rs.length) {
-      paired[arm] = {
-        test: pairedDifference(bySeed(rs, (r) => r.summary.test_acc), bySeed(refRuns, (r) => r.summary.test_acc)),
-        anytime: pairedDifference(bySeed(rs, (r) => anytimeAccuracy(r.metrics)), bySeed(refRuns, (r) => anytimeAccuracy(r.metrics))),
-      };
-    }
+    if (arm !== reference && rs.length) paired[arm] = figures(rs, refRuns);
   }
-  return { reference, arms, paired };
+  const controls = (runs.record?.grid.controls ?? []).map((c): Comparator => {
+    if (typeof c === 'string') return { arm: byArm.has(c) ? c : null, pickedFrom: null };
+    const tried = arms.filter((a) => c.includes(a.arm) && a.n > 0);
+    const best = tried.reduce<ArmStats | null>((b, a) => (b === null || a.finalValAcc.mean > b.finalValAcc.mean ? a : b), null);
+    return { arm: best?.arm ?? null, pickedFrom: [...c] };
+  });
+  const pairedControls: StudyStats['pairedControls'] = {};
+  for (const c of controls) {
+    if (c.arm === null || c.arm === reference) continue;
+    const to = byArm.get(c.arm)!;
+    pairedControls[c.arm] = Object.fromEntries(arms.filter((a) => a.arm !== c.arm && a.n > 0).map((a) => [a.arm, figures(byArm.get(a.arm)!, to)]));
+  }
+  return { reference, arms, paired, controls, pairedControls };
 }
 
 // --- study.md --------------------------------------------------------------------------------------
@@ -207,11 +265,14 @@ export function renderStudyMarkdown(runs: StudyRuns, stats = studyStats(runs)): 
     `${dates.length ? ` Finished ${dates[0].slice(0, 10)} to ${dates.at(-1)!.slice(0, 10)}.` : ''}${hosts.length ? ` Machine: ${hosts.join('; ')}.` : ''}`, '');
 
   lines.push('## Per arm', '');
-  lines.push('Accuracies in %, mean ± sample std over seeds. Anytime = mean validation accuracy over the epochs. ECE: 15 bins, on the test split. Wall time: mean per run.', '');
-  lines.push('| arm | n | test acc | anytime val acc | ECE | wall time / run | options (vs ' + ref + ') |');
-  lines.push('|---|--:|--:|--:|--:|--:|---|');
+  lines.push('Accuracies in %, mean ± sample std over seeds. Anytime = mean validation accuracy over the epochs. Train = the last epoch\'s training accuracy (augmented batches, the labels as trained): whether the arm fits its training set. ' +
+    'ECE: 15 bins, on the test split. Ensemble = test accuracy of the mean softmax of the final model and the teachers it ends with (without teachers: the model alone; `-` where an older summary does not record it). Wall time: mean per run.', '');
+  lines.push('| arm | n | test acc | anytime val acc | train acc | ECE | ensemble acc | wall time / run | options (vs ' + ref + ') |');
+  lines.push('|---|--:|--:|--:|--:|--:|--:|--:|---|');
   for (const a of stats.arms)
-    lines.push(`| ${a.arm} | ${a.n} | ${pm(a.testAcc.mean, a.testAcc.std)} | ${pm(a.anytimeAcc.mean, a.anytimeAcc.std)} | ${pm(a.ece.mean, a.ece.std)} | ${minutes(a.wallSeconds)} | ${a.arm === ref ? '(reference)' : a.n === 0 ? '(no finished run yet)' : describeOptions(a.differs)} |`);
+    lines.push(`| ${a.arm} | ${a.n} | ${pm(a.testAcc.mean, a.testAcc.std)} | ${pm(a.anytimeAcc.mean, a.anytimeAcc.std)} | ${pm(a.trainAcc.mean, a.trainAcc.std)} | ${pm(a.ece.mean, a.ece.std)} | ` +
+      `${a.ensembleAcc.n < a.n && a.ensembleAcc.n > 0 ? `${pm(a.ensembleAcc.mean, a.ensembleAcc.std)} (n ${a.ensembleAcc.n})` : pm(a.ensembleAcc.mean, a.ensembleAcc.std)} | ${minutes(a.wallSeconds)} | ` +
+      `${a.arm === ref ? '(reference)' : a.n === 0 ? '(no finished run yet)' : describeOptions(a.differs)} |`);
   lines.push('');
 
   for (const [what, key] of [['test accuracy', 'test'], ['anytime validation accuracy', 'anytime']] as const) {
@@ -228,6 +289,26 @@ export function renderStudyMarkdown(runs: StudyRuns, stats = studyStats(runs)): 
         return i >= 0 ? signed(d.differences[i]) : '';
       });
       lines.push(`| ${a.arm} | ${d.n} | ${cells.join(' | ')} | ${signed(d.mean)} | ${intervalText(d)} | ${verdict(d)} |`);
+    }
+    lines.push('');
+  }
+  const comparators: { arm: string; label: string; rows: Record<string, PairedFigures> }[] = [{ arm: ref, label: `${ref} (the reference)`, rows: stats.paired }];
+  for (const c of stats.controls) {
+    const label = c.pickedFrom ? `${c.arm ?? '(none yet)'}, the best of ${c.pickedFrom.join(', ')} by mean final validation accuracy` : `${c.arm ?? '(none yet)'}`;
+    if (c.arm === null) lines.push(`Control ${c.pickedFrom ? c.pickedFrom.join(' / ') : ''}: no finished run yet.`, '');
+    else if (c.arm !== ref) comparators.push({ arm: c.arm, label, rows: stats.pairedControls[c.arm] ?? {} });
+  }
+  for (const c of comparators) {
+    lines.push(`## Paired differences to ${c.label}: test accuracy, ECE, ensemble accuracy`, '');
+    lines.push(`Percentage points, arm - ${c.arm}, mean and 95% t-interval over the seeds both have (n). Accuracy: \`gain\` only when the whole interval lies above zero. ECE: lower is better (\`lower\` when the whole interval lies below zero).`, '');
+    lines.push('| arm | n | test acc | 95% interval | verdict | ECE | 95% interval | verdict | n | ensemble acc | 95% interval | verdict |');
+    lines.push('|---|--:|--:|--:|---|--:|--:|---|--:|--:|--:|---|');
+    for (const a of stats.arms) {
+      const p = c.rows[a.arm];
+      if (!p || a.arm === c.arm) continue;
+      const eceVerdict = verdict(p.ece) === 'gain' ? 'higher' : verdict(p.ece) === 'loss' ? 'lower' : verdict(p.ece);
+      lines.push(`| ${a.arm} | ${p.test.n} | ${signed(p.test.mean)} | ${intervalText(p.test)} | ${verdict(p.test)} | ${signed(p.ece.mean)} | ${intervalText(p.ece)} | ${eceVerdict} | ` +
+        `${p.ensemble.n} | ${signed(p.ensemble.mean)} | ${intervalText(p.ensemble)} | ${verdict(p.ensemble)} |`);
     }
     lines.push('');
   }
@@ -319,10 +400,10 @@ export function renderStudySvg(runs: StudyRuns, stats = studyStats(runs)): strin
 
 /** One line per finished run: the figures the tables are made of, for other tools. */
 export function renderRunsCsv(runs: StudyRuns): string {
-  const header = 'arm,seed,test_acc,anytime_val_acc,final_val_acc,test_ece,test_loss,epochs,wall_seconds,finished';
+  const header = 'arm,seed,test_acc,anytime_val_acc,final_val_acc,final_train_acc,test_ece,test_ensemble_acc,test_loss,epochs,wall_seconds,finished';
   const rows = runs.finished
-    .map((r) => [r.arm, r.seed, r.summary.test_acc, anytimeAccuracy(r.metrics), r.summary.final_val_acc, r.summary.test_ece, r.summary.test_loss,
-      r.summary.epochs, r.log?.wall_seconds ?? r.summary.seconds, r.log?.finished ?? ''].join(','))
+    .map((r) => [r.arm, r.seed, r.summary.test_acc, anytimeAccuracy(r.metrics), r.summary.final_val_acc, finalTrainAccuracy(r), r.summary.test_ece,
+      Number.isFinite(ensembleAccuracy(r)) ? ensembleAccuracy(r) : '', r.summary.test_loss, r.summary.epochs, r.log?.wall_seconds ?? r.summary.seconds, r.log?.finished ?? ''].join(','))
     .sort();
   return [header, ...rows].join('\n') + '\n';
 }

@@ -72,8 +72,8 @@ function studyClash(old: StudyRecord, next: StudyRecord, defaults: Partial<Train
 
 /**
  * The study.json to write: this invocation's record, or it merged into the study the folder already holds: the
- * shared options must come out the same, an arm already there must train the same; new arms and
- * seeds are added (so a grid can grow from 3 seeds to 10, or gain an arm, in the same folder).
+ * shared options must come out the same, an arm already there must train the same; new arms,
+ * seeds and report controls are added (so a grid can grow from 3 seeds to 10, or gain an arm, in the same folder).
  * Options are compared as they resolve over the defaults the study was started with, which stay
  * its defaults: the merged record is returned, and its `defaults` are the ones to plan runs on.
  */
@@ -95,7 +95,7 @@ function mergeStudyRecord(dir: string, record: StudyRecord): StudyRecord & { def
     const defaults = { ...FORMER_DEFAULTS, ...old.defaults };
     let clash: string | null;
     try {
-      old = { grid: validateGrid(old.grid, file), common: old.common ?? {}, defaults };
+      old = { grid: validateGrid(old.grid, file, true), common: old.common ?? {}, defaults };
       clash = studyClash(old, record, defaults);
     } catch (err) {
       const message = (err as Error).message;
@@ -104,7 +104,11 @@ function mergeStudyRecord(dir: string, record: StudyRecord): StudyRecord & { def
     }
     if (clash) throw new ConfigError(`${dir} holds another study (${clash}; see ${file}); continue it with the same grid and options, or choose another --out`);
     merged = {
-      grid: { ...old.grid, arms: { ...old.grid.arms, ...record.grid.arms }, seeds: [...new Set([...old.grid.seeds, ...record.grid.seeds])].sort((a, b) => a - b) },
+      grid: {
+        ...old.grid, arms: { ...old.grid.arms, ...record.grid.arms }, seeds: [...new Set([...old.grid.seeds, ...record.grid.seeds])].sort((a, b) => a - b),
+        // controls change only the report: a later invocation may add some
+        controls: [...new Map([...old.grid.controls, ...(record.grid.controls ?? [])].map((c) => [JSON.stringify(c), c])).values()],
+      },
       common: record.common,
       defaults: { ...defaults },
     };

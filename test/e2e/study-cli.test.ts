@@ -23,7 +23,7 @@ test('study: usage errors exit 2 with one line naming the problem', () => {
   const cases: [string[], RegExp][] = [
     [['study'], /give --out DIR/],
     [['study', '--out', work, '--shard', '5/4'], /Expected I\/N with 1 <= I <= N/],
-    [['study', '--out', work, '--grid', 'nope'], /not a preset \(cpu, paper\)/],
+    [['study', '--out', work, '--grid', 'nope'], /not a preset \(cpu, paper, round2, round2-long, round2-noise, round2-resnet\)/],
     [['study', '--out', work, '--arms', 'base', 'nope'], /--arms: no arm nope in grid 'cpu'/],
     [['study', '--out', work, '--seed', '3'], /Unknown argument: seed/],
     [['study', '--out', work, '--method', 'dfl'], /method is set by arm 'base'/],

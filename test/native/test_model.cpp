@@ -2,6 +2,7 @@
 // activation slots) against the training model's eval forward, a step that distils from teacher
 // objects against the same step given their logits, refused steps (nothing changes), and the
 // small step kernels. Run on every backend.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -382,6 +383,66 @@ DFL_TEST(step_with_teacher_objects_equals_step_with_their_logits) {
     const Vec pa = a.get_params(), pb = b.get_params();
     DFL_EXPECT(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)) == 0, "weights after the step differ");
   }
+}
+
+// The soft-target term (PS-KD, DLB) and the cross-entropy weight, against the loss and its gradient
+// written out by hand: dlogits = c (softmax(z) - onehot) / B + w T (softmax(z/T) - softmax(t/T)) / R
+// on the first R rows, from the logits of the same training forward (last_training_logits).
+DFL_TEST(soft_targets_and_ce_weight_match_the_loss_written_out) {
+  const ModelSpec spec = read_model_spec_json(fixture_path("model_step_spec.json"));
+  const int B = 6, R = 4, NC = 5;
+  const float c = 0.3f, w = 0.7f, T = 3.f;
+  Rng rng(8);
+  const Vec x = randn(size_t(3) * 8 * 8 * B, rng);
+  const Vec targets = randn(size_t(R) * NC, rng);
+  std::vector<int32_t> labels(B);
+  for (int b = 0; b < B; ++b) labels[b] = int32_t(rng.below(NC));
+  Model a(spec, 1, backend_ptr()), b(spec, 1, backend_ptr());
+  randomise(a, 9);
+  b.set_params(a.get_params().data(), a.num_params());
+  b.set_buffers(a.get_buffers().data(), a.num_buffer_floats());
+  LossConfig loss;
+  loss.ce_weight = c;
+  Distillation d;
+  d.targets.logits_host = targets.data();
+  d.targets.rows = R;
+  d.targets.temperature = T;
+  d.targets.weight = w;
+  const StepStats st = a.train_step(x.data(), labels.data(), B, d, loss, SgdConfig{}, 13);
+  Vec z(size_t(B) * NC), z_step(size_t(B) * NC);
+  a.last_training_logits(z_step.data());
+  b.forward(x.data(), B, true, z.data(), 13);
+  DFL_EXPECT(std::memcmp(z.data(), z_step.data(), z.size() * sizeof(float)) == 0, "last_training_logits is the step's forward");
+  auto softmax = [&](const float* v, double t, int cls) {
+    double m = v[0] / t, s = 0;
+    for (int k = 1; k < NC; ++k) m = std::max(m, v[k] / t);
+    for (int k = 0; k < NC; ++k) s += std::exp(v[k] / t - m);
+    return std::exp(v[cls] / t - m) / s;
+  };
+  Vec dlogits(size_t(B) * NC, 0.f);
+  double ce = 0, kl = 0;
+  for (int r = 0; r < B; ++r) {
+    const float* zr = z.data() + size_t(r) * NC;
+    ce -= std::log(softmax(zr, 1, labels[r])) / B;
+    for (int k = 0; k < NC; ++k) {
+      dlogits[size_t(r) * NC + k] = float(c * (softmax(zr, 1, k) - (k == labels[r] ? 1.0 : 0.0)) / B);
+      if (r >= R) continue;
+      const double p = softmax(targets.data() + size_t(r) * NC, T, k), q = softmax(zr, T, k);
+      kl += T * T * p * std::log(p / q) / R;
+      dlogits[size_t(r) * NC + k] += float(w * T * (q - p) / R);
+    }
+  }
+  DFL_EXPECT(std::abs(st.ce_loss - ce) < 1e-5 && std::abs(st.target_loss - kl) < 1e-5,
+             "ce " << st.ce_loss << " vs " << ce << ", target term " << st.target_loss << " vs " << kl);
+  DFL_EXPECT(std::abs(st.loss - (c * ce + w * kl)) < 1e-5, "loss " << st.loss << " vs " << c * ce + w * kl);
+  b.backward(dlogits.data());
+  const Vec ga = a.get_grads(), gb = b.get_grads();
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ga.size(); ++i) {
+    worst = std::max(worst, double(std::abs(ga[i] - gb[i])));
+    scale = std::max(scale, double(std::abs(gb[i])));
+  }
+  DFL_EXPECT(scale > 0 && worst <= 1e-5 * scale, "gradients differ by " << worst << " (largest " << scale << ")");
 }
 
 DFL_TEST(a_step_whose_update_overflows_is_refused_and_changes_nothing) {

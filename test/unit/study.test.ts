@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 
 import { ConfigError, resolveConfig } from '../../dist/config.js';
 import type { EpochRecord, TrainSummary } from '../../dist/records.js';
@@ -117,18 +118,18 @@ test('grid files: unknown options, run-specific keys, bad names and clashes with
   assert.throws(() => validateGrid({ arms: { a: {} }, reference: 'z' }, 'g.json'), /"reference" must name one of the arms/);
   assert.throws(() => validateGrid({ arms: { a: {} }, extra: 1 }, 'g.json'), /unknown key 'extra'/);
   assert.throws(() => planRuns(loadGrid('cpu'), '/s', { method: 'dfl' }), /method is set by arm 'base'/);
-  assert.throws(() => loadGrid('no-such-preset'), /not a preset \(cpu, paper\) nor a JSON file/);
+  assert.throws(() => loadGrid('no-such-preset'), /not a preset \(cpu, paper, round2, round2-long, round2-noise, round2-resnet\) nor a JSON file/);
 });
 
 // --- the report from a folder of fake finished runs ---------------------------------------------
 
-function fakeRun(dir: string, arm: string, seed: number, testAcc: number, vals: number[], wall: number): void {
+function fakeRun(dir: string, arm: string, seed: number, testAcc: number, vals: number[], wall: number, extra: Partial<TrainSummary> = {}, options: Record<string, unknown> = {}): void {
   const runDir = path.join(dir, arm, `seed${seed}`);
   fs.mkdirSync(runDir, { recursive: true });
-  const config = resolveConfig({ method: arm === 'base' ? 'base' : 'dfl', seed, epochs: vals.length, out: runDir });
+  const config = resolveConfig({ method: arm.startsWith('base') ? 'base' : 'dfl', seed, epochs: vals.length, out: runDir, ...options });
   const summary = { test_acc: testAcc, test_top5: 0.99, test_loss: 0.6, test_ece: 0.05, n: 10000, method: config.method, model: 'vgg8', seed, device: 'cpu',
     epochs: vals.length, best_val_acc: Math.max(...vals), final_val_acc: vals.at(-1)!, seconds: wall - 10, images_per_sec: 1000, params: 1, macs_per_image: 1,
-    class_names: [], interrupted: false, config } satisfies TrainSummary;
+    class_names: [], interrupted: false, config, ...extra } satisfies TrainSummary;
   fs.writeFileSync(path.join(runDir, 'summary.json'), JSON.stringify(summary));
   const metrics = vals.map((v, i) => ({ epoch: i + 1, lr: 0.05, train_loss: 1, train_acc: 0.5, distill_loss: 0, val_acc: v, val_loss: 1, ensemble_val_acc: null, disagreement: null,
     reset: false, bank: [], replaced: null, added: null, seconds: 1, images_per_sec: 1 }) satisfies EpochRecord);
@@ -161,7 +162,7 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   assert.equal(fs.readFileSync(path.join(dir, 'study.md'), 'utf8'), markdown);
   assert.ok(fs.existsSync(path.join(dir, 'study.svg')));
   assert.deepEqual(stats.arms.map((a) => [a.arm, a.n]), [['base', 3], ['dfl', 3], ['sd', 0]]);
-  assert.match(markdown, /\| sd \| 0 \| - \| - \| - \| - \| \(no finished run yet\) \|/);
+  assert.match(markdown, /\| sd \| 0 \| - \| - \| - \| - \| - \| - \| \(no finished run yet\) \|/);
   close(stats.arms[0].testAcc.mean, 0.8, 1e-12, 'base mean');
   close(stats.arms[0].testAcc.std, 0.01, 1e-12, 'base std');
   close(stats.arms[0].anytimeAcc.mean, 0.6, 1e-12, 'base anytime = mean over epochs and seeds');
@@ -170,7 +171,9 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   const p = stats.paired.dfl.test;
   assert.deepEqual(p.differences.map((x) => Math.round(x * 1e6) / 1e6), [0.02, 0.01, 0.01]);
   // mean 1.333 pp, sd 0.577 pp, t(0.975, 2) = 4.3027 -> half width 1.434 pp
-  assert.match(markdown, /\| base \| 3 \| 80\.00 ± 1\.00 \| 60\.00 ± 5\.00 \| 5\.00 ± 0\.00 \| 10 min 20 s \| \(reference\) \|/);
+  // train acc 50 from the last epoch; ensemble: a summary without the field trained without teachers is its own test accuracy, with teachers unknown
+  assert.match(markdown, /\| base \| 3 \| 80\.00 ± 1\.00 \| 60\.00 ± 5\.00 \| 50\.00 ± 0\.00 \| 5\.00 ± 0\.00 \| 80\.00 ± 1\.00 \| 10 min 20 s \| \(reference\) \|/);
+  assert.match(markdown, /\| dfl \| 3 \| 81\.33 ± 1\.15 \| 70\.00 ± 0\.00 \| 50\.00 ± 0\.00 \| 5\.00 ± 0\.00 \| - \| 21 min 00 s \|/);
   assert.match(markdown, /\| dfl \| 3 \| \+2\.00 \| \+1\.00 \| \+1\.00 \| \+1\.33 \| \[-0\.10, \+2\.77\] \| no clear difference \|/);
   assert.match(markdown, /\| dfl \| 3 \| \+10\.00 \| \+5\.00 \| \+15\.00 \| \+10\.00 \| \[-2\.42, \+22\.42\] \| no clear difference \|/, 'anytime paired row');
   assert.match(markdown, /6 finished, 2 unfinished \(dfl\/seed3, sd\/seed0\)/);
@@ -179,9 +182,77 @@ test('report: per-arm table, paired differences with t-intervals, unfinished run
   assert.equal((svg.match(/stroke-opacity="0.3"/g) ?? []).length, 6, 'one validation curve per run');
   assert.equal(collectRuns(dir).unfinished.length, 2);
   const csv = fs.readFileSync(path.join(dir, 'runs.csv'), 'utf8').trim().split('\n');
-  assert.equal(csv[0], 'arm,seed,test_acc,anytime_val_acc,final_val_acc,test_ece,test_loss,epochs,wall_seconds,finished');
+  assert.equal(csv[0], 'arm,seed,test_acc,anytime_val_acc,final_val_acc,final_train_acc,test_ece,test_ensemble_acc,test_loss,epochs,wall_seconds,finished');
   assert.equal(csv.length, 7, 'header + one line per finished run');
-  assert.equal(csv[1], 'base,0,0.8,0.6,0.7,0.05,0.6,2,600,2026-11-30T10:20:00Z');
+  assert.equal(csv[1], 'base,0,0.8,0.6,0.7,0.5,0.05,0.8,0.6,2,600,2026-11-30T10:20:00Z');
+  assert.equal(csv[4], 'dfl,0,0.82,0.7,0.8,0.5,0.05,,0.6,2,1200,2026-11-30T10:20:00Z', 'an older dfl summary has no ensemble accuracy');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('report: a control tuned on validation, and paired test accuracy, ECE and ensemble accuracy against the reference and the control', () => {
+  const dir = tmp('controls');
+  const grid = validateGrid({ name: 'c', arms: { base: {}, 'base-ls0.1': { labelSmoothing: 0.1 }, 'base-ls0.2': { labelSmoothing: 0.2 }, ema: {} }, reference: 'base',
+    controls: [['base-ls0.1', 'base-ls0.2']] }, 'c.json');
+  fs.writeFileSync(path.join(dir, 'study.json'), JSON.stringify({ grid, common: {} }));
+  for (const seed of [0, 1, 2]) {
+    fakeRun(dir, 'base', seed, [0.80, 0.81, 0.79][seed], [0.70], 600, { test_ece: 0.02 });
+    // ls0.1 validates better than ls0.2 (0.72 vs 0.71): it is the control, although ls0.2 tests better
+    fakeRun(dir, 'base-ls0.1', seed, [0.81, 0.81, 0.80][seed], [0.72], 600, { test_ece: 0.08 }, { labelSmoothing: 0.1 });
+    fakeRun(dir, 'base-ls0.2', seed, [0.83, 0.83, 0.82][seed], [0.71], 600, { test_ece: 0.15 }, { labelSmoothing: 0.2 });
+    fakeRun(dir, 'ema', seed, [0.82, 0.83, 0.81][seed], [0.73], 600, { test_ece: 0.03, test_ensemble_acc: [0.83, 0.84, 0.82][seed] });
+  }
+  const { markdown, stats } = writeStudyReport(dir);
+  assert.deepEqual(stats.controls, [{ arm: 'base-ls0.1', pickedFrom: ['base-ls0.1', 'base-ls0.2'] }]);
+  const vsBase = stats.paired.ema, vsLs = stats.pairedControls['base-ls0.1'].ema;
+  assert.deepEqual(vsBase.test.differences.map((x) => Math.round(x * 1e6) / 1e6), [0.02, 0.02, 0.02]);
+  assert.deepEqual(vsLs.test.differences.map((x) => Math.round(x * 1e6) / 1e6), [0.01, 0.02, 0.01]);
+  assert.deepEqual(vsLs.ece.differences.map((x) => Math.round(x * 1e6) / 1e6), [-0.05, -0.05, -0.05]);
+  assert.deepEqual(vsBase.ensemble.differences.map((x) => Math.round(x * 1e6) / 1e6), [0.03, 0.03, 0.03], 'base (no teachers) is its own ensemble');
+  assert.match(markdown, /## Paired differences to base-ls0\.1, the best of base-ls0\.1, base-ls0\.2 by mean final validation accuracy: test accuracy, ECE, ensemble accuracy/);
+  // vs base-ls0.1: test +1.33 [-0.10, +2.77] (as in the report test above), ECE -5.00 exactly, ensemble +2.33
+  assert.match(markdown, /\| ema \| 3 \| \+1\.33 \| \[-0\.10, \+2\.77\] \| no clear difference \| -5\.00 \| \[-5\.00, -5\.00\] \| lower \| 3 \| \+2\.33 \| \[\+0\.90, \+3\.77\] \| gain \|/);
+  assert.match(markdown, /## Paired differences to base \(the reference\): test accuracy, ECE, ensemble accuracy/);
+  assert.match(markdown, /\| base-ls0\.2 \| 3 \| \+2\.67 \|/);
+  assert.throws(() => validateGrid({ arms: { a: {} }, controls: [['a', 'z']] }, 'g.json'), /"controls" must be a list of arm names or lists of arm names/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('the round2 preset: the running control grid\'s arms option for option, the new arms, regime-2 presets, and it continues the round-2 study folder', async () => {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const controls = loadGrid(path.join(root, 'docs', 'study', 'round2-controls-grid.json'));
+  const r2 = loadGrid('round2');
+  assert.deepEqual(Object.keys(r2.arms), ['base', 'base-ls0.1', 'base-ls0.2', 'reset', 'sd', 'dfl', 'dfl-gated', 'ema', 'swa', 'pskd', 'dlb', 'snapshot-restart', 'dfl-diverse']);
+  assert.deepEqual(r2.controls, [['base-ls0.1', 'base-ls0.2']]);
+  const common = { data: '/d', threads: 2 };
+  const planned = new Map(planRuns(r2, '/s', common).map((r) => [r.dir, r.config]));
+  for (const r of planRuns(controls, '/s', common)) assert.deepEqual(planned.get(r.dir), r.config, `${r.arm} seed ${r.seed} trains as in the control grid`);
+  assert.deepEqual(planRuns(loadGrid(path.join(root, 'docs', 'study', 'round2-grid.json')), '/s', common), planRuns(r2, '/s', common), 'docs/study/round2-grid.json is the preset');
+  const c = (arm: string) => planned.get(path.join('/s', arm, 'seed0'))!;
+  assert.deepEqual([c('ema').method, c('ema').emaDecay, c('ema').emaTeacher, c('ema').skipWorseTeachers], ['sd', 0.999, 'alone', true]);
+  assert.deepEqual([c('swa').method, c('swa').swaStart, c('swa').swaLr, c('swa').swaFinal], ['base', 0.75, 0.01, true]);
+  assert.deepEqual([c('pskd').softTargets, c('pskd').pskdAlpha, c('dlb').softTargets, c('dlb').dlbTemperature, c('dlb').dlbWeight], ['pskd', 0.8, 'dlb', 3, 1]);
+  assert.deepEqual([c('snapshot-restart').schedule, c('snapshot-restart').restartCycle, c('snapshot-restart').teacherSource, c('snapshot-restart').resetUntil], ['cosine-restarts', 5, 'cycle-end', 1]);
+  assert.deepEqual([c('dfl-diverse').teacherSource, c('dfl-diverse').skipWorseTeachers, c('dfl-diverse').resetUntil], ['diverse', true, 0.7]);
+  const long = loadGrid('round2-long'), noise = loadGrid('round2-noise'), resnet = loadGrid('round2-resnet');
+  assert.equal(Object.keys(long.arms).length, 33, '11 arms, each also with label smoothing 0.1 and 0.2');
+  const lc = (g: StudyGrid, arm: string) => planRuns(g, '/s').find((r) => r.arm === arm)!.config;
+  assert.deepEqual([lc(long, 'base').epochs, lc(long, 'dfl').resetCycle, lc(long, 'snapshot-restart').restartCycle, lc(long, 'ema-ls0.1').labelSmoothing], [60, 15, 15, 0.1]);
+  assert.deepEqual([lc(noise, 'swa-ls0.2').labelNoise, lc(noise, 'swa-ls0.2').labelSmoothing, lc(noise, 'base').epochs], [0.2, 0.2, 20]);
+  assert.deepEqual([lc(resnet, 'pskd').model, lc(resnet, 'pskd').width], ['resnet18', 0.25]);
+
+  // The folder the control grid started (its study.json, by the build before these options): the
+  // preset continues it, adding the new arms; finished runs are skipped.
+  const dir = tmp('round2');
+  fs.copyFileSync(path.join(root, 'test', 'fixtures', 'round2-study-record.json'), path.join(dir, 'study.json'));
+  const record = JSON.parse(fs.readFileSync(path.join(dir, 'study.json'), 'utf8'));
+  const narrowed = { ...r2, arms: Object.fromEntries(Object.entries(r2.arms).filter(([a]) => ['base', 'dfl-gated', 'ema', 'swa'].includes(a))), seeds: [0] };
+  for (const r of planRuns(narrowed, dir, record.common, record.defaults)) fakeRun(dir, r.arm, 0, 0.8, [0.7], 60, {}, { ...r.config, out: r.dir });
+  const result = await runStudy({ grid: narrowed, dir, common: record.common });
+  assert.deepEqual([result.ran, result.skipped], [0, 4]);
+  const merged = JSON.parse(fs.readFileSync(path.join(dir, 'study.json'), 'utf8'));
+  assert.deepEqual(Object.keys(merged.grid.arms), ['base', 'base-ls0.1', 'base-ls0.2', 'reset', 'sd', 'dfl', 'dfl-gated', 'ema', 'swa']);
+  assert.deepEqual(merged.grid.controls, [['base-ls0.1', 'base-ls0.2']]);
+  assert.deepEqual(merged.defaults, record.defaults, 'the study keeps the defaults it started with');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import type { Argv, CommandModule, Options } from 'yargs';
 
 import { PRESETS, loadGrid, parseShard, type StudyGrid } from '../../study/grid.js';
-import { writeStudyReport } from '../../study/report.js';
+import { writeStudyReport, type PairedFigures } from '../../study/report.js';
 import { runStudy, type StudyEvent } from '../../study/runner.js';
-import { verdict } from '../../study/stats.js';
+import { verdict, type PairedDifference } from '../../study/stats.js';
 import { EXIT, formatDuration, Output, pct, runCommand, UsageError } from '../output.js';
 import { flagsToConfig, resolveTrainConfig, trainOptions } from '../train-flags.js';
 
@@ -99,15 +99,18 @@ function describe(e: StudyEvent): string | null {
 function printReportSummary(out: Output, dir: string): void {
   const { stats, runs } = writeStudyReport(dir);
   if (out.json) {
+    const figures = (p: PairedFigures) => ({ ...p.test, verdict: verdict(p.test), anytime: p.anytime, ece: p.ece, ensemble: { ...p.ensemble, verdict: verdict(p.ensemble) } });
     out.line({ event: 'summary', dir, finished: runs.finished.length, unfinished: runs.unfinished.length, reference: stats.reference, arms: stats.arms,
-      paired: Object.fromEntries(Object.entries(stats.paired).map(([a, p]) => [a, { ...p.test, verdict: verdict(p.test), anytime: p.anytime }])) });
+      paired: Object.fromEntries(Object.entries(stats.paired).map(([a, p]) => [a, figures(p)])),
+      controls: stats.controls,
+      paired_controls: Object.fromEntries(Object.entries(stats.pairedControls).map(([c, rows]) => [c, Object.fromEntries(Object.entries(rows).map(([a, p]) => [a, figures(p)]))])) });
     return;
   }
   out.print(`${dir}: ${runs.finished.length} finished runs${runs.unfinished.length ? `, ${runs.unfinished.length} unfinished` : ''}; wrote study.md and study.svg`);
+  const vs = (name: string, p: PairedDifference | undefined) => (p ? `  vs ${name}: ${p.mean >= 0 ? '+' : ''}${(p.mean * 100).toFixed(2)} pp, n ${p.n}, ${verdict(p)}` : '');
   for (const a of stats.arms) {
-    const p = stats.paired[a.arm]?.test;
-    const diff = p ? `  vs ${stats.reference}: ${p.mean >= 0 ? '+' : ''}${(p.mean * 100).toFixed(2)} pp, n ${p.n}, ${verdict(p)}` : '';
-    out.print(`  ${a.arm.padEnd(20)} n ${String(a.n).padStart(2)}  test ${pct(a.testAcc.mean)}${diff}`);
+    const controls = Object.entries(stats.pairedControls).map(([c, rows]) => vs(c, rows[a.arm]?.test)).join('');
+    out.print(`  ${a.arm.padEnd(20)} n ${String(a.n).padStart(2)}  test ${pct(a.testAcc.mean)}${vs(stats.reference, stats.paired[a.arm]?.test)}${controls}`);
   }
 }
 
