@@ -82,7 +82,9 @@ HostImageBatch image_batch_arg(const Napi::Env& env, const Napi::Value& v) {
   const Napi::Float32Array stdv = sized_float32_array(field(o, "std"), "std", size_t(C));
   for (int c = 0; c < C; ++c)
     if (!std::isfinite(mean[c]) || !(stdv[c] > 0.f) || !std::isfinite(stdv[c]))
-      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel");
+      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel but channel " + std::to_string(c) +
+                                           " has mean " + std::to_string(mean[c]) + " and std " + std::to_string(stdv[c]) +
+                                           " (give --mean and --std, one value per channel, std > 0)");
   b.mean.assign(mean.Data(), mean.Data() + C);
   b.stdv.assign(stdv.Data(), stdv.Data() + C);
   const Napi::Value av = field(o, "augment");

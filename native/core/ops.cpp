@@ -3,6 +3,7 @@
 #include "core/ops.h"
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/check.h"
@@ -141,7 +142,11 @@ void relu6_backward(const OpRun& r) {
 }
 
 void add_infer(PlanBuilder& b, int i) {
-  DFL_CHECK(b.input(i, 1).shape == b.input(i, 0).shape, b.where(i), ": add needs equal shapes");
+  const auto chw = [](const PlanNode& n) {
+    return std::to_string(n.shape[0]) + "x" + std::to_string(n.shape[1]) + "x" + std::to_string(n.shape[2]);
+  };
+  DFL_CHECK(b.input(i, 1).shape == b.input(i, 0).shape, b.where(i), ": add needs equal shapes but its inputs are ",
+            chw(b.input(i, 0)), " and ", chw(b.input(i, 1)), " (channels x height x width per sample)");
   infer_same_shape(b, i);
 }
 void add_forward(const OpRun& r) { r.be.add_forward_fused(r.out(), r.in(0), r.in(1), r.out_count(), r.spec().fused); }

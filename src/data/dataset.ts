@@ -101,6 +101,14 @@ export function channelStats(ds: Dataset): ChannelStats {
     const m = s / count;
     let ss = 0;
     for (let v = 0; v < 256; ++v) ss += hist[c * 256 + v] * (v - m) * (v - m);
+    // A constant channel (all-black padding, a grey-scale image stored as RGB with one channel
+    // zeroed) has std 0: normalising by it would divide by zero, so say which channel and why.
+    if (!(ss > 0))
+      throw new DataError(
+        `Expected every channel of the training split to vary but channel ${c} is ${Math.round(m)} (of 255) in all ${n} images of ${ds.source}: ` +
+          `its standard deviation is 0, so it cannot be normalised. Give the statistics yourself with --mean and --std ` +
+          `(one value per channel in [0,1] units, e.g. --mean ${Array.from({ length: C }, () => '0.5').join(' ')} --std ${Array.from({ length: C }, () => '0.25').join(' ')}), or check the data.`,
+      );
     mean.push(m / 255);
     std.push(Math.sqrt(ss / count) / 255);
   }

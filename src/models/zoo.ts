@@ -15,7 +15,23 @@ export interface ZooOptions {
 export const MODEL_NAMES = ['vgg8', 'vgg11', 'vgg13', 'vgg16', 'vgg19', 'resnet18', 'resnet34', 'mobilenetv2', 'shufflenetv2'] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
 
-const scale = (c: number, w: number): number => Math.max(1, Math.round(c * w));
+// Every layer width is round(c * w). A width multiplier so small that a layer rounds below one
+// channel (per group) is refused by buildModel, not silently clamped: `narrowest` records the
+// narrowest such layer of the build in progress, `smallestBase` the narrowest layer of the model.
+let narrowest: { c: number; groups: number } | null = null;
+let smallestBase = Infinity;
+const scaled = (c: number, w: number, groups = 1): number => {
+  smallestBase = Math.min(smallestBase, c / groups);
+  const r = Math.round((c * w) / groups);
+  if (r < 1 && (narrowest === null || c / groups < narrowest.c / narrowest.groups)) narrowest = { c, groups };
+  return Math.max(1, r);
+};
+const scale = (c: number, w: number): number => scaled(c, w);
+
+/** A width multiplier that rounds a layer below one channel (per group). */
+export class WidthTooSmallError extends RangeError {
+  override name = 'WidthTooSmallError';
+}
 
 // VGG with BatchNorm. Numbers are conv widths, 'M' a 2x2 max-pool. vgg8 is the CRD/KD-benchmark
 // VGG-8 (one conv per stage). Classifier: global average pool + one linear layer, as in the common
@@ -126,7 +142,7 @@ function mobilenetv2(o: ZooOptions): ModelSpec {
 // ShuffleNetV2 1.0x (Ma et al. 2018), CIFAR variant: stride-1 stem conv, no max-pool; torchvision names.
 function shufflenetv2(o: ZooOptions): ModelSpec {
   const w = o.width_multiplier ?? 1;
-  const stageOut = [116, 232, 464].map((c) => 2 * Math.max(1, Math.round((c * w) / 2)));
+  const stageOut = [116, 232, 464].map((c) => 2 * scaled(c, w, 2)); // two branches of equal width
   const repeats = [4, 8, 4];
   const g = new GraphBuilder(o.inChannels, o.height, o.width);
   let inC = scale(24, w);
@@ -161,6 +177,24 @@ function shufflenetv2(o: ZooOptions): ModelSpec {
 }
 
 export function buildModel(name: string, o: ZooOptions): ModelSpec {
+  narrowest = null;
+  smallestBase = Infinity;
+  const spec = buildZooModel(name, o);
+  const tooNarrow = narrowest as { c: number; groups: number } | null;
+  if (tooNarrow !== null) {
+    const w = o.width_multiplier ?? 1;
+    // round(x) >= 1 needs x >= 0.5; 3 significant digits, rounded up so the figure itself is accepted
+    const minimum = Math.ceil((0.5 / smallestBase) * 1000) / 1000;
+    const layer = tooNarrow.groups > 1 ? `a ${tooNarrow.c}-channel layer of ${tooNarrow.groups} groups` : `a ${tooNarrow.c}-channel layer`;
+    throw new WidthTooSmallError(
+      `Expected a width multiplier that leaves every layer of ${name} at least one channel${tooNarrow.groups > 1 ? ' per group' : ''} but received ${w}: ` +
+        `it makes ${layer} ${((tooNarrow.c * w) / tooNarrow.groups).toPrecision(2)} channels wide. Give --width ${minimum} or more.`,
+    );
+  }
+  return spec;
+}
+
+function buildZooModel(name: string, o: ZooOptions): ModelSpec {
   switch (name) {
     case 'vgg8': case 'vgg11': case 'vgg13': case 'vgg16': case 'vgg19':
       return vgg(VGG_CFG[name], o);

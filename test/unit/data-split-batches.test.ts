@@ -78,6 +78,18 @@ describe('epochOrder and gatherBatch', () => {
 });
 
 describe('dataset helpers', () => {
+  it('channelStats refuses a constant channel, naming the channel and its value and suggesting --mean/--std', () => {
+    const n = 2, C = 3, hw = 4;
+    const images = Uint8Array.from({ length: n * C * hw }, (_, i) => (Math.floor(i / hw) % C === 1 ? 128 : (i * 37) % 256));
+    const ds = fromArrays({ images, labels: [0, 1], shape: [n, C, 2, 2] as [number, number, number, number], classNames: ['x', 'y'] });
+    assert.throws(() => channelStats(ds), (e: Error) => {
+      assert.ok(e instanceof DataError, e.name);
+      assert.match(e.message, /channel 1 is 128 \(of 255\) in all 2 images/);
+      assert.match(e.message, /--mean 0\.5 0\.5 0\.5 --std 0\.25 0\.25 0\.25/);
+      return true;
+    });
+  });
+
   it('channelStats matches a direct computation, in [0, 1] units', () => {
     const n = 3, C = 3, hw = 4;
     const images = Uint8Array.from({ length: n * C * hw }, (_, i) => (i * 37) % 256);

@@ -48,7 +48,7 @@ test('a bad node is a ConfigError naming the node, like every other bad option',
   rejects('unknown-op.json', { ...spec, nodes: [...spec.nodes.slice(0, 2), { op: 'frob', inputs: [1] }] }, /for spec\.nodes\[2\]\.op but received string 'frob'/);
   const mismatch = tinySpec();
   mismatch.nodes.push({ op: 'add', inputs: [1, 0] });
-  rejects('add-shapes.json', mismatch, /node \d+ .*add needs equal shapes/);
+  rejects('add-shapes.json', mismatch, /node \d+ .*add needs equal shapes but its inputs are \d+x8x8 and 3x8x8/);
   const bigKernel = tinySpec();
   bigKernel.nodes[1].kernel_h = 99;
   rejects('kernel.json', bigKernel, /node 1 .*kernel 99x3 does not fit/);
@@ -70,4 +70,17 @@ test('an unknown key (a typo the native model would ignore) is refused, listing 
   typo.nodes[1].kernal_h = 5;
   rejects('typo.json', typo, /node 1 \(conv 'features\.0'\): unknown attribute 'kernal_h' \(a conv node takes op, name, inputs, out_channels, kernel_h, /);
   rejects('top.json', { ...tinySpec(), depth: 3 }, /unknown key 'depth' \(a model spec has in_channels, height, width, nodes\)/);
+});
+
+test('a width multiplier that rounds a layer below one channel is refused, naming the smallest width', () => {
+  for (const [model, smallest] of [['vgg8', 0.008], ['resnet18', 0.008], ['mobilenetv2', 0.032], ['shufflenetv2', 0.021]] as const) {
+    assert.throws(() => resolveModelSpec(model, { ...zoo, width_multiplier: 1e-6 }), (e: Error) => {
+      assert.ok(e instanceof ConfigError, `${model}: ${e.name}`);
+      assert.match(e.message, new RegExp(`every layer of ${model} at least one channel.* but received 0\\.000001: .*Give --width ${smallest} or more`));
+      return true;
+    });
+    // the width it names is accepted, and a layer rounds to exactly one channel there
+    const spec = resolveModelSpec(model, { ...zoo, width_multiplier: smallest });
+    assert.ok(spec.nodes.length > 0);
+  }
 });
