@@ -5,7 +5,7 @@
 //   human  stdout is a terminal and --json was not given: progress bar (stderr, redrawn in place)
 //          and aligned rows (stdout);
 //   json   otherwise: stdout carries JSON lines only (one object a line), no escape codes; notes
-//          go to stderr as plain lines.
+//          go to stderr as plain lines, a run's log messages are JSON lines (Output.log).
 import { ConfigError } from '../config.js';
 import { DataError } from '../data/dataset.js';
 
@@ -79,6 +79,17 @@ export class Output {
   note(text: string): void {
     this.clearBar();
     process.stderr.write(text + '\n');
+  }
+
+  /**
+   * A run's log message (a device choice, a warning, a reset), said once on each stream's terms:
+   * human mode: stderr; json mode: one {event: 'log'} line on stdout, and on stderr too only when
+   * stderr is a terminal (a person watching while stdout goes to a file or a pipe).
+   */
+  log(message: string, fields: Record<string, unknown> = {}, text = message): void {
+    if (this.human) return this.note(text);
+    this.line({ event: 'log', ...fields, message });
+    if (process.stderr.isTTY) this.note(text);
   }
 
   /** Redraws the progress bar on stderr (human mode, at most ~12 times a second). */

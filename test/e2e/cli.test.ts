@@ -108,6 +108,10 @@ test('train writes summary.json, metrics.jsonl, curves.svg and a checkpoint; JSO
   assert.deepEqual(lines.filter((l) => l.event === 'epoch').map((l) => l.epoch), [1, 2]);
   const last = lines[lines.length - 1];
   assert.equal(last.event, 'summary');
+  // a run's log message is said once: a JSON line on stdout, not again on stderr (not a terminal)
+  const deviceLogs = lines.filter((l) => l.event === 'log' && String(l.message).startsWith('device auto -> cpu'));
+  assert.equal(deviceLogs.length, 1, r.stdout);
+  assert.doesNotMatch(r.stderr, /device auto/);
 
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
   for (const k of ['test_acc', 'test_top5', 'test_loss', 'best_val_acc', 'final_val_acc', 'epochs', 'seconds', 'images_per_sec', 'method', 'model', 'seed', 'device', 'config'])

@@ -143,10 +143,10 @@ export async function handler(argv: StudyArgs): Promise<void> {
     process.on('SIGINT', onSigint);
     try {
       const result = await runStudy({ grid, dir: argv.out, common, shard, signal: controller.signal }, (e) => {
+        if (e.event === 'log') return out.log(e.message, { arm: e.arm, seed: e.seed }, `${e.arm} seed ${e.seed}: ${e.message}`);
         if (out.json) out.line(e);
         const text = describe(e);
         if (text !== null) out.print(text);
-        if (e.event === 'log') out.note(`${e.arm} seed ${e.seed}: ${e.message}`);
       });
       printReportSummary(out, argv.out);
       return result.interrupted ? EXIT.interrupted : EXIT.ok;

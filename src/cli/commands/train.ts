@@ -147,11 +147,7 @@ export async function handler(argv: TrainArgs): Promise<void> {
         out.print(table.header());
       }
     });
-    run.on('log', (message: string) => {
-      // Notes (warnings, resets) always reach a person on stderr; JSON consumers also get them inline.
-      if (out.json) out.line({ event: 'log', message });
-      out.note(message);
-    });
+    run.on('log', (message: string) => out.log(message));
     run.on('batch', (b: BatchProgress) => {
       if (!out.human) return;
       const now = performance.now();
