@@ -7,7 +7,7 @@ export type { Prediction } from './train/evaluate.js';
 export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './records.js';
 export { resolveConfig, DEFAULT_CONFIG, CONFIG_KEYS, ConfigError, methodUses } from './config.js';
 export type { TrainConfig, Method, TeacherSource, TeacherWeighting, ScheduleName, ResetMode, Device, ScoreMetric } from './config.js';
-export { loadCheckpoint, saveCheckpoint, modelTensors, loadModelTensors, type LoadedCheckpoint, type CheckpointState } from './io/checkpoint.js';
+export { loadCheckpoint, saveCheckpoint, CheckpointError, modelTensors, loadModelTensors, type LoadedCheckpoint, type CheckpointState } from './io/checkpoint.js';
 export { encodeSafetensors, decodeSafetensors, type SafeTensor } from './io/safetensors.js';
 export { buildModel, MODEL_NAMES, type ModelName, type ZooOptions } from './models/zoo.js';
 export { resolveModelSpec } from './models/resolve.js';

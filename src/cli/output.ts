@@ -8,6 +8,7 @@
 //          go to stderr as plain lines, a run's log messages are JSON lines (Output.log).
 import { ConfigError } from '../config.js';
 import { DataError } from '../data/dataset.js';
+import { CheckpointError } from '../io/checkpoint.js';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
 
@@ -21,7 +22,7 @@ export class UsageError extends Error {
  * for failures of a run (divergence, a corrupt checkpoint, a failed ONNX check).
  */
 export function exitCodeFor(err: unknown): number {
-  return err instanceof UsageError || err instanceof ConfigError || err instanceof DataError ? EXIT.usage : EXIT.failure;
+  return err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof CheckpointError ? EXIT.usage : EXIT.failure;
 }
 
 /** Prints one clear line for an error (the stack only with --verbose) and returns the exit code. */

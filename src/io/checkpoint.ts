@@ -29,6 +29,15 @@ import type { BankEntry, EpochRecord } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.js';
 
+
+/**
+ * A checkpoint that cannot be used as given (missing, corrupt, edited, for another model): bad
+ * input, so the CLI exits 2 as for any other input error (docs/cli.md).
+ */
+export class CheckpointError extends Error {
+  override name = 'CheckpointError';
+}
+
 export const CHECKPOINT_FORMAT = 'dfl-native-checkpoint';
 export const CHECKPOINT_VERSION = 2;
 /** Versions this code reads: 1 stored teachers unfolded (as whole models), 2 folded. */
@@ -120,14 +129,14 @@ export function loadModelTensors(model: TensorHolder, tensors: Map<string, SafeT
   const buffers = model.getBuffers();
   for (const t of model.tensors()) {
     const got = tensors.get(prefix + t.name);
-    if (!got) throw new Error(`${file}: tensor ${prefix + t.name} is missing; the checkpoint does not match this model`);
+    if (!got) throw new CheckpointError(`${file}: tensor ${prefix + t.name} is missing; the checkpoint does not match this model`);
     const want = t.name.endsWith('.num_batches_tracked') ? [] : t.shape;
     if (got.shape.length !== want.length || got.shape.some((d, i) => d !== want[i]))
-      throw new Error(`${file}: tensor ${prefix + t.name} has shape [${got.shape}] but the model needs [${want}]`);
+      throw new CheckpointError(`${file}: tensor ${prefix + t.name} has shape [${got.shape}] but the model needs [${want}]`);
     const wantDtype = t.name.endsWith('.num_batches_tracked') ? 'I64' : 'F32';
-    if (got.dtype !== wantDtype) throw new Error(`${file}: tensor ${prefix + t.name} has dtype ${got.dtype} but the model needs ${wantDtype}; the checkpoint does not match this model`);
+    if (got.dtype !== wantDtype) throw new CheckpointError(`${file}: tensor ${prefix + t.name} has dtype ${got.dtype} but the model needs ${wantDtype}; the checkpoint does not match this model`);
     if (got.dtype === 'F32' && !(got.data as Float32Array).every(Number.isFinite))
-      throw new Error(`${file}: tensor ${prefix + t.name} holds NaN or Inf values (a diverged or corrupt checkpoint); use an earlier checkpoint`);
+      throw new CheckpointError(`${file}: tensor ${prefix + t.name} holds NaN or Inf values (a diverged or corrupt checkpoint); use an earlier checkpoint`);
     const dst = t.kind === 'buffer' ? buffers : params;
     if (got.dtype === 'I64') dst[t.offset] = Number((got.data as BigInt64Array)[0]);
     else dst.set(got.data as Float32Array, t.offset);
@@ -149,8 +158,8 @@ function loadMomentum(model: NativeModel, tensors: Map<string, SafeTensor>, file
   for (const t of model.tensors()) {
     if (t.kind === 'buffer') continue;
     const got = tensors.get(`momentum.${t.name}`);
-    if (!got || got.dtype !== 'F32' || got.data.length !== t.size) throw new Error(`${file}: momentum for ${t.name} is missing or has the wrong size or dtype`);
-    if (!(got.data as Float32Array).every(Number.isFinite)) throw new Error(`${file}: momentum for ${t.name} holds NaN or Inf values; use an earlier checkpoint`);
+    if (!got || got.dtype !== 'F32' || got.data.length !== t.size) throw new CheckpointError(`${file}: momentum for ${t.name} is missing or has the wrong size or dtype`);
+    if (!(got.data as Float32Array).every(Number.isFinite)) throw new CheckpointError(`${file}: momentum for ${t.name} holds NaN or Inf values; use an earlier checkpoint`);
     m.set(got.data as Float32Array, t.offset);
   }
   model.setMomentum(m);
@@ -177,7 +186,7 @@ export function readAux(dir: string, state: CheckpointState): Map<string, SafeTe
 export function auxFloats(aux: Map<string, SafeTensor>, name: string, length: number, dir: string): Float32Array {
   const t = aux.get(name);
   if (!t || t.dtype !== 'F32' || t.data.length !== length || !(t.data as Float32Array).every(Number.isFinite))
-    throw new Error(`${dir}: the checkpoint's aux tensor ${name} is missing, not ${length} finite floats, or corrupt; use another checkpoint`);
+    throw new CheckpointError(`${dir}: the checkpoint's aux tensor ${name} is missing, not ${length} finite floats, or corrupt; use another checkpoint`);
   return t.data as Float32Array;
 }
 
@@ -228,7 +237,7 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
 export function checkpointDir(dir: string): string {
   if (fs.existsSync(path.join(dir, 'state.json'))) return dir;
   if (fs.existsSync(path.join(dir, 'checkpoint', 'state.json'))) return path.join(dir, 'checkpoint');
-  throw new Error(`${dir}: no checkpoint found (expected ${path.join(dir, 'checkpoint', 'state.json')} or ${path.join(dir, 'state.json')})`);
+  throw new CheckpointError(`${dir}: no checkpoint found (expected ${path.join(dir, 'checkpoint', 'state.json')} or ${path.join(dir, 'state.json')})`);
 }
 
 /** state.json's text: the state plus state_sha256, a checksum of the state itself (stateChecksum). */
@@ -250,15 +259,15 @@ export function readState(dir: string): CheckpointState {
     state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
   } catch (err) {
     // one line: JSON.parse quotes the bytes around the error, which may hold newlines
-    throw new Error(`${file}: cannot read the checkpoint state (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupt or not a checkpoint`);
+    throw new CheckpointError(`${file}: cannot read the checkpoint state (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupt or not a checkpoint`);
   }
-  if (state?.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a dfl-native checkpoint (format field is ${JSON.stringify(state?.format)})`);
-  if (!READABLE_VERSIONS.includes(state.version)) throw new Error(`${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${READABLE_VERSIONS.join(' and ')})`);
+  if (state?.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: not a dfl-native checkpoint (format field is ${JSON.stringify(state?.format)})`);
+  if (!READABLE_VERSIONS.includes(state.version)) throw new CheckpointError(`${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${READABLE_VERSIONS.join(' and ')})`);
   const stored = (state as { state_sha256?: unknown }).state_sha256;
-  if (typeof stored !== 'string' || stored !== stateChecksum(state)) throw new Error(`${file}: checksum mismatch (state_sha256); the file is corrupt (flipped bytes) or was edited`);
+  if (typeof stored !== 'string' || stored !== stateChecksum(state)) throw new CheckpointError(`${file}: checksum mismatch (state_sha256); the file is corrupt (flipped bytes) or was edited`);
   delete (state as { state_sha256?: unknown }).state_sha256;
   const bad = (what: string): never => {
-    throw new Error(`${file}: ${what}; the checkpoint is corrupt or was edited (use another checkpoint)`);
+    throw new CheckpointError(`${file}: ${what}; the checkpoint is corrupt or was edited (use another checkpoint)`);
   };
   const isStr = (v: unknown) => typeof v === 'string';
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -298,17 +307,17 @@ export function readState(dir: string): CheckpointState {
 
 /** Reads a file the state names and checks its checksum. */
 export function readVerified(dir: string, state: CheckpointState, name: string): Map<string, SafeTensor> {
-  if (path.basename(name) !== name) throw new Error(`${path.join(dir, 'state.json')}: file name ${name} must not contain a path`);
+  if (path.basename(name) !== name) throw new CheckpointError(`${path.join(dir, 'state.json')}: file name ${name} must not contain a path`);
   const file = path.join(dir, name);
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);
   } catch {
-    throw new Error(`${file}: missing (${path.join(dir, 'state.json')} names it); the checkpoint is incomplete`);
+    throw new CheckpointError(`${file}: missing (${path.join(dir, 'state.json')} names it); the checkpoint is incomplete`);
   }
   const want = Object.hasOwn(state.sha256, name) ? state.sha256[name] : undefined;
   if (!want || sha256(buf) !== want)
-    throw new Error(`${file}: checksum mismatch (its sha256 differs from the one ${path.join(dir, 'state.json')} records); the file is corrupt (flipped or truncated bytes); use another checkpoint`);
+    throw new CheckpointError(`${file}: checksum mismatch (its sha256 differs from the one ${path.join(dir, 'state.json')} records); the file is corrupt (flipped or truncated bytes); use another checkpoint`);
   return decodeSafetensors(buf, file).tensors;
 }
 
@@ -320,7 +329,7 @@ export function modelFromState(dir: string, state: CheckpointState, seed = 0): N
   try {
     model = new Model(state.spec, seed);
   } catch (err) {
-    throw new Error(`${file}: its model spec cannot be built (${(err as Error).message})`);
+    throw new CheckpointError(`${file}: its model spec cannot be built (${(err as Error).message})`);
   }
   const info = model.info();
   const problem = info.numClasses !== state.class_names.length ? `the model has ${info.numClasses} outputs but class_names lists ${state.class_names.length}`
@@ -328,7 +337,7 @@ export function modelFromState(dir: string, state: CheckpointState, seed = 0): N
       : null;
   if (problem) {
     model.dispose();
-    throw new Error(`${file}: ${problem}; the checkpoint is corrupt or was edited (use another checkpoint)`);
+    throw new CheckpointError(`${file}: ${problem}; the checkpoint is corrupt or was edited (use another checkpoint)`);
   }
   return model;
 }

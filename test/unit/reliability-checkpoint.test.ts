@@ -10,7 +10,9 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { loadBinding } from '../../dist/binding.js';
+import { exitCodeFor } from '../../dist/cli/output.js';
 import { resolveConfig } from '../../dist/config.js';
+import { CheckpointError } from '../../dist/io/checkpoint.js';
 import { readCache, writeCache } from '../../dist/data/cache.js';
 import { decodeImages } from '../../dist/data/images.js';
 import { loadCheckpoint, readState, stateText } from '../../dist/io/checkpoint.js';
@@ -127,7 +129,7 @@ test('fuzz regressions: malformed state.json fields and cache headers are clean 
     const s = structuredClone(good);
     edit(s);
     fs.writeFileSync(path.join(copy, 'state.json'), stateText(s));
-    await withEnv('DFL_MAX_MEMORY_MB', '512', () => assert.rejects(loadCheckpoint(copy), (e: Error) => !(e instanceof TypeError) && re.test(e.message) && e.message.includes(path.join(copy, 'state.json')), what));
+    await withEnv('DFL_MAX_MEMORY_MB', '512', () => assert.rejects(loadCheckpoint(copy), (e: Error) => e instanceof CheckpointError && exitCodeFor(e) === 2 && re.test(e.message) && e.message.includes(path.join(copy, 'state.json')), what));
   }
   // a corrupt JSON state gives one line
   fs.writeFileSync(path.join(copy, 'state.json'), '{\n"format": \n#\n}');
