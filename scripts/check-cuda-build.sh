@@ -20,7 +20,7 @@ trap 'rm -rf "$tmp"' EXIT  # the venv holds ~1.7 GB of wheels: left behind, a fe
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check --retries 1 --timeout 5 nvidia-cudnn-cu13 nvidia-cublas
 installed=$(date +%s)
-DFL_PYTHON="$tmp/venv/bin/python3" DFL_CUDA=ON DFL_CUDA_WERROR=1 DFL_JOBS="${DFL_JOBS:-2}" node scripts/build-native.mjs
+DFL_PYTHON="$tmp/venv/bin/python3" DFL_CUDA=ON DFL_CUDA_WERROR=1 DFL_JOBS="${DFL_JOBS:-2}" node scripts/build/build-native.mjs
 built=$(date +%s)
 test -f build/Release/libdfl_cuda.so
 

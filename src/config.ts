@@ -24,8 +24,8 @@ export interface TrainConfig {
   width: number;
   /**
    * Fresh convolution weights (at the start and at every reset): 'kaiming-normal' N(0, 2/fan_out),
-   * torchvision's; 'pytorch-default' U(+-1/sqrt(fan_in)), nn.Conv2d's own (docs/study/README.md
-   * section 1: +1.2 points at the 10k CPU scale in PyTorch, 5 paired seeds).
+   * torchvision's; 'pytorch-default' U(+-1/sqrt(fan_in)), nn.Conv2d's own (docs/study/README.md,
+   * section 1, compares them).
    */
   convInit: ConvInit;
   epochs: number;
@@ -184,9 +184,9 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
   teacherSource: 'meaningful',
   diversityFloor: 0.02,
   teacherWeighting: 'uniform',
-  // From the study (docs/study/README.md section 3, README "Does it work?"): on the CPU recipe, 5
-  // paired seeds, gating the teachers and ending resets at 70% gave +1.14 [+0.67, +1.62] points
-  // over the paper's DFL (skipWorseTeachers false, resetUntil 1). FORMER_DEFAULTS keeps old runs' meaning.
+  // From the study (docs/study/README.md, section 3): on the CPU recipe, gating the teachers and
+  // ending resets at 70% beat the paper's DFL (skipWorseTeachers false, resetUntil 1), paired over
+  // seeds. FORMER_DEFAULTS keeps old runs' meaning.
   skipWorseTeachers: true,
   scoreMetric: 'accuracy',
   temperature: 4,

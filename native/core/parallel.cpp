@@ -92,8 +92,8 @@ void route_parallel_work_to_compute_thread(bool on) { g_route_to_compute_thread.
 
 int hardware_threads() {
   // Read once: glibc answers hardware_concurrency() by opening and parsing
-  // /sys/devices/system/cpu/online every time (~7 us), and num_threads() runs for every GEMM and
-  // parallel loop (measured: thousands of times per training step).
+  // /sys/devices/system/cpu/online on every call, and num_threads() runs for every GEMM and
+  // parallel loop (thousands of times per training step).
   static const int n = [] {
     const unsigned hc = std::thread::hardware_concurrency();
     return hc == 0 ? 1 : static_cast<int>(hc);

@@ -25,8 +25,8 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // parallel region, and once more OpenMP threads exist than cores it stops spinning between regions,
 // so every region pays a futex wake-up. A Node process calls in from the main thread and from
 // libuv's pool (several threads): the addon therefore runs its work on this one thread, which keeps
-// one team whose threads spin between the thousands of short regions of a step (measured: stride-2
-// convolution gradients of resnet18 x0.25 2-3x slower, the whole step ~12%, without it).
+// one team whose threads spin between the thousands of short regions of a step (docs/native.md,
+// "Threads", has what the wake-ups cost).
 // Runs fn on the compute thread and waits for it (directly when called on it); fn's exception is
 // rethrown here. Calls from several threads take turns.
 void run_on_compute_thread(const std::function<void()>& fn);

@@ -75,10 +75,10 @@ void affine(float* y, const float* x, size_t n, size_t stride, int segs, const f
 // ---- the reductions, in memory order ------------------------------------------------------------
 // Consecutive segments of a channel lie a whole sample (C * HW floats, a power of two on most
 // models) apart: walking a channel maps them all to the same cache sets, and on small maps a segment
-// is a cache line or two, a demand miss each (1 thread, 128 channels on 4x4: 3x the time per float
-// of 116 channels; 1,024 on 4x4: 6x a memcpy). So the reductions walk sample by sample, each thread
+// is a cache line or two, a demand miss each. So the reductions walk sample by sample, each thread
 // over its own range of channels (a run of range * HW floats per sample), and the elementwise passes
-// sample by sample over whole samples: both stream (measured faster on every map size, 1x1 to 32x32).
+// sample by sample over whole samples: both stream, on every map size (docs/native.md, "Training
+// memory and fusion", has the measurement).
 // One channel's sums: 4 double lanes for the segments' vector parts, scalar tails.
 struct alignas(32) LaneSums {
   double s1[4] = {}, s2[4] = {};

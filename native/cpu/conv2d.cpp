@@ -335,8 +335,8 @@ namespace {
 // range of channels and walks the samples in order (memory order: a channel's planes lie a whole
 // sample apart, which walked channel by channel maps to the same cache sets, as batch norm's sums
 // did); a plane's vector part goes into 4 double lanes, its tail into a scalar, combined in a fixed
-// order at the end: the same result for any thread count. (A serial double add per float, before,
-// was 3.6% of vgg8 x0.25's DFL step.)
+// order at the end: the same result for any thread count, without a serial double add per float
+// (docs/native.md, "Training memory and fusion").
 #if DFL_CONV2D_X86
 __attribute__((target("avx2"))) void bias_sums_avx2(std::array<double, 4>* lanes, double* tails, const float* dout,
                                                     const Conv2dShape& s, int64_t o0, int64_t o1) {
@@ -690,31 +690,23 @@ bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
   return false;
 }
 
-// The kernel lab's finding (native/dev/conv_lab.cpp): Winograd wins the stride-1 3x3 convolutions
-// it applies to on maps of 4x4 and up (batch 128, forward: 32 channels on 16x16 3.4 vs 3.7 ms for the
-// direct rows, 64 on 32x32 32 vs 61, 256 on 8x8 30 vs 65, 512 on 4x4 39 vs 64 for valid taps), but
-// not with 16 channels on both sides (4.7 vs 4.1 ms for the direct rows on 32x32) nor on 2x2 maps
-// (38 vs 15 ms for valid taps: its 4x4 tiles are 3/4 padding); the input gradient likewise. Otherwise the direct 3x3 and depthwise kernels win wherever they apply; the pointwise row kernels on 1x1 convolutions with few channels
-// on either side or up to 160 x 1024 weights (forward + both gradients: 116 channels on 8x8 4.5 vs
-// 6.8 ms for the GEMMs, 232 on 4x4 4.5 vs 5.2, 160 -> 960 on 4x4 12.9 vs 13.4; level at 232 on 8x8
-// and 464 on 4x4; the GEMMs' weight gradient wins at 464 -> 1024, 23 vs 29); the output-channel kernels only for strided convolutions (no
-// im2col of a subsampled image), while the GEMMs win on small maps with many channels. On padded
-// maps of 2x2 and below the valid-taps GEMMs (2.25x fewer FLOPs for 3x3) win at any width (vgg16's
-// 2x2 stage: 1.4x in the lab and in the model's profile); on 4x4 (1.44x fewer FLOPs) they only tied
-// the general path's single wide GEMM in vgg16's profile, so the general path keeps those. Since the
-// general path's columns on small maps go by a tap table, it also wins 2x2 maps with fewer than 256
-// channels (128 on 2x2, forward + both gradients 3.8 vs 4.9 ms; level at 256; valid taps still 1.2x
-// at 512); valid taps keeps 1x1 maps at any width (one tap of nine). Stride-2
-// 3x3 convolutions with fewer than 64 input channels and output rows of 8k run the direct kernel
-// (forward 1.3-1.4x the output-channel kernel's speed, 1.6x the general path's at 16 channels); at
-// 64+ input channels the general path's GEMMs win every strided 3x3 forward (1.35-2x over the
-// output-channel kernel, 1.1x over the direct one), so the output-channel kernel keeps only strided
-// convolutions with few channels whose rows are not 8k and not under 8 (there the general path's
-// tap-table columns won: 32 -> 64 channels onto 4x4, forward 0.92 vs 1.32 ms, gradients level). Strided
-// 1x1 convolutions (ResNet's shortcuts) go to a dense copy of the pixels they read (kernel lab,
-// forward + both gradients, batch 128): 2.4x faster than the general and output-channel paths at
-// 16 input channels, 1.3x at 32, level at 64 and 256; the output-channel forward, chosen for them
-// before, was 2.4-4x slower than either at 64+ channels.
+// The rules below are the kernel lab's findings (native/dev/conv_lab.cpp times every algorithm on
+// the zoo's shapes; docs/native.md, "CPU convolution algorithms", has the measurements), first match:
+//   - strided 1x1 (ResNet's shortcuts): a dense copy of the pixels they read, then the stride-1 path;
+//   - Winograd for the stride-1 3x3 convolutions it applies to on maps of 4x4 and up, unless the
+//     direct rows apply with at most 16 channels on both sides (there they win), and only while its
+//     transformed weights fit the cap below; on 2x2 maps its 4x4 tiles are 3/4 padding;
+//   - the direct 3x3 rows wherever they apply at stride 1, and at stride 2 with fewer than 64 input
+//     channels (with 64+ the general path's GEMMs win every strided 3x3 forward);
+//   - depthwise rows wherever they apply;
+//   - valid taps on padded 1x1 output maps at any width (one tap of nine) and on 2x2 maps with
+//     256+ channels on both sides (fewer channels: the general path's tap-table columns win; on 4x4
+//     valid taps only tied, and those maps are Winograd's);
+//   - pointwise rows on 1x1 convolutions with fewer than 64 channels on a side or at most 160 x 1024
+//     weights (wider ones: the GEMMs);
+//   - the output-channel kernel for the remaining strided convolutions with fewer than 64 input
+//     channels, except on output rows under 8 (the general path's tap-table columns win there);
+//   - otherwise the general path (im2col + packed GEMM).
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   const bool strided = s.stride_h > 1 || s.stride_w > 1;
   if (strided_pointwise_applies(s)) return ConvAlgo::StridedPointwise;

@@ -357,8 +357,8 @@ size_t direct3x3_workspace_floats(const Conv2dShape& s) {
   return std::max({weights + pads, group_pads, s2_data, general_workspace_floats(s)});
 }
 
-// Kernel lab: at stride 1 the direct weight gradient wins on rows of 16+ or with few input channels;
-// at stride 2 only with both (32 channels on 8-float rows: general 3.9 ms, direct 5.1).
+// The kernel lab's rule (native/dev/conv_lab.cpp times both): at stride 1 the direct weight gradient
+// wins on rows of 16+ or with few input channels; at stride 2 only with both.
 bool direct3x3_weights_preferred(const Conv2dShape& s) {
   return s.stride_h == 1 ? s.OW() >= 16 || s.C < 64 : s.OW() >= 16 && s.C < 64;
 }
@@ -529,8 +529,8 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
   const int G = weight_group(s), blocks3 = blocks(s.OC, 3);
   const bool split = s.stride_h == 2;
   const InputRows in = InputRows::of(3, s.stride_h, s.H, s.W);
-  // The padded samples start W floats in (where a row of zeros once sat): at offset 0 the stride-2
-  // weight gradient measured 20% slower in the kernel lab (alignment; the cause was not pinned down).
+  // The padded samples start W floats in (where a row of zeros once sat): at offset 0 the kernel lab
+  // timed the stride-2 weight gradient slower (alignment; the cause was not pinned down).
   float* xpad = workspace + s.W;
   const size_t in_sample = size_t(s.C) * s.H * s.W, pad_sample_floats = padded_plane(s) * s.C;
   const int64_t tasks = int64_t(blocks3) * s.C * 3;

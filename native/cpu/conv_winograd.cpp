@@ -42,9 +42,10 @@ namespace {
 constexpr int kTaps = 36;  // 6x6 transformed positions
 // Tiles per block of the forward and input gradient: V and M of a block within 2 MiB (they stay in
 // one core's L2/L3), but at least 32, for the GEMMs to reuse each packed U panel (its packing costs
-// ~8/tiles of the block's work). Kernel lab, batch 128: 512 channels on 4x4 maps 43 ms a forward at
-// 32 tiles, 48 at 96; 64 channels at 32x32 31 ms at 96, 34 at 32. The weight gradient's blocks are
-// the K of its GEMMs, so longer (and shared by the threads): up to 512 tiles in 8 MiB.
+// ~8/tiles of the block's work). The bounds are the kernel lab's (native/dev/conv_lab.cpp): many
+// channels on small maps run faster near the lower one, few channels on large maps near the upper.
+// The weight gradient's blocks are the K of its GEMMs, so longer (and shared by the threads): up to
+// 512 tiles in 8 MiB.
 struct Blocking {
   size_t bytes;
   int min_tiles, max_tiles;

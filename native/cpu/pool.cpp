@@ -24,8 +24,8 @@ namespace {
 #if DFL_POOL_X86
 // One output row of the 2x2 / stride-2 max pool (VGG's) from input rows r0 and r1, 8 outputs per
 // AVX2 step (then 4 per SSE step): the same comparisons in the same order as the scalar loop, as
-// selects instead of branches (on real data the branches mispredicted: the pool took a quarter of
-// vgg8 x0.25's eval forward). Candidates k = 0..3 are r0[2ow], r0[2ow+1], r1[2ow], r1[2ow+1]; the
+// selects instead of branches (on real data the branches mispredict; docs/native.md, "Training
+// memory and fusion"). Candidates k = 0..3 are r0[2ow], r0[2ow+1], r1[2ow], r1[2ow+1]; the
 // first is always taken (it beats -inf, or is -inf itself with the same index), a later one when it
 // is greater or NaN. am (null in inference): the plane index of the taken one; i0: r0's. Returns the
 // outputs done; the caller finishes the row.

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // dfl-native against the CPU engines users would pick, measured in the same run on the same machine:
-// for each model, the same graph (PyTorch: the twin, scripts/torch_twin.py, built from the same JSON
+// for each model, the same graph (PyTorch: the twin, scripts/fixtures/torch_twin.py, built from the same JSON
 // spec; ONNX Runtime: the file `dfl-native export` writes), the same batch and thread count.
 //   - dfl-native: a training step, an eval forward (what a teacher costs) and a DFL step with K
 //     teachers (src/bench.ts), and the memory a DFL run adds;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of scripts/bench/bench-vs-torch.mjs: the twin (scripts/torch_twin.py's GraphNet, built
+"""PyTorch side of scripts/bench/bench-vs-torch.mjs: the twin (scripts/fixtures/torch_twin.py's GraphNet, built
 from the same JSON spec as the native model) on the same batch shape and thread count.
 
     python3 scripts/bench/bench_torch.py SPEC.json BATCH REPS WARMUP THREADS K MODE [COMPILE_MODE]
@@ -31,7 +31,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'fixtures'))
 import torch_twin  # noqa: E402
 
 T = 4.0

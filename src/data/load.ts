@@ -1,7 +1,7 @@
 // One entry point for every data source: loadData(spec, opts) finds out what `spec` names and loads it.
 //
 //   undefined, 'sample'              the bundled CIFAR-10 sample (data/cifar10-sample.dfls)
-//   a .dfls file                     a sample container made by scripts/make-sample.mjs
+//   a .dfls file                     a sample container made by scripts/fixtures/make-sample.mjs
 //   cifar-10-batches-bin/ (or parent) CIFAR-10 binary version
 //   cifar-100-binary/ (or parent)     CIFAR-100 binary version, fine or coarse labels
 //   any other folder                 an image folder: root/train|test/<class>/*.jpg or root/<class>/*.jpg

@@ -1,5 +1,5 @@
 // The bundled sample: a stratified subset of CIFAR-10 (JPEG mirror) packed in the package, so
-// `dfl-native train` with no data option trains on real images. Made by scripts/make-sample.mjs.
+// `dfl-native train` with no data option trains on real images. Made by scripts/fixtures/make-sample.mjs.
 //
 // Container ".dfls" (all integers little-endian):
 //   0   8 bytes  magic "DFLSAMP1"
@@ -59,7 +59,7 @@ export function readSampleContainer(file: string, opts: { verify?: boolean } = {
     throw new DataError(`${file}: cannot read the bundled sample (${code ?? (err as Error).message}); reinstall dfl-native, or give --data a CIFAR or image folder`, file);
   }
   const bad = (what: string): never => {
-    throw new DataError(`${file}: is not a valid dfl-native sample (${what}); reinstall dfl-native or regenerate it with scripts/make-sample.mjs`, file);
+    throw new DataError(`${file}: is not a valid dfl-native sample (${what}); reinstall dfl-native or regenerate it with scripts/fixtures/make-sample.mjs`, file);
   };
   if (buf.length < 16 || buf.toString('latin1', 0, 8) !== SAMPLE_MAGIC) bad('bad magic bytes');
   if (buf.readUInt32LE(8) !== SAMPLE_VERSION) bad(`format version ${buf.readUInt32LE(8)}, expected ${SAMPLE_VERSION}`);

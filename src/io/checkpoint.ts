@@ -191,7 +191,7 @@ export function auxFloats(aux: Map<string, SafeTensor>, name: string, length: nu
 }
 
 /**
- * Test hook (scripts/crash-safety.mjs): DFL_TEST_SLOW_CHECKPOINT_MS=N sleeps N ms before each file of
+ * Test hook (scripts/ci/crash-safety.mjs): DFL_TEST_SLOW_CHECKPOINT_MS=N sleeps N ms before each file of
  * a checkpoint is written, so a kill can land inside a save. Ignored unless set.
  */
 function slowForTests(): void {

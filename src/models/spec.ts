@@ -1,5 +1,5 @@
 // The model graph format shared by TypeScript, the native Model, checkpoints and the PyTorch twin
-// (scripts/torch_twin.py). It is plain JSON; attribute names are snake_case because the same file
+// (scripts/fixtures/torch_twin.py). It is plain JSON; attribute names are snake_case because the same file
 // is read by C++ and Python. Semantics of each op: native/core/model.h.
 
 export type Op =

@@ -1,5 +1,5 @@
 // Reader for the PyTorch fixtures in test/fixtures/ (DFLFIX version 1, written by
-// scripts/make_fixtures.py and scripts/zoo_reference.py; format in test/fixtures/README.md). The
+// scripts/fixtures/make_fixtures.py and scripts/fixtures/zoo_reference.py; format in test/fixtures/README.md). The
 // C++ tests read the same files with test/native/fixtures.h.
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,10 +1,10 @@
 // Seeded mutation fuzzing of every parser and loader. One place for the engine and the targets:
 // test/unit/reliability-fuzz.test.ts runs a few hundred inputs per target in CI, and
-// scripts/fuzz.mjs (which imports the compiled dist-test/helpers/fuzz.js) runs 10,000+ per target
+// scripts/ci/fuzz.mjs (which imports the compiled dist-test/helpers/fuzz.js) runs 10,000+ per target
 // in child processes with a hang/crash watchdog.
 //
 // Every input is a pure function of (seed, target, index): a finding is reproduced with
-// `node scripts/fuzz.mjs --targets T --seed S --start I --per-target 1`.
+// `node scripts/ci/fuzz.mjs --targets T --seed S --start I --per-target 1`.
 //
 // Outcomes: 'accepted' (loaded, and the result passed the target's consistency checks),
 // 'rejected' (a clean rejection: an Error that is not a TypeError/RangeError/SyntaxError/

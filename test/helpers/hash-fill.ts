@@ -1,5 +1,5 @@
 // Model weights both PyTorch and the native model can compute exactly, so a fixture need not store
-// them: the TypeScript twin of hash_uniform / hash_fill in scripts/zoo_reference.py (same bits).
+// them: the TypeScript twin of hash_uniform / hash_fill in scripts/fixtures/zoo_reference.py (same bits).
 import type { NativeModel } from '../../dist/binding.js';
 
 function fnv1a32(text: string): number {

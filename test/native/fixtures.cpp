@@ -17,7 +17,7 @@ namespace {
 
 [[noreturn]] void error(const std::string& path, const std::string& msg) {
   throw std::runtime_error("fixture " + path + ": " + msg +
-                           " (regenerate with /usr/bin/python3 scripts/make_fixtures.py)");
+                           " (regenerate with /usr/bin/python3 scripts/fixtures/make_fixtures.py)");
 }
 
 uint32_t read_u32_le(const unsigned char* p) {

@@ -1,4 +1,4 @@
-// Reader for the PyTorch golden fixtures in test/fixtures/ (written by scripts/make_fixtures.py).
+// Reader for the PyTorch golden fixtures in test/fixtures/ (written by scripts/fixtures/make_fixtures.py).
 //
 // Format (DFLFIX version 1, little-endian): magic "DFLFIX1\0" (8 bytes); uint32 version = 1;
 // uint32 tensor count; per tensor: uint32 name length, name bytes (UTF-8), uint32 dtype

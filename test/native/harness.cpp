@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
     if (arg == "--backend" && a + 1 < argc) only_backend = argv[++a];
-    else if (arg == "--hardware-simd-level") {  // for scripts/run-tests.mjs: which passes to run
+    else if (arg == "--hardware-simd-level") {  // for scripts/ci/run-tests.mjs: which passes to run
       std::printf("%s\n", dfl::simd_level_label(dfl::hardware_simd_level()));
       return 0;
     }

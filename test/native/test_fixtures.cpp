@@ -1,5 +1,5 @@
 // The CPU kernels and one whole Model training step against PyTorch (golden fixtures in
-// test/fixtures/, written by scripts/make_fixtures.py; format in fixtures.h).
+// test/fixtures/, written by scripts/fixtures/make_fixtures.py; format in fixtures.h).
 //
 // Every backward is checked twice: once into zeroed gradient buffers (== PyTorch's gradient) and
 // once more into the same buffers (== twice PyTorch's gradient), since backward kernels accumulate.
@@ -416,7 +416,7 @@ DFL_TEST(fixture_concat_split) {
 // ------------------------------------------------------------------------------------------------
 // One whole training step of a small graph (conv/bn/relu, maxpool, residual add, split, depthwise
 // conv, pointwise conv with bias, relu6, concat, shuffle, avgpool, gap, flatten, dropout p=0,
-// linear) against the PyTorch twin (scripts/torch_twin.py): state loaded by state_dict name,
+// linear) against the PyTorch twin (scripts/fixtures/torch_twin.py): state loaded by state_dict name,
 // forward logits, CE + alpha T^2 KL losses, every gradient, SGD (nesterov, L2) result, momentum and
 // BN running statistics.
 namespace {

@@ -45,3 +45,20 @@ test('the dfl-native command is a tracked executable launcher, so `npx dfl-nativ
   const out = execFileSync(process.execPath, [launcher, '--version'], { encoding: 'utf8' }).trim();
   assert.equal(out, manifest.version);
 });
+
+test('the package ships the install script, the sources it builds and the user docs, not benchmark or study dumps', () => {
+  const execPath = process.env.npm_execpath;
+  const [cmd, args] = execPath && execPath.endsWith('.js') ? [process.execPath, [execPath]] : ['npm', []];
+  // --ignore-scripts: list what would be packed without running `prepare` (dist/ is already built).
+  const r = spawnSync(cmd, [...args, 'pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', env: { ...process.env, npm_config_loglevel: 'error' } });
+  assert.equal(r.status, 0, r.stderr);
+  const files = (JSON.parse(r.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const installScript = /^node (\S+)$/.exec(manifest.scripts.install!)?.[1];
+  assert.ok(installScript, `the install script is one node script: ${manifest.scripts.install}`);
+  for (const f of [installScript, 'CMakeLists.txt', 'binding.gyp', 'native/sources.json', 'data/cifar10-sample.dfls', 'dist/index.js', 'dist/cli/cli.js', 'README.md', 'docs/cli.md', 'docs/models.md', 'docs/performance.md', 'docs/study/README.md'])
+    assert.ok(files.includes(f), `${f} is packed`);
+  const dumps = files.filter((f) => f.startsWith('docs/bench/') || (f.startsWith('docs/') && !f.endsWith('.md')) || /^docs\/study\/.+\//.test(f));
+  assert.deepEqual(dumps, [], 'no benchmark output, study runs or grids in the package');
+  assert.deepEqual(files.filter((f) => f.startsWith('native/dev/') || f.startsWith('test/') || f.startsWith('scripts/bench/')), [], 'no kernel lab, tests or benchmarks');
+});

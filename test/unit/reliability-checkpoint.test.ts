@@ -190,7 +190,7 @@ test('concurrency: two runs at once in one process give exactly the results of e
 });
 
 test('crash safety (CI size): SIGKILLed runs resume to the uninterrupted weights', { timeout: 120_000 }, () => {
-  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'crash-safety.mjs'), '--trials', '2', '--epochs', '3', '--seed', '7'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'ci', 'crash-safety.mjs'), '--trials', '2', '--epochs', '3', '--seed', '7'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /2\/2 trials passed/);
 });

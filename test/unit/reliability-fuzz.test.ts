@@ -1,4 +1,4 @@
-// CI-sized fuzzing (a few hundred inputs per target) with the engine of scripts/fuzz.mjs.
+// CI-sized fuzzing (a few hundred inputs per target) with the engine of scripts/ci/fuzz.mjs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 

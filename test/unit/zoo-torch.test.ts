@@ -1,5 +1,5 @@
 // Every zoo model's training step against torchvision's own model (test/fixtures/zoo_step_<model>.bin
-// from scripts/zoo_reference.py): the same weights (hash-filled on both sides), the same input, then
+// from scripts/fixtures/zoo_reference.py): the same weights (hash-filled on both sides), the same input, then
 // logits, loss, gradients and the parameters and BN statistics after one SGD step must agree. The
 // PyTorch side is built from torchvision's modules, not from the zoo's JSON spec, so a mis-wired
 // skip connection, split or shuffle in src/models/zoo.ts fails here.

@@ -1,5 +1,5 @@
 // The zoo's parameter names and shapes are exactly those of the PyTorch twins (torchvision models
-// with the documented CIFAR changes; test/fixtures/zoo_reference.json from scripts/zoo_reference.py).
+// with the documented CIFAR changes; test/fixtures/zoo_reference.json from scripts/fixtures/zoo_reference.py).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';

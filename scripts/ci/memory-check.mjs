@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Resident memory over many training steps, and after creating/disposing many teacher snapshots.
 //
-//   node --expose-gc scripts/memory-check.mjs [--steps 2000] [--snapshots 300]
+//   node --expose-gc scripts/ci/memory-check.mjs [--steps 2000] [--snapshots 300]
 //
 // Part 1: N training steps of a small model (tiny conv net, batch 16, 2 teachers) measuring RSS
 // every 100 steps; reports the least-squares slope over the second half (after warm-up). Part 2:
@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const imp = (rel) => import(pathToFileURL(path.join(root, rel)).href);
 const argv = process.argv.slice(2);
 const arg = (name, dflt) => Number(argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);

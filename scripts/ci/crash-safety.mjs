@@ -3,7 +3,7 @@
 // that the checkpoint folder is always readable (or absent before the first save), resume, and check
 // that every run ends with exactly the weights (student, momentum, teachers) of an uninterrupted run.
 //
-//   node scripts/crash-safety.mjs [--trials N] [--seed S] [--epochs E]
+//   node scripts/ci/crash-safety.mjs [--trials N] [--seed S] [--epochs E]
 //
 // Needs the compiled tests (npx tsc -p tsconfig.json && npx tsc -p tsconfig.test.json). The run:
 // vgg8 --width 0.125, DFL (2 teachers, reset every 2 epochs), synthetic 8x8 data, threads 1, in a
@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const self = fileURLToPath(import.meta.url);
 const argv = process.argv.slice(2);
 const arg = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);

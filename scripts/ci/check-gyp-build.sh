@@ -2,7 +2,7 @@
 # Builds the addon with node-gyp from binding.gyp in a scratch copy and loads it: proves the
 # second build system compiles the same source list (native/sources.json) and works.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 cp -r "$root/native" "$root/binding.gyp" "$root/package.json" "$tmp/"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/sanitize).
-#   scripts/sanitize.sh [FILTER]      FILTER is passed to the test runner (a test-name substring)
+#   scripts/ci/sanitize.sh [FILTER]      FILTER is passed to the test runner (a test-name substring)
 # Any ASan/UBSan report fails the run (halt_on_error / -fno-sanitize-recover).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 bdir="$root/build/sanitize"
 jobs="${DFL_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 start=$(date +%s)

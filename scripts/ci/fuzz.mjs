@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Seeded mutation fuzzing of every parser and loader (the engine and targets: test/helpers/fuzz.ts).
 //
-//   node scripts/fuzz.mjs [--per-target N] [--seed S] [--targets a,b] [--start I]
+//   node scripts/ci/fuzz.mjs [--per-target N] [--seed S] [--targets a,b] [--start I]
 //
 // Needs the compiled tests (npx tsc -p tsconfig.json && npx tsc -p tsconfig.test.json). Each target
 // runs in a child process (DFL_MAX_MEMORY_MB=2048) watched by this one: a process crash (signal, exit)
@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const lib = path.join(root, 'dist-test', 'helpers', 'fuzz.js');
 const argv = process.argv.slice(2);
 const arg = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);

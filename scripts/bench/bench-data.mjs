@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Data-loading benchmark: images/s for each source, printed as a table.
 //
-//   npm run build:ts && node scripts/bench-data.mjs [--images 5000] [--cifar-records 60000] [--batch 128]
+//   npm run build:ts && node scripts/bench/bench-data.mjs [--images 5000] [--cifar-records 60000] [--batch 128]
 //
 //   cifar10-bin        the CIFAR-10 binary loader on files written to a temp folder (all 6 files by default)
 //   image folder       a folder of CIFAR-10 JPEGs (--images of them, from ../shared/datasets/cifar10-jpeg.tar.gz):
@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const argv = process.argv.slice(2);
 const opt = (name, def) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : def);
 const nImages = opt('--images', 5000);

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Builds the native addon with cmake-js (the primary build), with the CUDA backend (libdfl_cuda.so)
 // beside it when nvcc, cuDNN 9 and cuBLAS 13 are found (native/cuda/cuda.cmake says where it looks).
-//   node scripts/build-native.mjs            Release build into build/Release/dfl_native.node
-//   node scripts/build-native.mjs --debug    Debug build
+//   node scripts/build/build-native.mjs            Release build into build/Release/dfl_native.node
+//   node scripts/build/build-native.mjs --debug    Debug build
 // Environment: DFL_JOBS (parallel compile jobs, default: CPU count), DFL_CUDA=OFF|ON (CPU only |
 // CUDA or fail; unset: CUDA when it builds),
 // CUDNN_ROOT / CUBLAS_ROOT / DFL_PYTHON (where cuDNN and cuBLAS are), DFL_CUDA_WERROR=1 (CI).
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const debug = process.argv.includes('--debug');
 
 let cmakeJs;

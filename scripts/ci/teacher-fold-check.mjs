@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Folded (teacher) vs unfolded (eval forward) logits of each zoo model after 20 training steps of
 // random-ish data (so the BN statistics are not their defaults), and what each holds in memory.
-//   node scripts/teacher-fold-check.mjs
-import { loadBinding } from '../dist/binding.js';
-import { buildModel } from '../dist/models/zoo.js';
+//   node scripts/ci/teacher-fold-check.mjs
+import { loadBinding } from '../../dist/binding.js';
+import { buildModel } from '../../dist/models/zoo.js';
 const b = loadBinding();
 for (const [name, w] of [['vgg8', 0.25], ['vgg16', 0.25], ['resnet18', 0.25], ['mobilenetv2', 0.25], ['shufflenetv2', 0.5]]) {
   const spec = buildModel(name, { numClasses: 10, inChannels: 3, height: 32, width: 32, width_multiplier: w });
