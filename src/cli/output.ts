@@ -18,8 +18,8 @@ export class UsageError extends Error {
 }
 
 /**
- * 2 for every error in what the user gave (flags, values, config and model spec files, data), 1
- * for failures of a run (divergence, a corrupt checkpoint, a failed ONNX check).
+ * 2 for every error in what the user gave (flags, values, config and model spec files, data,
+ * checkpoints), 1 for failures of a run (divergence, a full disk, a failed ONNX check).
  */
 export function exitCodeFor(err: unknown): number {
   return err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof CheckpointError ? EXIT.usage : EXIT.failure;
