@@ -7,7 +7,8 @@
 // plus K forwards. Achieved GFLOP/s = those FLOPs / the median time. Peak memory is the process's
 // peak resident set (Node's own ~40-60 MB included).
 import { loadBinding, type DeviceName, type NativeProfile, type SimdLevel } from './binding.js';
-import { ConfigError } from './config.js';
+
+import { ConfigError } from './errors.js';
 import { resolveModelSpec } from './models/resolve.js';
 import type { ModelSpec } from './models/spec.js';
 

@@ -4,6 +4,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 
+import { EXIT } from '../errors.js';
 import { packageVersion } from '../io/onnx.js';
 import { benchCommand } from './commands/bench.js';
 import { evalCommand } from './commands/eval.js';
@@ -12,7 +13,6 @@ import { infoCommand } from './commands/info.js';
 import { predictCommand } from './commands/predict.js';
 import { studyCommand } from './commands/study.js';
 import { trainCommand } from './commands/train.js';
-import { EXIT } from './output.js';
 
 const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');

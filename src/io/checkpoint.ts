@@ -24,19 +24,11 @@ import path from 'node:path';
 import { loadBinding, type DeviceName, type NativeModel, type NativeTeacher, type TensorHolder } from '../binding.js';
 import { resolveSavedConfig, type TrainConfig } from '../config.js';
 import type { DataFingerprint } from '../data/fingerprint.js';
+import { CheckpointError } from '../errors.js';
 import type { ModelSpec } from '../models/spec.js';
 import type { BankEntry, EpochRecord } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.js';
-
-
-/**
- * A checkpoint that cannot be used as given (missing, corrupt, edited, for another model): bad
- * input, so the CLI exits 2 as for any other input error (docs/cli.md).
- */
-export class CheckpointError extends Error {
-  override name = 'CheckpointError';
-}
 
 export const CHECKPOINT_FORMAT = 'dfl-native-checkpoint';
 export const CHECKPOINT_VERSION = 2;

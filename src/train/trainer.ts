@@ -11,13 +11,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { loadBinding, type DeviceName, type LogitSource, type MathHolder, type MathMode, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo, type TrainStepOptions } from '../binding.js';
-import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
+import { methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
 import { dataChanges, dataFingerprint, type DataFingerprint } from '../data/fingerprint.js';
 import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
 import { symmetricLabelNoise } from '../data/label-noise.js';
+import { ConfigError, DivergenceError } from '../errors.js';
 import { auxFloats, checkpointDir, loadModelTensors, readAux, readState, restoreModels, saveCheckpoint, type AverageState, type CheckpointState, type EpochPosition } from '../io/checkpoint.js';
 import type { SafeTensor } from '../io/safetensors.js';
 import { writeCurves } from '../io/report.js';
@@ -48,11 +49,6 @@ export interface TrainOptions extends Partial<TrainConfig> {
    * and the batches would silently change.
    */
   allowDataChange?: boolean;
-}
-
-/** Thrown when the loss or weights become NaN/Inf. */
-export class DivergenceError extends Error {
-  override name = 'DivergenceError';
 }
 
 // Seed streams: one label per kind of randomness, so they never collide.

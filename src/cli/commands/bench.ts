@@ -4,8 +4,9 @@ import type { Argv, CommandModule } from 'yargs';
 
 import { benchmark, type BenchResult } from '../../bench.js';
 import { describeSimd, loadBinding, type DeviceName } from '../../binding.js';
+import { UsageError } from '../../errors.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
-import { fixed, Output, runCommand, Table, UsageError } from '../output.js';
+import { fixed, Output, runCommand, Table } from '../output.js';
 
 export interface BenchArgs {
   model: string;
