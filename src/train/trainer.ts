@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type DeviceName, type LogitSource, type MathHolder, type MathMode, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo, type TrainStepOptions } from '../binding.js';
+import { loadBinding, type DeviceName, type LogitSource, type MathHolder, type MathMode, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type TrainStepOptions } from '../binding.js';
 import { methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
@@ -18,6 +18,7 @@ import { dataChanges, dataFingerprint, type DataFingerprint } from '../data/fing
 import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
 import { symmetricLabelNoise } from '../data/label-noise.js';
+import { chooseDevice } from '../device.js';
 import { ConfigError, DivergenceError } from '../errors.js';
 import { auxFloats, checkpointDir, loadModelTensors, readAux, readState, restoreModels, saveCheckpoint, type AverageState, type CheckpointState, type EpochPosition } from '../io/checkpoint.js';
 import type { SafeTensor } from '../io/safetensors.js';
@@ -108,22 +109,6 @@ export class TrainingRun extends EventEmitter implements AsyncIterable<EpochReco
 /** Starts training; iterate the result for epoch records, await `.summary` for the end. */
 export function train(options: TrainOptions = {}): TrainingRun {
   return new TrainingRun(options);
-}
-
-/** The device to train on: cuda when asked for (and usable) or when auto finds it; else the CPU. */
-function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) => void): DeviceName {
-  const cudaUsable = info.usableBackends.includes('cuda');
-  if (config.device === 'cuda' && !cudaUsable)
-    throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
-  // A CPU-only build says so briefly (`dfl-native info` has the build's reason); a CUDA build that
-  // cannot run says why in the driver's words, since that is what the user has to fix.
-  const device: DeviceName = config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
-  if (config.precision === 'bf16' && device === 'cpu')
-    throw new ConfigError('--precision bf16 runs convolutions and linear layers on a GPU\'s tensor cores, but this run is on the cpu' +
-      (config.device === 'cpu' ? '' : ` (cuda: ${info.cudaStatus})`) + '. Use --precision fp32 on the CPU.');
-  if (config.device === 'auto' && !cudaUsable)
-    log(info.compiledBackends.includes('cuda') ? `device auto -> cpu (cuda: ${info.cudaStatus})` : 'device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)');
-  return device;
 }
 
 /** How the run's models compute (--precision, --deterministic). */
@@ -349,7 +334,8 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
   const binding = loadBinding();
   const { config, saved, resumeDir } = runConfig(rest, resume);
   binding.setThreads(config.threads);
-  const device = checkDevice(config, binding.runtimeInfo(), log);
+  const { device, note } = chooseDevice(config.device, config.precision, binding.runtimeInfo());
+  if (note) log(note);
   const method = methodUses(config.method);
   const uses = { ...method, bank: method.teachers && config.emaTeacher !== 'alone' && config.swaTeacher !== 'alone' };
 
