@@ -88,9 +88,10 @@ export function exitCodeFor(err: unknown): number {
 const DISK_FULL = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
 
-/** Whether a failed write means the disk (or the quota) is full. */
-export function isDiskFull(err: unknown): boolean {
-  return DISK_FULL.has((err as { code?: unknown })?.code as string);
+/** What to do about a failed write, as the start of a sentence: free space, fix permissions, or fix the cause. */
+export function writeRemedy(err: unknown): string {
+  const code = (err as { code?: unknown })?.code as string;
+  return DISK_FULL.has(code) ? 'Free some disk space' : NOT_WRITABLE.has(code) ? 'Make the folder writable' : 'Fix the cause';
 }
 
 /**
@@ -108,7 +109,6 @@ export function writeFailure(file: string, err: unknown, remedy?: string): Write
           : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
             : code === 'EROFS' ? 'the file system is read-only'
               : String(e?.message ?? err).replace(/\s+/g, ' ');
-  const todo = remedy ?? (isDiskFull(err) ? 'Free some disk space or write somewhere else'
-    : NOT_WRITABLE.has(code ?? '') ? 'Make the folder writable or write somewhere else' : 'Fix the cause and try again');
+  const todo = remedy ?? `${writeRemedy(err)} or write somewhere else`;
   return new WriteError(`Cannot write ${file}: ${reason}${code ? ` (${code})` : ''}. ${todo}`, file, reason, code);
 }

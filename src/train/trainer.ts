@@ -19,7 +19,7 @@ import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
 import { symmetricLabelNoise } from '../data/label-noise.js';
 import { chooseDevice } from '../device.js';
-import { ConfigError, DivergenceError } from '../errors.js';
+import { ConfigError, DivergenceError, writeFailure, WriteError, writeRemedy } from '../errors.js';
 import { auxFloats, checkpointDir, loadModelTensors, readAux, readState, restoreModels, saveCheckpoint, type AverageState, type CheckpointState, type EpochPosition } from '../io/checkpoint.js';
 import type { SafeTensor } from '../io/safetensors.js';
 import { writeCurves } from '../io/report.js';
@@ -280,6 +280,8 @@ interface Run {
   startEpoch: number;
   partial: EpochPosition | null;
   ckptDir: string | null;
+  /** The newest complete checkpoint (this run's last save, or the one it resumed from); null: none yet. */
+  lastCheckpoint: { dir: string; what: string } | null;
   signal: AbortSignal | undefined;
   events: TrainingRun;
   own: Own;
@@ -304,6 +306,14 @@ interface EpochTotals {
 
 async function trainLoop(options: TrainOptions, events: TrainingRun, own: Own): Promise<TrainSummary> {
   const run = await setup(options, events, own);
+  try {
+    return await trainEpochs(run);
+  } catch (err) {
+    throw err instanceof WriteError ? withCheckpointAdvice(run, err) : err;
+  }
+}
+
+async function trainEpochs(run: Run): Promise<TrainSummary> {
   for (let epoch = run.startEpoch; epoch <= run.config.epochs; ++epoch) {
     const resumed = run.partial?.epoch === epoch ? run.partial : null; // an interrupted epoch continues where it stopped
     run.partial = null;
@@ -355,6 +365,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     config, uses, traj: newTrajectory(config, spec, student, device, data.train.n, own), device, spec, student, info, data,
     bank: { models: new Map(), entries: [], valLogits: new Map() },
     metrics: [], trainSeconds: 0, startEpoch: 1, partial: null, ckptDir: config.out ? path.join(config.out, 'checkpoint') : null,
+    lastCheckpoint: saved && resumeDir ? { dir: resumeDir, what: checkpointPosition(saved.epoch, saved.partial ?? null) } : null,
     signal, events, own, log, resident: null,
   };
   if (device === 'cuda') {
@@ -731,6 +742,24 @@ function saveState(run: Run, epochDone: number, partial: EpochPosition | null, s
     state: { epoch: epochDone, config, spec, class_names: data.classNames, mean: data.mean, std: data.std, bank: bank.entries, metrics,
       best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(partial ? { partial } : {}), data: data.fingerprint, ...(averages ? { averages } : {}) },
   });
+  run.lastCheckpoint = { dir: run.ckptDir, what: checkpointPosition(epochDone, partial) };
+}
+
+function checkpointPosition(epochDone: number, partial: EpochPosition | null): string {
+  return partial ? `epoch ${epochDone} + ${partial.batch} batches of epoch ${partial.epoch}` : `epoch ${epochDone}`;
+}
+
+/**
+ * A file of the run could not be written (a full disk): say which checkpoint is still whole
+ * (saveCheckpoint never leaves a partial one behind state.json) and how to go on from it.
+ */
+function withCheckpointAdvice(run: Run, err: WriteError): WriteError {
+  const fix = writeRemedy(err);
+  const last = run.lastCheckpoint;
+  if (!last) return writeFailure(err.file, err, `No checkpoint was saved yet. ${fix} (or choose another --out) and start the run again.`);
+  const folder = path.dirname(last.dir);
+  return writeFailure(err.file, err, `The checkpoint of ${last.what} in ${last.dir} is intact (its state.json names only complete files). ` +
+    `${fix} and continue with \`dfl-native train --resume ${folder}\`, or continue on a disk with room: \`dfl-native train --resume ${folder} --out DIR\`.`);
 }
 
 // --- the trajectory options' state ------------------------------------------------------------------
