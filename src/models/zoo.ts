@@ -1,7 +1,7 @@
 // The model zoo: CIFAR variants (stride-1 stems, 32x32 inputs; any class and channel count).
 // Parameter names follow the PyTorch twins (torchvision naming where torchvision has the model), so
 // checkpoints move between the two. Layer configurations are documented in docs/models.md.
-import { ConfigError } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { GraphBuilder, type ModelSpec } from './spec.js';
 
 export interface ZooOptions {
@@ -28,7 +28,6 @@ const scaled = (c: number, w: number, groups = 1): number => {
   return Math.max(1, r);
 };
 const scale = (c: number, w: number): number => scaled(c, w);
-
 
 // VGG with BatchNorm. Numbers are conv widths, 'M' a 2x2 max-pool. vgg8 is the CRD/KD-benchmark
 // VGG-8 (one conv per stage). Classifier: global average pool + one linear layer, as in the common
@@ -200,6 +199,6 @@ function buildZooModel(name: string, o: ZooOptions): ModelSpec {
     case 'mobilenetv2': return mobilenetv2(o);
     case 'shufflenetv2': return shufflenetv2(o);
     default:
-      throw new Error(`Expected one of ${MODEL_NAMES.join(', ')} for model but received '${name}'`);
+      throw new ConfigError(`Expected one of ${MODEL_NAMES.join(', ')} for model but received '${name}'`);
   }
 }

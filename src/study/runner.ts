@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { ConfigError, DEFAULT_CONFIG, FORMER_DEFAULTS, resolveConfig, type TrainConfig } from '../config.js';
+import { DEFAULT_CONFIG, FORMER_DEFAULTS, resolveConfig, type TrainConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { packageVersion } from '../io/onnx.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { train } from '../train/trainer.js';

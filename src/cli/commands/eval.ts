@@ -6,10 +6,11 @@ import type { Argv, CommandModule } from 'yargs';
 import { loadBinding } from '../../binding.js';
 import type { Dataset } from '../../data/dataset.js';
 import { loadData } from '../../data/load.js';
+import { UsageError } from '../../errors.js';
 import { loadCheckpoint, type LoadedCheckpoint } from '../../io/checkpoint.js';
 import { evaluate } from '../../train/evaluate.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
-import { fixed, Output, pct, runCommand, Table, UsageError } from '../output.js';
+import { fixed, Output, pct, runCommand, Table } from '../output.js';
 
 export interface EvalArgs {
   checkpoint: string;
