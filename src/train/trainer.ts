@@ -50,6 +50,11 @@ export interface TrainOptions extends Partial<TrainConfig> {
    * and the batches would silently change.
    */
   allowDataChange?: boolean;
+  /**
+   * How a user continues this run after a failed write, if not with `dfl-native train --resume`
+   * (a study reruns its own command); the run folder is passed in.
+   */
+  continueWith?: (runFolder: string) => string;
 }
 
 // Seed streams: one label per kind of randomness, so they never collide.
@@ -288,6 +293,8 @@ interface Run {
   log: (m: string) => void;
   /** On the GPU: the splits' images resident on the device (batches are made there). */
   resident: { train: NativeDeviceImages; val: NativeDeviceImages; test: NativeDeviceImages | null } | null;
+  /** TrainOptions.continueWith (null: the advice names `train --resume`). */
+  continueWith: ((runFolder: string) => string) | null;
 }
 
 /** An epoch's running sums; `stoppedAfter` is the number of batches done when it was interrupted, else null. */
@@ -339,7 +346,7 @@ async function trainEpochs(run: Run): Promise<TrainSummary> {
 // --- setup ----------------------------------------------------------------------------------------
 
 async function setup(options: TrainOptions, events: TrainingRun, own: Own): Promise<Run> {
-  const { signal, dataset, resume, allowDataChange, ...rest } = options;
+  const { signal, dataset, resume, allowDataChange, continueWith, ...rest } = options;
   const log = (m: string) => events.emit('log', m);
   const binding = loadBinding();
   const { config, saved, resumeDir } = runConfig(rest, resume);
@@ -366,7 +373,7 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     bank: { models: new Map(), entries: [], valLogits: new Map() },
     metrics: [], trainSeconds: 0, startEpoch: 1, partial: null, ckptDir: config.out ? path.join(config.out, 'checkpoint') : null,
     lastCheckpoint: saved && resumeDir ? { dir: resumeDir, what: checkpointPosition(saved.epoch, saved.partial ?? null) } : null,
-    signal, events, own, log, resident: null,
+    signal, events, own, log, resident: null, continueWith: continueWith ?? null,
   };
   if (device === 'cuda') {
     checkDeviceMemory(run);
@@ -758,8 +765,10 @@ function withCheckpointAdvice(run: Run, err: WriteError): WriteError {
   const last = run.lastCheckpoint;
   if (!last) return writeFailure(err.file, err, `No checkpoint was saved yet. ${fix} (or choose another --out) and start the run again.`);
   const folder = path.dirname(last.dir);
-  return writeFailure(err.file, err, `The checkpoint of ${last.what} in ${last.dir} is intact (its state.json names only complete files). ` +
-    `${fix} and continue with \`dfl-native train --resume ${folder}\`, or continue on a disk with room: \`dfl-native train --resume ${folder} --out DIR\`.`);
+  const how = run.continueWith
+    ? run.continueWith(folder)
+    : `continue with \`dfl-native train --resume ${folder}\`, or continue on a disk with room: \`dfl-native train --resume ${folder} --out DIR\``;
+  return writeFailure(err.file, err, `The checkpoint of ${last.what} in ${last.dir} is intact (its state.json names only complete files). ${fix} and ${how}.`);
 }
 
 // --- the trajectory options' state ------------------------------------------------------------------

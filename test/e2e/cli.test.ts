@@ -385,6 +385,22 @@ test('every command keeps the exit codes of docs/cli.md: bad input 2, a failed r
   assert.deepEqual(fs.readdirSync(work).filter((f) => f.endsWith('.tmp')), [], 'no temp file left');
 });
 
+test('eval on a test split with a corrupt image: exit 2 naming it and --skip-bad-files, which leaves it out', () => {
+  const broken = path.join(work, 'images-broken-test');
+  fs.cpSync(data, broken, { recursive: true });
+  fs.writeFileSync(path.join(broken, 'test', CLASSES[0], 'broken.jpg'), 'not a jpeg');
+  const bad = dfl('eval', '--checkpoint', run, '--data', broken, '--threads', '2');
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(errorLine(bad), /broken\.jpg: cannot be decoded as an image .*pass --skip-bad-files/);
+  const ok = dfl('eval', '--checkpoint', run, '--data', broken, '--skip-bad-files', '--json', '--threads', '2');
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stderr, /broken\.jpg: .*skipped/);
+  const [m] = jsonLines(ok.stdout);
+  const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
+  assert.equal(m.n, summary.n, 'the corrupt file is left out, every other test image is counted');
+  assert.ok(Math.abs((m.test_acc as number) - summary.test_acc) < 1e-9);
+});
+
 test('info --json reports version, backends, threads and CPU features', () => {
   const r = dfl('info', '--json');
   assert.equal(r.status, 0, r.stderr);

@@ -131,3 +131,16 @@ test('an interrupted epoch saves under new names: a failure in that save leaves 
   assert.equal(state.partial?.batch, 2);
   assert.equal((await train({ resume: out, dataset: data }).summary).epochs, 3);
 });
+
+test('a caller that continues runs its own way (study) gives the advice: the message names it, not train --resume', async () => {
+  const out = tmp('study');
+  setWriteBytes(failingWrite(/^optim-e0002/));
+  try {
+    const continueWith = (folder: string) => `run the same \`dfl-native study\` command again (same --out): it continues ${folder} from that checkpoint`;
+    await assert.rejects(train({ ...base, dataset: data, epochs: 2, out, continueWith }).summary, (e: Error) => e instanceof WriteError &&
+      e.message.endsWith(`Free some disk space and run the same \`dfl-native study\` command again (same --out): it continues ${out} from that checkpoint.`) &&
+      !e.message.includes('train --resume'));
+  } finally {
+    setWriteBytes(null);
+  }
+});
