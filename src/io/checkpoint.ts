@@ -224,7 +224,10 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
   if (files.aux) blobs.push([files.aux, encodeSafetensors(aux)]);
   if (files.teachers) {
     const all = new Map<string, SafeTensor>();
-    for (const [id, t] of input.teachers) for (const [k, v] of modelTensors(t, `teacher${id}.`)) all.set(k, v);
+    // by id, not in the map's insertion order: a resumed run rebuilds the map in bank order, and
+    // the same bank must give the same bytes (exact resume is checked byte for byte)
+    const byId = [...input.teachers].sort(([a], [b]) => a - b);
+    for (const [id, t] of byId) for (const [k, v] of modelTensors(t, `teacher${id}.`)) all.set(k, v);
     blobs.push([files.teachers, encodeSafetensors(all)]);
   }
   const hashes: Record<string, string> = {};

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { readState } from '../../dist/io/checkpoint.js';
+import { loadBinding } from '../../dist/binding.js';
+import { readState, restoreModels, saveCheckpoint } from '../../dist/io/checkpoint.js';
 import { decodeSafetensors } from '../../dist/io/safetensors.js';
 import { train } from '../../dist/train/trainer.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
@@ -39,4 +40,28 @@ test('a version-1 checkpoint (whole teacher models) resumes; the next save is ve
   const names = [...folded.keys()].filter((k) => k.startsWith(`teacher${after.bank[0].id}.`)).map((k) => k.replace(/^teacher\d+\./, '')).sort();
   // BN folded into the convs: each conv gains a bias, the BN tensors are gone.
   assert.deepEqual(names, ['classifier.bias', 'classifier.weight', 'features.0.bias', 'features.0.weight', 'features.4.bias', 'features.4.weight']);
+});
+
+test('the teachers file is the same bytes whatever order the bank map holds its teachers in (a resumed run rebuilds it in bank order)', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-order-'));
+  await train({ model: 'vgg8', width: 0.125, batchSize: 32, threads: 1, seed: 3, method: 'dfl', teachers: 2, epochs: 2, dataset: syntheticSplits(96, 32, 4), out }).summary;
+  const dir = path.join(out, 'checkpoint');
+  const state = readState(dir);
+  assert.equal(state.bank.length, 2);
+  const { Model } = loadBinding();
+  const student = new Model(state.spec, 0, 'cpu');
+  const teachers = restoreModels(dir, state, student, 'cpu');
+  try {
+    const ids = [...teachers.keys()];
+    const { format: _f, version: _v, files: _files, sha256: _s, final: _final, ...rest } = state;
+    const bytes = (order: number[]) => {
+      const d = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-order-save-'));
+      saveCheckpoint(d, { student, teachers: new Map(order.map((id) => [id, teachers.get(id)!])), state: rest });
+      return fs.readFileSync(path.join(d, readState(d).files.teachers!));
+    };
+    assert.ok(bytes(ids).equals(bytes([...ids].reverse())));
+  } finally {
+    for (const t of teachers.values()) t.dispose();
+    student.dispose();
+  }
 });
