@@ -5,7 +5,7 @@
 //
 // Part 1: N training steps of a small model (tiny conv net, batch 16, 2 teachers) measuring RSS
 // every 100 steps; reports the least-squares slope over the second half (after warm-up). Part 2:
-// creates and disposes vgg8 snapshots as the teacher bank does (setParams from the student) and
+// creates and disposes vgg8 teachers as the bank does (model.snapshot() of the student) and
 // shows RSS returns: explicit dispose() frees the native arena at once, without waiting for GC.
 // Exit code 1 when the slope exceeds 1 KiB/step or snapshot memory is not returned.
 import path from 'node:path';
@@ -27,7 +27,8 @@ const gc = () => globalThis.gc?.();
 // --- part 1: training steps --------------------------------------------------------------------
 const B = 16;
 const student = new b.Model(tinySpec(10, 3, 16), 1);
-const teachers = [new b.Model(tinySpec(10, 3, 16), 2), new b.Model(tinySpec(10, 3, 16), 3)];
+const teacherModels = [new b.Model(tinySpec(10, 3, 16), 2), new b.Model(tinySpec(10, 3, 16), 3)];
+const teachers = teacherModels.map((m) => m.snapshot());
 const x = noise(B * 3 * 16 * 16, 7);
 const labels = Int32Array.from({ length: B }, (_, i) => i % 10);
 const samples = [];
@@ -45,29 +46,21 @@ const mx = half.reduce((a, p) => a + p[0], 0) / half.length, my = half.reduce((a
 const slope = half.reduce((a, p) => a + (p[0] - mx) * (p[1] - my), 0) / half.reduce((a, p) => a + (p[0] - mx) ** 2, 0);
 console.log(`training: ${steps} steps, batch ${B}, 2 teachers; RSS every 100 steps (MiB): ${samples.map((p) => p[1].toFixed(1)).join(' ')}`);
 console.log(`training: RSS slope over steps ${half[0][0]}-${steps}: ${(slope * 1024).toFixed(3)} KiB/step (${(slope * 1000).toFixed(2)} MiB per 1000 steps)`);
-for (const m of [student, ...teachers]) m.dispose();
+for (const m of [student, ...teacherModels, ...teachers]) m.dispose();
 
 // --- part 2: teacher snapshots -----------------------------------------------------------------
 const spec = resolveModelSpec('vgg8', { numClasses: 10, inChannels: 3, height: 32, width: 32, width_multiplier: 1 });
 const src = new b.Model(spec, 1);
-const params = src.getParams(), buffers = src.getBuffers();
+const params = src.getParams();
 gc();
 const base = mib();
 const bank = [];
-for (let i = 0; i < 8; ++i) {
-  const t = new b.Model(spec, 0);
-  t.setParams(params);
-  t.setBuffers(buffers);
-  bank.push(t);
-}
+for (let i = 0; i < 8; ++i) bank.push(src.snapshot());
 const withBank = mib();
 for (let i = 0; i < snapshots; ++i) {
   // replace the oldest teacher, as the bank does
   bank.shift().dispose();
-  const t = new b.Model(spec, 0);
-  t.setParams(params);
-  t.setBuffers(buffers);
-  bank.push(t);
+  bank.push(src.snapshot());
 }
 const afterReplace = mib();
 for (const t of bank) t.dispose();
@@ -75,7 +68,7 @@ const afterDispose = mib();
 gc();
 const afterGc = mib();
 src.dispose();
-console.log(`teachers: vgg8 (${(params.length / 1e6).toFixed(2)} M params, arena ~${((16 * params.length) / 2 ** 20).toFixed(0)} MiB each); RSS MiB: before ${base.toFixed(0)}, with 8 teachers ${withBank.toFixed(0)}, after ${snapshots} replacements ${afterReplace.toFixed(0)}, all disposed ${afterDispose.toFixed(0)} (after GC ${afterGc.toFixed(0)})`);
+console.log(`teachers: vgg8 (${(params.length / 1e6).toFixed(2)} M params, ~${((4 * params.length) / 2 ** 20).toFixed(0)} MiB of weights each); RSS MiB: before ${base.toFixed(0)}, with 8 teachers ${withBank.toFixed(0)}, after ${snapshots} replacements ${afterReplace.toFixed(0)}, all disposed ${afterDispose.toFixed(0)} (after GC ${afterGc.toFixed(0)})`);
 const okSlope = slope * 1024 < 1;
 const okBank = afterReplace - withBank < 0.5 * (withBank - base) + 16 && afterDispose - base < 0.25 * (withBank - base) + 16;
 console.log(`${okSlope && okBank ? 'OK' : 'FAIL'}: slope ${okSlope ? 'flat' : 'growing'}, teacher memory ${okBank ? 'returned' : 'NOT returned'}`);
