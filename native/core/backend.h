@@ -32,7 +32,8 @@ class Backend {
   virtual std::string description() const = 0;
 
   // ---- memory ---------------------------------------------------------------------------------
-  // Zero-filled, aligned for any vector load. Throws dfl::Error naming `what` when it cannot.
+  // Zero-filled, aligned to kTensorAlignment (256 bytes; core/shapes.h). Throws dfl::Error naming
+  // `what` when it cannot.
   virtual void* alloc(size_t bytes, const char* what) = 0;
   virtual void release(void* ptr) noexcept = 0;
   virtual void upload(void* dst, const void* src_host, size_t bytes) = 0;

@@ -144,13 +144,13 @@ struct Model::Memory {
 
 Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init)
     : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)), conv_init_(conv_init) {
-  const double n = double(plan_.num_params);
-  check_memory(*backend_, 4.0 * (3.0 * n + double(plan_.num_buffer_floats) + double(plan_.stat_floats)),
+  const double n = double(plan_.device_param_floats);
+  check_memory(*backend_, 4.0 * (3.0 * n + double(plan_.device_buffer_floats) + double(plan_.stat_floats)),
                "a model of " + std::to_string(plan_.num_params) + " parameters (weights, gradients, momentum)",
                "use a smaller model or --width");
-  mem_->arena.reserve(floats(3 * plan_.num_params), "parameters, gradients and momentum");
-  mem_->buffers.reserve(floats(plan_.num_buffer_floats), "batch-norm buffers");
-  mem_->buffers_backup.reserve(floats(plan_.num_buffer_floats), "batch-norm buffer backup");
+  mem_->arena.reserve(floats(3 * plan_.device_param_floats), "parameters, gradients and momentum");
+  mem_->buffers.reserve(floats(plan_.device_buffer_floats), "batch-norm buffers");
+  mem_->buffers_backup.reserve(floats(plan_.device_buffer_floats), "batch-norm buffer backup");
   mem_->stats.reserve(floats(plan_.stat_floats), "batch-norm statistics");
   set_profiling(false);
   init_all(seed);
@@ -159,8 +159,9 @@ Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> back
 Model::~Model() = default;
 
 float* Model::param_data() const { return mem_->arena.f(); }
-float* Model::grad_data() const { return mem_->arena.f() + plan_.num_params; }
-float* Model::momentum_data() const { return mem_->arena.f() + 2 * plan_.num_params; }
+// The arena's sections are device_param_floats long (a multiple of kTensorAlignElements): each starts aligned.
+float* Model::grad_data() const { return mem_->arena.f() + plan_.device_param_floats; }
+float* Model::momentum_data() const { return mem_->arena.f() + 2 * plan_.device_param_floats; }
 size_t Model::device_bytes() const { return mem_->bytes(); }
 
 std::vector<int> Model::node_shape(int i) const {
@@ -196,20 +197,20 @@ void Model::reinit_layers(const std::vector<int>& layers, uint64_t seed, bool sh
     const int fan_in = node.op() == Op::Linear ? plan_.params[node.weight].shape[1] : 1;
     fresh.resize(t.size);
     fresh_values(fresh.data(), t, node.op(), fan_in, seed, ti, conv_init_);
-    float* p = param_data() + t.offset;
+    float* p = param_data() + t.device_offset;
     if (shrink_perturb) {
       current.resize(t.size);
       be.download(current.data(), p, floats(t.size));
       for (size_t k = 0; k < t.size; ++k) fresh[k] = shrink * current[k] + perturb * fresh[k];
     }
     be.upload(p, fresh.data(), floats(t.size));
-    be.fill(momentum_data() + t.offset, 0.0f, t.size);
-    be.fill(grad_data() + t.offset, 0.0f, t.size);
+    be.fill(momentum_data() + t.device_offset, 0.0f, t.size);
+    be.fill(grad_data() + t.device_offset, 0.0f, t.size);
   }
   for (const TensorView& b : plan_.buffers) {
     if (!chosen(b.layer) || shrink_perturb) continue;  // shrink-perturb keeps the running statistics
     const bool is_var = b.name.size() >= 11 && b.name.compare(b.name.size() - 11, 11, "running_var") == 0;
-    be.fill(mem_->buffers.f() + b.offset, is_var ? 1.0f : 0.0f, b.size);
+    be.fill(mem_->buffers.f() + b.device_offset, is_var ? 1.0f : 0.0f, b.size);
   }
 }
 
@@ -223,7 +224,7 @@ void Model::ensure_batch(int B) {
   const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
   check_memory(be,
                4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
-                      4.0 * double(plan_.num_params) + double(plan_.num_buffer_floats)) + double(ws),
+                      4.0 * double(plan_.device_param_floats) + double(plan_.device_buffer_floats)) + double(ws),
                "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
                    " parameters (activations, their gradients and the weights)",
                "use a smaller --batch-size, --image-size, --width or model");
@@ -341,7 +342,7 @@ float* zero_gradients(Backend& be, DeviceBuffer& act_grads, const Plan& plan, in
   act_grads.reserve(floats(plan.grad_per_sample * size_t(capacity_b)), "activation gradients");
   float* dlogits = act_grads.f() + plan.nodes.back().grad_offset * size_t(B);
   be.fill(dlogits, 0.0f, plan.nodes.back().size * size_t(B));
-  be.fill(grads, 0.0f, plan.num_params);
+  be.fill(grads, 0.0f, plan.device_param_floats);
   return dlogits;
 }
 }  // namespace
@@ -406,7 +407,7 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   timer.lap(&profile_.teachers_ms);
 
   // BN running statistics change in the forward pass: keep a copy so a refused step can be undone.
-  be.copy(m.buffers_backup.get(), m.buffers.get(), floats(plan_.num_buffer_floats));
+  be.copy(m.buffers_backup.get(), m.buffers.get(), floats(plan_.device_buffer_floats));
   run_forward(B, true, dropout_seed);
   timer.restart();
   const float* logits = m.acts.f() + plan_.nodes.back().act_offset * size_t(B);
@@ -435,15 +436,17 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   run_backward(B);
   timer.restart();
 
-  const double sq = be.sum_squares(grad_data(), plan_.num_params);
+  // Over whole device blocks: the padding between tensors is zero and stays zero (an SGD step of 0).
+  const size_t np = plan_.device_param_floats;
+  const double sq = be.sum_squares(grad_data(), np);
   st.grad_norm = static_cast<float>(std::sqrt(sq));
-  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && be.all_finite(m.buffers.f(), plan_.num_buffer_floats) &&
-              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, plan_.num_params, sgd);
+  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && be.all_finite(m.buffers.f(), plan_.device_buffer_floats) &&
+              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd);
   // A refused step must not touch the model: the caller stops with the last good state.
   if (st.finite) {
-    be.sgd_step(param_data(), momentum_data(), grad_data(), kDecayEverywhere, plan_.num_params, sgd);
+    be.sgd_step(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd);
   } else {
-    be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.num_buffer_floats));
+    be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.device_buffer_floats));
   }
   timer.lap(&profile_.update_ms);
   profile_.steps += profiling_;
@@ -476,14 +479,15 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   const Plan& p = plan_;
   const double b = double(B), f = sizeof(float), nc = double(p.num_classes);
   MemoryPlan m;
-  m.weights = f * (3.0 * double(p.num_params) + 2.0 * double(p.num_buffer_floats) + double(p.stat_floats));
+  m.weights = f * (3.0 * double(p.device_param_floats) + 2.0 * double(p.device_buffer_floats) + double(p.stat_floats));
   m.activations = f * b * (2.0 * double(p.act_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
                            1.0 /* labels */ + 2.0 + 3.0 * nc) +
                   sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;
   m.workspace = double(workspace_bytes(be, p, B, math_));
   if (K > 0) {
     const InferencePlan ip = build_inference_plan(p);
-    m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) + double(K) * b * (nc + 1.0));
+    m.teachers = f * (double(K) * double(ip.plan.device_param_floats + ip.plan.device_buffer_floats) +
+                      double(K) * b * (nc + 1.0));
     // Their activations and workspace: in the student's when those are large enough (teacher_forward).
     const size_t teacher_ws = workspace_bytes(be, ip.plan, B, math_);
     if (ip.plan.act_per_sample > p.act_per_sample || teacher_ws > workspace_bytes(be, p, B, math_))
@@ -495,41 +499,57 @@ MemoryPlan Model::memory_plan(int B, int K) const {
 
 // ---- copies ---------------------------------------------------------------------------------------------
 namespace {
-std::vector<float> download_floats(Backend& be, const float* src, size_t n) {
-  std::vector<float> v(n);
-  if (n) be.download(v.data(), src, floats(n));
+// A block of tensors in its two layouts (TensorView): packed on the host, aligned on the device.
+struct Layout {
+  const std::vector<TensorView>& tensors;
+  size_t packed, device;
+};
+Layout param_layout(const Plan& p) { return {p.params, p.num_params, p.device_param_floats}; }
+Layout buffer_layout(const Plan& p) { return {p.buffers, p.num_buffer_floats, p.device_buffer_floats}; }
+
+// One download of the device block, packed on the host.
+std::vector<float> download_packed(Backend& be, const float* src, const Layout& l) {
+  std::vector<float> block(l.device), v(l.packed);
+  if (l.device) be.download(block.data(), src, floats(l.device));
+  for (const TensorView& t : l.tensors)
+    std::copy_n(block.data() + t.device_offset, t.size, v.data() + t.offset);
   return v;
 }
-void upload_floats(Backend& be, float* dst, const float* src, size_t n, size_t want, const char* what) {
-  DFL_CHECK(n == want, what, ": expected ", want, " floats, got ", n);
-  if (n) be.upload(dst, src, floats(n));
+// Packed host values spread into a device block (zero padding), one upload.
+void upload_packed(Backend& be, float* dst, const float* src, size_t n, const Layout& l, const char* what) {
+  DFL_CHECK(n == l.packed, what, ": expected ", l.packed, " floats, got ", n);
+  std::vector<float> block(l.device, 0.0f);
+  for (const TensorView& t : l.tensors) std::copy_n(src + t.offset, t.size, block.data() + t.device_offset);
+  if (l.device) be.upload(dst, block.data(), floats(l.device));
 }
 }  // namespace
 
-std::vector<float> Model::get_params() const { return download_floats(*backend_, param_data(), plan_.num_params); }
-std::vector<float> Model::get_grads() const { return download_floats(*backend_, grad_data(), plan_.num_params); }
-std::vector<float> Model::get_momentum() const { return download_floats(*backend_, momentum_data(), plan_.num_params); }
+std::vector<float> Model::get_params() const { return download_packed(*backend_, param_data(), param_layout(plan_)); }
+std::vector<float> Model::get_grads() const { return download_packed(*backend_, grad_data(), param_layout(plan_)); }
+std::vector<float> Model::get_momentum() const {
+  return download_packed(*backend_, momentum_data(), param_layout(plan_));
+}
 std::vector<float> Model::get_buffers() const {
-  return download_floats(*backend_, mem_->buffers.f(), plan_.num_buffer_floats);
+  return download_packed(*backend_, mem_->buffers.f(), buffer_layout(plan_));
 }
 void Model::set_params(const float* data, size_t n) {
   ++weights_version_;
-  upload_floats(*backend_, param_data(), data, n, plan_.num_params, "set_params");
+  upload_packed(*backend_, param_data(), data, n, param_layout(plan_), "set_params");
 }
 void Model::set_momentum(const float* data, size_t n) {
-  upload_floats(*backend_, momentum_data(), data, n, plan_.num_params, "set_momentum");
+  upload_packed(*backend_, momentum_data(), data, n, param_layout(plan_), "set_momentum");
 }
 void Model::set_buffers(const float* data, size_t n) {
   ++weights_version_;
-  upload_floats(*backend_, mem_->buffers.f(), data, n, plan_.num_buffer_floats, "set_buffers");
+  upload_packed(*backend_, mem_->buffers.f(), data, n, buffer_layout(plan_), "set_buffers");
 }
 
 // ---- teachers -------------------------------------------------------------------------------------------
 Teacher::Teacher(const ModelSpec& spec, std::shared_ptr<Backend> backend)
     : ip_(build_inference_plan(build_plan(spec))),
       backend_(std::move(backend)),
-      params_(backend_, floats(ip_.plan.num_params), "teacher weights"),
-      buffers_(backend_, floats(ip_.plan.num_buffer_floats), "teacher batch-norm buffers") {}
+      params_(backend_, floats(ip_.plan.device_param_floats), "teacher weights"),
+      buffers_(backend_, floats(ip_.plan.device_buffer_floats), "teacher batch-norm buffers") {}
 
 Teacher::~Teacher() = default;
 
@@ -563,10 +583,12 @@ void Model::fold_into(Teacher& teacher) const {
   float* dst_p = t->params_.f();
   float* dst_b = t->buffers_.f();
   auto copy_param = [&](int dst, int src) {
-    if (dst >= 0) be.copy(dst_p + tp.params[dst].offset, src_p + plan_.params[src].offset, floats(tp.params[dst].size));
+    if (dst >= 0)
+      be.copy(dst_p + tp.params[dst].device_offset, src_p + plan_.params[src].device_offset, floats(tp.params[dst].size));
   };
   auto copy_buffer = [&](int dst, int src) {
-    be.copy(dst_b + tp.buffers[dst].offset, src_b + plan_.buffers[src].offset, floats(tp.buffers[dst].size));
+    be.copy(dst_b + tp.buffers[dst].device_offset, src_b + plan_.buffers[src].device_offset,
+            floats(tp.buffers[dst].size));
   };
   for (size_t j = 1; j < tp.nodes.size(); ++j) {
     const PlanNode& tn = tp.nodes[j];
@@ -576,11 +598,11 @@ void Model::fold_into(Teacher& teacher) const {
       const PlanNode& bn = plan_.nodes[bn_node];
       const TensorView& w = tp.params[tn.weight];
       const int OC = w.shape[0];
-      be.fold_batchnorm(dst_p + w.offset, dst_p + tp.params[tn.bias].offset, src_p + plan_.params[sn.weight].offset,
-                        sn.bias >= 0 ? src_p + plan_.params[sn.bias].offset : nullptr,
-                        src_p + plan_.params[bn.weight].offset, src_p + plan_.params[bn.bias].offset,
-                        src_b + plan_.buffers[bn.running_mean].offset, src_b + plan_.buffers[bn.running_var].offset, OC,
-                        w.size / size_t(OC), bn.spec.eps);
+      auto param = [&](int i) { return src_p + plan_.params[i].device_offset; };
+      auto buffer = [&](int i) { return src_b + plan_.buffers[i].device_offset; };
+      be.fold_batchnorm(dst_p + w.device_offset, dst_p + tp.params[tn.bias].device_offset, param(sn.weight),
+                        sn.bias >= 0 ? param(sn.bias) : nullptr, param(bn.weight), param(bn.bias),
+                        buffer(bn.running_mean), buffer(bn.running_var), OC, w.size / size_t(OC), bn.spec.eps);
       continue;
     }
     if (tn.weight >= 0) copy_param(tn.weight, sn.weight);
@@ -635,15 +657,17 @@ void Teacher::forward(const ImageBatch& batch, float* logits_host) const {
   backend_->download(logits_host, logits.f(), floats(out));
 }
 
-std::vector<float> Teacher::get_params() const { return download_floats(*backend_, params_.f(), ip_.plan.num_params); }
+std::vector<float> Teacher::get_params() const {
+  return download_packed(*backend_, params_.f(), param_layout(ip_.plan));
+}
 std::vector<float> Teacher::get_buffers() const {
-  return download_floats(*backend_, buffers_.f(), ip_.plan.num_buffer_floats);
+  return download_packed(*backend_, buffers_.f(), buffer_layout(ip_.plan));
 }
 void Teacher::set_params(const float* data, size_t n) {
-  upload_floats(*backend_, params_.f(), data, n, ip_.plan.num_params, "teacher set_params");
+  upload_packed(*backend_, params_.f(), data, n, param_layout(ip_.plan), "teacher set_params");
 }
 void Teacher::set_buffers(const float* data, size_t n) {
-  upload_floats(*backend_, buffers_.f(), data, n, ip_.plan.num_buffer_floats, "teacher set_buffers");
+  upload_packed(*backend_, buffers_.f(), data, n, buffer_layout(ip_.plan), "teacher set_buffers");
 }
 
 }  // namespace dfl

@@ -31,8 +31,8 @@ class CpuBackend final : public Backend {
   void* alloc(size_t bytes, const char* what) override {
     DFL_CHECK(bytes < (size_t(1) << 42), "Refusing to allocate ", bytes, " bytes for ", what,
               ": the model or batch is too large");
-    const size_t rounded = (bytes + 63) / 64 * 64;  // a cache line; AVX-512 loads
-    void* p = std::aligned_alloc(64, rounded);
+    const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+    void* p = std::aligned_alloc(kTensorAlignment, rounded);
     DFL_CHECK(p != nullptr, "Out of memory allocating ", rounded / (1024.0 * 1024.0), " MiB for ", what,
               "; use a smaller batch size or model");
     std::memset(p, 0, rounded);
