@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/check.h"
 #include "core/shapes.h"
 
 namespace dfl {
@@ -48,14 +49,19 @@ class Backend {
   // ---- layers (forward overwrites its outputs; backward accumulates into non-null gradients) --
   // Conv2dShape::math and the linear layers' `math` say how a layer may be computed (MathMode);
   // a backend that does not support() a mode throws.
+  // The workspace bytes a convolution of shape s needs, forward and backward. It depends on the
+  // whole shape, the batch size included, and need not grow with it (cuDNN picks algorithms per
+  // shape: a smaller batch may need more): size the workspace for each batch, not the largest.
   virtual size_t conv2d_workspace_bytes(const Conv2dShape& s) = 0;
-  // act is applied to the output (inference plans; training plans pass None).
+  // workspace: workspace_bytes of device memory, which must be at least conv2d_workspace_bytes(s)
+  // (the backend checks: check_conv_workspace). act is applied to the output (inference plans;
+  // training plans pass None).
   virtual void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
-                              const Conv2dShape& s, void* workspace, Activation act) = 0;
+                              const Conv2dShape& s, void* workspace, size_t workspace_bytes, Activation act) = 0;
   // overwrite_dinp: dinp = the input gradient, its old contents unread (the first writer of a slot).
   virtual void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                const float* inp, const float* weight, const Conv2dShape& s,
-                               void* workspace, bool overwrite_dinp) = 0;
+                               void* workspace, size_t workspace_bytes, bool overwrite_dinp) = 0;
   virtual void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
                               int IN, int OUT, Activation act, const MathMode& math) = 0;
   virtual void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
@@ -209,6 +215,17 @@ class Backend {
   // x[i] += v for n floats (BN's num_batches_tracked).
   virtual void add_scalar(float* x, float v, size_t n) = 0;
 };
+
+// Throws unless a convolution call's workspace (workspace, got bytes) holds the `need` bytes its
+// backend's conv2d_workspace_bytes asked for: every backend calls it before using the workspace.
+inline void check_conv_workspace(const char* who, const Conv2dShape& s, size_t need, const void* workspace,
+                                 size_t got) {
+  DFL_CHECK(got >= need && (need == 0 || workspace != nullptr), who, ": expected a workspace of at least ", need,
+            " bytes for the convolution B=", s.B, " C=", s.C, " H=", s.H, " W=", s.W, " OC=", s.OC, " kernel ", s.KH,
+            "x", s.KW, " stride ", s.stride_h, "x", s.stride_w, " pad ", s.pad_h, "x", s.pad_w, " groups ", s.groups,
+            " but received ", workspace ? got : 0, " bytes; size it with conv2d_workspace_bytes for this shape "
+            "(the batch size included)");
+}
 
 // One allocation on a backend, released when it goes out of scope. Grows (never shrinks) on
 // demand; its contents are zero after every (re)allocation.

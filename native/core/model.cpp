@@ -34,7 +34,8 @@ void check_memory(const Backend& be, double bytes, const std::string& what, cons
 
 size_t floats(size_t n) { return n * sizeof(float); }
 
-// The largest convolution workspace any conv node of the plan needs for a batch of B.
+// The largest convolution workspace any conv node of the plan needs for a batch of B (not
+// monotone in B: see Backend::conv2d_workspace_bytes).
 size_t workspace_bytes(Backend& be, const Plan& plan, int B, const MathMode& math) {
   size_t ws = 0;
   for (size_t i = 1; i < plan.nodes.size(); ++i) {
@@ -215,40 +216,50 @@ void Model::reinit_layers(const std::vector<int>& layers, uint64_t seed, bool sh
 }
 
 // ---- forward / backward -------------------------------------------------------------------------------
+// The per-batch blocks grow with the largest batch seen; the convolution workspace is checked for
+// every batch size (cuDNN's plans are per batch, and a smaller batch may need more).
 void Model::ensure_batch(int B) {
   DFL_CHECK(B > 0, "forward: batch size must be positive, got ", B);
-  if (B <= capacity_b_) return;
   Backend& be = *backend_;
-  const size_t ws = workspace_bytes(be, plan_, B, math_);
-  // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
-  const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
-  check_memory(be,
-               4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
-                      4.0 * double(plan_.device_param_floats) + double(plan_.device_buffer_floats)) + double(ws),
-               "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
-                   " parameters (activations, their gradients and the weights)",
-               "use a smaller --batch-size, --image-size, --width or model");
   Memory& m = *mem_;
-  const size_t b = size_t(B), nc = size_t(plan_.num_classes);
-  m.acts.reserve(floats(plan_.act_per_sample * b), "activations");
-  m.act_grads.reset();  // regrown on the next backward
-  m.mask.reserve(floats(plan_.mask_per_sample * b), "dropout masks");
-  m.argmax.reserve(sizeof(int32_t) * plan_.argmax_per_sample * b, "max-pool indices");
-  m.workspace.reserve(ws, "convolution workspace");
-  m.x.reserve(floats(plan_.input_per_sample() * b), "input batch");
-  m.labels.reserve(sizeof(int32_t) * b, "labels");
-  m.losses.reserve(floats(b), "loss scratch");
-  m.kl_losses.reserve(floats(b), "loss scratch");
-  m.probs.reserve(floats(b * nc), "loss scratch");
-  m.student_probs.reserve(floats(b * nc), "loss scratch");
-  m.teacher_probs.reserve(floats(b * nc), "loss scratch");
-  capacity_b_ = B;
+  auto known = workspace_by_batch_.find(B);
+  const size_t ws = known != workspace_by_batch_.end() ? known->second
+                                                       : (workspace_by_batch_[B] = workspace_bytes(be, plan_, B, math_));
+  if (B > capacity_b_) {
+    // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
+    const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
+    check_memory(be,
+                 4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
+                        4.0 * double(plan_.device_param_floats) + double(plan_.device_buffer_floats)) + double(ws),
+                 "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
+                     " parameters (activations, their gradients and the weights)",
+                 "use a smaller --batch-size, --image-size, --width or model");
+    const size_t b = size_t(B), nc = size_t(plan_.num_classes);
+    m.acts.reserve(floats(plan_.act_per_sample * b), "activations");
+    m.act_grads.reset();  // regrown on the next backward
+    m.mask.reserve(floats(plan_.mask_per_sample * b), "dropout masks");
+    m.argmax.reserve(sizeof(int32_t) * plan_.argmax_per_sample * b, "max-pool indices");
+    m.x.reserve(floats(plan_.input_per_sample() * b), "input batch");
+    m.labels.reserve(sizeof(int32_t) * b, "labels");
+    m.losses.reserve(floats(b), "loss scratch");
+    m.kl_losses.reserve(floats(b), "loss scratch");
+    m.probs.reserve(floats(b * nc), "loss scratch");
+    m.student_probs.reserve(floats(b * nc), "loss scratch");
+    m.teacher_probs.reserve(floats(b * nc), "loss scratch");
+    capacity_b_ = B;
+  }
+  if (ws > m.workspace.bytes()) {
+    check_memory(be, double(ws - m.workspace.bytes()),
+                 "a convolution workspace of " + std::to_string(ws) + " bytes for a batch of " + std::to_string(B),
+                 "use a smaller --batch-size, --image-size, --width or model");
+    m.workspace.reserve(ws, "convolution workspace");
+  }
 }
 
 void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
-                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
+                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get(), m.workspace.bytes()};
   run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed, math_,
                    profiling_ ? profile_.forward_ms.data() : nullptr);
   profile_.forwards += profiling_;
@@ -284,7 +295,7 @@ void Model::teacher_forward(const Teacher& t, const float* x, int B, float* logi
   const Teacher::Scratch need = t.scratch_needs(B);
   if (m.acts.bytes() >= need.act_bytes && m.workspace.bytes() >= need.workspace_bytes) {
     have_training_forward_ = false;
-    t.forward_device(x, B, logits, m.acts.f(), m.workspace.get());
+    t.forward_device(x, B, logits, m.acts.f(), m.workspace.get(), m.workspace.bytes());
   } else {
     t.forward_device(x, B, logits, m.teacher_scratch);
   }
@@ -311,7 +322,7 @@ void Model::eval_batch_on_device(int B, float* logits_host) {
 void Model::run_backward(int B) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
-                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
+                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get(), m.workspace.bytes()};
   Backend& be = *backend_;
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
@@ -561,7 +572,7 @@ void Teacher::set_math(const MathMode& math) {
 void Model::set_math(const MathMode& math) {
   check_supported(*backend_, math);
   math_ = math;
-  capacity_b_ = 0;  // the convolution workspace is sized again for the new mode on the next batch
+  workspace_by_batch_.clear();  // the convolution workspace is sized again for the new mode on the next batch
 }
 
 size_t Teacher::device_bytes() const { return params_.bytes() + buffers_.bytes(); }
@@ -626,13 +637,15 @@ void Teacher::forward_device(const float* x, int B, float* logits, DeviceBuffer&
     check_memory(*backend_, double(act_bytes + need.workspace_bytes),
                  "a teacher's activations for a batch of " + std::to_string(B), "use a smaller --batch-size or model");
   scratch.reserve(act_bytes + need.workspace_bytes, "teacher activations");
-  forward_device(x, B, logits, scratch.f(), static_cast<char*>(scratch.get()) + act_bytes);
+  forward_device(x, B, logits, scratch.f(), static_cast<char*>(scratch.get()) + act_bytes, scratch.bytes() - act_bytes);
 }
 
-void Teacher::forward_device(const float* x, int B, float* logits, float* acts, void* workspace) const {
+void Teacher::forward_device(const float* x, int B, float* logits, float* acts, void* workspace,
+                             size_t workspace_bytes) const {
   Backend& be = *backend_;
   const Plan& p = ip_.plan;
-  const ExecMemory mem{x, acts, nullptr, params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr, workspace};
+  const ExecMemory mem{x,       acts,    nullptr,   params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr,
+                       workspace, workspace_bytes};
   run_plan_forward(be, p, mem, B, false, 0, math_);
   const PlanNode& last = p.nodes.back();
   be.copy(logits, acts + last.act_offset * size_t(B), floats(last.size * size_t(B)));

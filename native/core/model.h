@@ -10,6 +10,7 @@
 // lends it activation scratch during a step, a standalone forward takes its own for the call.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -189,6 +190,8 @@ class Model {
   std::shared_ptr<Backend> backend_;
   std::unique_ptr<Memory> mem_;
   int capacity_b_ = 0;
+  // The convolution workspace each batch size needs with math_ (Backend::conv2d_workspace_bytes).
+  std::map<int, size_t> workspace_by_batch_;
   int last_b_ = 0;
   bool have_training_forward_ = false;
   bool profiling_ = false;
@@ -221,12 +224,12 @@ class Teacher {
   // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
   void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
   // The same in caller-provided memory: activations (scratch_needs(B).act_bytes) and the
-  // convolution workspace (workspace_bytes).
+  // convolution workspace (workspace_bytes of it, at least scratch_needs(B).workspace_bytes).
   struct Scratch {
     size_t act_bytes, workspace_bytes;
   };
   Scratch scratch_needs(int B) const;
-  void forward_device(const float* x, int B, float* logits, float* acts, void* workspace) const;
+  void forward_device(const float* x, int B, float* logits, float* acts, void* workspace, size_t workspace_bytes) const;
 
   // How its forwards are computed (a snapshot starts with its model's); throws when unsupported.
   void set_math(const MathMode& math);

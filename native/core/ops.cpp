@@ -57,12 +57,12 @@ void conv_infer(PlanBuilder& b, int i) {
 void conv_forward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.conv2d_forward(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.conv_shape(), r.mem.workspace,
-                      n.spec.fused);
+                      r.mem.workspace_bytes, n.spec.fused);
 }
 void conv_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.conv2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight),
-                       r.conv_shape(), r.mem.workspace, r.din_fresh());
+                       r.conv_shape(), r.mem.workspace, r.mem.workspace_bytes, r.din_fresh());
 }
 
 // ---- batch norm -------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ struct ExecMemory {
   float* stats = nullptr;         // Plan::stat_floats; null in inference
   int32_t* argmax = nullptr;      // Plan::argmax_per_sample * B; null in inference
   float* mask = nullptr;          // Plan::mask_per_sample * B; null in inference
-  void* workspace = nullptr;      // convolution workspace
+  void* workspace = nullptr;      // convolution workspace of workspace_bytes (at least what this batch's convs need)
+  size_t workspace_bytes = 0;
 };
 
 struct OpRun {

@@ -86,13 +86,18 @@ class CpuBackend final : public Backend {
     return cpu::conv2d_workspace_floats(s) * sizeof(float);
   }
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      void* workspace, Activation act) override {
+                      void* workspace, size_t workspace_bytes, Activation act) override {
     check_math(s.math);
+    check_conv_workspace("conv2d_forward", s, cpu::conv2d_workspace_floats(s) * sizeof(float), workspace,
+                         workspace_bytes);
     cpu::conv2d_forward(out, inp, weight, bias, s, static_cast<float*>(workspace), act);
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace, bool overwrite_dinp) override {
+                       const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
+                       bool overwrite_dinp) override {
     check_math(s.math);
+    check_conv_workspace("conv2d_backward", s, cpu::conv2d_workspace_floats(s) * sizeof(float), workspace,
+                         workspace_bytes);
     cpu::conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, static_cast<float*>(workspace), overwrite_dinp);
   }
   void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,

@@ -174,9 +174,10 @@ class CudaBackend final : public Backend {
     return plan(s).workspace_bytes();
   }
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      void* workspace, Activation act) override {
+                      void* workspace, size_t workspace_bytes, Activation act) override {
     auto lock = enter();
     const ConvPlan& p = plan(s);
+    check_conv_workspace("conv2d_forward", s, p.workspace_bytes(), workspace, workspace_bytes);
     const float one = 1.f, zero = 0.f;
     if (p.bf16) {
       // AMP-style: bf16 copies of the input and weights, a bf16 output cast back to float32.
@@ -200,9 +201,11 @@ class CudaBackend final : public Backend {
       launch_elementwise(stream_, BiasActivation{out, bias, size_t(s.B) * s.OC * P, s.OC, P, act});
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace, bool overwrite_dinp) override {
+                       const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
+                       bool overwrite_dinp) override {
     auto lock = enter();
     const ConvPlan& p = plan(s);
+    check_conv_workspace("conv2d_backward", s, p.workspace_bytes(), workspace, workspace_bytes);
     const float one = 1.f, zero = 0.f;
     if (p.bf16) {
       // bf16 gradients from cuDNN (beta = 0 into the plan's scratch), accumulated in float32 by the cast back.

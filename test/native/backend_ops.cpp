@@ -64,7 +64,7 @@ void conv2d_forward(float* o, const float* inp, const float* weight, const float
                     Activation act) {
   Dev x = in(inp, conv_in(s)), w = in(weight, conv_w(s)), b = in(bias, size_t(s.OC)), y = out(o, conv_out(s));
   DeviceBuffer ws = nan_workspace(backend().conv2d_workspace_bytes(s));
-  backend().conv2d_forward(y.f(), x.f(), w.f(), b.f(), s, ws.get(), act);
+  backend().conv2d_forward(y.f(), x.f(), w.f(), b.f(), s, ws.get(), ws.bytes(), act);
   y.back();
 }
 
@@ -73,7 +73,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
   Dev dx = inout(dinp, conv_in(s)), dw = inout(dweight, conv_w(s)), db = inout(dbias, size_t(s.OC));
   Dev dy = in(dout, conv_out(s)), x = in(inp, conv_in(s)), w = in(weight, conv_w(s));
   DeviceBuffer ws = nan_workspace(backend().conv2d_workspace_bytes(s));
-  backend().conv2d_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), s, ws.get(), overwrite_dinp);
+  backend().conv2d_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), s, ws.get(), ws.bytes(), overwrite_dinp);
   dx.back();
   dw.back();
   db.back();
