@@ -4,8 +4,10 @@
 //
 // Pointers: every float*/int32_t*/uint8_t*/void* argument of a kernel is DEVICE memory of this
 // backend (from alloc), unless its name ends in _host. On the CPU backend device memory is host
-// memory. Kernels are enqueued in call order on the backend's one stream; results that return to
-// the host (a float, a bool) synchronise. Kernel semantics are those of the CPU reference kernels
+// memory. Kernels are enqueued in call order on the backend's one stream. No kernel returns a
+// value to the host: losses and reductions write theirs to device memory (arguments ending in
+// _sum or out), so the executor gathers a step's results and reads them back with one download
+// (the only device-to-host path besides download, which synchronises). Kernel semantics are those of the CPU reference kernels
 // in native/cpu/kernels.h (the specification): same arguments, same accumulate (+=) rule for
 // backward, same draw rules; tests run one suite over every backend against them.
 //
@@ -176,14 +178,15 @@ class Backend {
   virtual void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, uint64_t seed) = 0;
   virtual void dropout_backward(float* dinp, const float* dout, const float* mask, size_t n) = 0;
 
-  // ---- losses: return the batch mean on the host (a synchronisation point) --------------------
-  virtual float cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
-                                      int B, int NC, float label_smoothing) = 0;
+  // ---- losses: loss_sum (one double of device memory) receives the sum of the per-sample losses,
+  // in index order, in double; the batch mean the reference kernels return is float(sum / B).
+  virtual void cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
+                                     int B, int NC, float label_smoothing, double* loss_sum) = 0;
   virtual void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
                                       float label_smoothing, float scale) = 0;
-  virtual float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs,
-                                    const float* student_logits, const float* teacher_logits,
-                                    const float* weights, int K, int B, int NC, float T) = 0;
+  virtual void ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs,
+                                   const float* student_logits, const float* teacher_logits, const float* weights,
+                                   int K, int B, int NC, float T, double* loss_sum) = 0;
   virtual void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B,
                                     int NC, float T, float scale) = 0;
   // weights (K,B): w[k,b] = max_c softmax(teacher_logits[k,b] / T), each teacher's confidence.
@@ -192,10 +195,10 @@ class Backend {
   // ---- optimiser ------------------------------------------------------------------------------
   virtual void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask, size_t n,
                         const SgdConfig& cfg) = 0;
-  // True when sgd_step with the same arguments would leave every parameter and momentum value
-  // finite. Reads only, so a step can be refused before it changes anything.
-  virtual bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                                     const float* decay_mask, size_t n, const SgdConfig& cfg) = 0;
+  // *finite (device int32) = 1 when sgd_step with the same arguments would leave every parameter
+  // and momentum value finite, else 0. Reads only, so a step can be refused before it changes anything.
+  virtual void sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
+                                     const float* decay_mask, size_t n, const SgdConfig& cfg, int32_t* finite) = 0;
 
   // ---- batches from uint8 images (see cpu::augment_batch) -------------------------------------
   virtual void augment_batch(float* out, const uint8_t* images, int B, int C, int H, int W, int pad,
@@ -207,11 +210,13 @@ class Backend {
   virtual void gather_images(uint8_t* dst, const uint8_t* src, const int32_t* indices_host, int B,
                              size_t image_bytes) = 0;
 
-  // ---- reductions the step needs (results on the host) ----------------------------------------
-  virtual double sum_squares(const float* x, size_t n) = 0;
-  virtual bool all_finite(const float* x, size_t n) = 0;
-  // How many rows of logits (B,NC) have their first maximum at labels[b].
-  virtual int count_correct(const float* logits, const int32_t* labels, int B, int NC) = 0;
+  // ---- reductions the step needs: one value each into device memory (out) -----------------------
+  // *out = the sum of x^2 (in double).
+  virtual void sum_squares(const float* x, size_t n, double* out) = 0;
+  // *out = 1 when every x is finite, else 0.
+  virtual void all_finite(const float* x, size_t n, int32_t* out) = 0;
+  // *out = how many rows of logits (B,NC) have their first maximum at labels[b].
+  virtual void count_correct(const float* logits, const int32_t* labels, int B, int NC, int32_t* out) = 0;
   // x[i] += v for n floats (BN's num_batches_tracked).
   virtual void add_scalar(float* x, float v, size_t n) = 0;
 };

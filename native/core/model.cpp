@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -118,12 +119,22 @@ void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t s
 
 }  // namespace
 
+// What a training step reads back: the loss sums, the counters and the finiteness checks, each
+// reduced on the device into this block, then downloaded in one copy (one synchronisation per step).
+namespace {
+struct StepReadback {
+  double ce_sum, distill_sum, target_sum, grad_squares;
+  int32_t correct, buffers_finite, update_finite, unused;
+};
+}  // namespace
+
 // ---- student memory ---------------------------------------------------------------------------------
 struct Model::Memory {
   explicit Memory(const std::shared_ptr<Backend>& be)
       : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
         workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
-        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), target_logits(be), batch_u8(be) {}
+        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), target_logits(be), batch_u8(be),
+        readback(be) {}
   DeviceBuffer arena;  // [params | grads | momentum]
   DeviceBuffer buffers, buffers_backup, stats;
   DeviceBuffer acts, act_grads, argmax, mask, workspace;
@@ -132,12 +143,18 @@ struct Model::Memory {
   DeviceBuffer teacher_logits, teacher_weights, teacher_scratch;
   DeviceBuffer target_logits;  // the soft targets' logits (rows, NC)
   DeviceBuffer batch_u8;  // a batch's images gathered from DeviceImages
+  DeviceBuffer readback;  // a StepReadback
+  // Where a StepReadback member lives on the device.
+  template <typename T>
+  T* slot(size_t offset) const {
+    return reinterpret_cast<T*>(static_cast<char*>(readback.get()) + offset);
+  }
   size_t bytes() const {
     size_t n = 0;
     for (const DeviceBuffer* b : {&arena, &buffers, &buffers_backup, &stats, &acts, &act_grads, &argmax, &mask,
                                   &workspace, &x, &labels, &losses, &probs, &kl_losses, &student_probs,
                                   &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch, &target_logits,
-                                  &batch_u8})
+                                  &batch_u8, &readback})
       n += b->bytes();
     return n;
   }
@@ -153,6 +170,7 @@ Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> back
   mem_->buffers.reserve(floats(plan_.device_buffer_floats), "batch-norm buffers");
   mem_->buffers_backup.reserve(floats(plan_.device_buffer_floats), "batch-norm buffer backup");
   mem_->stats.reserve(floats(plan_.stat_floats), "batch-norm statistics");
+  mem_->readback.reserve(sizeof(StepReadback), "step results");
   set_profiling(false);
   init_all(seed);
 }
@@ -423,36 +441,48 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   timer.restart();
   const float* logits = m.acts.f() + plan_.nodes.back().act_offset * size_t(B);
   float* dlogits = zero_gradients(be, m.act_grads, plan_, capacity_b_, B, grad_data());
-  StepStats st;
-  st.ce_loss = be.cross_entropy_forward(m.losses.f(), m.probs.f(), logits, m.labels.i32(), B, NC, loss.label_smoothing);
+  be.cross_entropy_forward(m.losses.f(), m.probs.f(), logits, m.labels.i32(), B, NC, loss.label_smoothing,
+                           m.slot<double>(offsetof(StepReadback, ce_sum)));
   be.cross_entropy_backward(dlogits, m.probs.f(), m.labels.i32(), B, NC, loss.label_smoothing, loss.ce_weight / B);
   if (distilling) {
-    st.distill_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
-                                             m.teacher_logits.f(), weights, K, B, NC, loss.temperature);
+    be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits, m.teacher_logits.f(),
+                           weights, K, B, NC, loss.temperature, m.slot<double>(offsetof(StepReadback, distill_sum)));
     be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), B, NC, loss.temperature,
                             loss.distill_weight / B);
   }
-  st.loss = loss.ce_weight * st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
   if (targets.active()) {
     // The same KL as one teacher given from the host, over the first rows (the scratch is free again).
     const int R = targets.rows;
-    st.target_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
-                                            m.target_logits.f(), nullptr, 1, R, NC, targets.temperature);
+    be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits, m.target_logits.f(),
+                           nullptr, 1, R, NC, targets.temperature, m.slot<double>(offsetof(StepReadback, target_sum)));
     be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), R, NC, targets.temperature,
                             targets.weight / R);
-    st.loss += targets.weight * st.target_loss;
   }
-  st.correct = be.count_correct(logits, m.labels.i32(), B, NC);
+  be.count_correct(logits, m.labels.i32(), B, NC, m.slot<int32_t>(offsetof(StepReadback, correct)));
   timer.lap(&profile_.loss_ms);
   run_backward(B);
   timer.restart();
 
   // Over whole device blocks: the padding between tensors is zero and stays zero (an SGD step of 0).
   const size_t np = plan_.device_param_floats;
-  const double sq = be.sum_squares(grad_data(), np);
-  st.grad_norm = static_cast<float>(std::sqrt(sq));
-  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && be.all_finite(m.buffers.f(), plan_.device_buffer_floats) &&
-              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd);
+  be.sum_squares(grad_data(), np, m.slot<double>(offsetof(StepReadback, grad_squares)));
+  be.all_finite(m.buffers.f(), plan_.device_buffer_floats, m.slot<int32_t>(offsetof(StepReadback, buffers_finite)));
+  be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd,
+                           m.slot<int32_t>(offsetof(StepReadback, update_finite)));
+  // The step's one read-back: whether to update waits for it.
+  StepReadback r{};
+  be.download(&r, m.readback.get(), sizeof r);
+  StepStats st;
+  st.ce_loss = float(r.ce_sum / B);  // the batch means, as the loss kernels define them
+  st.distill_loss = distilling ? float(r.distill_sum / B) : 0.f;
+  st.loss = loss.ce_weight * st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
+  if (targets.active()) {
+    st.target_loss = float(r.target_sum / targets.rows);
+    st.loss += targets.weight * st.target_loss;
+  }
+  st.correct = r.correct;
+  st.grad_norm = static_cast<float>(std::sqrt(r.grad_squares));
+  st.finite = std::isfinite(st.loss) && std::isfinite(r.grad_squares) && r.buffers_finite == 1 && r.update_finite == 1;
   // A refused step must not touch the model: the caller stops with the last good state.
   if (st.finite) {
     be.sgd_step(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd);
