@@ -3,9 +3,11 @@
 // they never decide when or which (that is src/'s job). Callers reach weights only through copies.
 //
 // Student memory, all on the backend: one arena [params | grads | momentum] (each
-// num_params long, so zero-grad, the SGD step and a reset are single loops over contiguous ranges),
-// BN buffers, and per-batch blocks (activations and their gradients, BN statistics, maxpool indices,
-// dropout masks, the convolution workspace, the loss scratch), regrown when the batch grows.
+// Plan::device_param_floats long, tensors at their 256-byte aligned device_offset, so zero-grad,
+// the SGD step and the checks are single calls over contiguous ranges), BN buffers, and per-batch
+// blocks (activations and their gradients, BN statistics, maxpool indices, dropout masks, the loss
+// scratch), regrown when the batch grows; the convolution workspace is sized for every batch size
+// (docs/native.md, "Device memory"). Host vectors (get_params, ...) are packed (TensorView::offset).
 // Teacher memory: the folded weights and the standalone BN buffers, nothing per batch; the student
 // lends it activation scratch during a step, a standalone forward takes its own for the call.
 #pragma once
