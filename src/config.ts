@@ -253,6 +253,8 @@ export function expected(what: string, name: string, got: unknown): ConfigError 
 }
 
 type Check = (v: unknown, name: string) => unknown;
+/** The largest batch (train and evaluation). */
+export const MAX_BATCH_SIZE = 65536;
 const num = (lo: number, hi: number, integer = false, loOpen = false): Check => (v, name) => {
   const ok = typeof v === 'number' && Number.isFinite(v) && (loOpen ? v > lo : v >= lo) && v <= hi && (!integer || Number.isInteger(v));
   if (!ok) throw expected(`${integer ? 'an integer' : 'a number'} in ${loOpen ? '(' : '['}${lo}, ${hi}]`, name, v);
@@ -290,7 +292,7 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   width: num(0, 16, false, true),
   convInit: oneOf(CONV_INITS),
   epochs: num(1, 100000, true),
-  batchSize: num(2, 65536, true),
+  batchSize: num(2, MAX_BATCH_SIZE, true),
   lr: num(0, 1e4, false, true),
   momentum: num(0, 0.999999),
   nesterov: bool,
@@ -349,6 +351,11 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
 };
 
 export const CONFIG_KEYS = Object.keys(CHECKS) as (keyof TrainConfig)[];
+
+/** An integer in [lo, hi] for `name`, or the ConfigError every option check gives. */
+export function checkInteger(v: unknown, name: string, lo: number, hi: number): number {
+  return num(lo, hi, true)(v, name) as number;
+}
 
 /**
  * One option's value checked by its rule, an error naming it `name` (e.g. a command's --threads):

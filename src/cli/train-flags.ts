@@ -9,9 +9,10 @@ import { CONFIG_KEYS, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from '..
 import { ConfigError, UsageError } from '../errors.js';
 import { MODEL_NAMES } from '../models/zoo.js';
 import {
-  AVERAGE_TEACHERS, CONV_INITS, DEVICES, LABEL_SETS, METHODS, PRECISIONS, RESET_MODES, SCHEDULES, SCORE_METRICS, SOFT_TARGETS,
+  AVERAGE_TEACHERS, CONV_INITS, LABEL_SETS, METHODS, RESET_MODES, SCHEDULES, SCORE_METRICS, SOFT_TARGETS,
   TEACHER_SOURCES, TEACHER_WEIGHTINGS,
 } from '../options.js';
+import { choicesText, kebab, SHARED_FLAGS } from './common-flags.js';
 import { lastWins, numberFlag, numbersFlag } from './numbers.js';
 
 type Kind = 'string' | 'number' | 'boolean' | 'numbers';
@@ -55,7 +56,7 @@ export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
   convInit: { kind: 'string', group: G.model, choices: CONV_INITS, describe: 'Fresh conv weights (start and resets): torchvision\'s N(0, 2/fan_out) or nn.Conv2d\'s U(+-1/sqrt(fan_in))' },
 
   epochs: { kind: 'number', group: G.optim, describe: 'Training epochs' },
-  batchSize: { kind: 'number', group: G.optim, describe: 'Batch size' },
+  batchSize: { ...SHARED_FLAGS.batchSize, group: G.optim },
   lr: { kind: 'number', group: G.optim, describe: 'Peak learning rate' },
   schedule: { kind: 'string', group: G.optim, choices: SCHEDULES, describe: 'Learning-rate schedule (cosine-restarts: cosine to 0 in every --restart-cycle epochs; resets then happen at the restarts)' },
   restartCycle: { kind: 'number', group: G.optim, describe: 'Epochs per cycle of --schedule cosine-restarts (and of --teacher-source cycle-end snapshots)' },
@@ -97,14 +98,14 @@ export const TRAIN_FLAGS: { [K in keyof TrainConfig]: FlagDecl } = {
   dlbWeight: { kind: 'number', group: G.traj, describe: 'DLB: weight of its T^2 KL term' },
 
   seed: { kind: 'number', group: G.run, describe: 'Seed of every random choice (init, split, shuffle, augmentation, reset)' },
-  device: { kind: 'string', group: G.run, choices: DEVICES, describe: 'Compute device' },
-  precision: { kind: 'string', group: G.run, choices: PRECISIONS, describe: 'bf16: convolutions and linear layers on the GPU\'s tensor cores (float32 weights and accumulation, as PyTorch autocast); GPU only' },
-  deterministic: { kind: 'boolean', group: G.run, describe: 'GPU: only reproducible cuDNN algorithms (--no-deterministic allows faster ones)' },
-  threads: { kind: 'number', group: G.run, describe: 'Native threads (0: all cores)' },
+  device: { ...SHARED_FLAGS.device, group: G.run },
+  precision: { ...SHARED_FLAGS.precision, group: G.run },
+  deterministic: { ...SHARED_FLAGS.deterministic, group: G.run },
+  threads: { ...SHARED_FLAGS.threads, group: G.run },
   out: { kind: 'string', group: G.run, describe: 'Output folder (summary.json, metrics.jsonl, checkpoint/, curves.svg)', defaultText: 'runs/<timestamp>' },
 };
 
-export const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+export { kebab };
 const camel = (flag: string): string => flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
 function defaultText(key: keyof TrainConfig): string {
@@ -119,9 +120,8 @@ export function trainOptions(): Record<string, Options> {
   const out: Record<string, Options> = {};
   for (const key of CONFIG_KEYS) {
     const d = TRAIN_FLAGS[key];
-    const choices = d.choices ? ` (${d.choices.join('|')})` : '';
     const o: Options = {
-      describe: `${d.describe}${choices} [default: ${defaultText(key)}]`,
+      describe: `${d.describe}${choicesText(d)} [default: ${defaultText(key)}]`,
       group: d.group,
       requiresArg: d.kind !== 'boolean',
     };
