@@ -160,7 +160,7 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
   if (note) o.log?.(note);
   if (o.threads !== undefined) b.setThreads(o.threads);
   const spec = resolveModelSpec(o.model, { numClasses: classes, inChannels: 3, height: size, width: size, width_multiplier: width });
-  const student = new b.Model(spec, 1, device);
+  const student = new b.Model(spec, 1, device, DEFAULT_CONFIG.convInit);
   const math = { precision, deterministic: o.deterministic ?? DEFAULT_CONFIG.deterministic };
   try {
     student.setMath(math);
