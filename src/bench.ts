@@ -6,12 +6,28 @@
 // (forward, and a backward that computes input and weight gradients); a DFL step is a training step
 // plus K forwards. Achieved GFLOP/s = those FLOPs / the median time. Peak memory is the process's
 // peak resident set (Node's own ~40-60 MB included).
-import { loadBinding, type DeviceName, type NativeProfile, type SimdLevel } from './binding.js';
+import { loadBinding, type NativeProfile, type SimdLevel } from './binding.js';
 
+import { checkOption, DEFAULT_CONFIG } from './config.js';
 import { chooseDevice } from './device.js';
 import { ConfigError } from './errors.js';
 import { resolveModelSpec } from './models/resolve.js';
 import type { ModelSpec } from './models/spec.js';
+import type { Device, DeviceName, Precision } from './options.js';
+
+/**
+ * What only bench chooses; every other option it leaves out (batch size, teachers, device, precision,
+ * the optimiser's settings) is the train config's default (DEFAULT_CONFIG). width 1: a zoo model at
+ * its published size; a CIFAR-sized synthetic batch.
+ */
+export const BENCH_DEFAULTS = Object.freeze({ width: 1, reps: 10, warmup: 3, imageSize: 32, classes: 10 });
+
+/**
+ * The step's learning rate: small, so repeating one fixed batch over every repetition stays finite
+ * (a step that is not finite skips its update, and would time less work). The timing does not
+ * depend on its value.
+ */
+const BENCH_LR = 1e-3;
 
 export interface BenchOptions {
   /** Zoo name or a path to a JSON model spec. */
@@ -19,9 +35,9 @@ export interface BenchOptions {
   /** Width multiplier of a zoo model. */
   width?: number;
   batchSize?: number;
-  device?: DeviceName | 'auto';
+  device?: Device;
   /** 'bf16': convolutions and linear layers on the GPU's tensor cores (see TrainConfig.precision). */
-  precision?: 'fp32' | 'bf16';
+  precision?: Precision;
   /** false: cuDNN may use its non-deterministic algorithms (GPU). */
   deterministic?: boolean;
   /** Native threads; 0 = all cores. */
@@ -62,7 +78,7 @@ export interface BenchResult {
   width: number;
   batch: number;
   device: DeviceName;
-  precision: 'fp32' | 'bf16';
+  precision: Precision;
   deterministic: boolean;
   threads: number;
   /** The SIMD path each CPU kernel family ran (device cpu). */
@@ -133,16 +149,19 @@ function layerTimes(spec: ModelSpec, shapes: [number, number, number][], p: Nati
 
 export async function benchmark(o: BenchOptions): Promise<BenchResult> {
   const b = loadBinding();
-  const width = o.width ?? 1, batch = o.batchSize ?? 128, K = o.teachers ?? 3;
-  const reps = o.reps ?? 10, warmup = o.warmup ?? 3, size = o.imageSize ?? 32, classes = o.classes ?? 10;
-  for (const [name, v, ok] of [['batchSize', batch, batch >= 2], ['teachers', K, K >= 0], ['reps', reps, reps >= 1], ['warmup', warmup, warmup >= 0]] as const)
+  const width = o.width ?? BENCH_DEFAULTS.width, batch = checkOption('batchSize', o.batchSize ?? DEFAULT_CONFIG.batchSize), K = o.teachers ?? DEFAULT_CONFIG.teachers;
+  const reps = o.reps ?? BENCH_DEFAULTS.reps, warmup = o.warmup ?? BENCH_DEFAULTS.warmup;
+  const size = o.imageSize ?? BENCH_DEFAULTS.imageSize, classes = o.classes ?? BENCH_DEFAULTS.classes;
+  // teachers 0 is allowed here (the DFL step is then a training step), unlike in a training run
+  for (const [name, v, ok] of [['teachers', K, K >= 0], ['reps', reps, reps >= 1], ['warmup', warmup, warmup >= 0]] as const)
     if (!Number.isInteger(v) || !ok) throw new ConfigError(`Expected a valid integer for ${name} but received ${v}`);
-  const { device, note } = chooseDevice(o.device ?? 'auto', o.precision ?? 'fp32', b.runtimeInfo());
+  const precision = o.precision ?? DEFAULT_CONFIG.precision;
+  const { device, note } = chooseDevice(o.device ?? DEFAULT_CONFIG.device, precision, b.runtimeInfo());
   if (note) o.log?.(note);
   if (o.threads !== undefined) b.setThreads(o.threads);
   const spec = resolveModelSpec(o.model, { numClasses: classes, inChannels: 3, height: size, width: size, width_multiplier: width });
-  const student = new b.Model(spec, 1, device);
-  const math = { precision: o.precision ?? 'fp32', deterministic: o.deterministic ?? true } as const;
+  const student = new b.Model(spec, 1, device, DEFAULT_CONFIG.convInit);
+  const math = { precision, deterministic: o.deterministic ?? DEFAULT_CONFIG.deterministic };
   try {
     student.setMath(math);
   } catch (e) {
@@ -153,7 +172,11 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
   try {
     const info = student.info();
     const { x, labels } = batchOf(spec, batch, info.numClasses); // a JSON spec brings its own class count
-    const step = { x, labels, batch, lr: 1e-3, momentum: 0.9, weightDecay: 5e-4, nesterov: true, decoupled: false, labelSmoothing: 0, temperature: 4, dropoutSeed: 1 };
+    const c = DEFAULT_CONFIG;
+    const step = {
+      x, labels, batch, lr: BENCH_LR, momentum: c.momentum, weightDecay: c.weightDecay, nesterov: c.nesterov, decoupled: c.decoupledWeightDecay,
+      labelSmoothing: c.labelSmoothing, temperature: c.temperature, dropoutSeed: 1,
+    };
     const fwdFlops = 2 * info.macsPerImage;
     const train = phase(await timeIt(reps, warmup, () => student.trainStep({ ...step, distillWeight: 0 })), batch, 3 * fwdFlops);
     const infer = phase(await timeIt(reps, warmup, () => student.forward(x, batch)), batch, fwdFlops);

@@ -7,6 +7,10 @@ import { fileURLToPath } from 'node:url';
 
 import { ConfigError } from './errors.js';
 import type { ModelSpec } from './models/spec.js';
+import { SIMD_LEVELS, isOneOf, type ConvInit, type DeviceName, type Precision, type ResetMode, type SimdLevel } from './options.js';
+
+// The native surface speaks the option types of options.ts; re-exported for its callers.
+export type { DeviceName, SimdLevel } from './options.js';
 
 export interface TensorInfo {
   name: string;
@@ -31,8 +35,6 @@ export interface NativeModelInfo {
   deviceBytes: number;
   device: DeviceName;
 }
-
-export type DeviceName = 'cpu' | 'cuda';
 
 export interface NativeTeacherInfo {
   numParams: number;
@@ -123,7 +125,7 @@ export interface LogitSource {
  * CPU backend refuses it. deterministic false: cuDNN may use its faster non-reproducible algorithms.
  */
 export interface MathMode {
-  precision: 'fp32' | 'bf16';
+  precision: Precision;
   deterministic: boolean;
 }
 
@@ -188,7 +190,7 @@ export interface NativeModel extends LogitSource, TensorHolder, MathHolder {
   getGrads(): Float32Array;
   getMomentum(): Float32Array;
   setMomentum(m: Float32Array): void;
-  reinitLayers(layers: number[], seed: number, mode: 'reinit' | 'shrink-perturb', shrink?: number, perturb?: number): void;
+  reinitLayers(layers: number[], seed: number, mode: ResetMode, shrink?: number, perturb?: number): void;
   /** A teacher holding the current weights, copied (and BN-folded) on the device. */
   snapshot(): NativeTeacher;
   /** Times every node and the step's phases from now on (clears what was gathered). */
@@ -207,10 +209,6 @@ export interface BackendStatus {
   /** The device when usable; otherwise why not, in the driver's or loader's own words. */
   detail: string;
 }
-
-/** The kernels' instruction-set levels, lowest first; DFL_SIMD=<level> caps them (docs/native.md). */
-export const SIMD_LEVELS = ['portable', 'avx2', 'avx512'] as const;
-export type SimdLevel = (typeof SIMD_LEVELS)[number];
 
 export interface RuntimeInfo {
   compiledBackends: DeviceName[];
@@ -233,7 +231,7 @@ export interface RuntimeInfo {
 
 export interface NativeBinding {
   /** convInit: how fresh conv weights are drawn, here and at every reset (TrainConfig.convInit). */
-  Model: new (spec: ModelSpec, seed?: number, device?: DeviceName, convInit?: 'kaiming-normal' | 'pytorch-default') => NativeModel;
+  Model: new (spec: ModelSpec, seed?: number, device?: DeviceName, convInit?: ConvInit) => NativeModel;
   /** An empty teacher (zero weights in the folded layout) to restore saved teacher weights into. */
   Teacher: new (spec: ModelSpec, device?: DeviceName) => NativeTeacher;
   /** Copies images (count, channels, height, width) to the device once. */
@@ -270,7 +268,7 @@ export function describeSimd(rt: RuntimeInfo): string {
 /** DFL_SIMD must name a level: a typo would silently run the full instruction set. */
 function checkSimdRequest(): void {
   const v = process.env.DFL_SIMD;
-  if (v === undefined || v === '' || (SIMD_LEVELS as readonly string[]).includes(v)) return;
+  if (v === undefined || v === '' || isOneOf(SIMD_LEVELS, v)) return;
   throw new ConfigError(`Expected one of ${SIMD_LEVELS.join(', ')} for the environment variable DFL_SIMD but received '${v}'; unset it to use every instruction set this CPU has`);
 }
 

@@ -1,20 +1,17 @@
 // One declared default config, validated into a plain object. The library API, the CLI flags and
 // --config files all resolve through resolveConfig, so defaults and error messages live here only.
 import { ConfigError } from './errors.js';
+import {
+  AVERAGE_TEACHERS, CONV_INITS, DEVICES, LABEL_SETS, METHODS, PRECISIONS, RESET_MODES, SCHEDULES, SCORE_METRICS, SOFT_TARGETS,
+  TEACHER_SOURCES, TEACHER_WEIGHTINGS,
+  type AverageTeacher, type ConvInit, type Device, type LabelSet, type Method, type Precision, type ResetMode, type ScheduleName,
+  type ScoreMetric, type SoftTargetsName, type TeacherSource, type TeacherWeighting,
+} from './options.js';
 
-export type Method = 'base' | 'reset' | 'sd' | 'dfl';
-export type TeacherSource = 'meaningful' | 'previous' | 'random' | 'cycle-end' | 'diverse';
-export type TeacherWeighting = 'uniform' | 'score' | 'confidence';
-export type ScheduleName = 'cosine' | 'step' | 'constant' | 'cosine-restarts';
-/** How a weight average (EMA, SWA) teaches: not at all, as the only teacher, or beside the bank. */
-export type AverageTeacher = 'off' | 'alone' | 'bank';
-/** Per-sample soft targets from the student's own earlier predictions (none, PS-KD or DLB). */
-export type SoftTargetsName = 'none' | 'pskd' | 'dlb';
-export type ResetMode = 'reinit' | 'shrink-perturb';
-export type ConvInit = 'kaiming-normal' | 'pytorch-default';
-export type Device = 'auto' | 'cpu' | 'cuda';
-export type Precision = 'fp32' | 'bf16';
-export type ScoreMetric = 'accuracy' | 'loss';
+// The option types are declared with their value lists in options.ts; re-exported for the callers of config.
+export type {
+  AverageTeacher, ConvInit, Device, LabelSet, Method, Precision, ResetMode, ScheduleName, ScoreMetric, SoftTargetsName, TeacherSource, TeacherWeighting,
+} from './options.js';
 
 export interface TrainConfig {
   /** Data source: a CIFAR binary folder, an image folder, or undefined for the bundled sample. */
@@ -134,7 +131,7 @@ export interface TrainConfig {
   /** Resize images to this square size (image folders). */
   imageSize: number | undefined;
   /** 'fine' or 'coarse' labels for CIFAR-100. */
-  labels: 'fine' | 'coarse';
+  labels: LabelSet;
   seed: number;
   device: Device;
   /**
@@ -256,6 +253,8 @@ export function expected(what: string, name: string, got: unknown): ConfigError 
 }
 
 type Check = (v: unknown, name: string) => unknown;
+/** The largest batch (train and evaluation). */
+export const MAX_BATCH_SIZE = 65536;
 const num = (lo: number, hi: number, integer = false, loOpen = false): Check => (v, name) => {
   const ok = typeof v === 'number' && Number.isFinite(v) && (loOpen ? v > lo : v >= lo) && v <= hi && (!integer || Number.isInteger(v));
   if (!ok) throw expected(`${integer ? 'an integer' : 'a number'} in ${loOpen ? '(' : '['}${lo}, ${hi}]`, name, v);
@@ -287,21 +286,19 @@ const channelValues = (positive: boolean): Check => (v, name) => {
   return [...v];
 };
 
-const AVERAGE_TEACHERS = ['off', 'alone', 'bank'] as const;
-
 const CHECKS: { [K in keyof TrainConfig]: Check } = {
   data: optString,
   model: str,
   width: num(0, 16, false, true),
-  convInit: oneOf(['kaiming-normal', 'pytorch-default']),
+  convInit: oneOf(CONV_INITS),
   epochs: num(1, 100000, true),
-  batchSize: num(2, 65536, true),
+  batchSize: num(2, MAX_BATCH_SIZE, true),
   lr: num(0, 1e4, false, true),
   momentum: num(0, 0.999999),
   nesterov: bool,
   weightDecay: num(0, 1),
   decoupledWeightDecay: bool,
-  schedule: oneOf(['cosine', 'step', 'constant', 'cosine-restarts']),
+  schedule: oneOf(SCHEDULES),
   restartCycle: num(1, 100000, true),
   milestones: (v, name) => {
     if (!Array.isArray(v) || !v.every((m) => Number.isInteger(m) && m >= 1)) throw expected('an array of positive epoch numbers', name, v);
@@ -313,13 +310,13 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   labelNoise: num(0, 0.99),
   augment: bool,
   cropPadding: num(0, 64, true),
-  method: oneOf(['base', 'reset', 'sd', 'dfl']),
+  method: oneOf(METHODS),
   teachers: num(1, 64, true),
-  teacherSource: oneOf(['meaningful', 'previous', 'random', 'cycle-end', 'diverse']),
+  teacherSource: oneOf(TEACHER_SOURCES),
   diversityFloor: num(0, 1000),
-  teacherWeighting: oneOf(['uniform', 'score', 'confidence']),
+  teacherWeighting: oneOf(TEACHER_WEIGHTINGS),
   skipWorseTeachers: bool,
-  scoreMetric: oneOf(['accuracy', 'loss']),
+  scoreMetric: oneOf(SCORE_METRICS),
   temperature: num(0, 1000, false, true),
   distillWeight: num(0, 1000),
   emaDecay: num(0, 0.999999),
@@ -328,22 +325,22 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   swaLr: (v, name) => (v === undefined ? v : num(0, 1e4, false, true)(v, name)),
   swaFinal: bool,
   swaTeacher: oneOf(AVERAGE_TEACHERS),
-  softTargets: oneOf(['none', 'pskd', 'dlb']),
+  softTargets: oneOf(SOFT_TARGETS),
   pskdAlpha: num(0, 1),
   dlbTemperature: num(0, 1000, false, true),
   dlbWeight: num(0, 1000),
   resetCycle: num(1, 100000, true),
   resetUntil: num(0, 1),
   resetDepth: num(1, 10000, true),
-  resetMode: oneOf(['reinit', 'shrink-perturb']),
+  resetMode: oneOf(RESET_MODES),
   shrink: num(0, 1),
   perturb: num(0, 10),
   valSize: num(0, 0.9, false, true),
   imageSize: (v, name) => (v === undefined ? v : num(1, 4096, true)(v, name)),
-  labels: oneOf(['fine', 'coarse']),
+  labels: oneOf(LABEL_SETS),
   seed: num(0, 2 ** 32 - 1, true),
-  device: oneOf(['auto', 'cpu', 'cuda']),
-  precision: oneOf(['fp32', 'bf16']),
+  device: oneOf(DEVICES),
+  precision: oneOf(PRECISIONS),
   deterministic: bool,
   threads: num(0, 1024, true),
   out: optString,
@@ -354,6 +351,19 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
 };
 
 export const CONFIG_KEYS = Object.keys(CHECKS) as (keyof TrainConfig)[];
+
+/** An integer in [lo, hi] for `name`, or the ConfigError every option check gives. */
+export function checkInteger(v: unknown, name: string, lo: number, hi: number): number {
+  return num(lo, hi, true)(v, name) as number;
+}
+
+/**
+ * One option's value checked by its rule, an error naming it `name` (e.g. a command's --threads):
+ * a flag that is also a train option is checked by the same rule in every command.
+ */
+export function checkOption<K extends keyof TrainConfig>(key: K, v: unknown, name: string = key): TrainConfig[K] {
+  return CHECKS[key](v, name) as TrainConfig[K];
+}
 
 function editDistance(a: string, b: string): number {
   const d = Array.from({ length: b.length + 1 }, (_, j) => j);

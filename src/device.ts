@@ -4,9 +4,9 @@
 //   cuda   the GPU, or a ConfigError saying why the cuda backend cannot run here;
 //   auto   cuda when usable, else the CPU, with a note saying why (the caller logs it).
 // bf16 needs a GPU's tensor cores: on the CPU it is refused rather than silently run in fp32.
-import type { DeviceName, RuntimeInfo } from './binding.js';
-import type { Device, Precision } from './config.js';
+import type { RuntimeInfo } from './binding.js';
 import { ConfigError } from './errors.js';
+import type { Device, DeviceName, Precision } from './options.js';
 
 export interface DeviceChoice {
   device: DeviceName;

@@ -9,6 +9,7 @@ export { offerToBank, teacherWeights, type BankDecision } from './train/teachers
 export type { Prediction } from './train/evaluate.js';
 export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './records.js';
 export { resolveConfig, DEFAULT_CONFIG, CONFIG_KEYS, methodUses } from './config.js';
+export * from './options.js';
 export type { TrainConfig, Method, TeacherSource, TeacherWeighting, ScheduleName, ResetMode, Device, ScoreMetric } from './config.js';
 export { loadCheckpoint, saveCheckpoint, modelTensors, loadModelTensors, type LoadedCheckpoint, type CheckpointState } from './io/checkpoint.js';
 export { encodeSafetensors, decodeSafetensors, type SafeTensor } from './io/safetensors.js';

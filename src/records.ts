@@ -2,6 +2,7 @@
 // summary.json, the checkpoint's bank and metrics, curves.svg) and the CLI prints them. They sit
 // below both src/train and src/io, so neither has to import the other for a type.
 import type { TrainConfig } from './config.js';
+import type { DeviceName } from './options.js';
 
 export interface BankEntry {
   /** Stable teacher id (the epoch whose snapshot it is; random teachers: -1, -2, ...). */
@@ -55,7 +56,7 @@ export interface TrainSummary extends TestMetrics {
   method: TrainConfig['method'];
   model: string;
   seed: number;
-  device: 'cpu' | 'cuda';
+  device: DeviceName;
   epochs: number;
   best_val_acc: number;
   final_val_acc: number;

@@ -286,7 +286,7 @@ class TrainStepWorker : public PromiseWorker {
 // trainStep({x, labels, batch, teachers?, teacherWeights?, confidenceWeights?, lr, momentum,
 //            weightDecay, nesterov, decoupled, labelSmoothing, distillWeight, temperature,
 //            ceWeight?, targets?: {logits, rows, temperature, weight}, returnLogits?,
-//            dropoutSeed}): Promise<stats>. Instead of x and batch, `images` (an image batch, see
+//            dropoutSeed}): Promise<stats>. The fields without ? are required. Instead of x and batch, `images` (an image batch, see
 // addon/images.h) makes the batch on the device from resident images. returnLogits: stats.logits
 // holds the training forward's logits (B,NC).
 Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
@@ -350,30 +350,29 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
       if (!(sum > 0.0)) throw Napi::RangeError::New(env, "Expected teacherWeights with a positive sum for every sample");
     }
   }
-  auto num = [&](const char* key, double dflt) {
+  // Every hyperparameter is given by the caller (the config's defaults live in src/config.ts
+  // only): a missing one is a TypeError naming it. Their values were validated there too; what is
+  // checked here protects memory (sizes, indices) or keeps the kernels' preconditions.
+  auto num = [&](const char* key) { return static_cast<float>(number(field(o, key), key)); };
+  auto flag = [&](const char* key) { return boolean(field(o, key), key); };
+  // An optional part of a step: absent means not used.
+  auto optional_flag = [&](const char* key) {
     const Napi::Value v = field(o, key);
-    return v.IsUndefined() ? dflt : number(v, key);
+    return v.IsUndefined() ? false : boolean(v, key);
   };
-  auto flag = [&](const char* key, bool dflt) {
-    const Napi::Value v = field(o, key);
-    return v.IsUndefined() ? dflt : boolean(v, key);
-  };
-  w->sgd.lr = static_cast<float>(num("lr", 0.1));
-  w->sgd.momentum = static_cast<float>(num("momentum", 0.9));
-  w->sgd.weight_decay = static_cast<float>(num("weightDecay", 5e-4));
-  w->sgd.nesterov = flag("nesterov", true);
-  w->sgd.decoupled = flag("decoupled", false);
-  if (w->sgd.lr < 0.f || w->sgd.momentum < 0.f || w->sgd.weight_decay < 0.f)
-    throw Napi::RangeError::New(env, "Expected lr, momentum and weightDecay >= 0");
-  w->loss.label_smoothing = static_cast<float>(num("labelSmoothing", 0.0));
-  w->loss.distill_weight = static_cast<float>(num("distillWeight", 1.0));
-  w->loss.temperature = static_cast<float>(num("temperature", 4.0));
+  w->sgd.lr = num("lr");
+  w->sgd.momentum = num("momentum");
+  w->sgd.weight_decay = num("weightDecay");
+  w->sgd.nesterov = flag("nesterov");
+  w->sgd.decoupled = flag("decoupled");
+  w->loss.label_smoothing = num("labelSmoothing");
+  w->loss.distill_weight = num("distillWeight");
+  w->loss.temperature = num("temperature");
+  // the kernels divide the logits by T (the core asserts T > 0 too, but on the worker thread)
   if (w->loss.temperature <= 0.f) throw Napi::RangeError::New(env, "Expected temperature > 0");
-  if (w->loss.label_smoothing < 0.f || w->loss.label_smoothing >= 1.f)
-    throw Napi::RangeError::New(env, "Expected labelSmoothing in [0, 1)");
-  w->loss.ce_weight = static_cast<float>(num("ceWeight", 1.0));
-  if (!(w->loss.ce_weight >= 0.f) || !std::isfinite(w->loss.ce_weight))
-    throw Napi::RangeError::New(env, "Expected a finite ceWeight >= 0");
+  // ceWeight belongs to the soft targets (PS-KD): absent, the cross-entropy has its plain weight 1
+  const Napi::Value cw = field(o, "ceWeight");
+  w->loss.ce_weight = cw.IsUndefined() ? 1.f : static_cast<float>(number(cw, "ceWeight"));
   const Napi::Value tgv = field(o, "targets");
   if (!tgv.IsUndefined() && !tgv.IsNull()) {
     const Napi::Object tg = object(tgv, "targets");
@@ -389,16 +388,13 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
     w->target_logits.assign(tl.Data(), tl.Data() + tl.ElementLength());
     w->targets.temperature = static_cast<float>(number(field(tg, "temperature"), "targets.temperature"));
     w->targets.weight = static_cast<float>(number(field(tg, "weight"), "targets.weight"));
-    if (!(w->targets.temperature > 0.f) || !std::isfinite(w->targets.temperature) || !(w->targets.weight >= 0.f) ||
-        !std::isfinite(w->targets.weight))
-      throw Napi::RangeError::New(env, "Expected targets.temperature > 0 and a finite targets.weight >= 0");
+    if (!(w->targets.temperature > 0.f)) throw Napi::RangeError::New(env, "Expected targets.temperature > 0");
   }
-  w->want_logits = flag("returnLogits", false);
-  w->confidence_weights = flag("confidenceWeights", false) && K > 0;
+  w->want_logits = optional_flag("returnLogits");
+  w->confidence_weights = optional_flag("confidenceWeights") && K > 0;
   if (w->confidence_weights && !w->teacher_weights.empty())
     throw Napi::Error::New(env, "dfl-native: give either teacherWeights or confidenceWeights, not both");
-  const Napi::Value ds = field(o, "dropoutSeed");
-  w->dropout_seed = ds.IsUndefined() ? 0 : seed(ds, "dropoutSeed");
+  w->dropout_seed = seed(field(o, "dropoutSeed"), "dropoutSeed");
   w->student = h_->object;
   if (images.images) w->images = std::move(images);
   else w->x.assign(x.Data(), x.Data() + x.ElementLength());

@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 
 import { EXIT } from '../errors.js';
 import { packageVersion } from '../io/onnx.js';
+import { VERBOSE_OPTION } from './common-flags.js';
 import { benchCommand } from './commands/bench.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
@@ -28,7 +29,7 @@ await yargs(argv)
   .command(infoCommand)
   .command(studyCommand)
   .command(benchCommand)
-  .option('verbose', { type: 'boolean', global: true, describe: 'Print the stack trace of errors' })
+  .option('verbose', VERBOSE_OPTION)
   .demandCommand(1, 'Give a command: train, eval, export, predict, info, study or bench')
   .strict()
   // numeric flags parse their own text (numbers.ts), so an error quotes what was typed

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { DataError } from '../errors.js';
+import type { LabelSet } from '../options.js';
 import { type Dataset, type DataSplits } from './dataset.js';
 
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
@@ -22,7 +23,7 @@ export type CifarKind = 'cifar10' | 'cifar100';
 
 export interface CifarOptions {
   /** CIFAR-100 only: 'fine' (100 classes, default) or 'coarse' (20 superclasses). */
-  labels?: 'fine' | 'coarse';
+  labels?: LabelSet;
   onWarning?: (message: string) => void;
 }
 

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { DataError } from '../errors.js';
+import type { LabelSet } from '../options.js';
 import type { CacheStatus } from './cache.js';
 import { detectCifar, loadCifar } from './cifar.js';
 import { type DataSplits } from './dataset.js';
@@ -21,7 +22,7 @@ export interface LoadDataOptions {
   /** Resize every image to imageSize x imageSize. Image folders need it when sizes differ. */
   imageSize?: number;
   /** CIFAR-100: 'fine' (100 classes, default) or 'coarse' (20 superclasses). */
-  labels?: 'fine' | 'coarse';
+  labels?: LabelSet;
   /** Folder for decoded caches (default: $DFL_CACHE_DIR, else ~/.cache/dfl-native). */
   cacheDir?: string;
   /** false: no decoded cache is read or written. */

@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { loadBinding, type DeviceName, type NativeModel, type NativeTeacher, type TensorHolder } from '../binding.js';
-import { resolveSavedConfig, type TrainConfig } from '../config.js';
+import { DEFAULT_CONFIG, resolveSavedConfig, type TrainConfig } from '../config.js';
 import type { DataFingerprint } from '../data/fingerprint.js';
 import { CheckpointError } from '../errors.js';
 import type { ModelSpec } from '../models/spec.js';
@@ -348,7 +348,8 @@ export function modelFromState(dir: string, state: CheckpointState, seed = 0): N
   const { Model } = loadBinding();
   let model: NativeModel;
   try {
-    model = new Model(state.spec, seed);
+    // on the CPU (eval, predict, export); the init is overwritten by the checkpoint's weights
+    model = new Model(state.spec, seed, 'cpu', DEFAULT_CONFIG.convInit);
   } catch (err) {
     throw new CheckpointError(`${file}: its model spec cannot be built (${(err as Error).message})`);
   }

@@ -7,7 +7,10 @@ import type { TestMetrics } from '../records.js';
  * Eval-mode logits (N, classes) of a whole dataset, batch by batch off the event loop. With
  * `resident` (the same images already on the model's device) the batches are made there.
  */
-export async function datasetLogits(model: LogitSource, ds: Dataset, mean: number[], std: number[], batchSize = 256, resident?: NativeDeviceImages): Promise<Float32Array> {
+/** Images per evaluation batch unless a caller says otherwise (no gradients are kept, so larger than a training batch). */
+export const EVAL_BATCH_SIZE = 256;
+
+export async function datasetLogits(model: LogitSource, ds: Dataset, mean: number[], std: number[], batchSize = EVAL_BATCH_SIZE, resident?: NativeDeviceImages): Promise<Float32Array> {
   const { normalizeBatch } = loadBinding();
   const nc = model.info().numClasses;
   const per = ds.channels * ds.height * ds.width;
@@ -91,7 +94,7 @@ export function metricsFromLogits(logits: Float32Array, labels: Int32Array, nc: 
 }
 
 export async function evaluate(model: LogitSource, ds: Dataset, mean: number[], std: number[], opts: { batchSize?: number; perClass?: boolean } = {}): Promise<TestMetrics> {
-  const logits = await datasetLogits(model, ds, mean, std, opts.batchSize ?? 256);
+  const logits = await datasetLogits(model, ds, mean, std, opts.batchSize ?? EVAL_BATCH_SIZE);
   return metricsFromLogits(logits, ds.labels, model.info().numClasses, opts.perClass ?? false);
 }
 

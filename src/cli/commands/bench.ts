@@ -2,21 +2,23 @@
 // models on a device, with spread, FLOPs, achieved GFLOP/s and peak memory (src/bench.ts measures).
 import type { Argv, CommandModule } from 'yargs';
 
-import { benchmark, type BenchResult } from '../../bench.js';
-import { describeSimd, loadBinding, type DeviceName } from '../../binding.js';
+import { BENCH_DEFAULTS, benchmark, type BenchResult } from '../../bench.js';
+import { describeSimd, loadBinding } from '../../binding.js';
+import { DEFAULT_CONFIG } from '../../config.js';
 import { UsageError } from '../../errors.js';
+import { jsonOption, sharedOption, sharedValue } from '../common-flags.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
 import { fixed, Output, runCommand, Table } from '../output.js';
 
 export interface BenchArgs {
   model: string;
-  device: string;
-  precision: string;
-  deterministic: boolean;
   profile?: boolean;
   json?: boolean;
   verbose?: boolean;
-  /** Numeric flags hold the typed text until checked (numbers.ts). */
+  /** Shared and numeric flags hold the typed text until checked (common-flags.ts, numbers.ts). */
+  device?: unknown;
+  precision?: unknown;
+  deterministic?: unknown;
   width?: unknown;
   batchSize?: unknown;
   threads?: unknown;
@@ -25,22 +27,20 @@ export interface BenchArgs {
   warmup?: unknown;
 }
 
-const DEVICES = ['auto', 'cpu', 'cuda'];
-
 export function builder(y: Argv): Argv<BenchArgs> {
   return y
     .option('model', { type: 'string', default: 'vgg8', requiresArg: true, describe: 'Zoo name(s), comma-separated, or a JSON model spec; name@width sets a width per model (vgg8@0.25,resnet18)' })
-    .option('width', numberFlag({ describe: 'Width multiplier of zoo models without @width [default: 1]' }))
-    .option('batch-size', numberFlag({ describe: 'Images per step [default: 128]' }))
-    .option('device', { type: 'string', default: 'auto', requiresArg: true, describe: 'cpu, cuda or auto (cuda when usable)' })
-    .option('precision', { type: 'string', default: 'fp32', requiresArg: true, describe: 'fp32, or bf16: convolutions and linear layers on the GPU\'s tensor cores (GPU only)' })
-    .option('deterministic', { type: 'boolean', default: true, describe: 'GPU: only reproducible cuDNN algorithms (--no-deterministic allows faster ones)' })
-    .option('threads', numberFlag({ describe: 'Native threads (0: all cores) [default: 0]' }))
-    .option('teachers', numberFlag({ describe: 'Teachers K in the DFL step [default: 3]' }))
-    .option('reps', numberFlag({ describe: 'Timed repetitions per phase (median and spread reported) [default: 10]' }))
-    .option('warmup', numberFlag({ describe: 'Untimed repetitions first [default: 3]' }))
+    .option('width', numberFlag({ describe: `Width multiplier of zoo models without @width [default: ${BENCH_DEFAULTS.width}]` }))
+    .option('batch-size', sharedOption('batchSize'))
+    .option('device', sharedOption('device'))
+    .option('precision', sharedOption('precision'))
+    .option('deterministic', sharedOption('deterministic'))
+    .option('threads', sharedOption('threads'))
+    .option('teachers', numberFlag({ describe: `Teachers K in the DFL step [default: ${DEFAULT_CONFIG.teachers}]` }))
+    .option('reps', numberFlag({ describe: `Timed repetitions per phase (median and spread reported) [default: ${BENCH_DEFAULTS.reps}]` }))
+    .option('warmup', numberFlag({ describe: `Untimed repetitions first [default: ${BENCH_DEFAULTS.warmup}]` }))
     .option('profile', { type: 'boolean', describe: 'Also time every layer of a training step (each layer synchronised)' })
-    .option('json', { type: 'boolean', describe: 'Print one JSON object per model' })
+    .option('json', jsonOption('one object per model'))
     .example('$0 bench', 'vgg8 on the best device, batch 128')
     .example('$0 bench --model vgg8@0.25,resnet18@0.25 --threads 2 --json', 'two models, machine-readable')
     .example('$0 bench --model resnet18 --device cuda --batch-size 512', 'GPU throughput')
@@ -64,13 +64,12 @@ export async function handler(argv: BenchArgs): Promise<void> {
   await runCommand(argv.verbose, async () => {
     const out = new Output({ json: argv.json });
     const int = (v: unknown, flag: string, min: number) => checkedNumber(v, flag, `an integer >= ${min}`, (n) => Number.isInteger(n) && n >= min);
-    const width = checkedNumber(argv.width, '--width', 'a positive number', (n) => n > 0) ?? 1;
+    const width = checkedNumber(argv.width, '--width', 'a positive number', (n) => n > 0) ?? BENCH_DEFAULTS.width;
     const opts = {
-      batchSize: int(argv.batchSize, '--batch-size', 2), threads: int(argv.threads, '--threads', 0), teachers: int(argv.teachers, '--teachers', 0),
+      batchSize: sharedValue('batchSize', argv.batchSize), threads: sharedValue('threads', argv.threads), teachers: int(argv.teachers, '--teachers', 0),
       reps: int(argv.reps, '--reps', 1), warmup: int(argv.warmup, '--warmup', 0), profile: argv.profile,
+      device: sharedValue('device', argv.device), precision: sharedValue('precision', argv.precision), deterministic: sharedValue('deterministic', argv.deterministic),
     };
-    if (!DEVICES.includes(argv.device)) throw new UsageError(`Expected one of ${DEVICES.join(', ')} for --device but received '${argv.device}'`);
-    if (argv.precision !== 'fp32' && argv.precision !== 'bf16') throw new UsageError(`Expected one of fp32, bf16 for --precision but received '${argv.precision}'`);
     const models = parseModels(argv.model, width);
     const table = new Table<BenchResult>([
       { title: 'model', width: 18, left: true, value: (r) => `${r.model}@${r.width}` },
@@ -93,7 +92,7 @@ export async function handler(argv: BenchArgs): Promise<void> {
     };
     for (const m of models) {
       out.bar(`benchmarking ${m.model}@${m.width} ...`, true);
-      const r = await benchmark({ ...m, ...opts, device: argv.device as DeviceName | 'auto', precision: argv.precision as 'fp32' | 'bf16', deterministic: argv.deterministic, log: deviceNote });
+      const r = await benchmark({ ...m, ...opts, log: deviceNote });
       out.clearBar();
       if (out.json) {
         out.line(r);

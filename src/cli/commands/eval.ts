@@ -8,8 +8,9 @@ import type { Dataset } from '../../data/dataset.js';
 import { loadData } from '../../data/load.js';
 import { UsageError } from '../../errors.js';
 import { loadCheckpoint, type LoadedCheckpoint } from '../../io/checkpoint.js';
-import { evaluate } from '../../train/evaluate.js';
-import { checkedNumber, numberFlag } from '../numbers.js';
+import { DEFAULT_CONFIG } from '../../config.js';
+import { EVAL_BATCH_SIZE, evaluate } from '../../train/evaluate.js';
+import { evalBatchSize, jsonOption, sharedOption, sharedValue } from '../common-flags.js';
 import { fixed, Output, pct, runCommand, Table } from '../output.js';
 
 export interface EvalArgs {
@@ -65,9 +66,9 @@ export function builder(y: Argv): Argv<EvalArgs> {
     .option('data', { type: 'string', requiresArg: true, describe: 'Data to evaluate on (its test split) [default: the data the checkpoint was trained on]' })
     .option('per-class', { type: 'boolean', describe: 'Also report the accuracy of each class' })
     .option('skip-bad-files', { type: 'boolean', describe: 'Leave out unreadable images and empty class folders with a warning (the accuracy is then over the rest)' })
-    .option('batch-size', numberFlag({ describe: 'Evaluation batch size [default: 256]' }))
-    .option('threads', numberFlag({ describe: 'Native threads (0: all cores) [default: 0]' }))
-    .option('json', { type: 'boolean', describe: 'Print one JSON object' })
+    .option('batch-size', sharedOption('batchSize', EVAL_BATCH_SIZE))
+    .option('threads', sharedOption('threads'))
+    .option('json', jsonOption('one object'))
     .example('$0 eval --checkpoint runs/2026-11-29_10-00-00', 'test accuracy on the data it was trained on')
     .example('$0 eval --checkpoint runs/a --data ./other-photos --per-class --json', 'another image folder, per-class accuracy') as unknown as Argv<EvalArgs>;
 }
@@ -75,12 +76,12 @@ export function builder(y: Argv): Argv<EvalArgs> {
 export async function handler(argv: EvalArgs): Promise<void> {
   await runCommand(argv.verbose, async () => {
     const out = new Output({ json: argv.json });
-    const batchSize = checkedNumber(argv.batchSize, '--batch-size', 'a positive integer', (n) => Number.isInteger(n) && n >= 1);
-    const threads = checkedNumber(argv.threads, '--threads', 'an integer >= 0', (n) => Number.isInteger(n) && n >= 0);
+    const batchSize = evalBatchSize(argv.batchSize);
+    const threads = sharedValue('threads', argv.threads) ?? DEFAULT_CONFIG.threads;
     requireCheckpoint(argv.checkpoint);
     const ckpt = await loadCheckpoint(argv.checkpoint);
     try {
-      loadBinding().setThreads(threads ?? 0);
+      loadBinding().setThreads(threads);
       const { test, source } = await loadTestSplit(ckpt, argv.data, argv.skipBadFiles ?? false);
       const m = await evaluate(ckpt.model, test, ckpt.mean, ckpt.std, { batchSize, perClass: argv.perClass });
       if (out.json) {

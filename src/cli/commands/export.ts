@@ -9,6 +9,7 @@ import { loadCheckpoint } from '../../io/checkpoint.js';
 import { buildOnnx, ONNX_OPSET } from '../../io/onnx.js';
 import { verifyOnnx } from '../../io/onnx-verify.js';
 import { writeFileAtomic } from '../../util/atomic.js';
+import { jsonOption } from '../common-flags.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
 import { Output, runCommand } from '../output.js';
 import { requireCheckpoint } from './eval.js';
@@ -33,7 +34,7 @@ export function builder(y: Argv): Argv<ExportArgs> {
     .option('verify', { type: 'boolean', describe: 'Check the file in onnxruntime-node against the native forward (--no-verify skips it) [default: true]' })
     .option('samples', numberFlag({ describe: 'Images compared by the check [default: 4]' }))
     .option('tolerance', numberFlag({ describe: 'Largest relative logit difference the check accepts [default: 1e-4]' }))
-    .option('json', { type: 'boolean', describe: 'Print one JSON object' })
+    .option('json', jsonOption('one object'))
     .example('$0 export --checkpoint runs/2026-11-29_10-00-00 --out model.onnx', 'export and check')
     .example('$0 export --checkpoint runs/a --out a.onnx --fold-bn', 'BatchNorm folded into the convolutions') as unknown as Argv<ExportArgs>;
 }

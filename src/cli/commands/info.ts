@@ -6,6 +6,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { describeSimd, loadBinding, type RuntimeInfo } from '../../binding.js';
 import { EXIT } from '../../errors.js';
 import { packageVersion } from '../../io/onnx.js';
+import { jsonOption } from '../common-flags.js';
 import { Output, runCommand } from '../output.js';
 
 export interface InfoArgs {
@@ -15,7 +16,7 @@ export interface InfoArgs {
 
 export function builder(y: Argv): Argv<InfoArgs> {
   return y
-    .option('json', { type: 'boolean', describe: 'Print one JSON object: {version, backends: {compiled, usable, detail}, threads, cpu_features, simd_paths, ...}' })
+    .option('json', jsonOption('one object, {version, backends: {compiled, usable, detail}, threads, cpu_features, simd_paths, ...}'))
     .example('$0 info', 'what this installation can run on') as unknown as Argv<InfoArgs>;
 }
 

@@ -10,6 +10,8 @@ import { readOnnxMetadata } from '../../io/onnx.js';
 import { openOnnx, runSession } from '../../io/onnx-verify.js';
 import { predictProbs, softmaxRows } from '../../train/evaluate.js';
 import { decodeImages } from '../images.js';
+import { DEFAULT_CONFIG } from '../../config.js';
+import { jsonOption, sharedOption, sharedValue } from '../common-flags.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
 import { Output, runCommand } from '../output.js';
 import { requireCheckpoint } from './eval.js';
@@ -70,8 +72,8 @@ export function builder(y: Argv): Argv<PredictArgs> {
     .option('checkpoint', { type: 'string', requiresArg: true, describe: 'A run folder written by train (or its checkpoint/)' })
     .option('onnx', { type: 'string', requiresArg: true, describe: 'An ONNX file written by export (runs in onnxruntime-node)' })
     .option('top-k', numberFlag({ describe: 'Classes listed per image [default: 5]' }))
-    .option('threads', numberFlag({ describe: 'Native threads for --checkpoint (0: all cores) [default: 0]' }))
-    .option('json', { type: 'boolean', describe: 'One JSON line per image: {"file", "top": [{"label", "prob"}, ...]}' })
+    .option('threads', sharedOption('threads'))
+    .option('json', jsonOption('one line per image, {"file", "top": [{"label", "prob"}, ...]}'))
     .conflicts('checkpoint', 'onnx')
     .check((a) => {
       if (!a.checkpoint && !a.onnx) throw new UsageError('predict needs --checkpoint DIR or --onnx FILE');
@@ -86,10 +88,10 @@ export async function handler(argv: PredictArgs): Promise<void> {
   await runCommand(argv.verbose, async () => {
     const out = new Output({ json: argv.json });
     const topK = checkedNumber(argv.topK, '--top-k', 'a positive integer', (n) => Number.isInteger(n) && n >= 1) ?? 5;
-    const threads = checkedNumber(argv.threads, '--threads', 'an integer >= 0', (n) => Number.isInteger(n) && n >= 0);
+    const threads = sharedValue('threads', argv.threads) ?? DEFAULT_CONFIG.threads;
     const files = argv.images.map(String);
     for (const f of files) if (!fs.existsSync(f)) throw new UsageError(`${f}: no such image file`);
-    if (argv.checkpoint) loadBinding().setThreads(threads ?? 0);
+    if (argv.checkpoint) loadBinding().setThreads(threads); // onnxruntime keeps its own threads
     const p = argv.checkpoint ? await checkpointPredictor(argv.checkpoint) : await onnxPredictor(argv.onnx!);
     try {
       const [c, h, w] = p.inputShape;

@@ -8,6 +8,7 @@ import { PRESETS, loadGrid, parseShard, type StudyGrid } from '../../study/grid.
 import { writeStudyReport, type PairedFigures } from '../../study/report.js';
 import { runStudy, type StudyEvent } from '../../study/runner.js';
 import { verdict, type PairedDifference } from '../../study/stats.js';
+import { jsonOption } from '../common-flags.js';
 import { formatDuration, Output, pct, runCommand } from '../output.js';
 import { flagsToConfig, resolveTrainConfig, trainOptions } from '../train-flags.js';
 
@@ -44,7 +45,7 @@ export function builder(y: Argv): Argv<StudyArgs> {
       coerce: (v: unknown) => (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean) })
     .option('shard', { type: 'string', requiresArg: true, group: 'Study:', describe: 'I/N: run only the I-th of N slices of the run list (a job array writing into one --out)' })
     .option('report', { type: 'string', requiresArg: true, group: 'Study:', describe: 'Only rebuild study.md and study.svg from the finished runs in this folder' })
-    .option('json', { type: 'boolean', group: 'Study:', describe: 'JSON lines on stdout (also the default when stdout is not a terminal)' })
+    .option('json', { ...jsonOption('one line per event (plan, run, epoch, done, summary, ...)'), group: 'Study:' })
     .options(commonTrainOptions())
     .example('$0 study --data /data/cifar10-jpeg --out studies/cpu', 'the default grid: 9 arms x 5 seeds at CPU scale')
     .example('$0 study --data /data/cifar10-jpeg --out studies/cpu --arms base dfl --seed-count 10', 'two arms, seeds 0-9')

@@ -8,6 +8,7 @@ import type { TrainConfig } from '../../config.js';
 import { EXIT, UsageError } from '../../errors.js';
 import type { BatchProgress, EpochRecord, TrainSummary } from '../../records.js';
 import { train, type TrainOptions } from '../../train/trainer.js';
+import { jsonOption } from '../common-flags.js';
 import { fixed, formatDuration, Output, pct, progressBar, runCommand, Table } from '../output.js';
 import { defaultOutDir, flagsToConfig, kebab, readConfigFile, resolveTrainConfig, trainOptions } from '../train-flags.js';
 
@@ -40,7 +41,7 @@ export function builder(y: Argv): Argv<TrainArgs> {
     .option('config', { type: 'string', requiresArg: true, group: 'Run:', describe: 'JSON file of train options (camelCase or kebab-case keys); flags override it' })
     .option('resume', { type: 'string', requiresArg: true, group: 'Run:', describe: 'Continue an interrupted run: its folder (or its checkpoint/); only --epochs, --threads, --out apply' })
     .option('allow-data-change', { type: 'boolean', group: 'Run:', describe: 'With --resume: continue even if the data differ from those the run was trained on (refused otherwise, naming what changed)' })
-    .option('json', { type: 'boolean', group: 'Run:', describe: 'JSON lines on stdout (also the default when stdout is not a terminal)' })
+    .option('json', { ...jsonOption('one line per event (start, epoch, log, summary)'), group: 'Run:' })
     .example('$0 train', 'DFL on the bundled sample with a small CPU-friendly model (about two minutes)')
     .example('$0 train --data ./cifar-10-batches-bin --model resnet18 --width 0.5 --epochs 30', 'CIFAR-10 from its binary files')
     .example('$0 train --data ./photos --image-size 64 --method base --out runs/base', 'an image folder, plain training')
