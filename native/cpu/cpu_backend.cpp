@@ -2,7 +2,10 @@
 // interface. Every call runs to completion before it returns (no stream to synchronise).
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #if !defined(_WIN32)
+#include <sys/mman.h>
 #include <unistd.h>
 #endif
 
@@ -32,13 +35,40 @@ class CpuBackend final : public Backend {
     DFL_CHECK(bytes < (size_t(1) << 42), "Refusing to allocate ", bytes, " bytes for ", what,
               ": the model or batch is too large");
     const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+#if !defined(_WIN32)
+    // Large blocks (weights, activations, teachers) are mapped pages of their own, so a disposed
+    // teacher's memory goes back to the system at once: from malloc, glibc's growing mmap
+    // threshold keeps freed blocks of this size in the heap, and a bank replacing its snapshots
+    // grew the process without bound. Fresh pages are zero and page-aligned.
+    if (rounded >= kMappedBlockBytes) {
+      void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      DFL_CHECK(p != MAP_FAILED, "Out of memory allocating ", rounded / (1024.0 * 1024.0), " MiB for ", what,
+                "; use a smaller batch size or model");
+      std::lock_guard<std::mutex> lock(mapped_mutex_);
+      mapped_[p] = rounded;
+      return p;
+    }
+#endif
     void* p = std::aligned_alloc(kTensorAlignment, rounded);
     DFL_CHECK(p != nullptr, "Out of memory allocating ", rounded / (1024.0 * 1024.0), " MiB for ", what,
               "; use a smaller batch size or model");
     std::memset(p, 0, rounded);
     return p;
   }
-  void release(void* ptr) noexcept override { std::free(ptr); }
+  void release(void* ptr) noexcept override {
+#if !defined(_WIN32)
+    {
+      std::lock_guard<std::mutex> lock(mapped_mutex_);
+      auto it = mapped_.find(ptr);
+      if (it != mapped_.end()) {
+        munmap(ptr, it->second);
+        mapped_.erase(it);
+        return;
+      }
+    }
+#endif
+    std::free(ptr);
+  }
   void upload(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
   void copy(void* dst, const void* src, size_t bytes) override {
@@ -281,6 +311,9 @@ class CpuBackend final : public Backend {
     DFL_CHECK(supports(math, &why), "cpu backend: ", why);
   }
   const std::string name_ = "cpu";
+  static constexpr size_t kMappedBlockBytes = size_t(1) << 20;
+  std::mutex mapped_mutex_;
+  std::unordered_map<void*, size_t> mapped_;  // blocks from mmap, with their lengths
 };
 
 }  // namespace
