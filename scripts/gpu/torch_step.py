@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch side of scripts/gpu-check.sh: the twin (scripts/fixtures/torch_twin.py, the same graph from the
+"""The PyTorch side of scripts/gpu/check.sh: the twin (scripts/fixtures/torch_twin.py, the same graph from the
 same JSON spec) on the GPU, timed like native/dev/step_bench.cpp: a training step (forward, CE,
 backward, SGD Nesterov + weight decay), a DFL step (K teacher copies in eval mode under no_grad,
 confidence-weighted p_T, CE + T^2 KL, T 4) and an eval forward. fp32 with TF32 off and cuDNN's

@@ -8,7 +8,7 @@
 #      holding that reason and a non-zero exit code.
 # Skipped (exit 0, saying why) when nvcc is not on the PATH.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 if ! command -v nvcc >/dev/null; then
   echo "check-cuda-build: skipped: nvcc is not on the PATH"

@@ -9,12 +9,12 @@
 #      512 in float32 (native/dev/step_bench.cpp), and resnet18 and vgg16 at batch 512 in bf16
 #      (--precision bf16), and the same graphs in that machine's PyTorch (scripts/gpu/torch_step.py;
 #      bf16 under torch.autocast), and prints the ratios.
-# Usage (the device tool's run): bash scripts/gpu-check.sh        results also under $OUT (or /tmp/gpu-check)
+# Usage (the device tool's run): bash scripts/gpu/check.sh        results also under $OUT (or /tmp/gpu-check)
 # Environment: GPU_CHECK_STEPS (timed steps per figure, default 10), GPU_CHECK_BATCHES (128,512),
 # GPU_CHECK_SPECS (default: every scripts/gpu/specs/*.json), GPU_CHECK_BF16_SPECS (resnet18, vgg16),
 # GPU_CHECK_BF16_BATCHES (512).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out="${OUT:-/tmp/gpu-check}"
 mkdir -p "$out"
 steps="${GPU_CHECK_STEPS:-10}"
