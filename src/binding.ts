@@ -205,6 +205,8 @@ export interface BackendStatus {
   usable: boolean;
   /** The device when usable; otherwise why not, in the driver's or loader's own words. */
   detail: string;
+  /** The libraries it was built against and runs with, and whether they agree ('' when none: cpu). */
+  libraries: string;
 }
 
 /** The kernels' instruction-set levels, lowest first; DFL_SIMD=<level> caps them (docs/native.md). */
