@@ -7,7 +7,9 @@
 // plus K forwards. Achieved GFLOP/s = those FLOPs / the median time. Peak memory is the process's
 // peak resident set (Node's own ~40-60 MB included).
 import { loadBinding, type DeviceName, type NativeProfile, type SimdLevel } from './binding.js';
-import { ConfigError } from './config.js';
+
+import { chooseDevice } from './device.js';
+import { ConfigError } from './errors.js';
 import { resolveModelSpec } from './models/resolve.js';
 import type { ModelSpec } from './models/spec.js';
 
@@ -33,6 +35,8 @@ export interface BenchOptions {
   classes?: number;
   /** Also time every layer (slower: each layer is synchronised). */
   profile?: boolean;
+  /** Receives a note on the device chosen (auto falling back to the CPU, and why). */
+  log?: (message: string) => void;
 }
 
 export interface PhaseTiming {
@@ -107,12 +111,6 @@ function phase(times: number[], batch: number, flopsPerImg: number): PhaseTiming
   return { ms_median: ms, ms_min: Math.min(...times), ms_max: Math.max(...times), img_s: (batch * 1000) / ms, gflop_s: (batch * flopsPerImg) / (ms * 1e6) };
 }
 
-function resolveDevice(device: DeviceName | 'auto'): DeviceName {
-  const usable = loadBinding().runtimeInfo().usableBackends;
-  if (device === 'auto') return usable.includes('cuda') ? 'cuda' : 'cpu';
-  return device;
-}
-
 /** A synthetic but fixed batch: the same numbers every run. */
 export function batchOf(spec: ModelSpec, batch: number, classes: number): { x: Float32Array; labels: Int32Array } {
   const per = spec.in_channels * spec.height * spec.width;
@@ -139,7 +137,8 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
   const reps = o.reps ?? 10, warmup = o.warmup ?? 3, size = o.imageSize ?? 32, classes = o.classes ?? 10;
   for (const [name, v, ok] of [['batchSize', batch, batch >= 2], ['teachers', K, K >= 0], ['reps', reps, reps >= 1], ['warmup', warmup, warmup >= 0]] as const)
     if (!Number.isInteger(v) || !ok) throw new ConfigError(`Expected a valid integer for ${name} but received ${v}`);
-  const device = resolveDevice(o.device ?? 'auto');
+  const { device, note } = chooseDevice(o.device ?? 'auto', o.precision ?? 'fp32', b.runtimeInfo());
+  if (note) o.log?.(note);
   if (o.threads !== undefined) b.setThreads(o.threads);
   const spec = resolveModelSpec(o.model, { numClasses: classes, inChannels: 3, height: size, width: size, width_multiplier: width });
   const student = new b.Model(spec, 1, device);

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { ConfigError } from './errors.js';
 import type { ModelSpec } from './models/spec.js';
 
 export interface TensorInfo {
@@ -272,7 +273,7 @@ export function describeSimd(rt: RuntimeInfo): string {
 function checkSimdRequest(): void {
   const v = process.env.DFL_SIMD;
   if (v === undefined || v === '' || (SIMD_LEVELS as readonly string[]).includes(v)) return;
-  throw new Error(`Expected one of ${SIMD_LEVELS.join(', ')} for the environment variable DFL_SIMD but received '${v}'; unset it to use every instruction set this CPU has`);
+  throw new ConfigError(`Expected one of ${SIMD_LEVELS.join(', ')} for the environment variable DFL_SIMD but received '${v}'; unset it to use every instruction set this CPU has`);
 }
 
 export function loadBinding(): NativeBinding {

@@ -1,5 +1,6 @@
 // One declared default config, validated into a plain object. The library API, the CLI flags and
 // --config files all resolve through resolveConfig, so defaults and error messages live here only.
+import { ConfigError } from './errors.js';
 
 export type Method = 'base' | 'reset' | 'sd' | 'dfl';
 export type TeacherSource = 'meaningful' | 'previous' | 'random' | 'cycle-end' | 'diverse';
@@ -233,11 +234,6 @@ export const FORMER_DEFAULTS: Readonly<Partial<TrainConfig>> = Object.freeze({ s
 /** A config as a run saved it, resolved as the build that wrote it meant it (see FORMER_DEFAULTS). */
 export function resolveSavedConfig(saved: Partial<Record<string, unknown>>): TrainConfig {
   return resolveConfig(FORMER_DEFAULTS, saved);
-}
-
-/** Thrown for invalid options; the CLI maps it to exit code 2. */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
 }
 
 /** A string as typed, in quotes; JSON-escaped so a value with newlines still gives a one-line message. */

@@ -4,8 +4,10 @@
 //
 // Pointers: every float*/int32_t*/uint8_t*/void* argument of a kernel is DEVICE memory of this
 // backend (from alloc), unless its name ends in _host. On the CPU backend device memory is host
-// memory. Kernels are enqueued in call order on the backend's one stream; results that return to
-// the host (a float, a bool) synchronise. Kernel semantics are those of the CPU reference kernels
+// memory. Kernels are enqueued in call order on the backend's one stream. No kernel returns a
+// value to the host: losses and reductions write theirs to device memory (arguments ending in
+// _sum or out), so the executor gathers a step's results and reads them back with one download
+// (the only device-to-host path besides download, which synchronises). Kernel semantics are those of the CPU reference kernels
 // in native/cpu/kernels.h (the specification): same arguments, same accumulate (+=) rule for
 // backward, same draw rules; tests run one suite over every backend against them.
 //
@@ -19,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/check.h"
 #include "core/shapes.h"
 
 namespace dfl {
@@ -32,7 +35,8 @@ class Backend {
   virtual std::string description() const = 0;
 
   // ---- memory ---------------------------------------------------------------------------------
-  // Zero-filled, aligned for any vector load. Throws dfl::Error naming `what` when it cannot.
+  // Zero-filled, aligned to kTensorAlignment (256 bytes; core/shapes.h). Throws dfl::Error naming
+  // `what` when it cannot.
   virtual void* alloc(size_t bytes, const char* what) = 0;
   virtual void release(void* ptr) noexcept = 0;
   virtual void upload(void* dst, const void* src_host, size_t bytes) = 0;
@@ -47,14 +51,19 @@ class Backend {
   // ---- layers (forward overwrites its outputs; backward accumulates into non-null gradients) --
   // Conv2dShape::math and the linear layers' `math` say how a layer may be computed (MathMode);
   // a backend that does not support() a mode throws.
+  // The workspace bytes a convolution of shape s needs, forward and backward. It depends on the
+  // whole shape, the batch size included, and need not grow with it (cuDNN picks algorithms per
+  // shape: a smaller batch may need more): size the workspace for each batch, not the largest.
   virtual size_t conv2d_workspace_bytes(const Conv2dShape& s) = 0;
-  // act is applied to the output (inference plans; training plans pass None).
+  // workspace: workspace_bytes of device memory, which must be at least conv2d_workspace_bytes(s)
+  // (the backend checks: check_conv_workspace). act is applied to the output (inference plans;
+  // training plans pass None).
   virtual void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
-                              const Conv2dShape& s, void* workspace, Activation act) = 0;
+                              const Conv2dShape& s, void* workspace, size_t workspace_bytes, Activation act) = 0;
   // overwrite_dinp: dinp = the input gradient, its old contents unread (the first writer of a slot).
   virtual void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                const float* inp, const float* weight, const Conv2dShape& s,
-                               void* workspace, bool overwrite_dinp) = 0;
+                               void* workspace, size_t workspace_bytes, bool overwrite_dinp) = 0;
   virtual void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
                               int IN, int OUT, Activation act, const MathMode& math) = 0;
   virtual void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
@@ -169,14 +178,15 @@ class Backend {
   virtual void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, uint64_t seed) = 0;
   virtual void dropout_backward(float* dinp, const float* dout, const float* mask, size_t n) = 0;
 
-  // ---- losses: return the batch mean on the host (a synchronisation point) --------------------
-  virtual float cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
-                                      int B, int NC, float label_smoothing) = 0;
+  // ---- losses: loss_sum (one double of device memory) receives the sum of the per-sample losses,
+  // in index order, in double; the batch mean the reference kernels return is float(sum / B).
+  virtual void cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
+                                     int B, int NC, float label_smoothing, double* loss_sum) = 0;
   virtual void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
                                       float label_smoothing, float scale) = 0;
-  virtual float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs,
-                                    const float* student_logits, const float* teacher_logits,
-                                    const float* weights, int K, int B, int NC, float T) = 0;
+  virtual void ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs,
+                                   const float* student_logits, const float* teacher_logits, const float* weights,
+                                   int K, int B, int NC, float T, double* loss_sum) = 0;
   virtual void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B,
                                     int NC, float T, float scale) = 0;
   // weights (K,B): w[k,b] = max_c softmax(teacher_logits[k,b] / T), each teacher's confidence.
@@ -185,10 +195,10 @@ class Backend {
   // ---- optimiser ------------------------------------------------------------------------------
   virtual void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask, size_t n,
                         const SgdConfig& cfg) = 0;
-  // True when sgd_step with the same arguments would leave every parameter and momentum value
-  // finite. Reads only, so a step can be refused before it changes anything.
-  virtual bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                                     const float* decay_mask, size_t n, const SgdConfig& cfg) = 0;
+  // *finite (device int32) = 1 when sgd_step with the same arguments would leave every parameter
+  // and momentum value finite, else 0. Reads only, so a step can be refused before it changes anything.
+  virtual void sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
+                                     const float* decay_mask, size_t n, const SgdConfig& cfg, int32_t* finite) = 0;
 
   // ---- batches from uint8 images (see cpu::augment_batch) -------------------------------------
   virtual void augment_batch(float* out, const uint8_t* images, int B, int C, int H, int W, int pad,
@@ -200,14 +210,27 @@ class Backend {
   virtual void gather_images(uint8_t* dst, const uint8_t* src, const int32_t* indices_host, int B,
                              size_t image_bytes) = 0;
 
-  // ---- reductions the step needs (results on the host) ----------------------------------------
-  virtual double sum_squares(const float* x, size_t n) = 0;
-  virtual bool all_finite(const float* x, size_t n) = 0;
-  // How many rows of logits (B,NC) have their first maximum at labels[b].
-  virtual int count_correct(const float* logits, const int32_t* labels, int B, int NC) = 0;
+  // ---- reductions the step needs: one value each into device memory (out) -----------------------
+  // *out = the sum of x^2 (in double).
+  virtual void sum_squares(const float* x, size_t n, double* out) = 0;
+  // *out = 1 when every x is finite, else 0.
+  virtual void all_finite(const float* x, size_t n, int32_t* out) = 0;
+  // *out = how many rows of logits (B,NC) have their first maximum at labels[b].
+  virtual void count_correct(const float* logits, const int32_t* labels, int B, int NC, int32_t* out) = 0;
   // x[i] += v for n floats (BN's num_batches_tracked).
   virtual void add_scalar(float* x, float v, size_t n) = 0;
 };
+
+// Throws unless a convolution call's workspace (workspace, got bytes) holds the `need` bytes its
+// backend's conv2d_workspace_bytes asked for: every backend calls it before using the workspace.
+inline void check_conv_workspace(const char* who, const Conv2dShape& s, size_t need, const void* workspace,
+                                 size_t got) {
+  DFL_CHECK(got >= need && (need == 0 || workspace != nullptr), who, ": expected a workspace of at least ", need,
+            " bytes for the convolution B=", s.B, " C=", s.C, " H=", s.H, " W=", s.W, " OC=", s.OC, " kernel ", s.KH,
+            "x", s.KW, " stride ", s.stride_h, "x", s.stride_w, " pad ", s.pad_h, "x", s.pad_w, " groups ", s.groups,
+            " but received ", workspace ? got : 0, " bytes; size it with conv2d_workspace_bytes for this shape "
+            "(the batch size included)");
+}
 
 // One allocation on a backend, released when it goes out of scope. Grows (never shrinks) on
 // demand; its contents are zero after every (re)allocation.

@@ -33,36 +33,37 @@ size_t numel(const std::vector<int>& shape) {
 }
 }  // namespace
 
+// Packed on the host (offset), aligned on the device (device_offset): see TensorView.
 int PlanBuilder::add_param(int i, const char* suffix, std::vector<int> shape, TensorKind kind) {
   const size_t size = numel(shape);
-  plan_.params.push_back({spec(i).name + "." + suffix, std::move(shape), plan_.num_params, size, i, -1, kind});
+  plan_.params.push_back({spec(i).name + "." + suffix, std::move(shape), plan_.num_params, size, i, -1, kind,
+                          plan_.device_param_floats});
   plan_.num_params += size;
+  plan_.device_param_floats += align_elements(size);
   return int(plan_.params.size() - 1);
 }
 
 int PlanBuilder::add_buffer(int i, const char* suffix, std::vector<int> shape) {
   const size_t size = numel(shape);
   plan_.buffers.push_back({spec(i).name + "." + suffix, std::move(shape), plan_.num_buffer_floats, size, i, -1,
-                           TensorKind::Buffer});
+                           TensorKind::Buffer, plan_.device_buffer_floats});
   plan_.num_buffer_floats += size;
+  plan_.device_buffer_floats += align_elements(size);
   return int(plan_.buffers.size() - 1);
 }
 
-size_t PlanBuilder::add_stats(size_t floats) {
-  const size_t at = plan_.stat_floats;
-  plan_.stat_floats += floats;
+namespace {
+// Takes n elements at the end of a block of `top` elements, at an aligned offset.
+size_t take_aligned(size_t& top, size_t n) {
+  const size_t at = top;
+  top += align_elements(n);
   return at;
 }
-size_t PlanBuilder::add_argmax_per_sample(size_t n) {
-  const size_t at = plan_.argmax_per_sample;
-  plan_.argmax_per_sample += n;
-  return at;
-}
-size_t PlanBuilder::add_mask_per_sample(size_t n) {
-  const size_t at = plan_.mask_per_sample;
-  plan_.mask_per_sample += n;
-  return at;
-}
+}  // namespace
+
+size_t PlanBuilder::add_stats(size_t floats) { return take_aligned(plan_.stat_floats, floats); }
+size_t PlanBuilder::add_argmax_per_sample(size_t n) { return take_aligned(plan_.argmax_per_sample, n); }
+size_t PlanBuilder::add_mask_per_sample(size_t n) { return take_aligned(plan_.mask_per_sample, n); }
 
 // ---- Plan -----------------------------------------------------------------------------------------
 Conv2dShape Plan::conv_shape(int i, int B) const {
@@ -79,7 +80,7 @@ Pool2dShape Plan::pool_shape(int i, int B) const {
 }
 
 namespace {
-// First-fit allocation of per-sample activation slots (in floats, 64-byte granules).
+// First-fit allocation of per-sample activation slots (in floats, kTensorAlignElements granules).
 class SlotAllocator {
  public:
   size_t take(size_t n) {
@@ -122,7 +123,7 @@ class SlotAllocator {
   size_t top() const { return top_; }
 
  private:
-  static size_t round_up(size_t n) { return (n + 15) / 16 * 16; }
+  static size_t round_up(size_t n) { return align_elements(n); }
   std::map<size_t, size_t> free_;  // offset -> length
   size_t top_ = 0;
 };
@@ -246,8 +247,7 @@ Plan build_plan(const ModelSpec& spec) {
       n.act_offset = plan.nodes[n.alias_of].act_offset;
       continue;
     }
-    n.act_offset = plan.act_per_sample;
-    plan.act_per_sample += n.size;
+    n.act_offset = take_aligned(plan.act_per_sample, n.size);
   }
   const auto& out = plan.nodes[N - 1].shape;
   DFL_CHECK(out[1] == 1 && out[2] == 1, "Model spec: the last node must output (classes,1,1) logits, but it outputs (",

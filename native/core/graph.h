@@ -4,6 +4,10 @@
 // which parametric layer (the unit of reset) it belongs to. Executors (core/model.h) run a plan on
 // a Backend; the ops themselves are defined once, in core/ops.cpp.
 //
+// Alignment: every offset of the layout (parameters, buffers and BN statistics; per-sample
+// activation, gradient, index and mask slots) is a multiple of kTensorAlignElements (core/shapes.h),
+// so each tensor a kernel receives is 256-byte aligned for any batch size.
+//
 // Graph: node 0 is the input (B, in_channels, height, width). Every other node has one output and
 // reads the outputs of earlier nodes (`inputs`). The last node's output is the logits (B, NC, 1, 1).
 // Ops and their attributes (see src/models/spec.ts):
@@ -60,8 +64,10 @@ struct ModelSpec {
 
 enum class TensorKind { Weight, Bias, Buffer };
 
-// A named tensor of the plan. For params, offset indexes the param (and grad, momentum) block; for
-// buffers, the buffer block.
+// A named tensor of the plan, in two layouts. offset: where it sits in the packed host vectors
+// (get_params, set_params, checkpoints: tensors back to back, in plan order, num_params long).
+// device_offset: where it sits in the device block (params, grads and momentum alike; or the
+// buffer block), a multiple of kTensorAlignElements; the padding between tensors stays zero.
 struct TensorView {
   std::string name;
   std::vector<int> shape;
@@ -70,6 +76,7 @@ struct TensorView {
   int node = 0;               // owning node
   int layer = -1;             // parametric layer index (conv/linear with its following BN)
   TensorKind kind = TensorKind::Weight;
+  size_t device_offset = 0;
 };
 
 struct PlanNode {
@@ -97,7 +104,7 @@ struct PlanNode {
   int layer = -1;                   // parametric layer, or -1
   int weight = -1, bias = -1;       // indices into Plan::params, or -1
   int running_mean = -1, running_var = -1, batches_tracked = -1;  // indices into Plan::buffers
-  size_t stat_offset = 0;           // BN: save_mean (C) then save_invstd (C) in the stats block
+  size_t stat_offset = 0;           // BN: save_mean (C), then save_invstd align_elements(C) later, in the stats block
   size_t argmax_offset = 0;         // maxpool: per-sample int32s into the argmax block
   size_t mask_offset = 0;           // dropout: per-sample floats into the mask block
   Op op() const { return spec.op; }
@@ -110,7 +117,9 @@ struct Plan {
   ModelSpec spec;
   std::vector<PlanNode> nodes;
   std::vector<TensorView> params, buffers;
-  size_t num_params = 0, num_buffer_floats = 0;
+  size_t num_params = 0, num_buffer_floats = 0;  // packed (host) lengths: the sums of the tensors' sizes
+  // Lengths of the device blocks (TensorView::device_offset), multiples of kTensorAlignElements.
+  size_t device_param_floats = 0, device_buffer_floats = 0;
   size_t act_per_sample = 0;        // activation floats per sample (node 0 is the caller's input)
   // Activation-gradient floats per sample. Gradient slots are shared: a node's gradient lives from
   // the backward of its last reader to its own backward, so only a few are live at once.

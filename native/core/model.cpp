@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -34,7 +35,8 @@ void check_memory(const Backend& be, double bytes, const std::string& what, cons
 
 size_t floats(size_t n) { return n * sizeof(float); }
 
-// The largest convolution workspace any conv node of the plan needs for a batch of B.
+// The largest convolution workspace any conv node of the plan needs for a batch of B (not
+// monotone in B: see Backend::conv2d_workspace_bytes).
 size_t workspace_bytes(Backend& be, const Plan& plan, int B, const MathMode& math) {
   size_t ws = 0;
   for (size_t i = 1; i < plan.nodes.size(); ++i) {
@@ -117,12 +119,22 @@ void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t s
 
 }  // namespace
 
+// What a training step reads back: the loss sums, the counters and the finiteness checks, each
+// reduced on the device into this block, then downloaded in one copy (one synchronisation per step).
+namespace {
+struct StepReadback {
+  double ce_sum, distill_sum, target_sum, grad_squares;
+  int32_t correct, buffers_finite, update_finite, unused;
+};
+}  // namespace
+
 // ---- student memory ---------------------------------------------------------------------------------
 struct Model::Memory {
   explicit Memory(const std::shared_ptr<Backend>& be)
       : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
         workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
-        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), target_logits(be), batch_u8(be) {}
+        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), target_logits(be), batch_u8(be),
+        readback(be) {}
   DeviceBuffer arena;  // [params | grads | momentum]
   DeviceBuffer buffers, buffers_backup, stats;
   DeviceBuffer acts, act_grads, argmax, mask, workspace;
@@ -131,12 +143,18 @@ struct Model::Memory {
   DeviceBuffer teacher_logits, teacher_weights, teacher_scratch;
   DeviceBuffer target_logits;  // the soft targets' logits (rows, NC)
   DeviceBuffer batch_u8;  // a batch's images gathered from DeviceImages
+  DeviceBuffer readback;  // a StepReadback
+  // Where a StepReadback member lives on the device.
+  template <typename T>
+  T* slot(size_t offset) const {
+    return reinterpret_cast<T*>(static_cast<char*>(readback.get()) + offset);
+  }
   size_t bytes() const {
     size_t n = 0;
     for (const DeviceBuffer* b : {&arena, &buffers, &buffers_backup, &stats, &acts, &act_grads, &argmax, &mask,
                                   &workspace, &x, &labels, &losses, &probs, &kl_losses, &student_probs,
                                   &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch, &target_logits,
-                                  &batch_u8})
+                                  &batch_u8, &readback})
       n += b->bytes();
     return n;
   }
@@ -144,14 +162,15 @@ struct Model::Memory {
 
 Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init)
     : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)), conv_init_(conv_init) {
-  const double n = double(plan_.num_params);
-  check_memory(*backend_, 4.0 * (3.0 * n + double(plan_.num_buffer_floats) + double(plan_.stat_floats)),
+  const double n = double(plan_.device_param_floats);
+  check_memory(*backend_, 4.0 * (3.0 * n + double(plan_.device_buffer_floats) + double(plan_.stat_floats)),
                "a model of " + std::to_string(plan_.num_params) + " parameters (weights, gradients, momentum)",
                "use a smaller model or --width");
-  mem_->arena.reserve(floats(3 * plan_.num_params), "parameters, gradients and momentum");
-  mem_->buffers.reserve(floats(plan_.num_buffer_floats), "batch-norm buffers");
-  mem_->buffers_backup.reserve(floats(plan_.num_buffer_floats), "batch-norm buffer backup");
+  mem_->arena.reserve(floats(3 * plan_.device_param_floats), "parameters, gradients and momentum");
+  mem_->buffers.reserve(floats(plan_.device_buffer_floats), "batch-norm buffers");
+  mem_->buffers_backup.reserve(floats(plan_.device_buffer_floats), "batch-norm buffer backup");
   mem_->stats.reserve(floats(plan_.stat_floats), "batch-norm statistics");
+  mem_->readback.reserve(sizeof(StepReadback), "step results");
   set_profiling(false);
   init_all(seed);
 }
@@ -159,8 +178,9 @@ Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> back
 Model::~Model() = default;
 
 float* Model::param_data() const { return mem_->arena.f(); }
-float* Model::grad_data() const { return mem_->arena.f() + plan_.num_params; }
-float* Model::momentum_data() const { return mem_->arena.f() + 2 * plan_.num_params; }
+// The arena's sections are device_param_floats long (a multiple of kTensorAlignElements): each starts aligned.
+float* Model::grad_data() const { return mem_->arena.f() + plan_.device_param_floats; }
+float* Model::momentum_data() const { return mem_->arena.f() + 2 * plan_.device_param_floats; }
 size_t Model::device_bytes() const { return mem_->bytes(); }
 
 std::vector<int> Model::node_shape(int i) const {
@@ -196,58 +216,68 @@ void Model::reinit_layers(const std::vector<int>& layers, uint64_t seed, bool sh
     const int fan_in = node.op() == Op::Linear ? plan_.params[node.weight].shape[1] : 1;
     fresh.resize(t.size);
     fresh_values(fresh.data(), t, node.op(), fan_in, seed, ti, conv_init_);
-    float* p = param_data() + t.offset;
+    float* p = param_data() + t.device_offset;
     if (shrink_perturb) {
       current.resize(t.size);
       be.download(current.data(), p, floats(t.size));
       for (size_t k = 0; k < t.size; ++k) fresh[k] = shrink * current[k] + perturb * fresh[k];
     }
     be.upload(p, fresh.data(), floats(t.size));
-    be.fill(momentum_data() + t.offset, 0.0f, t.size);
-    be.fill(grad_data() + t.offset, 0.0f, t.size);
+    be.fill(momentum_data() + t.device_offset, 0.0f, t.size);
+    be.fill(grad_data() + t.device_offset, 0.0f, t.size);
   }
   for (const TensorView& b : plan_.buffers) {
     if (!chosen(b.layer) || shrink_perturb) continue;  // shrink-perturb keeps the running statistics
     const bool is_var = b.name.size() >= 11 && b.name.compare(b.name.size() - 11, 11, "running_var") == 0;
-    be.fill(mem_->buffers.f() + b.offset, is_var ? 1.0f : 0.0f, b.size);
+    be.fill(mem_->buffers.f() + b.device_offset, is_var ? 1.0f : 0.0f, b.size);
   }
 }
 
 // ---- forward / backward -------------------------------------------------------------------------------
+// The per-batch blocks grow with the largest batch seen; the convolution workspace is checked for
+// every batch size (cuDNN's plans are per batch, and a smaller batch may need more).
 void Model::ensure_batch(int B) {
   DFL_CHECK(B > 0, "forward: batch size must be positive, got ", B);
-  if (B <= capacity_b_) return;
   Backend& be = *backend_;
-  const size_t ws = workspace_bytes(be, plan_, B, math_);
-  // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
-  const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
-  check_memory(be,
-               4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
-                      4.0 * double(plan_.num_params) + double(plan_.num_buffer_floats)) + double(ws),
-               "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
-                   " parameters (activations, their gradients and the weights)",
-               "use a smaller --batch-size, --image-size, --width or model");
   Memory& m = *mem_;
-  const size_t b = size_t(B), nc = size_t(plan_.num_classes);
-  m.acts.reserve(floats(plan_.act_per_sample * b), "activations");
-  m.act_grads.reset();  // regrown on the next backward
-  m.mask.reserve(floats(plan_.mask_per_sample * b), "dropout masks");
-  m.argmax.reserve(sizeof(int32_t) * plan_.argmax_per_sample * b, "max-pool indices");
-  m.workspace.reserve(ws, "convolution workspace");
-  m.x.reserve(floats(plan_.input_per_sample() * b), "input batch");
-  m.labels.reserve(sizeof(int32_t) * b, "labels");
-  m.losses.reserve(floats(b), "loss scratch");
-  m.kl_losses.reserve(floats(b), "loss scratch");
-  m.probs.reserve(floats(b * nc), "loss scratch");
-  m.student_probs.reserve(floats(b * nc), "loss scratch");
-  m.teacher_probs.reserve(floats(b * nc), "loss scratch");
-  capacity_b_ = B;
+  auto known = workspace_by_batch_.find(B);
+  const size_t ws = known != workspace_by_batch_.end() ? known->second
+                                                       : (workspace_by_batch_[B] = workspace_bytes(be, plan_, B, math_));
+  if (B > capacity_b_) {
+    // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
+    const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
+    check_memory(be,
+                 4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
+                        4.0 * double(plan_.device_param_floats) + double(plan_.device_buffer_floats)) + double(ws),
+                 "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
+                     " parameters (activations, their gradients and the weights)",
+                 "use a smaller --batch-size, --image-size, --width or model");
+    const size_t b = size_t(B), nc = size_t(plan_.num_classes);
+    m.acts.reserve(floats(plan_.act_per_sample * b), "activations");
+    m.act_grads.reset();  // regrown on the next backward
+    m.mask.reserve(floats(plan_.mask_per_sample * b), "dropout masks");
+    m.argmax.reserve(sizeof(int32_t) * plan_.argmax_per_sample * b, "max-pool indices");
+    m.x.reserve(floats(plan_.input_per_sample() * b), "input batch");
+    m.labels.reserve(sizeof(int32_t) * b, "labels");
+    m.losses.reserve(floats(b), "loss scratch");
+    m.kl_losses.reserve(floats(b), "loss scratch");
+    m.probs.reserve(floats(b * nc), "loss scratch");
+    m.student_probs.reserve(floats(b * nc), "loss scratch");
+    m.teacher_probs.reserve(floats(b * nc), "loss scratch");
+    capacity_b_ = B;
+  }
+  if (ws > m.workspace.bytes()) {
+    check_memory(be, double(ws - m.workspace.bytes()),
+                 "a convolution workspace of " + std::to_string(ws) + " bytes for a batch of " + std::to_string(B),
+                 "use a smaller --batch-size, --image-size, --width or model");
+    m.workspace.reserve(ws, "convolution workspace");
+  }
 }
 
 void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
-                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
+                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get(), m.workspace.bytes()};
   run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed, math_,
                    profiling_ ? profile_.forward_ms.data() : nullptr);
   profile_.forwards += profiling_;
@@ -283,7 +313,7 @@ void Model::teacher_forward(const Teacher& t, const float* x, int B, float* logi
   const Teacher::Scratch need = t.scratch_needs(B);
   if (m.acts.bytes() >= need.act_bytes && m.workspace.bytes() >= need.workspace_bytes) {
     have_training_forward_ = false;
-    t.forward_device(x, B, logits, m.acts.f(), m.workspace.get());
+    t.forward_device(x, B, logits, m.acts.f(), m.workspace.get(), m.workspace.bytes());
   } else {
     t.forward_device(x, B, logits, m.teacher_scratch);
   }
@@ -310,7 +340,7 @@ void Model::eval_batch_on_device(int B, float* logits_host) {
 void Model::run_backward(int B) {
   Memory& m = *mem_;
   const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
-                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get()};
+                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get(), m.workspace.bytes()};
   Backend& be = *backend_;
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
@@ -341,7 +371,7 @@ float* zero_gradients(Backend& be, DeviceBuffer& act_grads, const Plan& plan, in
   act_grads.reserve(floats(plan.grad_per_sample * size_t(capacity_b)), "activation gradients");
   float* dlogits = act_grads.f() + plan.nodes.back().grad_offset * size_t(B);
   be.fill(dlogits, 0.0f, plan.nodes.back().size * size_t(B));
-  be.fill(grads, 0.0f, plan.num_params);
+  be.fill(grads, 0.0f, plan.device_param_floats);
   return dlogits;
 }
 }  // namespace
@@ -406,44 +436,58 @@ StepStats Model::train_step(const float* x_host, const int32_t* labels_host, int
   timer.lap(&profile_.teachers_ms);
 
   // BN running statistics change in the forward pass: keep a copy so a refused step can be undone.
-  be.copy(m.buffers_backup.get(), m.buffers.get(), floats(plan_.num_buffer_floats));
+  be.copy(m.buffers_backup.get(), m.buffers.get(), floats(plan_.device_buffer_floats));
   run_forward(B, true, dropout_seed);
   timer.restart();
   const float* logits = m.acts.f() + plan_.nodes.back().act_offset * size_t(B);
   float* dlogits = zero_gradients(be, m.act_grads, plan_, capacity_b_, B, grad_data());
-  StepStats st;
-  st.ce_loss = be.cross_entropy_forward(m.losses.f(), m.probs.f(), logits, m.labels.i32(), B, NC, loss.label_smoothing);
+  be.cross_entropy_forward(m.losses.f(), m.probs.f(), logits, m.labels.i32(), B, NC, loss.label_smoothing,
+                           m.slot<double>(offsetof(StepReadback, ce_sum)));
   be.cross_entropy_backward(dlogits, m.probs.f(), m.labels.i32(), B, NC, loss.label_smoothing, loss.ce_weight / B);
   if (distilling) {
-    st.distill_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
-                                             m.teacher_logits.f(), weights, K, B, NC, loss.temperature);
+    be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits, m.teacher_logits.f(),
+                           weights, K, B, NC, loss.temperature, m.slot<double>(offsetof(StepReadback, distill_sum)));
     be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), B, NC, loss.temperature,
                             loss.distill_weight / B);
   }
-  st.loss = loss.ce_weight * st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
   if (targets.active()) {
     // The same KL as one teacher given from the host, over the first rows (the scratch is free again).
     const int R = targets.rows;
-    st.target_loss = be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits,
-                                            m.target_logits.f(), nullptr, 1, R, NC, targets.temperature);
+    be.ensemble_kl_forward(m.kl_losses.f(), m.student_probs.f(), m.teacher_probs.f(), logits, m.target_logits.f(),
+                           nullptr, 1, R, NC, targets.temperature, m.slot<double>(offsetof(StepReadback, target_sum)));
     be.ensemble_kl_backward(dlogits, m.student_probs.f(), m.teacher_probs.f(), R, NC, targets.temperature,
                             targets.weight / R);
-    st.loss += targets.weight * st.target_loss;
   }
-  st.correct = be.count_correct(logits, m.labels.i32(), B, NC);
+  be.count_correct(logits, m.labels.i32(), B, NC, m.slot<int32_t>(offsetof(StepReadback, correct)));
   timer.lap(&profile_.loss_ms);
   run_backward(B);
   timer.restart();
 
-  const double sq = be.sum_squares(grad_data(), plan_.num_params);
-  st.grad_norm = static_cast<float>(std::sqrt(sq));
-  st.finite = std::isfinite(st.loss) && std::isfinite(sq) && be.all_finite(m.buffers.f(), plan_.num_buffer_floats) &&
-              be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, plan_.num_params, sgd);
+  // Over whole device blocks: the padding between tensors is zero and stays zero (an SGD step of 0).
+  const size_t np = plan_.device_param_floats;
+  be.sum_squares(grad_data(), np, m.slot<double>(offsetof(StepReadback, grad_squares)));
+  be.all_finite(m.buffers.f(), plan_.device_buffer_floats, m.slot<int32_t>(offsetof(StepReadback, buffers_finite)));
+  be.sgd_step_stays_finite(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd,
+                           m.slot<int32_t>(offsetof(StepReadback, update_finite)));
+  // The step's one read-back: whether to update waits for it.
+  StepReadback r{};
+  be.download(&r, m.readback.get(), sizeof r);
+  StepStats st;
+  st.ce_loss = float(r.ce_sum / B);  // the batch means, as the loss kernels define them
+  st.distill_loss = distilling ? float(r.distill_sum / B) : 0.f;
+  st.loss = loss.ce_weight * st.ce_loss + (distilling ? loss.distill_weight * st.distill_loss : 0.f);
+  if (targets.active()) {
+    st.target_loss = float(r.target_sum / targets.rows);
+    st.loss += targets.weight * st.target_loss;
+  }
+  st.correct = r.correct;
+  st.grad_norm = static_cast<float>(std::sqrt(r.grad_squares));
+  st.finite = std::isfinite(st.loss) && std::isfinite(r.grad_squares) && r.buffers_finite == 1 && r.update_finite == 1;
   // A refused step must not touch the model: the caller stops with the last good state.
   if (st.finite) {
-    be.sgd_step(param_data(), momentum_data(), grad_data(), kDecayEverywhere, plan_.num_params, sgd);
+    be.sgd_step(param_data(), momentum_data(), grad_data(), kDecayEverywhere, np, sgd);
   } else {
-    be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.num_buffer_floats));
+    be.copy(m.buffers.get(), m.buffers_backup.get(), floats(plan_.device_buffer_floats));
   }
   timer.lap(&profile_.update_ms);
   profile_.steps += profiling_;
@@ -476,14 +520,15 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   const Plan& p = plan_;
   const double b = double(B), f = sizeof(float), nc = double(p.num_classes);
   MemoryPlan m;
-  m.weights = f * (3.0 * double(p.num_params) + 2.0 * double(p.num_buffer_floats) + double(p.stat_floats));
+  m.weights = f * (3.0 * double(p.device_param_floats) + 2.0 * double(p.device_buffer_floats) + double(p.stat_floats));
   m.activations = f * b * (2.0 * double(p.act_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
                            1.0 /* labels */ + 2.0 + 3.0 * nc) +
                   sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;
   m.workspace = double(workspace_bytes(be, p, B, math_));
   if (K > 0) {
     const InferencePlan ip = build_inference_plan(p);
-    m.teachers = f * (double(K) * double(ip.plan.num_params + ip.plan.num_buffer_floats) + double(K) * b * (nc + 1.0));
+    m.teachers = f * (double(K) * double(ip.plan.device_param_floats + ip.plan.device_buffer_floats) +
+                      double(K) * b * (nc + 1.0));
     // Their activations and workspace: in the student's when those are large enough (teacher_forward).
     const size_t teacher_ws = workspace_bytes(be, ip.plan, B, math_);
     if (ip.plan.act_per_sample > p.act_per_sample || teacher_ws > workspace_bytes(be, p, B, math_))
@@ -495,41 +540,57 @@ MemoryPlan Model::memory_plan(int B, int K) const {
 
 // ---- copies ---------------------------------------------------------------------------------------------
 namespace {
-std::vector<float> download_floats(Backend& be, const float* src, size_t n) {
-  std::vector<float> v(n);
-  if (n) be.download(v.data(), src, floats(n));
+// A block of tensors in its two layouts (TensorView): packed on the host, aligned on the device.
+struct Layout {
+  const std::vector<TensorView>& tensors;
+  size_t packed, device;
+};
+Layout param_layout(const Plan& p) { return {p.params, p.num_params, p.device_param_floats}; }
+Layout buffer_layout(const Plan& p) { return {p.buffers, p.num_buffer_floats, p.device_buffer_floats}; }
+
+// One download of the device block, packed on the host.
+std::vector<float> download_packed(Backend& be, const float* src, const Layout& l) {
+  std::vector<float> block(l.device), v(l.packed);
+  if (l.device) be.download(block.data(), src, floats(l.device));
+  for (const TensorView& t : l.tensors)
+    std::copy_n(block.data() + t.device_offset, t.size, v.data() + t.offset);
   return v;
 }
-void upload_floats(Backend& be, float* dst, const float* src, size_t n, size_t want, const char* what) {
-  DFL_CHECK(n == want, what, ": expected ", want, " floats, got ", n);
-  if (n) be.upload(dst, src, floats(n));
+// Packed host values spread into a device block (zero padding), one upload.
+void upload_packed(Backend& be, float* dst, const float* src, size_t n, const Layout& l, const char* what) {
+  DFL_CHECK(n == l.packed, what, ": expected ", l.packed, " floats, got ", n);
+  std::vector<float> block(l.device, 0.0f);
+  for (const TensorView& t : l.tensors) std::copy_n(src + t.offset, t.size, block.data() + t.device_offset);
+  if (l.device) be.upload(dst, block.data(), floats(l.device));
 }
 }  // namespace
 
-std::vector<float> Model::get_params() const { return download_floats(*backend_, param_data(), plan_.num_params); }
-std::vector<float> Model::get_grads() const { return download_floats(*backend_, grad_data(), plan_.num_params); }
-std::vector<float> Model::get_momentum() const { return download_floats(*backend_, momentum_data(), plan_.num_params); }
+std::vector<float> Model::get_params() const { return download_packed(*backend_, param_data(), param_layout(plan_)); }
+std::vector<float> Model::get_grads() const { return download_packed(*backend_, grad_data(), param_layout(plan_)); }
+std::vector<float> Model::get_momentum() const {
+  return download_packed(*backend_, momentum_data(), param_layout(plan_));
+}
 std::vector<float> Model::get_buffers() const {
-  return download_floats(*backend_, mem_->buffers.f(), plan_.num_buffer_floats);
+  return download_packed(*backend_, mem_->buffers.f(), buffer_layout(plan_));
 }
 void Model::set_params(const float* data, size_t n) {
   ++weights_version_;
-  upload_floats(*backend_, param_data(), data, n, plan_.num_params, "set_params");
+  upload_packed(*backend_, param_data(), data, n, param_layout(plan_), "set_params");
 }
 void Model::set_momentum(const float* data, size_t n) {
-  upload_floats(*backend_, momentum_data(), data, n, plan_.num_params, "set_momentum");
+  upload_packed(*backend_, momentum_data(), data, n, param_layout(plan_), "set_momentum");
 }
 void Model::set_buffers(const float* data, size_t n) {
   ++weights_version_;
-  upload_floats(*backend_, mem_->buffers.f(), data, n, plan_.num_buffer_floats, "set_buffers");
+  upload_packed(*backend_, mem_->buffers.f(), data, n, buffer_layout(plan_), "set_buffers");
 }
 
 // ---- teachers -------------------------------------------------------------------------------------------
 Teacher::Teacher(const ModelSpec& spec, std::shared_ptr<Backend> backend)
     : ip_(build_inference_plan(build_plan(spec))),
       backend_(std::move(backend)),
-      params_(backend_, floats(ip_.plan.num_params), "teacher weights"),
-      buffers_(backend_, floats(ip_.plan.num_buffer_floats), "teacher batch-norm buffers") {}
+      params_(backend_, floats(ip_.plan.device_param_floats), "teacher weights"),
+      buffers_(backend_, floats(ip_.plan.device_buffer_floats), "teacher batch-norm buffers") {}
 
 Teacher::~Teacher() = default;
 
@@ -541,7 +602,7 @@ void Teacher::set_math(const MathMode& math) {
 void Model::set_math(const MathMode& math) {
   check_supported(*backend_, math);
   math_ = math;
-  capacity_b_ = 0;  // the convolution workspace is sized again for the new mode on the next batch
+  workspace_by_batch_.clear();  // the convolution workspace is sized again for the new mode on the next batch
 }
 
 size_t Teacher::device_bytes() const { return params_.bytes() + buffers_.bytes(); }
@@ -563,10 +624,12 @@ void Model::fold_into(Teacher& teacher) const {
   float* dst_p = t->params_.f();
   float* dst_b = t->buffers_.f();
   auto copy_param = [&](int dst, int src) {
-    if (dst >= 0) be.copy(dst_p + tp.params[dst].offset, src_p + plan_.params[src].offset, floats(tp.params[dst].size));
+    if (dst >= 0)
+      be.copy(dst_p + tp.params[dst].device_offset, src_p + plan_.params[src].device_offset, floats(tp.params[dst].size));
   };
   auto copy_buffer = [&](int dst, int src) {
-    be.copy(dst_b + tp.buffers[dst].offset, src_b + plan_.buffers[src].offset, floats(tp.buffers[dst].size));
+    be.copy(dst_b + tp.buffers[dst].device_offset, src_b + plan_.buffers[src].device_offset,
+            floats(tp.buffers[dst].size));
   };
   for (size_t j = 1; j < tp.nodes.size(); ++j) {
     const PlanNode& tn = tp.nodes[j];
@@ -576,11 +639,11 @@ void Model::fold_into(Teacher& teacher) const {
       const PlanNode& bn = plan_.nodes[bn_node];
       const TensorView& w = tp.params[tn.weight];
       const int OC = w.shape[0];
-      be.fold_batchnorm(dst_p + w.offset, dst_p + tp.params[tn.bias].offset, src_p + plan_.params[sn.weight].offset,
-                        sn.bias >= 0 ? src_p + plan_.params[sn.bias].offset : nullptr,
-                        src_p + plan_.params[bn.weight].offset, src_p + plan_.params[bn.bias].offset,
-                        src_b + plan_.buffers[bn.running_mean].offset, src_b + plan_.buffers[bn.running_var].offset, OC,
-                        w.size / size_t(OC), bn.spec.eps);
+      auto param = [&](int i) { return src_p + plan_.params[i].device_offset; };
+      auto buffer = [&](int i) { return src_b + plan_.buffers[i].device_offset; };
+      be.fold_batchnorm(dst_p + w.device_offset, dst_p + tp.params[tn.bias].device_offset, param(sn.weight),
+                        sn.bias >= 0 ? param(sn.bias) : nullptr, param(bn.weight), param(bn.bias),
+                        buffer(bn.running_mean), buffer(bn.running_var), OC, w.size / size_t(OC), bn.spec.eps);
       continue;
     }
     if (tn.weight >= 0) copy_param(tn.weight, sn.weight);
@@ -604,13 +667,15 @@ void Teacher::forward_device(const float* x, int B, float* logits, DeviceBuffer&
     check_memory(*backend_, double(act_bytes + need.workspace_bytes),
                  "a teacher's activations for a batch of " + std::to_string(B), "use a smaller --batch-size or model");
   scratch.reserve(act_bytes + need.workspace_bytes, "teacher activations");
-  forward_device(x, B, logits, scratch.f(), static_cast<char*>(scratch.get()) + act_bytes);
+  forward_device(x, B, logits, scratch.f(), static_cast<char*>(scratch.get()) + act_bytes, scratch.bytes() - act_bytes);
 }
 
-void Teacher::forward_device(const float* x, int B, float* logits, float* acts, void* workspace) const {
+void Teacher::forward_device(const float* x, int B, float* logits, float* acts, void* workspace,
+                             size_t workspace_bytes) const {
   Backend& be = *backend_;
   const Plan& p = ip_.plan;
-  const ExecMemory mem{x, acts, nullptr, params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr, workspace};
+  const ExecMemory mem{x,       acts,    nullptr,   params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr,
+                       workspace, workspace_bytes};
   run_plan_forward(be, p, mem, B, false, 0, math_);
   const PlanNode& last = p.nodes.back();
   be.copy(logits, acts + last.act_offset * size_t(B), floats(last.size * size_t(B)));
@@ -635,15 +700,17 @@ void Teacher::forward(const ImageBatch& batch, float* logits_host) const {
   backend_->download(logits_host, logits.f(), floats(out));
 }
 
-std::vector<float> Teacher::get_params() const { return download_floats(*backend_, params_.f(), ip_.plan.num_params); }
+std::vector<float> Teacher::get_params() const {
+  return download_packed(*backend_, params_.f(), param_layout(ip_.plan));
+}
 std::vector<float> Teacher::get_buffers() const {
-  return download_floats(*backend_, buffers_.f(), ip_.plan.num_buffer_floats);
+  return download_packed(*backend_, buffers_.f(), buffer_layout(ip_.plan));
 }
 void Teacher::set_params(const float* data, size_t n) {
-  upload_floats(*backend_, params_.f(), data, n, ip_.plan.num_params, "teacher set_params");
+  upload_packed(*backend_, params_.f(), data, n, param_layout(ip_.plan), "teacher set_params");
 }
 void Teacher::set_buffers(const float* data, size_t n) {
-  upload_floats(*backend_, buffers_.f(), data, n, ip_.plan.num_buffer_floats, "teacher set_buffers");
+  upload_packed(*backend_, buffers_.f(), data, n, buffer_layout(ip_.plan), "teacher set_buffers");
 }
 
 }  // namespace dfl

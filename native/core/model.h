@@ -3,13 +3,16 @@
 // they never decide when or which (that is src/'s job). Callers reach weights only through copies.
 //
 // Student memory, all on the backend: one arena [params | grads | momentum] (each
-// num_params long, so zero-grad, the SGD step and a reset are single loops over contiguous ranges),
-// BN buffers, and per-batch blocks (activations and their gradients, BN statistics, maxpool indices,
-// dropout masks, the convolution workspace, the loss scratch), regrown when the batch grows.
+// Plan::device_param_floats long, tensors at their 256-byte aligned device_offset, so zero-grad,
+// the SGD step and the checks are single calls over contiguous ranges), BN buffers, and per-batch
+// blocks (activations and their gradients, BN statistics, maxpool indices, dropout masks, the loss
+// scratch), regrown when the batch grows; the convolution workspace is sized for every batch size
+// (docs/native.md, "Device memory"). Host vectors (get_params, ...) are packed (TensorView::offset).
 // Teacher memory: the folded weights and the standalone BN buffers, nothing per batch; the student
 // lends it activation scratch during a step, a standalone forward takes its own for the call.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -189,6 +192,8 @@ class Model {
   std::shared_ptr<Backend> backend_;
   std::unique_ptr<Memory> mem_;
   int capacity_b_ = 0;
+  // The convolution workspace each batch size needs with math_ (Backend::conv2d_workspace_bytes).
+  std::map<int, size_t> workspace_by_batch_;
   int last_b_ = 0;
   bool have_training_forward_ = false;
   bool profiling_ = false;
@@ -221,12 +226,12 @@ class Teacher {
   // Eval-mode logits of a device batch into device memory; scratch grows to what the batch needs.
   void forward_device(const float* x, int B, float* logits, DeviceBuffer& scratch) const;
   // The same in caller-provided memory: activations (scratch_needs(B).act_bytes) and the
-  // convolution workspace (workspace_bytes).
+  // convolution workspace (workspace_bytes of it, at least scratch_needs(B).workspace_bytes).
   struct Scratch {
     size_t act_bytes, workspace_bytes;
   };
   Scratch scratch_needs(int B) const;
-  void forward_device(const float* x, int B, float* logits, float* acts, void* workspace) const;
+  void forward_device(const float* x, int B, float* logits, float* acts, void* workspace, size_t workspace_bytes) const;
 
   // How its forwards are computed (a snapshot starts with its model's); throws when unsupported.
   void set_math(const MathMode& math);

@@ -57,12 +57,12 @@ void conv_infer(PlanBuilder& b, int i) {
 void conv_forward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.conv2d_forward(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.conv_shape(), r.mem.workspace,
-                      n.spec.fused);
+                      r.mem.workspace_bytes, n.spec.fused);
 }
 void conv_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   r.be.conv2d_backward(r.din(), r.grad(n.weight), r.grad(n.bias), r.masked_dout(), r.in(), r.param(n.weight),
-                       r.conv_shape(), r.mem.workspace, r.din_fresh());
+                       r.conv_shape(), r.mem.workspace, r.mem.workspace_bytes, r.din_fresh());
 }
 
 // ---- batch norm -------------------------------------------------------------------------------
@@ -81,8 +81,11 @@ void bn_infer(PlanBuilder& b, int i) {
   node.running_mean = b.add_buffer(i, "running_mean", {C});
   node.running_var = b.add_buffer(i, "running_var", {C});
   node.batches_tracked = b.add_buffer(i, "num_batches_tracked", {});
-  node.stat_offset = b.add_stats(2 * size_t(C));
+  node.stat_offset = b.add_stats(align_elements(size_t(C)) + size_t(C));
 }
+// The BN's saved statistics: save_mean (C) at stat_offset, save_invstd (C) at the next aligned offset.
+float* bn_save_mean(const OpRun& r) { return r.mem.stats + r.node().stat_offset; }
+float* bn_save_invstd(const OpRun& r, int C) { return bn_save_mean(r) + align_elements(size_t(C)); }
 void bn_forward(const OpRun& r) {
   const PlanNode& n = r.node();
   const PlanNode& in = r.input_node();
@@ -90,8 +93,7 @@ void bn_forward(const OpRun& r) {
   if (r.training) {
     DFL_CHECK(size_t(B) * HW > 1, "Batch norm '", n.spec.name, "' needs more than one value per channel in training "
               "(batch size ", B, ", spatial ", in.H(), "x", in.W(), "); use a batch size of at least 2");
-    float* st = r.mem.stats + n.stat_offset;
-    r.be.batchnorm2d_forward_train_fused(r.out(), st, st + C, r.buffer(n.running_mean), r.buffer(n.running_var),
+    r.be.batchnorm2d_forward_train_fused(r.out(), bn_save_mean(r), bn_save_invstd(r, C), r.buffer(n.running_mean), r.buffer(n.running_var),
                                          r.in(), r.param(n.weight), r.param(n.bias), B, C, HW, n.spec.momentum,
                                          n.spec.eps, n.spec.fused);
     r.be.add_scalar(r.buffer(n.batches_tracked), 1.0f, 1);
@@ -104,9 +106,8 @@ void bn_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   const PlanNode& in = r.input_node();
   const int C = in.C();
-  const float* st = r.mem.stats + n.stat_offset;
   r.be.batchnorm2d_backward_fused(r.din(), r.grad(n.weight), r.grad(n.bias), r.act_grad(r.i), r.out(), r.in(),
-                                  r.param(n.weight), st, st + C, r.B, C, in.H() * in.W(), n.spec.fused, r.din_fresh());
+                                  r.param(n.weight), bn_save_mean(r), bn_save_invstd(r, C), r.B, C, in.H() * in.W(), n.spec.fused, r.din_fresh());
 }
 
 // ---- linear -------------------------------------------------------------------------------------

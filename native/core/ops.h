@@ -17,13 +17,14 @@ struct ExecMemory {
   const float* input = nullptr;   // node 0's output: the batch (B, C, H, W)
   float* acts = nullptr;          // Plan::act_per_sample * B
   float* act_grads = nullptr;     // Plan::grad_per_sample * B (PlanNode::grad_offset); null in inference
-  float* params = nullptr;        // Plan::num_params
-  float* grads = nullptr;         // null in inference
-  float* buffers = nullptr;       // Plan::num_buffer_floats
+  float* params = nullptr;        // Plan::device_param_floats (TensorView::device_offset)
+  float* grads = nullptr;         // the same layout; null in inference
+  float* buffers = nullptr;       // Plan::device_buffer_floats
   float* stats = nullptr;         // Plan::stat_floats; null in inference
   int32_t* argmax = nullptr;      // Plan::argmax_per_sample * B; null in inference
   float* mask = nullptr;          // Plan::mask_per_sample * B; null in inference
-  void* workspace = nullptr;      // convolution workspace
+  void* workspace = nullptr;      // convolution workspace of workspace_bytes (at least what this batch's convs need)
+  size_t workspace_bytes = 0;
 };
 
 struct OpRun {
@@ -61,9 +62,9 @@ struct OpRun {
     be.activation_backward_inplace(d, out(), out_count(), spec().fused);
     return d;
   }
-  float* param(int idx) const { return idx < 0 ? nullptr : mem.params + plan.params[idx].offset; }
-  float* grad(int idx) const { return idx < 0 ? nullptr : mem.grads + plan.params[idx].offset; }
-  float* buffer(int idx) const { return idx < 0 ? nullptr : mem.buffers + plan.buffers[idx].offset; }
+  float* param(int idx) const { return idx < 0 ? nullptr : mem.params + plan.params[idx].device_offset; }
+  float* grad(int idx) const { return idx < 0 ? nullptr : mem.grads + plan.params[idx].device_offset; }
+  float* buffer(int idx) const { return idx < 0 ? nullptr : mem.buffers + plan.buffers[idx].device_offset; }
 
   float* act(int node) const {
     return node == 0 ? const_cast<float*>(mem.input) : mem.acts + plan.nodes[node].act_offset * size_t(B);

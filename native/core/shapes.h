@@ -8,6 +8,17 @@
 
 namespace dfl {
 
+// Every tensor a backend is given starts at a multiple of kTensorAlignment bytes (cuDNN, cuBLAS and
+// vector loads expect it): Backend::alloc returns such addresses, and plans place each tensor at a
+// multiple of kTensorAlignElements 4-byte elements (floats, int32 indices) inside them, per sample
+// for batch blocks, so that any batch size keeps the alignment (core/graph.h, docs/native.md).
+constexpr size_t kTensorAlignment = 256;
+constexpr size_t kTensorAlignElements = kTensorAlignment / 4;
+// n 4-byte elements rounded up to the next multiple of kTensorAlignElements.
+constexpr size_t align_elements(size_t n) {
+  return (n + kTensorAlignElements - 1) / kTensorAlignElements * kTensorAlignElements;
+}
+
 // How a backend may compute the convolutions and GEMMs of a model (Model::set_math). The defaults
 // are the reference arithmetic every backend shares: float32, and on the GPU deterministic
 // algorithms with TF32 off (same seed, same GPU, same result).

@@ -31,8 +31,8 @@ class CpuBackend final : public Backend {
   void* alloc(size_t bytes, const char* what) override {
     DFL_CHECK(bytes < (size_t(1) << 42), "Refusing to allocate ", bytes, " bytes for ", what,
               ": the model or batch is too large");
-    const size_t rounded = (bytes + 63) / 64 * 64;  // a cache line; AVX-512 loads
-    void* p = std::aligned_alloc(64, rounded);
+    const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+    void* p = std::aligned_alloc(kTensorAlignment, rounded);
     DFL_CHECK(p != nullptr, "Out of memory allocating ", rounded / (1024.0 * 1024.0), " MiB for ", what,
               "; use a smaller batch size or model");
     std::memset(p, 0, rounded);
@@ -86,13 +86,18 @@ class CpuBackend final : public Backend {
     return cpu::conv2d_workspace_floats(s) * sizeof(float);
   }
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      void* workspace, Activation act) override {
+                      void* workspace, size_t workspace_bytes, Activation act) override {
     check_math(s.math);
+    check_conv_workspace("conv2d_forward", s, cpu::conv2d_workspace_floats(s) * sizeof(float), workspace,
+                         workspace_bytes);
     cpu::conv2d_forward(out, inp, weight, bias, s, static_cast<float*>(workspace), act);
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace, bool overwrite_dinp) override {
+                       const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
+                       bool overwrite_dinp) override {
     check_math(s.math);
+    check_conv_workspace("conv2d_backward", s, cpu::conv2d_workspace_floats(s) * sizeof(float), workspace,
+                         workspace_bytes);
     cpu::conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, static_cast<float*>(workspace), overwrite_dinp);
   }
   void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
@@ -217,19 +222,20 @@ class CpuBackend final : public Backend {
     cpu::dropout_backward(dinp, dout, mask, n);
   }
 
-  float cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
-                              float label_smoothing) override {
-    return cpu::cross_entropy_forward(losses, probs, logits, targets, B, NC, label_smoothing);
+  void cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
+                             float label_smoothing, double* loss_sum) override {
+    cpu::cross_entropy_forward(losses, probs, logits, targets, B, NC, label_smoothing);
+    *loss_sum = cpu::loss_sum(losses, B);
   }
   void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
                               float label_smoothing, float scale) override {
     cpu::cross_entropy_backward(dlogits, probs, targets, B, NC, label_smoothing, scale);
   }
-  float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
-                            const float* teacher_logits, const float* weights, int K, int B, int NC,
-                            float T) override {
-    return cpu::ensemble_kl_forward(losses, student_probs, teacher_probs, student_logits, teacher_logits, weights, K, B,
-                                    NC, T);
+  void ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
+                           const float* teacher_logits, const float* weights, int K, int B, int NC, float T,
+                           double* loss_sum) override {
+    cpu::ensemble_kl_forward(losses, student_probs, teacher_probs, student_logits, teacher_logits, weights, K, B, NC, T);
+    *loss_sum = cpu::loss_sum(losses, B);
   }
   void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B, int NC,
                             float T, float scale) override {
@@ -243,9 +249,9 @@ class CpuBackend final : public Backend {
                 const SgdConfig& cfg) override {
     cpu::sgd_step(params, momentum_buf, grads, decay_mask, n, cfg);
   }
-  bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                             const float* decay_mask, size_t n, const SgdConfig& cfg) override {
-    return cpu::sgd_step_stays_finite(params, momentum_buf, grads, decay_mask, n, cfg);
+  void sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
+                             const float* decay_mask, size_t n, const SgdConfig& cfg, int32_t* finite) override {
+    *finite = cpu::sgd_step_stays_finite(params, momentum_buf, grads, decay_mask, n, cfg) ? 1 : 0;
   }
 
   void augment_batch(float* out, const uint8_t* images, int B, int C, int H, int W, int pad,
@@ -262,10 +268,10 @@ class CpuBackend final : public Backend {
       std::memcpy(dst + size_t(k) * image_bytes, src + size_t(indices_host[k]) * image_bytes, image_bytes);
   }
 
-  double sum_squares(const float* x, size_t n) override { return cpu::sum_squares(x, n); }
-  bool all_finite(const float* x, size_t n) override { return cpu::all_finite(x, n); }
-  int count_correct(const float* logits, const int32_t* labels, int B, int NC) override {
-    return cpu::count_correct(logits, labels, B, NC);
+  void sum_squares(const float* x, size_t n, double* out) override { *out = cpu::sum_squares(x, n); }
+  void all_finite(const float* x, size_t n, int32_t* out) override { *out = cpu::all_finite(x, n) ? 1 : 0; }
+  void count_correct(const float* logits, const int32_t* labels, int B, int NC, int32_t* out) override {
+    *out = cpu::count_correct(logits, labels, B, NC);
   }
   void add_scalar(float* x, float v, size_t n) override { cpu::add_scalar(x, v, n); }
 

@@ -139,6 +139,8 @@ void dropout_backward(float* dinp, const float* dout, const float* mask, size_t 
 // probs (B,NC) gets softmax(logits) for backward. targets in [0, NC) (checked; throws otherwise).
 float cross_entropy_forward(float* losses, float* probs, const float* logits,
                             const int32_t* targets, int B, int NC, float label_smoothing);
+// The sum of per-sample losses (B) in index order, in double: the loss kernels return float(sum / B).
+double loss_sum(const float* losses, int B);
 // dlogits += scale * (probs - target_distribution); scale is typically dloss/B.
 void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B,
                             int NC, float label_smoothing, float scale);

@@ -32,6 +32,12 @@ double log_sum_exp(const float* x, int NC, double inv_t) {
 
 }  // namespace
 
+double loss_sum(const float* losses, int B) {
+  double total = 0.0;
+  for (int b = 0; b < B; ++b) total += losses[b];
+  return total;
+}
+
 float cross_entropy_forward(float* losses, float* probs, const float* logits,
                             const int32_t* targets, int B, int NC, float label_smoothing) {
   DFL_CHECK(B > 0 && NC > 0, "cross_entropy_forward: B and NC must be positive");
@@ -55,9 +61,7 @@ float cross_entropy_forward(float* losses, float* probs, const float* logits,
       losses[b] = float(-(1.0 - eps) * lp_t - eps / NC * sum_logp);
     }
   });
-  double total = 0.0;
-  for (int b = 0; b < B; ++b) total += losses[b];
-  return float(total / B);
+  return float(loss_sum(losses, B) / B);
 }
 
 void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B,
@@ -126,9 +130,7 @@ float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_pr
       losses[b] = float(t2 * kl);
     }
   });
-  double total = 0.0;
-  for (int b = 0; b < B; ++b) total += losses[b];
-  return float(total / B);
+  return float(loss_sum(losses, B) / B);
 }
 
 void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs,

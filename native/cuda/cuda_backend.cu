@@ -3,8 +3,8 @@
 // the CPU tests). Built as libdfl_cuda.so and opened at run time by core/backend.cpp through
 // dfl_create_backend (core/backend_plugin.h).
 //
-// Every call is enqueued on the backend's one stream in call order; calls that return a value to the
-// host synchronise. Models on different host threads may share the backend: one lock serialises
+// Every call is enqueued on the backend's one stream in call order; reductions write their results
+// to device memory, and only download() synchronises. Models on different host threads may share the backend: one lock serialises
 // the calls (the handles, the plans and the scratch buffers below are shared), and the GPU runs one
 // stream anyway. Memory is stream-ordered (cudaMallocAsync / cudaFreeAsync), so a buffer released
 // while kernels that read it are queued stays valid until they ran.
@@ -202,9 +202,10 @@ class CudaBackend final : public Backend {
     return plan(s).workspace_bytes();
   }
   void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      void* workspace, Activation act) override {
+                      void* workspace, size_t workspace_bytes, Activation act) override {
     auto lock = enter();
     const ConvPlan& p = plan(s);
+    check_conv_workspace("conv2d_forward", s, p.workspace_bytes(), workspace, workspace_bytes);
     const float one = 1.f, zero = 0.f;
     if (p.bf16) {
       // AMP-style: bf16 copies of the input and weights, a bf16 output cast back to float32.
@@ -228,9 +229,11 @@ class CudaBackend final : public Backend {
       launch_elementwise(stream_, BiasActivation{out, bias, size_t(s.B) * s.OC * P, s.OC, P, act});
   }
   void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace, bool overwrite_dinp) override {
+                       const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
+                       bool overwrite_dinp) override {
     auto lock = enter();
     const ConvPlan& p = plan(s);
+    check_conv_workspace("conv2d_backward", s, p.workspace_bytes(), workspace, workspace_bytes);
     const float one = 1.f, zero = 0.f;
     if (p.bf16) {
       // bf16 gradients from cuDNN (beta = 0 into the plan's scratch), accumulated in float32 by the cast back.
@@ -466,29 +469,29 @@ class CudaBackend final : public Backend {
   }
 
   // ---- losses ----------------------------------------------------------------------------------
-  float cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
-                              float label_smoothing) override {
+  void cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
+                             float label_smoothing, double* loss_sum) override {
     auto lock = enter();
     DFL_CHECK(B > 0 && NC > 0, "cross_entropy_forward: B and NC must be positive");
     DFL_CHECK(label_smoothing >= 0.f && label_smoothing <= 1.f, "cross_entropy_forward: label_smoothing must be in [0, 1]");
     launch_elementwise(stream_, CrossEntropyRow{losses, probs, logits, targets, B, NC, label_smoothing});
-    return float(batch_sum(losses, B) / B);
+    launch_elementwise(stream_, RowSum{loss_sum, losses, size_t(B)});
   }
   void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
                               float label_smoothing, float scale) override {
     run(CrossEntropyBackward{dlogits, probs, targets, B, NC, label_smoothing, scale});
   }
-  float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
-                            const float* teacher_logits, const float* weights, int K, int B, int NC,
-                            float T) override {
+  void ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
+                           const float* teacher_logits, const float* weights, int K, int B, int NC, float T,
+                           double* loss_sum) override {
     auto lock = enter();
     DFL_CHECK(K >= 1, "ensemble_kl_forward: needs at least one teacher (K = ", K, ")");
     DFL_CHECK(B > 0 && NC > 0, "ensemble_kl_forward: B and NC must be positive");
     DFL_CHECK(T > 0.f, "ensemble_kl_forward: temperature must be > 0, got ", T);
-    double* mixture = static_cast<double*>(scratch(sizeof(double) * (size_t(B) * NC + 1)));
-    launch_elementwise(stream_, EnsembleKlRow{losses, student_probs, teacher_probs, mixture + 1, student_logits,
+    double* mixture = static_cast<double*>(scratch(sizeof(double) * size_t(B) * NC));
+    launch_elementwise(stream_, EnsembleKlRow{losses, student_probs, teacher_probs, mixture, student_logits,
                                               teacher_logits, weights, K, B, NC, T});
-    return float(batch_sum(losses, B, mixture) / B);
+    launch_elementwise(stream_, RowSum{loss_sum, losses, size_t(B)});
   }
   void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B, int NC,
                             float T, float scale) override {
@@ -505,11 +508,11 @@ class CudaBackend final : public Backend {
     DFL_CHECK(momentum_buf || cfg.momentum == 0.f, "sgd_step: momentum > 0 needs a momentum buffer");
     run(SgdStep{params, momentum_buf, grads, decay_mask, n, cfg});
   }
-  bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                             const float* decay_mask, size_t n, const SgdConfig& cfg) override {
+  void sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
+                             const float* decay_mask, size_t n, const SgdConfig& cfg, int32_t* finite) override {
     auto lock = enter();
     DFL_CHECK(momentum_buf || cfg.momentum == 0.f, "sgd_step_stays_finite: momentum > 0 needs a momentum buffer");
-    return reduce_all(SgdFiniteValue{params, momentum_buf, grads, decay_mask, cfg}, n) == 1;
+    reduce_into(SgdFiniteValue{params, momentum_buf, grads, decay_mask, cfg}, n, finite);
   }
 
   // ---- batches ---------------------------------------------------------------------------------
@@ -547,17 +550,17 @@ class CudaBackend final : public Backend {
   }
 
   // ---- reductions ------------------------------------------------------------------------------
-  double sum_squares(const float* x, size_t n) override {
+  void sum_squares(const float* x, size_t n, double* out) override {
     auto lock = enter();
-    return reduce_all(SquareValue{x}, n);
+    reduce_into(SquareValue{x}, n, out);
   }
-  bool all_finite(const float* x, size_t n) override {
+  void all_finite(const float* x, size_t n, int32_t* out) override {
     auto lock = enter();
-    return reduce_all(FiniteValue{x}, n) == 1;
+    reduce_into(FiniteValue{x}, n, out);
   }
-  int count_correct(const float* logits, const int32_t* labels, int B, int NC) override {
+  void count_correct(const float* logits, const int32_t* labels, int B, int NC, int32_t* out) override {
     auto lock = enter();
-    return reduce_all(CorrectValue{logits, labels, NC}, size_t(B));
+    reduce_into(CorrectValue{logits, labels, NC}, size_t(B), out);
   }
 
  private:
@@ -680,33 +683,22 @@ class CudaBackend final : public Backend {
     std::vector<char> host_;
   };
 
-  // Reads one value back from the device (a synchronisation point).
-  template <typename T>
-  T read_back(const T* dev) {
-    T v{};
-    check_cuda(cudaMemcpyAsync(&v, dev, sizeof(T), cudaMemcpyDeviceToHost, stream_), "reading a result back");
-    check_cuda(cudaStreamSynchronize(stream_), "reading a result back");
-    return v;
-  }
-
-  // sum of x[0..n) in index order, in double; `at` is device room for the result (scratch if null).
-  double batch_sum(const float* x, int n, double* at = nullptr) {
-    double* out = at ? at : static_cast<double*>(scratch(sizeof(double)));
-    launch_elementwise(stream_, RowSum{out, x, size_t(n)});
-    return read_back(out);
-  }
-
-  // A whole-array reduction in two fixed stages (bodies/reduce.h).
-  template <typename V>
-  typename V::Acc reduce_all(const V& value, size_t n) {
+  // A whole-array reduction in two fixed stages (bodies/reduce.h), its result into device memory.
+  template <typename V, typename Out>
+  void reduce_into(const V& value, size_t n, Out* out) {
     using Acc = typename V::Acc;
-    if (n == 0) return V::identity();
+    static_assert(sizeof(Acc) == sizeof(Out), "the result slot holds the reduction's accumulator");
+    Acc* result = reinterpret_cast<Acc*>(out);
+    if (n == 0) {  // a copy from pageable memory returns once staged: the local may go
+      const Acc identity = V::identity();
+      check_cuda(cudaMemcpyAsync(result, &identity, sizeof(Acc), cudaMemcpyHostToDevice, stream_), "reduce_into");
+      return;
+    }
     const size_t chunk = std::max<size_t>(8192, (n + 1023) / 1024);
     const int rows = int((n + chunk - 1) / chunk);
-    Acc* buf = static_cast<Acc*>(scratch(sizeof(Acc) * (size_t(rows) + 1)));
-    launch_rows(stream_, ChunkReduce<V>{value, n, chunk, buf + 1});
-    launch_rows(stream_, PartialsReduce<V>{buf + 1, rows, buf});
-    return read_back(buf);
+    Acc* partials = static_cast<Acc*>(scratch(sizeof(Acc) * size_t(rows)));
+    launch_rows(stream_, ChunkReduce<V>{value, n, chunk, partials});
+    launch_rows(stream_, PartialsReduce<V>{partials, rows, result});
   }
 
   const std::string name_ = "cuda";

@@ -2,7 +2,9 @@
 // `npm test`: everything, in order of speed of failure.
 //   1. C++ kernel tests (no Node): finite differences, PyTorch fixtures, thread determinism; on a
 //      CPU with AVX-512 the whole suite a second time under DFL_SIMD=avx2, so the AVX2 paths that
-//      AVX2-only machines run stay tested too (docs/native.md, "CPU dispatch").
+//      AVX2-only machines run stay tested too (docs/native.md, "CPU dispatch"); then the per-backend
+//      tests through the checking backend over the CPU (--backend checking:cpu: allocations,
+//      256-byte alignment and workspaces checked on every call, the CUDA path's rules without a GPU).
 //   2. TypeScript build (src -> dist, test -> dist-test), then node:test over dist-test.
 // Options: --only native|js    run one half;  --filter SUBSTR   passed to the C++ runner.
 import { spawnSync } from 'node:child_process';
@@ -50,6 +52,8 @@ if (only === null || only === 'native') {
     console.log('\n== the C++ suite again with DFL_SIMD=avx2 (the AVX2 paths of AVX2-only CPUs)');
     run(tests, filter ? [filter] : [], { env: { ...process.env, DFL_SIMD: 'avx2' } });
   }
+  console.log('\n== the per-backend tests through the checking backend (docs/native.md, "The checking backend")');
+  run(tests, ['--backend', 'checking:cpu', ...(filter ? [filter] : [])]);
 }
 
 if (only === null || only === 'js') {

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // The dfl-native command line: yargs wiring only; each command lives in commands/<name>.ts.
-// Exit codes: 0 success, 1 runtime failure, 2 bad usage, 130 interrupted (checkpoint saved).
+// Exit codes (src/errors.ts, docs/cli.md): 0 success, 1 a failed run, 2 bad input, 130 interrupted (checkpoint saved).
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 
+import { EXIT } from '../errors.js';
 import { packageVersion } from '../io/onnx.js';
 import { benchCommand } from './commands/bench.js';
 import { evalCommand } from './commands/eval.js';
@@ -12,7 +13,6 @@ import { infoCommand } from './commands/info.js';
 import { predictCommand } from './commands/predict.js';
 import { studyCommand } from './commands/study.js';
 import { trainCommand } from './commands/train.js';
-import { EXIT } from './output.js';
 
 const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
@@ -37,7 +37,7 @@ await yargs(argv)
   .version(packageVersion())
   .alias('help', 'h')
   .wrap(Math.min(120, process.stdout.columns || 100))
-  .epilog('Docs: docs/cli.md. Exit codes: 0 success, 1 failure, 2 bad usage, 130 interrupted.')
+  .epilog('Docs: docs/cli.md. Exit codes: 0 success, 1 a failed run, 2 bad input, 130 interrupted.')
   .fail((msg, err) => {
     // Usage errors (unknown flags, missing values, failed checks): one line, exit 2.
     const command = argv.find((a) => !a.startsWith('-'));

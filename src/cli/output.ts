@@ -6,24 +6,7 @@
 //          and aligned rows (stdout);
 //   json   otherwise: stdout carries JSON lines only (one object a line), no escape codes; notes
 //          go to stderr as plain lines, a run's log messages are JSON lines (Output.log).
-import { ConfigError } from '../config.js';
-import { DataError } from '../data/dataset.js';
-import { CheckpointError } from '../io/checkpoint.js';
-
-export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
-
-/** Bad usage (a flag, a missing file argument): exit code 2. */
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
-
-/**
- * 2 for every error in what the user gave (flags, values, config and model spec files, data), 1
- * for failures of a run (divergence, a corrupt checkpoint, a failed ONNX check).
- */
-export function exitCodeFor(err: unknown): number {
-  return err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof CheckpointError ? EXIT.usage : EXIT.failure;
-}
+import { EXIT, exitCodeFor } from '../errors.js';
 
 /** Prints one clear line for an error (the stack only with --verbose) and returns the exit code. */
 export function reportError(err: unknown, verbose = false): number {

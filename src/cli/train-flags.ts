@@ -5,10 +5,10 @@
 import fs from 'node:fs';
 import type { Options } from 'yargs';
 
-import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from '../config.js';
+import { CONFIG_KEYS, DEFAULT_CONFIG, resolveConfig, type TrainConfig } from '../config.js';
+import { ConfigError, UsageError } from '../errors.js';
 import { MODEL_NAMES } from '../models/zoo.js';
 import { lastWins, numberFlag, numbersFlag } from './numbers.js';
-import { UsageError } from './output.js';
 
 type Kind = 'string' | 'number' | 'boolean' | 'numbers';
 

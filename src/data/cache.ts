@@ -20,6 +20,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import { WriteError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import type { Dataset, DataSplits } from './dataset.js';
 
 const MAGIC = 'DFLCACHE';
@@ -124,23 +126,7 @@ export function writeCache(file: string, listing: string, splits: DataSplits, no
   pre.writeUInt32LE(json.length, 12);
   json.copy(pre, 16);
 
-  const dir = path.dirname(file);
-  fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    for (const c of [pre, ...chunks]) {
-      let done = 0;
-      while (done < c.length) done += fs.writeSync(fd, c, done, c.length - done);
-    }
-    fs.fsyncSync(fd);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, [pre, ...chunks]);
 }
 
 export type CacheRead =
@@ -284,7 +270,7 @@ export async function withCache(
   try {
     writeCache(file, listing, splits, notes);
   } catch (err) {
-    opts.onWarning?.(`could not write the decoded cache ${file} (${(err as Error).message}); the next run decodes again. Set DFL_CACHE_DIR or --cache-dir to a writable folder`);
+    opts.onWarning?.(`could not write the decoded cache ${file} (${err instanceof WriteError ? err.reason : (err as Error).message}); the next run decodes again. Set DFL_CACHE_DIR or --cache-dir to a writable folder`);
   }
   return { splits, cache: r.status === 'missing' ? 'miss' : r.status, file };
 }

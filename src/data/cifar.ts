@@ -10,7 +10,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { DataError, type Dataset, type DataSplits } from './dataset.js';
+import { DataError } from '../errors.js';
+import { type Dataset, type DataSplits } from './dataset.js';
 
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 const PIXELS = 3072;

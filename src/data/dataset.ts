@@ -3,6 +3,7 @@
 // Images are uint8, (N, C, H, W) channel-planar ("CHW" per image, images back to back): exactly
 // the layout of a CIFAR record and of the native kernels' input. Labels are class indices into
 // classNames. Float conversion, augmentation and normalisation happen natively per batch.
+import { DataError } from '../errors.js';
 
 export interface Dataset {
   /** (N, C, H, W) channel-planar uint8 pixels. */
@@ -28,19 +29,6 @@ export interface ChannelStats {
   mean: number[];
   /** Per-channel (population) standard deviation in [0, 1] units. */
   std: number[];
-}
-
-/**
- * An error about input data: bad files, bad folders, bad arrays. `file` names the offending file or
- * folder when there is one; the message always says what is wrong and what to do.
- */
-export class DataError extends Error {
-  override name = 'DataError';
-  readonly file: string | undefined;
-  constructor(message: string, file?: string) {
-    super(message);
-    this.file = file;
-  }
 }
 
 /** Bytes per image. */

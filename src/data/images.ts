@@ -14,10 +14,11 @@ import path from 'node:path';
 
 import sharp from 'sharp';
 
+import { DataError } from '../errors.js';
 import { overMemory } from '../util/memory.js';
 import { deriveSeed } from '../util/seed.js';
 import { withCache, listingChecksum, type CachedLoadOptions, type CacheStatus, type ListingEntry } from './cache.js';
-import { DataError, subset, type Dataset, type DataSplits } from './dataset.js';
+import { subset, type Dataset, type DataSplits } from './dataset.js';
 import { stratifiedSplit } from './split.js';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];

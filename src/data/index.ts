@@ -1,6 +1,7 @@
 // The data layer's public API.
+export { DataError } from '../errors.js';
 export {
-  DataError, subset, channelStats, classCounts, fromArrays, checkDataset, grayToRgb, bytesPerImage,
+  subset, channelStats, classCounts, fromArrays, checkDataset, grayToRgb, bytesPerImage,
   type Dataset, type DataSplits, type ChannelStats, type ArrayData,
 } from './dataset.js';
 export { loadData, loadDataset, detectSource, type LoadDataOptions, type LoadResult, type DataKind } from './load.js';

@@ -8,9 +8,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { DataError } from '../errors.js';
 import type { CacheStatus } from './cache.js';
 import { detectCifar, loadCifar } from './cifar.js';
-import { DataError, type DataSplits } from './dataset.js';
+import { type DataSplits } from './dataset.js';
 import { loadImageFolder, resizeDataset, type LoadProgress } from './images.js';
 import { loadSample } from './sample.js';
 

@@ -18,8 +18,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { DataError } from '../errors.js';
 import { withCache, listingChecksum, type CachedLoadOptions, type CacheStatus } from './cache.js';
-import { DataError, type Dataset, type DataSplits } from './dataset.js';
+import { type Dataset, type DataSplits } from './dataset.js';
 import { decodeImages, type DecodeItem, type LoadProgress } from './images.js';
 
 export const SAMPLE_MAGIC = 'DFLSAMP1';

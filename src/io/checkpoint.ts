@@ -14,9 +14,11 @@
 //                                         model the trajectory's own weights ("trajectory.<name>")
 //   A run whose final model replaces its last weights (SWA) ends with files tagged e0020f.
 //
-// Writes are crash-safe: the epoch's weight files are written (atomically) under new names, then
-// state.json is replaced atomically, then older files are deleted. At every instant state.json
-// names complete files, and a flipped byte in any of them is caught by its checksum.
+// Writes are crash-safe: the epoch's weight files are written (atomically) under names the current
+// state.json does not use (a second save of one epoch adds -2, -3, ...), then state.json is replaced
+// atomically, then older files are deleted. At every instant state.json names complete files, and a
+// flipped byte in any of them is caught by its checksum. A save that fails (a full disk) deletes
+// what it wrote and leaves the previous checkpoint as it was.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,19 +26,11 @@ import path from 'node:path';
 import { loadBinding, type DeviceName, type NativeModel, type NativeTeacher, type TensorHolder } from '../binding.js';
 import { resolveSavedConfig, type TrainConfig } from '../config.js';
 import type { DataFingerprint } from '../data/fingerprint.js';
+import { CheckpointError } from '../errors.js';
 import type { ModelSpec } from '../models/spec.js';
 import type { BankEntry, EpochRecord } from '../records.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.js';
-
-
-/**
- * A checkpoint that cannot be used as given (missing, corrupt, edited, for another model): bad
- * input, so the CLI exits 2 as for any other input error (docs/cli.md).
- */
-export class CheckpointError extends Error {
-  override name = 'CheckpointError';
-}
 
 export const CHECKPOINT_FORMAT = 'dfl-native-checkpoint';
 export const CHECKPOINT_VERSION = 2;
@@ -199,15 +193,30 @@ function slowForTests(): void {
   if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
+/** The files the folder's state.json names now (none when there is no readable one). */
+function namedFiles(dir: string): Set<string> {
+  try {
+    const files = (JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { files?: Record<string, unknown> }).files ?? {};
+    return new Set(Object.values(files).filter((f): f is string => typeof f === 'string'));
+  } catch {
+    return new Set();
+  }
+}
+
 export function saveCheckpoint(dir: string, input: SaveInput): void {
   fs.mkdirSync(dir, { recursive: true });
-  const tag = `e${String(input.state.epoch).padStart(4, '0')}${input.final ? 'f' : ''}`;
   const aux = new Map(input.aux ?? []);
   if (input.final) for (const [k, v] of modelTensors(input.student, 'trajectory.')) aux.set(k, v);
-  const files = {
+  const filesFor = (tag: string) => ({
     model: `model-${tag}.safetensors`, optim: `optim-${tag}.safetensors`, teachers: input.teachers.size ? `teachers-${tag}.safetensors` : null,
     ...(aux.size ? { aux: `aux-${tag}.safetensors` } : {}),
-  };
+  });
+  // Never overwrite a file the current state.json names (an interrupted epoch saves under the tag
+  // of the last finished one): until the new state.json is in place, the old checkpoint stays whole.
+  const base = `e${String(input.state.epoch).padStart(4, '0')}${input.final ? 'f' : ''}`;
+  const taken = namedFiles(dir);
+  let files = filesFor(base);
+  for (let k = 2; Object.values(files).some((f) => f && taken.has(f)); ++k) files = filesFor(`${base}-${k}`);
   const blobs: [string, Buffer][] = [
     [files.model, encodeSafetensors(modelTensors(input.final ?? input.student), { format: 'pt' })],
     [files.optim, encodeSafetensors(momentumTensors(input.student))],
@@ -219,18 +228,27 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
     blobs.push([files.teachers, encodeSafetensors(all)]);
   }
   const hashes: Record<string, string> = {};
-  for (const [name, blob] of blobs) {
+  const written: string[] = [];
+  try {
+    for (const [name, blob] of blobs) {
+      slowForTests();
+      writeFileAtomic(path.join(dir, name), blob);
+      written.push(name);
+      hashes[name] = sha256(blob);
+    }
     slowForTests();
-    writeFileAtomic(path.join(dir, name), blob);
-    hashes[name] = sha256(blob);
+    const state: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...input.state, ...(input.final ? { final: 'swa' as const } : {}), files, sha256: hashes };
+    writeFileAtomic(path.join(dir, 'state.json'), stateText(state));
+  } catch (err) {
+    // A save that failed (a full disk) takes its files with it: they are named by no state.json,
+    // and the space they hold may be what the user needs.
+    for (const name of written) fs.rmSync(path.join(dir, name), { force: true });
+    throw err;
   }
-  slowForTests();
-  const state: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...input.state, ...(input.final ? { final: 'swa' as const } : {}), files, sha256: hashes };
-  writeFileAtomic(path.join(dir, 'state.json'), stateText(state));
   // Only now may older weight files go.
   const keep = new Set(['state.json', ...blobs.map(([n]) => n)]);
   for (const f of fs.readdirSync(dir))
-    if (!keep.has(f) && /^(model|optim|teachers|aux)-e\d+f?\.safetensors$|^\..*\.tmp$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+    if (!keep.has(f) && /^(model|optim|teachers|aux)-e\d+f?(-\d+)?\.safetensors$|^\..*\.tmp$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
 }
 
 /** The checkpoint folder for a run folder or a checkpoint folder. */

@@ -4,6 +4,7 @@
 import * as ort from 'onnxruntime-node';
 
 import type { NativeModel } from '../binding.js';
+import { CheckpointError } from '../errors.js';
 import { ONNX_INPUT, ONNX_OUTPUT } from './onnx.js';
 
 export interface VerifyOptions {
@@ -41,14 +42,27 @@ export function sampleInputs(n: number, c: number, h: number, w: number, mean: n
   return x;
 }
 
+/** An onnxruntime session; a model onnxruntime cannot load is a CheckpointError naming `file`. */
+export async function openOnnx(model: Uint8Array, file: string): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(model);
+  } catch (err) {
+    throw new CheckpointError(`${file}: onnxruntime cannot load the model (${String((err as Error).message).split('\n')[0]}); the file is corrupt or not from dfl-native export`);
+  }
+}
+
+/** The logits of a session for the (normalised) inputs `x` of shape `dims`. */
+export async function runSession(session: ort.InferenceSession, x: Float32Array, dims: [number, number, number, number]): Promise<Float32Array> {
+  const result = await session.run({ [ONNX_INPUT]: new ort.Tensor('float32', x, dims) });
+  const out = result[ONNX_OUTPUT];
+  if (!out) throw new CheckpointError(`the ONNX model has no output named ${ONNX_OUTPUT}; export it with dfl-native export`);
+  return Float32Array.from(out.data as Float32Array);
+}
+
 export async function runOnnx(model: Uint8Array | string, x: Float32Array, dims: [number, number, number, number]): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(model as Uint8Array);
   try {
-    const feeds = { [ONNX_INPUT]: new ort.Tensor('float32', x, dims) };
-    const result = await session.run(feeds);
-    const out = result[ONNX_OUTPUT];
-    if (!out) throw new Error(`the ONNX model has no output named ${ONNX_OUTPUT}`);
-    return Float32Array.from(out.data as Float32Array);
+    return await runSession(session, x, dims);
   } finally {
     await session.release();
   }

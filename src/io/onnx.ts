@@ -16,6 +16,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 
 import { packageRoot, type NativeModel, type TensorInfo } from '../binding.js';
+import { CheckpointError } from '../errors.js';
 import type { ModelSpec, NodeSpec, Op } from '../models/spec.js';
 
 const { onnx } = onnxProto;
@@ -375,20 +376,29 @@ export function readOnnxMetadata(bytes: Uint8Array, file = 'model.onnx'): OnnxMe
   try {
     m = onnx.ModelProto.decode(bytes);
   } catch (err) {
-    throw new Error(`${file}: not an ONNX model (${(err as Error).message})`);
+    throw new CheckpointError(`${file}: not an ONNX model (${(err as Error).message}); give a file written by dfl-native export`);
   }
   const props: Record<string, string> = {};
   for (const p of m.metadataProps ?? []) if (p.key) props[p.key] = p.value ?? '';
   const parse = <T>(key: string): T => {
-    if (props[key] === undefined) throw new Error(`${file}: metadata "${key}" is missing; export the model with dfl-native export`);
+    if (props[key] === undefined) throw new CheckpointError(`${file}: metadata "${key}" is missing; export the model with dfl-native export`);
     try {
       return JSON.parse(props[key]) as T;
     } catch {
-      throw new Error(`${file}: metadata "${key}" is not valid JSON`);
+      throw new CheckpointError(`${file}: metadata "${key}" is not valid JSON`);
     }
   };
-  return {
+  const meta: OnnxMetadata = {
     classNames: parse<string[]>('class_names'), inputShape: parse<[number, number, number]>('input_shape'),
     mean: parse<number[]>('mean'), std: parse<number[]>('std'), version: props['dfl-native'] ?? null, props,
   };
+  // predict sizes its buffers from these: a bad value is a corrupt file, not a crash later
+  const { classNames, inputShape, mean, std } = meta;
+  const bad = !Array.isArray(classNames) || classNames.length === 0 || !classNames.every((n) => typeof n === 'string') ? 'class_names is not a list of names'
+    : !Array.isArray(inputShape) || inputShape.length !== 3 || !inputShape.every((d) => Number.isSafeInteger(d) && d >= 1 && d <= 4096) ? 'input_shape is not [channels, height, width]'
+      : !Array.isArray(mean) || mean.length !== inputShape[0] || !mean.every(Number.isFinite) ? `mean is not ${inputShape[0]} finite numbers`
+        : !Array.isArray(std) || std.length !== inputShape[0] || !std.every((v) => Number.isFinite(v) && v > 0) ? `std is not ${inputShape[0]} positive numbers`
+          : null;
+  if (bad) throw new CheckpointError(`${file}: metadata ${bad}; the file is corrupt or was edited (export the model again with dfl-native export)`);
+  return meta;
 }

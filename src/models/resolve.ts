@@ -2,18 +2,13 @@
 import fs from 'node:fs';
 
 import { loadBinding } from '../binding.js';
-import { ConfigError } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { unknownSpecKey, type ModelSpec } from './spec.js';
-import { buildModel, MODEL_NAMES, WidthTooSmallError, type ZooOptions } from './zoo.js';
+import { buildModel, MODEL_NAMES, type ZooOptions } from './zoo.js';
 
 export function resolveModelSpec(model: string, o: ZooOptions): ModelSpec {
   if ((MODEL_NAMES as readonly string[]).includes(model)) {
-    try {
-      return buildModel(model, o);
-    } catch (err) {
-      if (err instanceof WidthTooSmallError) throw new ConfigError(err.message);
-      throw err;
-    }
+    return buildModel(model, o);
   }
   if (model.endsWith('.json') || fs.existsSync(model)) return readModelSpec(model);
   throw new ConfigError(`Expected one of ${MODEL_NAMES.join(', ')} or a path to a JSON model spec for model but received '${model}'`);

@@ -1,6 +1,7 @@
 // The model zoo: CIFAR variants (stride-1 stems, 32x32 inputs; any class and channel count).
 // Parameter names follow the PyTorch twins (torchvision naming where torchvision has the model), so
 // checkpoints move between the two. Layer configurations are documented in docs/models.md.
+import { ConfigError } from '../errors.js';
 import { GraphBuilder, type ModelSpec } from './spec.js';
 
 export interface ZooOptions {
@@ -27,11 +28,6 @@ const scaled = (c: number, w: number, groups = 1): number => {
   return Math.max(1, r);
 };
 const scale = (c: number, w: number): number => scaled(c, w);
-
-/** A width multiplier that rounds a layer below one channel (per group). */
-export class WidthTooSmallError extends RangeError {
-  override name = 'WidthTooSmallError';
-}
 
 // VGG with BatchNorm. Numbers are conv widths, 'M' a 2x2 max-pool. vgg8 is the CRD/KD-benchmark
 // VGG-8 (one conv per stage). Classifier: global average pool + one linear layer, as in the common
@@ -186,7 +182,7 @@ export function buildModel(name: string, o: ZooOptions): ModelSpec {
     // round(x) >= 1 needs x >= 0.5; 3 significant digits, rounded up so the figure itself is accepted
     const minimum = Math.ceil((0.5 / smallestBase) * 1000) / 1000;
     const layer = tooNarrow.groups > 1 ? `a ${tooNarrow.c}-channel layer of ${tooNarrow.groups} groups` : `a ${tooNarrow.c}-channel layer`;
-    throw new WidthTooSmallError(
+    throw new ConfigError(
       `Expected a width multiplier that leaves every layer of ${name} at least one channel${tooNarrow.groups > 1 ? ' per group' : ''} but received ${w}: ` +
         `it makes ${layer} ${((tooNarrow.c * w) / tooNarrow.groups).toPrecision(2)} channels wide. Give --width ${minimum} or more.`,
     );
@@ -203,6 +199,6 @@ function buildZooModel(name: string, o: ZooOptions): ModelSpec {
     case 'mobilenetv2': return mobilenetv2(o);
     case 'shufflenetv2': return shufflenetv2(o);
     default:
-      throw new Error(`Expected one of ${MODEL_NAMES.join(', ')} for model but received '${name}'`);
+      throw new ConfigError(`Expected one of ${MODEL_NAMES.join(', ')} for model but received '${name}'`);
   }
 }

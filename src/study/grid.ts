@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ConfigError, resolveConfig, resolveFields, type TrainConfig } from '../config.js';
+import { resolveConfig, resolveFields, type TrainConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
 
 export interface StudyGrid {
   name: string;

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { ConfigError, DEFAULT_CONFIG, FORMER_DEFAULTS, resolveConfig, type TrainConfig } from '../config.js';
+import { DEFAULT_CONFIG, FORMER_DEFAULTS, resolveConfig, type TrainConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { packageVersion } from '../io/onnx.js';
 import type { EpochRecord, TrainSummary } from '../records.js';
 import { train } from '../train/trainer.js';
@@ -131,7 +132,9 @@ async function runOne(run: PlannedRun, resume: boolean, signal: AbortSignal | un
     wall_seconds: before?.wall_seconds ?? 0, started: before?.started ?? new Date(started).toISOString(), finished: null,
     host: os.hostname(), cpu: os.cpus()[0]?.model?.trim() ?? 'unknown', threads: run.config.threads, version: packageVersion(),
   };
-  const training = train(resume ? { resume: run.dir, threads: run.config.threads, signal } : { ...run.config, signal });
+  // after a failed write the study, not `train --resume`, continues the run
+  const continueWith = (folder: string) => `run the same \`dfl-native study\` command again (same --out): it continues ${folder} from that checkpoint`;
+  const training = train(resume ? { resume: run.dir, threads: run.config.threads, signal, continueWith } : { ...run.config, signal, continueWith });
   training.on('log', (message: string) => emit({ event: 'log', arm: run.arm, seed: run.seed, message }));
   training.on('epoch', (record: EpochRecord) => {
     log.wall_seconds = (before?.wall_seconds ?? 0) + (Date.now() - started) / 1000;

@@ -10,14 +10,16 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { loadBinding, type DeviceName, type LogitSource, type MathHolder, type MathMode, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type RuntimeInfo, type TrainStepOptions } from '../binding.js';
-import { ConfigError, methodUses, resolveConfig, type TrainConfig } from '../config.js';
+import { loadBinding, type DeviceName, type LogitSource, type MathHolder, type MathMode, type NativeDeviceImages, type NativeModel, type NativeModelInfo, type NativeTeacher, type TrainStepOptions } from '../binding.js';
+import { methodUses, resolveConfig, type TrainConfig } from '../config.js';
 import { epochOrder, gatherBatch } from '../data/batches.js';
 import { channelStats, checkDataset, subset, type Dataset, type DataSplits } from '../data/dataset.js';
 import { dataChanges, dataFingerprint, type DataFingerprint } from '../data/fingerprint.js';
 import { loadData } from '../data/load.js';
 import { stratifiedSplit } from '../data/split.js';
 import { symmetricLabelNoise } from '../data/label-noise.js';
+import { chooseDevice } from '../device.js';
+import { ConfigError, DivergenceError, writeFailure, WriteError, writeRemedy } from '../errors.js';
 import { auxFloats, checkpointDir, loadModelTensors, readAux, readState, restoreModels, saveCheckpoint, type AverageState, type CheckpointState, type EpochPosition } from '../io/checkpoint.js';
 import type { SafeTensor } from '../io/safetensors.js';
 import { writeCurves } from '../io/report.js';
@@ -48,11 +50,11 @@ export interface TrainOptions extends Partial<TrainConfig> {
    * and the batches would silently change.
    */
   allowDataChange?: boolean;
-}
-
-/** Thrown when the loss or weights become NaN/Inf. */
-export class DivergenceError extends Error {
-  override name = 'DivergenceError';
+  /**
+   * How a user continues this run after a failed write, if not with `dfl-native train --resume`
+   * (a study reruns its own command); the run folder is passed in.
+   */
+  continueWith?: (runFolder: string) => string;
 }
 
 // Seed streams: one label per kind of randomness, so they never collide.
@@ -112,22 +114,6 @@ export class TrainingRun extends EventEmitter implements AsyncIterable<EpochReco
 /** Starts training; iterate the result for epoch records, await `.summary` for the end. */
 export function train(options: TrainOptions = {}): TrainingRun {
   return new TrainingRun(options);
-}
-
-/** The device to train on: cuda when asked for (and usable) or when auto finds it; else the CPU. */
-function checkDevice(config: TrainConfig, info: RuntimeInfo, log: (m: string) => void): DeviceName {
-  const cudaUsable = info.usableBackends.includes('cuda');
-  if (config.device === 'cuda' && !cudaUsable)
-    throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
-  // A CPU-only build says so briefly (`dfl-native info` has the build's reason); a CUDA build that
-  // cannot run says why in the driver's words, since that is what the user has to fix.
-  const device: DeviceName = config.device === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
-  if (config.precision === 'bf16' && device === 'cpu')
-    throw new ConfigError('--precision bf16 runs convolutions and linear layers on a GPU\'s tensor cores, but this run is on the cpu' +
-      (config.device === 'cpu' ? '' : ` (cuda: ${info.cudaStatus})`) + '. Use --precision fp32 on the CPU.');
-  if (config.device === 'auto' && !cudaUsable)
-    log(info.compiledBackends.includes('cuda') ? `device auto -> cpu (cuda: ${info.cudaStatus})` : 'device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)');
-  return device;
 }
 
 /** How the run's models compute (--precision, --deterministic). */
@@ -299,12 +285,16 @@ interface Run {
   startEpoch: number;
   partial: EpochPosition | null;
   ckptDir: string | null;
+  /** The newest complete checkpoint (this run's last save, or the one it resumed from); null: none yet. */
+  lastCheckpoint: { dir: string; what: string } | null;
   signal: AbortSignal | undefined;
   events: TrainingRun;
   own: Own;
   log: (m: string) => void;
   /** On the GPU: the splits' images resident on the device (batches are made there). */
   resident: { train: NativeDeviceImages; val: NativeDeviceImages; test: NativeDeviceImages | null } | null;
+  /** TrainOptions.continueWith (null: the advice names `train --resume`). */
+  continueWith: ((runFolder: string) => string) | null;
 }
 
 /** An epoch's running sums; `stoppedAfter` is the number of batches done when it was interrupted, else null. */
@@ -323,6 +313,14 @@ interface EpochTotals {
 
 async function trainLoop(options: TrainOptions, events: TrainingRun, own: Own): Promise<TrainSummary> {
   const run = await setup(options, events, own);
+  try {
+    return await trainEpochs(run);
+  } catch (err) {
+    throw err instanceof WriteError ? withCheckpointAdvice(run, err) : err;
+  }
+}
+
+async function trainEpochs(run: Run): Promise<TrainSummary> {
   for (let epoch = run.startEpoch; epoch <= run.config.epochs; ++epoch) {
     const resumed = run.partial?.epoch === epoch ? run.partial : null; // an interrupted epoch continues where it stopped
     run.partial = null;
@@ -348,12 +346,13 @@ async function trainLoop(options: TrainOptions, events: TrainingRun, own: Own): 
 // --- setup ----------------------------------------------------------------------------------------
 
 async function setup(options: TrainOptions, events: TrainingRun, own: Own): Promise<Run> {
-  const { signal, dataset, resume, allowDataChange, ...rest } = options;
+  const { signal, dataset, resume, allowDataChange, continueWith, ...rest } = options;
   const log = (m: string) => events.emit('log', m);
   const binding = loadBinding();
   const { config, saved, resumeDir } = runConfig(rest, resume);
   binding.setThreads(config.threads);
-  const device = checkDevice(config, binding.runtimeInfo(), log);
+  const { device, note } = chooseDevice(config.device, config.precision, binding.runtimeInfo());
+  if (note) log(note);
   const method = methodUses(config.method);
   const uses = { ...method, bank: method.teachers && config.emaTeacher !== 'alone' && config.swaTeacher !== 'alone' };
 
@@ -373,7 +372,8 @@ async function setup(options: TrainOptions, events: TrainingRun, own: Own): Prom
     config, uses, traj: newTrajectory(config, spec, student, device, data.train.n, own), device, spec, student, info, data,
     bank: { models: new Map(), entries: [], valLogits: new Map() },
     metrics: [], trainSeconds: 0, startEpoch: 1, partial: null, ckptDir: config.out ? path.join(config.out, 'checkpoint') : null,
-    signal, events, own, log, resident: null,
+    lastCheckpoint: saved && resumeDir ? { dir: resumeDir, what: checkpointPosition(saved.epoch, saved.partial ?? null) } : null,
+    signal, events, own, log, resident: null, continueWith: continueWith ?? null,
   };
   if (device === 'cuda') {
     checkDeviceMemory(run);
@@ -749,6 +749,26 @@ function saveState(run: Run, epochDone: number, partial: EpochPosition | null, s
     state: { epoch: epochDone, config, spec, class_names: data.classNames, mean: data.mean, std: data.std, bank: bank.entries, metrics,
       best_val_acc: Math.max(0, ...metrics.map((m) => m.val_acc)), seconds, ...(partial ? { partial } : {}), data: data.fingerprint, ...(averages ? { averages } : {}) },
   });
+  run.lastCheckpoint = { dir: run.ckptDir, what: checkpointPosition(epochDone, partial) };
+}
+
+function checkpointPosition(epochDone: number, partial: EpochPosition | null): string {
+  return partial ? `epoch ${epochDone} + ${partial.batch} batches of epoch ${partial.epoch}` : `epoch ${epochDone}`;
+}
+
+/**
+ * A file of the run could not be written (a full disk): say which checkpoint is still whole
+ * (saveCheckpoint never leaves a partial one behind state.json) and how to go on from it.
+ */
+function withCheckpointAdvice(run: Run, err: WriteError): WriteError {
+  const fix = writeRemedy(err);
+  const last = run.lastCheckpoint;
+  if (!last) return writeFailure(err.file, err, `No checkpoint was saved yet. ${fix} (or choose another --out) and start the run again.`);
+  const folder = path.dirname(last.dir);
+  const how = run.continueWith
+    ? run.continueWith(folder)
+    : `continue with \`dfl-native train --resume ${folder}\`, or continue on a disk with room: \`dfl-native train --resume ${folder} --out DIR\``;
+  return writeFailure(err.file, err, `The checkpoint of ${last.what} in ${last.dir} is intact (its state.json names only complete files). ${fix} and ${how}.`);
 }
 
 // --- the trajectory options' state ------------------------------------------------------------------

@@ -249,7 +249,7 @@ test('bad usage exits 2 with one clear line', () => {
     [['train', '--method', 'nope'], /one of base, reset, sd, dfl for --method/],
     [['train', '--precision', 'fp16'], /one of fp32, bf16 for --precision/],
     [['train', '--precision', 'bf16', '--device', 'cpu'], /--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu\. Use --precision fp32 on the CPU/],
-    [['bench', '--precision', 'bf16', '--device', 'cpu'], /Cannot compute in bf16: .*use --precision fp32/],
+    [['bench', '--precision', 'bf16', '--device', 'cpu'], /--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu\. Use --precision fp32 on the CPU/],
     [['train', '--epochs'], /epochs/],
     [['eval'], /checkpoint/],
     [['predict', '--checkpoint', 'x'], /at least one image file/],
@@ -284,7 +284,7 @@ test('every error in what the user gave exits 2 with one line: model spec files 
   fs.copyFileSync(path.join(data, 'train', CLASSES[0], '0000.jpg'), path.join(bad, 'train', 'b', 'ok.jpg'));
   const cases: [string[], RegExp][] = [
     [['--model', 'no-dims.json'], /no-dims\.json: .*for spec\.in_channels but received undefined/],
-    [['--model', 'bad-node.json'], /bad-node\.json: node 2 .*add needs equal shapes/],
+    [['--model', 'bad-node.json'], /bad-node\.json: node 2 .*add needs equal shapes but its inputs are 4x32x32 and 3x32x32/],
     [['--model', 'typo.json'], /typo\.json: node 1 \(conv 'c'\): unknown attribute 'kernal_h'/],
     [['--data', bad], /broken\.jpg: .*--skip-bad-files/],
   ];
@@ -317,6 +317,88 @@ test('a missing data folder or checkpoint is named in the error', () => {
   const p = dfl('predict', '--checkpoint', run, path.join(work, 'nope.jpg'));
   assert.equal(p.status, 2);
   assert.match(p.stderr, /nope\.jpg: no such image file/);
+});
+
+/** The one error line of a failed command (docs/cli.md: errors are one line on stderr). */
+function errorLine(r: Result): string {
+  const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('dfl-native: error: '));
+  assert.equal(errors.length, 1, r.stderr);
+  return errors[0];
+}
+
+test('every command keeps the exit codes of docs/cli.md: bad input 2, a failed run 1', async () => {
+  // inputs: a corrupt image and ONNX file, a corrupt checkpoint, a folder whose blue channel never changes
+  const badImage = path.join(work, 'corrupt.jpg');
+  fs.writeFileSync(badImage, 'not a jpeg');
+  const badOnnx = path.join(work, 'corrupt.onnx');
+  fs.writeFileSync(badOnnx, fs.readFileSync(path.join(work, 'model.onnx')).subarray(0, 300));
+  const corrupt = path.join(work, 'corrupt-weights');
+  fs.cpSync(run, corrupt, { recursive: true });
+  const state = JSON.parse(fs.readFileSync(path.join(corrupt, 'checkpoint', 'state.json'), 'utf8'));
+  fs.appendFileSync(path.join(corrupt, 'checkpoint', state.files.model), 'x');
+  const flat = path.join(work, 'images-flat-blue');
+  for (const split of ['train', 'test'])
+    for (const c of CLASSES) {
+      fs.mkdirSync(path.join(flat, split, c), { recursive: true });
+      for (let i = 0; i < 4; ++i) {
+        const px = Buffer.alloc(8 * 8 * 3);
+        for (let j = 0; j < px.length; ++j) px[j] = j % 3 === 2 ? 17 : (j * 31 + i * 7 + c.length * 13) % 256;
+        await sharp(px, { raw: { width: 8, height: 8, channels: 3 } }).png().toFile(path.join(flat, split, c, `${i}.png`));
+      }
+    }
+  // --skip-bad-files skips the corrupt file, then an image of another size is still bad input
+  const mixed = path.join(work, 'images-mixed');
+  fs.cpSync(data, mixed, { recursive: true });
+  fs.writeFileSync(path.join(mixed, 'train', CLASSES[0], 'broken.jpg'), 'not a jpeg');
+  await sharp(Buffer.alloc(16 * 16 * 3, 99), { raw: { width: 16, height: 16, channels: 3 } }).png().toFile(path.join(mixed, 'train', CLASSES[1], 'small.png'));
+  const image = path.join(data, 'test', CLASSES[0], '0000.jpg');
+
+  const cases: [string[], number, RegExp, Record<string, string>?][] = [
+    [['train', '--data', data, ...small, '--width', '1e-6'], 2, /Expected a width multiplier that leaves every layer of vgg8 at least one channel but received 0\.000001: .*Give --width 0\.008 or more\./],
+    [['train', '--data', flat, ...small, '--epochs', '1'], 2, /Expected every channel of the training split to vary but channel 2 is 17 \(of 255\) in all \d+ images of .*Give the statistics yourself with --mean and --std/],
+    [['train', '--data', mixed, ...small, '--epochs', '1', '--skip-bad-files'], 2, /small\.png: is 16x16 but .* is 32x32; all images must share one size: pass --image-size N/],
+    [['train', '--resume', corrupt], 2, /model-e0002\.safetensors: checksum mismatch/],
+    [['eval', '--checkpoint', corrupt], 2, /model-e0002\.safetensors: checksum mismatch/],
+    [['export', '--checkpoint', corrupt, '--out', path.join(work, 'never.onnx')], 2, /model-e0002\.safetensors: checksum mismatch/],
+    [['predict', '--checkpoint', corrupt, image], 2, /model-e0002\.safetensors: checksum mismatch/],
+    [['predict', '--checkpoint', run, badImage], 2, /corrupt\.jpg: cannot decode the image \(.*\); the file is corrupt, truncated or not an image/],
+    [['predict', '--onnx', badOnnx, image], 2, /corrupt\.onnx: not an ONNX model \(.*\); give a file written by dfl-native export/],
+    [['study', '--grid', 'nosuchgrid', '--out', path.join(work, 'study-x')], 2, /nosuchgrid/],
+    [['bench', '--model', 'vgg8@0.125', '--device', 'cuda'], 2, /--device cuda is not available: /],
+    [['info', '--bogus'], 2, /Unknown argument: bogus/],
+    // failed runs: divergence, and a disk that fills up during the first checkpoint
+    [['train', '--data', data, ...small, '--epochs', '1', '--lr', '10000', '--method', 'base', '--out', path.join(work, 'run-nan')], 1, /Training diverged: .*\. Try a lower --lr \(e\.g\. 1\.0e\+3\)\./],
+    [['train', '--data', data, ...small, '--epochs', '1', '--out', path.join(work, 'run-full')], 1,
+      /Cannot write .*run-full\/checkpoint\/optim-e0001\.safetensors: no space left on the device \(ENOSPC\)\. No checkpoint was saved yet\. Free some disk space \(or choose another --out\) and start the run again\./,
+      { DFL_TEST_DISK_FREE_BYTES: String(fs.statSync(path.join(run, 'checkpoint', state.files.model)).size + 20_000) }],
+    [['export', '--checkpoint', run, '--out', path.join(work, 'full.onnx')], 1,
+      /Cannot write .*full\.onnx: no space left on the device \(ENOSPC\)\. Free some disk space or write somewhere else/, { DFL_TEST_DISK_FREE_BYTES: '1000' }],
+  ];
+  for (const [args, status, re, env] of cases) {
+    const r = dflWith(env ?? {}, ...args);
+    assert.equal(r.status, status, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(errorLine(r), re, args.join(' '));
+  }
+  // the failed save took its files with it: no partial model file, no temp file, no state.json
+  assert.deepEqual(fs.readdirSync(path.join(work, 'run-full', 'checkpoint')), []);
+  for (const f of ['never.onnx', 'full.onnx']) assert.ok(!fs.existsSync(path.join(work, f)), f);
+  assert.deepEqual(fs.readdirSync(work).filter((f) => f.endsWith('.tmp')), [], 'no temp file left');
+});
+
+test('eval on a test split with a corrupt image: exit 2 naming it and --skip-bad-files, which leaves it out', () => {
+  const broken = path.join(work, 'images-broken-test');
+  fs.cpSync(data, broken, { recursive: true });
+  fs.writeFileSync(path.join(broken, 'test', CLASSES[0], 'broken.jpg'), 'not a jpeg');
+  const bad = dfl('eval', '--checkpoint', run, '--data', broken, '--threads', '2');
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(errorLine(bad), /broken\.jpg: cannot be decoded as an image .*pass --skip-bad-files/);
+  const ok = dfl('eval', '--checkpoint', run, '--data', broken, '--skip-bad-files', '--json', '--threads', '2');
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stderr, /broken\.jpg: .*skipped/);
+  const [m] = jsonLines(ok.stdout);
+  const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
+  assert.equal(m.n, summary.n, 'the corrupt file is left out, every other test image is counted');
+  assert.ok(Math.abs((m.test_acc as number) - summary.test_acc) < 1e-9);
 });
 
 test('info --json reports version, backends, threads and CPU features', () => {

@@ -52,6 +52,26 @@ size_t conv_out(const Conv2dShape& s) { return size_t(s.B) * s.OC * s.OH() * s.O
 size_t pool_in(const Pool2dShape& s) { return size_t(s.B) * s.C * s.H * s.W; }
 size_t pool_out(const Pool2dShape& s) { return size_t(s.B) * s.C * s.OH() * s.OW(); }
 
+// A reduction's one-value result in device memory, poisoned first (a kernel that does not write it
+// fails its test), read back after the call.
+template <typename T>
+class Result {
+ public:
+  Result() : buf_(backend_ptr(), sizeof(T), "test result") {
+    const T poison = std::numeric_limits<T>::has_quiet_NaN ? std::numeric_limits<T>::quiet_NaN() : T(-12345);
+    backend().upload(buf_.get(), &poison, sizeof(T));
+  }
+  T* get() const { return static_cast<T*>(buf_.get()); }
+  T value() const {
+    T v{};
+    backend().download(&v, buf_.get(), sizeof(T));
+    return v;
+  }
+
+ private:
+  DeviceBuffer buf_;
+};
+
 DeviceBuffer nan_workspace(size_t bytes) {
   DeviceBuffer ws(backend_ptr(), bytes ? bytes : 4, "conv workspace");
   backend().fill(ws.f(), std::numeric_limits<float>::quiet_NaN(), ws.bytes() / sizeof(float));
@@ -64,7 +84,7 @@ void conv2d_forward(float* o, const float* inp, const float* weight, const float
                     Activation act) {
   Dev x = in(inp, conv_in(s)), w = in(weight, conv_w(s)), b = in(bias, size_t(s.OC)), y = out(o, conv_out(s));
   DeviceBuffer ws = nan_workspace(backend().conv2d_workspace_bytes(s));
-  backend().conv2d_forward(y.f(), x.f(), w.f(), b.f(), s, ws.get(), act);
+  backend().conv2d_forward(y.f(), x.f(), w.f(), b.f(), s, ws.get(), ws.bytes(), act);
   y.back();
 }
 
@@ -73,7 +93,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
   Dev dx = inout(dinp, conv_in(s)), dw = inout(dweight, conv_w(s)), db = inout(dbias, size_t(s.OC));
   Dev dy = in(dout, conv_out(s)), x = in(inp, conv_in(s)), w = in(weight, conv_w(s));
   DeviceBuffer ws = nan_workspace(backend().conv2d_workspace_bytes(s));
-  backend().conv2d_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), s, ws.get(), overwrite_dinp);
+  backend().conv2d_backward(dx.f(), dw.f(), db.f(), dy.f(), x.f(), w.f(), s, ws.get(), ws.bytes(), overwrite_dinp);
   dx.back();
   dw.back();
   db.back();
@@ -316,10 +336,11 @@ float cross_entropy_forward(float* losses, float* probs, const float* logits, co
                             float label_smoothing) {
   const size_t bn = size_t(B) * NC;
   Dev l = out(losses, B), p = out(probs, bn), z = in(logits, bn), t = in_i32(targets, B);
-  const float mean = backend().cross_entropy_forward(l.f(), p.f(), z.f(), t.i32(), B, NC, label_smoothing);
+  Result<double> sum;
+  backend().cross_entropy_forward(l.f(), p.f(), z.f(), t.i32(), B, NC, label_smoothing, sum.get());
   l.back();
   p.back();
-  return mean;
+  return float(sum.value() / B);
 }
 void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
                             float label_smoothing, float scale) {
@@ -333,9 +354,10 @@ float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_pr
   const size_t bn = size_t(B) * NC;
   Dev l = out(losses, B), q = out(student_probs, bn), pt = out(teacher_probs, bn), zs = in(student_logits, bn),
       zt = in(teacher_logits, size_t(K) * bn), w = in(weights, size_t(K) * B);
-  const float mean = backend().ensemble_kl_forward(l.f(), q.f(), pt.f(), zs.f(), zt.f(), w.f(), K, B, NC, T);
+  Result<double> sum;
+  backend().ensemble_kl_forward(l.f(), q.f(), pt.f(), zs.f(), zt.f(), w.f(), K, B, NC, T, sum.get());
   for (Dev* d : {&l, &q, &pt}) d->back();
-  return mean;
+  return float(sum.value() / B);
 }
 void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B, int NC,
                           float T, float scale) {
@@ -360,7 +382,11 @@ void sgd_step(float* params, float* momentum_buf, const float* grads, const floa
 bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
                            const float* decay_mask, size_t n, const SgdConfig& cfg) {
   Dev p = in(params, n), m = in(momentum_buf, n), g = in(grads, n), mask = in(decay_mask, n);
-  return backend().sgd_step_stays_finite(p.f(), m.f(), g.f(), mask.f(), n, cfg);
+  Result<int32_t> finite;
+  backend().sgd_step_stays_finite(p.f(), m.f(), g.f(), mask.f(), n, cfg, finite.get());
+  const int32_t v = finite.value();
+  DFL_EXPECT(v == 0 || v == 1, "sgd_step_stays_finite wrote " << v);
+  return v == 1;
 }
 
 void augment_batch(float* o, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip, const float* mean,
@@ -381,15 +407,23 @@ void normalize_batch(float* o, const uint8_t* inp, int B, int C, int H, int W, c
 
 double sum_squares(const float* x, size_t n) {
   Dev d = in(x, n);
-  return backend().sum_squares(d.f(), n);
+  Result<double> sq;
+  backend().sum_squares(d.f(), n, sq.get());
+  return sq.value();
 }
 bool all_finite(const float* x, size_t n) {
   Dev d = in(x, n);
-  return backend().all_finite(d.f(), n);
+  Result<int32_t> finite;
+  backend().all_finite(d.f(), n, finite.get());
+  const int32_t v = finite.value();
+  DFL_EXPECT(v == 0 || v == 1, "all_finite wrote " << v);
+  return v == 1;
 }
 int count_correct(const float* logits, const int32_t* labels, int B, int NC) {
   Dev z = in(logits, size_t(B) * NC), y = in_i32(labels, B);
-  return backend().count_correct(z.f(), y.i32(), B, NC);
+  Result<int32_t> correct;
+  backend().count_correct(z.f(), y.i32(), B, NC, correct.get());
+  return correct.value();
 }
 void add_scalar(float* x, float v, size_t n) {
   Dev d = inout(x, n);

@@ -20,7 +20,8 @@ std::shared_ptr<Backend> g_backend;
 }
 const std::shared_ptr<Backend>& backend_ptr() { return g_backend; }
 Backend& backend() { return *g_backend; }
-bool on_cpu() { return g_backend->name() == "cpu"; }
+// The checking wrapper over the CPU computes as the CPU does (it only checks the calls).
+bool on_cpu() { return g_backend->name() == "cpu" || g_backend->name() == "checking:cpu"; }
 
 void fail_at(const char* file, int line, const std::string& msg) {
   std::ostringstream os;
@@ -159,6 +160,22 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
   };
+  // "checking:<name>": the per-backend tests through the checking wrapper (core/checking_backend.h).
+  if (only_backend.rfind("checking:", 0) == 0) {
+    try {
+      g_backend = dfl::backend_by_name(only_backend);
+    } catch (const std::exception& e) {
+      std::printf("skip [%s] backend tests: %s\n", only_backend.c_str(), e.what());
+      std::printf("native: 0 passed, 0 failed\n");
+      return 0;
+    }
+    std::printf("== backend %s: %s\n", only_backend.c_str(), g_backend->description().c_str());
+    for (const auto& t : registry())
+      if (t.per_backend) run(t, "[" + only_backend + "] ");
+    g_backend.reset();
+    std::printf("native: %d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+  }
   for (const dfl::BackendStatus& b : dfl::backend_statuses()) {
     if (!only_backend.empty() && b.name != only_backend) continue;
     if (!b.usable) {

@@ -5,7 +5,8 @@
 // variants, workspace sizing, thread counts).
 // Run: dfl_native_tests [--backend NAME] [substring-filter]. Prints one line per test ("[cuda]
 // name" for other backends), why a compiled backend is skipped, and a closing "N passed, N failed"
-// line; exits non-zero on any failure.
+// line; exits non-zero on any failure. NAME checking:cpu (checking:cuda) runs the per-backend tests
+// through the checking wrapper (core/checking_backend.h), which npm test does for the CPU.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -35,6 +36,7 @@ struct Registrar {
 // The backend the current test runs on.
 Backend& backend();
 const std::shared_ptr<Backend>& backend_ptr();
+// True on the CPU backend, and on the checking wrapper over it (same arithmetic).
 bool on_cpu();
 
 // Thrown by a failed expectation; the runner catches it and marks the test failed.

@@ -135,6 +135,49 @@ DFL_TEST(inference_plan_folds_fuses_and_shares_slots) {
              "activations " << train.act_per_sample << ", gradients " << train.grad_per_sample << " of " << all);
 }
 
+namespace {
+// The two layouts of a block of tensors (TensorView): packed on the host in plan order; on the
+// device each at a multiple of kTensorAlignElements, in order, not overlapping, inside the block.
+void expect_layouts(const std::vector<TensorView>& ts, size_t packed, size_t device, const std::string& what) {
+  size_t host_at = 0, device_end = 0;
+  for (const TensorView& t : ts) {
+    DFL_EXPECT(t.offset == host_at, what << " " << t.name << ": host offset " << t.offset << ", packed " << host_at);
+    DFL_EXPECT(t.device_offset % kTensorAlignElements == 0 && t.device_offset >= device_end,
+               what << " " << t.name << ": device offset " << t.device_offset);
+    host_at += t.size;
+    device_end = t.device_offset + t.size;
+  }
+  DFL_EXPECT(host_at == packed, what << ": " << packed << " packed floats, tensors hold " << host_at);
+  DFL_EXPECT(device_end <= device && device % kTensorAlignElements == 0, what << ": device block " << device);
+}
+}  // namespace
+
+DFL_CPU_TEST(layout_packs_host_vectors_and_aligns_every_device_tensor) {
+  for (const ModelSpec& spec : {folding_spec(), read_model_spec_json(fixture_path("model_step_spec.json"))}) {
+    const Plan train = build_plan(spec);
+    const InferencePlan infer = build_inference_plan(train);
+    for (const Plan* p : {&train, &infer.plan}) {
+      expect_layouts(p->params, p->num_params, p->device_param_floats, "params");
+      expect_layouts(p->buffers, p->num_buffer_floats, p->device_buffer_floats, "buffers");
+      for (const PlanNode& n : p->nodes)
+        DFL_EXPECT(n.act_offset % kTensorAlignElements == 0 && n.grad_offset % kTensorAlignElements == 0 &&
+                       n.argmax_offset % kTensorAlignElements == 0 && n.mask_offset % kTensorAlignElements == 0 &&
+                       n.stat_offset % kTensorAlignElements == 0,
+                   "node " << n.spec.name << " offsets " << n.act_offset << " " << n.grad_offset << " "
+                           << n.argmax_offset << " " << n.mask_offset << " " << n.stat_offset);
+    }
+    // Values go through the device block and come back in the packed order.
+    Model m(spec, 1, backend_by_name("cpu"));
+    Vec v(m.num_params()), b(m.num_buffer_floats());
+    for (size_t k = 0; k < v.size(); ++k) v[k] = float(k) + 0.5f;
+    for (size_t k = 0; k < b.size(); ++k) b[k] = float(k) * 2.f + 1.f;
+    m.set_params(v.data(), v.size());
+    m.set_momentum(v.data(), v.size());
+    m.set_buffers(b.data(), b.size());
+    DFL_EXPECT(m.get_params() == v && m.get_momentum() == v && m.get_buffers() == b, "packed round trip");
+  }
+}
+
 DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
   // Tolerance: folding reorders one multiply per weight and one per bias; relative 1e-5 of the
   // logits' scale covers float32 rounding of those products through a few layers.

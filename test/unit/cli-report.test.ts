@@ -7,8 +7,9 @@ import { test } from 'node:test';
 
 import yargs from 'yargs';
 
-import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG } from '../../dist/config.js';
+import { CONFIG_KEYS, DEFAULT_CONFIG } from '../../dist/config.js';
 import { flagsToConfig, kebab, readConfigFile, resolveTrainConfig, TRAIN_FLAGS, trainOptions } from '../../dist/cli/train-flags.js';
+import { ConfigError } from '../../dist/errors.js';
 import { niceTicks, renderCurves, writeCurves } from '../../dist/io/report.js';
 import type { EpochRecord } from '../../dist/records.js';
 

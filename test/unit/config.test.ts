@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConfigError, DEFAULT_CONFIG, methodUses, resolveConfig } from '../../dist/config.js';
+import { DEFAULT_CONFIG, methodUses, resolveConfig } from '../../dist/config.js';
+import { ConfigError } from '../../dist/errors.js';
 
 test('defaults resolve; later layers override earlier ones', () => {
   const c = resolveConfig({ epochs: 3 }, { epochs: 5, lr: 0.2 });

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { ConfigError } from '../../dist/config.js';
+import { ConfigError } from '../../dist/errors.js';
 import { resolveModelSpec } from '../../dist/models/resolve.js';
 import { tinySpec } from '../helpers/native.js';
 

@@ -10,14 +10,13 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { loadBinding } from '../../dist/binding.js';
-import { exitCodeFor } from '../../dist/cli/output.js';
 import { resolveConfig } from '../../dist/config.js';
-import { CheckpointError } from '../../dist/io/checkpoint.js';
 import { readCache, writeCache } from '../../dist/data/cache.js';
 import { decodeImages } from '../../dist/data/images.js';
+import { CheckpointError, DivergenceError, exitCodeFor } from '../../dist/errors.js';
 import { loadCheckpoint, readState, stateText } from '../../dist/io/checkpoint.js';
 import { decodeSafetensors } from '../../dist/io/safetensors.js';
-import { DivergenceError, train } from '../../dist/train/trainer.js';
+import { train } from '../../dist/train/trainer.js';
 import { tinySpec } from '../helpers/native.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
 

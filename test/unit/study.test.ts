@@ -7,7 +7,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { ConfigError, resolveConfig } from '../../dist/config.js';
+import { resolveConfig } from '../../dist/config.js';
+import { ConfigError } from '../../dist/errors.js';
 import type { EpochRecord, TrainSummary } from '../../dist/records.js';
 import { loadGrid, parseShard, planRuns, shardRuns, validateGrid, type StudyGrid } from '../../dist/study/grid.js';
 import { collectRuns, writeStudyReport } from '../../dist/study/report.js';

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConfigError, DEFAULT_CONFIG, resolveConfig, resolveSavedConfig } from '../../dist/config.js';
+import { DEFAULT_CONFIG, resolveConfig, resolveSavedConfig } from '../../dist/config.js';
+import { ConfigError } from '../../dist/errors.js';
 import type { EpochRecord } from '../../dist/records.js';
 import { isResetEpoch } from '../../dist/train/schedule.js';
 import { teachingEntries } from '../../dist/train/teachers.js';

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { decodeSafetensors } from '../../dist/io/safetensors.js';
-import { ConfigError } from '../../dist/config.js';
+import { ConfigError, DivergenceError } from '../../dist/errors.js';
 import type { EpochRecord } from '../../dist/records.js';
-import { DivergenceError, train } from '../../dist/train/trainer.js';
+import { train } from '../../dist/train/trainer.js';
 import { loadBinding } from '../../dist/binding.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
 

@@ -4,8 +4,9 @@ import type { Argv, CommandModule } from 'yargs';
 
 import { benchmark, type BenchResult } from '../../bench.js';
 import { describeSimd, loadBinding, type DeviceName } from '../../binding.js';
+import { UsageError } from '../../errors.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
-import { fixed, Output, runCommand, Table, UsageError } from '../output.js';
+import { fixed, Output, runCommand, Table } from '../output.js';
 
 export interface BenchArgs {
   model: string;
@@ -84,9 +85,15 @@ export async function handler(argv: BenchArgs): Promise<void> {
       { title: 'peak MB', width: 7, value: (r) => fixed(r.peak_rss_mb, 0) },
     ]);
     let printedHeader = false;
+    // the device note once per command (each model would repeat it), on stderr: stdout keeps one object per model
+    let noted = false;
+    const deviceNote = (m: string) => {
+      if (!noted) out.note(m);
+      noted = true;
+    };
     for (const m of models) {
       out.bar(`benchmarking ${m.model}@${m.width} ...`, true);
-      const r = await benchmark({ ...m, ...opts, device: argv.device as DeviceName | 'auto', precision: argv.precision as 'fp32' | 'bf16', deterministic: argv.deterministic });
+      const r = await benchmark({ ...m, ...opts, device: argv.device as DeviceName | 'auto', precision: argv.precision as 'fp32' | 'bf16', deterministic: argv.deterministic, log: deviceNote });
       out.clearBar();
       if (out.json) {
         out.line(r);

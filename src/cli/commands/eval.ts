@@ -6,15 +6,17 @@ import type { Argv, CommandModule } from 'yargs';
 import { loadBinding } from '../../binding.js';
 import type { Dataset } from '../../data/dataset.js';
 import { loadData } from '../../data/load.js';
+import { UsageError } from '../../errors.js';
 import { loadCheckpoint, type LoadedCheckpoint } from '../../io/checkpoint.js';
 import { evaluate } from '../../train/evaluate.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
-import { fixed, Output, pct, runCommand, Table, UsageError } from '../output.js';
+import { fixed, Output, pct, runCommand, Table } from '../output.js';
 
 export interface EvalArgs {
   checkpoint: string;
   data?: string;
   perClass?: boolean;
+  skipBadFiles?: boolean;
   /** Numeric flags hold the typed text until checked (numbers.ts). */
   batchSize?: unknown;
   threads?: unknown;
@@ -38,7 +40,7 @@ export function alignClasses(ds: Dataset, ckpt: LoadedCheckpoint, source: string
   return { ...ds, labels, classNames: names };
 }
 
-export async function loadTestSplit(ckpt: LoadedCheckpoint, data: string | undefined): Promise<{ test: Dataset; source: string }> {
+export async function loadTestSplit(ckpt: LoadedCheckpoint, data: string | undefined, skipBadFiles = false): Promise<{ test: Dataset; source: string }> {
   const spec = data ?? ckpt.config.data;
   const source = spec ?? 'the bundled sample';
   if (data !== undefined && data !== 'sample' && !fs.existsSync(data))
@@ -46,7 +48,7 @@ export async function loadTestSplit(ckpt: LoadedCheckpoint, data: string | undef
   const [C, H, W] = ckpt.inputShape;
   const splits = await loadData(spec, {
     imageSize: ckpt.config.imageSize ?? (data !== undefined && H === W ? H : undefined),
-    labels: ckpt.config.labels, cacheDir: ckpt.config.cacheDir, seed: ckpt.config.seed,
+    labels: ckpt.config.labels, cacheDir: ckpt.config.cacheDir, seed: ckpt.config.seed, skipBadFiles,
     onWarning: (m: string) => process.stderr.write(`dfl-native: warning: ${m}\n`),
   });
   if (!splits.test)
@@ -62,6 +64,7 @@ export function builder(y: Argv): Argv<EvalArgs> {
     .option('checkpoint', { type: 'string', demandOption: true, requiresArg: true, describe: 'A run folder written by train (or its checkpoint/)' })
     .option('data', { type: 'string', requiresArg: true, describe: 'Data to evaluate on (its test split) [default: the data the checkpoint was trained on]' })
     .option('per-class', { type: 'boolean', describe: 'Also report the accuracy of each class' })
+    .option('skip-bad-files', { type: 'boolean', describe: 'Leave out unreadable images and empty class folders with a warning (the accuracy is then over the rest)' })
     .option('batch-size', numberFlag({ describe: 'Evaluation batch size [default: 256]' }))
     .option('threads', numberFlag({ describe: 'Native threads (0: all cores) [default: 0]' }))
     .option('json', { type: 'boolean', describe: 'Print one JSON object' })
@@ -78,7 +81,7 @@ export async function handler(argv: EvalArgs): Promise<void> {
     const ckpt = await loadCheckpoint(argv.checkpoint);
     try {
       loadBinding().setThreads(threads ?? 0);
-      const { test, source } = await loadTestSplit(ckpt, argv.data);
+      const { test, source } = await loadTestSplit(ckpt, argv.data, argv.skipBadFiles ?? false);
       const m = await evaluate(ckpt.model, test, ckpt.mean, ckpt.std, { batchSize, perClass: argv.perClass });
       if (out.json) {
         out.line({

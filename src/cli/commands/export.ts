@@ -4,11 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 
+import { RunError, UsageError } from '../../errors.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
 import { buildOnnx, ONNX_OPSET } from '../../io/onnx.js';
 import { verifyOnnx } from '../../io/onnx-verify.js';
+import { writeFileAtomic } from '../../util/atomic.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
-import { Output, runCommand, UsageError } from '../output.js';
+import { Output, runCommand } from '../output.js';
 import { requireCheckpoint } from './eval.js';
 
 export interface ExportArgs {
@@ -57,12 +59,10 @@ export async function handler(argv: ExportArgs): Promise<void> {
       if (verify) {
         check = await verifyOnnx(bytes, ckpt.model, ckpt.inputShape, { samples, tolerance, mean: ckpt.mean, std: ckpt.std });
         if (!check.ok)
-          throw new Error(`ONNX check failed: onnxruntime and the native forward differ by ${check.relDiff.toExponential(2)} (relative; tolerance ${tolerance}); ${argv.out} was not written. Please report this with the checkpoint's model spec.`);
+          throw new RunError(`ONNX check failed: onnxruntime and the native forward differ by ${check.relDiff.toExponential(2)} (relative; tolerance ${tolerance}); ${argv.out} was not written. Please report this with the checkpoint's model spec.`);
       }
-      // Written only once checked: temp file + rename, so --out never holds a half or unchecked file.
-      const tmp = path.join(dir, `.${path.basename(argv.out)}.${process.pid}.tmp`);
-      fs.writeFileSync(tmp, bytes);
-      fs.renameSync(tmp, argv.out);
+      // Written only once checked, atomically: --out never holds a half or unchecked file.
+      writeFileAtomic(argv.out, bytes);
       const nodes = Object.values(ops).reduce((a, b) => a + b, 0);
       if (out.json) {
         out.line({

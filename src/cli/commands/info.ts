@@ -4,8 +4,9 @@ import os from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 
 import { describeSimd, loadBinding, type RuntimeInfo } from '../../binding.js';
+import { EXIT } from '../../errors.js';
 import { packageVersion } from '../../io/onnx.js';
-import { EXIT, Output, runCommand } from '../output.js';
+import { Output, runCommand } from '../output.js';
 
 export interface InfoArgs {
   json?: boolean;

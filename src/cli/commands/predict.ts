@@ -4,13 +4,14 @@ import fs from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 
 import { loadBinding } from '../../binding.js';
+import { UsageError } from '../../errors.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
 import { readOnnxMetadata } from '../../io/onnx.js';
-import { runOnnx } from '../../io/onnx-verify.js';
+import { openOnnx, runSession } from '../../io/onnx-verify.js';
 import { predictProbs, softmaxRows } from '../../train/evaluate.js';
 import { decodeImages } from '../images.js';
 import { checkedNumber, numberFlag } from '../numbers.js';
-import { Output, runCommand, UsageError } from '../output.js';
+import { Output, runCommand } from '../output.js';
 import { requireCheckpoint } from './eval.js';
 
 export interface PredictArgs {
@@ -28,7 +29,7 @@ interface Predictor {
   classNames: string[];
   inputShape: [number, number, number];
   probs(images: Uint8Array, n: number): Promise<Float32Array>;
-  close(): void;
+  close(): void | Promise<void>;
 }
 
 async function checkpointPredictor(dir: string): Promise<Predictor> {
@@ -42,10 +43,11 @@ async function checkpointPredictor(dir: string): Promise<Predictor> {
   };
 }
 
-function onnxPredictor(file: string): Predictor {
+async function onnxPredictor(file: string): Promise<Predictor> {
   if (!fs.existsSync(file)) throw new UsageError(`--onnx ${file}: no such file; give a file written by dfl-native export`);
   const bytes = fs.readFileSync(file);
   const meta = readOnnxMetadata(bytes, file);
+  const session = await openOnnx(bytes, file);
   const [c, h, w] = meta.inputShape;
   return {
     classNames: meta.classNames, inputShape: meta.inputShape,
@@ -56,9 +58,9 @@ function onnxPredictor(file: string): Predictor {
         const ch = Math.floor(i / per) % c;
         x[i] = (images[i] / 255 - meta.mean[ch]) / meta.std[ch];
       }
-      return softmaxRows(await runOnnx(bytes, x, [n, c, h, w]), meta.classNames.length);
+      return softmaxRows(await runSession(session, x, [n, c, h, w]), meta.classNames.length);
     },
-    close: () => undefined,
+    close: () => session.release(),
   };
 }
 
@@ -88,7 +90,7 @@ export async function handler(argv: PredictArgs): Promise<void> {
     const files = argv.images.map(String);
     for (const f of files) if (!fs.existsSync(f)) throw new UsageError(`${f}: no such image file`);
     if (argv.checkpoint) loadBinding().setThreads(threads ?? 0);
-    const p = argv.checkpoint ? await checkpointPredictor(argv.checkpoint) : onnxPredictor(argv.onnx!);
+    const p = argv.checkpoint ? await checkpointPredictor(argv.checkpoint) : await onnxPredictor(argv.onnx!);
     try {
       const [c, h, w] = p.inputShape;
       const nc = p.classNames.length;
@@ -105,7 +107,7 @@ export async function handler(argv: PredictArgs): Promise<void> {
         });
       }
     } finally {
-      p.close();
+      await p.close();
     }
   });
 }

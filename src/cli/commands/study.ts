@@ -3,11 +3,12 @@
 import fs from 'node:fs';
 import type { Argv, CommandModule, Options } from 'yargs';
 
+import { EXIT, UsageError } from '../../errors.js';
 import { PRESETS, loadGrid, parseShard, type StudyGrid } from '../../study/grid.js';
 import { writeStudyReport, type PairedFigures } from '../../study/report.js';
 import { runStudy, type StudyEvent } from '../../study/runner.js';
 import { verdict, type PairedDifference } from '../../study/stats.js';
-import { EXIT, formatDuration, Output, pct, runCommand, UsageError } from '../output.js';
+import { formatDuration, Output, pct, runCommand } from '../output.js';
 import { flagsToConfig, resolveTrainConfig, trainOptions } from '../train-flags.js';
 
 export interface StudyArgs {

@@ -5,9 +5,10 @@ import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 
 import type { TrainConfig } from '../../config.js';
+import { EXIT, UsageError } from '../../errors.js';
 import type { BatchProgress, EpochRecord, TrainSummary } from '../../records.js';
 import { train, type TrainOptions } from '../../train/trainer.js';
-import { EXIT, fixed, formatDuration, Output, pct, progressBar, runCommand, Table, UsageError } from '../output.js';
+import { fixed, formatDuration, Output, pct, progressBar, runCommand, Table } from '../output.js';
 import { defaultOutDir, flagsToConfig, kebab, readConfigFile, resolveTrainConfig, trainOptions } from '../train-flags.js';
 
 export interface TrainArgs {
