@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -67,6 +68,11 @@ constexpr double kMiB = 1024.0 * 1024.0;
 
 // Device memory the backend holds for itself (scratch, staging), freed when it goes.
 using DeviceMemory = Owned<void*, cudaFree>;
+using OwnedStream = Owned<cudaStream_t, cudaStreamDestroy>;
+using OwnedCudnn = Owned<cudnnHandle_t, cudnnDestroy>;
+using OwnedCublas = Owned<cublasHandle_t, cublasDestroy>;
+// Every handle the backends of this process hold (dfl_cuda_constructor_probe).
+int live_handles() { return DeviceMemory::live() + OwnedStream::live() + OwnedCudnn::live() + OwnedCublas::live(); }
 
 class CudaBackend final : public Backend {
  public:
@@ -707,9 +713,9 @@ class CudaBackend final : public Backend {
   mutable std::mutex mu_;  // one call at a time (see the top of this file)
   // Owners, in the order they are made (they go in reverse): the stream, the handles on it, the
   // plans made with cuDNN's, then device buffers (freed after the destructor's synchronisation).
-  Owned<cudaStream_t, cudaStreamDestroy> stream_;
-  Owned<cudnnHandle_t, cudnnDestroy> cudnn_;
-  Owned<cublasHandle_t, cublasDestroy> cublas_;
+  OwnedStream stream_;
+  OwnedCudnn cudnn_;
+  OwnedCublas cublas_;
   std::unique_ptr<ConvPlans> plans_;
   DeviceMemory scratch_;
   size_t scratch_bytes_ = 0;
@@ -763,6 +769,28 @@ extern "C" __attribute__((visibility("default"))) dfl::Backend* dfl_create_backe
     *error = ex.what();
     return nullptr;
   }
+}
+
+// For scripts/gpu/check-cuda-build.sh (ctypes, no Node): constructs the backend on device 0 without
+// asking for a device first, so that on a machine with no driver the constructor itself fails, then
+// returns how many of its handles (stream, cuDNN, cuBLAS, device buffers) are still held: 0 unless
+// a failure leaked one. `message` gets the constructor's error, or the device when it succeeded
+// (the backend is then destroyed before counting).
+extern "C" __attribute__((visibility("default"))) int dfl_cuda_constructor_probe(char* message, size_t capacity) {
+  using namespace dfl::cuda;
+  std::string text;
+  try {
+    CudaBackend backend(0);
+    text = "constructed: " + backend.description();
+  } catch (const std::exception& ex) {
+    text = ex.what();
+  }
+  if (message && capacity) {
+    const size_t n = std::min(text.size(), capacity - 1);
+    std::memcpy(message, text.data(), n);
+    message[n] = 0;
+  }
+  return live_handles();
 }
 
 extern "C" __attribute__((visibility("default"))) bool dfl_library_versions(std::string* text) {

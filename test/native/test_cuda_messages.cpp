@@ -113,7 +113,11 @@ DFL_CPU_TEST(cuda_library_versions_agree_or_say_what_to_install) {
 
 DFL_CPU_TEST(cuda_handles_are_released_once_also_when_a_constructor_fails_half_way) {
   destroyed().clear();
-  { ThreeHandles all(0); }
+  {
+    ThreeHandles all(0);
+    DFL_EXPECT(Handle::live() == 3, "three held: " << Handle::live());
+  }
+  DFL_EXPECT(Handle::live() == 0, "none held after the owner went: " << Handle::live());
   DFL_EXPECT((destroyed() == std::vector<int>{3, 2, 1}), "all three, in reverse order");
   for (int fail_at : {2, 3}) {
     destroyed().clear();
@@ -125,6 +129,7 @@ DFL_CPU_TEST(cuda_handles_are_released_once_also_when_a_constructor_fails_half_w
     }
     const std::vector<int> want = fail_at == 2 ? std::vector<int>{1} : std::vector<int>{2, 1};
     DFL_EXPECT(threw && destroyed() == want, "failing at step " << fail_at << " releases exactly what was made");
+    DFL_EXPECT(Handle::live() == 0, "failing at step " << fail_at << " leaves " << Handle::live() << " held");
   }
   destroyed().clear();
   {
@@ -134,8 +139,10 @@ DFL_CPU_TEST(cuda_handles_are_released_once_also_when_a_constructor_fails_half_w
     Handle other(8);
     other = std::move(moved);  // releases 8, takes 7
     DFL_EXPECT(destroyed() == std::vector<int>{8}, "assignment releases the handle it held");
+    DFL_EXPECT(Handle::live() == 1, "a move and a move-assignment hold one: " << Handle::live());
     const int given_up = other.release();
     DFL_EXPECT(given_up == 7 && !other.get(), "release gives the handle up");
+    DFL_EXPECT(Handle::live() == 0, "a released handle is no longer counted: " << Handle::live());
     Handle none;
   }
   DFL_EXPECT(destroyed() == std::vector<int>{8}, "released and empty owners destroy nothing");
