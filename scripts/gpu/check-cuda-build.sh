@@ -24,6 +24,9 @@ installed=$(date +%s)
 DFL_PYTHON="$tmp/venv/bin/python3" DFL_CUDA=ON DFL_CUDA_WERROR=1 DFL_JOBS="${DFL_JOBS:-2}" node scripts/build/build-native.mjs
 built=$(date +%s)
 test -f build/Release/libdfl_cuda.so
+# docs/native.md ("Numerics"): the kernels are compiled without contraction into FMAs.
+grep -qs -- "-fmad=false" build/build.ninja build/CMakeFiles/dfl_cuda.dir/flags.make ||
+  { echo "check-cuda-build: the CUDA sources were not compiled with -fmad=false (native/cuda/cuda.cmake)"; exit 1; }
 
 node --input-type=module -e "
 import assert from 'node:assert/strict';
