@@ -21,7 +21,7 @@
 # GPU_CHECK_BF16_SPECS (resnet18, vgg16), GPU_CHECK_COMPILE_SPECS (resnet18), GPU_CHECK_CUDNN_LOGLEVEL (3),
 # GPU_CHECK_DRY_CONFIGURE (1; 0 skips --dry-run's configure, which status.json then says).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 
 mode="${1:-}"
 case "$mode" in
@@ -83,7 +83,7 @@ finish() {  # finish [STOPPED-REASON]: the last status, the exit code
   [ -n "${1:-}" ] && stopped="$1"
   if [ -n "$stopped" ] && [ "$state" = running ]; then state=stopped; fi
   [ "$state" = running ] && state=passed
-  phase=done
+  phase="done"
   write_status
   stamp "done: $state${stopped:+ ($stopped)}; status in $out/status.json"
   if [ "$dry" = 1 ]; then exit 0; fi
@@ -124,7 +124,7 @@ begin preflight
   echo "site-packages/nvidia/*/lib:"
   for site in $(python3 -c "import site; print(' '.join(site.getsitepackages()))" 2>/dev/null); do
     for lib in "$site"/nvidia/*/lib; do
-      [ -d "$lib" ] && echo "  $lib: $(ls "$lib" | tr '\n' ' ')"
+      [ -d "$lib" ] && echo "  $lib: $(cd "$lib" && printf '%s ' *)"
     done
   done
 } >"$out/preflight.txt" 2>&1
@@ -186,7 +186,7 @@ fi
 build_all() {
   begin build
   if cmake --build "$build" --parallel "$(nproc)" >"$out/build.log" 2>&1 && [ -f "$build/libdfl_cuda.so" ]; then
-    end_phase ok "$(ls -la "$build/libdfl_cuda.so" | awk '{print $5}') bytes libdfl_cuda.so"
+    end_phase ok "$(stat -c %s "$build/libdfl_cuda.so") bytes libdfl_cuda.so"
     return 0
   fi
   tail -40 "$out/build.log"
@@ -305,7 +305,7 @@ fi
 # ---- bench: dfl-native against PyTorch on this GPU -----------------------------------------------
 steps="${GPU_CHECK_STEPS:-10}"
 batches="${GPU_CHECK_BATCHES:-128,512}"
-specs="${GPU_CHECK_SPECS:-$(ls scripts/gpu/specs/*.json | tr '\n' ' ')}"
+specs="${GPU_CHECK_SPECS:-$(printf '%s ' scripts/gpu/specs/*.json)}"
 bf16_specs="${GPU_CHECK_BF16_SPECS:-scripts/gpu/specs/resnet18.json scripts/gpu/specs/vgg16.json}"
 compile_specs="${GPU_CHECK_COMPILE_SPECS:-scripts/gpu/specs/resnet18.json}"
 : >"$out/dfl.jsonl"
