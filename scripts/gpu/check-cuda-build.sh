@@ -60,7 +60,8 @@ if (!/^CUDA runtime \d+\.\d+ .*; cuDNN 9\.\d+\.\d+ built for CUDA \d+\.\d+.*; cu
 if (/Mismatch/.test(lib)) throw new Error('info --json: the wheels disagree with the build: ' + lib);
 console.log('info --json: cuda libraries:', lib);
 " "$info"
-lib_line="$(node dist/cli/cli.js info | grep -E '^ *cuda libraries' || true)"
+# The text form needs a terminal (off one, info prints JSON): script(1) gives it one.
+lib_line="$(script -q -c "node dist/cli/cli.js info" /dev/null | grep -E '^ *cuda libraries' || true)"
 if ! echo "$lib_line" | grep -qF "$(node -e "console.log(JSON.parse(process.argv[1]).backends.libraries.cuda)" "$info")"; then
   echo "info: no 'cuda libraries' line matching --json's"
   node dist/cli/cli.js info

@@ -162,7 +162,7 @@ configure() {
   if cmake -S . -B "$build" "${generator[@]}" -DDFL_BUILD_ADDON=OFF -DDFL_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
     -DDFL_CUDA=ON -DDFL_CUDA_REQUIRED=ON -DDFL_CUDA_ARCHITECTURES=90 >"$out/configure.log" 2>&1; then
     grep -E "dfl-native" "$out/configure.log"
-    end_phase ok "$(grep -m1 -E 'dfl-native: building the CUDA backend' "$out/configure.log")"
+    end_phase ok "$(grep -m1 -oE 'dfl-native: building the CUDA backend.*' "$out/configure.log")"
     return 0
   fi
   tail -30 "$out/configure.log"

@@ -415,7 +415,11 @@ test('info --json reports version, backends, threads and CPU features', () => {
   // the same line in the text form.
   assert.equal(typeof info.backends.libraries, 'object');
   assert.equal(info.backends.libraries.cpu, undefined);
-  const text = dfl('info').stdout;
+  // The text form needs a terminal (off one, every command prints JSON): util-linux's script gives one.
+  const tty = spawnSync('script', ['-q', '-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(cli)} info`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+  if (tty.error) throw new Error(`info's text form is checked through script(1) (util-linux): ${tty.error.message}`);
+  const text = tty.stdout;
+  assert.match(text, /^version +\d/m, `not the text form:\n${text}`);
   const cudaLibraries = info.backends.libraries.cuda;
   if (cudaLibraries !== undefined) {
     assert.match(cudaLibraries, /^CUDA runtime \d+\.\d+ .*; cuDNN \d+\.\d+\.\d+ built for CUDA \d+\.\d+.*; cuBLAS /);

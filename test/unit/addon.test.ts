@@ -81,7 +81,7 @@ test('bad training steps reject or throw with a clear message', async () => {
 
 test('devices are chosen by name; an unknown or unusable one is a clear error', () => {
   assert.equal(new binding.Model(tinySpec(), 0, 'cpu').info().device, 'cpu');
-  assert.throws(() => new binding.Model(tinySpec(), 0, 'tpu' as never), /Unknown backend 'tpu' \(expected cpu or cuda\)/);
+  assert.throws(() => new binding.Model(tinySpec(), 0, 'tpu' as never), /Unknown backend 'tpu' \(expected cpu or cuda, or checking:cpu \/ checking:cuda for the checking wrapper\)/);
   if (!binding.runtimeInfo().usableBackends.includes('cuda'))
     assert.throws(() => new binding.Model(tinySpec(), 0, 'cuda'), /The cuda backend is not usable: ./);
   assert.throws(() => new binding.Model(tinySpec(), 0, 7 as never), /Expected a string for device/);
