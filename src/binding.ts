@@ -208,6 +208,8 @@ export interface BackendStatus {
   usable: boolean;
   /** The device when usable; otherwise why not, in the driver's or loader's own words. */
   detail: string;
+  /** The libraries it was built against and runs with, and whether they agree ('' when none: cpu). */
+  libraries: string;
 }
 
 export interface RuntimeInfo {

@@ -96,6 +96,7 @@ Napi::Value runtime_info(const Napi::CallbackInfo& info) {
     e.Set("compiled", b.compiled);
     e.Set("usable", b.usable);
     e.Set("detail", b.detail);
+    e.Set("libraries", b.libraries);
     all.Set(all.Length(), e);
     if (b.name == "cuda") cuda_status = b.usable ? "usable: " + b.detail : b.detail;
   }

@@ -38,6 +38,7 @@ struct Loaded {
   std::shared_ptr<Backend> backend;  // null when not usable
   bool compiled = false;
   std::string detail;
+  std::string libraries;  // DFL_BACKEND_LIBRARIES_SYMBOL's line, when the library has one
 };
 
 #if !defined(_WIN32)
@@ -107,6 +108,8 @@ Loaded load_cuda() {
     r.detail = path + " has no " DFL_BACKEND_FACTORY_SYMBOL " (not a dfl-native CUDA backend)";
     return r;
   }
+  if (auto libraries = reinterpret_cast<dfl_backend_libraries>(dlsym(lib, DFL_BACKEND_LIBRARIES_SYMBOL)))
+    libraries(&r.libraries);
   std::string error;
   Backend* be = factory(DFL_BACKEND_ABI, &error);
   if (!be) {
@@ -118,7 +121,7 @@ Loaded load_cuda() {
   return r;
 }
 #else
-Loaded load_cuda() { return {nullptr, false, "not compiled in: the CUDA backend is built on Linux only"}; }
+Loaded load_cuda() { return {nullptr, false, "not compiled in: the CUDA backend is built on Linux only", ""}; }
 #endif
 
 // Never destroyed: at exit the CUDA runtime tears itself down first, and releasing device
@@ -132,9 +135,9 @@ const Loaded& cuda() {
 
 std::vector<BackendStatus> backend_statuses() {
   std::vector<BackendStatus> out;
-  out.push_back({"cpu", true, true, cpu_instance()->description()});
+  out.push_back({"cpu", true, true, cpu_instance()->description(), ""});
   const Loaded& c = cuda();
-  out.push_back({"cuda", c.compiled, c.backend != nullptr, c.detail});
+  out.push_back({"cuda", c.compiled, c.backend != nullptr, c.detail, c.libraries});
   return out;
 }
 

@@ -286,6 +286,9 @@ struct BackendStatus {
   bool compiled = false;
   bool usable = false;
   std::string detail;  // the device when usable, else why not (the driver's or loader's own words)
+  // The libraries it was built against and found at run time, and whether they agree (CUDA: the
+  // runtime, the driver, cuDNN, cuBLAS); empty when there are none to report.
+  std::string libraries;
 };
 // Every backend this build knows of ("cpu" first), whether usable or not.
 std::vector<BackendStatus> backend_statuses();

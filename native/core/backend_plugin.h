@@ -15,9 +15,15 @@
 #endif
 
 #define DFL_BACKEND_FACTORY_SYMBOL "dfl_create_backend"
+// Optional: the libraries the backend was built against and runs with, asked before the factory
+// and answered without a device (for `info`, also where the backend cannot start).
+#define DFL_BACKEND_LIBRARIES_SYMBOL "dfl_library_versions"
 
 // Returns a new backend (the caller owns it and deletes it through the virtual destructor), or
 // null with *error set to why not, in the driver's or library's own words. Never throws.
 extern "C" {
 typedef dfl::Backend* (*dfl_backend_factory)(const char* abi, std::string* error);
+// Sets *text to one line naming the versions; false when they cannot work together (the factory
+// then refuses, with that line as its error). Never throws.
+typedef bool (*dfl_backend_libraries)(std::string* text);
 }

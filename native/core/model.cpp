@@ -521,6 +521,7 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   const double b = double(B), f = sizeof(float), nc = double(p.num_classes);
   MemoryPlan m;
   m.weights = f * (3.0 * double(p.device_param_floats) + 2.0 * double(p.device_buffer_floats) + double(p.stat_floats));
+  // Activations and their gradients (shared slots: grad_per_sample, as ensure_batch/backward allocate).
   m.activations = f * b * (double(p.act_per_sample + p.grad_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
                            1.0 /* labels */ + 2.0 + 3.0 * nc) +
                   sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;

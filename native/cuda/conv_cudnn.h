@@ -5,6 +5,7 @@
 // bf16 plans (MathMode::bf16) run NHWC bf16 tensors on the tensor cores with float32 accumulation;
 // the backend casts to and from them in the plan's part of the workspace (ConvPlan::bf16_*). A shape
 // cuDNN has no bf16 algorithm for is computed in float32 instead (ConvPlan::bf16 false).
+// Every algorithm is checked for support (its workspace query succeeds) before a plan takes it.
 #pragma once
 #include <cudnn.h>
 
@@ -12,12 +13,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "core/shapes.h"
 
 namespace dfl::cuda {
 
-void check_cudnn(cudnnStatus_t s, const char* what);
+// Throws dfl::Error on failure: `what`, cuDNN's status, its last error message
+// (cudnnGetLastErrorString) and the context (a convolution's shape: ConvPlan::shape).
+void check_cudnn(cudnnStatus_t s, const char* what, const std::string& context = std::string());
 
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
@@ -28,6 +32,7 @@ struct ConvPlan {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   size_t fwd_bytes = 0, bwd_data_bytes = 0, bwd_filter_bytes = 0;
   bool bf16 = false;
+  std::string shape;  // for messages: cuda/messages.h conv_shape_text
   // bf16 plans: where the cast operands sit after cuDNN's own workspace (byte offsets): x and dx
   // (B*C*H*W values), y and dy (B*OC*OH*OW), w and dw (OC*C/groups*KH*KW).
   size_t bf16_x = 0, bf16_y = 0, bf16_w = 0, bf16_dx = 0, bf16_dw = 0, bf16_end = 0;

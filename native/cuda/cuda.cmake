@@ -116,6 +116,11 @@ if(DFL_CUDA_BUILT)
   target_compile_definitions(dfl_cuda PRIVATE DFL_BACKEND_ABI="${DFL_BACKEND_ABI}")
   target_compile_options(dfl_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter>
                          $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+  # The kernels' arithmetic is the host's (docs/native.md, "Numerics"): no contraction of a product
+  # and a sum into one fused multiply-add (nvcc's default; an explicit fmaf() stays fused), IEEE
+  # division and square root, denormals kept. Then a body gives the bits it gives on the host, where
+  # the CPU tests check it. cuDNN and cuBLAS are not affected.
+  target_compile_options(dfl_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-fmad=false -ftz=false -prec-div=true -prec-sqrt=true>)
   if(DFL_CUDA_WERROR)
     target_compile_options(dfl_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings -Xcompiler=-Werror>)
   endif()

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -31,6 +32,8 @@
 #include "cuda/bodies/reduce.h"
 #include "cuda/conv_cudnn.h"
 #include "cuda/launch.cuh"
+#include "cuda/messages.h"
+#include "cuda/owned.h"
 
 namespace dfl::cuda {
 
@@ -38,29 +41,64 @@ namespace {
 
 using namespace dfl::cuda_bodies;
 
-void check_cublas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) fail(what, ": ", cublasGetStatusName(s), ": ", cublasGetStatusString(s));
+void check_cublas(cublasStatus_t s, const char* what, const std::string& context = std::string()) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    fail(library_error_text(what, cublasGetStatusName(s), "cuBLAS", cublasGetStatusString(s), context));
+}
+
+// What this library was built against and runs with (no GPU needed: none of these calls starts CUDA).
+LibraryVersions library_versions() {
+  LibraryVersions v;
+  cudaRuntimeGetVersion(&v.runtime);
+  v.runtime_built = CUDART_VERSION;
+  cudaDriverGetVersion(&v.driver);
+  v.cudnn = cudnnGetVersion();
+  v.cudnn_built = CUDNN_VERSION;
+  v.cudnn_cudart = cudnnGetCudartVersion();
+  int major = 0, minor = 0, patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &major);
+  cublasGetProperty(MINOR_VERSION, &minor);
+  cublasGetProperty(PATCH_LEVEL, &patch);
+  v.cublas = major * 10000 + minor * 100 + patch;
+  v.cublas_built = CUBLAS_VERSION;
+  return v;
 }
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
+// Device memory the backend holds for itself (scratch, staging), freed when it goes.
+using DeviceMemory = Owned<void*, cudaFree>;
+using OwnedStream = Owned<cudaStream_t, cudaStreamDestroy>;
+using OwnedCudnn = Owned<cudnnHandle_t, cudnnDestroy>;
+using OwnedCublas = Owned<cublasHandle_t, cublasDestroy>;
+// Every handle the backends of this process hold (dfl_cuda_constructor_probe).
+int live_handles() { return DeviceMemory::live() + OwnedStream::live() + OwnedCudnn::live() + OwnedCublas::live(); }
+
 class CudaBackend final : public Backend {
  public:
+  // Each handle is owned by its member as soon as it exists, so a step that throws half way releases
+  // what the steps before it made (cuda/owned.h).
   explicit CudaBackend(int device) : device_(device) {
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     cudaDeviceProp prop{};
     check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     compute_major_ = prop.major;
     compute_minor_ = prop.minor;
-    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    cudaStream_t stream = nullptr;
+    check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    stream_.reset(stream);
     // Keep freed memory in the pool for the next step instead of returning it to the driver.
     cudaMemPool_t pool;
     check_cuda(cudaDeviceGetDefaultMemPool(&pool, device_), "cudaDeviceGetDefaultMemPool");
     uint64_t keep = UINT64_MAX;
     check_cuda(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
-    check_cudnn(cudnnCreate(&cudnn_), "cudnnCreate");
+    cudnnHandle_t dnn = nullptr;
+    check_cudnn(cudnnCreate(&dnn), "cudnnCreate");
+    cudnn_.reset(dnn);
     check_cudnn(cudnnSetStream(cudnn_, stream_), "cudnnSetStream");
-    check_cublas(cublasCreate(&cublas_), "cublasCreate");
+    cublasHandle_t blas = nullptr;
+    check_cublas(cublasCreate(&blas), "cublasCreate");
+    cublas_.reset(blas);
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
     check_cublas(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");  // no TF32
     plans_ = std::make_unique<ConvPlans>(cudnn_);
@@ -69,21 +107,13 @@ class CudaBackend final : public Backend {
     float* probe = static_cast<float*>(scratch(sizeof(float)));
     launch_elementwise(stream_, Fill{probe, 1.f, 1});
     check_cuda(cudaStreamSynchronize(stream_), "running a first kernel on the GPU");
-    int rt = 0, drv = 0;
-    cudaRuntimeGetVersion(&rt);
-    cudaDriverGetVersion(&drv);
     description_ = std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
-                   std::to_string(int(prop.totalGlobalMem / kMiB)) + " MiB), CUDA runtime " + version(rt) +
-                   ", driver " + version(drv) + ", cuDNN " + std::to_string(cudnnGetVersion()) + ", cuBLAS " +
-                   cublas_version();
+                   std::to_string(int(prop.totalGlobalMem / kMiB)) + " MiB); " +
+                   check_library_versions(library_versions()).text;
   }
+  // The members then go in reverse order: buffers, plans, cuBLAS, cuDNN, the stream.
   ~CudaBackend() override {
-    cudaStreamSynchronize(stream_);
-    for (void* p : {scratch_, staging_, cast_scratch_}) if (p) cudaFree(p);
-    plans_.reset();
-    cublasDestroy(cublas_);
-    cudnnDestroy(cudnn_);
-    cudaStreamDestroy(stream_);
+    if (stream_) cudaStreamSynchronize(stream_);
   }
 
   const std::string& name() const override { return name_; }
@@ -103,7 +133,11 @@ class CudaBackend final : public Backend {
            " MiB free of ", long(total_b / kMiB), " MiB; ", cudaGetErrorString(e),
            "); use a smaller batch size or model");
     }
-    check_cuda(cudaMemsetAsync(p, 0, rounded, stream_), "cudaMemsetAsync");
+    const cudaError_t zeroed = cudaMemsetAsync(p, 0, rounded, stream_);
+    if (zeroed != cudaSuccess) {
+      cudaFreeAsync(p, stream_);  // the caller never sees it: it must not outlive the error
+      check_cuda(zeroed, "cudaMemsetAsync (zeroing a new allocation)");
+    }
     return p;
   }
   void release(void* ptr) noexcept override {
@@ -189,12 +223,12 @@ class CudaBackend final : public Backend {
       cast_in(w16, weight, s.OC, s.C / s.groups, size_t(s.KH) * s.KW);
       check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, x16, p.w, w16, p.conv, p.fwd, workspace, p.fwd_bytes,
                                           &zero, p.y, y16),
-                  "cudnnConvolutionForward (bf16)");
+                  "cudnnConvolutionForward (bf16)", p.shape);
       launch_elementwise(stream_, FromBf16ChannelsLast{out, y16, size_t(s.B), size_t(s.OC), size_t(s.OH()) * s.OW(), false});
     } else {
       check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, inp, p.w, weight, p.conv, p.fwd, workspace, p.fwd_bytes,
                                           &zero, p.y, out),
-                  "cudnnConvolutionForward");
+                  "cudnnConvolutionForward", p.shape);
     }
     const size_t P = size_t(s.OH()) * s.OW();
     if (bias || act != Activation::None)
@@ -219,7 +253,7 @@ class CudaBackend final : public Backend {
         cast_in(w16, weight, s.OC, s.C / s.groups, KK);
         check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, w16, p.y, dy16, p.conv, p.bwd_data, workspace,
                                                  p.bwd_data_bytes, &zero, p.x, dx16),
-                    "cudnnConvolutionBackwardData (bf16)");
+                    "cudnnConvolutionBackwardData (bf16)", p.shape);
         launch_elementwise(stream_, FromBf16ChannelsLast{dinp, dx16, size_t(s.B), size_t(s.C), HW, !overwrite_dinp});
       }
       if (dweight) {
@@ -228,7 +262,7 @@ class CudaBackend final : public Backend {
         cast_in(x16, inp, s.B, s.C, HW);
         check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, x16, p.y, dy16, p.conv, p.bwd_filter, workspace,
                                                    p.bwd_filter_bytes, &zero, p.w, dw16),
-                    "cudnnConvolutionBackwardFilter (bf16)");
+                    "cudnnConvolutionBackwardFilter (bf16)", p.shape);
         launch_elementwise(stream_, FromBf16ChannelsLast{dweight, dw16, size_t(s.OC), size_t(s.C / s.groups), KK, true});
       }
     } else {
@@ -236,11 +270,11 @@ class CudaBackend final : public Backend {
       if (dinp)
         check_cudnn(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dout, p.conv, p.bwd_data, workspace,
                                                  p.bwd_data_bytes, overwrite_dinp ? &zero : &one, p.x, dinp),
-                    "cudnnConvolutionBackwardData");
+                    "cudnnConvolutionBackwardData", p.shape);
       if (dweight)
         check_cudnn(cudnnConvolutionBackwardFilter(cudnn_, &one, p.x, inp, p.y, dout, p.conv, p.bwd_filter, workspace,
                                                    p.bwd_filter_bytes, &one, p.w, dweight),
-                    "cudnnConvolutionBackwardFilter");
+                    "cudnnConvolutionBackwardFilter", p.shape);
     }
     if (dbias) launch_rows(stream_, BiasGradient{dbias, dout, s.B, s.OC, s.OH() * s.OW()});
   }
@@ -548,13 +582,6 @@ class CudaBackend final : public Backend {
     launch_elementwise(stream_, body);
   }
 
-  static std::string version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
-  std::string cublas_version() const {
-    int v = 0;
-    cublasGetVersion(cublas_, &v);
-    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
-  }
-
   static size_t total_channels(const int* channels, int n) {
     DFL_CHECK(n >= 1, "concat/split: needs at least one chunk");
     size_t total = 0;
@@ -586,18 +613,23 @@ class CudaBackend final : public Backend {
     const float alpha = 1.f;
     const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     if (!bf16) {
-      check_cublas(cublasSgemm(cublas_, op_b, op_a, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc), "cublasSgemm");
+      check_cublas(cublasSgemm(cublas_, op_b, op_a, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc), "cublasSgemm",
+                   gemm_text(trans_a, trans_b, M, N, K, "float32"));
       return;
     }
     // Both operands are dense row-major blocks: A has (trans_a ? K : M) rows of lda, B (trans_b ? N : K) rows of ldb.
     const size_t na = size_t(trans_a ? K : M) * lda, nb = size_t(trans_b ? N : K) * ldb;
-    auto* a16 = static_cast<Bf16Bits*>(grow(&cast_scratch_, &cast_scratch_bytes_, (na + nb) * sizeof(Bf16Bits)));
+    auto* a16 = static_cast<Bf16Bits*>(grow(cast_scratch_, &cast_scratch_bytes_, (na + nb) * sizeof(Bf16Bits)));
     Bf16Bits* b16 = a16 + na;
     cast_in(a16, A, 1, na, 1);
     cast_in(b16, B, 1, nb, 1);
     check_cublas(cublasGemmEx(cublas_, op_b, op_a, N, M, K, &alpha, b16, CUDA_R_16BF, ldb, a16, CUDA_R_16BF, lda, &beta,
                               C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                 "cublasGemmEx (bf16)");
+                 "cublasGemmEx", gemm_text(trans_a, trans_b, M, N, K, "bf16"));
+  }
+  static std::string gemm_text(bool trans_a, bool trans_b, int M, int N, int K, const char* type) {
+    return std::string("row-major GEMM M=") + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+           (trans_a ? " A^T" : "") + (trans_b ? " B^T" : "") + " " + type;
   }
   // dst (rows, HW, C) bf16 from src (rows, C, HW) float32 (HW = 1: a plain cast).
   void cast_in(Bf16Bits* dst, const float* src, size_t rows, size_t C, size_t HW) {
@@ -613,15 +645,16 @@ class CudaBackend final : public Backend {
   }
 
   // Device scratch of at least `bytes` (grown, never shrunk; stream-ordered).
-  void* scratch(size_t bytes) { return grow(&scratch_, &scratch_bytes_, bytes); }
-  void* grow(void** buf, size_t* have, size_t bytes) {
-    if (bytes <= *have) return *buf;
-    if (*buf) cudaFreeAsync(*buf, stream_);
-    *buf = nullptr;
+  void* scratch(size_t bytes) { return grow(scratch_, &scratch_bytes_, bytes); }
+  void* grow(DeviceMemory& buf, size_t* have, size_t bytes) {
+    if (bytes <= *have) return buf;
+    if (void* old = buf.release()) cudaFreeAsync(old, stream_);
     *have = 0;
-    check_cuda(cudaMallocAsync(buf, bytes, stream_), "allocating backend scratch");
+    void* fresh = nullptr;
+    check_cuda(cudaMallocAsync(&fresh, bytes, stream_), "allocating backend scratch");
+    buf.reset(fresh);
     *have = bytes;
-    return *buf;
+    return fresh;
   }
 
   // Small host arrays of one call (draws, mean/std, indices), gathered with put() and copied in one
@@ -642,13 +675,13 @@ class CudaBackend final : public Backend {
       return {at};
     }
     void upload() {
-      be_.grow(&be_.staging_, &be_.staging_bytes_, std::max<size_t>(host_.size(), 4096));
+      be_.grow(be_.staging_, &be_.staging_bytes_, std::max<size_t>(host_.size(), 4096));
       check_cuda(cudaMemcpyAsync(be_.staging_, host_.data(), host_.size(), cudaMemcpyHostToDevice, be_.stream_),
                  "staging call arguments");
     }
     template <typename T>
     const T* at(Ref<T> r) const {
-      return reinterpret_cast<const T*>(static_cast<const char*>(be_.staging_) + r.offset);
+      return reinterpret_cast<const T*>(static_cast<const char*>(be_.staging_.get()) + r.offset);
     }
 
    private:
@@ -678,16 +711,18 @@ class CudaBackend final : public Backend {
   std::string description_;
   int device_;
   mutable std::mutex mu_;  // one call at a time (see the top of this file)
-  cudaStream_t stream_ = nullptr;
-  cudnnHandle_t cudnn_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
+  // Owners, in the order they are made (they go in reverse): the stream, the handles on it, the
+  // plans made with cuDNN's, then device buffers (freed after the destructor's synchronisation).
+  OwnedStream stream_;
+  OwnedCudnn cudnn_;
+  OwnedCublas cublas_;
   std::unique_ptr<ConvPlans> plans_;
-  void* scratch_ = nullptr;
+  DeviceMemory scratch_;
   size_t scratch_bytes_ = 0;
-  void* cast_scratch_ = nullptr;  // bf16 operands of linear layers
+  DeviceMemory cast_scratch_;  // bf16 operands of linear layers
   size_t cast_scratch_bytes_ = 0;
   int compute_major_ = 0, compute_minor_ = 0;
-  void* staging_ = nullptr;
+  DeviceMemory staging_;
   size_t staging_bytes_ = 0;
 };
 
@@ -706,6 +741,11 @@ extern "C" __attribute__((visibility("default"))) dfl::Backend* dfl_create_backe
     if (std::string(abi) != DFL_BACKEND_ABI) {
       *error = std::string("libdfl_cuda.so was built against another version of backend.h (") + DFL_BACKEND_ABI +
                ", the addon has " + abi + "); rebuild both (npm run build:native)";
+      return nullptr;
+    }
+    const dfl::cuda::VersionCheck libraries = dfl::cuda::check_library_versions(dfl::cuda::library_versions());
+    if (!libraries.ok) {
+      *error = libraries.text;
       return nullptr;
     }
     int count = 0;
@@ -728,5 +768,38 @@ extern "C" __attribute__((visibility("default"))) dfl::Backend* dfl_create_backe
   } catch (const std::exception& ex) {
     *error = ex.what();
     return nullptr;
+  }
+}
+
+// For scripts/gpu/check-cuda-build.sh (ctypes, no Node): constructs the backend on device 0 without
+// asking for a device first, so that on a machine with no driver the constructor itself fails, then
+// returns how many of its handles (stream, cuDNN, cuBLAS, device buffers) are still held: 0 unless
+// a failure leaked one. `message` gets the constructor's error, or the device when it succeeded
+// (the backend is then destroyed before counting).
+extern "C" __attribute__((visibility("default"))) int dfl_cuda_constructor_probe(char* message, size_t capacity) {
+  using namespace dfl::cuda;
+  std::string text;
+  try {
+    CudaBackend backend(0);
+    text = "constructed: " + backend.description();
+  } catch (const std::exception& ex) {
+    text = ex.what();
+  }
+  if (message && capacity) {
+    const size_t n = std::min(text.size(), capacity - 1);
+    std::memcpy(message, text.data(), n);
+    message[n] = 0;
+  }
+  return live_handles();
+}
+
+extern "C" __attribute__((visibility("default"))) bool dfl_library_versions(std::string* text) {
+  try {
+    const dfl::cuda::VersionCheck r = dfl::cuda::check_library_versions(dfl::cuda::library_versions());
+    *text = r.text;
+    return r.ok;
+  } catch (const std::exception& ex) {
+    *text = ex.what();
+    return false;
   }
 }

@@ -404,11 +404,29 @@ test('eval on a test split with a corrupt image: exit 2 naming it and --skip-bad
 test('info --json reports version, backends, threads and CPU features', () => {
   const r = dfl('info', '--json');
   assert.equal(r.status, 0, r.stderr);
-  const [info] = jsonLines(r.stdout) as [{ version: string; backends: { compiled: string[]; usable: string[] }; threads: number; cpu_features: string[] }];
+  const [info] = jsonLines(r.stdout) as [{
+    version: string; backends: { compiled: string[]; usable: string[]; libraries: Record<string, string> }; threads: number; cpu_features: string[];
+  }];
   const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
   assert.equal(info.version, pkg.version);
   assert.ok(info.backends.compiled.includes('cpu'));
   assert.ok(info.backends.usable.includes('cpu'));
+  // libraries: only backends that link libraries of their own (cuda where libdfl_cuda.so loads);
+  // the same line in the text form.
+  assert.equal(typeof info.backends.libraries, 'object');
+  assert.equal(info.backends.libraries.cpu, undefined);
+  // The text form needs a terminal (off one, every command prints JSON): util-linux's script gives one.
+  const tty = spawnSync('script', ['-q', '-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(cli)} info`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+  if (tty.error) throw new Error(`info's text form is checked through script(1) (util-linux): ${tty.error.message}`);
+  const text = tty.stdout;
+  assert.match(text, /^version +\d/m, `not the text form:\n${text}`);
+  const cudaLibraries = info.backends.libraries.cuda;
+  if (cudaLibraries !== undefined) {
+    assert.match(cudaLibraries, /^CUDA runtime \d+\.\d+ .*; cuDNN \d+\.\d+\.\d+ built for CUDA \d+\.\d+.*; cuBLAS /);
+    assert.ok(text.includes(cudaLibraries), `info's text lacks the cuda libraries line:\n${text}`);
+  } else {
+    assert.doesNotMatch(text, /libraries/);
+  }
   assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
   assert.ok(Array.isArray(info.cpu_features));
 });

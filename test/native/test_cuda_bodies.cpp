@@ -3,7 +3,7 @@
 // index bugs; these catch them with no GPU. Shapes are odd on purpose (not multiples of a block),
 // and reductions run with 32 and 256 emulated threads.
 // Exact (bitwise) where the body does the same float operations in the same order as the CPU
-// kernel; otherwise 1e-6 relative: double sums taken in another order, rounded once to float.
+// kernel; otherwise the tolerances of numerics.h (double sums taken in another order, rounded once).
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -21,6 +21,7 @@
 #include "cuda/bodies/reduce.h"
 #include "emulate.h"
 #include "harness.h"
+#include "numerics.h"
 
 using namespace dfl;
 using namespace dfl::cuda_bodies;
@@ -34,7 +35,10 @@ namespace {
 using Vec = std::vector<float>;
 
 #define EXPECT_SAME(got, want, what) DFL_EXPECT_CLOSE((got).data(), (want).data(), (want).size(), 0.0, 0.0, (what))
-#define EXPECT_NEAR(got, want, what) DFL_EXPECT_CLOSE((got).data(), (want).data(), (want).size(), 1e-6, 1e-6, (what))
+#define EXPECT_NEAR(got, want, what)                                                                     \
+  DFL_EXPECT_CLOSE((got).data(), (want).data(), (want).size(), dfl::test::numerics::kReordered, \
+                   dfl::test::numerics::kReordered, (what))
+constexpr double kBn = dfl::test::numerics::kBatchNorm;
 
 const int kThreadCounts[] = {32, 256};
 
@@ -230,14 +234,14 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
     EXPECT_NEAR(si, siw, "bn save_invstd");
     EXPECT_NEAR(rm, rmw, "bn running_mean");
     EXPECT_NEAR(rv, rvw, "bn running_var");
-    DFL_EXPECT_CLOSE(y.data(), yw.data(), n, 1e-5, 1e-5, "bn train forward");
+    DFL_EXPECT_CLOSE(y.data(), yw.data(), n, kBn, kBn, "bn train forward");
     // With the activation fused into the normalisation pass (statistics as above).
     for (Activation act : {Activation::Relu, Activation::Relu6}) {
       Vec ya(n), yaw(n), sm2(C), si2(C);
       run_elementwise(BatchNormApply{ya.data(), x.data(), coef.data(), n, C, HW, act});
       cpu::batchnorm2d_forward_train(yaw.data(), sm2.data(), si2.data(), nullptr, nullptr, x.data(), gamma.data(),
                                      beta.data(), B, C, HW, 0.1f, 1e-5f, act);
-      DFL_EXPECT_CLOSE(ya.data(), yaw.data(), n, 1e-5, 1e-5, "bn train forward + activation");
+      DFL_EXPECT_CLOSE(ya.data(), yaw.data(), n, kBn, kBn, "bn train forward + activation");
     }
 
     std::vector<BatchNormGradCoef> gcoef(C);
@@ -250,9 +254,9 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
     run_elementwise(BatchNormGradInput{dx.data(), dy.data(), x.data(), gcoef.data(), n, C, HW});
     cpu::batchnorm2d_backward(dxw.data(), dgw.data(), dbw.data(), dy.data(), x.data(), gamma.data(), smw.data(),
                               siw.data(), B, C, HW);
-    DFL_EXPECT_CLOSE(dx.data(), dxw.data(), n, 1e-5, 1e-5, "bn backward dx");
-    DFL_EXPECT_CLOSE(dg.data(), dgw.data(), size_t(C), 1e-5, 1e-5, "bn backward dgamma");
-    DFL_EXPECT_CLOSE(db.data(), dbw.data(), size_t(C), 1e-5, 1e-5, "bn backward dbeta");
+    DFL_EXPECT_CLOSE(dx.data(), dxw.data(), n, kBn, kBn, "bn backward dx");
+    DFL_EXPECT_CLOSE(dg.data(), dgw.data(), size_t(C), kBn, kBn, "bn backward dgamma");
+    DFL_EXPECT_CLOSE(db.data(), dbw.data(), size_t(C), kBn, kBn, "bn backward dbeta");
   }
   DFL_EXPECT(batchnorm_slices(512, 64, 1024) == 16 && batchnorm_slices(2, 512, 16) == 1 && batchnorm_slices(512, 8, 1024) == 128,
              "slices per channel");
@@ -357,7 +361,7 @@ DFL_CPU_TEST(cuda_bodies_sgd_and_reductions) {
     for (int threads : kThreadCounts) {
       const double sq = dfl::test::reduce_all(SquareValue{g.data()}, n, chunk, threads);
       const double want = cpu::sum_squares(g.data(), n);
-      DFL_EXPECT(std::fabs(sq - want) <= 1e-12 * want, "sum of squares " << sq << " vs " << want);
+      DFL_EXPECT(std::fabs(sq - want) <= dfl::test::numerics::kSumOfSquares * want, "sum of squares " << sq << " vs " << want);
       DFL_EXPECT(dfl::test::reduce_all(FiniteValue{g.data()}, n, chunk, threads) == 1, "all finite");
       DFL_EXPECT(dfl::test::reduce_all(SgdFiniteValue{p.data(), m.data(), g.data(), mask.data(), cfg}, n, chunk, threads) == 1,
                  "sgd stays finite");

@@ -16,7 +16,7 @@ export interface InfoArgs {
 
 export function builder(y: Argv): Argv<InfoArgs> {
   return y
-    .option('json', jsonOption('one object, {version, backends: {compiled, usable, detail}, threads, cpu_features, simd_paths, ...}'))
+    .option('json', jsonOption('one object, {version, backends: {compiled, usable, detail, libraries}, threads, cpu_features, simd_paths, ...}'))
     .example('$0 info', 'what this installation can run on') as unknown as Argv<InfoArgs>;
 }
 
@@ -42,7 +42,11 @@ export async function handler(argv: InfoArgs): Promise<void> {
       out.line({
         version,
         // detail: the device of each usable backend, or why a backend cannot be used here.
-        backends: { compiled: rt.compiledBackends, usable: rt.usableBackends, detail: Object.fromEntries(rt.backends.map((b) => [b.name, b.detail])) },
+        // libraries: what each backend was built against and runs with (only those that have any).
+        backends: {
+          compiled: rt.compiledBackends, usable: rt.usableBackends, detail: Object.fromEntries(rt.backends.map((b) => [b.name, b.detail])),
+          libraries: Object.fromEntries(rt.backends.filter((b) => b.libraries).map((b) => [b.name, b.libraries])),
+        },
         threads: rt.threads,
         hardware_threads: rt.hardwareThreads, cpu_features: rt.cpuFeatures, cuda_status: rt.cudaStatus, gemm_kernel: rt.gemmKernel,
         simd_paths: rt.simdPaths, simd_level: rt.simdLevel, simd_request: rt.simdRequest || null,
@@ -54,7 +58,10 @@ export async function handler(argv: InfoArgs): Promise<void> {
       ['version', version],
       ['platform', platform],
       ['backends', `compiled: ${rt.compiledBackends.join(', ') || '-'}; usable: ${rt.usableBackends.join(', ') || '-'}`],
-      ...rt.backends.map((b): [string, string] => [b.name, `${b.usable ? 'usable' : 'not usable'}: ${b.detail}`]),
+      ...rt.backends.flatMap((b): [string, string][] => [
+        [b.name, `${b.usable ? 'usable' : 'not usable'}: ${b.detail}`],
+        ...(b.libraries ? [[`${b.name} libraries`, b.libraries] as [string, string]] : []),
+      ]),
       ['threads', `${rt.threads} (hardware: ${rt.hardwareThreads}${rt.openmp ? ', OpenMP' : ''})`],
       ['cpu', os.cpus()[0]?.model ?? 'unknown'],
       ['cpu features', rt.cpuFeatures.join(' ') || '-'],

@@ -4,11 +4,12 @@
 #   2. builds the addon with the CUDA backend (npm run build:native, DFL_CUDA=ON: no silent CPU
 #      fallback), every CUDA source compiled with warnings as errors;
 #   3. checks that this addon loads and trains on the CPU, that `info --json` lists cuda as compiled
-#      but not usable with the driver's reason, and that `train --device cuda` fails with one line
-#      holding that reason and a non-zero exit code.
+#      but not usable with the driver's reason and names the library versions (also in `info`), that
+#      the backend's constructor fails without a driver leaving none of its handles held, and that
+#      `train --device cuda` fails with one line holding that reason and a non-zero exit code.
 # Skipped (exit 0, saying why) when nvcc is not on the PATH.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 if ! command -v nvcc >/dev/null; then
   echo "check-cuda-build: skipped: nvcc is not on the PATH"
@@ -23,6 +24,9 @@ installed=$(date +%s)
 DFL_PYTHON="$tmp/venv/bin/python3" DFL_CUDA=ON DFL_CUDA_WERROR=1 DFL_JOBS="${DFL_JOBS:-2}" node scripts/build/build-native.mjs
 built=$(date +%s)
 test -f build/Release/libdfl_cuda.so
+# docs/native.md ("Numerics"): the kernels are compiled without contraction into FMAs.
+grep -qs -- "-fmad=false" build/build.ninja build/CMakeFiles/dfl_cuda.dir/flags.make ||
+  { echo "check-cuda-build: the CUDA sources were not compiled with -fmad=false (native/cuda/cuda.cmake)"; exit 1; }
 
 node --input-type=module -e "
 import assert from 'node:assert/strict';
@@ -47,6 +51,41 @@ if (i.backends.usable.includes('cuda')) { console.log('info --json: cuda usable 
 if (!i.backends.detail.cuda) throw new Error('info --json: no reason given for cuda');
 console.log('info --json: cuda compiled, not usable:', i.backends.detail.cuda);
 " "$info"
+# The versions: built against and found (cudnnGetCudartVersion against the runtime), in both forms.
+node -e "
+const i = JSON.parse(process.argv[1]);
+const lib = i.backends.libraries && i.backends.libraries.cuda;
+if (!/^CUDA runtime \d+\.\d+ .*; cuDNN 9\.\d+\.\d+ built for CUDA \d+\.\d+.*; cuBLAS \d+\.\d+\.\d+/.test(lib || ''))
+  throw new Error('info --json: backends.libraries.cuda does not name the versions: ' + lib);
+if (/Mismatch/.test(lib)) throw new Error('info --json: the wheels disagree with the build: ' + lib);
+console.log('info --json: cuda libraries:', lib);
+" "$info"
+# The text form needs a terminal (off one, info prints JSON): script(1) gives it one.
+lib_line="$(script -q -c "node dist/cli/cli.js info" /dev/null | grep -E '^ *cuda libraries' || true)"
+if ! echo "$lib_line" | grep -qF "$(node -e "console.log(JSON.parse(process.argv[1]).backends.libraries.cuda)" "$info")"; then
+  echo "info: no 'cuda libraries' line matching --json's"
+  node dist/cli/cli.js info
+  exit 1
+fi
+# The constructor on its own (dfl_cuda_constructor_probe): it fails here with the runtime's reason
+# (no driver: cudaErrorInsufficientDriver) and leaves none of its handles held; on a GPU it succeeds
+# and its destructor leaves none.
+no_driver=0
+command -v nvidia-smi >/dev/null || no_driver=1
+"$tmp/venv/bin/python3" - build/Release/libdfl_cuda.so "$no_driver" <<'PY'
+import ctypes, sys
+probe = ctypes.CDLL(sys.argv[1]).dfl_cuda_constructor_probe
+probe.restype, probe.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t]
+buf = ctypes.create_string_buffer(4096)
+live = probe(buf, len(buf))
+message = buf.value.decode()
+print(f'constructor probe: {live} handles left; {message}')
+assert live == 0, f'the constructor left {live} handles held'
+if sys.argv[2] == '1':
+    assert 'cudaErrorInsufficientDriver' in message, f'expected cudaErrorInsufficientDriver with no driver, got: {message}'
+elif not message.startswith('constructed: '):
+    print('constructor probe: a driver is installed but the constructor failed (see the message)')
+PY
 if ! node -e "process.exit(JSON.parse(process.argv[1]).backends.usable.includes('cuda') ? 0 : 1)" "$info"; then
   set +e
   node dist/cli/cli.js train --device cuda --epochs 1 --out "$tmp/run" >"$tmp/out.txt" 2>"$tmp/err.txt"
