@@ -3,8 +3,9 @@
 //
 // The library exports one C function, DFL_BACKEND_FACTORY_SYMBOL, of type dfl_backend_factory.
 // The class Backend itself crosses the boundary (the same compiler and standard library build
-// both sides), so both must agree on backend.h: DFL_BACKEND_ABI is a hash of backend.h and
-// shapes.h, computed by CMake for every target, and the factory refuses any other value.
+// both sides), so both must agree on backend.h: DFL_BACKEND_ABI is a hash of backend.h, its kernel
+// list backend_kernels.def and shapes.h, computed by CMake for every target, and the factory refuses
+// any other value.
 #pragma once
 #include <string>
 

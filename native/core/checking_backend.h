@@ -57,101 +57,13 @@ class CheckingBackend final : public Backend {
   void synchronize() override;
   double available_bytes(std::string* source) const override { return inner_->available_bytes(source); }
 
-  size_t conv2d_workspace_bytes(const Conv2dShape& s) override;
-  void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                      void* workspace, size_t workspace_bytes, Activation act) override;
-  void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
-                       bool overwrite_dinp) override;
-  void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
-                      Activation act, const MathMode& math) override;
-  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int B, int IN, int OUT, const MathMode& math) override;
   bool supports(const MathMode& math, std::string* why) const override { return inner_->supports(math, why); }
-  void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd, float* running_mean,
-                                 float* running_var, const float* inp, const float* gamma, const float* beta, int B,
-                                 int C, int HW, float momentum, float eps) override;
-  void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
-                                const float* running_mean, const float* running_var, int B, int C, int HW,
-                                float eps) override;
-  void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
-                            const float* gamma, const float* save_mean, const float* save_invstd, int B, int C,
-                            int HW) override;
-  void batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
-                                       float* running_var, const float* inp, const float* gamma, const float* beta,
-                                       int B, int C, int HW, float momentum, float eps, Activation act) override;
-  void batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
-                                      const float* running_mean, const float* running_var, int B, int C, int HW,
-                                      float eps, Activation act) override;
-  void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) override;
-  void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
-                                  const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
-                                  int B, int C, int HW, Activation act, bool overwrite_dinp) override;
-  void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in, const float* gamma,
-                      const float* beta, const float* running_mean, const float* running_var, int OC, size_t per_oc,
-                      float eps) override;
 
-  void relu_forward(float* out, const float* inp, size_t n) override;
-  void relu_backward(float* dinp, const float* dout, const float* inp, size_t n) override;
-  void relu6_forward(float* out, const float* inp, size_t n) override;
-  void relu6_backward(float* dinp, const float* dout, const float* inp, size_t n) override;
-  void add_forward(float* out, const float* a, const float* b, size_t n) override;
-  void add_forward_fused(float* out, const float* a, const float* b, size_t n, Activation act) override;
-  void add_backward(float* da, float* db, const float* dout, size_t n) override;
-  void accumulate(float* dst, const float* src, size_t n) override;
-
-  void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dShape& s) override;
-  void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dShape& s) override;
-  void avgpool2d_forward(float* out, const float* inp, const Pool2dShape& s) override;
-  void avgpool2d_backward(float* dinp, const float* dout, const Pool2dShape& s) override;
-  void global_avgpool_forward(float* out, const float* inp, int B, int C, int HW) override;
-  void global_avgpool_backward(float* dinp, const float* dout, int B, int C, int HW) override;
-
-  void concat_channels_forward(float* out, const float* const* inputs_host, const int* channels_host, int n, int B,
-                               int HW) override;
-  void concat_channels_backward(float* const* dinputs_host, const float* dout, const int* channels_host, int n, int B,
-                                int HW) override;
-  void split_channels_forward(float* const* outputs_host, const float* inp, const int* channels_host, int n, int B,
-                              int HW) override;
-  void split_channels_backward(float* dinp, const float* const* doutputs_host, const int* channels_host, int n, int B,
-                               int HW, bool overwrite) override;
-  void interleave_channels_forward(float* out, const float* const* inputs_host, int n, int cpg, int B,
-                                   int HW) override;
-  void interleave_channels_backward(float* const* dinputs_host, const float* dout, int n, int cpg, int B, int HW,
-                                    bool overwrite) override;
-  void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) override;
-  void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups) override;
-
-  void dropout_forward(float* out, float* mask, const float* inp, size_t n, float p, uint64_t seed) override;
-  void dropout_backward(float* dinp, const float* dout, const float* mask, size_t n) override;
-
-  void cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
-                             float label_smoothing, double* loss_sum) override;
-  void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
-                              float label_smoothing, float scale) override;
-  void ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
-                           const float* teacher_logits, const float* weights, int K, int B, int NC, float T,
-                           double* loss_sum) override;
-  void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B, int NC,
-                            float T, float scale) override;
-  void teacher_confidence(float* weights, const float* teacher_logits, int K, int B, int NC, float T) override;
-
-  void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask, size_t n,
-                const SgdConfig& cfg) override;
-  void sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                             const float* decay_mask, size_t n, const SgdConfig& cfg, int32_t* finite) override;
-
-  void augment_batch(float* out, const uint8_t* images, int B, int C, int H, int W, int pad,
-                     const AugmentDraw* draws_host, const float* mean_host, const float* std_host) override;
-  void normalize_batch(float* out, const uint8_t* images, int B, int C, int H, int W, const float* mean_host,
-                       const float* std_host) override;
-  void gather_images(uint8_t* dst, const uint8_t* src, const int32_t* indices_host, int B,
-                     size_t image_bytes) override;
-
-  void sum_squares(const float* x, size_t n, double* out) override;
-  void all_finite(const float* x, size_t n, int32_t* out) override;
-  void count_correct(const float* logits, const int32_t* labels, int B, int NC, int32_t* out) override;
-  void add_scalar(float* x, float v, size_t n) override;
+  // Every kernel of core/backend_kernels.def: its extents checked, then passed on (checking_backend.cpp).
+#define DFL_KERNEL(name, params, args) void name params override;
+#define DFL_KERNEL_OWN(ret, name, params, args) ret name params override;
+#define DFL_KERNEL_FUSED(name, params, args) void name params override;
+#include "core/backend_kernels.def"
 
  private:
   // One argument of a call: the bytes it touches from p, and the alignment its start needs.

@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/augment_draws.h"
 #include "cpu/kernels.h"
 #include "harness.h"
 
@@ -80,6 +81,8 @@ DeviceBuffer nan_workspace(size_t bytes) {
 
 }  // namespace
 
+size_t conv2d_workspace_bytes(const Conv2dShape& s) { return backend().conv2d_workspace_bytes(s); }
+
 void conv2d_forward(float* o, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float*,
                     Activation act) {
   Dev x = in(inp, conv_in(s)), w = in(weight, conv_w(s)), b = in(bias, size_t(s.OC)), y = out(o, conv_out(s));
@@ -148,6 +151,34 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
   for (Dev* d : {&dx, &dg, &db}) d->back();
 }
 
+void batchnorm2d_forward_train_fused(float* o, float* save_mean, float* save_invstd, float* running_mean,
+                                     float* running_var, const float* inp, const float* gamma, const float* beta,
+                                     int B, int C, int HW, float momentum, float eps, Activation act) {
+  const size_t n = size_t(B) * C * HW;
+  Dev y = out(o, n), sm = out(save_mean, C), si = out(save_invstd, C);
+  Dev rm = inout(running_mean, C), rv = inout(running_var, C);
+  Dev x = in(inp, n), g = in(gamma, C), b = in(beta, C);
+  backend().batchnorm2d_forward_train_fused(y.f(), sm.f(), si.f(), rm.f(), rv.f(), x.f(), g.f(), b.f(), B, C, HW,
+                                            momentum, eps, act);
+  for (Dev* d : {&y, &sm, &si, &rm, &rv}) d->back();
+}
+
+void batchnorm2d_forward_eval_fused(float* o, const float* inp, const float* gamma, const float* beta,
+                                    const float* running_mean, const float* running_var, int B, int C, int HW,
+                                    float eps, Activation act) {
+  const size_t n = size_t(B) * C * HW;
+  Dev y = out(o, n), x = in(inp, n), g = in(gamma, C), b = in(beta, C), rm = in(running_mean, C),
+      rv = in(running_var, C);
+  backend().batchnorm2d_forward_eval_fused(y.f(), x.f(), g.f(), b.f(), rm.f(), rv.f(), B, C, HW, eps, act);
+  y.back();
+}
+
+void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act) {
+  Dev dy = inout(dout, n), o = in(y, n);
+  backend().activation_backward_inplace(dy.f(), o.f(), n, act);
+  dy.back();
+}
+
 void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* o,
                                 const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
                                 int B, int C, int HW, Activation act, bool overwrite_dinp) {
@@ -192,6 +223,11 @@ DFL_ELEMENTWISE_BACKWARD(relu6_backward)
 void add_forward(float* o, const float* a, const float* b, size_t n) {
   Dev y = out(o, n), x1 = in(a, n), x2 = in(b, n);
   backend().add_forward(y.f(), x1.f(), x2.f(), n);
+  y.back();
+}
+void add_forward_fused(float* o, const float* a, const float* b, size_t n, Activation act) {
+  Dev y = out(o, n), x1 = in(a, n), x2 = in(b, n);
+  backend().add_forward_fused(y.f(), x1.f(), x2.f(), n, act);
   y.back();
 }
 void add_backward(float* da, float* db, const float* dout, size_t n) {
@@ -392,7 +428,7 @@ bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const
 void augment_batch(float* o, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip, const float* mean,
                    const float* std, Rng& rng) {
   std::vector<AugmentDraw> draws(static_cast<size_t>(B));
-  cpu::augment_draws(draws.data(), B, pad, flip, rng);
+  augment_draws(draws.data(), B, pad, flip, rng);
   const size_t n = size_t(B) * C * H * W;
   Dev y = out(o, n), x(inp, n, Dev::In);
   backend().augment_batch(y.f(), x.u8(), B, C, H, W, pad, draws.data(), mean, std);
@@ -403,6 +439,12 @@ void normalize_batch(float* o, const uint8_t* inp, int B, int C, int H, int W, c
   Dev y = out(o, n), x(inp, n, Dev::In);
   backend().normalize_batch(y.f(), x.u8(), B, C, H, W, mean, std);
   y.back();
+}
+
+void gather_images(uint8_t* dst, const uint8_t* src, size_t N, const int32_t* indices, int B, size_t image_bytes) {
+  Dev set(src, N * image_bytes, Dev::In), batch(dst, size_t(B) * image_bytes, Dev::Out);
+  backend().gather_images(batch.u8(), set.u8(), indices, B, image_bytes);
+  batch.back();
 }
 
 double sum_squares(const float* x, size_t n) {

@@ -8,6 +8,7 @@
 //     fails its test.
 //   * Convolution workspaces: the host `workspace` argument is ignored; the backend's own
 //     workspace of conv2d_workspace_bytes is allocated and filled with NaN.
+// Every kernel of native/core/backend_kernels.def has a wrapper here (test_op_table.cpp checks it).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +18,8 @@
 
 namespace dfl::test::ops {
 
+// The backend's workspace for a convolution of shape s (what the conv wrappers allocate).
+size_t conv2d_workspace_bytes(const Conv2dShape& s);
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                     float* workspace, Activation act = Activation::None);
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -32,6 +35,15 @@ void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, 
                               const float* running_mean, const float* running_var, int B, int C, int HW, float eps);
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
                           const float* gamma, const float* save_mean, const float* save_invstd, int B, int C, int HW);
+// The fused forwards: the plain forward then the activation (the backend may do both in one pass).
+void batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
+                                     float* running_var, const float* inp, const float* gamma, const float* beta,
+                                     int B, int C, int HW, float momentum, float eps, Activation act);
+void batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
+                                    const float* running_mean, const float* running_var, int B, int C, int HW,
+                                    float eps, Activation act);
+// dout[i] = 0 where the activation's output y has no gradient, in place.
+void activation_backward_inplace(float* dout, const float* y, size_t n, Activation act);
 // The backend's fused form: dout masked by the activation of out (dout may be changed), dinp
 // overwritten when asked.
 void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
@@ -46,6 +58,7 @@ void relu_backward(float* dinp, const float* dout, const float* inp, size_t n);
 void relu6_forward(float* out, const float* inp, size_t n);
 void relu6_backward(float* dinp, const float* dout, const float* inp, size_t n);
 void add_forward(float* out, const float* a, const float* b, size_t n);
+void add_forward_fused(float* out, const float* a, const float* b, size_t n, Activation act);
 void add_backward(float* da, float* db, const float* dout, size_t n);
 void accumulate(float* dst, const float* src, size_t n);
 
@@ -84,10 +97,12 @@ void sgd_step(float* params, float* momentum_buf, const float* grads, const floa
 bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
                            const float* decay_mask, size_t n, const SgdConfig& cfg);
 
-// The draws stay on the host (cpu::augment_draws); the pixel work runs on the backend.
+// The draws stay on the host (dfl::augment_draws); the pixel work runs on the backend.
 void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip, const float* mean,
                    const float* std, Rng& rng);
 void normalize_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, const float* mean, const float* std);
+// dst (B, image_bytes) = the images indices[k] of src (N, image_bytes).
+void gather_images(uint8_t* dst, const uint8_t* src, size_t N, const int32_t* indices, int B, size_t image_bytes);
 
 double sum_squares(const float* x, size_t n);
 bool all_finite(const float* x, size_t n);
