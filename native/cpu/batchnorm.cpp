@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/kernel_math.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
@@ -354,9 +355,9 @@ void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* 
   DFL_CHECK(OC > 0 && per_oc > 0 && eps > 0.f, "fold_batchnorm: sizes and eps must be positive");
   parallel_for(OC, std::max<int64_t>(1, 4096 / int64_t(per_oc)), [&](int64_t o0, int64_t o1) {
     for (int64_t oc = o0; oc < o1; ++oc) {
-      const float s = float(double(gamma[oc]) / std::sqrt(double(running_var[oc]) + double(eps)));
+      const float s = kernel_math::batchnorm_fold_scale(gamma[oc], running_var[oc], eps);
       for (size_t k = 0; k < per_oc; ++k) w_out[size_t(oc) * per_oc + k] = w_in[size_t(oc) * per_oc + k] * s;
-      b_out[oc] = ((b_in ? b_in[oc] : 0.f) - running_mean[oc]) * s + beta[oc];
+      b_out[oc] = kernel_math::batchnorm_fold_bias(b_in, size_t(oc), running_mean[oc], s, beta[oc]);
     }
   });
 }

@@ -1,11 +1,13 @@
 // Softmax cross-entropy (with label smoothing) and the fused ensemble-teacher KL. Rows are
 // independent, so both run parallel over samples; the batch mean is summed afterwards on one thread
-// in sample order. Log-softmaxes are computed in double as x - max - log(sum exp(x - max)).
+// in sample order. The per-row arithmetic (log-softmaxes in double as x - max - log(sum exp(x - max)))
+// is core/kernel_math.h's, shared with the CUDA backend.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/check.h"
+#include "core/kernel_math.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 
@@ -19,15 +21,6 @@ void check_targets(const int32_t* targets, int B, int NC, const char* who) {
   for (int b = 0; b < B; ++b)
     DFL_CHECK(targets[b] >= 0 && targets[b] < NC, who, ": target ", targets[b], " at batch position ",
               b, " is outside [0, ", NC, ")");
-}
-
-// log(sum_c exp(x[c] * inv_t)), shifted by the max so nothing overflows.
-double log_sum_exp(const float* x, int NC, double inv_t) {
-  double m = double(x[0]) * inv_t;
-  for (int c = 1; c < NC; ++c) m = std::max(m, double(x[c]) * inv_t);
-  double s = 0.0;
-  for (int c = 0; c < NC; ++c) s += std::exp(double(x[c]) * inv_t - m);
-  return m + std::log(s);
 }
 
 }  // namespace
@@ -47,18 +40,7 @@ float cross_entropy_forward(float* losses, float* probs, const float* logits,
   const double eps = label_smoothing;
   parallel_for(B, row_grain(NC), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      const float* x = logits + b * NC;
-      float* p = probs + b * NC;
-      const double lse = log_sum_exp(x, NC, 1.0);
-      double sum_logp = 0.0;  // sum_c log p_c, for the smoothed part
-      for (int c = 0; c < NC; ++c) {
-        const double lp = double(x[c]) - lse;
-        sum_logp += lp;
-        p[c] = float(std::exp(lp));
-      }
-      const double lp_t = double(x[targets[b]]) - lse;
-      // -sum_c ((1-eps) onehot_c + eps/NC) log p_c
-      losses[b] = float(-(1.0 - eps) * lp_t - eps / NC * sum_logp);
+      losses[b] = kernel_math::cross_entropy_row(probs + b * NC, logits + b * NC, targets[b], NC, eps);
     }
   });
   return float(loss_sum(losses, B) / B);
@@ -68,14 +50,13 @@ void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* t
                             int NC, float label_smoothing, float scale) {
   DFL_CHECK(B > 0 && NC > 0, "cross_entropy_backward: B and NC must be positive");
   check_targets(targets, B, NC, "cross_entropy_backward");
-  const float off = label_smoothing / float(NC);       // target prob of a non-target class
-  const float on = 1.f - label_smoothing + off;        // target prob of the target class
+  const kernel_math::SmoothedTarget y = kernel_math::smoothed_target(label_smoothing, NC);
   parallel_for(B, row_grain(NC), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const float* p = probs + b * NC;
       float* d = dlogits + b * NC;
       const int t = targets[b];
-      for (int c = 0; c < NC; ++c) d[c] += scale * (p[c] - (c == t ? on : off));
+      for (int c = 0; c < NC; ++c) d[c] += scale * (p[c] - (c == t ? y.on : y.off));
     }
   });
 }
@@ -101,34 +82,11 @@ float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_pr
                 " (must be > 0)");
     }
   }
-  const double inv_t = 1.0 / double(T), t2 = double(T) * double(T);
   parallel_for(B, row_grain(NC * (K + 1)), [&](int64_t b0, int64_t b1) {
-    std::vector<double> pt(size_t(NC), 0.0);
-    for (int64_t b = b0; b < b1; ++b) {
-      // Teacher mixture in double: p_T = sum_k (w_k / sum w) softmax(t_k / T).
-      std::fill(pt.begin(), pt.end(), 0.0);
-      double wsum = 0.0;
-      for (int k = 0; k < K; ++k) wsum += weights ? double(weights[size_t(k) * B + b]) : 1.0;
-      for (int k = 0; k < K; ++k) {
-        const double w = (weights ? double(weights[size_t(k) * B + b]) : 1.0) / wsum;
-        if (w == 0.0) continue;
-        const float* t = teacher_logits + (size_t(k) * B + b) * NC;
-        const double lse = log_sum_exp(t, NC, inv_t);
-        for (int c = 0; c < NC; ++c) pt[c] += w * std::exp(double(t[c]) * inv_t - lse);
-      }
-      const float* s = student_logits + b * NC;
-      const double lse = log_sum_exp(s, NC, inv_t);
-      double kl = 0.0;
-      float* q_out = student_probs + b * NC;
-      float* p_out = teacher_probs + b * NC;
-      for (int c = 0; c < NC; ++c) {
-        const double log_q = double(s[c]) * inv_t - lse;  // never log(0), even if q underflows
-        q_out[c] = float(std::exp(log_q));
-        p_out[c] = float(pt[c]);
-        if (pt[c] > 0.0) kl += pt[c] * (std::log(pt[c]) - log_q);  // 0 log 0 = 0
-      }
-      losses[b] = float(t2 * kl);
-    }
+    std::vector<double> mixture(static_cast<size_t>(NC));  // this thread's p_T row
+    for (int64_t b = b0; b < b1; ++b)
+      losses[b] = kernel_math::ensemble_kl_row(student_probs, teacher_probs, mixture.data(), student_logits,
+                                               teacher_logits, weights, K, B, NC, T, size_t(b));
   });
   return float(loss_sum(losses, B) / B);
 }
@@ -147,11 +105,7 @@ void teacher_confidence(float* weights, const float* teacher_logits, int K, int 
   DFL_CHECK(K > 0 && B > 0 && NC > 0 && T > 0.f, "teacher_confidence: sizes and T must be positive");
   parallel_for(int64_t(K) * B, row_grain(NC), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float* z = teacher_logits + r * NC;
-      const float zmax = *std::max_element(z, z + NC);
-      double sum = 0.0;
-      for (int c = 0; c < NC; ++c) sum += std::exp(double(z[c] - zmax) / T);
-      weights[r] = static_cast<float>(1.0 / sum);
+      weights[r] = kernel_math::teacher_confidence_row(teacher_logits + r * NC, NC, T);
     }
   });
 }

@@ -1,10 +1,11 @@
 // SGD with momentum (torch.optim.SGD, dampening 0; optional decoupled weight decay as in SGDW).
-// Each element is updated independently, in the same operation order as PyTorch's
-// _single_tensor_sgd, so the float results match it.
+// Each element is updated independently by kernel_math::sgd_update (core/kernel_math.h, shared with
+// the CUDA backend), in the same operation order as PyTorch's _single_tensor_sgd.
 #include <atomic>
 #include <cmath>
 
 #include "core/check.h"
+#include "core/kernel_math.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 
@@ -20,30 +21,8 @@ void check_config(const float* momentum_buf, const SgdConfig& cfg, const char* w
   DFL_CHECK(momentum_buf || cfg.momentum == 0.f, who, ": momentum > 0 needs a momentum buffer");
 }
 
-// The update of element i: new parameter and new momentum (the latter unchanged without momentum,
-// since PyTorch keeps no buffer when momentum == 0). Shared by the step and its finiteness check.
-struct Updated {
-  float param, buf;
-};
-inline Updated sgd_update(const float* params, const float* momentum_buf, const float* grads, const float* decay_mask,
-                          int64_t i, const SgdConfig& cfg) {
-  const float lr = cfg.lr, mu = cfg.momentum;
-  const float wdi = decay_mask ? cfg.weight_decay * decay_mask[i] : cfg.weight_decay;
-  float p = params[i];
-  float g = grads[i];
-  if (cfg.decoupled) {
-    p = p * (1.f - lr * wdi);
-  } else {
-    g = g + wdi * p;
-  }
-  float step = g;
-  float buf = momentum_buf ? momentum_buf[i] : 0.f;
-  if (mu != 0.f) {
-    buf = mu * buf + g;
-    step = cfg.nesterov ? g + mu * buf : buf;
-  }
-  return {p - lr * step, buf};
-}
+using kernel_math::sgd_update;
+using kernel_math::SgdUpdate;
 
 constexpr int64_t kGrain = 1 << 14;
 
@@ -55,7 +34,7 @@ void sgd_step(float* params, float* momentum_buf, const float* grads, const floa
   const bool use_buf = cfg.momentum != 0.f;
   parallel_for(int64_t(n), kGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      const Updated u = sgd_update(params, momentum_buf, grads, decay_mask, i, cfg);
+      const SgdUpdate u = sgd_update(params, momentum_buf, grads, decay_mask, i, cfg);
       if (use_buf) momentum_buf[i] = u.buf;
       params[i] = u.param;
     }
@@ -69,7 +48,7 @@ bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const
   parallel_for(int64_t(n), kGrain, [&](int64_t i0, int64_t i1) {
     bool ok = true;
     for (int64_t i = i0; i < i1; ++i) {
-      const Updated u = sgd_update(params, momentum_buf, grads, decay_mask, i, cfg);
+      const SgdUpdate u = sgd_update(params, momentum_buf, grads, decay_mask, i, cfg);
       ok = ok && std::isfinite(u.param) && std::isfinite(u.buf);
     }
     if (!ok) finite.store(false);

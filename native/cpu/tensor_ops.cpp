@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/kernel_math.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 
@@ -125,15 +126,8 @@ void interleave_channels_backward(float* const* dinputs, const float* dout, int 
   });
 }
 
-namespace {
-void check_shuffle(int B, int C, int HW, int groups, const char* who) {
-  DFL_CHECK(B > 0 && C > 0 && HW > 0, who, ": sizes must be positive");
-  DFL_CHECK(groups > 0 && C % groups == 0, who, ": groups (", groups, ") must divide C (", C, ")");
-}
-}  // namespace
-
 void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) {
-  check_shuffle(B, C, HW, groups, "channel_shuffle_forward");
+  kernel_math::check_channel_shuffle(B, C, HW, groups, "channel_shuffle_forward");
   const int cpg = C / groups;
   // One output plane per task: out channel oc = j*groups + g reads inp channel g*cpg + j.
   parallel_for(int64_t(B) * C, std::max<int64_t>(1, 16384 / HW), [&](int64_t p0, int64_t p1) {
@@ -146,7 +140,7 @@ void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW,
 }
 
 void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups) {
-  check_shuffle(B, C, HW, groups, "channel_shuffle_backward");
+  kernel_math::check_channel_shuffle(B, C, HW, groups, "channel_shuffle_backward");
   if (!dinp) return;
   const int cpg = C / groups;
   // One input-gradient plane per task: inp channel ic = g*cpg + j receives out channel j*groups + g.

@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 
+#include "core/kernel_math.h"
 #include "cuda/bodies/elementwise.h"
 #include "cuda/bodies/launch.h"
 
@@ -265,9 +266,9 @@ struct FoldBatchNorm {
   DFL_HOST_DEVICE void operator()(size_t i) const {
     const size_t nw = size_t(OC) * per_oc;
     const size_t oc = i < nw ? i / per_oc : i - nw;
-    const float s = float(double(gamma[oc]) / sqrt(double(running_var[oc]) + double(eps)));
+    const float s = kernel_math::batchnorm_fold_scale(gamma[oc], running_var[oc], eps);
     if (i < nw) w_out[i] = w_in[i] * s;
-    else b_out[oc] = ((b_in ? b_in[oc] : 0.f) - running_mean[oc]) * s + beta[oc];
+    else b_out[oc] = kernel_math::batchnorm_fold_bias(b_in, oc, running_mean[oc], s, beta[oc]);
   }
 };
 

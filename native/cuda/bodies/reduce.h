@@ -93,7 +93,7 @@ struct SgdFiniteValue {
   DFL_HOST_DEVICE static Acc identity() { return 1; }
   DFL_HOST_DEVICE static Acc combine(Acc a, Acc b) { return a < b ? a : b; }
   DFL_HOST_DEVICE Acc operator()(size_t i) const {
-    const SgdUpdated u = sgd_update(params, momentum_buf, grads, decay_mask, i, cfg);
+    const kernel_math::SgdUpdate u = kernel_math::sgd_update(params, momentum_buf, grads, decay_mask, i, cfg);
     return finite(u.param) && finite(u.buf) ? 1 : 0;
   }
 };
