@@ -13,7 +13,7 @@
 namespace dfl::addon {
 
 // {images: DeviceImages, indices: Int32Array, mean, std: Float32Array (C), augment?: {pad, flip,
-// seed}}: the augmentation draws are made here on the host (cpu::augment_draws from Rng(seed), the
+// seed}}: the augmentation draws are made here on the host (dfl::augment_draws from Rng(seed), the
 // same draws as augmentBatch), so the device batch equals the host-prepared one.
 struct HostImageBatch {
   std::shared_ptr<DeviceImages> images;

@@ -5,7 +5,7 @@
 #include "addon/addon.h"
 #include "addon/convert.h"
 #include "addon/images.h"
-#include "cpu/kernels.h"
+#include "core/augment_draws.h"
 
 namespace dfl::addon {
 
@@ -95,7 +95,7 @@ HostImageBatch image_batch_arg(const Napi::Env& env, const Napi::Value& v) {
     Rng rng(seed(field(a, "seed"), "augment.seed"));
     b.draws.resize(b.indices.size());
     guarded(env, [&] {
-      cpu::augment_draws(b.draws.data(), b.B(), b.pad, flip, rng);
+      augment_draws(b.draws.data(), b.B(), b.pad, flip, rng);
       return 0;
     });
   }

@@ -1,12 +1,14 @@
 // Batch preparation (augmentation, normalisation) and runtime information for JavaScript.
 #include <cmath>
+#include <memory>
+#include <vector>
 
 #include "addon/addon.h"
 #include "addon/convert.h"
+#include "core/augment_draws.h"
 #include "core/backend.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
-#include "cpu/kernels.h"
 
 #ifndef DFL_BUILD_SYSTEM
 #define DFL_BUILD_SYSTEM "unknown"
@@ -15,6 +17,12 @@
 namespace dfl::addon {
 
 namespace {
+
+// The CPU backend: its device memory is host memory, so JavaScript's arrays go to its kernels as they are.
+Backend& host_backend() {
+  static const std::shared_ptr<Backend> cpu = backend_by_name("cpu");
+  return *cpu;
+}
 
 struct BatchArgs {
   float* out;
@@ -59,7 +67,9 @@ Napi::Value augment_batch(const Napi::CallbackInfo& info) {
   const bool flip = boolean(arg(info, 7), "flip");
   Rng rng(seed(arg(info, 10), "seed"));
   guarded(info.Env(), [&] {
-    cpu::augment_batch(a.out, a.images, a.B, a.C, a.H, a.W, pad, flip, a.mean, a.stdev, rng);
+    std::vector<AugmentDraw> draws(static_cast<size_t>(a.B));
+    augment_draws(draws.data(), a.B, pad, flip, rng);
+    host_backend().augment_batch(a.out, a.images, a.B, a.C, a.H, a.W, pad, draws.data(), a.mean, a.stdev);
     return 0;
   });
   return info.Env().Undefined();
@@ -69,7 +79,7 @@ Napi::Value augment_batch(const Napi::CallbackInfo& info) {
 Napi::Value normalize_batch(const Napi::CallbackInfo& info) {
   const BatchArgs a = batch_args(info, 6);
   guarded(info.Env(), [&] {
-    cpu::normalize_batch(a.out, a.images, a.B, a.C, a.H, a.W, a.mean, a.stdev);
+    host_backend().normalize_batch(a.out, a.images, a.B, a.C, a.H, a.W, a.mean, a.stdev);
     return 0;
   });
   return info.Env().Undefined();

@@ -30,7 +30,7 @@ class DeviceImages {
 };
 
 // A batch taken from DeviceImages: the images at indices_host (B of them), augmented with one draw
-// each (cpu::augment_draws order and rule) or, with draws_host null, only normalised.
+// each (core/augment_draws.h order and rule) or, with draws_host null, only normalised.
 struct ImageBatch {
   const DeviceImages* images = nullptr;
   const int32_t* indices_host = nullptr;

@@ -70,7 +70,7 @@ struct SgdConfig {
   bool decoupled = false;
 };
 
-// One image's augmentation draws (see cpu::augment_draws for the order they are drawn in).
+// One image's augmentation draws (see core/augment_draws.h for the order they are drawn in).
 struct AugmentDraw {
   int32_t dy = 0, dx = 0;  // crop offsets in [0, 2*pad]; pad = centred = no shift
   int32_t flip = 0;        // 1: mirror horizontally

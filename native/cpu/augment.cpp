@@ -1,11 +1,8 @@
 // Training augmentation (random crop with zero padding + horizontal flip) and normalisation of
 // uint8 NCHW batches into float NCHW.
 //
-// Random draws (augment_draws), per image in image order on the calling thread (this order is part
-// of the contract: same seed -> same batch on every platform, thread count and backend):
-//   if pad > 0:  dy = rng.below(2*pad + 1), then dx = rng.below(2*pad + 1)   (crop offsets)
-//   if flip:     f  = rng.below(2); the image is mirrored when f == 1
-// Nothing is drawn for a disabled step. The pixel work (augment_apply) runs parallel over rows.
+// The random draws are core/augment_draws.h's (on the host, for every backend); the pixel work
+// (augment_apply) runs parallel over rows.
 //
 // out[b,c,y,x] = norm_c(src[b,c, y + dy - pad, x' + dx - pad]),  x' = f ? W-1-x : x
 // (crop, then flip the crop, as torchvision's RandomCrop -> RandomHorizontalFlip); source pixels
@@ -14,6 +11,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/augment_draws.h"
 #include "core/check.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
@@ -43,20 +41,6 @@ std::vector<float> make_lut(int C, const float* mean, const float* std) {
 int64_t row_grain(int W) { return std::max<int64_t>(1, 8192 / W); }
 
 }  // namespace
-
-void augment_draws(AugmentDraw* draws, int B, int pad, bool flip, Rng& rng) {
-  DFL_CHECK(B > 0, "augment_draws: batch size must be positive");
-  DFL_CHECK(pad >= 0 && pad <= (1 << 20), "augment_draws: pad must be in [0, 2^20], got ", pad);
-  for (int b = 0; b < B; ++b) {
-    AugmentDraw d{pad, pad, 0};  // centred: no shift
-    if (pad > 0) {
-      d.dy = int32_t(rng.below(uint32_t(2 * pad + 1)));
-      d.dx = int32_t(rng.below(uint32_t(2 * pad + 1)));
-    }
-    if (flip) d.flip = rng.below(2) == 1;
-    draws[b] = d;
-  }
-}
 
 void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad,
                    const AugmentDraw* draws, const float* mean, const float* std) {

@@ -171,15 +171,11 @@ bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const
 
 // ---------------------------------------------------------------------------------------------
 // Augmentation of a uint8 batch into normalised float NCHW, in two halves so a device can run
-// the pixel work while the host keeps the draws:
-//   augment_draws: per image in image order, on the calling thread: if pad > 0,
-//     dy = below(2*pad+1) then dx = below(2*pad+1); if flip, f = below(2). Nothing is drawn for a
-//     disabled step (dy = dx = pad, f = 0: no shift, no mirror).
+// the pixel work while the host keeps the draws (dfl::augment_draws, core/augment_draws.h):
 //   augment_apply: out[b,c,y,x] = norm_c(inp[b,c, y + dy - pad, x' + dx - pad]), x' = f ? W-1-x : x
 //     (crop, then mirror the crop, as torchvision's RandomCrop then RandomHorizontalFlip); source
 //     pixels outside the image are the zero padding; norm_c(v) = (v/255 - mean[c]) / std[c].
 // augment_batch = draws then apply. inp (B,C,H,W) uint8; out (B,C,H,W) float; mean/std (C).
-void augment_draws(AugmentDraw* draws, int B, int pad, bool flip, Rng& rng);
 void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad,
                    const AugmentDraw* draws, const float* mean, const float* std);
 void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/augment_draws.h"
 #include "core/checking_backend.h"
 #include "core/device_images.h"
 #include "core/model.h"
@@ -140,7 +141,7 @@ DFL_TEST(training_at_batches_128_80_7_through_the_checking_backend) {
         }
         std::vector<AugmentDraw> draws(static_cast<size_t>(B));
         Rng draw_rng(uint64_t(step) + 5);
-        cpu::augment_draws(draws.data(), B, 1, true, draw_rng);
+        augment_draws(draws.data(), B, 1, true, draw_rng);
         Distillation d;
         if (teacher) d.teachers.push_back(teacher.get());
         const ImageBatch batch{&images, indices.data(), B, draws.data(), 1, mean.data(), stdv.data()};

@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/augment_draws.h"
 #include "cpu/kernels.h"
 #include "cuda/bodies/augment.h"
 #include "cuda/bodies/batchnorm.h"
@@ -402,7 +403,7 @@ DFL_CPU_TEST(cuda_bodies_augment_normalize_gather) {
   const float mean[C] = {0.4f, 0.5f, 0.6f}, stdv[C] = {0.2f, 0.25f, 0.3f};
   std::vector<AugmentDraw> draws(B);
   Rng draw_rng(11);
-  cpu::augment_draws(draws.data(), B, pad, true, draw_rng);
+  augment_draws(draws.data(), B, pad, true, draw_rng);
   draws[0] = {0, 2 * pad, 1};  // extremes
   const size_t n = batch.size();
   Vec out(n), want(n);

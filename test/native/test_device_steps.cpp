@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/augment_draws.h"
 #include "core/device_images.h"
 #include "core/model.h"
 #include "core/rng.h"
@@ -59,7 +60,7 @@ DFL_TEST(dfl_steps_from_resident_images_match_the_cpu_backend) {
     }
     std::vector<AugmentDraw> draws(B);
     Rng draw_rng(uint64_t(step) + 100);
-    cpu::augment_draws(draws.data(), B, 2, true, draw_rng);
+    augment_draws(draws.data(), B, 2, true, draw_rng);
     StepStats st[2];
     for (Run* r : {&ref, &dev}) {
       Distillation d;
@@ -100,7 +101,7 @@ DFL_TEST(resident_image_batch_equals_the_host_batch) {
   const int32_t indices[B] = {4, 0, 2, 4};
   const float mean[C] = {0.4f, 0.5f, 0.6f}, stdv[C] = {0.2f, 0.3f, 0.25f};
   std::vector<AugmentDraw> draws(B);
-  cpu::augment_draws(draws.data(), B, pad, true, rng);
+  augment_draws(draws.data(), B, pad, true, rng);
   ModelSpec spec;
   spec.in_channels = C;
   spec.height = H;
