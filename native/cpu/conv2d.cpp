@@ -659,36 +659,134 @@ void strided_pointwise_backward(float* dinp, float* dweight, float* dbias, const
 }
 }  // namespace
 
-// ---- algorithm choice -------------------------------------------------------------------------
-const char* conv_algo_label(ConvAlgo a) {
-  switch (a) {
-    case ConvAlgo::Reference: return "reference";
-    case ConvAlgo::General: return "general";
-    case ConvAlgo::Direct3x3: return "direct3x3";
-    case ConvAlgo::DirectOC: return "direct-oc";
-    case ConvAlgo::Depthwise3x3: return "depthwise3x3";
-    case ConvAlgo::Pointwise: return "pointwise";
-    case ConvAlgo::ValidTaps: return "valid-taps";
-    case ConvAlgo::StridedPointwise: return "strided-1x1";
-    case ConvAlgo::Winograd: return "winograd";
-  }
-  return "?";
+// ---- the algorithm table ------------------------------------------------------------------------
+// One row per algorithm (in ConvAlgo order): the shapes it applies to, its workspace, its forward and
+// its backward. The entry points below and conv2d_choose_algo only look rows up; an algorithm is
+// added here and in conv_internal.h, nowhere else.
+namespace {
+
+using ForwardFn = void (*)(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                           float* workspace, Activation act);
+// Backward with the bias gradient, and the input gradient overwritten (writes_dinp) or added.
+using BackwardFn = void (*)(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, const Conv2dShape& s, float* workspace, bool writes_dinp);
+
+struct ConvAlgorithm {
+  ConvAlgo id;
+  const char* label;
+  bool (*applies)(const Conv2dShape& s);
+  size_t (*workspace_floats)(const Conv2dShape& s);
+  ForwardFn forward;
+  bool fuses_activation;  // forward applies act as it stores; otherwise a pass after it does
+  // Whether backward can write the input gradient directly (else it adds to zeros).
+  bool (*overwrites_dinp)(const Conv2dShape& s);
+  BackwardFn backward;
+};
+
+bool always(const Conv2dShape&) { return true; }
+bool never(const Conv2dShape&) { return false; }
+size_t no_workspace(const Conv2dShape&) { return 0; }
+
+const ConvAlgorithm kConvAlgorithms[] = {
+    {ConvAlgo::Reference, "reference", always, no_workspace,
+     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float*, Activation) {
+       conv2d_reference_forward(out, inp, weight, bias, s);
+     },
+     false, never,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float*, bool) { conv2d_reference_backward(dinp, dweight, dbias, dout, inp, weight, s); }},
+    {ConvAlgo::General, "general", always, general_workspace_floats,
+     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float* ws,
+        Activation) { general_forward(out, inp, weight, bias, s, ws); },
+     false, never,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool) { general_backward(dinp, dweight, dbias, dout, inp, weight, s, ws); }},
+    {ConvAlgo::Direct3x3, "direct3x3", direct3x3_applies, direct3x3_workspace_floats, direct3x3_forward, true,
+     direct3x3_data_gradient_applies,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool writes_dinp) {
+       if (dbias) bias_gradient(dbias, dout, s);
+       // Stride 2 on odd sizes: the input gradient is the general path's (its GEMM and col2im).
+       if (dinp && direct3x3_data_gradient_applies(s)) direct3x3_backward_data(dinp, dout, weight, s, ws, writes_dinp);
+       else if (dinp) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, ws);
+       if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, ws);
+     }},
+    {ConvAlgo::DirectOC, "direct-oc", direct_oc_applies, direct_oc_workspace_floats,
+     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float* ws,
+        Activation) { direct_oc_forward(out, inp, weight, bias, s, ws); },
+     false, never,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool) {
+       if (dbias) bias_gradient(dbias, dout, s);
+       if (dinp && direct_oc_data_gradient_applies(s)) {
+         direct_oc_backward_data(dinp, dout, weight, s, ws);
+         dinp = nullptr;
+       }
+       if (dinp || dweight) general_backward(dinp, dweight, nullptr, dout, inp, weight, s, ws);
+     }},
+    {ConvAlgo::Depthwise3x3, "depthwise3x3", depthwise3x3_applies, depthwise3x3_workspace_floats, depthwise3x3_forward,
+     true, always,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool writes_dinp) {
+       if (dbias) bias_gradient(dbias, dout, s);
+       depthwise3x3_backward(dinp, dweight, dout, inp, weight, s, ws, writes_dinp);
+     }},
+    {ConvAlgo::Pointwise, "pointwise", pointwise_applies, pointwise_workspace_floats, pointwise_forward, true, always,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool writes_dinp) {
+       if (dbias) bias_gradient(dbias, dout, s);
+       pointwise_backward(dinp, dweight, dout, inp, weight, s, ws, writes_dinp);
+     }},
+    {ConvAlgo::ValidTaps, "valid-taps", valid_taps_applies, valid_taps_workspace_floats,
+     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float* ws,
+        Activation) { valid_taps_forward(out, inp, weight, bias, s, ws); },
+     false, never,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool) {
+       if (dbias) bias_gradient(dbias, dout, s);
+       valid_taps_backward(dinp, dweight, dout, inp, weight, s, ws);
+     }},
+    {ConvAlgo::StridedPointwise, "strided-1x1", strided_pointwise_applies, strided_pointwise_workspace_floats,
+     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float* ws,
+        Activation) { strided_pointwise_forward(out, inp, weight, bias, s, ws); },
+     false, never,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool) {
+       strided_pointwise_backward(dinp, dweight, dbias, dout, inp, weight, s, ws);
+     }},
+    {ConvAlgo::Winograd, "winograd", winograd_applies,
+     [](const Conv2dShape& s) {  // + the weight gradient's algorithm
+       return std::max({winograd_workspace_floats(s), general_workspace_floats(s),
+                        direct3x3_applies(s) ? direct3x3_workspace_floats(s) : size_t(0)});
+     },
+     winograd_forward, true, always,
+     [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+        const Conv2dShape& s, float* ws, bool writes_dinp) {
+       if (dbias) bias_gradient(dbias, dout, s);
+       if (dinp) winograd_backward_data(dinp, dout, weight, s, ws, writes_dinp);
+       if (dweight) winograd_backward_weights(dweight, dout, inp, s, ws);
+     }},
+};
+constexpr size_t kConvAlgorithmCount = sizeof(kConvAlgorithms) / sizeof(kConvAlgorithms[0]);
+static_assert(kConvAlgorithmCount == size_t(ConvAlgo::Winograd) + 1, "one table row per ConvAlgo");
+
+const ConvAlgorithm& algorithm(ConvAlgo a) {
+  const size_t i = size_t(a);
+  DFL_CHECK(i < kConvAlgorithmCount && kConvAlgorithms[i].id == a, "conv2d: unknown algorithm ", int(a));
+  return kConvAlgorithms[i];
 }
 
-bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) {
-  switch (a) {
-    case ConvAlgo::Reference:
-    case ConvAlgo::General: return true;
-    case ConvAlgo::Direct3x3: return direct3x3_applies(s);
-    case ConvAlgo::DirectOC: return direct_oc_applies(s);
-    case ConvAlgo::Depthwise3x3: return depthwise3x3_applies(s);
-    case ConvAlgo::Pointwise: return pointwise_applies(s);
-    case ConvAlgo::ValidTaps: return valid_taps_applies(s);
-    case ConvAlgo::StridedPointwise: return strided_pointwise_applies(s);
-    case ConvAlgo::Winograd: return winograd_applies(s);
-  }
-  return false;
+// dinp = 0 (B x C x H x W floats), for the algorithms that can only add their input gradient.
+void zero_input_gradient(float* dinp, const Conv2dShape& s) {
+  const size_t plane = size_t(s.C) * s.H * s.W;
+  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) { std::memset(dinp + b0 * plane, 0, sizeof(float) * plane * (b1 - b0)); });
 }
+
+}  // namespace
+
+const char* conv_algo_label(ConvAlgo a) { return algorithm(a).label; }
+
+bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s) { return algorithm(a).applies(s); }
 
 // The rules below are the kernel lab's findings (native/dev/conv_lab.cpp times every algorithm on
 // the zoo's shapes; docs/native.md, "CPU convolution algorithms", has the measurements), first match:
@@ -728,99 +826,29 @@ ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
 
 size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s) {
   check_shape(s);
-  switch (a) {
-    case ConvAlgo::Reference: return 0;
-    case ConvAlgo::General: return general_workspace_floats(s);
-    case ConvAlgo::Direct3x3: return direct3x3_workspace_floats(s);
-    case ConvAlgo::DirectOC: return direct_oc_workspace_floats(s);
-    case ConvAlgo::Depthwise3x3: return depthwise3x3_workspace_floats(s);
-    case ConvAlgo::Pointwise: return pointwise_workspace_floats(s);
-    case ConvAlgo::ValidTaps: return valid_taps_workspace_floats(s);
-    case ConvAlgo::StridedPointwise: return strided_pointwise_workspace_floats(s);
-    case ConvAlgo::Winograd:  // + the weight gradient's algorithm
-      return std::max({winograd_workspace_floats(s), general_workspace_floats(s),
-                       direct3x3_applies(s) ? direct3x3_workspace_floats(s) : size_t(0)});
-  }
-  return 0;
+  return algorithm(a).workspace_floats(s);
 }
 
 void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* weight, const float* bias,
                          const Conv2dShape& s, float* workspace, Activation act) {
   check_shape(s);
-  DFL_CHECK(conv2d_algo_applies(a, s), "conv2d: algorithm ", conv_algo_label(a), " does not apply to this shape");
-  switch (a) {  // the vector kernels apply act as they store; the others in a pass after
-    case ConvAlgo::Direct3x3: return direct3x3_forward(out, inp, weight, bias, s, workspace, act);
-    case ConvAlgo::Depthwise3x3: return depthwise3x3_forward(out, inp, weight, bias, s, workspace, act);
-    case ConvAlgo::Pointwise: return pointwise_forward(out, inp, weight, bias, s, workspace, act);
-    case ConvAlgo::Winograd: return winograd_forward(out, inp, weight, bias, s, workspace, act);
-    case ConvAlgo::Reference: conv2d_reference_forward(out, inp, weight, bias, s); break;
-    case ConvAlgo::General: general_forward(out, inp, weight, bias, s, workspace); break;
-    case ConvAlgo::DirectOC: direct_oc_forward(out, inp, weight, bias, s, workspace); break;
-    case ConvAlgo::ValidTaps: valid_taps_forward(out, inp, weight, bias, s, workspace); break;
-    case ConvAlgo::StridedPointwise: strided_pointwise_forward(out, inp, weight, bias, s, workspace); break;
-  }
+  const ConvAlgorithm& algo = algorithm(a);
+  DFL_CHECK(algo.applies(s), "conv2d: algorithm ", algo.label, " does not apply to this shape");
+  algo.forward(out, inp, weight, bias, s, workspace, act);
+  if (algo.fuses_activation) return;
   const size_t n = size_t(s.B) * s.OC * s.OH() * s.OW();
   if (act == Activation::Relu) relu_forward(out, out, n);
   if (act == Activation::Relu6) relu6_forward(out, out, n);
 }
 
-namespace {
-// dinp = 0 (B x C x H x W floats), for the algorithms that can only add their input gradient.
-void zero_input_gradient(float* dinp, const Conv2dShape& s) {
-  const size_t plane = size_t(s.C) * s.H * s.W;
-  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) { std::memset(dinp + b0 * plane, 0, sizeof(float) * plane * (b1 - b0)); });
-}
-}  // namespace
-
 void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp) {
   check_shape(s);
-  DFL_CHECK(conv2d_algo_applies(a, s), "conv2d: algorithm ", conv_algo_label(a), " does not apply to this shape");
-  // The vector kernels write the input gradient directly when asked to overwrite it; the others
-  // add it to zeros.
-  const bool writes_dinp = dinp && overwrite_dinp &&
-                           (a == ConvAlgo::Pointwise || a == ConvAlgo::Depthwise3x3 || a == ConvAlgo::Winograd ||
-                            (a == ConvAlgo::Direct3x3 && direct3x3_data_gradient_applies(s)));
+  const ConvAlgorithm& algo = algorithm(a);
+  DFL_CHECK(algo.applies(s), "conv2d: algorithm ", algo.label, " does not apply to this shape");
+  const bool writes_dinp = dinp && overwrite_dinp && algo.overwrites_dinp(s);
   if (dinp && overwrite_dinp && !writes_dinp) zero_input_gradient(dinp, s);
-  switch (a) {
-    case ConvAlgo::Reference: return conv2d_reference_backward(dinp, dweight, dbias, dout, inp, weight, s);
-    case ConvAlgo::General: return general_backward(dinp, dweight, dbias, dout, inp, weight, s, workspace);
-    case ConvAlgo::Direct3x3:
-      if (dbias) bias_gradient(dbias, dout, s);
-      // Stride 2 on odd sizes: the input gradient is the general path's (its GEMM and col2im).
-      if (dinp && direct3x3_data_gradient_applies(s)) direct3x3_backward_data(dinp, dout, weight, s, workspace, writes_dinp);
-      else if (dinp) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, workspace);
-      if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, workspace);
-      return;
-    case ConvAlgo::DirectOC:
-      if (dbias) bias_gradient(dbias, dout, s);
-      if (dinp && direct_oc_data_gradient_applies(s)) {
-        direct_oc_backward_data(dinp, dout, weight, s, workspace);
-        dinp = nullptr;
-      }
-      if (dinp || dweight) general_backward(dinp, dweight, nullptr, dout, inp, weight, s, workspace);
-      return;
-    case ConvAlgo::Depthwise3x3:
-      if (dbias) bias_gradient(dbias, dout, s);
-      depthwise3x3_backward(dinp, dweight, dout, inp, weight, s, workspace, writes_dinp);
-      return;
-    case ConvAlgo::Pointwise:
-      if (dbias) bias_gradient(dbias, dout, s);
-      pointwise_backward(dinp, dweight, dout, inp, weight, s, workspace, writes_dinp);
-      return;
-    case ConvAlgo::ValidTaps:
-      if (dbias) bias_gradient(dbias, dout, s);
-      valid_taps_backward(dinp, dweight, dout, inp, weight, s, workspace);
-      return;
-    case ConvAlgo::StridedPointwise:
-      strided_pointwise_backward(dinp, dweight, dbias, dout, inp, weight, s, workspace);
-      return;
-    case ConvAlgo::Winograd:
-      if (dbias) bias_gradient(dbias, dout, s);
-      if (dinp) winograd_backward_data(dinp, dout, weight, s, workspace, writes_dinp);
-      if (dweight) winograd_backward_weights(dweight, dout, inp, s, workspace);
-      return;
-  }
+  algo.backward(dinp, dweight, dbias, dout, inp, weight, s, workspace, writes_dinp);
 }
 
 size_t conv2d_workspace_floats(const Conv2dShape& s) {
