@@ -124,7 +124,13 @@ async function timeIt(reps: number, warmup: number, fn: () => Promise<unknown>):
 
 function phase(times: number[], batch: number, flopsPerImg: number): PhaseTiming {
   const ms = median(times);
-  return { ms_median: ms, ms_min: Math.min(...times), ms_max: Math.max(...times), img_s: (batch * 1000) / ms, gflop_s: (batch * flopsPerImg) / (ms * 1e6) };
+  return {
+    ms_median: ms,
+    ms_min: Math.min(...times),
+    ms_max: Math.max(...times),
+    img_s: (batch * 1000) / ms,
+    gflop_s: (batch * flopsPerImg) / (ms * 1e6),
+  };
 }
 
 /** A synthetic but fixed batch: the same numbers every run. */
@@ -141,25 +147,42 @@ function layerTimes(spec: ModelSpec, shapes: [number, number, number][], p: Nati
   return p.nodes.map((n) => {
     const node = spec.nodes[n.node];
     return {
-      node: n.node, layer: `${node.op}${node.name ? ` ${node.name}` : ''}`, shape: shapes[n.node],
-      forward_ms: n.forwardMs / steps, backward_ms: n.backwardMs / steps,
+      node: n.node,
+      layer: `${node.op}${node.name ? ` ${node.name}` : ''}`,
+      shape: shapes[n.node],
+      forward_ms: n.forwardMs / steps,
+      backward_ms: n.backwardMs / steps,
     };
   });
 }
 
 export async function benchmark(o: BenchOptions): Promise<BenchResult> {
   const b = loadBinding();
-  const width = o.width ?? BENCH_DEFAULTS.width, batch = checkOption('batchSize', o.batchSize ?? DEFAULT_CONFIG.batchSize), K = o.teachers ?? DEFAULT_CONFIG.teachers;
-  const reps = o.reps ?? BENCH_DEFAULTS.reps, warmup = o.warmup ?? BENCH_DEFAULTS.warmup;
-  const size = o.imageSize ?? BENCH_DEFAULTS.imageSize, classes = o.classes ?? BENCH_DEFAULTS.classes;
+  const width = o.width ?? BENCH_DEFAULTS.width,
+    batch = checkOption('batchSize', o.batchSize ?? DEFAULT_CONFIG.batchSize),
+    K = o.teachers ?? DEFAULT_CONFIG.teachers;
+  const reps = o.reps ?? BENCH_DEFAULTS.reps,
+    warmup = o.warmup ?? BENCH_DEFAULTS.warmup;
+  const size = o.imageSize ?? BENCH_DEFAULTS.imageSize,
+    classes = o.classes ?? BENCH_DEFAULTS.classes;
   // teachers 0 is allowed here (the DFL step is then a training step), unlike in a training run
-  for (const [name, v, ok] of [['teachers', K, K >= 0], ['reps', reps, reps >= 1], ['warmup', warmup, warmup >= 0]] as const)
+  for (const [name, v, ok] of [
+    ['teachers', K, K >= 0],
+    ['reps', reps, reps >= 1],
+    ['warmup', warmup, warmup >= 0],
+  ] as const)
     if (!Number.isInteger(v) || !ok) throw new ConfigError(`Expected a valid integer for ${name} but received ${v}`);
   const precision = o.precision ?? DEFAULT_CONFIG.precision;
   const { device, note } = chooseDevice(o.device ?? DEFAULT_CONFIG.device, precision, b.runtimeInfo());
   if (note) o.log?.(note);
   if (o.threads !== undefined) b.setThreads(o.threads);
-  const spec = resolveModelSpec(o.model, { numClasses: classes, inChannels: 3, height: size, width: size, width_multiplier: width });
+  const spec = resolveModelSpec(o.model, {
+    numClasses: classes,
+    inChannels: 3,
+    height: size,
+    width: size,
+    width_multiplier: width,
+  });
   const student = new b.Model(spec, 1, device, DEFAULT_CONFIG.convInit);
   const math = { precision, deterministic: o.deterministic ?? DEFAULT_CONFIG.deterministic };
   try {
@@ -168,19 +191,36 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
     student.dispose();
     throw new ConfigError(`${(e as Error).message.replace(/^dfl-native: /, '')}`);
   }
-  const teachers = Array.from({ length: K }, () => student.snapshot());  // compute as the student does
+  const teachers = Array.from({ length: K }, () => student.snapshot()); // compute as the student does
   try {
     const info = student.info();
     const { x, labels } = batchOf(spec, batch, info.numClasses); // a JSON spec brings its own class count
     const c = DEFAULT_CONFIG;
     const step = {
-      x, labels, batch, lr: BENCH_LR, momentum: c.momentum, weightDecay: c.weightDecay, nesterov: c.nesterov, decoupled: c.decoupledWeightDecay,
-      labelSmoothing: c.labelSmoothing, temperature: c.temperature, dropoutSeed: 1,
+      x,
+      labels,
+      batch,
+      lr: BENCH_LR,
+      momentum: c.momentum,
+      weightDecay: c.weightDecay,
+      nesterov: c.nesterov,
+      decoupled: c.decoupledWeightDecay,
+      labelSmoothing: c.labelSmoothing,
+      temperature: c.temperature,
+      dropoutSeed: 1,
     };
     const fwdFlops = 2 * info.macsPerImage;
-    const train = phase(await timeIt(reps, warmup, () => student.trainStep({ ...step, distillWeight: 0 })), batch, 3 * fwdFlops);
+    const train = phase(
+      await timeIt(reps, warmup, () => student.trainStep({ ...step, distillWeight: 0 })),
+      batch,
+      3 * fwdFlops,
+    );
     const infer = phase(await timeIt(reps, warmup, () => student.forward(x, batch)), batch, fwdFlops);
-    const dfl = phase(await timeIt(reps, warmup, () => student.trainStep({ ...step, teachers, distillWeight: 1 })), batch, (3 + K) * fwdFlops);
+    const dfl = phase(
+      await timeIt(reps, warmup, () => student.trainStep({ ...step, teachers, distillWeight: 1 })),
+      batch,
+      (3 + K) * fwdFlops,
+    );
     let layers: LayerTime[] | undefined, phases: BenchResult['phases'];
     if (o.profile) {
       student.setProfiling(true);
@@ -192,12 +232,27 @@ export async function benchmark(o: BenchOptions): Promise<BenchResult> {
       phases = { loss_ms: p.lossMs / n, update_ms: p.updateMs / n, transfer_ms: p.transferMs / n };
     }
     return {
-      model: o.model, width, batch, device, ...math, threads: b.getThreads(),
-      ...(device === 'cpu' ? { simd_paths: b.runtimeInfo().simdPaths } : {}), teachers: K, reps,
-      params: info.numParams, macs_per_image: info.macsPerImage, gflops_per_img: fwdFlops / 1e9,
-      train, infer, dfl, train_img_s: train.img_s, infer_img_s: infer.img_s, dfl_img_s: dfl.img_s,
+      model: o.model,
+      width,
+      batch,
+      device,
+      ...math,
+      threads: b.getThreads(),
+      ...(device === 'cpu' ? { simd_paths: b.runtimeInfo().simdPaths } : {}),
+      teachers: K,
+      reps,
+      params: info.numParams,
+      macs_per_image: info.macsPerImage,
+      gflops_per_img: fwdFlops / 1e9,
+      train,
+      infer,
+      dfl,
+      train_img_s: train.img_s,
+      infer_img_s: infer.img_s,
+      dfl_img_s: dfl.img_s,
       peak_rss_mb: process.resourceUsage().maxRSS / 1024,
-      student_mb: student.info().deviceBytes / 1048576, teacher_mb: K ? teachers[0].info().deviceBytes / 1048576 : 0,
+      student_mb: student.info().deviceBytes / 1048576,
+      teacher_mb: K ? teachers[0].info().deviceBytes / 1048576 : 0,
       ...(layers ? { layers, phases } : {}),
     };
   } finally {

@@ -7,7 +7,15 @@ import { fileURLToPath } from 'node:url';
 
 import { ConfigError } from './errors.js';
 import type { ModelSpec } from './models/spec.js';
-import { SIMD_LEVELS, isOneOf, type ConvInit, type DeviceName, type Precision, type ResetMode, type SimdLevel } from './options.js';
+import {
+  SIMD_LEVELS,
+  isOneOf,
+  type ConvInit,
+  type DeviceName,
+  type Precision,
+  type ResetMode,
+  type SimdLevel,
+} from './options.js';
 
 // The native surface speaks the option types of options.ts; re-exported for its callers.
 export type { DeviceName, SimdLevel } from './options.js';
@@ -237,11 +245,37 @@ export interface NativeBinding {
   /** An empty teacher (zero weights in the folded layout) to restore saved teacher weights into. */
   Teacher: new (spec: ModelSpec, device?: DeviceName) => NativeTeacher;
   /** Copies images (count, channels, height, width) to the device once. */
-  DeviceImages: new (images: Uint8Array, count: number, channels: number, height: number, width: number, device?: DeviceName) => NativeDeviceImages;
-  augmentBatch(out: Float32Array, images: Uint8Array, batch: number, channels: number, height: number, width: number,
-    pad: number, flip: boolean, mean: Float32Array, std: Float32Array, seed: number): void;
-  normalizeBatch(out: Float32Array, images: Uint8Array, batch: number, channels: number, height: number, width: number,
-    mean: Float32Array, std: Float32Array): void;
+  DeviceImages: new (
+    images: Uint8Array,
+    count: number,
+    channels: number,
+    height: number,
+    width: number,
+    device?: DeviceName,
+  ) => NativeDeviceImages;
+  augmentBatch(
+    out: Float32Array,
+    images: Uint8Array,
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    pad: number,
+    flip: boolean,
+    mean: Float32Array,
+    std: Float32Array,
+    seed: number,
+  ): void;
+  normalizeBatch(
+    out: Float32Array,
+    images: Uint8Array,
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    mean: Float32Array,
+    std: Float32Array,
+  ): void;
   setThreads(n: number): void;
   getThreads(): number;
   runtimeInfo(): RuntimeInfo;
@@ -263,7 +297,9 @@ let cached: NativeBinding | undefined;
 /** Loads the native addon once; throws an Error that says why and what to do. */
 /** "gemm avx512, conv avx2, batchnorm avx2, pool avx2 (DFL_SIMD=avx2)": which SIMD path each kernel family runs, for reports. */
 export function describeSimd(rt: RuntimeInfo): string {
-  const paths = Object.entries(rt.simdPaths).map(([family, level]) => `${family} ${level}`).join(', ');
+  const paths = Object.entries(rt.simdPaths)
+    .map(([family, level]) => `${family} ${level}`)
+    .join(', ');
   return rt.simdRequest ? `${paths} (DFL_SIMD=${rt.simdRequest})` : paths;
 }
 
@@ -271,7 +307,9 @@ export function describeSimd(rt: RuntimeInfo): string {
 function checkSimdRequest(): void {
   const v = process.env.DFL_SIMD;
   if (v === undefined || v === '' || isOneOf(SIMD_LEVELS, v)) return;
-  throw new ConfigError(`Expected one of ${SIMD_LEVELS.join(', ')} for the environment variable DFL_SIMD but received '${v}'; unset it to use every instruction set this CPU has`);
+  throw new ConfigError(
+    `Expected one of ${SIMD_LEVELS.join(', ')} for the environment variable DFL_SIMD but received '${v}'; unset it to use every instruction set this CPU has`,
+  );
 }
 
 export function loadBinding(): NativeBinding {
@@ -297,6 +335,6 @@ export function loadBinding(): NativeBinding {
       'Possible solutions:\n' +
       '  - build it: `npm run build:native` in the dfl-native package folder (needs g++ and cmake)\n' +
       '  - or with node-gyp: `npx node-gyp rebuild`\n' +
-      '  - set DFL_NATIVE_ADDON to the path of a built dfl_native.node'
+      '  - set DFL_NATIVE_ADDON to the path of a built dfl_native.node',
   );
 }

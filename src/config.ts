@@ -2,15 +2,46 @@
 // --config files all resolve through resolveConfig, so defaults and error messages live here only.
 import { ConfigError } from './errors.js';
 import {
-  AVERAGE_TEACHERS, CONV_INITS, DEVICES, LABEL_SETS, METHODS, PRECISIONS, RESET_MODES, SCHEDULES, SCORE_METRICS, SOFT_TARGETS,
-  TEACHER_SOURCES, TEACHER_WEIGHTINGS,
-  type AverageTeacher, type ConvInit, type Device, type LabelSet, type Method, type Precision, type ResetMode, type ScheduleName,
-  type ScoreMetric, type SoftTargetsName, type TeacherSource, type TeacherWeighting,
+  AVERAGE_TEACHERS,
+  CONV_INITS,
+  DEVICES,
+  LABEL_SETS,
+  METHODS,
+  PRECISIONS,
+  RESET_MODES,
+  SCHEDULES,
+  SCORE_METRICS,
+  SOFT_TARGETS,
+  TEACHER_SOURCES,
+  TEACHER_WEIGHTINGS,
+  type AverageTeacher,
+  type ConvInit,
+  type Device,
+  type LabelSet,
+  type Method,
+  type Precision,
+  type ResetMode,
+  type ScheduleName,
+  type ScoreMetric,
+  type SoftTargetsName,
+  type TeacherSource,
+  type TeacherWeighting,
 } from './options.js';
 
 // The option types are declared with their value lists in options.ts; re-exported for the callers of config.
 export type {
-  AverageTeacher, ConvInit, Device, LabelSet, Method, Precision, ResetMode, ScheduleName, ScoreMetric, SoftTargetsName, TeacherSource, TeacherWeighting,
+  AverageTeacher,
+  ConvInit,
+  Device,
+  LabelSet,
+  Method,
+  Precision,
+  ResetMode,
+  ScheduleName,
+  ScoreMetric,
+  SoftTargetsName,
+  TeacherSource,
+  TeacherWeighting,
 } from './options.js';
 
 export interface TrainConfig {
@@ -226,7 +257,10 @@ export const DEFAULT_CONFIG: Readonly<TrainConfig> = Object.freeze({
  * option of the build that wrote it, so a missing one predates it: read it at its former default,
  * never at today's (a resumed or reported paper-recipe DFL run must stay one).
  */
-export const FORMER_DEFAULTS: Readonly<Partial<TrainConfig>> = Object.freeze({ skipWorseTeachers: false, resetUntil: 1 });
+export const FORMER_DEFAULTS: Readonly<Partial<TrainConfig>> = Object.freeze({
+  skipWorseTeachers: false,
+  resetUntil: 1,
+});
 
 /** A config as a run saved it, resolved as the build that wrote it meant it (see FORMER_DEFAULTS). */
 export function resolveSavedConfig(saved: Partial<Record<string, unknown>>): TrainConfig {
@@ -244,7 +278,10 @@ function describe(v: unknown): string {
   if (typeof v === 'string') return `${quote(v)} (string)`;
   if (typeof v === 'number') return `${v} (number)`;
   // a short list in full, so `--milestones 30 abc` shows the 'abc'
-  if (Array.isArray(v)) return v.length <= 8 ? `[${v.map((x) => (typeof x === 'string' ? quote(x) : String(x))).join(', ')}]` : `an array of length ${v.length}`;
+  if (Array.isArray(v))
+    return v.length <= 8
+      ? `[${v.map((x) => (typeof x === 'string' ? quote(x) : String(x))).join(', ')}]`
+      : `an array of length ${v.length}`;
   return `${String(v)} (${typeof v})`;
 }
 
@@ -255,15 +292,24 @@ export function expected(what: string, name: string, got: unknown): ConfigError 
 type Check = (v: unknown, name: string) => unknown;
 /** The largest batch (train and evaluation). */
 export const MAX_BATCH_SIZE = 65536;
-const num = (lo: number, hi: number, integer = false, loOpen = false): Check => (v, name) => {
-  const ok = typeof v === 'number' && Number.isFinite(v) && (loOpen ? v > lo : v >= lo) && v <= hi && (!integer || Number.isInteger(v));
-  if (!ok) throw expected(`${integer ? 'an integer' : 'a number'} in ${loOpen ? '(' : '['}${lo}, ${hi}]`, name, v);
-  return v;
-};
-const oneOf = (values: readonly string[]): Check => (v, name) => {
-  if (typeof v !== 'string' || !values.includes(v)) throw expected(`one of ${values.join(', ')}`, name, v);
-  return v;
-};
+const num =
+  (lo: number, hi: number, integer = false, loOpen = false): Check =>
+  (v, name) => {
+    const ok =
+      typeof v === 'number' &&
+      Number.isFinite(v) &&
+      (loOpen ? v > lo : v >= lo) &&
+      v <= hi &&
+      (!integer || Number.isInteger(v));
+    if (!ok) throw expected(`${integer ? 'an integer' : 'a number'} in ${loOpen ? '(' : '['}${lo}, ${hi}]`, name, v);
+    return v;
+  };
+const oneOf =
+  (values: readonly string[]): Check =>
+  (v, name) => {
+    if (typeof v !== 'string' || !values.includes(v)) throw expected(`one of ${values.join(', ')}`, name, v);
+    return v;
+  };
 const bool: Check = (v, name) => {
   if (typeof v !== 'boolean') throw expected('a boolean', name, v);
   return v;
@@ -278,13 +324,18 @@ const str: Check = (v, name) => {
 };
 
 /** Optional per-channel values: finite numbers (positive for std), one per image channel. */
-const channelValues = (positive: boolean): Check => (v, name) => {
-  if (v === undefined) return v;
-  const ok = Array.isArray(v) && v.length >= 1 && v.length <= 4096 &&
-    v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
-  if (!ok) throw expected(`an array of ${positive ? 'positive ' : ''}finite numbers, one per channel`, name, v);
-  return [...v];
-};
+const channelValues =
+  (positive: boolean): Check =>
+  (v, name) => {
+    if (v === undefined) return v;
+    const ok =
+      Array.isArray(v) &&
+      v.length >= 1 &&
+      v.length <= 4096 &&
+      v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
+    if (!ok) throw expected(`an array of ${positive ? 'positive ' : ''}finite numbers, one per channel`, name, v);
+    return [...v];
+  };
 
 const CHECKS: { [K in keyof TrainConfig]: Check } = {
   data: optString,
@@ -301,7 +352,8 @@ const CHECKS: { [K in keyof TrainConfig]: Check } = {
   schedule: oneOf(SCHEDULES),
   restartCycle: num(1, 100000, true),
   milestones: (v, name) => {
-    if (!Array.isArray(v) || !v.every((m) => Number.isInteger(m) && m >= 1)) throw expected('an array of positive epoch numbers', name, v);
+    if (!Array.isArray(v) || !v.every((m) => Number.isInteger(m) && m >= 1))
+      throw expected('an array of positive epoch numbers', name, v);
     return [...v].sort((a: number, b: number) => a - b);
   },
   gamma: num(0, 1, false, true),
@@ -382,7 +434,8 @@ function editDistance(a: string, b: string): number {
 /** The option a typo most likely meant (case, dashes and underscores ignored; edit distance <= 2). */
 function nearestKey(k: string): string | undefined {
   const norm = (x: string) => x.toLowerCase().replace(/[-_]/g, '');
-  let best: string | undefined, bestD = 3;
+  let best: string | undefined,
+    bestD = 3;
   for (const c of CONFIG_KEYS) {
     const dist = editDistance(norm(k), norm(c));
     if (dist < bestD) [best, bestD] = [c, dist];
@@ -407,7 +460,9 @@ export function resolveFields(...layers: (Partial<Record<string, unknown>> | und
     for (const [k, v] of Object.entries(layer)) {
       if (!Object.hasOwn(CHECKS, k)) {
         const near = nearestKey(k);
-        throw new ConfigError(`Unknown option '${k}'${near ? ` (did you mean '${near}'?)` : ''}; valid options: ${CONFIG_KEYS.join(', ')}`);
+        throw new ConfigError(
+          `Unknown option '${k}'${near ? ` (did you mean '${near}'?)` : ''}; valid options: ${CONFIG_KEYS.join(', ')}`,
+        );
       }
       if (v !== undefined) merged[k] = v;
     }
@@ -430,11 +485,17 @@ export function checkCombination(c: TrainConfig): TrainConfig {
   ] as const) {
     if (role === 'off') continue;
     if (!on) throw new ConfigError(`Expected ${need} for ${name} '${role}': the average it teaches with is off`);
-    if (!teaches) throw new ConfigError(`Expected method sd or dfl for ${name} '${role}' but received '${c.method}' (teachers teach only in those)`);
+    if (!teaches)
+      throw new ConfigError(
+        `Expected method sd or dfl for ${name} '${role}' but received '${c.method}' (teachers teach only in those)`,
+      );
   }
   if (c.teacherSource === 'cycle-end' && c.schedule !== 'cosine-restarts')
-    throw new ConfigError(`Expected schedule 'cosine-restarts' for teacherSource 'cycle-end' but received '${c.schedule}' (its snapshots are taken at the restarts)`);
-  if (c.swaLr !== undefined && c.swaStart >= 1) throw new ConfigError(`Expected swaStart < 1 for swaLr ${c.swaLr} (SWA is off at swaStart 1)`);
+    throw new ConfigError(
+      `Expected schedule 'cosine-restarts' for teacherSource 'cycle-end' but received '${c.schedule}' (its snapshots are taken at the restarts)`,
+    );
+  if (c.swaLr !== undefined && c.swaStart >= 1)
+    throw new ConfigError(`Expected swaStart < 1 for swaLr ${c.swaLr} (SWA is off at swaStart 1)`);
   return c;
 }
 

@@ -20,12 +20,18 @@ export function chooseDevice(requested: Device, precision: Precision, info: Runt
     throw new ConfigError(`--device cuda is not available: ${info.cudaStatus}. Use --device cpu (or auto).`);
   const device: DeviceName = requested === 'cpu' || !cudaUsable ? 'cpu' : 'cuda';
   if (precision === 'bf16' && device === 'cpu')
-    throw new ConfigError('--precision bf16 runs convolutions and linear layers on a GPU\'s tensor cores, but this run is on the cpu' +
-      (requested === 'cpu' ? '' : ` (cuda: ${info.cudaStatus})`) + '. Use --precision fp32 on the CPU.');
+    throw new ConfigError(
+      "--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu" +
+        (requested === 'cpu' ? '' : ` (cuda: ${info.cudaStatus})`) +
+        '. Use --precision fp32 on the CPU.',
+    );
   // A CPU-only build says so briefly (`dfl-native info` has the build's reason); a CUDA build that
   // cannot run says why in the driver's words, since that is what the user has to fix.
-  const note = requested !== 'auto' || cudaUsable ? null
-    : info.compiledBackends.includes('cuda') ? `device auto -> cpu (cuda: ${info.cudaStatus})`
-      : 'device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)';
+  const note =
+    requested !== 'auto' || cudaUsable
+      ? null
+      : info.compiledBackends.includes('cuda')
+        ? `device auto -> cpu (cuda: ${info.cudaStatus})`
+        : 'device auto -> cpu (this build has no CUDA backend; `dfl-native info` says why)';
   return { device, note };
 }

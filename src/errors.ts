@@ -91,7 +91,11 @@ const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
 /** What to do about a failed write, as the start of a sentence: free space, fix permissions, or fix the cause. */
 export function writeRemedy(err: unknown): string {
   const code = (err as { code?: unknown })?.code as string;
-  return DISK_FULL.has(code) ? 'Free some disk space' : NOT_WRITABLE.has(code) ? 'Make the folder writable' : 'Fix the cause';
+  return DISK_FULL.has(code)
+    ? 'Free some disk space'
+    : NOT_WRITABLE.has(code)
+      ? 'Make the folder writable'
+      : 'Fix the cause';
 }
 
 /**
@@ -102,13 +106,20 @@ export function writeRemedy(err: unknown): string {
 export function writeFailure(file: string, err: unknown, remedy?: string): WriteError {
   const e = err as NodeJS.ErrnoException | undefined;
   const code = typeof e?.code === 'string' ? e.code : undefined;
-  const reason = err instanceof WriteError ? err.reason
-    : code === 'ENOSPC' ? 'no space left on the device'
-      : code === 'EDQUOT' ? 'the disk quota is exhausted'
-        : code === 'EFBIG' ? 'the file is larger than this file system allows'
-          : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-            : code === 'EROFS' ? 'the file system is read-only'
-              : String(e?.message ?? err).replace(/\s+/g, ' ');
+  const reason =
+    err instanceof WriteError
+      ? err.reason
+      : code === 'ENOSPC'
+        ? 'no space left on the device'
+        : code === 'EDQUOT'
+          ? 'the disk quota is exhausted'
+          : code === 'EFBIG'
+            ? 'the file is larger than this file system allows'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'permission denied'
+              : code === 'EROFS'
+                ? 'the file system is read-only'
+                : String(e?.message ?? err).replace(/\s+/g, ' ');
   const todo = remedy ?? `${writeRemedy(err)} or write somewhere else`;
   return new WriteError(`Cannot write ${file}: ${reason}${code ? ` (${code})` : ''}. ${todo}`, file, reason, code);
 }

@@ -29,8 +29,8 @@ std::string describe(const Napi::Value& v) {
     return "string '" + s + "'";
   }
   if (v.IsTypedArray()) {
-    static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array",
-                                  "Uint16Array", "Int32Array", "Uint32Array", "Float32Array",
+    static const char* names[] = {"Int8Array",    "Uint8Array",    "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array",  "Int32Array",    "Uint32Array",       "Float32Array",
                                   "Float64Array", "BigInt64Array", "BigUint64Array"};
     const auto t = v.As<Napi::TypedArray>();
     const int type = static_cast<int>(t.TypedArrayType());
@@ -47,7 +47,9 @@ void throw_expected(const Napi::Env& env, const std::string& what, const std::st
   throw Napi::TypeError::New(env, "Expected " + what + " for " + name + " but received " + describe(got));
 }
 
-Napi::Value arg(const Napi::CallbackInfo& info, size_t i) { return i < info.Length() ? info[i] : info.Env().Undefined(); }
+Napi::Value arg(const Napi::CallbackInfo& info, size_t i) {
+  return i < info.Length() ? info[i] : info.Env().Undefined();
+}
 
 namespace {
 template <typename T>
@@ -78,7 +80,8 @@ int64_t integer(const Napi::Value& v, const std::string& name, int64_t lo, int64
   const std::string what = "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
   if (!v.IsNumber()) throw_expected(v.Env(), what, name, v);
   const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || std::floor(d) != d || d < double(lo) || d > double(hi)) throw_expected(v.Env(), what, name, v);
+  if (!std::isfinite(d) || std::floor(d) != d || d < double(lo) || d > double(hi))
+    throw_expected(v.Env(), what, name, v);
   return static_cast<int64_t>(d);
 }
 
@@ -120,7 +123,8 @@ ModelSpec model_spec(const Napi::Value& v) {
     const Napi::Object n = object(nodes.Get(i), where);
     NodeSpec ns;
     const Napi::Value op = field(n, "op");
-    if (!op_from_name(string(op, where + ".op"), &ns.op)) throw_expected(env, "one of " + op_names(), where + ".op", op);
+    if (!op_from_name(string(op, where + ".op"), &ns.op))
+      throw_expected(env, "one of " + op_names(), where + ".op", op);
     const Napi::Value name = field(n, "name");
     if (!name.IsUndefined()) ns.name = string(name, where + ".name");
     const Napi::Value inputs = field(n, "inputs");
@@ -159,7 +163,8 @@ ModelSpec model_spec(const Napi::Value& v) {
       const Napi::Array a = sizes.As<Napi::Array>();
       if (a.Length() > 1024) throw_expected(env, "at most 1024 sizes", where + ".sizes", sizes);
       for (uint32_t k = 0; k < a.Length(); ++k)
-        ns.sizes.push_back(static_cast<int>(integer(a.Get(k), where + ".sizes[" + std::to_string(k) + "]", 1, kMaxDim)));
+        ns.sizes.push_back(
+            static_cast<int>(integer(a.Get(k), where + ".sizes[" + std::to_string(k) + "]", 1, kMaxDim)));
     }
     spec.nodes.push_back(std::move(ns));
   }
@@ -185,7 +190,8 @@ int batch_of(const ModelSpec& s, const Napi::Float32Array& x, const Napi::Value&
   return B;
 }
 
-Napi::Array tensor_list(const Napi::Env& env, const std::vector<TensorView>& params, const std::vector<TensorView>& buffers) {
+Napi::Array tensor_list(const Napi::Env& env, const std::vector<TensorView>& params,
+                        const std::vector<TensorView>& buffers) {
   Napi::Array out = Napi::Array::New(env);
   uint32_t k = 0;
   auto push = [&](const TensorView& t) {
@@ -214,7 +220,8 @@ MathMode math_mode(const Napi::Value& v) {
     if (name != "fp32" && name != "bf16") throw_expected(v.Env(), "one of fp32, bf16", "math.precision", p);
     m.bf16 = name == "bf16";
   }
-  if (const Napi::Value d = field(o, "deterministic"); !d.IsUndefined()) m.nondeterministic = !boolean(d, "math.deterministic");
+  if (const Napi::Value d = field(o, "deterministic"); !d.IsUndefined())
+    m.nondeterministic = !boolean(d, "math.deterministic");
   return m;
 }
 

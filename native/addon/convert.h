@@ -43,7 +43,8 @@ Napi::Float32Array sized_float32_array(const Napi::Value& v, const std::string& 
 // Checks a batch x (B,C,H,W) against the spec's input and returns B (from b_value).
 int batch_of(const ModelSpec& spec, const Napi::Float32Array& x, const Napi::Value& b_value);
 // [{name, shape, offset, size, node, layer, kind}] for params then buffers.
-Napi::Array tensor_list(const Napi::Env& env, const std::vector<TensorView>& params, const std::vector<TensorView>& buffers);
+Napi::Array tensor_list(const Napi::Env& env, const std::vector<TensorView>& params,
+                        const std::vector<TensorView>& buffers);
 
 // Runs f, turning C++ exceptions (dfl::Error, std::bad_alloc, ...) into JavaScript errors.
 template <typename F>

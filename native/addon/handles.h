@@ -36,8 +36,9 @@ class BusyGuard {
     if (!h->object) throw Napi::Error::New(env, "dfl-native: " + who + " was disposed; create a new one");
     bool expected = false;
     if (!h->busy.compare_exchange_strong(expected, true))
-      throw Napi::Error::New(env, "dfl-native: " + who + " is busy with another call (or listed twice); "
-                                  "await the previous call before starting the next");
+      throw Napi::Error::New(env, "dfl-native: " + who +
+                                      " is busy with another call (or listed twice); "
+                                      "await the previous call before starting the next");
     held_.push_back(&h->busy);
     keep_.push_back(h);
   }
@@ -50,9 +51,11 @@ class BusyGuard {
 // The object behind a handle for a synchronous call: throws if disposed or busy.
 template <typename T>
 T& ready(const Napi::Env& env, const Handle<T>& h, const char* who) {
-  if (!h.object) throw Napi::Error::New(env, std::string("dfl-native: this ") + who + " was disposed; create a new one");
+  if (!h.object)
+    throw Napi::Error::New(env, std::string("dfl-native: this ") + who + " was disposed; create a new one");
   if (h.busy.load())
-    throw Napi::Error::New(env, std::string("dfl-native: this ") + who + " is busy with a trainStep/forward call; await it first");
+    throw Napi::Error::New(
+        env, std::string("dfl-native: this ") + who + " is busy with a trainStep/forward call; await it first");
   return *h.object;
 }
 

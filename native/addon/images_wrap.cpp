@@ -14,10 +14,10 @@ namespace {
 class DeviceImagesWrap : public Napi::ObjectWrap<DeviceImagesWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "DeviceImages",
-                       {InstanceMethod("info", &DeviceImagesWrap::info_),
-                        InstanceMethod("dispose", &DeviceImagesWrap::dispose),
-                        InstanceMethod("isDisposed", &DeviceImagesWrap::disposed)});
+    return DefineClass(
+        env, "DeviceImages",
+        {InstanceMethod("info", &DeviceImagesWrap::info_), InstanceMethod("dispose", &DeviceImagesWrap::dispose),
+         InstanceMethod("isDisposed", &DeviceImagesWrap::disposed)});
   }
   explicit DeviceImagesWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceImagesWrap>(info) {
     const Napi::Env env = info.Env();
@@ -75,15 +75,17 @@ HostImageBatch image_batch_arg(const Napi::Env& env, const Napi::Value& v) {
   b.indices.assign(idx.Data(), idx.Data() + idx.ElementLength());
   for (size_t k = 0; k < b.indices.size(); ++k)
     if (b.indices[k] < 0 || b.indices[k] >= b.images->count())
-      throw Napi::RangeError::New(env, "Expected indices in [0, " + std::to_string(b.images->count()) + ") but indices[" +
-                                           std::to_string(k) + "] is " + std::to_string(b.indices[k]));
+      throw Napi::RangeError::New(env, "Expected indices in [0, " + std::to_string(b.images->count()) +
+                                           ") but indices[" + std::to_string(k) + "] is " +
+                                           std::to_string(b.indices[k]));
   const int C = b.images->channels();
   const Napi::Float32Array mean = sized_float32_array(field(o, "mean"), "mean", size_t(C));
   const Napi::Float32Array stdv = sized_float32_array(field(o, "std"), "std", size_t(C));
   for (int c = 0; c < C; ++c)
     if (!std::isfinite(mean[c]) || !(stdv[c] > 0.f) || !std::isfinite(stdv[c]))
-      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel but channel " + std::to_string(c) +
-                                           " has mean " + std::to_string(mean[c]) + " and std " + std::to_string(stdv[c]) +
+      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel but channel " +
+                                           std::to_string(c) + " has mean " + std::to_string(mean[c]) + " and std " +
+                                           std::to_string(stdv[c]) +
                                            " (give --mean and --std, one value per channel, std > 0)");
   b.mean.assign(mean.Data(), mean.Data() + C);
   b.stdv.assign(stdv.Data(), stdv.Data() + C);

@@ -54,8 +54,9 @@ BatchArgs batch_args(const Napi::CallbackInfo& info, size_t mean_at) {
     throw Napi::RangeError::New(env, "Expected mean and std of length " + std::to_string(C) + " (one per channel)");
   for (int c = 0; c < C; ++c)
     if (!(stdv[c] > 0.f) || !std::isfinite(stdv[c]) || !std::isfinite(mean[c]))
-      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel but channel " + std::to_string(c) +
-                                           " has mean " + std::to_string(mean[c]) + " and std " + std::to_string(stdv[c]) +
+      throw Napi::RangeError::New(env, "Expected finite mean and positive finite std for every channel but channel " +
+                                           std::to_string(c) + " has mean " + std::to_string(mean[c]) + " and std " +
+                                           std::to_string(stdv[c]) +
                                            " (give --mean and --std, one value per channel, std > 0)");
   return {out.Data(), images.Data(), B, C, H, W, mean.Data(), stdv.Data()};
 }

@@ -121,19 +121,28 @@ Napi::Value ModelWrap::get_buffers(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::set_params(const Napi::CallbackInfo& info) {
   Model& m = model(info.Env());
   const Napi::Float32Array a = sized_float32_array(arg(info, 0), "params", m.num_params());
-  guarded(info.Env(), [&] { m.set_params(a.Data(), a.ElementLength()); return 0; });
+  guarded(info.Env(), [&] {
+    m.set_params(a.Data(), a.ElementLength());
+    return 0;
+  });
   return info.Env().Undefined();
 }
 Napi::Value ModelWrap::set_momentum(const Napi::CallbackInfo& info) {
   Model& m = model(info.Env());
   const Napi::Float32Array a = sized_float32_array(arg(info, 0), "momentum", m.num_params());
-  guarded(info.Env(), [&] { m.set_momentum(a.Data(), a.ElementLength()); return 0; });
+  guarded(info.Env(), [&] {
+    m.set_momentum(a.Data(), a.ElementLength());
+    return 0;
+  });
   return info.Env().Undefined();
 }
 Napi::Value ModelWrap::set_buffers(const Napi::CallbackInfo& info) {
   Model& m = model(info.Env());
   const Napi::Float32Array a = sized_float32_array(arg(info, 0), "buffers", m.num_buffer_floats());
-  guarded(info.Env(), [&] { m.set_buffers(a.Data(), a.ElementLength()); return 0; });
+  guarded(info.Env(), [&] {
+    m.set_buffers(a.Data(), a.ElementLength());
+    return 0;
+  });
   return info.Env().Undefined();
 }
 
@@ -149,7 +158,8 @@ Napi::Value ModelWrap::reinit_layers(const Napi::CallbackInfo& info) {
     layers.push_back(static_cast<int>(integer(la.Get(i), "layers[" + std::to_string(i) + "]", 0, m.num_layers() - 1)));
   const uint64_t s = seed(arg(info, 1), "seed");
   const std::string mode = string(arg(info, 2), "mode");
-  if (mode != "reinit" && mode != "shrink-perturb") throw_expected(env, "'reinit' or 'shrink-perturb'", "mode", arg(info, 2));
+  if (mode != "reinit" && mode != "shrink-perturb")
+    throw_expected(env, "'reinit' or 'shrink-perturb'", "mode", arg(info, 2));
   float shrink = 0.f, perturb = 0.f;
   if (mode == "shrink-perturb") {
     shrink = static_cast<float>(number(arg(info, 3), "shrink"));
@@ -186,7 +196,9 @@ Napi::Value ModelWrap::set_math(const Napi::CallbackInfo& info) {
   guarded(env, [&] { m.set_math(mode); });
   return env.Undefined();
 }
-Napi::Value ModelWrap::math(const Napi::CallbackInfo& info) { return math_object(info.Env(), model(info.Env()).math()); }
+Napi::Value ModelWrap::math(const Napi::CallbackInfo& info) {
+  return math_object(info.Env(), model(info.Env()).math());
+}
 
 // profile(): {steps, forwards, teachersMs, lossMs, updateMs, transferMs, nodes: [{node, forwardMs, backwardMs}]}
 Napi::Value ModelWrap::profile(const Napi::CallbackInfo& info) {
@@ -306,12 +318,12 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
   }
   const Napi::Int32Array labels = int32_array(field(o, "labels"), "labels");
   if (labels.ElementLength() != static_cast<size_t>(B))
-    throw Napi::RangeError::New(env, "Expected an Int32Array of length " + std::to_string(B) +
-                                         " for labels but received " + describe(labels));
+    throw Napi::RangeError::New(
+        env, "Expected an Int32Array of length " + std::to_string(B) + " for labels but received " + describe(labels));
   for (size_t b = 0; b < labels.ElementLength(); ++b)
     if (labels[b] < 0 || labels[b] >= m.num_classes())
-      throw Napi::RangeError::New(env, "Expected labels in [0, " + std::to_string(m.num_classes()) +
-                                           ") but labels[" + std::to_string(b) + "] is " + std::to_string(labels[b]));
+      throw Napi::RangeError::New(env, "Expected labels in [0, " + std::to_string(m.num_classes()) + ") but labels[" +
+                                           std::to_string(b) + "] is " + std::to_string(labels[b]));
   auto w = std::make_unique<TrainStepWorker>(env);
   w->busy().acquire(env, h_, "this Model");
   const Napi::Value tv = field(o, "teachers");
@@ -344,10 +356,12 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
       for (int k = 0; k < K; ++k) {
         const float v = w->teacher_weights[static_cast<size_t>(k) * B + b];
         if (!(v >= 0.f) || !std::isfinite(v))
-          throw Napi::RangeError::New(env, "Expected finite non-negative teacherWeights but found " + std::to_string(v));
+          throw Napi::RangeError::New(env,
+                                      "Expected finite non-negative teacherWeights but found " + std::to_string(v));
         sum += v;
       }
-      if (!(sum > 0.0)) throw Napi::RangeError::New(env, "Expected teacherWeights with a positive sum for every sample");
+      if (!(sum > 0.0))
+        throw Napi::RangeError::New(env, "Expected teacherWeights with a positive sum for every sample");
     }
   }
   // Every hyperparameter is given by the caller (the config's defaults live in src/config.ts
@@ -379,12 +393,14 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
     const Napi::Value rv = field(tg, "rows");
     const double rows = number(rv, "targets.rows");
     if (!(rows >= 1 && rows <= B) || rows != std::floor(rows))
-      throw Napi::RangeError::New(env, "Expected an integer in [1, " + std::to_string(B) + "] for targets.rows but received " + describe(rv));
+      throw Napi::RangeError::New(
+          env, "Expected an integer in [1, " + std::to_string(B) + "] for targets.rows but received " + describe(rv));
     w->targets.rows = static_cast<int>(rows);
     const Napi::Float32Array tl = sized_float32_array(field(tg, "logits"), "targets.logits (rows x classes)",
                                                       size_t(w->targets.rows) * m.num_classes());
     for (size_t i = 0; i < tl.ElementLength(); ++i)
-      if (!std::isfinite(tl[i])) throw Napi::RangeError::New(env, "Expected finite targets.logits but found " + std::to_string(tl[i]));
+      if (!std::isfinite(tl[i]))
+        throw Napi::RangeError::New(env, "Expected finite targets.logits but found " + std::to_string(tl[i]));
     w->target_logits.assign(tl.Data(), tl.Data() + tl.ElementLength());
     w->targets.temperature = static_cast<float>(number(field(tg, "temperature"), "targets.temperature"));
     w->targets.weight = static_cast<float>(number(field(tg, "weight"), "targets.weight"));
@@ -396,8 +412,10 @@ Napi::Value ModelWrap::train_step(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, "dfl-native: give either teacherWeights or confidenceWeights, not both");
   w->dropout_seed = seed(field(o, "dropoutSeed"), "dropoutSeed");
   w->student = h_->object;
-  if (images.images) w->images = std::move(images);
-  else w->x.assign(x.Data(), x.Data() + x.ElementLength());
+  if (images.images)
+    w->images = std::move(images);
+  else
+    w->x.assign(x.Data(), x.Data() + x.ElementLength());
   w->labels.assign(labels.Data(), labels.Data() + labels.ElementLength());
   w->B = B;
   Napi::Promise p = w->promise();
@@ -440,7 +458,8 @@ Napi::Value ModelWrap::disposed(const Napi::CallbackInfo& info) { return Napi::B
 
 Napi::Function ModelWrap::define(Napi::Env env) {
   return DefineClass(env, "Model",
-                     {InstanceMethod("info", &ModelWrap::info_), InstanceMethod("tensors", &ModelWrap::tensors),
+                     {InstanceMethod("info", &ModelWrap::info_),
+                      InstanceMethod("tensors", &ModelWrap::tensors),
                       InstanceMethod("nodeShapes", &ModelWrap::node_shapes),
                       InstanceMethod("getParams", &ModelWrap::get_params),
                       InstanceMethod("setParams", &ModelWrap::set_params),
@@ -452,7 +471,8 @@ Napi::Function ModelWrap::define(Napi::Env env) {
                       InstanceMethod("reinitLayers", &ModelWrap::reinit_layers),
                       InstanceMethod("snapshot", &ModelWrap::snapshot),
                       InstanceMethod("setProfiling", &ModelWrap::set_profiling),
-                      InstanceMethod("setMath", &ModelWrap::set_math), InstanceMethod("math", &ModelWrap::math),
+                      InstanceMethod("setMath", &ModelWrap::set_math),
+                      InstanceMethod("math", &ModelWrap::math),
                       InstanceMethod("profile", &ModelWrap::profile),
                       InstanceMethod("forwardSync", &ModelWrap::forward_sync),
                       InstanceMethod("forward", &ModelWrap::forward),

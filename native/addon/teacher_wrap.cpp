@@ -74,13 +74,19 @@ Napi::Value TeacherWrap::get_buffers(const Napi::CallbackInfo& info) {
 Napi::Value TeacherWrap::set_params(const Napi::CallbackInfo& info) {
   Teacher& t = teacher(info.Env());
   const Napi::Float32Array a = sized_float32_array(arg(info, 0), "params", t.plan().num_params);
-  guarded(info.Env(), [&] { t.set_params(a.Data(), a.ElementLength()); return 0; });
+  guarded(info.Env(), [&] {
+    t.set_params(a.Data(), a.ElementLength());
+    return 0;
+  });
   return info.Env().Undefined();
 }
 Napi::Value TeacherWrap::set_buffers(const Napi::CallbackInfo& info) {
   Teacher& t = teacher(info.Env());
   const Napi::Float32Array a = sized_float32_array(arg(info, 0), "buffers", t.plan().num_buffer_floats);
-  guarded(info.Env(), [&] { t.set_buffers(a.Data(), a.ElementLength()); return 0; });
+  guarded(info.Env(), [&] {
+    t.set_buffers(a.Data(), a.ElementLength());
+    return 0;
+  });
   return info.Env().Undefined();
 }
 
@@ -129,21 +135,20 @@ Napi::Value TeacherWrap::dispose(const Napi::CallbackInfo& info) {
   h_->object.reset();  // a running worker keeps its own reference
   return info.Env().Undefined();
 }
-Napi::Value TeacherWrap::disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !h_->object); }
+Napi::Value TeacherWrap::disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !h_->object);
+}
 
 Napi::Function TeacherWrap::define(Napi::Env env) {
-  return DefineClass(env, "Teacher",
-                     {InstanceMethod("info", &TeacherWrap::info_), InstanceMethod("tensors", &TeacherWrap::tensors),
-                      InstanceMethod("getParams", &TeacherWrap::get_params),
-                      InstanceMethod("setParams", &TeacherWrap::set_params),
-                      InstanceMethod("getBuffers", &TeacherWrap::get_buffers),
-                      InstanceMethod("setBuffers", &TeacherWrap::set_buffers),
-                      InstanceMethod("forwardSync", &TeacherWrap::forward_sync),
-                      InstanceMethod("setMath", &TeacherWrap::set_math), InstanceMethod("math", &TeacherWrap::math),
-                      InstanceMethod("forward", &TeacherWrap::forward),
-                      InstanceMethod("forwardImages", &TeacherWrap::forward_images),
-                      InstanceMethod("dispose", &TeacherWrap::dispose),
-                      InstanceMethod("isDisposed", &TeacherWrap::disposed)});
+  return DefineClass(
+      env, "Teacher",
+      {InstanceMethod("info", &TeacherWrap::info_), InstanceMethod("tensors", &TeacherWrap::tensors),
+       InstanceMethod("getParams", &TeacherWrap::get_params), InstanceMethod("setParams", &TeacherWrap::set_params),
+       InstanceMethod("getBuffers", &TeacherWrap::get_buffers), InstanceMethod("setBuffers", &TeacherWrap::set_buffers),
+       InstanceMethod("forwardSync", &TeacherWrap::forward_sync), InstanceMethod("setMath", &TeacherWrap::set_math),
+       InstanceMethod("math", &TeacherWrap::math), InstanceMethod("forward", &TeacherWrap::forward),
+       InstanceMethod("forwardImages", &TeacherWrap::forward_images), InstanceMethod("dispose", &TeacherWrap::dispose),
+       InstanceMethod("isDisposed", &TeacherWrap::disposed)});
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ std::string directory_of(const std::string& file) {
 // The file that holds this code: the addon .node, or the executable that links the core statically.
 std::string this_binary() {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&this_binary), &info) && info.dli_fname && std::string(info.dli_fname).find('/') != std::string::npos)
+  if (dladdr(reinterpret_cast<void*>(&this_binary), &info) && info.dli_fname &&
+      std::string(info.dli_fname).find('/') != std::string::npos)
     return info.dli_fname;
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -91,7 +92,8 @@ Loaded load_cuda() {
   preload_from_env("CUDNN_ROOT", "libcudnn.so.9");
   const std::string path = cuda_library_path();
   if (access(path.c_str(), F_OK) != 0) {
-    r.detail = path + " not found (the CUDA backend is built by npm run build:native when nvcc, cuDNN 9 and cuBLAS "
+    r.detail = path +
+               " not found (the CUDA backend is built by npm run build:native when nvcc, cuDNN 9 and cuBLAS "
                "13 are found; DFL_CUDA_LIBRARY may name it)";
     return r;
   }

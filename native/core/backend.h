@@ -68,18 +68,18 @@ class Backend {
 
 // ---- the default bodies of the FUSED kernels of core/backend_kernels.def: the plain kernels in turn.
 // Inline, so that Backend stays header-only: a backend library (libdfl_cuda.so) links none of core.
-inline void Backend::batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
-                                              float* running_var, const float* inp, const float* gamma,
-                                              const float* beta, int B, int C, int HW, float momentum, float eps,
-                                              Activation act) {
+inline void Backend::batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd,
+                                                     float* running_mean, float* running_var, const float* inp,
+                                                     const float* gamma, const float* beta, int B, int C, int HW,
+                                                     float momentum, float eps, Activation act) {
   batchnorm2d_forward_train(out, save_mean, save_invstd, running_mean, running_var, inp, gamma, beta, B, C, HW,
                             momentum, eps);
   activate(out, size_t(B) * C * HW, act);
 }
 
 inline void Backend::batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
-                                             const float* running_mean, const float* running_var, int B, int C,
-                                             int HW, float eps, Activation act) {
+                                                    const float* running_mean, const float* running_var, int B, int C,
+                                                    int HW, float eps, Activation act) {
   batchnorm2d_forward_eval(out, inp, gamma, beta, running_mean, running_var, B, C, HW, eps);
   activate(out, size_t(B) * C * HW, act);
 }
@@ -92,15 +92,17 @@ inline void Backend::activation_backward_inplace(float* dout, const float* y, si
     void* ptr;
     ~Release() { backend.release(ptr); }
   } release_masked{*this, masked};
-  if (act == Activation::Relu) relu_backward(masked, dout, y, n);
-  else relu6_backward(masked, dout, y, n);
+  if (act == Activation::Relu)
+    relu_backward(masked, dout, y, n);
+  else
+    relu6_backward(masked, dout, y, n);
   copy(dout, masked, n * sizeof(float));
 }
 
 inline void Backend::batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
-                                         const float* inp, const float* gamma, const float* save_mean,
-                                         const float* save_invstd, int B, int C, int HW, Activation act,
-                                         bool overwrite_dinp) {
+                                                const float* inp, const float* gamma, const float* save_mean,
+                                                const float* save_invstd, int B, int C, int HW, Activation act,
+                                                bool overwrite_dinp) {
   activation_backward_inplace(dout, out, size_t(B) * C * HW, act);
   if (dinp && overwrite_dinp) fill(dinp, 0.0f, size_t(B) * C * HW);
   batchnorm2d_backward(dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW);
@@ -118,7 +120,8 @@ inline void check_conv_workspace(const char* who, const Conv2dShape& s, size_t n
   DFL_CHECK(got >= need && (need == 0 || workspace != nullptr), who, ": expected a workspace of at least ", need,
             " bytes for the convolution B=", s.B, " C=", s.C, " H=", s.H, " W=", s.W, " OC=", s.OC, " kernel ", s.KH,
             "x", s.KW, " stride ", s.stride_h, "x", s.stride_w, " pad ", s.pad_h, "x", s.pad_w, " groups ", s.groups,
-            " but received ", workspace ? got : 0, " bytes; size it with conv2d_workspace_bytes for this shape "
+            " but received ", workspace ? got : 0,
+            " bytes; size it with conv2d_workspace_bytes for this shape "
             "(the batch size included)");
 }
 

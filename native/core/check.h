@@ -31,7 +31,7 @@ template <typename... Args>
 }  // namespace dfl
 
 // DFL_CHECK(cond, "message parts", value, ...): throws dfl::Error with the parts concatenated.
-#define DFL_CHECK(cond, ...)            \
-  do {                                  \
+#define DFL_CHECK(cond, ...)               \
+  do {                                     \
     if (!(cond)) ::dfl::fail(__VA_ARGS__); \
   } while (0)

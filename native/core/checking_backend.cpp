@@ -228,8 +228,7 @@ void CheckingBackend::conv2d_backward(float* dinp, float* dweight, float* dbias,
                                       size_t workspace_bytes, bool overwrite_dinp) {
   if (sane(s)) {
     Call c(*this, "conv2d_backward");
-    check_conv_workspace("checking backend: conv2d_backward", s, conv2d_workspace_bytes(s), workspace,
-                         workspace_bytes);
+    check_conv_workspace("checking backend: conv2d_backward", s, conv2d_workspace_bytes(s), workspace, workspace_bytes);
     c.optional("dinp", dinp, conv_in(s))
         .optional("dweight", dweight, conv_weight(s))
         .optional("dbias", dbias, size_t(s.OC))
@@ -366,8 +365,8 @@ void CheckingBackend::batchnorm2d_backward(float* dinp, float* dgamma, float* db
 
 void CheckingBackend::batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout,
                                                  const float* out, const float* inp, const float* gamma,
-                                                 const float* save_mean, const float* save_invstd, int B, int C,
-                                                 int HW, Activation act, bool overwrite_dinp) {
+                                                 const float* save_mean, const float* save_invstd, int B, int C, int HW,
+                                                 Activation act, bool overwrite_dinp) {
   if (positive({B, C, HW})) {
     Call c(*this, "batchnorm2d_backward_fused");
     bn_backward_extents(c, dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW);
@@ -490,8 +489,8 @@ size_t channel_total(const int* channels, int n) {
 }
 }  // namespace
 
-void CheckingBackend::concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n,
-                                              int B, int HW) {
+void CheckingBackend::concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n, int B,
+                                              int HW) {
   const size_t total = channel_total(channels, n);
   if (total && positive({B, HW})) {
     Call c(*this, "concat_channels_forward");
@@ -510,8 +509,8 @@ void CheckingBackend::concat_channels_backward(float* const* dinputs, const floa
   }
   inner_->concat_channels_backward(dinputs, dout, channels, n, B, HW);
 }
-void CheckingBackend::split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n,
-                                             int B, int HW) {
+void CheckingBackend::split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n, int B,
+                                             int HW) {
   const size_t total = channel_total(channels, n);
   if (total && positive({B, HW})) {
     Call c(*this, "split_channels_forward");
@@ -550,7 +549,9 @@ void CheckingBackend::interleave_channels_backward(float* const* dinputs, const 
 }
 void CheckingBackend::channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups) {
   if (positive({B, C, HW}))
-    Call(*this, "channel_shuffle_forward").tensor("out", out, size_t(B) * C * HW).tensor("inp", inp, size_t(B) * C * HW);
+    Call(*this, "channel_shuffle_forward")
+        .tensor("out", out, size_t(B) * C * HW)
+        .tensor("inp", inp, size_t(B) * C * HW);
   inner_->channel_shuffle_forward(out, inp, B, C, HW, groups);
 }
 void CheckingBackend::channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups) {
@@ -604,8 +605,8 @@ void CheckingBackend::ensemble_kl_forward(float* losses, float* student_probs, f
         .tensor("teacher_logits", teacher_logits, size_t(K) * B * NC)
         .optional("weights", weights, size_t(K) * B)
         .result("loss_sum", loss_sum);
-  inner_->ensemble_kl_forward(losses, student_probs, teacher_probs, student_logits, teacher_logits, weights, K, B, NC, T,
-                              loss_sum);
+  inner_->ensemble_kl_forward(losses, student_probs, teacher_probs, student_logits, teacher_logits, weights, K, B, NC,
+                              T, loss_sum);
 }
 void CheckingBackend::ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs,
                                            int B, int NC, float T, float scale) {

@@ -88,7 +88,7 @@ class CheckingBackend final : public Backend {
   std::string name_;
   mutable std::mutex mu_;
   std::map<uintptr_t, size_t> live_;  // start -> bytes asked for
-  std::string pending_;              // a violation found in release()
+  std::string pending_;               // a violation found in release()
   std::atomic<uint64_t> downloads_{0};
 };
 

@@ -71,9 +71,12 @@ SimdLevel hardware_simd_level() { return level_of(cpu_hardware_features()); }
 
 const char* simd_level_label(SimdLevel l) {
   switch (l) {
-    case SimdLevel::Avx512: return "avx512";
-    case SimdLevel::Avx2: return "avx2";
-    case SimdLevel::Portable: return "portable";
+    case SimdLevel::Avx512:
+      return "avx512";
+    case SimdLevel::Avx2:
+      return "avx2";
+    case SimdLevel::Portable:
+      return "portable";
   }
   return "portable";
 }
@@ -92,7 +95,7 @@ std::vector<std::pair<std::string, std::string>> simd_paths() {
   // The non-GEMM kernels have AVX2+FMA code and portable fallbacks, no AVX-512 code: their path is
   // the level here capped at AVX2. A family that gains a path changes its row here.
   const SimdLevel others = std::min(simd_level(), SimdLevel::Avx2);
-  return {{"gemm", gemm_kernel_name()},  // cpu/gemm.cpp
+  return {{"gemm", gemm_kernel_name()},        // cpu/gemm.cpp
           {"conv", simd_level_label(others)},  // direct, Winograd, depthwise, pointwise, im2col rows
           {"batchnorm", simd_level_label(others)},
           {"pool", simd_level_label(others)}};

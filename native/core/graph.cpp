@@ -36,8 +36,8 @@ size_t numel(const std::vector<int>& shape) {
 // Packed on the host (offset), aligned on the device (device_offset): see TensorView.
 int PlanBuilder::add_param(int i, const char* suffix, std::vector<int> shape, TensorKind kind) {
   const size_t size = numel(shape);
-  plan_.params.push_back({spec(i).name + "." + suffix, std::move(shape), plan_.num_params, size, i, -1, kind,
-                          plan_.device_param_floats});
+  plan_.params.push_back(
+      {spec(i).name + "." + suffix, std::move(shape), plan_.num_params, size, i, -1, kind, plan_.device_param_floats});
   plan_.num_params += size;
   plan_.device_param_floats += align_elements(size);
   return int(plan_.params.size() - 1);
@@ -69,8 +69,8 @@ size_t PlanBuilder::add_mask_per_sample(size_t n) { return take_aligned(plan_.ma
 Conv2dShape Plan::conv_shape(int i, int B) const {
   const NodeSpec& n = nodes[i].spec;
   const PlanNode& in = nodes[n.inputs[0]];
-  return {B, in.C(), in.H(), in.W(), n.out_channels, n.kernel_h, n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w,
-          n.groups};
+  return {B,          in.C(),     in.H(),     in.W(),  n.out_channels, n.kernel_h,
+          n.kernel_w, n.stride_h, n.stride_w, n.pad_h, n.pad_w,        n.groups};
 }
 
 Pool2dShape Plan::pool_shape(int i, int B) const {
@@ -210,8 +210,9 @@ Plan build_plan(const ModelSpec& spec) {
   plan.spec = spec;
   const int N = int(spec.nodes.size());
   DFL_CHECK(N >= 2, "Model spec: needs an input node and at least one layer");
-  DFL_CHECK(spec.in_channels > 0 && spec.height > 0 && spec.width > 0, "Model spec: input shape must be positive, got (",
-            spec.in_channels, ",", spec.height, ",", spec.width, ")");
+  DFL_CHECK(spec.in_channels > 0 && spec.height > 0 && spec.width > 0,
+            "Model spec: input shape must be positive, got (", spec.in_channels, ",", spec.height, ",", spec.width,
+            ")");
   plan.nodes.resize(N);
   for (int i = 0; i < N; ++i) plan.nodes[i].spec = spec.nodes[i];
   PlanBuilder b(plan);
@@ -223,9 +224,11 @@ Plan build_plan(const ModelSpec& spec) {
     } else {
       DFL_CHECK(n.op != Op::Input, b.where(i), ": only node 0 may be the input");
       const bool count_ok = def.inputs < 0 ? !n.inputs.empty() : n.inputs.size() == size_t(def.inputs);
-      DFL_CHECK(count_ok, b.where(i), ": expected ", def.inputs < 0 ? std::string("at least 1") : std::to_string(def.inputs),
-                " input(s), got ", n.inputs.size());
-      for (int in : n.inputs) DFL_CHECK(in >= 0 && in < i, b.where(i), ": input index ", in, " must refer to an earlier node");
+      DFL_CHECK(count_ok, b.where(i), ": expected ",
+                def.inputs < 0 ? std::string("at least 1") : std::to_string(def.inputs), " input(s), got ",
+                n.inputs.size());
+      for (int in : n.inputs)
+        DFL_CHECK(in >= 0 && in < i, b.where(i), ": input index ", in, " must refer to an earlier node");
       if (n.op == Op::Conv || n.op == Op::BatchNorm || n.op == Op::Linear)
         DFL_CHECK(!n.name.empty(), b.where(i), ": parametric nodes need a name (parameter prefix)");
     }
@@ -304,10 +307,10 @@ InferencePlan build_inference_plan(const Plan& training) {
   out.in_channels = spec.in_channels;
   out.height = spec.height;
   out.width = spec.width;
-  std::vector<int> remap(N, -1);         // training node -> inference node holding its value
-  std::vector<int> source, folded_bn;    // per inference node
-  std::vector<int> value_readers;        // per inference node: readers of the value it now holds
-  auto fusable = [&](int t) {            // inference node t may absorb the single reader of its value
+  std::vector<int> remap(N, -1);       // training node -> inference node holding its value
+  std::vector<int> source, folded_bn;  // per inference node
+  std::vector<int> value_readers;      // per inference node: readers of the value it now holds
+  auto fusable = [&](int t) {          // inference node t may absorb the single reader of its value
     return is_conv_or_linear(out.nodes[t].op) && out.nodes[t].fused == Activation::None && value_readers[t] == 1;
   };
   for (int i = 0; i < N; ++i) {

@@ -33,14 +33,27 @@
 namespace dfl {
 
 enum class Op : uint8_t {
-  Input, Conv, BatchNorm, Linear, Relu, Relu6, Add, Concat, Flatten, Dropout, MaxPool, AvgPool,
-  GlobalAvgPool, Split, Shuffle,
+  Input,
+  Conv,
+  BatchNorm,
+  Linear,
+  Relu,
+  Relu6,
+  Add,
+  Concat,
+  Flatten,
+  Dropout,
+  MaxPool,
+  AvgPool,
+  GlobalAvgPool,
+  Split,
+  Shuffle,
 };
 
 struct NodeSpec {
   Op op = Op::Input;
-  std::string name;          // parameter prefix, e.g. "features.0"
-  std::vector<int> inputs;   // indices of earlier nodes
+  std::string name;         // parameter prefix, e.g. "features.0"
+  std::vector<int> inputs;  // indices of earlier nodes
   int out_channels = 0;
   int kernel_h = 1, kernel_w = 1;
   int stride_h = 1, stride_w = 1;
@@ -50,9 +63,9 @@ struct NodeSpec {
   int out_features = 0;
   float eps = 1e-5f;
   float momentum = 0.1f;
-  float p = 0.f;             // dropout probability
-  std::vector<int> sizes;    // split
-  int index = 0;             // split
+  float p = 0.f;           // dropout probability
+  std::vector<int> sizes;  // split
+  int index = 0;           // split
   // Set only by inference folding (never in a user's spec): the activation a conv/linear applies.
   Activation fused = Activation::None;
 };
@@ -73,18 +86,18 @@ struct TensorView {
   std::vector<int> shape;
   size_t offset = 0;
   size_t size = 0;
-  int node = 0;               // owning node
-  int layer = -1;             // parametric layer index (conv/linear with its following BN)
+  int node = 0;    // owning node
+  int layer = -1;  // parametric layer index (conv/linear with its following BN)
   TensorKind kind = TensorKind::Weight;
   size_t device_offset = 0;
 };
 
 struct PlanNode {
   NodeSpec spec;
-  std::array<int, 3> shape{};       // per-sample output (C, H, W)
-  size_t size = 0;                  // C*H*W
-  size_t act_offset = 0;            // per-sample floats into the activation block
-  size_t grad_offset = 0;           // per-sample floats into the activation-gradient block (training)
+  std::array<int, 3> shape{};  // per-sample output (C, H, W)
+  size_t size = 0;             // C*H*W
+  size_t act_offset = 0;       // per-sample floats into the activation block
+  size_t grad_offset = 0;      // per-sample floats into the activation-gradient block (training)
   // Inputs whose gradient slot this node's backward is the first to write: zeroed just before it
   // (unless the op overwrites fresh slots, see OpDef). Bit k of inputs_starting: spec.inputs[k]'s
   // slot is one of them (set for the first listing of an input given twice).
@@ -101,12 +114,12 @@ struct PlanNode {
   // chunks of C / groups channels): the output is written shuffled, input k's channel j at channel
   // j * groups + k (ShuffleNet's concat + shuffle: one copy instead of two, one buffer fewer).
   int interleave_groups = 0;
-  int layer = -1;                   // parametric layer, or -1
-  int weight = -1, bias = -1;       // indices into Plan::params, or -1
+  int layer = -1;                                                 // parametric layer, or -1
+  int weight = -1, bias = -1;                                     // indices into Plan::params, or -1
   int running_mean = -1, running_var = -1, batches_tracked = -1;  // indices into Plan::buffers
-  size_t stat_offset = 0;           // BN: save_mean (C), then save_invstd align_elements(C) later, in the stats block
-  size_t argmax_offset = 0;         // maxpool: per-sample int32s into the argmax block
-  size_t mask_offset = 0;           // dropout: per-sample floats into the mask block
+  size_t stat_offset = 0;    // BN: save_mean (C), then save_invstd align_elements(C) later, in the stats block
+  size_t argmax_offset = 0;  // maxpool: per-sample int32s into the argmax block
+  size_t mask_offset = 0;    // dropout: per-sample floats into the mask block
   Op op() const { return spec.op; }
   int C() const { return shape[0]; }
   int H() const { return shape[1]; }
@@ -120,14 +133,14 @@ struct Plan {
   size_t num_params = 0, num_buffer_floats = 0;  // packed (host) lengths: the sums of the tensors' sizes
   // Lengths of the device blocks (TensorView::device_offset), multiples of kTensorAlignElements.
   size_t device_param_floats = 0, device_buffer_floats = 0;
-  size_t act_per_sample = 0;        // activation floats per sample (node 0 is the caller's input)
+  size_t act_per_sample = 0;  // activation floats per sample (node 0 is the caller's input)
   // Activation-gradient floats per sample. Gradient slots are shared: a node's gradient lives from
   // the backward of its last reader to its own backward, so only a few are live at once.
   size_t grad_per_sample = 0;
   size_t argmax_per_sample = 0, mask_per_sample = 0, stat_floats = 0;
   int num_classes = 0;
-  int num_layers = 0;               // parametric layers (reset granularity)
-  int64_t macs_per_image = 0;       // convs and linears; FLOPs = 2 * MACs
+  int num_layers = 0;          // parametric layers (reset granularity)
+  int64_t macs_per_image = 0;  // convs and linears; FLOPs = 2 * MACs
   size_t input_per_sample() const { return size_t(spec.in_channels) * spec.height * spec.width; }
   // The conv shape of node i for a batch of B.
   Conv2dShape conv_shape(int i, int B) const;

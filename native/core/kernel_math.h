@@ -26,8 +26,10 @@ DFL_HOST_DEVICE inline SgdUpdate sgd_update(const float* params, const float* mo
   const float wdi = decay_mask ? cfg.weight_decay * decay_mask[i] : cfg.weight_decay;
   float p = params[i];
   float g = grads[i];
-  if (cfg.decoupled) p = p * (1.f - lr * wdi);
-  else g = g + wdi * p;
+  if (cfg.decoupled)
+    p = p * (1.f - lr * wdi);
+  else
+    g = g + wdi * p;
   float step = g;
   float buf = momentum_buf ? momentum_buf[i] : 0.f;
   if (mu != 0.f) {

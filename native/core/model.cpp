@@ -92,7 +92,8 @@ void run_plan_forward(Backend& be, const Plan& plan, const ExecMemory& mem, int 
 
 // Fresh values for parameter tensor `t` from its own stream (seed, tensor index), so re-initialising
 // one layer never depends on the others. fan_in is the linear layer's input width.
-void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t seed, size_t tensor_index, ConvInit conv_init) {
+void fresh_values(float* dst, const TensorView& t, Op op, int fan_in, uint64_t seed, size_t tensor_index,
+                  ConvInit conv_init) {
   Rng rng(derive_seed(seed, tensor_index));
   if (op == Op::BatchNorm) {
     std::fill(dst, dst + t.size, t.kind == TensorKind::Weight ? 1.0f : 0.0f);
@@ -131,9 +132,27 @@ struct StepReadback {
 // ---- student memory ---------------------------------------------------------------------------------
 struct Model::Memory {
   explicit Memory(const std::shared_ptr<Backend>& be)
-      : arena(be), buffers(be), buffers_backup(be), stats(be), acts(be), act_grads(be), argmax(be), mask(be),
-        workspace(be), x(be), labels(be), losses(be), probs(be), kl_losses(be), student_probs(be),
-        teacher_probs(be), teacher_logits(be), teacher_weights(be), teacher_scratch(be), target_logits(be), batch_u8(be),
+      : arena(be),
+        buffers(be),
+        buffers_backup(be),
+        stats(be),
+        acts(be),
+        act_grads(be),
+        argmax(be),
+        mask(be),
+        workspace(be),
+        x(be),
+        labels(be),
+        losses(be),
+        probs(be),
+        kl_losses(be),
+        student_probs(be),
+        teacher_probs(be),
+        teacher_logits(be),
+        teacher_weights(be),
+        teacher_scratch(be),
+        target_logits(be),
+        batch_u8(be),
         readback(be) {}
   DeviceBuffer arena;  // [params | grads | momentum]
   DeviceBuffer buffers, buffers_backup, stats;
@@ -142,8 +161,8 @@ struct Model::Memory {
   DeviceBuffer losses, probs, kl_losses, student_probs, teacher_probs;
   DeviceBuffer teacher_logits, teacher_weights, teacher_scratch;
   DeviceBuffer target_logits;  // the soft targets' logits (rows, NC)
-  DeviceBuffer batch_u8;  // a batch's images gathered from DeviceImages
-  DeviceBuffer readback;  // a StepReadback
+  DeviceBuffer batch_u8;       // a batch's images gathered from DeviceImages
+  DeviceBuffer readback;       // a StepReadback
   // Where a StepReadback member lives on the device.
   template <typename T>
   T* slot(size_t offset) const {
@@ -151,17 +170,38 @@ struct Model::Memory {
   }
   size_t bytes() const {
     size_t n = 0;
-    for (const DeviceBuffer* b : {&arena, &buffers, &buffers_backup, &stats, &acts, &act_grads, &argmax, &mask,
-                                  &workspace, &x, &labels, &losses, &probs, &kl_losses, &student_probs,
-                                  &teacher_probs, &teacher_logits, &teacher_weights, &teacher_scratch, &target_logits,
-                                  &batch_u8, &readback})
+    for (const DeviceBuffer* b : {&arena,
+                                  &buffers,
+                                  &buffers_backup,
+                                  &stats,
+                                  &acts,
+                                  &act_grads,
+                                  &argmax,
+                                  &mask,
+                                  &workspace,
+                                  &x,
+                                  &labels,
+                                  &losses,
+                                  &probs,
+                                  &kl_losses,
+                                  &student_probs,
+                                  &teacher_probs,
+                                  &teacher_logits,
+                                  &teacher_weights,
+                                  &teacher_scratch,
+                                  &target_logits,
+                                  &batch_u8,
+                                  &readback})
       n += b->bytes();
     return n;
   }
 };
 
 Model::Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init)
-    : plan_(build_plan(spec)), backend_(std::move(backend)), mem_(std::make_unique<Memory>(backend_)), conv_init_(conv_init) {
+    : plan_(build_plan(spec)),
+      backend_(std::move(backend)),
+      mem_(std::make_unique<Memory>(backend_)),
+      conv_init_(conv_init) {
   const double n = double(plan_.device_param_floats);
   check_memory(*backend_, 4.0 * (3.0 * n + double(plan_.device_buffer_floats) + double(plan_.stat_floats)),
                "a model of " + std::to_string(plan_.num_params) + " parameters (weights, gradients, momentum)",
@@ -241,14 +281,16 @@ void Model::ensure_batch(int B) {
   Backend& be = *backend_;
   Memory& m = *mem_;
   auto known = workspace_by_batch_.find(B);
-  const size_t ws = known != workspace_by_batch_.end() ? known->second
-                                                       : (workspace_by_batch_[B] = workspace_bytes(be, plan_, B, math_));
+  const size_t ws = known != workspace_by_batch_.end()
+                        ? known->second
+                        : (workspace_by_batch_[B] = workspace_bytes(be, plan_, B, math_));
   if (B > capacity_b_) {
     // activations + their gradients + dropout masks + maxpool indices + workspace, next to the arena
     const double per = double(plan_.act_per_sample + plan_.grad_per_sample), nb = double(B);
     check_memory(be,
                  4.0 * (per * nb + double(plan_.mask_per_sample) * nb + double(plan_.argmax_per_sample) * nb +
-                        4.0 * double(plan_.device_param_floats) + double(plan_.device_buffer_floats)) + double(ws),
+                        4.0 * double(plan_.device_param_floats) + double(plan_.device_buffer_floats)) +
+                     double(ws),
                  "a batch of " + std::to_string(B) + " through a model of " + std::to_string(plan_.num_params) +
                      " parameters (activations, their gradients and the weights)",
                  "use a smaller --batch-size, --image-size, --width or model");
@@ -276,8 +318,9 @@ void Model::ensure_batch(int B) {
 
 void Model::run_forward(int B, bool training, uint64_t dropout_seed) {
   Memory& m = *mem_;
-  const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
-                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get(), m.workspace.bytes()};
+  const ExecMemory mem{m.x.f(),     m.acts.f(),        m.act_grads.f(),    param_data(),
+                       grad_data(), m.buffers.f(),     m.stats.f(),        m.argmax.i32(),
+                       m.mask.f(),  m.workspace.get(), m.workspace.bytes()};
   run_plan_forward(*backend_, plan_, mem, B, training, dropout_seed, math_,
                    profiling_ ? profile_.forward_ms.data() : nullptr);
   profile_.forwards += profiling_;
@@ -339,8 +382,9 @@ void Model::eval_batch_on_device(int B, float* logits_host) {
 // activation-gradient slot is zeroed by the first backward that writes it.
 void Model::run_backward(int B) {
   Memory& m = *mem_;
-  const ExecMemory mem{m.x.f(), m.acts.f(), m.act_grads.f(), param_data(), grad_data(), m.buffers.f(),
-                       m.stats.f(), m.argmax.i32(), m.mask.f(), m.workspace.get(), m.workspace.bytes()};
+  const ExecMemory mem{m.x.f(),     m.acts.f(),        m.act_grads.f(),    param_data(),
+                       grad_data(), m.buffers.f(),     m.stats.f(),        m.argmax.i32(),
+                       m.mask.f(),  m.workspace.get(), m.workspace.bytes()};
   Backend& be = *backend_;
   PhaseTimer timer(be, profiling_);
   for (int i = int(plan_.nodes.size()) - 1; i >= 1; --i) {
@@ -505,7 +549,8 @@ StepStats Model::train_step(const ImageBatch& batch, const int32_t* labels_host,
 void Model::last_training_logits(float* logits_host) const {
   DFL_CHECK(have_training_forward_, "last_training_logits: another forward ran since the last training forward");
   const PlanNode& last = plan_.nodes.back();
-  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(last_b_), floats(last.size * size_t(last_b_)));
+  backend_->download(logits_host, mem_->acts.f() + last.act_offset * size_t(last_b_),
+                     floats(last.size * size_t(last_b_)));
 }
 
 void Model::forward(const ImageBatch& batch, float* logits_host) {
@@ -522,8 +567,9 @@ MemoryPlan Model::memory_plan(int B, int K) const {
   MemoryPlan m;
   m.weights = f * (3.0 * double(p.device_param_floats) + 2.0 * double(p.device_buffer_floats) + double(p.stat_floats));
   // Activations and their gradients (shared slots: grad_per_sample, as ensure_batch/backward allocate).
-  m.activations = f * b * (double(p.act_per_sample + p.grad_per_sample) + double(p.mask_per_sample) + double(p.input_per_sample()) +
-                           1.0 /* labels */ + 2.0 + 3.0 * nc) +
+  m.activations = f * b *
+                      (double(p.act_per_sample + p.grad_per_sample) + double(p.mask_per_sample) +
+                       double(p.input_per_sample()) + 1.0 /* labels */ + 2.0 + 3.0 * nc) +
                   sizeof(int32_t) * b * double(p.argmax_per_sample) + b * double(p.input_per_sample()) /* uint8 */;
   m.workspace = double(workspace_bytes(be, p, B, math_));
   if (K > 0) {
@@ -553,8 +599,7 @@ Layout buffer_layout(const Plan& p) { return {p.buffers, p.num_buffer_floats, p.
 std::vector<float> download_packed(Backend& be, const float* src, const Layout& l) {
   std::vector<float> block(l.device), v(l.packed);
   if (l.device) be.download(block.data(), src, floats(l.device));
-  for (const TensorView& t : l.tensors)
-    std::copy_n(block.data() + t.device_offset, t.size, v.data() + t.offset);
+  for (const TensorView& t : l.tensors) std::copy_n(block.data() + t.device_offset, t.size, v.data() + t.offset);
   return v;
 }
 // Packed host values spread into a device block (zero padding), one upload.
@@ -626,7 +671,8 @@ void Model::fold_into(Teacher& teacher) const {
   float* dst_b = t->buffers_.f();
   auto copy_param = [&](int dst, int src) {
     if (dst >= 0)
-      be.copy(dst_p + tp.params[dst].device_offset, src_p + plan_.params[src].device_offset, floats(tp.params[dst].size));
+      be.copy(dst_p + tp.params[dst].device_offset, src_p + plan_.params[src].device_offset,
+              floats(tp.params[dst].size));
   };
   auto copy_buffer = [&](int dst, int src) {
     be.copy(dst_b + tp.buffers[dst].device_offset, src_b + plan_.buffers[src].device_offset,
@@ -675,8 +721,8 @@ void Teacher::forward_device(const float* x, int B, float* logits, float* acts, 
                              size_t workspace_bytes) const {
   Backend& be = *backend_;
   const Plan& p = ip_.plan;
-  const ExecMemory mem{x,       acts,    nullptr,   params_.f(), nullptr, buffers_.f(), nullptr, nullptr, nullptr,
-                       workspace, workspace_bytes};
+  const ExecMemory mem{x,       acts,    nullptr, params_.f(), nullptr,        buffers_.f(),
+                       nullptr, nullptr, nullptr, workspace,   workspace_bytes};
   run_plan_forward(be, p, mem, B, false, 0, math_);
   const PlanNode& last = p.nodes.back();
   be.copy(logits, acts + last.act_offset * size_t(B), floats(last.size * size_t(B)));

@@ -25,13 +25,13 @@ namespace dfl {
 
 struct LossConfig {
   float label_smoothing = 0.f;
-  float distill_weight = 0.f;   // alpha
+  float distill_weight = 0.f;  // alpha
   float temperature = 4.f;
-  float ce_weight = 1.f;        // weight of the cross-entropy term (PS-KD: 1 - alpha_t)
+  float ce_weight = 1.f;  // weight of the cross-entropy term (PS-KD: 1 - alpha_t)
 };
 
 struct StepStats {
-  float loss = 0.f;          // total
+  float loss = 0.f;  // total
   float ce_loss = 0.f;
   float distill_loss = 0.f;  // T^2 KL, before alpha
   float target_loss = 0.f;   // the soft-target term's T^2 KL, before its weight (Distillation::targets)
@@ -98,7 +98,8 @@ enum class ConvInit : uint8_t { KaimingNormal, PytorchDefault };
 
 class Model {
  public:
-  Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend, ConvInit conv_init = ConvInit::KaimingNormal);
+  Model(const ModelSpec& spec, uint64_t seed, std::shared_ptr<Backend> backend,
+        ConvInit conv_init = ConvInit::KaimingNormal);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;

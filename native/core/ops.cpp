@@ -72,8 +72,10 @@ void bn_infer(PlanBuilder& b, int i) {
   infer_same_shape(b, i);
   const Op prev = b.input(i).op();
   // A BN right after a conv/linear belongs to that layer: a reset re-initialises both.
-  if (prev == Op::Conv || prev == Op::Linear) b.join_layer(i, n.inputs[0]);
-  else b.new_layer(i);
+  if (prev == Op::Conv || prev == Op::Linear)
+    b.join_layer(i, n.inputs[0]);
+  else
+    b.new_layer(i);
   const int C = b.input(i).C();
   PlanNode& node = b.plan().nodes[i];
   node.weight = b.add_param(i, "weight", {C}, TensorKind::Weight);
@@ -91,11 +93,13 @@ void bn_forward(const OpRun& r) {
   const PlanNode& in = r.input_node();
   const int B = r.B, C = in.C(), HW = in.H() * in.W();
   if (r.training) {
-    DFL_CHECK(size_t(B) * HW > 1, "Batch norm '", n.spec.name, "' needs more than one value per channel in training "
-              "(batch size ", B, ", spatial ", in.H(), "x", in.W(), "); use a batch size of at least 2");
-    r.be.batchnorm2d_forward_train_fused(r.out(), bn_save_mean(r), bn_save_invstd(r, C), r.buffer(n.running_mean), r.buffer(n.running_var),
-                                         r.in(), r.param(n.weight), r.param(n.bias), B, C, HW, n.spec.momentum,
-                                         n.spec.eps, n.spec.fused);
+    DFL_CHECK(size_t(B) * HW > 1, "Batch norm '", n.spec.name,
+              "' needs more than one value per channel in training "
+              "(batch size ",
+              B, ", spatial ", in.H(), "x", in.W(), "); use a batch size of at least 2");
+    r.be.batchnorm2d_forward_train_fused(r.out(), bn_save_mean(r), bn_save_invstd(r, C), r.buffer(n.running_mean),
+                                         r.buffer(n.running_var), r.in(), r.param(n.weight), r.param(n.bias), B, C, HW,
+                                         n.spec.momentum, n.spec.eps, n.spec.fused);
     r.be.add_scalar(r.buffer(n.batches_tracked), 1.0f, 1);
   } else {
     r.be.batchnorm2d_forward_eval_fused(r.out(), r.in(), r.param(n.weight), r.param(n.bias), r.buffer(n.running_mean),
@@ -107,7 +111,8 @@ void bn_backward(const OpRun& r) {
   const PlanNode& in = r.input_node();
   const int C = in.C();
   r.be.batchnorm2d_backward_fused(r.din(), r.grad(n.weight), r.grad(n.bias), r.act_grad(r.i), r.out(), r.in(),
-                                  r.param(n.weight), bn_save_mean(r), bn_save_invstd(r, C), r.B, C, in.H() * in.W(), n.spec.fused, r.din_fresh());
+                                  r.param(n.weight), bn_save_mean(r), bn_save_invstd(r, C), r.B, C, in.H() * in.W(),
+                                  n.spec.fused, r.din_fresh());
 }
 
 // ---- linear -------------------------------------------------------------------------------------
@@ -204,7 +209,8 @@ void concat_backward(const OpRun& r) {
   const int HW = r.node().H() * r.node().W();
   if (const int g = r.node().interleave_groups; g > 0) {  // dout is in shuffled order
     if (any_fresh) r.be.interleave_channels_backward(fresh.data(), r.dout(), g, r.node().C() / g, r.B, HW, true);
-    if (any_accumulate) r.be.interleave_channels_backward(accumulate.data(), r.dout(), g, r.node().C() / g, r.B, HW, false);
+    if (any_accumulate)
+      r.be.interleave_channels_backward(accumulate.data(), r.dout(), g, r.node().C() / g, r.B, HW, false);
     return;
   }
   const std::vector<int> chans = input_channels(r);
@@ -229,7 +235,8 @@ void split_forward(const OpRun& r) {
   const NodeSpec& n = r.spec();
   std::vector<float*> outs(n.sizes.size(), nullptr);
   outs[n.index] = r.out();
-  r.be.split_channels_forward(outs.data(), r.in(), n.sizes.data(), int(n.sizes.size()), r.B, r.node().H() * r.node().W());
+  r.be.split_channels_forward(outs.data(), r.in(), n.sizes.data(), int(n.sizes.size()), r.B,
+                              r.node().H() * r.node().W());
 }
 void split_backward(const OpRun& r) {
   if (!r.din()) return;
@@ -254,8 +261,10 @@ void shuffle_forward(const OpRun& r) {
 void shuffle_backward(const OpRun& r) {
   const PlanNode& n = r.node();
   if (!r.din()) return;
-  if (r.din_fresh()) r.be.channel_shuffle_forward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.C() / n.spec.groups);
-  else r.be.channel_shuffle_backward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.spec.groups);
+  if (r.din_fresh())
+    r.be.channel_shuffle_forward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.C() / n.spec.groups);
+  else
+    r.be.channel_shuffle_backward(r.din(), r.dout(), r.B, n.C(), n.H() * n.W(), n.spec.groups);
 }
 
 void flatten_infer(PlanBuilder& b, int i) { b.set_shape(i, int(b.input(i).size), 1, 1); }
@@ -305,7 +314,9 @@ void maxpool_infer(PlanBuilder& b, int i) {
 int32_t* argmax_of(const OpRun& r) {
   return r.mem.argmax ? r.mem.argmax + r.node().argmax_offset * size_t(r.B) : nullptr;
 }
-void maxpool_forward(const OpRun& r) { r.be.maxpool2d_forward(r.out(), argmax_of(r), r.in(), r.plan.pool_shape(r.i, r.B)); }
+void maxpool_forward(const OpRun& r) {
+  r.be.maxpool2d_forward(r.out(), argmax_of(r), r.in(), r.plan.pool_shape(r.i, r.B));
+}
 void maxpool_backward(const OpRun& r) {
   if (r.din()) r.be.maxpool2d_backward(r.din(), r.dout(), argmax_of(r), r.plan.pool_shape(r.i, r.B));
 }
@@ -359,7 +370,8 @@ bool table_in_enum_order() {
 
 const OpDef& op_def(Op op) {
   static const bool ordered = table_in_enum_order();
-  DFL_CHECK(ordered, "internal: the op table is not in enum order (or an op overwriting fresh slots has more than 32 inputs)");
+  DFL_CHECK(ordered,
+            "internal: the op table is not in enum order (or an op overwriting fresh slots has more than 32 inputs)");
   DFL_CHECK(size_t(op) < kNumOps, "internal: op ", int(op), " has no table entry");
   return kOps[size_t(op)];
 }

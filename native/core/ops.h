@@ -14,16 +14,16 @@ namespace dfl {
 // Device memory of one execution of a plan for a batch of B, and what forward/backward of one node
 // needs from it. Built by the executors; the op functions read pointers only through it.
 struct ExecMemory {
-  const float* input = nullptr;   // node 0's output: the batch (B, C, H, W)
-  float* acts = nullptr;          // Plan::act_per_sample * B
-  float* act_grads = nullptr;     // Plan::grad_per_sample * B (PlanNode::grad_offset); null in inference
-  float* params = nullptr;        // Plan::device_param_floats (TensorView::device_offset)
-  float* grads = nullptr;         // the same layout; null in inference
-  float* buffers = nullptr;       // Plan::device_buffer_floats
-  float* stats = nullptr;         // Plan::stat_floats; null in inference
-  int32_t* argmax = nullptr;      // Plan::argmax_per_sample * B; null in inference
-  float* mask = nullptr;          // Plan::mask_per_sample * B; null in inference
-  void* workspace = nullptr;      // convolution workspace of workspace_bytes (at least what this batch's convs need)
+  const float* input = nullptr;  // node 0's output: the batch (B, C, H, W)
+  float* acts = nullptr;         // Plan::act_per_sample * B
+  float* act_grads = nullptr;    // Plan::grad_per_sample * B (PlanNode::grad_offset); null in inference
+  float* params = nullptr;       // Plan::device_param_floats (TensorView::device_offset)
+  float* grads = nullptr;        // the same layout; null in inference
+  float* buffers = nullptr;      // Plan::device_buffer_floats
+  float* stats = nullptr;        // Plan::stat_floats; null in inference
+  int32_t* argmax = nullptr;     // Plan::argmax_per_sample * B; null in inference
+  float* mask = nullptr;         // Plan::mask_per_sample * B; null in inference
+  void* workspace = nullptr;     // convolution workspace of workspace_bytes (at least what this batch's convs need)
   size_t workspace_bytes = 0;
 };
 
@@ -31,14 +31,14 @@ struct OpRun {
   Backend& be;
   const Plan& plan;
   const ExecMemory& mem;
-  int i;                  // the node
+  int i;  // the node
   int B;
   bool training;
   uint64_t dropout_seed;  // per step; each dropout node derives its own stream from it
   // Backward, ops whose OpDef says overwrites_fresh_input_grad: bit k set when input k's gradient
   // slot has not been written this step (nor zeroed), so the backward must write, not add.
   uint32_t fresh_inputs = 0;
-  MathMode math{};        // how convolutions and linear layers may be computed (Model::set_math)
+  MathMode math{};  // how convolutions and linear layers may be computed (Model::set_math)
 
   const PlanNode& node() const { return plan.nodes[i]; }
   const NodeSpec& spec() const { return plan.nodes[i].spec; }
@@ -78,8 +78,8 @@ class PlanBuilder;
 
 struct OpDef {
   Op op;
-  const char* name;       // as in a JSON spec
-  int inputs;             // exact input count, or -1 for "one or more"
+  const char* name;  // as in a JSON spec
+  int inputs;        // exact input count, or -1 for "one or more"
   // Output shape, parameters/buffers/scratch of node i; throws dfl::Error naming the node.
   void (*infer)(PlanBuilder& b, int i);
   void (*forward)(const OpRun& r);

@@ -34,13 +34,13 @@ struct MathMode {
 
 // conv2d, PyTorch semantics (cross-correlation, zero padding, groups).
 struct Conv2dShape {
-  int B, C, H, W;       // input (B,C,H,W)
-  int OC;               // output channels
-  int KH, KW;           // kernel size
+  int B, C, H, W;  // input (B,C,H,W)
+  int OC;          // output channels
+  int KH, KW;      // kernel size
   int stride_h, stride_w;
   int pad_h, pad_w;
-  int groups;           // C % groups == 0 and OC % groups == 0; groups == C == OC is depthwise
-  MathMode math{};      // how the backend may compute it (not a size: results agree within bf16 rounding)
+  int groups;       // C % groups == 0 and OC % groups == 0; groups == C == OC is depthwise
+  MathMode math{};  // how the backend may compute it (not a size: results agree within bf16 rounding)
   int OH() const { return (H + 2 * pad_h - KH) / stride_h + 1; }
   int OW() const { return (W + 2 * pad_w - KW) / stride_w + 1; }
 };

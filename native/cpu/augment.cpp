@@ -24,8 +24,7 @@ void check_args(int B, int C, int H, int W, const float* mean, const float* std,
   DFL_CHECK(B > 0 && C > 0 && H > 0 && W > 0, who, ": sizes must be positive");
   for (int c = 0; c < C; ++c) {
     DFL_CHECK(std::isfinite(mean[c]), who, ": mean[", c, "] is not finite");
-    DFL_CHECK(std::isfinite(std[c]) && std[c] != 0.f, who, ": std[", c, "] = ", std[c],
-              " must be finite and non-zero");
+    DFL_CHECK(std::isfinite(std[c]) && std[c] != 0.f, who, ": std[", c, "] = ", std[c], " must be finite and non-zero");
   }
 }
 
@@ -42,8 +41,8 @@ int64_t row_grain(int W) { return std::max<int64_t>(1, 8192 / W); }
 
 }  // namespace
 
-void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad,
-                   const AugmentDraw* draws, const float* mean, const float* std) {
+void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, const AugmentDraw* draws,
+                   const float* mean, const float* std) {
   check_args(B, C, H, W, mean, std, "augment_apply");
   DFL_CHECK(pad >= 0 && pad <= (1 << 20), "augment_apply: pad must be in [0, 2^20], got ", pad);
   for (int b = 0; b < B; ++b)
@@ -73,16 +72,15 @@ void augment_apply(float* out, const uint8_t* inp, int B, int C, int H, int W, i
   });
 }
 
-void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip,
-                   const float* mean, const float* std, Rng& rng) {
+void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip, const float* mean,
+                   const float* std, Rng& rng) {
   check_args(B, C, H, W, mean, std, "augment_batch");
   std::vector<AugmentDraw> draws(static_cast<size_t>(B));
   augment_draws(draws.data(), B, pad, flip, rng);
   augment_apply(out, inp, B, C, H, W, pad, draws.data(), mean, std);
 }
 
-void normalize_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, const float* mean,
-                     const float* std) {
+void normalize_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, const float* mean, const float* std) {
   check_args(B, C, H, W, mean, std, "normalize_batch");
   const std::vector<float> lut = make_lut(C, mean, std);
   const size_t plane = size_t(H) * W;

@@ -91,7 +91,8 @@ struct alignas(32) LaneSums {
 #if DFL_BN_X86
 // sums[c - c0] += (x - shift) and (x - shift)^2 over channels [c0, c1), samples in order.
 __attribute__((target("avx2,fma"))) void shifted_sums_avx2(LaneSums* sums, const double* shifts, const float* x,
-                                                           size_t bstride, size_t plane, int64_t c0, int64_t c1, int B) {
+                                                           size_t bstride, size_t plane, int64_t c0, int64_t c1,
+                                                           int B) {
   const size_t vec = plane / 8 * 8;
   for (int b = 0; b < B; ++b)
     for (int64_t c = c0; c < c1; ++c) {
@@ -118,8 +119,8 @@ __attribute__((target("avx2,fma"))) void shifted_sums_avx2(LaneSums* sums, const
 }
 #endif
 
-void shifted_sums(LaneSums* sums, const double* shifts, const float* x, size_t bstride, size_t plane,
-                           int64_t c0, int64_t c1, int B) {
+void shifted_sums(LaneSums* sums, const double* shifts, const float* x, size_t bstride, size_t plane, int64_t c0,
+                  int64_t c1, int B) {
 #if DFL_BN_X86
   if (cpu_features().avx2 && cpu_features().fma) return shifted_sums_avx2(sums, shifts, x, bstride, plane, c0, c1, B);
 #endif
@@ -134,10 +135,9 @@ void shifted_sums(LaneSums* sums, const double* shifts, const float* x, size_t b
 
 }  // namespace
 
-void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
-                               float* running_mean, float* running_var, const float* inp,
-                               const float* gamma, const float* beta, int B, int C, int HW,
-                               float momentum, float eps, Activation act) {
+void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd, float* running_mean,
+                               float* running_var, const float* inp, const float* gamma, const float* beta, int B,
+                               int C, int HW, float momentum, float eps, Activation act) {
   check_dims(B, C, HW, "batchnorm2d_forward_train");
   const int64_t N = int64_t(B) * HW;  // values per channel
   // PyTorch refuses too: the unbiased variance needs N > 1.
@@ -169,7 +169,8 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
     std::vector<double> x0(size_t(c1 - c0));
     for (int64_t c = c0; c < c1; ++c) x0[c - c0] = inp[c * plane];
     shifted_sums(sums.data(), x0.data(), inp, bstride, plane, c0, c1, B);
-    for (int64_t c = c0; c < c1; ++c) finish(c, x0[c - c0], sums[c - c0].first(), sums[c - c0].second(), &scale[c], &shift[c]);
+    for (int64_t c = c0; c < c1; ++c)
+      finish(c, x0[c - c0], sums[c - c0].first(), sums[c - c0].second(), &scale[c], &shift[c]);
   });
   parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
@@ -178,8 +179,8 @@ void batchnorm2d_forward_train(float* out, float* save_mean, float* save_invstd,
 }
 
 void batchnorm2d_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
-                              const float* running_mean, const float* running_var, int B, int C,
-                              int HW, float eps, Activation act) {
+                              const float* running_mean, const float* running_var, int B, int C, int HW, float eps,
+                              Activation act) {
   check_dims(B, C, HW, "batchnorm2d_forward_eval");
   const size_t plane = size_t(HW);
   const int64_t planes = int64_t(B) * C;
@@ -227,7 +228,8 @@ __attribute__((target("avx2,fma"))) void grad_sums_avx2(LaneSums* sums, const fl
       __m256d a = _mm256_load_pd(s.s1), q = _mm256_load_pd(s.s2);
       for (size_t i = 0; i < vec; i += 8) {
         const __m256 vx = _mm256_loadu_ps(px + i), vd = masked_avx2<A>(_mm256_loadu_ps(pd + i), py + i);
-        const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
+        const __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(vd)),
+                      dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(vd, 1));
         a = _mm256_add_pd(a, _mm256_add_pd(dlo, dhi));
         q = _mm256_add_pd(q, _mm256_fmadd_pd(dhi, _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1)),
                                              _mm256_mul_pd(dlo, _mm256_cvtps_pd(_mm256_castps256_ps128(vx)))));
@@ -267,7 +269,7 @@ __attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, con
 #endif
 
 void grad_sums(LaneSums* sums, const float* x, const float* dy, const float* y, size_t bstride, size_t plane,
-                        int64_t c0, int64_t c1, int B, Activation act) {
+               int64_t c0, int64_t c1, int B, Activation act) {
 #if DFL_BN_X86
   if (cpu_features().avx2 && cpu_features().fma) {
     if (act == Activation::Relu) return grad_sums_avx2<Activation::Relu>(sums, x, dy, y, bstride, plane, c0, c1, B);
@@ -290,12 +292,15 @@ void dx_update(float* dx, const float* dy, const float* y, const float* x, size_
 #if DFL_BN_X86
   if (cpu_features().avx2 && cpu_features().fma) {
     if (overwrite) {
-      if (act == Activation::Relu) return dx_avx2<Activation::Relu, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
-      if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+      if (act == Activation::Relu)
+        return dx_avx2<Activation::Relu, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+      if (act == Activation::Relu6)
+        return dx_avx2<Activation::Relu6, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
       return dx_avx2<Activation::None, true>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
     }
     if (act == Activation::Relu) return dx_avx2<Activation::Relu, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
-    if (act == Activation::Relu6) return dx_avx2<Activation::Relu6, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
+    if (act == Activation::Relu6)
+      return dx_avx2<Activation::Relu6, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
     return dx_avx2<Activation::None, false>(dx, dy, y, x, n, stride, segs, a, b, c, cstep);
   }
 #endif
@@ -308,10 +313,9 @@ void dx_update(float* dx, const float* dy, const float* y, const float* x, size_
 }
 }  // namespace
 
-void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
-                          const float* inp, const float* gamma, const float* save_mean,
-                          const float* save_invstd, int B, int C, int HW, const float* out, Activation act,
-                          bool overwrite_dinp) {
+void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
+                          const float* gamma, const float* save_mean, const float* save_invstd, int B, int C, int HW,
+                          const float* out, Activation act, bool overwrite_dinp) {
   check_dims(B, C, HW, "batchnorm2d_backward");
   DFL_CHECK(act == Activation::None || out, "batchnorm2d_backward: a fused activation needs the forward's output");
   if (!dinp && !dgamma && !dbeta) return;
@@ -349,9 +353,9 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
   });
 }
 
-void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in,
-                    const float* gamma, const float* beta, const float* running_mean,
-                    const float* running_var, int OC, size_t per_oc, float eps) {
+void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* b_in, const float* gamma,
+                    const float* beta, const float* running_mean, const float* running_var, int OC, size_t per_oc,
+                    float eps) {
   DFL_CHECK(OC > 0 && per_oc > 0 && eps > 0.f, "fold_batchnorm: sizes and eps must be positive");
   parallel_for(OC, std::max<int64_t>(1, 4096 / int64_t(per_oc)), [&](int64_t o0, int64_t o1) {
     for (int64_t oc = o0; oc < o1; ++oc) {

@@ -66,7 +66,8 @@ __attribute__((target("avx2"))) void scatter_add_even_avx2(float* dst, const flo
   int i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(src + i);
-    const __m256 lo = _mm256_unpacklo_ps(v, zero), hi = _mm256_unpackhi_ps(v, zero);  // v0 0 v1 0 | v4 0 v5 0, v2 0 v3 0 | ...
+    const __m256 lo = _mm256_unpacklo_ps(v, zero),
+                 hi = _mm256_unpackhi_ps(v, zero);  // v0 0 v1 0 | v4 0 v5 0, v2 0 v3 0 | ...
     const __m256 d0 = _mm256_loadu_ps(dst + 2 * i);
     _mm256_storeu_ps(dst + 2 * i, _mm256_blend_ps(d0, _mm256_add_ps(d0, _mm256_permute2f128_ps(lo, hi, 0x20)), 0x55));
     float* p1 = dst + 2 * i + 8;
@@ -75,7 +76,8 @@ __attribute__((target("avx2"))) void scatter_add_even_avx2(float* dst, const flo
       _mm256_storeu_ps(p1, _mm256_blend_ps(d1, _mm256_add_ps(d1, _mm256_permute2f128_ps(lo, hi, 0x31)), 0x55));
     } else {
       const __m256 d1 = _mm256_maskload_ps(p1, all_but_last);
-      _mm256_maskstore_ps(p1, all_but_last, _mm256_blend_ps(d1, _mm256_add_ps(d1, _mm256_permute2f128_ps(lo, hi, 0x31)), 0x55));
+      _mm256_maskstore_ps(p1, all_but_last,
+                          _mm256_blend_ps(d1, _mm256_add_ps(d1, _mm256_permute2f128_ps(lo, hi, 0x31)), 0x55));
     }
   }
   for (; i < n; ++i) dst[2 * i] += src[i];
@@ -97,19 +99,18 @@ void scatter_add_even(float* dst, const float* src, int n) {
 
 void check_shape(const Conv2dShape& s) {
   DFL_CHECK(s.B > 0 && s.C > 0 && s.H > 0 && s.W > 0 && s.OC > 0, "conv2d: sizes must be positive");
-  DFL_CHECK(s.KH > 0 && s.KW > 0 && s.stride_h > 0 && s.stride_w > 0, "conv2d: kernel ", s.KH, "x",
-            s.KW, " stride ", s.stride_h, "x", s.stride_w, " must be positive");
+  DFL_CHECK(s.KH > 0 && s.KW > 0 && s.stride_h > 0 && s.stride_w > 0, "conv2d: kernel ", s.KH, "x", s.KW, " stride ",
+            s.stride_h, "x", s.stride_w, " must be positive");
   DFL_CHECK(s.pad_h >= 0 && s.pad_w >= 0, "conv2d: padding must be >= 0");
-  DFL_CHECK(s.groups > 0 && s.C % s.groups == 0 && s.OC % s.groups == 0, "conv2d: groups ",
-            s.groups, " must divide C ", s.C, " and OC ", s.OC);
-  DFL_CHECK(s.H + 2 * s.pad_h >= s.KH && s.W + 2 * s.pad_w >= s.KW, "conv2d: kernel ", s.KH, "x",
-            s.KW, " larger than padded input ", s.H + 2 * s.pad_h, "x", s.W + 2 * s.pad_w);
+  DFL_CHECK(s.groups > 0 && s.C % s.groups == 0 && s.OC % s.groups == 0, "conv2d: groups ", s.groups, " must divide C ",
+            s.C, " and OC ", s.OC);
+  DFL_CHECK(s.H + 2 * s.pad_h >= s.KH && s.W + 2 * s.pad_w >= s.KW, "conv2d: kernel ", s.KH, "x", s.KW,
+            " larger than padded input ", s.H + 2 * s.pad_h, "x", s.W + 2 * s.pad_w);
 }
 
 bool is_depthwise(const Conv2dShape& s) { return s.C == s.groups && s.OC == s.groups; }
 bool is_pointwise(const Conv2dShape& s) {
-  return s.KH == 1 && s.KW == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
-         s.pad_w == 0;
+  return s.KH == 1 && s.KW == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
 // Output columns [lo, hi) whose input column o*stride - pad + k lies inside [0, W).
@@ -224,7 +225,8 @@ void col2im_add(float* in, const float* col, int Cg, const Conv2dShape& s, size_
             const int ih = oh * s.stride_h - s.pad_h + kh;
             if (ih < 0 || ih >= s.H) continue;
             float* dst = plane + size_t(ih) * s.W - s.pad_w + kw;
-            if (s.stride_w == 2) scatter_add_even(dst + 2 * lo, src + lo, hi - lo);
+            if (s.stride_w == 2)
+              scatter_add_even(dst + 2 * lo, src + lo, hi - lo);
             else
               for (int ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
           }
@@ -235,8 +237,7 @@ void col2im_add(float* in, const float* col, int Cg, const Conv2dShape& s, size_
 }
 
 // ---- depthwise direct path -------------------------------------------------------------------
-void depthwise_forward(float* out, const float* inp, const float* weight, const float* bias,
-                       const Conv2dShape& s) {
+void depthwise_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s) {
   const int C = s.C, OH = s.OH(), OW = s.OW(), KK = s.KH * s.KW;
   parallel_for(int64_t(s.B) * C, grain_for(int64_t(OH) * OW * KK), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -267,8 +268,8 @@ void depthwise_forward(float* out, const float* inp, const float* weight, const 
   });
 }
 
-void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const Conv2dShape& s) {
+void depthwise_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const Conv2dShape& s) {
   const int C = s.C, OH = s.OH(), OW = s.OW(), KK = s.KH * s.KW, HW = s.H * s.W;
   const int64_t work = int64_t(OH) * OW * KK;
   if (dinp) {  // one thread per (sample, channel) plane
@@ -347,7 +348,8 @@ __attribute__((target("avx2"))) void bias_sums_avx2(std::array<double, 4>* lanes
       __m256d acc = _mm256_loadu_pd(lanes[o - o0].data());
       for (size_t i = 0; i < vec; i += 8) {
         const __m256 v = _mm256_loadu_ps(g + i);
-        acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+        acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                                               _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
       }
       _mm256_storeu_pd(lanes[o - o0].data(), acc);
       for (size_t i = vec; i < P; ++i) tails[o - o0] += g[i];
@@ -424,8 +426,8 @@ void wide_columns(float* col, const float* inp, int b0, int n, const Conv2dShape
 }
 }  // namespace
 
-void general_forward(float* out, const float* inp, const float* weight, const float* bias,
-                     const Conv2dShape& s, float* workspace) {
+void general_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
+                     float* workspace) {
   check_shape(s);
   if (is_depthwise(s)) return depthwise_forward(out, inp, weight, bias, s);
   const int G = s.groups, Cg = s.C / G, OCg = s.OC / G, OH = s.OH(), OW = s.OW(), P = OH * OW;
@@ -445,13 +447,13 @@ void general_forward(float* out, const float* inp, const float* weight, const fl
         col = ws;
       }
       // out_g (OCg, P) = W_g (OCg, Kg) @ col (Kg, P) [+ bias already there]
-      sgemm(false, false, OCg, P, Kg, 1.0f, weight + size_t(g) * OCg * Kg, Kg, col, P,
-            bias ? 1.0f : 0.0f, ob + size_t(g) * OCg * P, P);
+      sgemm(false, false, OCg, P, Kg, 1.0f, weight + size_t(g) * OCg * Kg, Kg, col, P, bias ? 1.0f : 0.0f,
+            ob + size_t(g) * OCg * P, P);
     }
   };
   if (const int S = wide_samples(s); S > 1) {
-    float* colc = workspace;                                   // (Kg, n*P)
-    float* outc = workspace + 2 * size_t(Kg) * S * P;          // (OC, n*P)
+    float* colc = workspace;                           // (Kg, n*P)
+    float* outc = workspace + 2 * size_t(Kg) * S * P;  // (OC, n*P)
     for (int c0 = 0; c0 < s.B; c0 += S) {
       const int n = std::min(S, s.B - c0);
       const size_t ld = size_t(n) * P;
@@ -497,9 +499,9 @@ void general_backward(float* dinp, float* dweight, float* dbias, const float* do
   if (dbias) bias_gradient(dbias, dout, s);
   if (!dinp && !dweight) return;
   if (const int S = wide_samples(s); S > 1) {
-    float* colc = workspace;                                   // (Kg, n*P)
-    float* dcolc = workspace + size_t(Kg) * S * P;             // (Kg, n*P)
-    float* doutc = workspace + 2 * size_t(Kg) * S * P;         // (OC, n*P)
+    float* colc = workspace;                            // (Kg, n*P)
+    float* dcolc = workspace + size_t(Kg) * S * P;      // (Kg, n*P)
+    float* doutc = workspace + 2 * size_t(Kg) * S * P;  // (OC, n*P)
     for (int c0 = 0; c0 < s.B; c0 += S) {
       const int n = std::min(S, s.B - c0);
       const size_t ld = size_t(n) * P;
@@ -545,7 +547,7 @@ void general_backward(float* dinp, float* dweight, float* dbias, const float* do
         for (int64_t i = i0; i < i1; ++i) {
           const int b = c0 + int(i);
           float* col = pw ? nullptr : workspace + size_t(i) * 2 * cf;  // (Kg, P)
-          float* dcol = pw ? nullptr : col + cf;                        // (Kg, P)
+          float* dcol = pw ? nullptr : col + cf;                       // (Kg, P)
           const float* in = inp + size_t(b) * s.C * HW;
           const float* go = dout + size_t(b) * s.OC * P;
           if (dweight && !pw) im2col(col, in, Cg, s, P);
@@ -574,11 +576,11 @@ void general_backward(float* dinp, float* dweight, float* dbias, const float* do
   }
   for (int b = 0; b < s.B; ++b) {
     for (int g = 0; g < G; ++g) {
-      const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;         // (Cg, H, W)
-      const float* go = dout + (size_t(b) * s.OC + size_t(g) * OCg) * P;       // (OCg, P)
-      const float* wg = weight + size_t(g) * OCg * Kg;                         // (OCg, Kg)
+      const float* in = inp + (size_t(b) * s.C + size_t(g) * Cg) * HW;    // (Cg, H, W)
+      const float* go = dout + (size_t(b) * s.OC + size_t(g) * OCg) * P;  // (OCg, P)
+      const float* wg = weight + size_t(g) * OCg * Kg;                    // (OCg, Kg)
       if (dinp) {
-        float* di = dinp + (size_t(b) * s.C + size_t(g) * Cg) * HW;            // (Cg, H, W)
+        float* di = dinp + (size_t(b) * s.C + size_t(g) * Cg) * HW;  // (Cg, H, W)
         // dcol (Kg, P) = W_g^T @ dout_g; pointwise: dcol is dinp itself, accumulated by beta = 1.
         if (pw) {
           sgemm(true, false, Kg, P, OCg, 1.0f, wg, Kg, go, P, 1.0f, di, P);
@@ -594,8 +596,7 @@ void general_backward(float* dinp, float* dweight, float* dbias, const float* do
           col = workspace;
         }
         // dW_g (OCg, Kg) += dout_g (OCg, P) @ col^T; samples added one by one, in order.
-        sgemm(false, true, OCg, Kg, P, 1.0f, go, P, col, P, 1.0f, dweight + size_t(g) * OCg * Kg,
-              Kg);
+        sgemm(false, true, OCg, Kg, P, 1.0f, go, P, col, P, 1.0f, dweight + size_t(g) * OCg * Kg, Kg);
       }
     }
   }
@@ -610,8 +611,7 @@ void general_backward(float* dinp, float* dweight, float* dbias, const float* do
 // Workspace: [dense input | its gradient | the inner algorithm's workspace].
 namespace {
 bool strided_pointwise_applies(const Conv2dShape& s) {
-  return s.KH == 1 && s.KW == 1 && s.pad_h == 0 && s.pad_w == 0 && s.groups == 1 &&
-         (s.stride_h > 1 || s.stride_w > 1);
+  return s.KH == 1 && s.KW == 1 && s.pad_h == 0 && s.pad_w == 0 && s.groups == 1 && (s.stride_h > 1 || s.stride_w > 1);
 }
 Conv2dShape dense_shape(const Conv2dShape& s) {
   Conv2dShape d = s;
@@ -689,9 +689,8 @@ size_t no_workspace(const Conv2dShape&) { return 0; }
 
 const ConvAlgorithm kConvAlgorithms[] = {
     {ConvAlgo::Reference, "reference", always, no_workspace,
-     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float*, Activation) {
-       conv2d_reference_forward(out, inp, weight, bias, s);
-     },
+     [](float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s, float*,
+        Activation) { conv2d_reference_forward(out, inp, weight, bias, s); },
      false, never,
      [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
         const Conv2dShape& s, float*, bool) { conv2d_reference_backward(dinp, dweight, dbias, dout, inp, weight, s); }},
@@ -707,8 +706,10 @@ const ConvAlgorithm kConvAlgorithms[] = {
         const Conv2dShape& s, float* ws, bool writes_dinp) {
        if (dbias) bias_gradient(dbias, dout, s);
        // Stride 2 on odd sizes: the input gradient is the general path's (its GEMM and col2im).
-       if (dinp && direct3x3_data_gradient_applies(s)) direct3x3_backward_data(dinp, dout, weight, s, ws, writes_dinp);
-       else if (dinp) general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, ws);
+       if (dinp && direct3x3_data_gradient_applies(s))
+         direct3x3_backward_data(dinp, dout, weight, s, ws, writes_dinp);
+       else if (dinp)
+         general_backward(dinp, nullptr, nullptr, dout, inp, weight, s, ws);
        if (dweight) direct3x3_backward_weights(dweight, dout, inp, s, ws);
      }},
     {ConvAlgo::DirectOC, "direct-oc", direct_oc_applies, direct_oc_workspace_floats,
@@ -751,9 +752,8 @@ const ConvAlgorithm kConvAlgorithms[] = {
         Activation) { strided_pointwise_forward(out, inp, weight, bias, s, ws); },
      false, never,
      [](float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
-        const Conv2dShape& s, float* ws, bool) {
-       strided_pointwise_backward(dinp, dweight, dbias, dout, inp, weight, s, ws);
-     }},
+        const Conv2dShape& s, float* ws,
+        bool) { strided_pointwise_backward(dinp, dweight, dbias, dout, inp, weight, s, ws); }},
     {ConvAlgo::Winograd, "winograd", winograd_applies,
      [](const Conv2dShape& s) {  // + the weight gradient's algorithm
        return std::max({winograd_workspace_floats(s), general_workspace_floats(s),
@@ -779,7 +779,8 @@ const ConvAlgorithm& algorithm(ConvAlgo a) {
 // dinp = 0 (B x C x H x W floats), for the algorithms that can only add their input gradient.
 void zero_input_gradient(float* dinp, const Conv2dShape& s) {
   const size_t plane = size_t(s.C) * s.H * s.W;
-  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) { std::memset(dinp + b0 * plane, 0, sizeof(float) * plane * (b1 - b0)); });
+  parallel_for(s.B, 1,
+               [&](int64_t b0, int64_t b1) { std::memset(dinp + b0 * plane, 0, sizeof(float) * plane * (b1 - b0)); });
 }
 
 }  // namespace
@@ -819,7 +820,8 @@ ConvAlgo conv2d_choose_algo(const Conv2dShape& s) {
   if (depthwise3x3_applies(s)) return ConvAlgo::Depthwise3x3;
   if (valid_taps_applies(s) && (s.OH() * s.OW() == 1 || (s.OH() * s.OW() <= 4 && std::min(s.C, s.OC) >= 256)))
     return ConvAlgo::ValidTaps;
-  if (pointwise_applies(s) && (std::min(s.C, s.OC) < 64 || int64_t(s.C) * s.OC <= 160 * 1024)) return ConvAlgo::Pointwise;
+  if (pointwise_applies(s) && (std::min(s.C, s.OC) < 64 || int64_t(s.C) * s.OC <= 160 * 1024))
+    return ConvAlgo::Pointwise;
   if (direct_oc_applies(s) && strided && s.C < 64 && !tap_table_applies(s)) return ConvAlgo::DirectOC;
   return ConvAlgo::General;
 }
@@ -851,9 +853,7 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
   algo.backward(dinp, dweight, dbias, dout, inp, weight, s, workspace, writes_dinp);
 }
 
-size_t conv2d_workspace_floats(const Conv2dShape& s) {
-  return conv2d_workspace_floats_with(conv2d_choose_algo(s), s);
-}
+size_t conv2d_workspace_floats(const Conv2dShape& s) { return conv2d_workspace_floats_with(conv2d_choose_algo(s), s); }
 void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                     float* workspace, Activation act) {
   conv2d_forward_with(conv2d_choose_algo(s), out, inp, weight, bias, s, workspace, act);

@@ -15,7 +15,8 @@ bool input_at(const Conv2dShape& s, int oh, int ow, int kh, int kw, int* ih, int
 }  // namespace
 
 // out[b,o,oh,ow] = bias[o] + sum_{c in o's group, kh, kw} w[o, c - g*Cg, kh, kw] * inp[b, c, ih, iw]
-void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s) {
+void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias,
+                              const Conv2dShape& s) {
   const int Cg = s.C / s.groups, OCg = s.OC / s.groups, OH = s.OH(), OW = s.OW();
   for (int b = 0; b < s.B; ++b)
     for (int o = 0; o < s.OC; ++o)

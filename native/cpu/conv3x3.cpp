@@ -45,7 +45,9 @@ int block_channels(int W) { return W >= 32 ? 3 : (W >= 16 ? 5 : 7); }
 int blocks(int channels, int OB) { return (channels + OB - 1) / OB; }
 size_t padded_plane(const Conv2dShape& s) { return size_t(s.H + 2) * (s.W + 2); }
 // Blocked weights: OB zero-padded output channels per block, (block, C_in, KK taps, OB).
-size_t blocked_weight_floats(int C_out, int C_in, int OB, int KK = 9) { return size_t(blocks(C_out, OB)) * OB * C_in * KK; }
+size_t blocked_weight_floats(int C_out, int C_in, int OB, int KK = 9) {
+  return size_t(blocks(C_out, OB)) * OB * C_in * KK;
+}
 
 // wb[((ob*C_in + c)*KK + t)*OB + o] = weight of output ob*OB+o, input c, tap t (0 past C_out).
 // flip: the input gradient's weights, w'[c][o][t] = w[o][c][KK-1 - t] (transposed, taps reversed).
@@ -53,14 +55,13 @@ void block_weights(float* wb, const float* w, int C_out, int C_in, int OB, bool 
   const int nb = blocks(C_out, OB);
   for (int ob = 0; ob < nb; ++ob)
     for (int c = 0; c < C_in; ++c)
-      for (int t = 0; t < KK; ++t)
-        DFL_UNROLL
-        for (int o = 0; o < OB; ++o) {
-          const int oc = ob * OB + o;
-          float v = 0.0f;
-          if (oc < C_out) v = flip ? w[(size_t(c) * C_out + oc) * KK + (KK - 1 - t)] : w[(size_t(oc) * C_in + c) * KK + t];
-          wb[((size_t(ob) * C_in + c) * KK + t) * OB + o] = v;
-        }
+      for (int t = 0; t < KK; ++t) DFL_UNROLL
+  for (int o = 0; o < OB; ++o) {
+    const int oc = ob * OB + o;
+    float v = 0.0f;
+    if (oc < C_out) v = flip ? w[(size_t(c) * C_out + oc) * KK + (KK - 1 - t)] : w[(size_t(oc) * C_in + c) * KK + t];
+    wb[((size_t(ob) * C_in + c) * KK + t) * OB + o] = v;
+  }
 }
 
 // Rows of a padded plane for a stride-2 kernel: each padded row (W+2 floats) stored split, its even
@@ -77,8 +78,10 @@ __attribute__((target("avx2"))) void deinterleave_avx2(float* even, float* odd, 
     // shuffle_ps works within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6] -> permute to order.
     const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
     const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-    _mm256_storeu_ps(even + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
-    _mm256_storeu_ps(odd + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(even + i / 2,
+                     _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(odd + i / 2,
+                     _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
   }
   for (; i < n; ++i) (i % 2 == 0 ? even : odd)[i / 2] = src[i];
 }
@@ -136,8 +139,8 @@ __attribute__((target("avx2"))) inline float lane_sum(__m256 v) {
 // planes with split rows (pad_sample); K = 1: the input itself, one plane per row. Output row oh,
 // tap (kh, kw) reads row S*oh + kh at offset tap[kw] from the output column.
 struct InputRows {
-  int pitch;      // floats per row
-  size_t plane;   // floats per channel
+  int pitch;     // floats per row
+  size_t plane;  // floats per channel
   int tap[3];
   static InputRows of(int K, int S, int H, int W) {
     if (K == 1) return {W, size_t(H) * W, {0, 0, 0}};
@@ -162,9 +165,8 @@ __attribute__((target("avx2,fma"))) void row_chunk(float* out, int oc0, int n, i
   const int W = OW;
   __m256 acc[OB][NV];
   DFL_UNROLL
-  for (int o = 0; o < OB; ++o)
-    DFL_UNROLL
-    for (int v = 0; v < NV; ++v) acc[o][v] = _mm256_setzero_ps();
+  for (int o = 0; o < OB; ++o) DFL_UNROLL
+  for (int v = 0; v < NV; ++v) acc[o][v] = _mm256_setzero_ps();
   for (int c = 0; c < C_in; ++c) {
     const float* xc = xp + c * in.plane + size_t(oh) * S * in.pitch + x0;
     const float* wc = wb + size_t(c) * K * K * WS;
@@ -229,8 +231,10 @@ void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const Inpu
     } else if (n == 2) {
       block_rows<2, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
     } else if constexpr (OB > 4) {
-      if (n <= 4) block_rows<4, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
-      else block_rows<OB, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
+      if (n <= 4)
+        block_rows<4, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
+      else
+        block_rows<OB, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
     } else {
       block_rows<OB, OB, K, S>(out, oc0, n, OH, OW, xp, in, C_in, w, bias, accumulate, act);
     }
@@ -241,13 +245,12 @@ void all_rows(float* out, int C_out, int OH, int OW, const float* xp, const Inpu
 // block), then dW[o0+o][c][kh][kw] += lane sum.
 template <int S, int NO>
 __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float* dout, const float* xpad,
-                                                     const InputRows& in, int C, int OC, int OH, int OW, int o0,
-                                                     int c, int kh, int b0, int b1) {
+                                                     const InputRows& in, int C, int OC, int OH, int OW, int o0, int c,
+                                                     int kh, int b0, int b1) {
   __m256 acc[NO][3];
   DFL_UNROLL
-  for (int o = 0; o < NO; ++o)
-    DFL_UNROLL
-    for (int kw = 0; kw < 3; ++kw) acc[o][kw] = _mm256_setzero_ps();
+  for (int o = 0; o < NO; ++o) DFL_UNROLL
+  for (int kw = 0; kw < 3; ++kw) acc[o][kw] = _mm256_setzero_ps();
   const size_t plane = size_t(OH) * OW;
   for (int b = b0; b < b1; ++b) {
     const float* d = dout + (size_t(b) * OC + o0) * plane;
@@ -271,16 +274,18 @@ __attribute__((target("avx2,fma"))) void weight_task(float* dweight, const float
     }
   }
   DFL_UNROLL
-  for (int o = 0; o < NO; ++o)
-    DFL_UNROLL
-    for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
+  for (int o = 0; o < NO; ++o) DFL_UNROLL
+  for (int kw = 0; kw < 3; ++kw) dweight[((size_t(o0 + o) * C + c) * 3 + kh) * 3 + kw] += lane_sum(acc[o][kw]);
 }
 template <int S>
 void weight_task(float* dweight, const float* dout, const float* xpad, const InputRows& in, int C, int OC, int OH,
                  int OW, int o0, int n, int c, int kh, int b0, int b1) {
-  if (n == 3) weight_task<S, 3>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
-  else if (n == 2) weight_task<S, 2>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
-  else weight_task<S, 1>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
+  if (n == 3)
+    weight_task<S, 3>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
+  else if (n == 2)
+    weight_task<S, 2>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
+  else
+    weight_task<S, 1>(dweight, dout, xpad, in, C, OC, OH, OW, o0, c, kh, b0, b1);
 }
 #endif
 
@@ -295,8 +300,8 @@ int weight_group(const Conv2dShape& s) {
 // out (B, C_out, OH, OW) [+]= the K x K convolution (K = 3: pad 1, stride S; K = 1: pad 0, stride 1)
 // of x (B, C_in, H, W) with the blocked weights. A 1x1 convolution runs each plane as one row of H*W.
 template <int K, int S>
-void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W, const float* wb,
-            const float* bias, bool accumulate, float* pads, Activation act = Activation::None) {
+void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W, const float* wb, const float* bias,
+            bool accumulate, float* pads, Activation act = Activation::None) {
 #if DFL_CONV3X3_X86
   if (K == 1) {
     W *= H;
@@ -314,9 +319,12 @@ void direct(float* out, const float* x, int B, int C_in, int C_out, int H, int W
       if (K == 3) pad_sample(xp, xb, C_in, H, W, S == 2);
       const float* src = K == 3 ? xp : xb;
       float* ob = out + size_t(b) * C_out * OH * OW;
-      if (OB == 3) all_rows<3, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
-      else if (OB == 5) all_rows<5, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
-      else all_rows<7, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
+      if (OB == 3)
+        all_rows<3, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
+      else if (OB == 5)
+        all_rows<5, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
+      else
+        all_rows<7, K, S>(ob, C_out, OH, OW, src, in, C_in, wb, bias, accumulate, act);
     }
   });
 #else
@@ -372,8 +380,10 @@ void blocked_direct3x3(float* out, const float* x, int C_in, int C_out, const fl
   const int OB = block_channels(s.OW());
   block_weights(workspace, weight, C_out, C_in, OB, flip);
   float* pads = workspace + blocked_weight_floats(C_out, C_in, OB);
-  if (s.stride_h == 2) direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, accumulate, pads, act);
-  else direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, accumulate, pads, act);
+  if (s.stride_h == 2)
+    direct<3, 2>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, accumulate, pads, act);
+  else
+    direct<3, 1>(out, x, s.B, C_in, C_out, s.H, s.W, workspace, bias, accumulate, pads, act);
 }
 }  // namespace
 
@@ -404,9 +414,8 @@ __attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int 
                                                        const float* wb, bool accumulate) {
   __m256 even[OB][NV], odd[OB][NV];
   DFL_UNROLL
-  for (int o = 0; o < OB; ++o)
-    DFL_UNROLL
-    for (int v = 0; v < NV; ++v) even[o][v] = odd[o][v] = _mm256_setzero_ps();
+  for (int o = 0; o < OB; ++o) DFL_UNROLL
+  for (int v = 0; v < NV; ++v) even[o][v] = odd[o][v] = _mm256_setzero_ps();
   constexpr int kRows = PR == 0 ? 1 : 2;
   for (int oc = 0; oc < OC; ++oc) {
     const float* base = dpad + oc * dplane + size_t(i) * pitch + j0;
@@ -425,8 +434,10 @@ __attribute__((target("avx2,fma"))) void s2_data_chunk(float* dinp, int c0, int 
           const __m256 x = _mm256_loadu_ps(row + 8 * v + (kw == 0 ? 1 : 0));
           DFL_UNROLL
           for (int o = 0; o < OB; ++o) {
-            if (kw == 1) even[o][v] = _mm256_fmadd_ps(wv[o], x, even[o][v]);
-            else odd[o][v] = _mm256_fmadd_ps(wv[o], x, odd[o][v]);
+            if (kw == 1)
+              even[o][v] = _mm256_fmadd_ps(wv[o], x, even[o][v]);
+            else
+              odd[o][v] = _mm256_fmadd_ps(wv[o], x, odd[o][v]);
           }
         }
       }
@@ -470,9 +481,12 @@ void s2_data_sample(float* dinp, const float* dpad, const Conv2dShape& s, const 
     const int c0 = cb * OB, n = std::min(OB, s.C - c0);
     const float* w = wb + cb * block_floats;
     // A partial last block computes 1 or 2 channels, not OB (as all_rows).
-    if (n == 1) s2_data_block_rows<NV, 1, OB>(dinp, c0, n, dpad, s, w, accumulate);
-    else if (n == 2) s2_data_block_rows<NV, 2, OB>(dinp, c0, n, dpad, s, w, accumulate);
-    else s2_data_block_rows<NV, OB, OB>(dinp, c0, n, dpad, s, w, accumulate);
+    if (n == 1)
+      s2_data_block_rows<NV, 1, OB>(dinp, c0, n, dpad, s, w, accumulate);
+    else if (n == 2)
+      s2_data_block_rows<NV, 2, OB>(dinp, c0, n, dpad, s, w, accumulate);
+    else
+      s2_data_block_rows<NV, OB, OB>(dinp, c0, n, dpad, s, w, accumulate);
   }
 }
 #endif
@@ -499,8 +513,10 @@ void s2_backward_data(float* dinp, const float* dout, const float* weight, const
         std::memset(dst + size_t(OH) * (OW + 1), 0, sizeof(float) * (OW + 1));
       }
       float* db = dinp + size_t(b) * s.C * s.H * s.W;
-      if (OB == 3) s2_data_sample<2, 3>(db, dpad, s, wb, accumulate);
-      else s2_data_sample<1, 5>(db, dpad, s, wb, accumulate);
+      if (OB == 3)
+        s2_data_sample<2, 3>(db, dpad, s, wb, accumulate);
+      else
+        s2_data_sample<1, 5>(db, dpad, s, wb, accumulate);
     }
   });
 #else
@@ -545,8 +561,10 @@ void direct3x3_backward_weights(float* dweight, const float* dout, const float* 
       for (int64_t t = t0; t < t1; ++t) {
         const int kh = int(t % 3), c = int((t / 3) % s.C), ob = int(t / (3 * int64_t(s.C)));
         const int n = std::min(3, s.OC - ob * 3);
-        if (split) weight_task<2>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1);
-        else weight_task<1>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1);
+        if (split)
+          weight_task<2>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1);
+        else
+          weight_task<1>(dweight, dout, xpad, in, s.C, s.OC, s.OH(), s.OW(), ob * 3, n, c, kh, b0, b1);
       }
     });
   }
@@ -594,9 +612,8 @@ __attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, c
                                                                int b0, int b1, const float* zeros) {
   __m256 acc[3][4];
   DFL_UNROLL
-  for (int o = 0; o < 3; ++o)
-    DFL_UNROLL
-    for (int j = 0; j < 4; ++j) acc[o][j] = _mm256_setzero_ps();
+  for (int o = 0; o < 3; ++o) DFL_UNROLL
+  for (int j = 0; j < 4; ++j) acc[o][j] = _mm256_setzero_ps();
   const size_t P = size_t(s.H) * s.W;
   for (int b = b0; b < b1; ++b) {
     const float* d[3];
@@ -622,8 +639,8 @@ __attribute__((target("avx2,fma"))) void pointwise_weight_task(float* dweight, c
   DFL_UNROLL
   for (int o = 0; o < 3; ++o)  // compile-time bounds: acc stays in registers (see row_chunk)
     DFL_UNROLL
-    for (int j = 0; j < 4; ++j)
-      if (o < no && j < nc) dweight[size_t(o0 + o) * s.C + c0 + j] += lane_sum(acc[o][j]);
+  for (int j = 0; j < 4; ++j)
+    if (o < no && j < nc) dweight[size_t(o0 + o) * s.C + c0 + j] += lane_sum(acc[o][j]);
 }
 #endif
 }  // namespace
@@ -648,8 +665,10 @@ void pointwise_backward(float* dinp, float* dweight, const float* dout, const fl
       for (int64_t t = t0; t < t1; ++t) {
         const int ob = int(t / cb4), cb = int(t % cb4);
         const int no = std::min(3, s.OC - ob * 3), nc = std::min(4, s.C - cb * 4);
-        if (no == 3 && nc == 4) pointwise_weight_task<true>(dweight, dout, inp, s, ob * 3, no, cb * 4, nc, b0, b1, zeros);
-        else pointwise_weight_task<false>(dweight, dout, inp, s, ob * 3, no, cb * 4, nc, b0, b1, zeros);
+        if (no == 3 && nc == 4)
+          pointwise_weight_task<true>(dweight, dout, inp, s, ob * 3, no, cb * 4, nc, b0, b1, zeros);
+        else
+          pointwise_weight_task<false>(dweight, dout, inp, s, ob * 3, no, cb * 4, nc, b0, b1, zeros);
       }
     });
   }
@@ -678,9 +697,9 @@ namespace {
 // Where things sit in a padded (and, for stride 2, split) plane.
 struct DepthwisePlane {
   int S, H, W, OH, OW;
-  int LE;          // stride 2: length of a row's even half ((W+3)/2); stride 1: unused
-  int RP;          // row pitch: the row plus room for the last chunk's over-read
-  int tap[3];      // offset in a row of tap kw for output column 0
+  int LE;      // stride 2: length of a row's even half ((W+3)/2); stride 1: unused
+  int RP;      // row pitch: the row plus room for the last chunk's over-read
+  int tap[3];  // offset in a row of tap kw for output column 0
   explicit DepthwisePlane(const Conv2dShape& s) : S(s.stride_w), H(s.H), W(s.W), OH(s.OH()), OW(s.OW()) {
     const int Wp = W + 2;
     if (S == 1) {
@@ -748,7 +767,8 @@ __attribute__((target("avx2"))) void put_plane_interior(float* dx, const float* 
     int i = 0;
     for (; i + 16 <= g.W; i += 16) {
       const __m256 ev = _mm256_loadu_ps(even_cols + i / 2), od = _mm256_loadu_ps(odd_cols + i / 2);
-      const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);  // [e0 o0 e1 o1 | e4 o4 e5 o5], [e2 o2 e3 o3 | ...]
+      const __m256 lo = _mm256_unpacklo_ps(ev, od),
+                   hi = _mm256_unpackhi_ps(ev, od);  // [e0 o0 e1 o1 | e4 o4 e5 o5], [e2 o2 e3 o3 | ...]
       put8<Accumulate>(dst + i, _mm256_permute2f128_ps(lo, hi, 0x20));
       put8<Accumulate>(dst + i + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
     }
@@ -758,7 +778,6 @@ __attribute__((target("avx2"))) void put_plane_interior(float* dx, const float* 
     }
   }
 }
-
 
 // y (OH, OW) = bias + the 9 taps w9 over the padded plane xp; accumulate: y += the taps instead.
 __attribute__((target("avx2,fma"))) void depthwise_plane_forward(float* y, const float* xp, const float* w9, float bias,
@@ -803,7 +822,8 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_weights(__m256 acc[9], 
       for (int kh = 0; kh < 3; ++kh) {
         const float* row = xp + size_t(g.S * oh + kh) * g.RP + x0;
         DFL_UNROLL
-        for (int kw = 0; kw < 3; ++kw) acc[kh * 3 + kw] = _mm256_fmadd_ps(d, _mm256_loadu_ps(row + g.tap[kw]), acc[kh * 3 + kw]);
+        for (int kw = 0; kw < 3; ++kw)
+          acc[kh * 3 + kw] = _mm256_fmadd_ps(d, _mm256_loadu_ps(row + g.tap[kw]), acc[kh * 3 + kw]);
       }
     }
   }
@@ -830,8 +850,8 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_input_gradient_s2(float
       const int oh = (r - kh) / 2;
       if (oh >= 0 && oh < g.OH) oh_of[k] = oh, kh_of[k++] = kh;
     }
-    float* even = dp + size_t(r) * g.RP;  // padded column 2m = 2*ow + kw: kw 0 (ow = m), kw 2 (ow = m - 1)
-    float* odd = even + g.LE;              // padded column 2m + 1: kw 1 (ow = m)
+    float* even = dp + size_t(r) * g.RP;    // padded column 2m = 2*ow + kw: kw 0 (ow = m), kw 2 (ow = m - 1)
+    float* odd = even + g.LE;               // padded column 2m + 1: kw 1 (ow = m)
     for (int m0 = 0; m0 < g.LE; m0 += 8) {  // the over-write past LE lands in O, written next
       __m256 acc = _mm256_setzero_ps();
       for (int i = 0; i < k; ++i) {
@@ -853,8 +873,9 @@ __attribute__((target("avx2,fma"))) void depthwise_plane_input_gradient_s2(float
 // Channel c's backward over the batch, samples in order: dW[c] += the sum over samples, and each
 // of its dinp planes += (overwrite: =) the plane's input gradient. xp, dp, dr: this thread's scratch planes.
 __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp, float* dw9, const float* dout,
-                                                                    const float* inp, const float* weight, const Conv2dShape& s,
-                                                                    int c, float* xp, float* dp, float* dr, bool overwrite) {
+                                                                    const float* inp, const float* weight,
+                                                                    const Conv2dShape& s, int c, float* xp, float* dp,
+                                                                    float* dr, bool overwrite) {
   const DepthwisePlane g(s);
   const float* w9 = weight + size_t(c) * 9;
   float flipped[9];
@@ -877,8 +898,10 @@ __attribute__((target("avx2,fma"))) void depthwise_channel_backward(float* dinp,
       depthwise_plane_forward(dinp + p * in_plane, dp, flipped, 0.0f, g, /*accumulate=*/!overwrite);
     } else {
       depthwise_plane_input_gradient_s2(dp, dr, dy, w9, g);
-      if (overwrite) put_plane_interior<false>(dinp + p * in_plane, dp, g);
-      else put_plane_interior<true>(dinp + p * in_plane, dp, g);
+      if (overwrite)
+        put_plane_interior<false>(dinp + p * in_plane, dp, g);
+      else
+        put_plane_interior<true>(dinp + p * in_plane, dp, g);
     }
   }
   if (!dw9) return;
@@ -899,7 +922,8 @@ void depthwise3x3_forward(float* out, const float* inp, const float* weight, con
     for (int64_t p = p0; p < p1; ++p) {
       const int c = int(p % s.C);
       pad_plane(xp, inp + size_t(p) * in_plane, g);
-      depthwise_plane_forward(out + size_t(p) * out_plane, xp, weight + size_t(c) * 9, bias ? bias[c] : 0.0f, g, false, act);
+      depthwise_plane_forward(out + size_t(p) * out_plane, xp, weight + size_t(c) * 9, bias ? bias[c] : 0.0f, g, false,
+                              act);
     }
   });
 #else
@@ -917,8 +941,8 @@ void depthwise3x3_backward(float* dinp, float* dweight, const float* dout, const
   parallel_for(s.C, 1, [&](int64_t c0, int64_t c1) {
     float* xp = workspace + size_t(thread_slot()) * 3 * plane;
     for (int64_t c = c0; c < c1; ++c)
-      depthwise_channel_backward(dinp, dweight ? dweight + c * 9 : nullptr, dout, inp, weight, s, int(c), xp, xp + plane,
-                                 xp + 2 * plane, overwrite_dinp);
+      depthwise_channel_backward(dinp, dweight ? dweight + c * 9 : nullptr, dout, inp, weight, s, int(c), xp,
+                                 xp + plane, xp + 2 * plane, overwrite_dinp);
   });
 #else
   (void)dout, (void)inp, (void)weight;

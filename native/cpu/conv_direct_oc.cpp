@@ -60,15 +60,13 @@ void block_weights(float* wb, const float* w, const Geometry& g, bool flip) {
   const int KK = g.KH * g.KW;
   for (int ob = 0; ob < g.oc_blocks(); ++ob)
     for (int c = 0; c < g.Cin; ++c)
-      for (int t = 0; t < KK; ++t)
-        DFL_UNROLL
-        for (int o = 0; o < kLanes; ++o) {
-          const int oc = ob * kLanes + o;
-          float v = 0.0f;
-          if (oc < g.Cout)
-            v = flip ? w[(size_t(c) * g.Cout + oc) * KK + (KK - 1 - t)] : w[(size_t(oc) * g.Cin + c) * KK + t];
-          wb[((size_t(ob) * g.Cin + c) * KK + t) * kLanes + o] = v;
-        }
+      for (int t = 0; t < KK; ++t) DFL_UNROLL
+  for (int o = 0; o < kLanes; ++o) {
+    const int oc = ob * kLanes + o;
+    float v = 0.0f;
+    if (oc < g.Cout) v = flip ? w[(size_t(c) * g.Cout + oc) * KK + (KK - 1 - t)] : w[(size_t(oc) * g.Cin + c) * KK + t];
+    wb[((size_t(ob) * g.Cin + c) * KK + t) * kLanes + o] = v;
+  }
 }
 
 // One sample's channels into zero-padded planes (Hp, Wp).
@@ -90,9 +88,8 @@ void pad_sample(float* xp, const float* x, const Geometry& g) {
 #if DFL_DIRECT_OC_X86
 // One sample: out (Cout, OH, OW) [+]= conv of the padded input xp with the blocked weights.
 // off[p]: padded-plane offset of output pixel p's first tap (P entries, then 7 repeats of the last).
-__attribute__((target("avx2,fma"))) void sample_forward(float* out, const float* xp, const float* wb,
-                                                        const float* bias, const Geometry& g, const int* off,
-                                                        bool accumulate) {
+__attribute__((target("avx2,fma"))) void sample_forward(float* out, const float* xp, const float* wb, const float* bias,
+                                                        const Geometry& g, const int* off, bool accumulate) {
   const int P = g.P(), KK = g.KH * g.KW, Wp = g.Wp();
   const size_t plane = size_t(g.Hp()) * Wp;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -124,8 +121,10 @@ __attribute__((target("avx2,fma"))) void sample_forward(float* out, const float*
         float* dst = out + size_t(ob * kLanes + j) * P + p0;
         __m256 v = acc[j];
         if (accumulate) v = _mm256_add_ps(v, _mm256_maskload_ps(dst, px_mask));
-        if (n_px == kLanes) _mm256_storeu_ps(dst, v);
-        else _mm256_maskstore_ps(dst, px_mask, v);
+        if (n_px == kLanes)
+          _mm256_storeu_ps(dst, v);
+        else
+          _mm256_maskstore_ps(dst, px_mask, v);
       }
     }
   }

@@ -24,10 +24,20 @@
 
 namespace dfl::cpu {
 
-enum class ConvAlgo { Reference, General, Direct3x3, DirectOC, Depthwise3x3, Pointwise, ValidTaps, StridedPointwise, Winograd };
+enum class ConvAlgo {
+  Reference,
+  General,
+  Direct3x3,
+  DirectOC,
+  Depthwise3x3,
+  Pointwise,
+  ValidTaps,
+  StridedPointwise,
+  Winograd
+};
 // Every algorithm but the reference (tests and the kernel lab go over this list).
-inline constexpr ConvAlgo kFastConvAlgos[] = {ConvAlgo::General,      ConvAlgo::Direct3x3, ConvAlgo::DirectOC,
-                                              ConvAlgo::Depthwise3x3, ConvAlgo::Pointwise, ConvAlgo::ValidTaps,
+inline constexpr ConvAlgo kFastConvAlgos[] = {ConvAlgo::General,          ConvAlgo::Direct3x3, ConvAlgo::DirectOC,
+                                              ConvAlgo::Depthwise3x3,     ConvAlgo::Pointwise, ConvAlgo::ValidTaps,
                                               ConvAlgo::StridedPointwise, ConvAlgo::Winograd};
 const char* conv_algo_label(ConvAlgo a);
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
@@ -40,7 +50,8 @@ void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias,
                           const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
 
 // The algorithms themselves (same contracts as kernels.h's conv2d_*).
-void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s);
+void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias,
+                              const Conv2dShape& s);
 void conv2d_reference_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                                const float* weight, const Conv2dShape& s);
 size_t general_workspace_floats(const Conv2dShape& s);
@@ -92,8 +103,8 @@ size_t winograd_workspace_floats(const Conv2dShape& s);
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       float* workspace, Activation act = Activation::None);
 // dinp += the input gradient of dout (overwrite: dinp =).
-void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
-                            float* workspace, bool overwrite = false);
+void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s, float* workspace,
+                            bool overwrite = false);
 // dweight += the weight gradient.
 void winograd_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
                                float* workspace);

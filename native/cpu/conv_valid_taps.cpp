@@ -212,7 +212,8 @@ void valid_taps_backward(float* dinp, float* dweight, const float* dout, const f
             const int i = int(q / s.C), c = int(q % s.C);
             float* plane = dinp + (size_t(b0 + i) * s.C + c) * HW;
             const float* rows = dcol + size_t(c) * T * N + size_t(i) * Np;
-            for_taps_and_pixels(k, s, [&](int t, int j, int ih, int iw) { plane[ih * s.W + iw] += rows[size_t(t) * N + j]; });
+            for_taps_and_pixels(k, s,
+                                [&](int t, int j, int ih, int iw) { plane[ih * s.W + iw] += rows[size_t(t) * N + j]; });
           }
         });
       }

@@ -104,21 +104,19 @@ __attribute__((target("avx2,fma"))) void transform_input_channel(float* U, const
     DFL_UNROLL
     for (int t = 0; t < 9; ++t) k[t / 3][t % 3] = _mm256_load_ps(taps[t]);
     DFL_UNROLL
-    for (int i = 0; i < 6; ++i)
-      DFL_UNROLL
-      for (int b = 0; b < 3; ++b)
-        gk[i][b] = _mm256_fmadd_ps(_mm256_set1_ps(kG[i][0]), k[0][b],
-                                   _mm256_fmadd_ps(_mm256_set1_ps(kG[i][1]), k[1][b],
-                                                   _mm256_mul_ps(_mm256_set1_ps(kG[i][2]), k[2][b])));
+    for (int i = 0; i < 6; ++i) DFL_UNROLL
+    for (int b = 0; b < 3; ++b)
+      gk[i][b] = _mm256_fmadd_ps(
+          _mm256_set1_ps(kG[i][0]), k[0][b],
+          _mm256_fmadd_ps(_mm256_set1_ps(kG[i][1]), k[1][b], _mm256_mul_ps(_mm256_set1_ps(kG[i][2]), k[2][b])));
     DFL_UNROLL
-    for (int i = 0; i < 6; ++i)
-      DFL_UNROLL
-      for (int j = 0; j < 6; ++j) {
-        const __m256 u = _mm256_fmadd_ps(gk[i][0], _mm256_set1_ps(kG[j][0]),
-                                         _mm256_fmadd_ps(gk[i][1], _mm256_set1_ps(kG[j][1]),
-                                                         _mm256_mul_ps(gk[i][2], _mm256_set1_ps(kG[j][2]))));
-        _mm256_storeu_ps(U + (size_t(i * 6 + j) * Cin + ci) * Cout + co, u);
-      }
+    for (int i = 0; i < 6; ++i) DFL_UNROLL
+    for (int j = 0; j < 6; ++j) {
+      const __m256 u = _mm256_fmadd_ps(
+          gk[i][0], _mm256_set1_ps(kG[j][0]),
+          _mm256_fmadd_ps(gk[i][1], _mm256_set1_ps(kG[j][1]), _mm256_mul_ps(gk[i][2], _mm256_set1_ps(kG[j][2]))));
+      _mm256_storeu_ps(U + (size_t(i * 6 + j) * Cin + ci) * Cout + co, u);
+    }
   }
 }
 void transform_weights(float* U, const float* w, int Cin, int Cout, bool flip) {
@@ -147,14 +145,13 @@ __attribute__((target("avx2,fma"))) void untransform_output_channel(float* dweig
     }
     alignas(32) float out[9][8];
     DFL_UNROLL
-    for (int a = 0; a < 3; ++a)
+    for (int a = 0; a < 3; ++a) DFL_UNROLL
+    for (int b = 0; b < 3; ++b) {
+      __m256 v = _mm256_mul_ps(gx[a][0], _mm256_set1_ps(kG[0][b]));
       DFL_UNROLL
-      for (int b = 0; b < 3; ++b) {
-        __m256 v = _mm256_mul_ps(gx[a][0], _mm256_set1_ps(kG[0][b]));
-        DFL_UNROLL
-        for (int j = 1; j < 6; ++j) v = _mm256_fmadd_ps(gx[a][j], _mm256_set1_ps(kG[j][b]), v);
-        _mm256_store_ps(out[a * 3 + b], v);
-      }
+      for (int j = 1; j < 6; ++j) v = _mm256_fmadd_ps(gx[a][j], _mm256_set1_ps(kG[j][b]), v);
+      _mm256_store_ps(out[a * 3 + b], v);
+    }
     for (int l = 0; l < 8; ++l) {
       float* dw = dweight + (size_t(o) * C + c + l) * 9;
       for (int t = 0; t < 9; ++t) dw[t] += out[t][l];
@@ -195,7 +192,7 @@ __attribute__((target("avx2,fma"))) inline void output_1d(const __m256 m[6], __m
 // The 6x6 patch at column x0 of a strip (6 rows of PW pixels, Cin channels each) -> V[xi][.] for
 // every 8 channels; v points at this tile's row of V[0], vstride = tiles * Cin between positions.
 __attribute__((target("avx2,fma"))) void input_tile(float* v, size_t vstride, const float* strip, int PW, int Cin,
-                                                   int x0) {
+                                                    int x0) {
   for (int c = 0; c < Cin; c += 8) {
     __m256 t[6][6];  // t[i][j] = (B^T d)[i][j]
     DFL_UNROLL
@@ -221,8 +218,8 @@ __attribute__((target("avx2,fma"))) void input_tile(float* v, size_t vstride, co
 // M[xi][.] of one tile (8 output channels at a time) -> its 4x4 outputs: act(y + bias) written, or y
 // added, into the planes of out (sample base, plane stride H*W), clipped to rows x cols of the map.
 __attribute__((target("avx2,fma"))) void output_tile(float* out, size_t plane, int W, int rows, int cols,
-                                                    const float* m, size_t mstride, int Cout, const float* bias,
-                                                    bool accumulate, Activation act) {
+                                                     const float* m, size_t mstride, int Cout, const float* bias,
+                                                     bool accumulate, Activation act) {
   for (int o = 0; o < Cout; o += 8) {
     __m256 t[4][6];  // (A^T M) rows
     DFL_UNROLL
@@ -276,9 +273,8 @@ __attribute__((target("avx2"))) void transpose_rows_8(float* dst, size_t ld, con
     DFL_UNROLL
     for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + size_t(x + k) * ld, r[k]);
   }
-  for (; x < n; ++x)
-    DFL_UNROLL
-    for (int c = 0; c < 8; ++c) dst[size_t(x) * ld + c] = src[size_t(c) * plane + x];
+  for (; x < n; ++x) DFL_UNROLL
+  for (int c = 0; c < 8; ++c) dst[size_t(x) * ld + c] = src[size_t(c) * plane + x];
 }
 
 // The channels-last strip of tile row r (sample r / TH, tile row ty = r % TH) of x (B, C, H, W):
@@ -359,7 +355,7 @@ __attribute__((target("avx2,fma"))) inline void gradient_1d(const __m256 x[4], _
 // One tile's 4x4 output gradient at column x0 of a dout strip (4 rows of `width` pixels, Cout
 // channels) -> Z[xi][.] = (A dY A^T)[xi] for every 8 channels; z points at this tile's row of Z[0].
 __attribute__((target("avx2,fma"))) void gradient_tile(float* z, size_t zstride, const float* strip, int width,
-                                                      int Cout, int x0) {
+                                                       int Cout, int x0) {
   for (int o = 0; o < Cout; o += 8) {
     __m256 t[6][4];  // (A dY)
     DFL_UNROLL
@@ -447,8 +443,9 @@ Geometry balanced(Geometry g) {
 
 // The forward (out = conv(in) + bias) or the input gradient (out (+)= conv of dout with the weights
 // transposed and flipped), the transformed weights at the front of the workspace.
-void convolve(const Geometry& g, float* out, const float* in, const float* weight, const float* bias, bool data_gradient,
-              bool accumulate, const Conv2dShape& s, float* workspace, Activation act = Activation::None) {
+void convolve(const Geometry& g, float* out, const float* in, const float* weight, const float* bias,
+              bool data_gradient, bool accumulate, const Conv2dShape& s, float* workspace,
+              Activation act = Activation::None) {
   DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
 #if DFL_WINOGRAD_X86
   transform_weights(workspace, weight, g.Cin, g.Cout, data_gradient);
@@ -472,15 +469,15 @@ size_t winograd_workspace_floats(const Conv2dShape& s) {
 
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                       float* workspace, Activation act) {
-  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, /*accumulate=*/false, s, workspace, act);
+  convolve(forward_geometry(s), out, inp, weight, bias, /*data_gradient=*/false, /*accumulate=*/false, s, workspace,
+           act);
 }
 
-void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
-                            float* workspace, bool overwrite) {
+void winograd_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s, float* workspace,
+                            bool overwrite) {
   convolve(data_gradient_geometry(s), dinp, dout, weight, nullptr, /*data_gradient=*/true, /*accumulate=*/!overwrite, s,
            workspace);
 }
-
 
 void winograd_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
                                float* workspace) {

@@ -160,8 +160,9 @@ class CpuBackend final : public Backend {
 
   // The activation's mask applied on the fly inside the BN's two passes, dinp written directly.
   void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* out,
-                                  const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
-                                  int B, int C, int HW, Activation act, bool overwrite_dinp) override {
+                                  const float* inp, const float* gamma, const float* save_mean,
+                                  const float* save_invstd, int B, int C, int HW, Activation act,
+                                  bool overwrite_dinp) override {
     cpu::batchnorm2d_backward(dinp, dgamma, dbeta, dout, inp, gamma, save_mean, save_invstd, B, C, HW, out, act,
                               overwrite_dinp);
   }
@@ -177,7 +178,8 @@ class CpuBackend final : public Backend {
   void ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
                            const float* teacher_logits, const float* weights, int K, int B, int NC, float T,
                            double* loss_sum) override {
-    cpu::ensemble_kl_forward(losses, student_probs, teacher_probs, student_logits, teacher_logits, weights, K, B, NC, T);
+    cpu::ensemble_kl_forward(losses, student_probs, teacher_probs, student_logits, teacher_logits, weights, K, B, NC,
+                             T);
     *loss_sum = cpu::loss_sum(losses, B);
   }
 

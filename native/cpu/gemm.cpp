@@ -37,8 +37,8 @@ namespace {
 // (column of MR values per k) and Bp a packed kc x NR panel (row of NR values per k). Partial
 // tiles (mr < MR or nr < NR) go through a local MR x NR tile so they use the very same vector ops.
 // beta == 0: C is not read.
-using MicroKernel = void (*)(int kc, const float* a, const float* b, float* c, int ldc, float alpha,
-                             float beta, int mr, int nr);
+using MicroKernel = void (*)(int kc, const float* a, const float* b, float* c, int ldc, float alpha, float beta, int mr,
+                             int nr);
 
 // Copies the valid mr x nr part of C into a zeroed full tile (ld NR) when beta needs it.
 template <int MR, int NR>
@@ -54,8 +54,8 @@ inline void tile_store(const float* tile, float* c, int ldc, int mr, int nr) {
 
 // ---- portable 4x8 ------------------------------------------------------------------------------
 constexpr int kPortMR = 4, kPortNR = 8;
-void ukr_portable(int kc, const float* __restrict a, const float* __restrict b, float* c, int ldc,
-                  float alpha, float beta, int mr, int nr) {
+void ukr_portable(int kc, const float* __restrict a, const float* __restrict b, float* c, int ldc, float alpha,
+                  float beta, int mr, int nr) {
   constexpr int MR = kPortMR, NR = kPortNR;
   float acc[MR][NR] = {};
   for (int k = 0; k < kc; ++k) {
@@ -87,9 +87,8 @@ void ukr_portable(int kc, const float* __restrict a, const float* __restrict b, 
 #if DFL_GEMM_X86
 // ---- AVX2 + FMA 6x16: 12 ymm accumulators ------------------------------------------------------
 constexpr int kAvx2MR = 6, kAvx2NR = 16;
-__attribute__((target("avx2,fma"))) void ukr_avx2(int kc, const float* __restrict a,
-                                                  const float* __restrict b, float* c, int ldc,
-                                                  float alpha, float beta, int mr, int nr) {
+__attribute__((target("avx2,fma"))) void ukr_avx2(int kc, const float* __restrict a, const float* __restrict b,
+                                                  float* c, int ldc, float alpha, float beta, int mr, int nr) {
   constexpr int MR = kAvx2MR, NR = kAvx2NR;
   __m256 acc0[MR], acc1[MR];
 #pragma GCC unroll 6
@@ -133,10 +132,8 @@ __attribute__((target("avx2,fma"))) void ukr_avx2(int kc, const float* __restric
 
 // ---- AVX-512F 8x32: 16 zmm accumulators (2 FMA ports x 4-cycle latency needs >= 8) --------------
 constexpr int kAvx512MR = 8, kAvx512NR = 32;
-__attribute__((target("avx512f,fma"))) void ukr_avx512(int kc, const float* __restrict a,
-                                                       const float* __restrict b, float* c,
-                                                       int ldc, float alpha, float beta, int mr,
-                                                       int nr) {
+__attribute__((target("avx512f,fma"))) void ukr_avx512(int kc, const float* __restrict a, const float* __restrict b,
+                                                       float* c, int ldc, float alpha, float beta, int mr, int nr) {
   constexpr int MR = kAvx512MR, NR = kAvx512NR;
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 8
@@ -343,8 +340,8 @@ void gemm_region(const Variant& v, const GemmArgs& g, int m0, int m1, int n0, in
           const float* bp = buf.b + size_t(jr) * kc;
           for (int ir = 0; ir < mc; ir += MR) {
             const int mr = std::min(MR, mc - ir);
-            v.ukr(kc, buf.a + size_t(ir) * kc, bp, g.C + size_t(ic + ir) * g.ldc + (jc + jr), g.ldc,
-                  g.alpha, beta, mr, nr);
+            v.ukr(kc, buf.a + size_t(ir) * kc, bp, g.C + size_t(ic + ir) * g.ldc + (jc + jr), g.ldc, g.alpha, beta, mr,
+                  nr);
           }
         }
       }
@@ -411,9 +408,12 @@ bool gemm_kernel_supported(GemmKernel k) {
 #if DFL_GEMM_X86
   const CpuFeatures& f = cpu_features();
   switch (k) {
-    case GemmKernel::Avx512: return f.avx512f && f.fma;
-    case GemmKernel::Avx2: return f.avx2 && f.fma;
-    case GemmKernel::Portable: return true;
+    case GemmKernel::Avx512:
+      return f.avx512f && f.fma;
+    case GemmKernel::Avx2:
+      return f.avx2 && f.fma;
+    case GemmKernel::Portable:
+      return true;
   }
   return false;
 #else
@@ -423,9 +423,12 @@ bool gemm_kernel_supported(GemmKernel k) {
 
 const char* gemm_kernel_label(GemmKernel k) {
   switch (k) {
-    case GemmKernel::Avx512: return "avx512";
-    case GemmKernel::Avx2: return "avx2";
-    case GemmKernel::Portable: return "portable";
+    case GemmKernel::Avx512:
+      return "avx512";
+    case GemmKernel::Avx2:
+      return "avx2";
+    case GemmKernel::Portable:
+      return "portable";
   }
   return "portable";
 }
@@ -437,9 +440,12 @@ GemmKernel active_gemm_kernel() {
     if (env != nullptr) {
       const std::string e(env);
       GemmKernel want = best;
-      if (e == "portable") want = GemmKernel::Portable;
-      else if (e == "avx2") want = GemmKernel::Avx2;
-      else if (e == "avx512") want = GemmKernel::Avx512;
+      if (e == "portable")
+        want = GemmKernel::Portable;
+      else if (e == "avx2")
+        want = GemmKernel::Avx2;
+      else if (e == "avx512")
+        want = GemmKernel::Avx512;
       // Only ever lower the choice; an unknown or unsupported request keeps the best allowed.
       if (int(want) < int(best) && gemm_kernel_supported(want)) best = want;
     }
@@ -448,18 +454,19 @@ GemmKernel active_gemm_kernel() {
   return k;
 }
 
-void sgemm_with(GemmKernel k, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  DFL_CHECK(gemm_kernel_supported(k), "sgemm: kernel ", gemm_kernel_label(k),
-            " is not supported on this CPU");
+void sgemm_with(GemmKernel k, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                const float* B, int ldb, float beta, float* C, int ldc) {
+  DFL_CHECK(gemm_kernel_supported(k), "sgemm: kernel ", gemm_kernel_label(k), " is not supported on this CPU");
   DFL_CHECK(M >= 0 && N >= 0 && K >= 0, "sgemm: negative size M=", M, " N=", N, " K=", K);
   if (M == 0 || N == 0) return;
   DFL_CHECK(ldc >= N, "sgemm: ldc ", ldc, " < N ", N);
   if (K == 0 || alpha == 0.0f) {  // C = beta * C; beta == 0 must not read C (may be NaN)
     for (int i = 0; i < M; ++i) {
       float* row = C + size_t(i) * ldc;
-      if (beta == 0.0f) std::fill(row, row + N, 0.0f);
-      else if (beta != 1.0f) for (int j = 0; j < N; ++j) row[j] *= beta;
+      if (beta == 0.0f)
+        std::fill(row, row + N, 0.0f);
+      else if (beta != 1.0f)
+        for (int j = 0; j < N; ++j) row[j] *= beta;
     }
     return;
   }
@@ -474,8 +481,8 @@ void sgemm_with(GemmKernel k, bool trans_a, bool trans_b, int M, int N, int K, f
   run_gemm(v, region_fn<kPortMR, kPortNR>(), g);
 }
 
-void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-           const float* B, int ldb, float beta, float* C, int ldc) {
+void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+           int ldb, float beta, float* C, int ldc) {
   sgemm_with(active_gemm_kernel(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

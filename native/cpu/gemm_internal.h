@@ -16,7 +16,7 @@ GemmKernel active_gemm_kernel();
 const char* gemm_kernel_label(GemmKernel k);
 
 // sgemm (same contract as kernels.h) with an explicit variant; throws dfl::Error if unsupported.
-void sgemm_with(GemmKernel k, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc);
+void sgemm_with(GemmKernel k, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                const float* B, int ldb, float beta, float* C, int ldc);
 
 }  // namespace dfl::cpu

@@ -7,10 +7,8 @@
 
 namespace dfl::cpu {
 
-void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
-                    int IN, int OUT) {
-  DFL_CHECK(B > 0 && IN > 0 && OUT > 0, "linear: sizes must be positive (B=", B, " IN=", IN,
-            " OUT=", OUT, ")");
+void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT) {
+  DFL_CHECK(B > 0 && IN > 0 && OUT > 0, "linear: sizes must be positive (B=", B, " IN=", IN, " OUT=", OUT, ")");
   if (bias) {
     for (int b = 0; b < B; ++b) std::copy(bias, bias + OUT, out + size_t(b) * OUT);
   }
@@ -20,8 +18,7 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int B, int IN, int OUT) {
-  DFL_CHECK(B > 0 && IN > 0 && OUT > 0, "linear: sizes must be positive (B=", B, " IN=", IN,
-            " OUT=", OUT, ")");
+  DFL_CHECK(B > 0 && IN > 0 && OUT > 0, "linear: sizes must be positive (B=", B, " IN=", IN, " OUT=", OUT, ")");
   // dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN)
   if (dinp) sgemm(false, false, B, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
   // dweight (OUT, IN) += dout^T (OUT, B) @ inp (B, IN)

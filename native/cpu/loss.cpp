@@ -19,8 +19,8 @@ int64_t row_grain(int NC) { return std::max<int64_t>(1, 4096 / std::max(NC, 1));
 
 void check_targets(const int32_t* targets, int B, int NC, const char* who) {
   for (int b = 0; b < B; ++b)
-    DFL_CHECK(targets[b] >= 0 && targets[b] < NC, who, ": target ", targets[b], " at batch position ",
-              b, " is outside [0, ", NC, ")");
+    DFL_CHECK(targets[b] >= 0 && targets[b] < NC, who, ": target ", targets[b], " at batch position ", b,
+              " is outside [0, ", NC, ")");
 }
 
 }  // namespace
@@ -31,8 +31,8 @@ double loss_sum(const float* losses, int B) {
   return total;
 }
 
-float cross_entropy_forward(float* losses, float* probs, const float* logits,
-                            const int32_t* targets, int B, int NC, float label_smoothing) {
+float cross_entropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int B, int NC,
+                            float label_smoothing) {
   DFL_CHECK(B > 0 && NC > 0, "cross_entropy_forward: B and NC must be positive");
   DFL_CHECK(label_smoothing >= 0.f && label_smoothing <= 1.f,
             "cross_entropy_forward: label_smoothing must be in [0, 1], got ", label_smoothing);
@@ -46,8 +46,8 @@ float cross_entropy_forward(float* losses, float* probs, const float* logits,
   return float(loss_sum(losses, B) / B);
 }
 
-void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B,
-                            int NC, float label_smoothing, float scale) {
+void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* targets, int B, int NC,
+                            float label_smoothing, float scale) {
   DFL_CHECK(B > 0 && NC > 0, "cross_entropy_backward: B and NC must be positive");
   check_targets(targets, B, NC, "cross_entropy_backward");
   const kernel_math::SmoothedTarget y = kernel_math::smoothed_target(label_smoothing, NC);
@@ -61,9 +61,8 @@ void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* t
   });
 }
 
-float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs,
-                          const float* student_logits, const float* teacher_logits,
-                          const float* weights, int K, int B, int NC, float T) {
+float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_probs, const float* student_logits,
+                          const float* teacher_logits, const float* weights, int K, int B, int NC, float T) {
   DFL_CHECK(K >= 1, "ensemble_kl_forward: needs at least one teacher (K = ", K, ")");
   DFL_CHECK(B > 0 && NC > 0, "ensemble_kl_forward: B and NC must be positive");
   DFL_CHECK(T > 0.f && std::isfinite(T), "ensemble_kl_forward: temperature must be > 0, got ", T);
@@ -74,12 +73,11 @@ float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_pr
       double s = 0.0;
       for (int k = 0; k < K; ++k) {
         const float w = weights[size_t(k) * B + b];
-        DFL_CHECK(w >= 0.f && std::isfinite(w), "ensemble_kl_forward: teacher weight [", k, ", ", b,
-                  "] = ", w, " must be finite and >= 0");
+        DFL_CHECK(w >= 0.f && std::isfinite(w), "ensemble_kl_forward: teacher weight [", k, ", ", b, "] = ", w,
+                  " must be finite and >= 0");
         s += w;
       }
-      DFL_CHECK(s > 0.0, "ensemble_kl_forward: teacher weights for sample ", b, " sum to ", s,
-                " (must be > 0)");
+      DFL_CHECK(s > 0.0, "ensemble_kl_forward: teacher weights for sample ", b, " sum to ", s, " (must be > 0)");
     }
   }
   parallel_for(B, row_grain(NC * (K + 1)), [&](int64_t b0, int64_t b1) {
@@ -91,8 +89,8 @@ float ensemble_kl_forward(float* losses, float* student_probs, float* teacher_pr
   return float(loss_sum(losses, B) / B);
 }
 
-void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs,
-                          int B, int NC, float T, float scale) {
+void ensemble_kl_backward(float* dlogits, const float* student_probs, const float* teacher_probs, int B, int NC,
+                          float T, float scale) {
   DFL_CHECK(B > 0 && NC > 0, "ensemble_kl_backward: B and NC must be positive");
   const float k = scale * T;
   const int64_t n = int64_t(B) * NC;

@@ -28,8 +28,8 @@ constexpr int64_t kGrain = 1 << 14;
 
 }  // namespace
 
-void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask,
-              size_t n, const SgdConfig& cfg) {
+void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask, size_t n,
+              const SgdConfig& cfg) {
   check_config(momentum_buf, cfg, "sgd_step");
   const bool use_buf = cfg.momentum != 0.f;
   parallel_for(int64_t(n), kGrain, [&](int64_t i0, int64_t i1) {
@@ -41,8 +41,8 @@ void sgd_step(float* params, float* momentum_buf, const float* grads, const floa
   });
 }
 
-bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                           const float* decay_mask, size_t n, const SgdConfig& cfg) {
+bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads, const float* decay_mask,
+                           size_t n, const SgdConfig& cfg) {
   check_config(momentum_buf, cfg, "sgd_step_stays_finite");
   std::atomic<bool> finite{true};
   parallel_for(int64_t(n), kGrain, [&](int64_t i0, int64_t i1) {

@@ -39,8 +39,10 @@ __attribute__((target("avx2"))) inline __m128 takes(__m128 v, __m128 best) {
 // r[0, 16) into its even and odd elements.
 __attribute__((target("avx2"))) inline void split16(const float* r, __m256& even, __m256& odd) {
   const __m256 a = _mm256_loadu_ps(r), b = _mm256_loadu_ps(r + 8);
-  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
-  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+                                                _MM_SHUFFLE(3, 1, 2, 0)));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))),
+                                               _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
 __attribute__((target("avx2"))) int maxpool2x2_row_avx2(float* y, int32_t* am, const float* r0, const float* r1, int OW,
@@ -58,7 +60,8 @@ __attribute__((target("avx2"))) int maxpool2x2_row_avx2(float* y, int32_t* am, c
     t = takes(v3, best), best = _mm256_blendv_ps(best, v3, t), off = _mm256_blendv_ps(off, kW1, t);
     _mm256_storeu_ps(y + ow, best);
     if (am) {
-      const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(i0 + 2 * ow), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+      const __m256i base =
+          _mm256_add_epi32(_mm256_set1_epi32(i0 + 2 * ow), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(am + ow), _mm256_add_epi32(base, _mm256_castps_si256(off)));
     }
   }
@@ -67,8 +70,10 @@ __attribute__((target("avx2"))) int maxpool2x2_row_avx2(float* y, int32_t* am, c
   for (; ow + 4 <= OW; ow += 4) {
     const __m128 a0 = _mm_loadu_ps(r0 + 2 * ow), b0 = _mm_loadu_ps(r0 + 2 * ow + 4);
     const __m128 a1 = _mm_loadu_ps(r1 + 2 * ow), b1 = _mm_loadu_ps(r1 + 2 * ow + 4);
-    const __m128 v0 = _mm_shuffle_ps(a0, b0, _MM_SHUFFLE(2, 0, 2, 0)), v1 = _mm_shuffle_ps(a0, b0, _MM_SHUFFLE(3, 1, 3, 1));
-    const __m128 v2 = _mm_shuffle_ps(a1, b1, _MM_SHUFFLE(2, 0, 2, 0)), v3 = _mm_shuffle_ps(a1, b1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 v0 = _mm_shuffle_ps(a0, b0, _MM_SHUFFLE(2, 0, 2, 0)),
+                 v1 = _mm_shuffle_ps(a0, b0, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 v2 = _mm_shuffle_ps(a1, b1, _MM_SHUFFLE(2, 0, 2, 0)),
+                 v3 = _mm_shuffle_ps(a1, b1, _MM_SHUFFLE(3, 1, 3, 1));
     __m128 best = v0, off = _mm_setzero_ps(), t;
     t = takes(v1, best), best = _mm_blendv_ps(best, v1, t), off = _mm_blendv_ps(off, s1, t);
     t = takes(v2, best), best = _mm_blendv_ps(best, v2, t), off = _mm_blendv_ps(off, sW, t);
@@ -87,15 +92,16 @@ __attribute__((target("avx2"))) int maxpool2x2_row_avx2(float* y, int32_t* am, c
 // so the max is always taken over real values).
 void check_shape(const Pool2dShape& s, const char* who) {
   DFL_CHECK(s.B > 0 && s.C > 0 && s.H > 0 && s.W > 0, who, ": input sizes must be positive");
-  DFL_CHECK(s.KH > 0 && s.KW > 0 && s.stride_h > 0 && s.stride_w > 0, who,
-            ": kernel and stride must be positive");
+  DFL_CHECK(s.KH > 0 && s.KW > 0 && s.stride_h > 0 && s.stride_w > 0, who, ": kernel and stride must be positive");
   DFL_CHECK(s.pad_h >= 0 && s.pad_w >= 0 && s.pad_h <= s.KH / 2 && s.pad_w <= s.KW / 2, who,
             ": padding must be >= 0 and at most half the kernel");
   DFL_CHECK(s.H + 2 * s.pad_h >= s.KH && s.W + 2 * s.pad_w >= s.KW, who, ": the ", s.KH, "x", s.KW,
             " window does not fit the padded ", s.H, "x", s.W, " input");
 }
 
-int64_t plane_grain(int64_t work_per_plane) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, work_per_plane)); }
+int64_t plane_grain(int64_t work_per_plane) {
+  return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, work_per_plane));
+}
 
 }  // namespace
 

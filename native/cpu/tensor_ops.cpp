@@ -47,16 +47,14 @@ void for_chunks(const int* channels, int n, int B, int HW, int total, F&& fn) {
 
 }  // namespace
 
-void concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n,
-                             int B, int HW) {
+void concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n, int B, int HW) {
   const int total = total_channels(channels, n, B, HW, "concat_channels_forward");
   for_chunks(channels, n, B, HW, total, [&](size_t big, size_t small, size_t len, int i) {
     std::memcpy(out + big, inputs[i] + small, len * sizeof(float));
   });
 }
 
-void concat_channels_backward(float* const* dinputs, const float* dout, const int* channels, int n,
-                              int B, int HW) {
+void concat_channels_backward(float* const* dinputs, const float* dout, const int* channels, int n, int B, int HW) {
   const int total = total_channels(channels, n, B, HW, "concat_channels_backward");
   for_chunks(channels, n, B, HW, total, [&](size_t big, size_t small, size_t len, int i) {
     float* d = dinputs[i];
@@ -67,24 +65,25 @@ void concat_channels_backward(float* const* dinputs, const float* dout, const in
   });
 }
 
-void split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n,
-                            int B, int HW) {
+void split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n, int B, int HW) {
   const int total = total_channels(channels, n, B, HW, "split_channels_forward");
   for_chunks(channels, n, B, HW, total, [&](size_t big, size_t small, size_t len, int i) {
     if (outputs[i]) std::memcpy(outputs[i] + small, inp + big, len * sizeof(float));
   });
 }
 
-void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n,
-                             int B, int HW, bool overwrite) {
+void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW,
+                             bool overwrite) {
   const int total = total_channels(channels, n, B, HW, "split_channels_backward");
   if (!dinp) return;
   for_chunks(channels, n, B, HW, total, [&](size_t big, size_t small, size_t len, int i) {
     const float* g = doutputs[i];
     float* d = dinp + big;
     if (overwrite) {  // a chunk without gradient contributes zeros
-      if (g) std::memcpy(d, g + small, len * sizeof(float));
-      else std::memset(d, 0, len * sizeof(float));
+      if (g)
+        std::memcpy(d, g + small, len * sizeof(float));
+      else
+        std::memset(d, 0, len * sizeof(float));
       return;
     }
     if (!g) return;  // that chunk had no gradient: contributes nothing
@@ -105,8 +104,7 @@ void interleave_channels_forward(float* out, const float* const* inputs, int n, 
   check_interleave(n, cpg, B, HW, "interleave_channels_forward");
   parallel_for(int64_t(B) * cpg, std::max<int64_t>(1, 16384 / (int64_t(n) * HW)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)
-      for (int k = 0; k < n; ++k)
-        std::memcpy(out + (r * n + k) * HW, inputs[k] + r * HW, size_t(HW) * sizeof(float));
+      for (int k = 0; k < n; ++k) std::memcpy(out + (r * n + k) * HW, inputs[k] + r * HW, size_t(HW) * sizeof(float));
   });
 }
 
@@ -119,7 +117,8 @@ void interleave_channels_backward(float* const* dinputs, const float* dout, int 
         if (!dinputs[k]) continue;
         const float* g = dout + (r * n + k) * HW;
         float* d = dinputs[k] + r * HW;
-        if (overwrite) std::memcpy(d, g, size_t(HW) * sizeof(float));
+        if (overwrite)
+          std::memcpy(d, g, size_t(HW) * sizeof(float));
         else
           for (int i = 0; i < HW; ++i) d[i] += g[i];
       }

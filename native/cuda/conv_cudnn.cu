@@ -134,7 +134,10 @@ std::unique_ptr<ConvPlan> ConvPlans::make(const Conv2dShape& s, bool bf16) {
   if (!(have_fwd && have_bd && have_bf)) {
     if (bf16) return nullptr;  // the float32 plan instead
     fail("cuDNN offers no ", deterministic ? "deterministic " : "", "float32 algorithm within ", kMaxWorkspace >> 20,
-         " MiB of workspace for the ", !have_fwd ? "forward" : !have_bd ? "backward-data" : "backward-filter",
+         " MiB of workspace for the ",
+         !have_fwd  ? "forward"
+         : !have_bd ? "backward-data"
+                    : "backward-filter",
          " pass of the ", shape, deterministic ? " (--no-deterministic lets it use non-deterministic ones)" : "");
   }
   if (bf16) {
@@ -153,7 +156,7 @@ std::unique_ptr<ConvPlan> ConvPlans::make(const Conv2dShape& s, bool bf16) {
 }
 
 const ConvPlan& ConvPlans::get(const Conv2dShape& s) {
-  const Key key{s.B,      s.C,      s.H,     s.W,     s.OC,     s.KH,        s.KW,
+  const Key key{s.B,        s.C,        s.H,     s.W,     s.OC,     s.KH,        s.KW,
                 s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.groups, s.math.bf16, s.math.nondeterministic};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;

@@ -22,7 +22,8 @@ std::string runtime_error(cudaError_t e, const char* what) {
 
 }  // namespace dfl::cuda
 
-extern "C" __attribute__((visibility("default"))) dfl::Backend* dfl_create_backend(const char* abi, std::string* error) {
+extern "C" __attribute__((visibility("default"))) dfl::Backend* dfl_create_backend(const char* abi,
+                                                                                   std::string* error) {
   using dfl::cuda::runtime_error;
   try {
     if (std::string(abi) != DFL_BACKEND_ABI) {

@@ -70,7 +70,9 @@ using OwnedStream = Owned<cudaStream_t, cudaStreamDestroy>;
 using OwnedCudnn = Owned<cudnnHandle_t, cudnnDestroy>;
 using OwnedCublas = Owned<cublasHandle_t, cublasDestroy>;
 // Every handle the backends of this process hold (dfl_cuda_constructor_probe).
-inline int live_handles() { return DeviceMemory::live() + OwnedStream::live() + OwnedCudnn::live() + OwnedCublas::live(); }
+inline int live_handles() {
+  return DeviceMemory::live() + OwnedStream::live() + OwnedCudnn::live() + OwnedCublas::live();
+}
 
 class CudaBackend final : public Backend {
  public:
@@ -202,16 +204,6 @@ class CudaBackend final : public Backend {
     return false;
   }
 
-
-
-
-
-
-
-
-
-
-
 #define DFL_KERNEL(name, params, args) void name params override;
 #define DFL_KERNEL_OWN(ret, name, params, args) ret name params override;
 #define DFL_KERNEL_FUSED(name, params, args) void name params override;
@@ -276,8 +268,8 @@ class CudaBackend final : public Backend {
                  "cublasGemmEx", gemm_text(trans_a, trans_b, M, N, K, "bf16"));
   }
   static std::string gemm_text(bool trans_a, bool trans_b, int M, int N, int K, const char* type) {
-    return std::string("row-major GEMM M=") + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-           (trans_a ? " A^T" : "") + (trans_b ? " B^T" : "") + " " + type;
+    return std::string("row-major GEMM M=") + std::to_string(M) + " N=" + std::to_string(N) +
+           " K=" + std::to_string(K) + (trans_a ? " A^T" : "") + (trans_b ? " B^T" : "") + " " + type;
   }
   // dst (rows, HW, C) bf16 from src (rows, C, HW) float32 (HW = 1: a plain cast).
   void cast_in(Bf16Bits* dst, const float* src, size_t rows, size_t C, size_t HW) {

@@ -10,8 +10,8 @@ size_t CudaBackend::conv2d_workspace_bytes(const Conv2dShape& s) {
   return plan(s).workspace_bytes();
 }
 
-void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
-                    void* workspace, size_t workspace_bytes, Activation act) {
+void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
+                                 const Conv2dShape& s, void* workspace, size_t workspace_bytes, Activation act) {
   auto lock = enter();
   const ConvPlan& p = plan(s);
   check_conv_workspace("conv2d_forward", s, p.workspace_bytes(), workspace, workspace_bytes);
@@ -24,10 +24,11 @@ void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weig
     auto* y16 = reinterpret_cast<Bf16Bits*>(ws + p.bf16_y);
     cast_in(x16, inp, s.B, s.C, size_t(s.H) * s.W);
     cast_in(w16, weight, s.OC, s.C / s.groups, size_t(s.KH) * s.KW);
-    check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, x16, p.w, w16, p.conv, p.fwd, workspace, p.fwd_bytes,
-                                        &zero, p.y, y16),
+    check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, x16, p.w, w16, p.conv, p.fwd, workspace, p.fwd_bytes, &zero,
+                                        p.y, y16),
                 "cudnnConvolutionForward (bf16)", p.shape);
-    launch_elementwise(stream_, FromBf16ChannelsLast{out, y16, size_t(s.B), size_t(s.OC), size_t(s.OH()) * s.OW(), false});
+    launch_elementwise(stream_,
+                       FromBf16ChannelsLast{out, y16, size_t(s.B), size_t(s.OC), size_t(s.OH()) * s.OW(), false});
   } else {
     check_cudnn(cudnnConvolutionForward(cudnn_, &one, p.x, inp, p.w, weight, p.conv, p.fwd, workspace, p.fwd_bytes,
                                         &zero, p.y, out),
@@ -39,8 +40,8 @@ void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weig
 }
 
 void CudaBackend::conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
-                     bool overwrite_dinp) {
+                                  const float* weight, const Conv2dShape& s, void* workspace, size_t workspace_bytes,
+                                  bool overwrite_dinp) {
   auto lock = enter();
   const ConvPlan& p = plan(s);
   check_conv_workspace("conv2d_backward", s, p.workspace_bytes(), workspace, workspace_bytes);
@@ -83,8 +84,8 @@ void CudaBackend::conv2d_backward(float* dinp, float* dweight, float* dbias, con
   if (dbias) launch_rows(stream_, BiasGradient{dbias, dout, s.B, s.OC, s.OH() * s.OW()});
 }
 
-void CudaBackend::linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN, int OUT,
-                    Activation act, const MathMode& math) {
+void CudaBackend::linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int IN,
+                                 int OUT, Activation act, const MathMode& math) {
   auto lock = enter();
   check_math(math);
   gemm(false, true, B, OUT, IN, inp, IN, weight, IN, 0.f, out, OUT, math.bf16);
@@ -93,7 +94,7 @@ void CudaBackend::linear_forward(float* out, const float* inp, const float* weig
 }
 
 void CudaBackend::linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int B, int IN, int OUT, const MathMode& math) {
+                                  const float* weight, int B, int IN, int OUT, const MathMode& math) {
   auto lock = enter();
   check_math(math);
   if (dinp) gemm(false, false, B, IN, OUT, dout, OUT, weight, IN, 1.f, dinp, IN, math.bf16);

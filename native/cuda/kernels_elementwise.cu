@@ -66,7 +66,7 @@ void CudaBackend::global_avgpool_backward(float* dinp, const float* dout, int B,
 // ---- channel plumbing: one 2-D copy (forward) or strided accumulate (backward) per chunk ---------
 
 void CudaBackend::concat_channels_forward(float* out, const float* const* inputs, const int* channels, int n, int B,
-                             int HW) {
+                                          int HW) {
   auto lock = enter();
   const size_t total = total_channels(channels, n);
   size_t off = 0;
@@ -75,18 +75,19 @@ void CudaBackend::concat_channels_forward(float* out, const float* const* inputs
 }
 
 void CudaBackend::concat_channels_backward(float* const* dinputs, const float* dout, const int* channels, int n, int B,
-                              int HW) {
+                                           int HW) {
   auto lock = enter();
   const size_t total = total_channels(channels, n);
   size_t off = 0;
   for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k) {
     const size_t len = size_t(channels[k]) * HW;
-    if (dinputs[k]) launch_elementwise(stream_, StridedAccumulate{dinputs[k], dout + off, size_t(B), len, len, total * HW});
+    if (dinputs[k])
+      launch_elementwise(stream_, StridedAccumulate{dinputs[k], dout + off, size_t(B), len, len, total * HW});
   }
 }
 
 void CudaBackend::split_channels_forward(float* const* outputs, const float* inp, const int* channels, int n, int B,
-                            int HW) {
+                                         int HW) {
   auto lock = enter();
   const size_t total = total_channels(channels, n);
   size_t off = 0;
@@ -95,14 +96,15 @@ void CudaBackend::split_channels_forward(float* const* outputs, const float* inp
 }
 
 void CudaBackend::split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B,
-                             int HW, bool overwrite) {
+                                          int HW, bool overwrite) {
   auto lock = enter();
   if (!dinp) return;
   const size_t total = total_channels(channels, n);
   size_t off = 0;
   for (int k = 0; k < n; off += size_t(channels[k]) * HW, ++k) {
     const size_t len = size_t(channels[k]) * HW;
-    if (overwrite && doutputs[k]) copy_2d(dinp + off, total * HW, doutputs[k], len, len, B);
+    if (overwrite && doutputs[k])
+      copy_2d(dinp + off, total * HW, doutputs[k], len, len, B);
     else if (overwrite)
       check_cuda(cudaMemset2DAsync(dinp + off, total * HW * sizeof(float), 0, len * sizeof(float), size_t(B), stream_),
                  "cudaMemset2DAsync");
@@ -121,14 +123,16 @@ void CudaBackend::interleave_channels_forward(float* out, const float* const* in
 }
 
 void CudaBackend::interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
-                                  bool overwrite) {
+                                               bool overwrite) {
   auto lock = enter();
   DFL_CHECK(n > 0 && cpg > 0 && B > 0 && HW > 0, "interleave_channels_backward: sizes must be positive");
   const size_t rows = size_t(B) * cpg, hw = size_t(HW);
   for (int k = 0; k < n; ++k) {
     if (!dinputs[k]) continue;
-    if (overwrite) copy_2d(dinputs[k], hw, dout + k * hw, n * hw, hw, int(rows));
-    else launch_elementwise(stream_, StridedAccumulate{dinputs[k], dout + k * hw, rows, hw, hw, n * hw});
+    if (overwrite)
+      copy_2d(dinputs[k], hw, dout + k * hw, n * hw, hw, int(rows));
+    else
+      launch_elementwise(stream_, StridedAccumulate{dinputs[k], dout + k * hw, rows, hw, hw, n * hw});
   }
 }
 

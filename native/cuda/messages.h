@@ -60,8 +60,8 @@ inline VersionCheck check_library_versions(const LibraryVersions& v) {
   if (v.runtime != v.runtime_built) r.text += ", headers " + cuda_version_text(v.runtime_built);
   r.text += "), driver " + (v.driver ? cuda_version_text(v.driver) : std::string("none"));
   if (v.driver && v.driver < v.runtime) r.text += " (older than the runtime)";
-  r.text += "; cuDNN " +
-            library_version_text(long(v.cudnn)) + " built for CUDA " + cuda_version_text(long(v.cudnn_cudart));
+  r.text +=
+      "; cuDNN " + library_version_text(long(v.cudnn)) + " built for CUDA " + cuda_version_text(long(v.cudnn_cudart));
   if (v.cudnn != v.cudnn_built) r.text += " (headers " + library_version_text(long(v.cudnn_built)) + ")";
   r.text += "; cuBLAS " + library_version_text(v.cublas);
   if (v.cublas != v.cublas_built) r.text += " (headers " + library_version_text(v.cublas_built) + ")";
@@ -69,8 +69,8 @@ inline VersionCheck check_library_versions(const LibraryVersions& v) {
   auto problem = [&](const std::string& p) { problems += (problems.empty() ? "" : "; ") + p; };
   if (v.cudnn / 10000 != v.cudnn_built / 10000)
     problem("cuDNN " + library_version_text(long(v.cudnn)) + " was loaded but libdfl_cuda.so was built against cuDNN " +
-            library_version_text(long(v.cudnn_built)) + ": rebuild (npm run build:native) or set CUDNN_ROOT to a cuDNN " +
-            std::to_string(v.cudnn_built / 10000));
+            library_version_text(long(v.cudnn_built)) +
+            ": rebuild (npm run build:native) or set CUDNN_ROOT to a cuDNN " + std::to_string(v.cudnn_built / 10000));
   if (long(v.cudnn_cudart) / 1000 != v.runtime / 1000)
     problem("cuDNN was built for CUDA " + cuda_version_text(long(v.cudnn_cudart)) + " but libdfl_cuda.so runs CUDA " +
             cuda_version_text(v.runtime) + ": install the cuDNN build for CUDA " + std::to_string(v.runtime / 1000) +

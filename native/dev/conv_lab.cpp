@@ -51,39 +51,73 @@ int main(int argc, char** argv) {
     bool depthwise = false;  // groups = C = OC
   };
   const Case cases[] = {
-      {"vgg8/4 conv1", 3, 16, 32, 3, 1, 1},   {"vgg8/4 conv2", 16, 32, 16, 3, 1, 1},
-      {"vgg8/4 conv3", 32, 64, 8, 3, 1, 1},   {"vgg8/4 conv4", 64, 128, 4, 3, 1, 1},
-      {"vgg8/4 conv5", 128, 128, 2, 3, 1, 1}, {"r18/4 layer1", 16, 16, 32, 3, 1, 1},
-      {"r18/4 layer2", 32, 32, 16, 3, 1, 1},  {"r18/4 layer3", 64, 64, 8, 3, 1, 1},
-      {"r18/4 layer4", 128, 128, 4, 3, 1, 1}, {"r18/4 l2 s2", 16, 32, 32, 3, 2, 1},
-      {"r18/4 l3 s2", 32, 64, 16, 3, 2, 1},   {"r18/4 l4 s2", 64, 128, 8, 3, 2, 1}, {"r18/8 l4 s2", 32, 64, 8, 3, 2, 1},
-      {"r18 l2 s2", 64, 128, 32, 3, 2, 1},    {"r18 l4 s2", 256, 512, 8, 3, 2, 1},
-      {"r18/4 down2", 16, 32, 32, 1, 2, 0},   {"r18/4 down3", 32, 64, 16, 1, 2, 0},
-      {"r18/4 down4", 64, 128, 8, 1, 2, 0},   {"r18 down2", 64, 128, 32, 1, 2, 0},
-      {"r18 down4", 256, 512, 8, 1, 2, 0},   {"mbv2 pw 32", 16, 96, 32, 1, 1, 0},
-      {"mbv2 pw 8", 64, 384, 8, 1, 1, 0},     {"shuf pw 16", 29, 29, 16, 1, 1, 0}, {"shuf/2 pw 8", 58, 58, 8, 1, 1, 0}, {"shuf/2 pw 4", 116, 116, 4, 1, 1, 0}, {"shuf1 pw116 8", 116, 116, 8, 1, 1, 0}, {"shuf1 pw232 4", 232, 232, 4, 1, 1, 0},
-      {"mbv2 pw 4", 160, 960, 4, 1, 1, 0}, {"mbv2 pj 4", 960, 160, 4, 1, 1, 0}, {"mbv2 pw96 8", 96, 576, 8, 1, 1, 0}, {"pw64 8", 64, 128, 8, 1, 1, 0},
-      {"shuf1 pw 16", 116, 116, 16, 1, 1, 0}, {"shuf1 pw 8", 232, 232, 8, 1, 1, 0}, {"shuf1 pw58 16", 58, 58, 16, 1, 1, 0},
-      {"shuf1 pw 4", 464, 464, 4, 1, 1, 0},   {"shuf1 conv5", 464, 1024, 4, 1, 1, 0},
-      {"mbv2/4 pw 32", 4, 24, 32, 1, 1, 0},   {"mbv2/4 pj 32", 36, 6, 32, 1, 1, 0},     {"vgg8 conv2", 64, 128, 16, 3, 1, 1},
+      {"vgg8/4 conv1", 3, 16, 32, 3, 1, 1},
+      {"vgg8/4 conv2", 16, 32, 16, 3, 1, 1},
+      {"vgg8/4 conv3", 32, 64, 8, 3, 1, 1},
+      {"vgg8/4 conv4", 64, 128, 4, 3, 1, 1},
+      {"vgg8/4 conv5", 128, 128, 2, 3, 1, 1},
+      {"r18/4 layer1", 16, 16, 32, 3, 1, 1},
+      {"r18/4 layer2", 32, 32, 16, 3, 1, 1},
+      {"r18/4 layer3", 64, 64, 8, 3, 1, 1},
+      {"r18/4 layer4", 128, 128, 4, 3, 1, 1},
+      {"r18/4 l2 s2", 16, 32, 32, 3, 2, 1},
+      {"r18/4 l3 s2", 32, 64, 16, 3, 2, 1},
+      {"r18/4 l4 s2", 64, 128, 8, 3, 2, 1},
+      {"r18/8 l4 s2", 32, 64, 8, 3, 2, 1},
+      {"r18 l2 s2", 64, 128, 32, 3, 2, 1},
+      {"r18 l4 s2", 256, 512, 8, 3, 2, 1},
+      {"r18/4 down2", 16, 32, 32, 1, 2, 0},
+      {"r18/4 down3", 32, 64, 16, 1, 2, 0},
+      {"r18/4 down4", 64, 128, 8, 1, 2, 0},
+      {"r18 down2", 64, 128, 32, 1, 2, 0},
+      {"r18 down4", 256, 512, 8, 1, 2, 0},
+      {"mbv2 pw 32", 16, 96, 32, 1, 1, 0},
+      {"mbv2 pw 8", 64, 384, 8, 1, 1, 0},
+      {"shuf pw 16", 29, 29, 16, 1, 1, 0},
+      {"shuf/2 pw 8", 58, 58, 8, 1, 1, 0},
+      {"shuf/2 pw 4", 116, 116, 4, 1, 1, 0},
+      {"shuf1 pw116 8", 116, 116, 8, 1, 1, 0},
+      {"shuf1 pw232 4", 232, 232, 4, 1, 1, 0},
+      {"mbv2 pw 4", 160, 960, 4, 1, 1, 0},
+      {"mbv2 pj 4", 960, 160, 4, 1, 1, 0},
+      {"mbv2 pw96 8", 96, 576, 8, 1, 1, 0},
+      {"pw64 8", 64, 128, 8, 1, 1, 0},
+      {"shuf1 pw 16", 116, 116, 16, 1, 1, 0},
+      {"shuf1 pw 8", 232, 232, 8, 1, 1, 0},
+      {"shuf1 pw58 16", 58, 58, 16, 1, 1, 0},
+      {"shuf1 pw 4", 464, 464, 4, 1, 1, 0},
+      {"shuf1 conv5", 464, 1024, 4, 1, 1, 0},
+      {"mbv2/4 pw 32", 4, 24, 32, 1, 1, 0},
+      {"mbv2/4 pj 32", 36, 6, 32, 1, 1, 0},
+      {"vgg8 conv2", 64, 128, 16, 3, 1, 1},
       {"r18 layer1", 64, 64, 32, 3, 1, 1},
-      {"vgg16 4x4", 512, 512, 4, 3, 1, 1},    {"vgg16 2x2", 512, 512, 2, 3, 1, 1},   {"vgg/2 2x2", 256, 256, 2, 3, 1, 1},   {"vgg16 8x8", 256, 256, 8, 3, 1, 1},
-      {"mbv2/4 dw 32", 36, 36, 32, 3, 1, 1, true}, {"mbv2/4 dw s2", 36, 36, 32, 3, 2, 1, true},
-      {"mbv2/4 dw 4", 240, 240, 4, 3, 1, 1, true},   {"shuf/2 dw s2", 29, 29, 32, 3, 2, 1, true},
-      {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true}, {"shuf/2 dw 8", 58, 58, 8, 3, 1, 1, true}, {"shuf/2 dw 16", 29, 29, 16, 3, 1, 1, true},
+      {"vgg16 4x4", 512, 512, 4, 3, 1, 1},
+      {"vgg16 2x2", 512, 512, 2, 3, 1, 1},
+      {"vgg/2 2x2", 256, 256, 2, 3, 1, 1},
+      {"vgg16 8x8", 256, 256, 8, 3, 1, 1},
+      {"mbv2/4 dw 32", 36, 36, 32, 3, 1, 1, true},
+      {"mbv2/4 dw s2", 36, 36, 32, 3, 2, 1, true},
+      {"mbv2/4 dw 4", 240, 240, 4, 3, 1, 1, true},
+      {"shuf/2 dw s2", 29, 29, 32, 3, 2, 1, true},
+      {"shuf/2 dw 4", 116, 116, 4, 3, 1, 1, true},
+      {"shuf/2 dw 8", 58, 58, 8, 3, 1, 1, true},
+      {"shuf/2 dw 16", 29, 29, 16, 3, 1, 1, true},
   };
-  std::printf("%d threads, best of %d, SIMD paths: %s; GFLOP/s = 2 MACs / time\n", num_threads(), reps, simd_paths_summary().c_str());
+  std::printf("%d threads, best of %d, SIMD paths: %s; GFLOP/s = 2 MACs / time\n", num_threads(), reps,
+              simd_paths_summary().c_str());
   // The GEMM alone, at the shapes convolutions hand it.
-  const int gemms[][3] = {{128, 1024, 1152}, {32, 1024, 144}, {16, 1024, 27}, {128, 1152, 1024}, {1152, 1024, 128}, {512, 512, 512}};
+  const int gemms[][3] = {{128, 1024, 1152}, {32, 1024, 144},   {16, 1024, 27},
+                          {128, 1152, 1024}, {1152, 1024, 128}, {512, 512, 512}};
   for (const auto& g : gemms) {
     const int M = g[0], N = g[1], K = g[2];
     std::vector<float> A(size_t(M) * K, 0.5f), Bm(size_t(K) * N, 0.25f), Cm(size_t(M) * N);
-    const double ms = best_ms(reps, [&] { cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, Bm.data(), N, 0.0f, Cm.data(), N); });
+    const double ms =
+        best_ms(reps, [&] { cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, Bm.data(), N, 0.0f, Cm.data(), N); });
     std::printf("sgemm %4d x %4d x %4d: %8.3f ms %7.1f GF/s\n", M, N, K, ms, 2.0 * M * N * K / ms / 1e6);
   }
   std::printf("convolutions at batch 128\n");
-  std::printf("%-14s %-7s %9s %9s %9s %9s %9s %9s %9s\n", "shape", "algo", "fwd ms", "GF/s", "dinp ms", "GF/s", "dW ms", "GF/s",
-              "both ms");
+  std::printf("%-14s %-7s %9s %9s %9s %9s %9s %9s %9s\n", "shape", "algo", "fwd ms", "GF/s", "dinp ms", "GF/s", "dW ms",
+              "GF/s", "both ms");
   Rng rng(1);
   for (const Case& c : cases) {
     if (std::string(c.what).find(filter) == std::string::npos) continue;
@@ -98,13 +132,20 @@ int main(int argc, char** argv) {
     for (cpu::ConvAlgo a : cpu::kFastConvAlgos) {
       if (!cpu::conv2d_algo_applies(a, s)) continue;
       std::vector<float> ws(cpu::conv2d_workspace_floats_with(a, s) + 1);
-      const double f = best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });
-      const double d = best_ms(reps, [&] { cpu::conv2d_backward_with(a, dx.data(), nullptr, nullptr, y.data(), x.data(), w.data(), s, ws.data()); });
-      const double g = best_ms(reps, [&] { cpu::conv2d_backward_with(a, nullptr, dw.data(), nullptr, y.data(), x.data(), w.data(), s, ws.data()); });
+      const double f =
+          best_ms(reps, [&] { cpu::conv2d_forward_with(a, out.data(), x.data(), w.data(), nullptr, s, ws.data()); });
+      const double d = best_ms(reps, [&] {
+        cpu::conv2d_backward_with(a, dx.data(), nullptr, nullptr, y.data(), x.data(), w.data(), s, ws.data());
+      });
+      const double g = best_ms(reps, [&] {
+        cpu::conv2d_backward_with(a, nullptr, dw.data(), nullptr, y.data(), x.data(), w.data(), s, ws.data());
+      });
       // Both gradients in one call, as a training step asks for them.
-      const double both = best_ms(reps, [&] { cpu::conv2d_backward_with(a, dx.data(), dw.data(), nullptr, y.data(), x.data(), w.data(), s, ws.data()); });
-      std::printf("%-14s %-7s %9.2f %9.1f %9.2f %9.1f %9.2f %9.1f %9.2f\n", c.what, cpu::conv_algo_label(a), f, gflop / f * 1e3, d,
-                  gflop / d * 1e3, g, gflop / g * 1e3, both);
+      const double both = best_ms(reps, [&] {
+        cpu::conv2d_backward_with(a, dx.data(), dw.data(), nullptr, y.data(), x.data(), w.data(), s, ws.data());
+      });
+      std::printf("%-14s %-7s %9.2f %9.1f %9.2f %9.1f %9.2f %9.1f %9.2f\n", c.what, cpu::conv_algo_label(a), f,
+                  gflop / f * 1e3, d, gflop / d * 1e3, g, gflop / g * 1e3, both);
     }
   }
   return 0;

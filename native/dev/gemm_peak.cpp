@@ -71,11 +71,13 @@ int main(int argc, char** argv) {
     const double gflop_s = 2.0 * s.M * s.N * s.K / ms / 1e6;
     peak = std::max(peak, gflop_s);
     char row[160];
-    std::snprintf(row, sizeof row, "%s{\"m\": %d, \"n\": %d, \"k\": %d, \"ms\": %.4f, \"gflop_s\": %.2f}", rows.empty() ? "" : ", ",
-                  s.M, s.N, s.K, ms, gflop_s);
+    std::snprintf(row, sizeof row, "%s{\"m\": %d, \"n\": %d, \"k\": %d, \"ms\": %.4f, \"gflop_s\": %.2f}",
+                  rows.empty() ? "" : ", ", s.M, s.N, s.K, ms, gflop_s);
     rows += row;
   }
-  std::printf("{\"threads\": %d, \"gemm\": \"%s\", \"simd\": \"%s\", \"min_ms_per_shape\": %.0f, \"shapes\": [%s], \"peak_gflop_s\": %.2f}\n",
-              num_threads(), gemm_kernel_name().c_str(), simd_paths_summary().c_str(), min_ms, rows.c_str(), peak);
+  std::printf(
+      "{\"threads\": %d, \"gemm\": \"%s\", \"simd\": \"%s\", \"min_ms_per_shape\": %.0f, \"shapes\": [%s], "
+      "\"peak_gflop_s\": %.2f}\n",
+      num_threads(), gemm_kernel_name().c_str(), simd_paths_summary().c_str(), min_ms, rows.c_str(), peak);
   return 0;
 }

@@ -40,8 +40,9 @@ int main(int argc, char** argv) {
   try {
     const std::string spec_path = flag(argc, argv, "--spec", "");
     if (spec_path.empty()) {
-      std::fprintf(stderr, "usage: dfl_step_bench --spec FILE.json [--backend cuda] [--batch 128] [--steps 20] [--teachers 3] "
-                           "[--precision fp32|bf16] [--nondeterministic 1]\n");
+      std::fprintf(stderr,
+                   "usage: dfl_step_bench --spec FILE.json [--backend cuda] [--batch 128] [--steps 20] [--teachers 3] "
+                   "[--precision fp32|bf16] [--nondeterministic 1]\n");
       return 2;
     }
     const std::string backend_name = flag(argc, argv, "--backend", "cuda");
@@ -110,12 +111,13 @@ int main(int argc, char** argv) {
     eval(0);
     const double eval_ms = ms_per_call(steps, eval);
 
-    std::printf("{\"spec\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"deterministic\": %s, \"batch\": %d, "
-                "\"teachers\": %d, \"params\": %zu, \"train_ms\": %.3f, \"dfl_ms\": %.3f, \"eval_ms\": %.3f, "
-                "\"device_mib\": %.1f, \"simd\": \"%s\"}\n",
-                spec_path.c_str(), backend_name.c_str(), precision.c_str(), math.nondeterministic ? "false" : "true", B, K,
-                model.num_params(), train_ms, dfl_ms, eval_ms,
-                double(model.device_bytes()) / (1024.0 * 1024.0), simd_paths_summary().c_str());
+    std::printf(
+        "{\"spec\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", \"deterministic\": %s, \"batch\": %d, "
+        "\"teachers\": %d, \"params\": %zu, \"train_ms\": %.3f, \"dfl_ms\": %.3f, \"eval_ms\": %.3f, "
+        "\"device_mib\": %.1f, \"simd\": \"%s\"}\n",
+        spec_path.c_str(), backend_name.c_str(), precision.c_str(), math.nondeterministic ? "false" : "true", B, K,
+        model.num_params(), train_ms, dfl_ms, eval_ms, double(model.device_bytes()) / (1024.0 * 1024.0),
+        simd_paths_summary().c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dfl_step_bench: %s\n", e.what());

@@ -51,7 +51,14 @@ try {
     const dir = path.join(tmp, 'cifar-10-batches-bin');
     fs.mkdirSync(dir);
     const perFile = Math.ceil(cifarRecords / 6);
-    const names = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin', 'test_batch.bin'];
+    const names = [
+      'data_batch_1.bin',
+      'data_batch_2.bin',
+      'data_batch_3.bin',
+      'data_batch_4.bin',
+      'data_batch_5.bin',
+      'test_batch.bin',
+    ];
     for (const f of names) {
       const buf = Buffer.alloc(perFile * 3073);
       for (let r = 0; r < perFile; ++r) {
@@ -62,7 +69,13 @@ try {
     }
     fs.writeFileSync(path.join(dir, 'batches.meta.txt'), data.CIFAR10_CLASSES.join('\n'));
     const [s, ms] = await time(() => data.loadData(dir));
-    row('cifar10-bin', 'load (read + check + copy)', s.train.n + s.test.n, ms, `${((s.train.n + s.test.n) * 3073 / 1e6).toFixed(0)} MB of files`);
+    row(
+      'cifar10-bin',
+      'load (read + check + copy)',
+      s.train.n + s.test.n,
+      ms,
+      `${(((s.train.n + s.test.n) * 3073) / 1e6).toFixed(0)} MB of files`,
+    );
     const [, msStats] = await time(() => data.channelStats(s.train));
     row('cifar10-bin', 'channelStats (train)', s.train.n, msStats);
   }
@@ -76,17 +89,30 @@ try {
     const folder = path.join(tmp, 'folder');
     const classes = fs.readdirSync(path.join(x, 'train')).sort();
     const per = Math.ceil(nImages / classes.length);
-    for (const [split, k] of [['train', per], ['test', Math.ceil(per / 5)]]) {
+    for (const [split, k] of [
+      ['train', per],
+      ['test', Math.ceil(per / 5)],
+    ]) {
       for (const c of classes) {
         fs.mkdirSync(path.join(folder, split, c), { recursive: true });
-        for (const f of fs.readdirSync(path.join(x, split, c)).sort().slice(0, k)) fs.copyFileSync(path.join(x, split, c, f), path.join(folder, split, c, f));
+        for (const f of fs
+          .readdirSync(path.join(x, split, c))
+          .sort()
+          .slice(0, k))
+          fs.copyFileSync(path.join(x, split, c, f), path.join(folder, split, c, f));
       }
     }
     fs.rmSync(x, { recursive: true, force: true });
     const cacheDir = path.join(tmp, 'cache-folder');
     const [r1, ms1] = await time(() => data.loadDataset(folder, { cacheDir }));
     const n = r1.splits.train.n + r1.splits.test.n;
-    row('image folder (JPEG)', `first load (sharp decode + cache write) [${r1.cache}]`, n, ms1, `sharp ${os.cpus().length} cpu(s)`);
+    row(
+      'image folder (JPEG)',
+      `first load (sharp decode + cache write) [${r1.cache}]`,
+      n,
+      ms1,
+      `sharp ${os.cpus().length} cpu(s)`,
+    );
     const [r2, ms2] = await time(() => data.loadDataset(folder, { cacheDir }));
     row('image folder (JPEG)', `cached load (stat listing + read + sha256) [${r2.cache}]`, n, ms2);
   } else {
@@ -97,7 +123,13 @@ try {
   const cacheDir = path.join(tmp, 'cache-sample');
   const [s1, ms1] = await time(() => data.loadDataset(undefined, { cacheDir }));
   const ns = s1.splits.train.n + s1.splits.test.n;
-  row('bundled sample', `first load (decode + cache write) [${s1.cache}]`, ns, ms1, `${fs.statSync(data.SAMPLE_FILE).size} B file`);
+  row(
+    'bundled sample',
+    `first load (decode + cache write) [${s1.cache}]`,
+    ns,
+    ms1,
+    `${fs.statSync(data.SAMPLE_FILE).size} B file`,
+  );
   const [s2, ms2] = await time(() => data.loadDataset(undefined, { cacheDir }));
   row('bundled sample', `cached load [${s2.cache}]`, ns, ms2);
 
@@ -108,7 +140,8 @@ try {
   const labels = new Int32Array(B);
   const out = new Float32Array(B * per);
   const st = data.channelStats(ds);
-  const mean = Float32Array.from(st.mean), std = Float32Array.from(st.std);
+  const mean = Float32Array.from(st.mean),
+    std = Float32Array.from(st.std);
   const epochs = 3;
   const runEpochs = (mode) => {
     let count = 0;
@@ -116,8 +149,10 @@ try {
       const order = data.epochOrder(ds.n, 1, e);
       for (let i = 0; i + B <= ds.n; i += B) {
         data.gatherBatch(ds, order.subarray(i, i + B), images, labels);
-        if (mode === 'augment') binding.augmentBatch(out, images, B, ds.channels, ds.height, ds.width, 4, true, mean, std, e * 100003 + i);
-        else if (mode === 'normalize') binding.normalizeBatch(out, images, B, ds.channels, ds.height, ds.width, mean, std);
+        if (mode === 'augment')
+          binding.augmentBatch(out, images, B, ds.channels, ds.height, ds.width, 4, true, mean, std, e * 100003 + i);
+        else if (mode === 'normalize')
+          binding.normalizeBatch(out, images, B, ds.channels, ds.height, ds.width, mean, std);
         count += B;
       }
     }
@@ -129,7 +164,12 @@ try {
   if (binding) {
     runEpochs('augment');
     [c, ms] = await time(() => runEpochs('augment'));
-    row(`batches ${B}x3x32x32`, `gather + native augmentBatch (pad 4, flip; ${binding.getThreads?.() ?? '?'} threads)`, c, ms);
+    row(
+      `batches ${B}x3x32x32`,
+      `gather + native augmentBatch (pad 4, flip; ${binding.getThreads?.() ?? '?'} threads)`,
+      c,
+      ms,
+    );
     [c, ms] = await time(() => runEpochs('normalize'));
     row(`batches ${B}x3x32x32`, 'gather + native normalizeBatch', c, ms);
   }
@@ -141,8 +181,11 @@ const fmt = (x) => Math.round(x).toLocaleString('en-US');
 const head = ['source', 'what', 'images', 'ms', 'images/s', 'note'];
 const body = rows.map((r) => [r.source, r.what, fmt(r.n), fmt(r.ms), fmt(r.rate), r.note]);
 const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-const line = (cells) => '| ' + cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(w[i]) : c.padEnd(w[i]))).join(' | ') + ' |';
-console.log(`\ndfl-native data benchmark — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}`);
+const line = (cells) =>
+  '| ' + cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(w[i]) : c.padEnd(w[i]))).join(' | ') + ' |';
+console.log(
+  `\ndfl-native data benchmark — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}`,
+);
 console.log(line(head));
 console.log('|' + w.map((n, i) => (i >= 2 && i <= 4 ? '-'.repeat(n + 1) + ':' : '-'.repeat(n + 2))).join('|') + '|');
 for (const b of body) console.log(line(b));

@@ -42,8 +42,18 @@ if (argv[0] === '--memory-child') {
   const [spec, batch, reps, k, threads] = [JSON.parse(fs.readFileSync(argv[1], 'utf8')), ...argv.slice(2).map(Number)];
   const b = loadBinding();
   b.setThreads(threads);
-  const status = (field) => Number(/(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(field)))[1]) / 1024;
-  const x = Float32Array.from({ length: batch * spec.in_channels * spec.height * spec.width }, (_, i) => Math.sin(i * 0.37));
+  const status = (field) =>
+    Number(
+      /(\d+) kB/.exec(
+        fs
+          .readFileSync('/proc/self/status', 'utf8')
+          .split('\n')
+          .find((l) => l.startsWith(field)),
+      )[1],
+    ) / 1024;
+  const x = Float32Array.from({ length: batch * spec.in_channels * spec.height * spec.width }, (_, i) =>
+    Math.sin(i * 0.37),
+  );
   const labels = Int32Array.from({ length: batch }, (_, i) => i % 10);
   const base = status('VmRSS');
   try {
@@ -54,26 +64,59 @@ if (argv[0] === '--memory-child') {
   const m = new b.Model(spec, 1);
   const teachers = Array.from({ length: k }, () => m.snapshot());
   for (let i = 0; i < reps; ++i)
-    await m.trainStep({ x, labels, batch, teachers, lr: 1e-3, momentum: 0.9, weightDecay: 5e-4, nesterov: true, decoupled: false, labelSmoothing: 0, distillWeight: 1, temperature: 4, dropoutSeed: i });
+    await m.trainStep({
+      x,
+      labels,
+      batch,
+      teachers,
+      lr: 1e-3,
+      momentum: 0.9,
+      weightDecay: 5e-4,
+      nesterov: true,
+      decoupled: false,
+      labelSmoothing: 0,
+      distillWeight: 1,
+      temperature: 4,
+      dropoutSeed: i,
+    });
   console.log(JSON.stringify({ dfl_peak_delta_mb: status('VmHWM') - base }));
   process.exit(0);
 }
 
-const NINE = 'vgg8@0.25,vgg8@1,vgg16@1,resnet18@0.25,resnet18@1,mobilenetv2@0.25,mobilenetv2@1,shufflenetv2@0.5,shufflenetv2@1';
+const NINE =
+  'vgg8@0.25,vgg8@1,vgg16@1,resnet18@0.25,resnet18@1,mobilenetv2@0.25,mobilenetv2@1,shufflenetv2@0.5,shufflenetv2@1';
 const models = arg('models', NINE).split(',').filter(Boolean);
-const batch = Number(arg('batch', 128)), reps = Number(arg('reps', 5)), warmup = Number(arg('warmup', 2));
-const rounds = Number(arg('rounds', 2)), K = Number(arg('k', 3)), peakMs = Number(arg('peak-ms', 300));
+const batch = Number(arg('batch', 128)),
+  reps = Number(arg('reps', 5)),
+  warmup = Number(arg('warmup', 2));
+const rounds = Number(arg('rounds', 2)),
+  K = Number(arg('k', 3)),
+  peakMs = Number(arg('peak-ms', 300));
 const binding = loadBinding();
 const rt = binding.runtimeInfo();
 const threads = Number(arg('threads', rt.hardwareThreads));
-for (const [name, v, min] of [['batch', batch, 2], ['reps', reps, 1], ['warmup', warmup, 0], ['rounds', rounds, 1], ['k', K, 1], ['threads', threads, 1], ['peak-ms', peakMs, 1]])
+for (const [name, v, min] of [
+  ['batch', batch, 2],
+  ['reps', reps, 1],
+  ['warmup', warmup, 0],
+  ['rounds', rounds, 1],
+  ['k', K, 1],
+  ['threads', threads, 1],
+  ['peak-ms', peakMs, 1],
+])
   if (!Number.isInteger(v) || v < min) {
     console.error(`Expected an integer >= ${min} for --${name} but received ${arg(name)}`);
     process.exit(2);
   }
-const venvs = ['torchvenv', 'venv-torch213'].map((v) => path.join(root, '..', v, 'bin', 'python')).filter((p) => fs.existsSync(p));
-const pythons = arg('pythons', ['/usr/bin/python3', process.env.PYTHON, ...venvs].filter(Boolean).join(',')).split(',').filter(Boolean);
-const compile = !flag('no-compile'), compileMode = arg('compile-mode', 'default'), withOrt = !flag('no-ort');
+const venvs = ['torchvenv', 'venv-torch213']
+  .map((v) => path.join(root, '..', v, 'bin', 'python'))
+  .filter((p) => fs.existsSync(p));
+const pythons = arg('pythons', ['/usr/bin/python3', process.env.PYTHON, ...venvs].filter(Boolean).join(','))
+  .split(',')
+  .filter(Boolean);
+const compile = !flag('no-compile'),
+  compileMode = arg('compile-mode', 'default'),
+  withOrt = !flag('no-ort');
 const outDir = path.resolve(arg('out', path.join(root, 'bench-results')));
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-bench-'));
 // One inductor cache for the run: round 1 compiles cold, later rounds find the compiled code.
@@ -83,7 +126,8 @@ const lastJson = (text) => JSON.parse(text.trim().split('\n').at(-1));
 function child(cmd, args, env = process.env) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, env });
   if (r.error) return { error: `${cmd} not runnable (${r.error.code ?? r.error.message})` };
-  if (r.status !== 0) return { error: (r.stderr.trim().split('\n').at(-1) || r.stdout.trim().split('\n').at(-1)) ?? `exit ${r.status}` };
+  if (r.status !== 0)
+    return { error: (r.stderr.trim().split('\n').at(-1) || r.stdout.trim().split('\n').at(-1)) ?? `exit ${r.status}` };
   try {
     return lastJson(r.stdout);
   } catch {
@@ -91,15 +135,43 @@ function child(cmd, args, env = process.env) {
   }
 }
 const torchRun = (python, specFile, mode) =>
-  child(python, [path.join(here, 'bench_torch.py'), specFile, String(batch), String(reps), String(warmup), String(threads), String(K), mode, compileMode], torchEnv);
+  child(
+    python,
+    [
+      path.join(here, 'bench_torch.py'),
+      specFile,
+      String(batch),
+      String(reps),
+      String(warmup),
+      String(threads),
+      String(K),
+      mode,
+      compileMode,
+    ],
+    torchEnv,
+  );
 
 // The SGEMM peak tool, built with the C++ tests (the same CMake build that `npm test` configures).
 function gemmPeak() {
   const bdir = path.join(root, 'build', 'native-tests');
-  for (const args of [['-S', root, '-B', bdir, '-DDFL_BUILD_ADDON=OFF', '-DDFL_BUILD_TESTS=ON', '-DCMAKE_BUILD_TYPE=Release', '--log-level=WARNING'],
-    ['--build', bdir, '--target', 'dfl_gemm_peak', '--parallel', String(os.availableParallelism?.() ?? 2)]]) {
+  for (const args of [
+    [
+      '-S',
+      root,
+      '-B',
+      bdir,
+      '-DDFL_BUILD_ADDON=OFF',
+      '-DDFL_BUILD_TESTS=ON',
+      '-DCMAKE_BUILD_TYPE=Release',
+      '--log-level=WARNING',
+    ],
+    ['--build', bdir, '--target', 'dfl_gemm_peak', '--parallel', String(os.availableParallelism?.() ?? 2)],
+  ]) {
     const r = spawnSync('cmake', args, { encoding: 'utf8' });
-    if (r.status !== 0) return { error: `cmake ${args[0]} failed: ${(r.stderr || r.stdout || String(r.error)).trim().split('\n').at(-1)}` };
+    if (r.status !== 0)
+      return {
+        error: `cmake ${args[0]} failed: ${(r.stderr || r.stdout || String(r.error)).trim().split('\n').at(-1)}`,
+      };
   }
   return child(path.join(bdir, 'dfl_gemm_peak'), ['--threads', String(threads), '--ms', String(peakMs)]);
 }
@@ -119,15 +191,30 @@ const rows = [];
 const versions = {};
 for (const m of models) {
   const [name, w] = m.split('@');
-  const spec = buildModel(name, { numClasses: 10, inChannels: 3, height: 32, width: 32, width_multiplier: Number(w ?? 1) });
+  const spec = buildModel(name, {
+    numClasses: 10,
+    inChannels: 3,
+    height: 32,
+    width: 32,
+    width_multiplier: Number(w ?? 1),
+  });
   const specFile = path.join(work, `${name}@${w ?? 1}.json`);
   fs.writeFileSync(specFile, JSON.stringify(spec));
   const row = { model: m, gflop_per_img: NaN, rounds: {}, compile_s: {}, errors: {}, mem: {} };
-  const record = (engine, phase, ms) => ((row.rounds[engine] ??= { train: [], infer: [], dfl: [] })[phase].push(ms));
+  const record = (engine, phase, ms) => (row.rounds[engine] ??= { train: [], infer: [], dfl: [] })[phase].push(ms);
   const fail = (engine, phase, why) => ((row.errors[engine] ??= {})[phase] = why);
   for (let r = 0; r < rounds; ++r) {
     process.stderr.write(`${m}: round ${r + 1}/${rounds}\n`);
-    const res = await benchmark({ model: name, width: Number(w ?? 1), batchSize: batch, device: 'cpu', threads, teachers: K, reps, warmup });
+    const res = await benchmark({
+      model: name,
+      width: Number(w ?? 1),
+      batchSize: batch,
+      device: 'cpu',
+      threads,
+      teachers: K,
+      reps,
+      warmup,
+    });
     row.gflop_per_img = res.gflops_per_img;
     record(OURS, 'train', res.train.ms_median);
     record(OURS, 'infer', res.infer.ms_median);
@@ -135,28 +222,50 @@ for (const m of models) {
     for (const py of pythons) {
       for (const mode of compile ? ['speed', 'compile'] : ['speed']) {
         const t = torchRun(py, specFile, mode);
-        const engine = t.torch ? `torch ${t.torch} ${mode === 'speed' ? 'eager' : 'compile'}` : `torch (${py}) ${mode === 'speed' ? 'eager' : 'compile'}`;
+        const engine = t.torch
+          ? `torch ${t.torch} ${mode === 'speed' ? 'eager' : 'compile'}`
+          : `torch (${py}) ${mode === 'speed' ? 'eager' : 'compile'}`;
         if (t.torch) versions[`torch ${t.torch}`] = py;
         if (t.error) {
           for (const p of ['train', 'infer', 'dfl']) fail(engine, p, t.error);
           continue;
         }
-        for (const [p, key] of [['train', 'train_ms'], ['infer', 'forward_ms'], ['dfl', 'dfl_ms']]) {
+        for (const [p, key] of [
+          ['train', 'train_ms'],
+          ['infer', 'forward_ms'],
+          ['dfl', 'dfl_ms'],
+        ]) {
           if (t[key]) record(engine, p, median(t[key]));
           else fail(engine, p, t.errors?.[key === 'forward_ms' ? 'forward' : p] ?? 'not measured');
         }
-        if (t.compile_s && r === 0) row.compile_s[engine] = { train: t.compile_s.train, infer: t.compile_s.forward, dfl: t.compile_s.dfl };
+        if (t.compile_s && r === 0)
+          row.compile_s[engine] = { train: t.compile_s.train, infer: t.compile_s.forward, dfl: t.compile_s.dfl };
       }
     }
     if (withOrt) {
-      const o = child(process.execPath, [path.join(here, 'ort_forward.mjs'), specFile, String(batch), String(reps), String(Math.max(1, warmup)), String(threads)]);
+      const o = child(process.execPath, [
+        path.join(here, 'ort_forward.mjs'),
+        specFile,
+        String(batch),
+        String(reps),
+        String(Math.max(1, warmup)),
+        String(threads),
+      ]);
       const engine = `onnxruntime ${o.ort ?? '?'}`;
       versions[engine] = 'onnxruntime-node, CPU EP, graph optimisations all';
       if (o.error) fail(engine, 'infer', o.error);
       else record(engine, 'infer', median(o.forward_ms));
     }
   }
-  const memOurs = child(process.execPath, [fileURLToPath(import.meta.url), '--memory-child', specFile, String(batch), '3', String(K), String(threads)]);
+  const memOurs = child(process.execPath, [
+    fileURLToPath(import.meta.url),
+    '--memory-child',
+    specFile,
+    String(batch),
+    '3',
+    String(K),
+    String(threads),
+  ]);
   const memTorch = pythons.map((py) => torchRun(py, specFile, 'memory').dfl_peak_delta_mb).filter(Number.isFinite);
   row.mem = { ours: memOurs.dfl_peak_delta_mb ?? NaN, torch: memTorch.length ? Math.min(...memTorch) : NaN };
   rows.push(row);
@@ -167,27 +276,56 @@ peakRuns.push(gemmPeak());
 load.end = os.loadavg();
 
 const goodPeaks = peakRuns.filter((p) => !p.error);
-const peak = { gflop_s: goodPeaks.length ? Math.max(...goodPeaks.map((p) => p.peak_gflop_s)) : NaN, gemm: goodPeaks[0]?.gemm ?? rt.gemmKernel, runs: peakRuns };
+const peak = {
+  gflop_s: goodPeaks.length ? Math.max(...goodPeaks.map((p) => p.peak_gflop_s)) : NaN,
+  gemm: goodPeaks[0]?.gemm ?? rt.gemmKernel,
+  runs: peakRuns,
+};
 for (const row of rows) row.summary = summarise(row, { batch, K, peak: peak.gflop_s });
 const finished = new Date();
 const cpu = os.cpus()[0]?.model ?? 'cpu';
 const meta = {
-  date: started.toISOString(), started: started.toISOString().slice(0, 16) + 'Z', finished: finished.toISOString().slice(0, 16) + 'Z',
-  commit, cpu, hardware_threads: rt.hardwareThreads, cpu_features: rt.cpuFeatures, simd, simd_paths: rt.simdPaths,
-  node: process.version, threads, batch, input: [3, 32, 32], K, reps, warmup, rounds, compile_mode: compile ? compileMode : null,
+  date: started.toISOString(),
+  started: started.toISOString().slice(0, 16) + 'Z',
+  finished: finished.toISOString().slice(0, 16) + 'Z',
+  commit,
+  cpu,
+  hardware_threads: rt.hardwareThreads,
+  cpu_features: rt.cpuFeatures,
+  simd,
+  simd_paths: rt.simdPaths,
+  node: process.version,
+  threads,
+  batch,
+  input: [3, 32, 32],
+  K,
+  reps,
+  warmup,
+  rounds,
+  compile_mode: compile ? compileMode : null,
   engines: [`dfl-native (${commit})`, ...Object.entries(versions).map(([e, where]) => `${e} (${where})`)],
-  peak, load, command: `node scripts/bench/bench-vs-torch.mjs ${argv.join(' ')}`.trim(),
+  peak,
+  load,
+  command: `node scripts/bench/bench-vs-torch.mjs ${argv.join(' ')}`.trim(),
 };
 const run = { meta, rows };
 const md = markdown(run);
 fs.mkdirSync(outDir, { recursive: true });
-const stamp = `${started.toISOString().slice(0, 16).replace(/:/g, '')}Z-${cpu.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')}-${commit}`;
-fs.writeFileSync(path.join(outDir, `${stamp}.json`), JSON.stringify(run, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1));
+const stamp = `${started.toISOString().slice(0, 16).replace(/:/g, '')}Z-${cpu
+  .toLowerCase()
+  .replace(/[^a-z0-9]+/g, '-')
+  .replace(/^-|-$/g, '')}-${commit}`;
+fs.writeFileSync(
+  path.join(outDir, `${stamp}.json`),
+  JSON.stringify(run, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1),
+);
 fs.writeFileSync(path.join(outDir, `${stamp}.md`), md);
 console.log(md);
 // Each round's medians: on a noisy machine they show how far a row moved within the run.
 const each = (v) => (v.length ? v.map((x) => (Number.isFinite(x) ? x.toFixed(1) : '-')).join(' / ') : '-');
 for (const r of rows)
   for (const [engine, x] of Object.entries(r.rounds))
-    console.log(`  ${r.model} per round, ${engine}: train ${each(x.train)} ms, fwd ${each(x.infer)}, DFL ${each(x.dfl)}`);
+    console.log(
+      `  ${r.model} per round, ${engine}: train ${each(x.train)} ms, fwd ${each(x.infer)}, DFL ${each(x.dfl)}`,
+    );
 console.log(`\nwrote ${path.join(outDir, stamp)}.json and .md`);

@@ -24,16 +24,28 @@ try {
   const b = loadBinding();
   b.setThreads(threads);
   const model = new b.Model(spec, 1);
-  const classes = model.info().numClasses, C = spec.in_channels;
-  const mean = new Array(C).fill(0.5), std = new Array(C).fill(0.25);
-  const { bytes, ops } = buildOnnx(spec, model, { classNames: Array.from({ length: classes }, (_, i) => `class${i}`), mean, std });
+  const classes = model.info().numClasses,
+    C = spec.in_channels;
+  const mean = new Array(C).fill(0.5),
+    std = new Array(C).fill(0.25);
+  const { bytes, ops } = buildOnnx(spec, model, {
+    classNames: Array.from({ length: classes }, (_, i) => `class${i}`),
+    mean,
+    std,
+  });
   const check = await verifyOnnx(bytes, model, [C, spec.height, spec.width], { mean, std });
   model.dispose();
   if (!check.ok) throw new Error(`the exported model differs from the native forward by ${check.relDiff} (relative)`);
   const session = await ort.InferenceSession.create(bytes, {
-    executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
   });
-  const feeds = { [ONNX_INPUT]: new ort.Tensor('float32', batchOf(spec, batch, classes).x, [batch, C, spec.height, spec.width]) };
+  const feeds = {
+    [ONNX_INPUT]: new ort.Tensor('float32', batchOf(spec, batch, classes).x, [batch, C, spec.height, spec.width]),
+  };
   for (let i = 0; i < warmup; ++i) await session.run(feeds);
   const times = [];
   for (let i = 0; i < reps; ++i) {

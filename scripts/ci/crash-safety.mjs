@@ -22,7 +22,17 @@ const argv = process.argv.slice(2);
 const arg = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
 const imp = (rel) => import(pathToFileURL(path.join(root, rel)).href);
 
-const RUN = { model: 'vgg8', width: 0.125, batchSize: 16, lr: 0.05, threads: 1, seed: 5, method: 'dfl', teachers: 2, resetCycle: 2 };
+const RUN = {
+  model: 'vgg8',
+  width: 0.125,
+  batchSize: 16,
+  lr: 0.05,
+  threads: 1,
+  seed: 5,
+  method: 'dfl',
+  teachers: 2,
+  resetCycle: 2,
+};
 
 if (argv[0] === '--child') {
   // child: train (or resume) into `out`
@@ -39,12 +49,15 @@ if (argv[0] === '--child') {
 const trials = Number(arg('--trials', '10'));
 const epochs = Number(arg('--epochs', '6'));
 let seed = Number(arg('--seed', '1')) >>> 0;
-const rnd = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+const rnd = () => (seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32;
 const { readState, loadCheckpoint } = await imp('dist/io/checkpoint.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-crash-'));
 
 function launch(out, env = {}) {
-  const child = spawn(process.execPath, [self, '--child', out, String(epochs)], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [self, '--child', out, String(epochs)], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })));
@@ -56,7 +69,8 @@ function finalFiles(out) {
   const dir = path.join(out, 'checkpoint');
   const st = readState(dir);
   const files = {};
-  for (const f of [st.files.model, st.files.optim, st.files.teachers].filter(Boolean)) files[f] = fs.readFileSync(path.join(dir, f));
+  for (const f of [st.files.model, st.files.optim, st.files.teachers].filter(Boolean))
+    files[f] = fs.readFileSync(path.join(dir, f));
   return { epoch: st.epoch, files };
 }
 
@@ -67,7 +81,8 @@ async function checkReadable(out) {
   const st = readState(dir);
   const c = await loadCheckpoint(out);
   c.model.dispose();
-  for (const f of [st.files.optim, st.files.teachers].filter(Boolean)) if (!fs.existsSync(path.join(dir, f))) throw new Error(`${f} named by state.json is missing`);
+  for (const f of [st.files.optim, st.files.teachers].filter(Boolean))
+    if (!fs.existsSync(path.join(dir, f))) throw new Error(`${f} named by state.json is missing`);
   return `epoch ${st.epoch}${st.partial ? '+' : ''}`;
 }
 
@@ -93,7 +108,9 @@ async function waitForSave(out, deadline) {
   return false;
 }
 
-console.log(`crash-safety: ${trials} trials, ${epochs} epochs, ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cpus`);
+console.log(
+  `crash-safety: ${trials} trials, ${epochs} epochs, ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cpus`,
+);
 const t0 = performance.now();
 const refOut = path.join(tmp, 'reference');
 const ref = launch(refOut);
@@ -104,7 +121,9 @@ if (r0.code !== 0) {
 }
 const refSeconds = (performance.now() - t0) / 1000;
 const reference = finalFiles(refOut);
-console.log(`reference: ${refSeconds.toFixed(1)} s, epoch ${reference.epoch}, files ${Object.keys(reference.files).join(', ')}`);
+console.log(
+  `reference: ${refSeconds.toFixed(1)} s, epoch ${reference.epoch}, files ${Object.keys(reference.files).join(', ')}`,
+);
 
 const rows = [];
 let passed = 0;
@@ -137,19 +156,26 @@ for (let t = 1; t <= trials; ++t) {
       run.child.kill('SIGKILL');
       const e = await run.exited;
       const state = await checkReadable(out);
-      notes.push(`kill ${k + 1} ${when} at ${((performance.now() - start) / 1000).toFixed(2)} s${e.signal ? '' : ` (had exited ${e.code})`} -> ${state}`);
+      notes.push(
+        `kill ${k + 1} ${when} at ${((performance.now() - start) / 1000).toFixed(2)} s${e.signal ? '' : ` (had exited ${e.code})`} -> ${state}`,
+      );
     }
     // resume (or start over when nothing was saved) and let it finish
     const fin = launch(out);
     const e = await fin.exited;
-    if (e.code !== 0) throw new Error(`the resumed run failed (${e.code ?? e.signal}): ${e.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    if (e.code !== 0)
+      throw new Error(
+        `the resumed run failed (${e.code ?? e.signal}): ${e.stderr.trim().split('\n').slice(-3).join(' | ')}`,
+      );
     const got = finalFiles(out);
-    if (got.epoch !== reference.epoch) throw new Error(`ended at epoch ${got.epoch}, the reference at ${reference.epoch}`);
+    if (got.epoch !== reference.epoch)
+      throw new Error(`ended at epoch ${got.epoch}, the reference at ${reference.epoch}`);
     for (const [f, b] of Object.entries(reference.files)) {
       if (!got.files[f]) throw new Error(`${f} is missing`);
       if (Buffer.compare(got.files[f], b) !== 0) throw new Error(`${f} differs from the uninterrupted run`);
     }
-    if (Object.keys(got.files).length !== Object.keys(reference.files).length) throw new Error('a different set of weight files');
+    if (Object.keys(got.files).length !== Object.keys(reference.files).length)
+      throw new Error('a different set of weight files');
   } catch (err) {
     ok = false;
     notes.push(`FAIL: ${err.message}`);

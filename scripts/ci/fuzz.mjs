@@ -28,7 +28,12 @@ if (argv[0] === '--child') {
   // child: run one slice of one target, reporting each input before it starts
   const [, target, seed, start, count] = argv;
   const { fuzzTarget } = await import(pathToFileURL(lib).href);
-  const res = await fuzzTarget(target, { seed: Number(seed), start: Number(start), count: Number(count), onInput: (i) => process.send({ type: 'input', i }) });
+  const res = await fuzzTarget(target, {
+    seed: Number(seed),
+    start: Number(start),
+    count: Number(count),
+    onInput: (i) => process.send({ type: 'input', i }),
+  });
   process.send({ type: 'done', res }, () => process.exit(0));
 } else {
   const perTarget = Number(arg('--per-target', '10000'));
@@ -42,7 +47,9 @@ if (argv[0] === '--child') {
   }
   const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-fuzz-cache-'));
   const started = new Date();
-  console.log(`fuzz: seed ${seed}, ${perTarget} inputs per target, ${started.toISOString()}, node ${process.version}, ${os.cpus().length} cpus`);
+  console.log(
+    `fuzz: seed ${seed}, ${perTarget} inputs per target, ${started.toISOString()}, node ${process.version}, ${os.cpus().length} cpus`,
+  );
 
   /** Runs [start, end) in children, restarting after a crash or hang. */
   async function runTarget(target) {
@@ -52,11 +59,22 @@ if (argv[0] === '--child') {
     const end = first + perTarget;
     while (next < end) {
       const outcome = await new Promise((resolve) => {
-        const child = fork(fileURLToPath(import.meta.url), ['--child', target, String(seed), String(next), String(end - next)], {
-          env: { ...process.env, DFL_MAX_MEMORY_MB: process.env.DFL_MAX_MEMORY_MB ?? '2048', DFL_CACHE_DIR: cacheDir },
-          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-        });
-        let current = next, lastBeat = performance.now(), stderr = '', done = null;
+        const child = fork(
+          fileURLToPath(import.meta.url),
+          ['--child', target, String(seed), String(next), String(end - next)],
+          {
+            env: {
+              ...process.env,
+              DFL_MAX_MEMORY_MB: process.env.DFL_MAX_MEMORY_MB ?? '2048',
+              DFL_CACHE_DIR: cacheDir,
+            },
+            stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+          },
+        );
+        let current = next,
+          lastBeat = performance.now(),
+          stderr = '',
+          done = null;
         child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
         child.on('message', (m) => {
           lastBeat = performance.now();
@@ -86,7 +104,13 @@ if (argv[0] === '--child') {
         const i = outcome.hang ?? outcome.died;
         total.inputs += i - next + 1; // the inputs before it were judged in the lost child: count them as run
         total.crashes += 1;
-        total.findings.push({ index: i, message: outcome.hang !== undefined ? `hang: no progress for ${HANG_S} s` : `process ${outcome.why}: ${outcome.stderr.trim().split('\n').slice(-3).join(' | ')}` });
+        total.findings.push({
+          index: i,
+          message:
+            outcome.hang !== undefined
+              ? `hang: no progress for ${HANG_S} s`
+              : `process ${outcome.why}: ${outcome.stderr.trim().split('\n').slice(-3).join(' | ')}`,
+        });
         console.log(`  ${target}: input ${i}: ${total.findings.at(-1).message}; continuing`);
         next = i + 1;
       }
@@ -104,15 +128,33 @@ if (argv[0] === '--child') {
   fs.rmSync(cacheDir, { recursive: true, force: true });
 
   const rows = [['target', 'inputs', 'accepted', 'rejected (clear error)', 'crashes', 'slowest input', 'time']];
-  for (const r of results) rows.push([r.target, r.inputs, r.accepted, r.rejected, r.crashes, `${r.slowest.toFixed(2)} s`, `${r.seconds.toFixed(0)} s`].map(String));
+  for (const r of results)
+    rows.push(
+      [
+        r.target,
+        r.inputs,
+        r.accepted,
+        r.rejected,
+        r.crashes,
+        `${r.slowest.toFixed(2)} s`,
+        `${r.seconds.toFixed(0)} s`,
+      ].map(String),
+    );
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   const line = (r) => `| ${r.map((v, c) => v.padEnd(w[c])).join(' | ')} |`;
-  console.log(`\n${line(rows[0])}\n|${w.map((n) => '-'.repeat(n + 2)).join('|')}|\n${rows.slice(1).map(line).join('\n')}`);
+  console.log(
+    `\n${line(rows[0])}\n|${w.map((n) => '-'.repeat(n + 2)).join('|')}|\n${rows.slice(1).map(line).join('\n')}`,
+  );
   let bad = 0;
   for (const r of results) {
-    for (const f of r.findings.slice(0, 10)) console.log(`  finding ${r.target} #${f.index}: ${f.message.split('\n')[0].slice(0, 300)}  (reproduce: --targets ${r.target} --seed ${seed} --start ${f.index} --per-target 1)`);
+    for (const f of r.findings.slice(0, 10))
+      console.log(
+        `  finding ${r.target} #${f.index}: ${f.message.split('\n')[0].slice(0, 300)}  (reproduce: --targets ${r.target} --seed ${seed} --start ${f.index} --per-target 1)`,
+      );
     bad += r.crashes;
   }
-  console.log(`\n${bad === 0 ? 'OK: every input loaded or was rejected with a clear error' : `${bad} finding(s)`} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  console.log(
+    `\n${bad === 0 ? 'OK: every input loaded or was rejected with a clear error' : `${bad} finding(s)`} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+  );
   process.exit(bad === 0 ? 0 : 1);
 }

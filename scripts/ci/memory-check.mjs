@@ -15,7 +15,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const imp = (rel) => import(pathToFileURL(path.join(root, rel)).href);
 const argv = process.argv.slice(2);
 const arg = (name, dflt) => Number(argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
-const steps = arg('--steps', 2000), snapshots = arg('--snapshots', 300);
+const steps = arg('--steps', 2000),
+  snapshots = arg('--snapshots', 300);
 const { loadBinding } = await imp('dist/binding.js');
 const { resolveModelSpec } = await imp('dist/models/resolve.js');
 const { tinySpec, noise } = await imp('dist-test/helpers/native.js');
@@ -33,8 +34,21 @@ const x = noise(B * 3 * 16 * 16, 7);
 const labels = Int32Array.from({ length: B }, (_, i) => i % 10);
 const samples = [];
 for (let s = 1; s <= steps; ++s) {
-  const st = await student.trainStep({ x, labels, batch: B, teachers, lr: 0.01, momentum: 0.9, weightDecay: 5e-4, nesterov: true, decoupled: false,
-    labelSmoothing: 0, distillWeight: 1, temperature: 4, dropoutSeed: s });
+  const st = await student.trainStep({
+    x,
+    labels,
+    batch: B,
+    teachers,
+    lr: 0.01,
+    momentum: 0.9,
+    weightDecay: 5e-4,
+    nesterov: true,
+    decoupled: false,
+    labelSmoothing: 0,
+    distillWeight: 1,
+    temperature: 4,
+    dropoutSeed: s,
+  });
   if (!st.finite) throw new Error(`step ${s} is not finite`);
   if (s % 100 === 0) {
     gc();
@@ -42,10 +56,15 @@ for (let s = 1; s <= steps; ++s) {
   }
 }
 const half = samples.slice(Math.floor(samples.length / 2));
-const mx = half.reduce((a, p) => a + p[0], 0) / half.length, my = half.reduce((a, p) => a + p[1], 0) / half.length;
+const mx = half.reduce((a, p) => a + p[0], 0) / half.length,
+  my = half.reduce((a, p) => a + p[1], 0) / half.length;
 const slope = half.reduce((a, p) => a + (p[0] - mx) * (p[1] - my), 0) / half.reduce((a, p) => a + (p[0] - mx) ** 2, 0);
-console.log(`training: ${steps} steps, batch ${B}, 2 teachers; RSS every 100 steps (MiB): ${samples.map((p) => p[1].toFixed(1)).join(' ')}`);
-console.log(`training: RSS slope over steps ${half[0][0]}-${steps}: ${(slope * 1024).toFixed(3)} KiB/step (${(slope * 1000).toFixed(2)} MiB per 1000 steps)`);
+console.log(
+  `training: ${steps} steps, batch ${B}, 2 teachers; RSS every 100 steps (MiB): ${samples.map((p) => p[1].toFixed(1)).join(' ')}`,
+);
+console.log(
+  `training: RSS slope over steps ${half[0][0]}-${steps}: ${(slope * 1024).toFixed(3)} KiB/step (${(slope * 1000).toFixed(2)} MiB per 1000 steps)`,
+);
 for (const m of [student, ...teacherModels, ...teachers]) m.dispose();
 
 // --- part 2: teacher snapshots -----------------------------------------------------------------
@@ -68,8 +87,13 @@ const afterDispose = mib();
 gc();
 const afterGc = mib();
 src.dispose();
-console.log(`teachers: vgg8 (${(params.length / 1e6).toFixed(2)} M params, ~${((4 * params.length) / 2 ** 20).toFixed(0)} MiB of weights each); RSS MiB: before ${base.toFixed(0)}, with 8 teachers ${withBank.toFixed(0)}, after ${snapshots} replacements ${afterReplace.toFixed(0)}, all disposed ${afterDispose.toFixed(0)} (after GC ${afterGc.toFixed(0)})`);
+console.log(
+  `teachers: vgg8 (${(params.length / 1e6).toFixed(2)} M params, ~${((4 * params.length) / 2 ** 20).toFixed(0)} MiB of weights each); RSS MiB: before ${base.toFixed(0)}, with 8 teachers ${withBank.toFixed(0)}, after ${snapshots} replacements ${afterReplace.toFixed(0)}, all disposed ${afterDispose.toFixed(0)} (after GC ${afterGc.toFixed(0)})`,
+);
 const okSlope = slope * 1024 < 1;
-const okBank = afterReplace - withBank < 0.5 * (withBank - base) + 16 && afterDispose - base < 0.25 * (withBank - base) + 16;
-console.log(`${okSlope && okBank ? 'OK' : 'FAIL'}: slope ${okSlope ? 'flat' : 'growing'}, teacher memory ${okBank ? 'returned' : 'NOT returned'}`);
+const okBank =
+  afterReplace - withBank < 0.5 * (withBank - base) + 16 && afterDispose - base < 0.25 * (withBank - base) + 16;
+console.log(
+  `${okSlope && okBank ? 'OK' : 'FAIL'}: slope ${okSlope ? 'flat' : 'growing'}, teacher memory ${okBank ? 'returned' : 'NOT returned'}`,
+);
 process.exit(okSlope && okBank ? 0 : 1);

@@ -41,8 +41,16 @@ function listTests(dir) {
 
 if (only === null || only === 'native') {
   const bdir = path.join(root, 'build', 'native-tests');
-  run('cmake', ['-S', '.', '-B', bdir, '-DDFL_BUILD_ADDON=OFF', '-DDFL_BUILD_TESTS=ON',
-    '-DCMAKE_BUILD_TYPE=Release', '--log-level=WARNING']);
+  run('cmake', [
+    '-S',
+    '.',
+    '-B',
+    bdir,
+    '-DDFL_BUILD_ADDON=OFF',
+    '-DDFL_BUILD_TESTS=ON',
+    '-DCMAKE_BUILD_TYPE=Release',
+    '--log-level=WARNING',
+  ]);
   run('cmake', ['--build', bdir, '--parallel', jobs]);
   const tests = path.join(bdir, 'dfl_native_tests');
   run(tests, filter ? [filter] : []);

@@ -19,14 +19,30 @@ if (!data || !out) {
 const SPLIT_STREAM = 6; // the trainer's seed stream of the validation split (src/train/trainer.ts STREAM.split)
 fs.mkdirSync(out, { recursive: true });
 const splits = await loadData(data, {});
-for (const [name, ds] of [['train', splits.train], ['test', splits.test]]) {
+for (const [name, ds] of [
+  ['train', splits.train],
+  ['test', splits.test],
+]) {
   fs.writeFileSync(path.join(out, `${name}_images.u8`), ds.images);
-  fs.writeFileSync(path.join(out, `${name}_labels.i32`), Buffer.from(ds.labels.buffer, ds.labels.byteOffset, ds.labels.byteLength));
+  fs.writeFileSync(
+    path.join(out, `${name}_labels.i32`),
+    Buffer.from(ds.labels.buffer, ds.labels.byteOffset, ds.labels.byteLength),
+  );
 }
 for (let seed = 0; seed < 10; ++seed) {
   const s = stratifiedSplit(splits.train.labels, 0.1, deriveSeed(seed, SPLIT_STREAM));
-  for (const part of ['train', 'val']) fs.writeFileSync(path.join(out, `split_seed${seed}_${part}.i32`), Buffer.from(Int32Array.from(s[part]).buffer));
+  for (const part of ['train', 'val'])
+    fs.writeFileSync(path.join(out, `split_seed${seed}_${part}.i32`), Buffer.from(Int32Array.from(s[part]).buffer));
 }
 const d = splits.train;
-fs.writeFileSync(path.join(out, 'meta.json'), JSON.stringify({ source: data, classNames: d.classNames, shape: [d.channels, d.height, d.width], train: d.n, test: splits.test.n }) + '\n');
+fs.writeFileSync(
+  path.join(out, 'meta.json'),
+  JSON.stringify({
+    source: data,
+    classNames: d.classNames,
+    shape: [d.channels, d.height, d.width],
+    train: d.n,
+    test: splits.test.n,
+  }) + '\n',
+);
 console.log(`wrote ${out}: ${d.n} train, ${splits.test.n} test images`);

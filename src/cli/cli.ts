@@ -21,7 +21,9 @@ const COMMANDS = ['train', 'eval', 'export', 'predict', 'info', 'study', 'bench'
 
 await yargs(argv)
   .scriptName('dfl-native')
-  .usage('$0 <command> [options]\n\nTrain image classifiers with Diverse Feature Learning (self-distillation from a bank of the model\'s own snapshots + periodic head reset) on a native C++ core.')
+  .usage(
+    "$0 <command> [options]\n\nTrain image classifiers with Diverse Feature Learning (self-distillation from a bank of the model's own snapshots + periodic head reset) on a native C++ core.",
+  )
   .command(trainCommand)
   .command(evalCommand)
   .command(exportCommand)

@@ -21,8 +21,16 @@ export const SHARED_FLAGS = {
   threads: { kind: 'number', describe: 'Native threads (0: all cores)' },
   batchSize: { kind: 'number', describe: 'Images per batch' },
   device: { kind: 'string', choices: DEVICES, describe: 'Compute device (auto: cuda when usable, else the CPU)' },
-  precision: { kind: 'string', choices: PRECISIONS, describe: 'bf16: convolutions and linear layers on the GPU\'s tensor cores (float32 weights and accumulation, as PyTorch autocast); GPU only' },
-  deterministic: { kind: 'boolean', describe: 'GPU: only reproducible cuDNN algorithms (--no-deterministic allows faster ones)' },
+  precision: {
+    kind: 'string',
+    choices: PRECISIONS,
+    describe:
+      "bf16: convolutions and linear layers on the GPU's tensor cores (float32 weights and accumulation, as PyTorch autocast); GPU only",
+  },
+  deterministic: {
+    kind: 'boolean',
+    describe: 'GPU: only reproducible cuDNN algorithms (--no-deterministic allows faster ones)',
+  },
 } as const satisfies Partial<Record<keyof TrainConfig, SharedFlag>>;
 
 export type SharedKey = keyof typeof SHARED_FLAGS;
@@ -31,7 +39,8 @@ export type SharedKey = keyof typeof SHARED_FLAGS;
 export const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
 /** " (a|b)" after a description, for a flag with a list of values. */
-export const choicesText = (d: { choices?: readonly string[] }): string => (d.choices ? ` (${d.choices.join('|')})` : '');
+export const choicesText = (d: { choices?: readonly string[] }): string =>
+  d.choices ? ` (${d.choices.join('|')})` : '';
 
 /**
  * yargs options of a shared flag for a command other than train. The default shown is the

@@ -26,8 +26,16 @@ export function numberFlag(o: Options): Options {
 /** yargs options of a flag that takes numbers: `--milestones 30 60` or `--milestones 30,60`. */
 export function numbersFlag(o: Options): Options {
   return {
-    type: 'string', array: true, requiresArg: true, ...o,
-    coerce: (v: unknown) => (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean).map(numberOrText),
+    type: 'string',
+    array: true,
+    requiresArg: true,
+    ...o,
+    coerce: (v: unknown) =>
+      (Array.isArray(v) ? v : [v])
+        .flatMap((x) => String(x).split(','))
+        .map((s) => s.trim())
+        .filter(Boolean)
+        .map(numberOrText),
   };
 }
 

@@ -104,8 +104,11 @@ export function jsonSafe(_key: string, value: unknown): unknown {
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
   const s = Math.round(seconds);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  const mm = String(m).padStart(2, '0'), ss = String(r).padStart(2, '0');
+  const h = Math.floor(s / 3600),
+    m = Math.floor((s % 3600) / 60),
+    r = s % 60;
+  const mm = String(m).padStart(2, '0'),
+    ss = String(r).padStart(2, '0');
   return h > 0 ? `${h}:${mm}:${ss}` : `${m}:${ss}`;
 }
 
@@ -123,7 +126,9 @@ export const fixed = (v: number | null | undefined, digits = 4): string =>
 
 /** A fixed-column table: declare columns once, then format the header and each row. */
 export class Table<Row> {
-  constructor(private readonly columns: { title: string; width: number; value: (r: Row) => string; left?: boolean }[]) {}
+  constructor(
+    private readonly columns: { title: string; width: number; value: (r: Row) => string; left?: boolean }[],
+  ) {}
 
   /** width 0: free width (the last column). */
   private fit(text: string, width: number, left?: boolean): string {
@@ -133,10 +138,16 @@ export class Table<Row> {
   }
 
   header(): string {
-    return this.columns.map((c) => this.fit(c.title, c.width, c.left)).join('  ').trimEnd();
+    return this.columns
+      .map((c) => this.fit(c.title, c.width, c.left))
+      .join('  ')
+      .trimEnd();
   }
 
   row(r: Row): string {
-    return this.columns.map((c) => this.fit(c.value(r), c.width, c.left)).join('  ').trimEnd();
+    return this.columns
+      .map((c) => this.fit(c.value(r), c.width, c.left))
+      .join('  ')
+      .trimEnd();
   }
 }

@@ -23,17 +23,27 @@ export interface Batch {
  * Copies the images and labels of `indices` into contiguous buffers (allocated when not given;
  * given ones must hold at least B images / B labels) and returns views of exactly B items.
  */
-export function gatherBatch(ds: Dataset, indices: ArrayLike<number>, outImages?: Uint8Array, outLabels?: Int32Array): Batch {
+export function gatherBatch(
+  ds: Dataset,
+  indices: ArrayLike<number>,
+  outImages?: Uint8Array,
+  outLabels?: Int32Array,
+): Batch {
   const per = bytesPerImage(ds);
   const b = indices.length;
   const images = outImages ?? new Uint8Array(b * per);
   const labels = outLabels ?? new Int32Array(b);
-  if (images.length < b * per) throw new RangeError(`Expected an image buffer of at least ${b * per} bytes (${b} images) but received ${images.length}`);
-  if (labels.length < b) throw new RangeError(`Expected a label buffer of at least ${b} entries but received ${labels.length}`);
+  if (images.length < b * per)
+    throw new RangeError(
+      `Expected an image buffer of at least ${b * per} bytes (${b} images) but received ${images.length}`,
+    );
+  if (labels.length < b)
+    throw new RangeError(`Expected a label buffer of at least ${b} entries but received ${labels.length}`);
   const src = ds.images;
   for (let k = 0; k < b; ++k) {
     const i = indices[k];
-    if (!(i >= 0 && i < ds.n)) throw new RangeError(`Expected an index in [0, ${ds.n}) for indices[${k}] but received ${i}`);
+    if (!(i >= 0 && i < ds.n))
+      throw new RangeError(`Expected an index in [0, ${ds.n}) for indices[${k}] but received ${i}`);
     const o = i * per;
     images.set(src.subarray(o, o + per), k * per);
     labels[k] = ds.labels[i];

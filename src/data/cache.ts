@@ -37,7 +37,8 @@ export function defaultCacheDir(): string {
   const env = process.env.DFL_CACHE_DIR;
   if (env) return path.resolve(env);
   if (process.env.XDG_CACHE_HOME) return path.join(process.env.XDG_CACHE_HOME, 'dfl-native');
-  if (process.platform === 'win32' && process.env.LOCALAPPDATA) return path.join(process.env.LOCALAPPDATA, 'dfl-native', 'cache');
+  if (process.platform === 'win32' && process.env.LOCALAPPDATA)
+    return path.join(process.env.LOCALAPPDATA, 'dfl-native', 'cache');
   let home = '';
   try {
     home = os.homedir();
@@ -50,7 +51,11 @@ export function defaultCacheDir(): string {
 /** The cache file for a source (absolute path) loaded with given options (a stable string). */
 export function cacheFileFor(cacheDir: string, source: string, optionsKey: string): string {
   const abs = path.resolve(source);
-  const base = path.basename(abs).replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 40) || 'data';
+  const base =
+    path
+      .basename(abs)
+      .replace(/[^A-Za-z0-9._-]+/g, '_')
+      .slice(0, 40) || 'data';
   const h = crypto.createHash('sha256').update(abs).update('\0').update(optionsKey).digest('hex').slice(0, 16);
   return path.join(cacheDir, `${base}-${h}.dflc`);
 }
@@ -94,7 +99,11 @@ interface Header {
 }
 
 const align = (x: number, a: number) => Math.ceil(x / a) * a;
-const partsChecksum = (parts: unknown, notes: unknown) => crypto.createHash('sha256').update(JSON.stringify([parts, notes ?? []])).digest('hex');
+const partsChecksum = (parts: unknown, notes: unknown) =>
+  crypto
+    .createHash('sha256')
+    .update(JSON.stringify([parts, notes ?? []]))
+    .digest('hex');
 
 /** Writes `splits` to `file` atomically. */
 export function writeCache(file: string, listing: string, splits: DataSplits, notes: string[] = []): void {
@@ -105,7 +114,10 @@ export function writeCache(file: string, listing: string, splits: DataSplits, no
     chunks.push(c);
     off += c.length;
   };
-  for (const [name, ds] of [['train', splits.train], ['test', splits.test]] as const) {
+  for (const [name, ds] of [
+    ['train', splits.train],
+    ['test', splits.test],
+  ] as const) {
     if (!ds) continue;
     const imagesOffset = off;
     push(ds.images.subarray(0, ds.n * ds.channels * ds.height * ds.width));
@@ -114,11 +126,28 @@ export function writeCache(file: string, listing: string, splits: DataSplits, no
     const lab = Buffer.alloc(ds.n * 4);
     for (let i = 0; i < ds.n; ++i) lab.writeInt32LE(ds.labels[i], i * 4);
     push(lab);
-    parts.push({ name, n: ds.n, channels: ds.channels, height: ds.height, width: ds.width, classNames: ds.classNames, source: ds.source, imagesOffset, labelsOffset });
+    parts.push({
+      name,
+      n: ds.n,
+      channels: ds.channels,
+      height: ds.height,
+      width: ds.width,
+      classNames: ds.classNames,
+      source: ds.source,
+      imagesOffset,
+      labelsOffset,
+    });
   }
   const sha = crypto.createHash('sha256');
   for (const c of chunks) sha.update(c);
-  const header: Header = { listing, payloadBytes: off, payloadSha256: sha.digest('hex'), partsSha256: partsChecksum(parts, notes), parts, notes };
+  const header: Header = {
+    listing,
+    payloadBytes: off,
+    payloadSha256: sha.digest('hex'),
+    partsSha256: partsChecksum(parts, notes),
+    parts,
+    notes,
+  };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const pre = Buffer.alloc(align(16 + json.length, 8));
   pre.write(MAGIC, 0, 'latin1');
@@ -155,7 +184,8 @@ interface Parsed {
 }
 
 function parseCache(buf: Buffer): Parsed | CacheRead {
-  if (buf.length < 16 || buf.toString('latin1', 0, 8) !== MAGIC) return { status: 'corrupt', reason: 'not a dfl-native cache file (bad magic bytes)' };
+  if (buf.length < 16 || buf.toString('latin1', 0, 8) !== MAGIC)
+    return { status: 'corrupt', reason: 'not a dfl-native cache file (bad magic bytes)' };
   const version = buf.readUInt32LE(8);
   if (version !== VERSION) return { status: 'stale' };
   const hlen = buf.readUInt32LE(12);
@@ -166,33 +196,61 @@ function parseCache(buf: Buffer): Parsed | CacheRead {
   } catch {
     return { status: 'corrupt', reason: 'header is not valid JSON' };
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) return { status: 'corrupt', reason: 'header is not a JSON object' };
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    return { status: 'corrupt', reason: 'header is not a JSON object' };
   const p0 = align(16 + hlen, 8);
-  if (buf.length !== p0 + header.payloadBytes) return { status: 'corrupt', reason: `size is ${buf.length} bytes, expected ${p0 + header.payloadBytes}` };
+  if (buf.length !== p0 + header.payloadBytes)
+    return { status: 'corrupt', reason: `size is ${buf.length} bytes, expected ${p0 + header.payloadBytes}` };
   return { header, payload: buf.subarray(p0) };
 }
 
 function checkParsed({ header, payload }: Parsed, listing: string, sha: string): CacheRead {
   if (header.listing !== listing) return { status: 'stale' };
   if (sha !== header.payloadSha256) return { status: 'corrupt', reason: 'payload checksum mismatch' };
-  if (header.partsSha256 !== partsChecksum(header.parts, header.notes)) return { status: 'corrupt', reason: 'header checksum mismatch' };
+  if (header.partsSha256 !== partsChecksum(header.parts, header.notes))
+    return { status: 'corrupt', reason: 'header checksum mismatch' };
   // The checksum matched, so the parts are what writeCache wrote; check the bounds anyway, so no
   // header can make the reader index outside the payload.
   if (!Array.isArray(header.parts)) return { status: 'corrupt', reason: 'header has no parts list' };
   const out: DataSplits = { train: null as unknown as Dataset, test: null };
   const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
   for (const p of header.parts) {
-    if (typeof p !== 'object' || p === null || !['n', 'channels', 'height', 'width', 'imagesOffset', 'labelsOffset'].every((k) => isCount((p as unknown as Record<string, unknown>)[k])) ||
-      !Array.isArray(p.classNames) || !p.classNames.every((c) => typeof c === 'string') || typeof p.source !== 'string')
+    if (
+      typeof p !== 'object' ||
+      p === null ||
+      !['n', 'channels', 'height', 'width', 'imagesOffset', 'labelsOffset'].every((k) =>
+        isCount((p as unknown as Record<string, unknown>)[k]),
+      ) ||
+      !Array.isArray(p.classNames) ||
+      !p.classNames.every((c) => typeof c === 'string') ||
+      typeof p.source !== 'string'
+    )
       return { status: 'corrupt', reason: 'header has a malformed part' };
     const per = p.channels * p.height * p.width;
-    if (p.imagesOffset + p.n * per > payload.length || p.labelsOffset % 4 !== 0 || p.labelsOffset + 4 * p.n > payload.length)
+    if (
+      p.imagesOffset + p.n * per > payload.length ||
+      p.labelsOffset % 4 !== 0 ||
+      p.labelsOffset + 4 * p.n > payload.length
+    )
       return { status: 'corrupt', reason: `part ${String(p.name)} lies outside the payload` };
     const images = new Uint8Array(payload.buffer, payload.byteOffset + p.imagesOffset, p.n * per);
     const labels = new Int32Array(p.n);
     for (let i = 0; i < p.n; ++i) labels[i] = payload.readInt32LE(p.labelsOffset + 4 * i);
-    if (labels.some((y) => y < 0 || y >= p.classNames.length)) return { status: 'corrupt', reason: `part ${String(p.name)} has a label outside its ${p.classNames.length} classes` };
-    const ds: Dataset = { images, labels, n: p.n, channels: p.channels, height: p.height, width: p.width, classNames: p.classNames, source: p.source };
+    if (labels.some((y) => y < 0 || y >= p.classNames.length))
+      return {
+        status: 'corrupt',
+        reason: `part ${String(p.name)} has a label outside its ${p.classNames.length} classes`,
+      };
+    const ds: Dataset = {
+      images,
+      labels,
+      n: p.n,
+      channels: p.channels,
+      height: p.height,
+      width: p.width,
+      classNames: p.classNames,
+      source: p.source,
+    };
     if (p.name === 'train') out.train = ds;
     else out.test = ds;
   }
@@ -248,7 +306,11 @@ export interface CachedLoadOptions {
  * (warning, not failing, when it cannot be written) and returns them.
  */
 export async function withCache(
-  source: string, optionsKey: string, listingFn: () => string, build: () => Promise<{ splits: DataSplits; notes: string[] }>, opts: CachedLoadOptions,
+  source: string,
+  optionsKey: string,
+  listingFn: () => string,
+  build: () => Promise<{ splits: DataSplits; notes: string[] }>,
+  opts: CachedLoadOptions,
 ): Promise<{ splits: DataSplits; cache: CacheStatus; file: string | null }> {
   if (opts.cache === false) {
     listingFn();
@@ -264,13 +326,16 @@ export async function withCache(
     for (const m of r.notes) opts.onWarning?.(`${m} (when ${file} was built)`);
     return { splits: r.splits, cache: 'hit', file };
   }
-  if (r.status === 'stale') opts.onWarning?.(`cache ${file} is stale (${source} changed since it was written); rebuilding it`);
+  if (r.status === 'stale')
+    opts.onWarning?.(`cache ${file} is stale (${source} changed since it was written); rebuilding it`);
   if (r.status === 'corrupt') opts.onWarning?.(`cache ${file} is corrupt (${r.reason}); rebuilding it`);
   const { splits, notes } = await build();
   try {
     writeCache(file, listing, splits, notes);
   } catch (err) {
-    opts.onWarning?.(`could not write the decoded cache ${file} (${err instanceof WriteError ? err.reason : (err as Error).message}); the next run decodes again. Set DFL_CACHE_DIR or --cache-dir to a writable folder`);
+    opts.onWarning?.(
+      `could not write the decoded cache ${file} (${err instanceof WriteError ? err.reason : (err as Error).message}); the next run decodes again. Set DFL_CACHE_DIR or --cache-dir to a writable folder`,
+    );
   }
   return { splits, cache: r.status === 'missing' ? 'miss' : r.status, file };
 }

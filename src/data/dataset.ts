@@ -44,7 +44,8 @@ export function subset(ds: Dataset, indices: ArrayLike<number>): Dataset {
   const labels = new Int32Array(n);
   for (let k = 0; k < n; ++k) {
     const i = indices[k];
-    if (!(i >= 0 && i < ds.n && Number.isInteger(i))) throw new RangeError(`Expected an index in [0, ${ds.n}) for indices[${k}] but received ${i}`);
+    if (!(i >= 0 && i < ds.n && Number.isInteger(i)))
+      throw new RangeError(`Expected an index in [0, ${ds.n}) for indices[${k}] but received ${i}`);
     images.set(ds.images.subarray(i * per, (i + 1) * per), k * per);
     labels[k] = ds.labels[i];
   }
@@ -65,7 +66,8 @@ export function classCounts(ds: Pick<Dataset, 'labels' | 'classNames'>): number[
 export function channelStats(ds: Dataset): ChannelStats {
   const { channels: C, n } = ds;
   const hw = ds.height * ds.width;
-  if (n === 0 || hw === 0) throw new DataError(`Expected at least one image for channelStats but received an empty dataset (${ds.source})`);
+  if (n === 0 || hw === 0)
+    throw new DataError(`Expected at least one image for channelStats but received an empty dataset (${ds.source})`);
   const hist = new Float64Array(C * 256);
   const img = ds.images;
   const h32 = new Uint32Array(256);
@@ -131,26 +133,46 @@ export interface ArrayData {
  * copied). Every error reads "Expected X for Y but received Z".
  */
 export function fromArrays(data: ArrayData): Dataset {
-  if (data === null || typeof data !== 'object') throw new DataError(`Expected an object {images, labels, shape, classNames} for fromArrays() but received ${describe(data)}`);
+  if (data === null || typeof data !== 'object')
+    throw new DataError(
+      `Expected an object {images, labels, shape, classNames} for fromArrays() but received ${describe(data)}`,
+    );
   const { images, labels, shape } = data;
-  if (!Array.isArray(shape) || shape.length !== 4) throw new DataError(`Expected an array [N, C, H, W] for shape but received ${describe(shape)}`);
+  if (!Array.isArray(shape) || shape.length !== 4)
+    throw new DataError(`Expected an array [N, C, H, W] for shape but received ${describe(shape)}`);
   const names = ['N', 'C', 'H', 'W'];
   shape.forEach((d, i) => {
-    if (!(Number.isInteger(d) && d >= (i === 0 ? 0 : 1))) throw new DataError(`Expected a ${i === 0 ? 'non-negative' : 'positive'} integer for shape[${i}] (${names[i]}) but received ${describe(d)}`);
+    if (!(Number.isInteger(d) && d >= (i === 0 ? 0 : 1)))
+      throw new DataError(
+        `Expected a ${i === 0 ? 'non-negative' : 'positive'} integer for shape[${i}] (${names[i]}) but received ${describe(d)}`,
+      );
   });
   const [n, c, h, w] = shape;
-  if (c !== 1 && c !== 3) throw new DataError(`Expected 1 (grayscale) or 3 (RGB) for shape[1] (channels) but received ${c}`);
+  if (c !== 1 && c !== 3)
+    throw new DataError(`Expected 1 (grayscale) or 3 (RGB) for shape[1] (channels) but received ${c}`);
   if (!(images instanceof Uint8Array || images instanceof Uint8ClampedArray))
-    throw new DataError(`Expected a Uint8Array of (N, C, H, W) channel-planar pixels for images but received ${describe(images)}`);
+    throw new DataError(
+      `Expected a Uint8Array of (N, C, H, W) channel-planar pixels for images but received ${describe(images)}`,
+    );
   if (images.length !== n * c * h * w)
-    throw new DataError(`Expected ${n * c * h * w} bytes (${n}x${c}x${h}x${w}) for images but received ${images.length}`);
-  if (!(Array.isArray(labels) || labels instanceof Int32Array || labels instanceof Uint8Array || labels instanceof Uint16Array || labels instanceof Uint32Array))
+    throw new DataError(
+      `Expected ${n * c * h * w} bytes (${n}x${c}x${h}x${w}) for images but received ${images.length}`,
+    );
+  if (!(
+    Array.isArray(labels) ||
+    labels instanceof Int32Array ||
+    labels instanceof Uint8Array ||
+    labels instanceof Uint16Array ||
+    labels instanceof Uint32Array
+  ))
     throw new DataError(`Expected an Int32Array or an array of integers for labels but received ${describe(labels)}`);
-  if (labels.length !== n) throw new DataError(`Expected ${n} entries (shape[0]) for labels but received ${labels.length}`);
+  if (labels.length !== n)
+    throw new DataError(`Expected ${n} entries (shape[0]) for labels but received ${labels.length}`);
   let maxLabel = -1;
   for (let i = 0; i < n; ++i) {
     const y = labels[i];
-    if (!(Number.isInteger(y) && y >= 0)) throw new DataError(`Expected a non-negative integer class index for labels[${i}] but received ${describe(y)}`);
+    if (!(Number.isInteger(y) && y >= 0))
+      throw new DataError(`Expected a non-negative integer class index for labels[${i}] but received ${describe(y)}`);
     if (y > maxLabel) maxLabel = y;
   }
   let classNames = data.classNames;
@@ -164,13 +186,18 @@ export function fromArrays(data: ArrayData): Dataset {
   }
   if (maxLabel >= classNames.length) {
     const i = Array.prototype.findIndex.call(labels, (y: number) => y >= classNames!.length);
-    throw new DataError(`Expected a class index in [0, ${classNames.length}) for labels[${i}] but received ${labels[i]}`);
+    throw new DataError(
+      `Expected a class index in [0, ${classNames.length}) for labels[${i}] but received ${labels[i]}`,
+    );
   }
   const u8 = images instanceof Uint8Array ? images : new Uint8Array(images.buffer, images.byteOffset, images.length);
   return {
     images: u8,
     labels: labels instanceof Int32Array ? labels : Int32Array.from(labels as ArrayLike<number>),
-    n, channels: c, height: h, width: w,
+    n,
+    channels: c,
+    height: h,
+    width: w,
     classNames: classNames.slice(),
     source: data.source ?? 'in-memory arrays',
   };
@@ -179,12 +206,15 @@ export function fromArrays(data: ArrayData): Dataset {
 /** Checks the invariants of a Dataset (sizes, label range); throws a DataError naming `what`. */
 export function checkDataset(ds: Dataset, what = ds.source): void {
   const per = bytesPerImage(ds);
-  if (ds.images.length !== ds.n * per) throw new DataError(`Expected ${ds.n * per} bytes of pixels for ${what} but received ${ds.images.length}`);
-  if (ds.labels.length !== ds.n) throw new DataError(`Expected ${ds.n} labels for ${what} but received ${ds.labels.length}`);
+  if (ds.images.length !== ds.n * per)
+    throw new DataError(`Expected ${ds.n * per} bytes of pixels for ${what} but received ${ds.images.length}`);
+  if (ds.labels.length !== ds.n)
+    throw new DataError(`Expected ${ds.n} labels for ${what} but received ${ds.labels.length}`);
   const k = ds.classNames.length;
   for (let i = 0; i < ds.n; ++i) {
     const y = ds.labels[i];
-    if (!(y >= 0 && y < k)) throw new DataError(`Expected a class index in [0, ${k}) for label ${i} of ${what} but received ${y}`);
+    if (!(y >= 0 && y < k))
+      throw new DataError(`Expected a class index in [0, ${k}) for label ${i} of ${what} but received ${y}`);
   }
 }
 

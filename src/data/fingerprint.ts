@@ -29,8 +29,12 @@ function splitFingerprint(ds: Dataset): SplitFingerprint {
   const labels = new Uint8Array(ds.labels.buffer, ds.labels.byteOffset, ds.labels.byteLength);
   const sha = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
   return {
-    n: ds.n, shape: [ds.channels, ds.height, ds.width], class_names: [...ds.classNames], class_counts: counts,
-    labels_sha256: sha(labels), images_sha256: sha(ds.images),
+    n: ds.n,
+    shape: [ds.channels, ds.height, ds.width],
+    class_names: [...ds.classNames],
+    class_counts: counts,
+    labels_sha256: sha(labels),
+    images_sha256: sha(ds.images),
   };
 }
 
@@ -38,27 +42,34 @@ export function dataFingerprint(splits: DataSplits): DataFingerprint {
   return { train: splitFingerprint(splits.train), test: splits.test ? splitFingerprint(splits.test) : null };
 }
 
-const list = (items: string[], max = 5) => items.slice(0, max).join(', ') + (items.length > max ? `, ... (${items.length} in all)` : '');
+const list = (items: string[], max = 5) =>
+  items.slice(0, max).join(', ') + (items.length > max ? `, ... (${items.length} in all)` : '');
 
 /** What differs in one split, most telling first (size and classes before labels and pixels). */
 function splitChanges(name: string, was: SplitFingerprint, now: SplitFingerprint): string[] {
   const out: string[] = [];
-  if (now.shape.join('x') !== was.shape.join('x')) out.push(`${name}: images are ${now.shape.join('x')}, were ${was.shape.join('x')}`);
+  if (now.shape.join('x') !== was.shape.join('x'))
+    out.push(`${name}: images are ${now.shape.join('x')}, were ${was.shape.join('x')}`);
   if (now.n !== was.n) out.push(`${name}: ${now.n} images, was ${was.n}`);
   const added = now.class_names.filter((c) => !was.class_names.includes(c));
   const removed = was.class_names.filter((c) => !now.class_names.includes(c));
   if (added.length) out.push(`${name}: new classes ${list(added)}`);
   if (removed.length) out.push(`${name}: classes ${list(removed)} are gone`);
-  if (!added.length && !removed.length && now.class_names.join('\n') !== was.class_names.join('\n')) out.push(`${name}: the classes are in another order`);
+  if (!added.length && !removed.length && now.class_names.join('\n') !== was.class_names.join('\n'))
+    out.push(`${name}: the classes are in another order`);
   if (!added.length && !removed.length) {
     const moved = was.class_names.flatMap((c, i) => {
       const j = now.class_names.indexOf(c);
-      return now.class_counts[j] !== was.class_counts[i] ? [`${c} ${was.class_counts[i]} -> ${now.class_counts[j]}`] : [];
+      return now.class_counts[j] !== was.class_counts[i]
+        ? [`${c} ${was.class_counts[i]} -> ${now.class_counts[j]}`]
+        : [];
     });
     if (moved.length) out.push(`${name}: images per class changed (${list(moved)})`);
   }
-  if (out.length === 0 && now.labels_sha256 !== was.labels_sha256) out.push(`${name}: the labels differ (same classes and counts: images were relabelled or reordered)`);
-  if (out.length === 0 && now.images_sha256 !== was.images_sha256) out.push(`${name}: the pixels differ (same images per class: files were edited, replaced or decoded differently)`);
+  if (out.length === 0 && now.labels_sha256 !== was.labels_sha256)
+    out.push(`${name}: the labels differ (same classes and counts: images were relabelled or reordered)`);
+  if (out.length === 0 && now.images_sha256 !== was.images_sha256)
+    out.push(`${name}: the pixels differ (same images per class: files were edited, replaced or decoded differently)`);
   return out;
 }
 

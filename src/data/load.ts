@@ -45,7 +45,8 @@ export interface LoadResult {
   cacheFile: string | null;
 }
 
-const MISSING_HINT = 'give --data a CIFAR-10/100 binary folder (cifar-10-batches-bin/, cifar-100-binary/) or an image folder (root/<class>/*.jpg, or root/train/<class>/ + root/test/<class>/), or omit it to use the bundled CIFAR-10 sample';
+const MISSING_HINT =
+  'give --data a CIFAR-10/100 binary folder (cifar-10-batches-bin/, cifar-100-binary/) or an image folder (root/<class>/*.jpg, or root/train/<class>/ + root/test/<class>/), or omit it to use the bundled CIFAR-10 sample';
 
 /** What kind of source `spec` names (without loading it); throws a DataError when it does not exist. */
 export function detectSource(spec: string | undefined): DataKind {
@@ -72,7 +73,8 @@ export async function loadDataset(spec: string | undefined, opts: LoadDataOption
   if (opts.labels !== undefined && opts.labels !== 'fine' && opts.labels !== 'coarse')
     throw new DataError(`Expected 'fine' or 'coarse' for labels but received ${JSON.stringify(opts.labels)}`);
   const kind = detectSource(spec);
-  if (opts.labels === 'coarse' && kind !== 'cifar100') opts.onWarning?.(`labels 'coarse' applies to CIFAR-100 only; ignored for ${spec ?? 'the bundled sample'}`);
+  if (opts.labels === 'coarse' && kind !== 'cifar100')
+    opts.onWarning?.(`labels 'coarse' applies to CIFAR-100 only; ignored for ${spec ?? 'the bundled sample'}`);
   if (kind === 'sample') {
     const r = await loadSample({ ...opts, file: spec === undefined || spec === 'sample' ? undefined : spec });
     return { splits: r.splits, kind, cache: r.cache, cacheFile: r.cacheFile };
@@ -95,4 +97,3 @@ export async function loadDataset(spec: string | undefined, opts: LoadDataOption
 export async function loadData(spec: string | undefined, opts: LoadDataOptions = {}): Promise<DataSplits> {
   return (await loadDataset(spec, opts)).splits;
 }
-

@@ -27,7 +27,13 @@ export const SAMPLE_MAGIC = 'DFLSAMP1';
 export const SAMPLE_VERSION = 1;
 
 /** data/cifar10-sample.dfls in the package. */
-export const SAMPLE_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'data', 'cifar10-sample.dfls');
+export const SAMPLE_FILE = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'data',
+  'cifar10-sample.dfls',
+);
 
 export interface SampleHeader {
   name: string;
@@ -51,16 +57,25 @@ export interface SampleSplitRaw {
 }
 
 /** Reads and checks a .dfls container without decoding its images. */
-export function readSampleContainer(file: string, opts: { verify?: boolean } = {}): { header: SampleHeader; splits: SampleSplitRaw[] } {
+export function readSampleContainer(
+  file: string,
+  opts: { verify?: boolean } = {},
+): { header: SampleHeader; splits: SampleSplitRaw[] } {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new DataError(`${file}: cannot read the bundled sample (${code ?? (err as Error).message}); reinstall dfl-native, or give --data a CIFAR or image folder`, file);
+    throw new DataError(
+      `${file}: cannot read the bundled sample (${code ?? (err as Error).message}); reinstall dfl-native, or give --data a CIFAR or image folder`,
+      file,
+    );
   }
   const bad = (what: string): never => {
-    throw new DataError(`${file}: is not a valid dfl-native sample (${what}); reinstall dfl-native or regenerate it with scripts/fixtures/make-sample.mjs`, file);
+    throw new DataError(
+      `${file}: is not a valid dfl-native sample (${what}); reinstall dfl-native or regenerate it with scripts/fixtures/make-sample.mjs`,
+      file,
+    );
   };
   if (buf.length < 16 || buf.toString('latin1', 0, 8) !== SAMPLE_MAGIC) bad('bad magic bytes');
   if (buf.readUInt32LE(8) !== SAMPLE_VERSION) bad(`format version ${buf.readUInt32LE(8)}, expected ${SAMPLE_VERSION}`);
@@ -73,7 +88,8 @@ export function readSampleContainer(file: string, opts: { verify?: boolean } = {
     return bad('header is not valid JSON');
   }
   const payload = buf.subarray(16 + hlen);
-  if (opts.verify && crypto.createHash('sha256').update(payload).digest('hex') !== header.payloadSha256) bad('payload checksum mismatch: the file is corrupt');
+  if (opts.verify && crypto.createHash('sha256').update(payload).digest('hex') !== header.payloadSha256)
+    bad('payload checksum mismatch: the file is corrupt');
   const splits: SampleSplitRaw[] = [];
   for (const s of header.splits) {
     let o = s.offset;
@@ -86,7 +102,8 @@ export function readSampleContainer(file: string, opts: { verify?: boolean } = {
     for (let i = 0; i < s.count; ++i) {
       const len = lens.readUInt32LE(4 * i);
       if (o + len > payload.length) bad(`image ${i} of split ${s.name} runs past the end of the file`);
-      if (labels[i] >= header.classNames.length) bad(`image ${i} of split ${s.name} has label ${labels[i]}, outside 0..${header.classNames.length - 1}`);
+      if (labels[i] >= header.classNames.length)
+        bad(`image ${i} of split ${s.name} has label ${labels[i]}, outside 0..${header.classNames.length - 1}`);
       images.push(payload.subarray(o, o + len));
       o += len;
     }
@@ -104,19 +121,39 @@ export interface SampleOptions extends CachedLoadOptions {
 }
 
 /** Loads the bundled CIFAR-10 sample (decoding it on first use, then from the decoded cache). */
-export async function loadSample(opts: SampleOptions = {}): Promise<{ splits: DataSplits; cache: CacheStatus; cacheFile: string | null }> {
+export async function loadSample(
+  opts: SampleOptions = {},
+): Promise<{ splits: DataSplits; cache: CacheStatus; cacheFile: string | null }> {
   const file = path.resolve(opts.file ?? SAMPLE_FILE);
   const { header, splits: raw } = readSampleContainer(file);
   const size = opts.imageSize !== undefined && opts.imageSize !== header.height ? opts.imageSize : undefined;
   const optionsKey = JSON.stringify({ kind: 'sample', imageSize: size ?? null });
-  const listing = listingChecksum([{ path: path.basename(file), size: 0, mtimeMs: 0 }], `${optionsKey}\n${header.payloadSha256}`);
+  const listing = listingChecksum(
+    [{ path: path.basename(file), size: 0, mtimeMs: 0 }],
+    `${optionsKey}\n${header.payloadSha256}`,
+  );
   const desc = `bundled sample ${header.name} (${path.basename(file)})`;
   const build = async () => {
     readSampleContainer(file, { verify: true });
     const out: DataSplits = { train: null as unknown as Dataset, test: null };
     for (const s of raw) {
-      const items: DecodeItem[] = s.images.map((b, i) => ({ input: b, name: `${file} (${s.name} image ${i})`, label: s.labels[i] }));
-      const { dataset } = await decodeImages(items, header.classNames, `${desc}, ${s.name}: ${s.images.length} images`, { imageSize: size, rgb: header.channels === 3, onProgress: opts.onProgress, onWarning: opts.onWarning, what: `sample ${s.name}` });
+      const items: DecodeItem[] = s.images.map((b, i) => ({
+        input: b,
+        name: `${file} (${s.name} image ${i})`,
+        label: s.labels[i],
+      }));
+      const { dataset } = await decodeImages(
+        items,
+        header.classNames,
+        `${desc}, ${s.name}: ${s.images.length} images`,
+        {
+          imageSize: size,
+          rgb: header.channels === 3,
+          onProgress: opts.onProgress,
+          onWarning: opts.onWarning,
+          what: `sample ${s.name}`,
+        },
+      );
       if (s.name === 'train') out.train = dataset;
       else out.test = dataset;
     }

@@ -18,12 +18,14 @@ export interface SplitIndices {
  * Fisher-Yates shuffle. Labels may be any non-negative integers (gaps allowed).
  */
 export function stratifiedSplit(labels: ArrayLike<number>, fraction: number, seed: number): SplitIndices {
-  if (!(fraction >= 0 && fraction < 1)) throw new RangeError(`Expected a fraction in [0, 1) for the split but received ${fraction}`);
+  if (!(fraction >= 0 && fraction < 1))
+    throw new RangeError(`Expected a fraction in [0, 1) for the split but received ${fraction}`);
   const n = labels.length;
   const byClass = new Map<number, number[]>();
   for (let i = 0; i < n; ++i) {
     const y = labels[i];
-    if (!(Number.isInteger(y) && y >= 0)) throw new RangeError(`Expected a non-negative integer for labels[${i}] but received ${y}`);
+    if (!(Number.isInteger(y) && y >= 0))
+      throw new RangeError(`Expected a non-negative integer for labels[${i}] but received ${y}`);
     let list = byClass.get(y);
     if (!list) byClass.set(y, (list = []));
     list.push(i);
@@ -34,7 +36,7 @@ export function stratifiedSplit(labels: ArrayLike<number>, fraction: number, see
   const exact = classes.map((y) => byClass.get(y)!.length * fraction);
   const take = exact.map(Math.floor);
   let left = total - take.reduce((a, b) => a + b, 0);
-  const order = classes.map((_, k) => k).sort((a, b) => (exact[b] - take[b]) - (exact[a] - take[a]) || a - b);
+  const order = classes.map((_, k) => k).sort((a, b) => exact[b] - take[b] - (exact[a] - take[a]) || a - b);
   for (const k of order) {
     if (left <= 0) break;
     if (take[k] < byClass.get(classes[k])!.length) {
@@ -52,7 +54,8 @@ export function stratifiedSplit(labels: ArrayLike<number>, fraction: number, see
   const nVal = take.reduce((a, b) => a + b, 0);
   const train = new Int32Array(n - nVal);
   const val = new Int32Array(nVal);
-  let t = 0, v = 0;
+  let t = 0,
+    v = 0;
   for (let i = 0; i < n; ++i) {
     if (held[i]) val[v++] = i;
     else train[t++] = i;

@@ -118,19 +118,34 @@ export function modelTensors(model: TensorHolder, prefix = ''): Map<string, Safe
 }
 
 /** Loads named tensors into the model; every tensor the model has must be present with its shape. */
-export function loadModelTensors(model: TensorHolder, tensors: Map<string, SafeTensor>, file: string, prefix = ''): void {
+export function loadModelTensors(
+  model: TensorHolder,
+  tensors: Map<string, SafeTensor>,
+  file: string,
+  prefix = '',
+): void {
   const params = model.getParams();
   const buffers = model.getBuffers();
   for (const t of model.tensors()) {
     const got = tensors.get(prefix + t.name);
-    if (!got) throw new CheckpointError(`${file}: tensor ${prefix + t.name} is missing; the checkpoint does not match this model`);
+    if (!got)
+      throw new CheckpointError(
+        `${file}: tensor ${prefix + t.name} is missing; the checkpoint does not match this model`,
+      );
     const want = t.name.endsWith('.num_batches_tracked') ? [] : t.shape;
     if (got.shape.length !== want.length || got.shape.some((d, i) => d !== want[i]))
-      throw new CheckpointError(`${file}: tensor ${prefix + t.name} has shape [${got.shape}] but the model needs [${want}]`);
+      throw new CheckpointError(
+        `${file}: tensor ${prefix + t.name} has shape [${got.shape}] but the model needs [${want}]`,
+      );
     const wantDtype = t.name.endsWith('.num_batches_tracked') ? 'I64' : 'F32';
-    if (got.dtype !== wantDtype) throw new CheckpointError(`${file}: tensor ${prefix + t.name} has dtype ${got.dtype} but the model needs ${wantDtype}; the checkpoint does not match this model`);
+    if (got.dtype !== wantDtype)
+      throw new CheckpointError(
+        `${file}: tensor ${prefix + t.name} has dtype ${got.dtype} but the model needs ${wantDtype}; the checkpoint does not match this model`,
+      );
     if (got.dtype === 'F32' && !(got.data as Float32Array).every(Number.isFinite))
-      throw new CheckpointError(`${file}: tensor ${prefix + t.name} holds NaN or Inf values (a diverged or corrupt checkpoint); use an earlier checkpoint`);
+      throw new CheckpointError(
+        `${file}: tensor ${prefix + t.name} holds NaN or Inf values (a diverged or corrupt checkpoint); use an earlier checkpoint`,
+      );
     const dst = t.kind === 'buffer' ? buffers : params;
     if (got.dtype === 'I64') dst[t.offset] = Number((got.data as BigInt64Array)[0]);
     else dst.set(got.data as Float32Array, t.offset);
@@ -143,7 +158,8 @@ function momentumTensors(model: NativeModel): Map<string, SafeTensor> {
   const m = model.getMomentum();
   const out = new Map<string, SafeTensor>();
   for (const t of model.tensors())
-    if (t.kind !== 'buffer') out.set(`momentum.${t.name}`, { dtype: 'F32', shape: t.shape, data: m.slice(t.offset, t.offset + t.size) });
+    if (t.kind !== 'buffer')
+      out.set(`momentum.${t.name}`, { dtype: 'F32', shape: t.shape, data: m.slice(t.offset, t.offset + t.size) });
   return out;
 }
 
@@ -152,8 +168,10 @@ function loadMomentum(model: NativeModel, tensors: Map<string, SafeTensor>, file
   for (const t of model.tensors()) {
     if (t.kind === 'buffer') continue;
     const got = tensors.get(`momentum.${t.name}`);
-    if (!got || got.dtype !== 'F32' || got.data.length !== t.size) throw new CheckpointError(`${file}: momentum for ${t.name} is missing or has the wrong size or dtype`);
-    if (!(got.data as Float32Array).every(Number.isFinite)) throw new CheckpointError(`${file}: momentum for ${t.name} holds NaN or Inf values; use an earlier checkpoint`);
+    if (!got || got.dtype !== 'F32' || got.data.length !== t.size)
+      throw new CheckpointError(`${file}: momentum for ${t.name} is missing or has the wrong size or dtype`);
+    if (!(got.data as Float32Array).every(Number.isFinite))
+      throw new CheckpointError(`${file}: momentum for ${t.name} holds NaN or Inf values; use an earlier checkpoint`);
     m.set(got.data as Float32Array, t.offset);
   }
   model.setMomentum(m);
@@ -180,7 +198,9 @@ export function readAux(dir: string, state: CheckpointState): Map<string, SafeTe
 export function auxFloats(aux: Map<string, SafeTensor>, name: string, length: number, dir: string): Float32Array {
   const t = aux.get(name);
   if (!t || t.dtype !== 'F32' || t.data.length !== length || !(t.data as Float32Array).every(Number.isFinite))
-    throw new CheckpointError(`${dir}: the checkpoint's aux tensor ${name} is missing, not ${length} finite floats, or corrupt; use another checkpoint`);
+    throw new CheckpointError(
+      `${dir}: the checkpoint's aux tensor ${name} is missing, not ${length} finite floats, or corrupt; use another checkpoint`,
+    );
   return t.data as Float32Array;
 }
 
@@ -196,7 +216,9 @@ function slowForTests(): void {
 /** The files the folder's state.json names now (none when there is no readable one). */
 function namedFiles(dir: string): Set<string> {
   try {
-    const files = (JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { files?: Record<string, unknown> }).files ?? {};
+    const files =
+      (JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { files?: Record<string, unknown> })
+        .files ?? {};
     return new Set(Object.values(files).filter((f): f is string => typeof f === 'string'));
   } catch {
     return new Set();
@@ -208,7 +230,9 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
   const aux = new Map(input.aux ?? []);
   if (input.final) for (const [k, v] of modelTensors(input.student, 'trajectory.')) aux.set(k, v);
   const filesFor = (tag: string) => ({
-    model: `model-${tag}.safetensors`, optim: `optim-${tag}.safetensors`, teachers: input.teachers.size ? `teachers-${tag}.safetensors` : null,
+    model: `model-${tag}.safetensors`,
+    optim: `optim-${tag}.safetensors`,
+    teachers: input.teachers.size ? `teachers-${tag}.safetensors` : null,
     ...(aux.size ? { aux: `aux-${tag}.safetensors` } : {}),
   });
   // Never overwrite a file the current state.json names (an interrupted epoch saves under the tag
@@ -240,7 +264,14 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
       hashes[name] = sha256(blob);
     }
     slowForTests();
-    const state: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...input.state, ...(input.final ? { final: 'swa' as const } : {}), files, sha256: hashes };
+    const state: CheckpointState = {
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      ...input.state,
+      ...(input.final ? { final: 'swa' as const } : {}),
+      files,
+      sha256: hashes,
+    };
     writeFileAtomic(path.join(dir, 'state.json'), stateText(state));
   } catch (err) {
     // A save that failed (a full disk) takes its files with it: they are named by no state.json,
@@ -251,14 +282,17 @@ export function saveCheckpoint(dir: string, input: SaveInput): void {
   // Only now may older weight files go.
   const keep = new Set(['state.json', ...blobs.map(([n]) => n)]);
   for (const f of fs.readdirSync(dir))
-    if (!keep.has(f) && /^(model|optim|teachers|aux)-e\d+f?(-\d+)?\.safetensors$|^\..*\.tmp$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+    if (!keep.has(f) && /^(model|optim|teachers|aux)-e\d+f?(-\d+)?\.safetensors$|^\..*\.tmp$/.test(f))
+      fs.rmSync(path.join(dir, f), { force: true });
 }
 
 /** The checkpoint folder for a run folder or a checkpoint folder. */
 export function checkpointDir(dir: string): string {
   if (fs.existsSync(path.join(dir, 'state.json'))) return dir;
   if (fs.existsSync(path.join(dir, 'checkpoint', 'state.json'))) return path.join(dir, 'checkpoint');
-  throw new CheckpointError(`${dir}: no checkpoint found (expected ${path.join(dir, 'checkpoint', 'state.json')} or ${path.join(dir, 'state.json')})`);
+  throw new CheckpointError(
+    `${dir}: no checkpoint found (expected ${path.join(dir, 'checkpoint', 'state.json')} or ${path.join(dir, 'state.json')})`,
+  );
 }
 
 /** state.json's text: the state plus state_sha256, a checksum of the state itself (stateChecksum). */
@@ -280,12 +314,23 @@ export function readState(dir: string): CheckpointState {
     state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
   } catch (err) {
     // one line: JSON.parse quotes the bytes around the error, which may hold newlines
-    throw new CheckpointError(`${file}: cannot read the checkpoint state (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupt or not a checkpoint`);
+    throw new CheckpointError(
+      `${file}: cannot read the checkpoint state (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupt or not a checkpoint`,
+    );
   }
-  if (state?.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: not a dfl-native checkpoint (format field is ${JSON.stringify(state?.format)})`);
-  if (!READABLE_VERSIONS.includes(state.version)) throw new CheckpointError(`${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${READABLE_VERSIONS.join(' and ')})`);
+  if (state?.format !== CHECKPOINT_FORMAT)
+    throw new CheckpointError(
+      `${file}: not a dfl-native checkpoint (format field is ${JSON.stringify(state?.format)})`,
+    );
+  if (!READABLE_VERSIONS.includes(state.version))
+    throw new CheckpointError(
+      `${file}: checkpoint version ${state.version} is not supported (this dfl-native reads ${READABLE_VERSIONS.join(' and ')})`,
+    );
   const stored = (state as { state_sha256?: unknown }).state_sha256;
-  if (typeof stored !== 'string' || stored !== stateChecksum(state)) throw new CheckpointError(`${file}: checksum mismatch (state_sha256); the file is corrupt (flipped bytes) or was edited`);
+  if (typeof stored !== 'string' || stored !== stateChecksum(state))
+    throw new CheckpointError(
+      `${file}: checksum mismatch (state_sha256); the file is corrupt (flipped bytes) or was edited`,
+    );
   delete (state as { state_sha256?: unknown }).state_sha256;
   const bad = (what: string): never => {
     throw new CheckpointError(`${file}: ${what}; the checkpoint is corrupt or was edited (use another checkpoint)`);
@@ -293,31 +338,74 @@ export function readState(dir: string): CheckpointState {
   const isStr = (v: unknown) => typeof v === 'string';
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
   const f = state.files as unknown;
-  if (!isObj(f) || !isStr(f.model) || !isStr(f.optim) || !(f.teachers === null || isStr(f.teachers)) || !(f.aux === undefined || f.aux === null || isStr(f.aux)))
+  if (
+    !isObj(f) ||
+    !isStr(f.model) ||
+    !isStr(f.optim) ||
+    !(f.teachers === null || isStr(f.teachers)) ||
+    !(f.aux === undefined || f.aux === null || isStr(f.aux))
+  )
     bad('the files field is missing or malformed');
-  if (!isObj(state.sha256) || !Object.values(state.sha256).every(isStr)) bad('the sha256 field is missing or malformed');
-  if (!Number.isSafeInteger(state.epoch) || state.epoch < 0) bad(`epoch ${JSON.stringify(state.epoch)} is not a count of epochs`);
+  if (!isObj(state.sha256) || !Object.values(state.sha256).every(isStr))
+    bad('the sha256 field is missing or malformed');
+  if (!Number.isSafeInteger(state.epoch) || state.epoch < 0)
+    bad(`epoch ${JSON.stringify(state.epoch)} is not a count of epochs`);
   if (!isObj(state.spec)) bad('the spec field (the model graph) is missing');
-  if (!Array.isArray(state.class_names) || state.class_names.length === 0 || !state.class_names.every(isStr)) bad('class_names is not a list of names');
+  if (!Array.isArray(state.class_names) || state.class_names.length === 0 || !state.class_names.every(isStr))
+    bad('class_names is not a list of names');
   for (const k of ['mean', 'std'] as const)
-    if (!Array.isArray(state[k]) || !state[k].every((v) => Number.isFinite(v)) || (k === 'std' && !state[k].every((v) => v > 0))) bad(`${k} is not a list of finite channel statistics`);
-  if (!Array.isArray(state.bank) || !state.bank.every((b) => isObj(b) && Number.isSafeInteger(b.id) && typeof b.epoch === 'number' && typeof b.score === 'number')) bad('the teacher bank is malformed');
+    if (
+      !Array.isArray(state[k]) ||
+      !state[k].every((v) => Number.isFinite(v)) ||
+      (k === 'std' && !state[k].every((v) => v > 0))
+    )
+      bad(`${k} is not a list of finite channel statistics`);
+  if (
+    !Array.isArray(state.bank) ||
+    !state.bank.every(
+      (b) => isObj(b) && Number.isSafeInteger(b.id) && typeof b.epoch === 'number' && typeof b.score === 'number',
+    )
+  )
+    bad('the teacher bank is malformed');
   if (!Array.isArray(state.metrics) || !state.metrics.every(isObj)) bad('metrics is not a list of epoch records');
-  if (typeof state.seconds !== 'number' || typeof state.best_val_acc !== 'number') bad('seconds/best_val_acc are missing');
+  if (typeof state.seconds !== 'number' || typeof state.best_val_acc !== 'number')
+    bad('seconds/best_val_acc are missing');
   const partial = (state as { partial?: unknown }).partial;
-  if (partial !== undefined && (!isObj(partial) || !['epoch', 'batch', 'count', 'correct'].every((k) => Number.isSafeInteger(partial[k]) && (partial[k] as number) >= 0)))
+  if (
+    partial !== undefined &&
+    (!isObj(partial) ||
+      !['epoch', 'batch', 'count', 'correct'].every(
+        (k) => Number.isSafeInteger(partial[k]) && (partial[k] as number) >= 0,
+      ))
+  )
     bad('the partial-epoch record is malformed');
   const final = (state as { final?: unknown }).final;
   if (final !== undefined && final !== 'swa') bad(`final ${JSON.stringify(final)} is not 'swa'`);
-  if (final !== undefined && !state.files.aux) bad('a final SWA model needs the aux file with the trajectory\'s weights');
+  if (final !== undefined && !state.files.aux)
+    bad("a final SWA model needs the aux file with the trajectory's weights");
   const averages = (state as { averages?: unknown }).averages;
-  if (averages !== undefined && (!isObj(averages) || !Object.values(averages).every((v) => v === null || Number.isFinite(v)))) bad('the averages record is malformed');
+  if (
+    averages !== undefined &&
+    (!isObj(averages) || !Object.values(averages).every((v) => v === null || Number.isFinite(v)))
+  )
+    bad('the averages record is malformed');
   const data = (state as { data?: unknown }).data;
   const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
-  const isSplit = (s: unknown) => isObj(s) && isCount(s.n) && Array.isArray(s.shape) && s.shape.length === 3 && s.shape.every(isCount) &&
-    Array.isArray(s.class_names) && s.class_names.every(isStr) && Array.isArray(s.class_counts) && s.class_counts.length === s.class_names.length &&
-    s.class_counts.every(isCount) && isStr(s.labels_sha256) && isStr(s.images_sha256);
-  if (data !== undefined && (!isObj(data) || !isSplit(data.train) || !(data.test === null || isSplit(data.test)))) bad('the data fingerprint is malformed');
+  const isSplit = (s: unknown) =>
+    isObj(s) &&
+    isCount(s.n) &&
+    Array.isArray(s.shape) &&
+    s.shape.length === 3 &&
+    s.shape.every(isCount) &&
+    Array.isArray(s.class_names) &&
+    s.class_names.every(isStr) &&
+    Array.isArray(s.class_counts) &&
+    s.class_counts.length === s.class_names.length &&
+    s.class_counts.every(isCount) &&
+    isStr(s.labels_sha256) &&
+    isStr(s.images_sha256);
+  if (data !== undefined && (!isObj(data) || !isSplit(data.train) || !(data.test === null || isSplit(data.test))))
+    bad('the data fingerprint is malformed');
   try {
     state.config = resolveSavedConfig(state.config as unknown as Record<string, unknown>);
   } catch (err) {
@@ -328,17 +416,22 @@ export function readState(dir: string): CheckpointState {
 
 /** Reads a file the state names and checks its checksum. */
 export function readVerified(dir: string, state: CheckpointState, name: string): Map<string, SafeTensor> {
-  if (path.basename(name) !== name) throw new CheckpointError(`${path.join(dir, 'state.json')}: file name ${name} must not contain a path`);
+  if (path.basename(name) !== name)
+    throw new CheckpointError(`${path.join(dir, 'state.json')}: file name ${name} must not contain a path`);
   const file = path.join(dir, name);
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);
   } catch {
-    throw new CheckpointError(`${file}: missing (${path.join(dir, 'state.json')} names it); the checkpoint is incomplete`);
+    throw new CheckpointError(
+      `${file}: missing (${path.join(dir, 'state.json')} names it); the checkpoint is incomplete`,
+    );
   }
   const want = Object.hasOwn(state.sha256, name) ? state.sha256[name] : undefined;
   if (!want || sha256(buf) !== want)
-    throw new CheckpointError(`${file}: checksum mismatch (its sha256 differs from the one ${path.join(dir, 'state.json')} records); the file is corrupt (flipped or truncated bytes); use another checkpoint`);
+    throw new CheckpointError(
+      `${file}: checksum mismatch (its sha256 differs from the one ${path.join(dir, 'state.json')} records); the file is corrupt (flipped or truncated bytes); use another checkpoint`,
+    );
   return decodeSafetensors(buf, file).tensors;
 }
 
@@ -354,9 +447,12 @@ export function modelFromState(dir: string, state: CheckpointState, seed = 0): N
     throw new CheckpointError(`${file}: its model spec cannot be built (${(err as Error).message})`);
   }
   const info = model.info();
-  const problem = info.numClasses !== state.class_names.length ? `the model has ${info.numClasses} outputs but class_names lists ${state.class_names.length}`
-    : state.mean.length !== state.spec.in_channels || state.std.length !== state.spec.in_channels ? `mean/std have ${state.mean.length}/${state.std.length} values for ${state.spec.in_channels} input channels`
-      : null;
+  const problem =
+    info.numClasses !== state.class_names.length
+      ? `the model has ${info.numClasses} outputs but class_names lists ${state.class_names.length}`
+      : state.mean.length !== state.spec.in_channels || state.std.length !== state.spec.in_channels
+        ? `mean/std have ${state.mean.length}/${state.std.length} values for ${state.spec.in_channels} input channels`
+        : null;
   if (problem) {
     model.dispose();
     throw new CheckpointError(`${file}: ${problem}; the checkpoint is corrupt or was edited (use another checkpoint)`);
@@ -369,7 +465,12 @@ export function modelFromState(dir: string, state: CheckpointState, seed = 0): N
  * on the student's device: from their folded weights (version 2), or (version 1, whole models) by
  * loading each into a model of the spec and snapshotting it.
  */
-export function restoreModels(dir: string, state: CheckpointState, student: NativeModel, device: DeviceName): Map<number, NativeTeacher> {
+export function restoreModels(
+  dir: string,
+  state: CheckpointState,
+  student: NativeModel,
+  device: DeviceName,
+): Map<number, NativeTeacher> {
   loadModelTensors(student, readVerified(dir, state, state.files.model), path.join(dir, state.files.model));
   loadMomentum(student, readVerified(dir, state, state.files.optim), path.join(dir, state.files.optim));
   const teachers = new Map<number, NativeTeacher>();
@@ -412,7 +513,15 @@ export async function loadCheckpoint(dirOrRun: string): Promise<LoadedCheckpoint
     throw err;
   }
   return {
-    dir, state, model, config: state.config, spec: state.spec, classNames: state.class_names, mean: state.mean, std: state.std,
-    inputShape: [state.spec.in_channels, state.spec.height, state.spec.width], epoch: state.epoch,
+    dir,
+    state,
+    model,
+    config: state.config,
+    spec: state.spec,
+    classNames: state.class_names,
+    mean: state.mean,
+    std: state.std,
+    inputShape: [state.spec.in_channels, state.spec.height, state.spec.width],
+    epoch: state.epoch,
   };
 }

@@ -69,11 +69,16 @@ export function packageVersion(): string {
 }
 
 const attrInt = (name: string, i: number): IAttr => ({ name, type: onnx.AttributeProto.AttributeType.INT, i });
-const attrInts = (name: string, ints: number[]): IAttr => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints });
+const attrInts = (name: string, ints: number[]): IAttr => ({
+  name,
+  type: onnx.AttributeProto.AttributeType.INTS,
+  ints,
+});
 const attrFloat = (name: string, f: number): IAttr => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f });
 
 function floatTensor(name: string, dims: number[], data: Float32Array): ITensor {
-  if (os.endianness() !== 'LE') throw new Error('ONNX export needs a little-endian machine (raw_data is little-endian)');
+  if (os.endianness() !== 'LE')
+    throw new Error('ONNX export needs a little-endian machine (raw_data is little-endian)');
   const raw = new Uint8Array(data.byteLength);
   raw.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   return { name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: raw };
@@ -127,8 +132,12 @@ class OnnxGraph {
   private readonly readers: number[];
   private clipBounds: [string, string] | null = null;
 
-  constructor(readonly spec: ModelSpec, readonly shapes: [number, number, number][], private readonly weights: ReturnType<typeof tensorsByNode>,
-    private readonly foldBn: boolean) {
+  constructor(
+    readonly spec: ModelSpec,
+    readonly shapes: [number, number, number][],
+    private readonly weights: ReturnType<typeof tensorsByNode>,
+    private readonly foldBn: boolean,
+  ) {
     const N = spec.nodes.length;
     this.names = new Array(N).fill('');
     this.names[0] = ONNX_INPUT;
@@ -139,7 +148,13 @@ class OnnxGraph {
 
   emit(opType: string, inputs: string[], outputs: string[], attribute: IAttr[] = [], name?: string): void {
     this.ops[opType] = (this.ops[opType] ?? 0) + 1;
-    this.nodes.push({ opType, input: inputs, output: outputs, attribute, name: name ?? `${opType}_${this.nodes.length}` });
+    this.nodes.push({
+      opType,
+      input: inputs,
+      output: outputs,
+      attribute,
+      name: name ?? `${opType}_${this.nodes.length}`,
+    });
   }
 
   /** Adds an initializer; returns its name. */
@@ -154,7 +169,10 @@ class OnnxGraph {
 
   need(i: number, suffix: string): Float32Array {
     const d = this.param(i, suffix);
-    if (!d) throw new Error(`node ${i} (${this.spec.nodes[i].op} ${this.spec.nodes[i].name ?? ''}): the model has no ${suffix} tensor`);
+    if (!d)
+      throw new Error(
+        `node ${i} (${this.spec.nodes[i].op} ${this.spec.nodes[i].name ?? ''}): the model has no ${suffix} tensor`,
+      );
     return d;
   }
 
@@ -187,7 +205,8 @@ class OnnxGraph {
 
   /** The scalar bounds of relu6's Clip, made once. */
   relu6Bounds(): [string, string] {
-    const scalar = (name: string, v: number) => this.init({ name, dims: [], dataType: onnx.TensorProto.DataType.FLOAT, floatData: [v] });
+    const scalar = (name: string, v: number) =>
+      this.init({ name, dims: [], dataType: onnx.TensorProto.DataType.FLOAT, floatData: [v] });
     this.clipBounds ??= [scalar('clip_min', 0), scalar('clip_max', 6)];
     return this.clipBounds;
   }
@@ -198,13 +217,15 @@ class OnnxGraph {
    */
   weightAndBias(i: number, dims: number[]): { inputs: string[]; bn: number } {
     const outCh = dims[0];
-    let w = this.need(i, 'weight'), b = this.param(i, 'bias');
+    let w = this.need(i, 'weight'),
+      b = this.param(i, 'bias');
     const bn = this.foldableBn(i);
     if (bn >= 0) {
       [w, b] = this.foldInto(bn, w, b, outCh);
       this.folded.add(bn);
     }
-    const base = nameOf(this.spec.nodes[i], i), suffix = bn >= 0 ? '_bnfolded' : '';
+    const base = nameOf(this.spec.nodes[i], i),
+      suffix = bn >= 0 ? '_bnfolded' : '';
     const inputs = [this.init(floatTensor(`${base}.weight${suffix}`, dims, w))];
     if (b) inputs.push(this.init(floatTensor(`${base}.bias${suffix}`, [outCh], b)));
     return { inputs, bn };
@@ -217,11 +238,20 @@ class OnnxGraph {
   }
 
   /** BN node k folded into the weight (OUT, ...) and bias of its producer. */
-  private foldInto(k: number, w: Float32Array, b: Float32Array | undefined, outCh: number): [Float32Array, Float32Array] {
+  private foldInto(
+    k: number,
+    w: Float32Array,
+    b: Float32Array | undefined,
+    outCh: number,
+  ): [Float32Array, Float32Array] {
     const eps = this.spec.nodes[k].eps ?? 1e-5;
-    const gamma = this.need(k, 'weight'), beta = this.need(k, 'bias'), mean = this.need(k, 'running_mean'), v = this.need(k, 'running_var');
+    const gamma = this.need(k, 'weight'),
+      beta = this.need(k, 'bias'),
+      mean = this.need(k, 'running_mean'),
+      v = this.need(k, 'running_var');
     const per = w.length / outCh;
-    const w2 = new Float32Array(w.length), b2 = new Float32Array(outCh);
+    const w2 = new Float32Array(w.length),
+      b2 = new Float32Array(outCh);
     for (let o = 0; o < outCh; ++o) {
       const s = gamma[o] / Math.sqrt(v[o] + eps);
       for (let q = 0; q < per; ++q) w2[o * per + q] = w[o * per + q] * s;
@@ -235,7 +265,8 @@ const nameOf = (n: NodeSpec, i: number): string => n.name ?? `${n.op}_${i}`;
 
 /** Kernel, stride and padding attributes of a conv or pool node (pads: begin h, w, end h, w). */
 const windowAttrs = (n: NodeSpec): IAttr[] => [
-  attrInts('kernel_shape', [n.kernel_h ?? 1, n.kernel_w ?? 1]), attrInts('strides', [n.stride_h ?? 1, n.stride_w ?? 1]),
+  attrInts('kernel_shape', [n.kernel_h ?? 1, n.kernel_w ?? 1]),
+  attrInts('strides', [n.stride_h ?? 1, n.stride_w ?? 1]),
   attrInts('pads', [n.pad_h ?? 0, n.pad_w ?? 0, n.pad_h ?? 0, n.pad_w ?? 0]),
 ];
 
@@ -243,11 +274,19 @@ const windowAttrs = (n: NodeSpec): IAttr[] => [
 type Emitter = (g: OnnxGraph, i: number, n: NodeSpec) => void;
 
 /** An op with the same ONNX op on all of its inputs, keeping their rank (relu, add). */
-const sameRank = (opType: string): Emitter => (g, i, n) =>
-  g.emit(opType, (n.inputs ?? []).map((j) => g.names[j]), [g.setOutput(i, g.outName(i, n.op), g.rank[n.inputs![0]])]);
+const sameRank =
+  (opType: string): Emitter =>
+  (g, i, n) =>
+    g.emit(
+      opType,
+      (n.inputs ?? []).map((j) => g.names[j]),
+      [g.setOutput(i, g.outName(i, n.op), g.rank[n.inputs![0]])],
+    );
 
-const pool = (opType: string, extra: IAttr[] = []): Emitter => (g, i, n) =>
-  g.emit(opType, [g.as4d(n.inputs![0])], [g.setOutput(i, g.outName(i, n.op), 4)], [...windowAttrs(n), ...extra]);
+const pool =
+  (opType: string, extra: IAttr[] = []): Emitter =>
+  (g, i, n) =>
+    g.emit(opType, [g.as4d(n.inputs![0])], [g.setOutput(i, g.outName(i, n.op), 4)], [...windowAttrs(n), ...extra]);
 
 /** One emitter per op of the model graph (src/models/spec.ts). */
 const EMITTERS: { readonly [K in Op]: Emitter } = {
@@ -257,9 +296,20 @@ const EMITTERS: { readonly [K in Op]: Emitter } = {
   conv: (g, i, n) => {
     const src = n.inputs![0];
     const groups = n.groups ?? 1;
-    const { inputs, bn } = g.weightAndBias(i, [n.out_channels!, g.shapes[src][0] / groups, n.kernel_h ?? 1, n.kernel_w ?? 1]);
+    const { inputs, bn } = g.weightAndBias(i, [
+      n.out_channels!,
+      g.shapes[src][0] / groups,
+      n.kernel_h ?? 1,
+      n.kernel_w ?? 1,
+    ]);
     const out = bn >= 0 ? g.setOutput(bn, g.outName(bn, 'conv_bn'), 4) : g.outName(i, 'conv');
-    g.emit('Conv', [g.as4d(src), ...inputs], [g.setOutput(i, out, 4)], [...windowAttrs(n), attrInts('dilations', [1, 1]), attrInt('group', groups)], nameOf(n, i));
+    g.emit(
+      'Conv',
+      [g.as4d(src), ...inputs],
+      [g.setOutput(i, out, 4)],
+      [...windowAttrs(n), attrInts('dilations', [1, 1]), attrInt('group', groups)],
+      nameOf(n, i),
+    );
   },
   linear: (g, i, n) => {
     const src = n.inputs![0];
@@ -275,9 +325,18 @@ const EMITTERS: { readonly [K in Op]: Emitter } = {
   },
   bn: (g, i, n) => {
     if (g.folded.has(i)) return;
-    const base = nameOf(n, i), c = g.shapes[i][0];
-    const t = ['weight', 'bias', 'running_mean', 'running_var'].map((s) => g.init(floatTensor(`${base}.${s}`, [c], g.need(i, s))));
-    g.emit('BatchNormalization', [g.input(i), ...t], [g.setOutput(i, g.outName(i, 'bn'), g.rank[n.inputs![0]])], [attrFloat('epsilon', n.eps ?? 1e-5)], base);
+    const base = nameOf(n, i),
+      c = g.shapes[i][0];
+    const t = ['weight', 'bias', 'running_mean', 'running_var'].map((s) =>
+      g.init(floatTensor(`${base}.${s}`, [c], g.need(i, s))),
+    );
+    g.emit(
+      'BatchNormalization',
+      [g.input(i), ...t],
+      [g.setOutput(i, g.outName(i, 'bn'), g.rank[n.inputs![0]])],
+      [attrFloat('epsilon', n.eps ?? 1e-5)],
+      base,
+    );
   },
   relu: sameRank('Relu'),
   relu6: (g, i, n) => {
@@ -293,7 +352,8 @@ const EMITTERS: { readonly [K in Op]: Emitter } = {
     const parts = n.inputs!.map((j) => (r === 4 ? g.as4d(j) : g.names[j]));
     g.emit('Concat', parts, [g.setOutput(i, g.outName(i, 'concat'), r)], [attrInt('axis', 1)]);
   },
-  flatten: (g, i) => g.emit('Flatten', [g.input(i)], [g.setOutput(i, g.outName(i, 'flatten'), 2)], [attrInt('axis', 1)]),
+  flatten: (g, i) =>
+    g.emit('Flatten', [g.input(i)], [g.setOutput(i, g.outName(i, 'flatten'), 2)], [attrInt('axis', 1)]),
   maxpool: pool('MaxPool'),
   avgpool: pool('AveragePool', [attrInt('count_include_pad', 1)]),
   gap: (g, i, n) => g.emit('GlobalAveragePool', [g.as4d(n.inputs![0])], [g.setOutput(i, g.outName(i, 'gap'), 4)]),
@@ -312,7 +372,8 @@ const EMITTERS: { readonly [K in Op]: Emitter } = {
     const [c, h, w] = g.shapes[src];
     const grouped = g.init(int64Tensor(`shuffle_${i}_grouped`, [0, groups, c / groups, h, w]));
     const merged = g.init(int64Tensor(`shuffle_${i}_merged`, [0, c, h, w]));
-    const a = `shuffle_${i}_a`, b = `shuffle_${i}_b`;
+    const a = `shuffle_${i}_a`,
+      b = `shuffle_${i}_b`;
     const out = g.setOutput(i, g.outName(i, 'shuffle'), 4);
     g.emit('Reshape', [g.as4d(src), grouped], [a]);
     g.emit('Transpose', [a], [b], [attrInts('perm', [0, 2, 1, 3, 4])]);
@@ -325,8 +386,11 @@ export function buildOnnx(spec: ModelSpec, model: NativeModel, opts: OnnxExportO
   const numClasses = model.info().numClasses;
   if (opts.classNames.length !== numClasses)
     throw new Error(`The model has ${numClasses} outputs but ${opts.classNames.length} class names were given`);
-  const C = spec.in_channels, H = spec.height, W = spec.width;
-  if (opts.mean.length !== C || opts.std.length !== C) throw new Error(`mean and std need ${C} values (one per input channel)`);
+  const C = spec.in_channels,
+    H = spec.height,
+    W = spec.width;
+  if (opts.mean.length !== C || opts.std.length !== C)
+    throw new Error(`mean and std need ${C} values (one per input channel)`);
 
   const g = new OnnxGraph(spec, model.nodeShapes(), tensorsByNode(model), opts.foldBn ?? false);
   spec.nodes.forEach((n, i) => {
@@ -337,7 +401,8 @@ export function buildOnnx(spec: ModelSpec, model: NativeModel, opts: OnnxExportO
   });
   const N = spec.nodes.length;
   // The output must be named "logits" and be (batch, classes).
-  if (g.names[N - 1] !== ONNX_OUTPUT || g.rank[N - 1] !== 2) g.emit('Flatten', [g.names[N - 1]], [ONNX_OUTPUT], [attrInt('axis', 1)]);
+  if (g.names[N - 1] !== ONNX_OUTPUT || g.rank[N - 1] !== 2)
+    g.emit('Flatten', [g.names[N - 1]], [ONNX_OUTPUT], [attrInt('axis', 1)]);
 
   const version = packageVersion();
   const metadata: Record<string, string> = {
@@ -376,12 +441,15 @@ export function readOnnxMetadata(bytes: Uint8Array, file = 'model.onnx'): OnnxMe
   try {
     m = onnx.ModelProto.decode(bytes);
   } catch (err) {
-    throw new CheckpointError(`${file}: not an ONNX model (${(err as Error).message}); give a file written by dfl-native export`);
+    throw new CheckpointError(
+      `${file}: not an ONNX model (${(err as Error).message}); give a file written by dfl-native export`,
+    );
   }
   const props: Record<string, string> = {};
   for (const p of m.metadataProps ?? []) if (p.key) props[p.key] = p.value ?? '';
   const parse = <T>(key: string): T => {
-    if (props[key] === undefined) throw new CheckpointError(`${file}: metadata "${key}" is missing; export the model with dfl-native export`);
+    if (props[key] === undefined)
+      throw new CheckpointError(`${file}: metadata "${key}" is missing; export the model with dfl-native export`);
     try {
       return JSON.parse(props[key]) as T;
     } catch {
@@ -389,16 +457,30 @@ export function readOnnxMetadata(bytes: Uint8Array, file = 'model.onnx'): OnnxMe
     }
   };
   const meta: OnnxMetadata = {
-    classNames: parse<string[]>('class_names'), inputShape: parse<[number, number, number]>('input_shape'),
-    mean: parse<number[]>('mean'), std: parse<number[]>('std'), version: props['dfl-native'] ?? null, props,
+    classNames: parse<string[]>('class_names'),
+    inputShape: parse<[number, number, number]>('input_shape'),
+    mean: parse<number[]>('mean'),
+    std: parse<number[]>('std'),
+    version: props['dfl-native'] ?? null,
+    props,
   };
   // predict sizes its buffers from these: a bad value is a corrupt file, not a crash later
   const { classNames, inputShape, mean, std } = meta;
-  const bad = !Array.isArray(classNames) || classNames.length === 0 || !classNames.every((n) => typeof n === 'string') ? 'class_names is not a list of names'
-    : !Array.isArray(inputShape) || inputShape.length !== 3 || !inputShape.every((d) => Number.isSafeInteger(d) && d >= 1 && d <= 4096) ? 'input_shape is not [channels, height, width]'
-      : !Array.isArray(mean) || mean.length !== inputShape[0] || !mean.every(Number.isFinite) ? `mean is not ${inputShape[0]} finite numbers`
-        : !Array.isArray(std) || std.length !== inputShape[0] || !std.every((v) => Number.isFinite(v) && v > 0) ? `std is not ${inputShape[0]} positive numbers`
-          : null;
-  if (bad) throw new CheckpointError(`${file}: metadata ${bad}; the file is corrupt or was edited (export the model again with dfl-native export)`);
+  const bad =
+    !Array.isArray(classNames) || classNames.length === 0 || !classNames.every((n) => typeof n === 'string')
+      ? 'class_names is not a list of names'
+      : !Array.isArray(inputShape) ||
+          inputShape.length !== 3 ||
+          !inputShape.every((d) => Number.isSafeInteger(d) && d >= 1 && d <= 4096)
+        ? 'input_shape is not [channels, height, width]'
+        : !Array.isArray(mean) || mean.length !== inputShape[0] || !mean.every(Number.isFinite)
+          ? `mean is not ${inputShape[0]} finite numbers`
+          : !Array.isArray(std) || std.length !== inputShape[0] || !std.every((v) => Number.isFinite(v) && v > 0)
+            ? `std is not ${inputShape[0]} positive numbers`
+            : null;
+  if (bad)
+    throw new CheckpointError(
+      `${file}: metadata ${bad}; the file is corrupt or was edited (export the model again with dfl-native export)`,
+    );
   return meta;
 }

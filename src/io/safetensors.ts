@@ -23,7 +23,8 @@ export function encodeSafetensors(tensors: Map<string, SafeTensor>, metadata: Re
     const t = tensors.get(name)!;
     const bytes = t.data.length * DTYPE_BYTES[t.dtype];
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new Error(`safetensors: tensor ${name} has shape [${t.shape}] but ${t.data.length} values`);
+    if (count !== t.data.length)
+      throw new Error(`safetensors: tensor ${name} has shape [${t.shape}] but ${t.data.length} values`);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
@@ -45,8 +46,12 @@ export function encodeSafetensors(tensors: Map<string, SafeTensor>, metadata: Re
 }
 
 /** Parses and validates; `file` names the source in errors. */
-export function decodeSafetensors(buf: Uint8Array, file: string): { tensors: Map<string, SafeTensor>; metadata: Record<string, string> } {
-  const bad = (why: string) => new Error(`${file}: not a valid safetensors file (${why}); re-save the checkpoint or use another one`);
+export function decodeSafetensors(
+  buf: Uint8Array,
+  file: string,
+): { tensors: Map<string, SafeTensor>; metadata: Record<string, string> } {
+  const bad = (why: string) =>
+    new Error(`${file}: not a valid safetensors file (${why}); re-save the checkpoint or use another one`);
   if (buf.length < 8) throw bad(`only ${buf.length} bytes`);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const hlen = view.getBigUint64(0, true);
@@ -66,7 +71,12 @@ export function decodeSafetensors(buf: Uint8Array, file: string): { tensors: Map
   const spans: [number, number, string][] = [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || !Object.values(raw).every((v) => typeof v === 'string'))
+      if (
+        typeof raw !== 'object' ||
+        raw === null ||
+        Array.isArray(raw) ||
+        !Object.values(raw).every((v) => typeof v === 'string')
+      )
         throw bad('__metadata__ must map strings to strings');
       metadata = raw as Record<string, string>;
       continue;
@@ -74,13 +84,21 @@ export function decodeSafetensors(buf: Uint8Array, file: string): { tensors: Map
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof e !== 'object' || e === null) throw bad(`entry ${name} is not an object`);
     if (e.dtype !== 'F32' && e.dtype !== 'I64') throw bad(`tensor ${name} has unsupported dtype ${String(e.dtype)}`);
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw bad(`tensor ${name} has a bad shape`);
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw bad(`tensor ${name} has a bad shape`);
     const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isSafeInteger(d) && d >= 0) || off[0] > off[1] || off[1] > dataLen)
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((d) => Number.isSafeInteger(d) && d >= 0) ||
+      off[0] > off[1] ||
+      off[1] > dataLen
+    )
       throw bad(`tensor ${name} has data offsets outside the file`);
     const count = (e.shape as number[]).reduce((a, b) => a * b, 1);
     const esize = DTYPE_BYTES[e.dtype];
-    if (off[1] - off[0] !== count * esize) throw bad(`tensor ${name}: shape [${e.shape}] needs ${count * esize} bytes, offsets give ${off[1] - off[0]}`);
+    if (off[1] - off[0] !== count * esize)
+      throw bad(`tensor ${name}: shape [${e.shape}] needs ${count * esize} bytes, offsets give ${off[1] - off[0]}`);
     spans.push([off[0], off[1], name]);
     // Copy out: aligned, and independent of the file buffer.
     const bytes = Buffer.from(buf.buffer, buf.byteOffset + dataStart + off[0], off[1] - off[0]);

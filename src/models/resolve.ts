@@ -11,7 +11,9 @@ export function resolveModelSpec(model: string, o: ZooOptions): ModelSpec {
     return buildModel(model, o);
   }
   if (model.endsWith('.json') || fs.existsSync(model)) return readModelSpec(model);
-  throw new ConfigError(`Expected one of ${MODEL_NAMES.join(', ')} or a path to a JSON model spec for model but received '${model}'`);
+  throw new ConfigError(
+    `Expected one of ${MODEL_NAMES.join(', ')} or a path to a JSON model spec for model but received '${model}'`,
+  );
 }
 
 /**

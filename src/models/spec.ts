@@ -3,8 +3,21 @@
 // is read by C++ and Python. Semantics of each op: native/core/model.h.
 
 export type Op =
-  | 'input' | 'conv' | 'bn' | 'linear' | 'relu' | 'relu6' | 'add' | 'concat' | 'flatten' | 'dropout'
-  | 'maxpool' | 'avgpool' | 'gap' | 'split' | 'shuffle';
+  | 'input'
+  | 'conv'
+  | 'bn'
+  | 'linear'
+  | 'relu'
+  | 'relu6'
+  | 'add'
+  | 'concat'
+  | 'flatten'
+  | 'dropout'
+  | 'maxpool'
+  | 'avgpool'
+  | 'gap'
+  | 'split'
+  | 'shuffle';
 
 export interface NodeSpec {
   op: Op;
@@ -42,7 +55,12 @@ export const OP_ATTRIBUTES: { readonly [K in Op]: readonly (keyof NodeSpec)[] } 
   conv: ['out_channels', 'kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'groups', 'bias'],
   bn: ['eps', 'momentum'],
   linear: ['out_features', 'bias'],
-  relu: [], relu6: [], add: [], concat: [], flatten: [], gap: [],
+  relu: [],
+  relu6: [],
+  add: [],
+  concat: [],
+  flatten: [],
+  gap: [],
   dropout: ['p'],
   maxpool: ['kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w'],
   avgpool: ['kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w'],
@@ -67,7 +85,8 @@ export function unknownSpecKey(spec: Record<string, unknown>): string | null {
     if (typeof op !== 'string' || !Object.hasOwn(OP_ATTRIBUTES, op)) continue; // and an unknown op
     const takes = ['op', 'name', 'inputs', ...OP_ATTRIBUTES[op]];
     const bad = Object.keys(n).find((k) => !takes.includes(k));
-    if (bad !== undefined) return `node ${i} (${op}${name ? ` '${name}'` : ''}): unknown attribute '${bad}' (a ${op} node takes ${takes.join(', ')})`;
+    if (bad !== undefined)
+      return `node ${i} (${op}${name ? ` '${name}'` : ''}): unknown attribute '${bad}' (a ${op} node takes ${takes.join(', ')})`;
   }
   return null;
 }
@@ -75,15 +94,40 @@ export function unknownSpecKey(spec: Record<string, unknown>): string | null {
 /** Builds a graph node by node; each method returns the new node's index. */
 export class GraphBuilder {
   readonly nodes: NodeSpec[] = [{ op: 'input' }];
-  constructor(readonly inChannels: number, readonly height: number, readonly width: number) {}
+  constructor(
+    readonly inChannels: number,
+    readonly height: number,
+    readonly width: number,
+  ) {}
 
   private push(node: NodeSpec): number {
     this.nodes.push(node);
     return this.nodes.length - 1;
   }
-  conv(name: string, input: number, outChannels: number, kernel: number, stride = 1, pad = 0, groups = 1, bias = false): number {
-    return this.push({ op: 'conv', name, inputs: [input], out_channels: outChannels, kernel_h: kernel, kernel_w: kernel,
-      stride_h: stride, stride_w: stride, pad_h: pad, pad_w: pad, groups, bias });
+  conv(
+    name: string,
+    input: number,
+    outChannels: number,
+    kernel: number,
+    stride = 1,
+    pad = 0,
+    groups = 1,
+    bias = false,
+  ): number {
+    return this.push({
+      op: 'conv',
+      name,
+      inputs: [input],
+      out_channels: outChannels,
+      kernel_h: kernel,
+      kernel_w: kernel,
+      stride_h: stride,
+      stride_w: stride,
+      pad_h: pad,
+      pad_w: pad,
+      groups,
+      bias,
+    });
   }
   bn(name: string, input: number): number {
     return this.push({ op: 'bn', name, inputs: [input], eps: 1e-5, momentum: 0.1 });
@@ -91,30 +135,81 @@ export class GraphBuilder {
   linear(name: string, input: number, outFeatures: number, bias = true): number {
     return this.push({ op: 'linear', name, inputs: [input], out_features: outFeatures, bias });
   }
-  relu(input: number): number { return this.push({ op: 'relu', inputs: [input] }); }
-  relu6(input: number): number { return this.push({ op: 'relu6', inputs: [input] }); }
-  add(a: number, b: number): number { return this.push({ op: 'add', inputs: [a, b] }); }
-  concat(inputs: number[]): number { return this.push({ op: 'concat', inputs }); }
-  flatten(input: number): number { return this.push({ op: 'flatten', inputs: [input] }); }
-  dropout(input: number, p: number): number { return this.push({ op: 'dropout', inputs: [input], p }); }
+  relu(input: number): number {
+    return this.push({ op: 'relu', inputs: [input] });
+  }
+  relu6(input: number): number {
+    return this.push({ op: 'relu6', inputs: [input] });
+  }
+  add(a: number, b: number): number {
+    return this.push({ op: 'add', inputs: [a, b] });
+  }
+  concat(inputs: number[]): number {
+    return this.push({ op: 'concat', inputs });
+  }
+  flatten(input: number): number {
+    return this.push({ op: 'flatten', inputs: [input] });
+  }
+  dropout(input: number, p: number): number {
+    return this.push({ op: 'dropout', inputs: [input], p });
+  }
   maxpool(input: number, kernel: number, stride: number, pad = 0): number {
-    return this.push({ op: 'maxpool', inputs: [input], kernel_h: kernel, kernel_w: kernel, stride_h: stride, stride_w: stride, pad_h: pad, pad_w: pad });
+    return this.push({
+      op: 'maxpool',
+      inputs: [input],
+      kernel_h: kernel,
+      kernel_w: kernel,
+      stride_h: stride,
+      stride_w: stride,
+      pad_h: pad,
+      pad_w: pad,
+    });
   }
   avgpool(input: number, kernel: number, stride: number, pad = 0): number {
-    return this.push({ op: 'avgpool', inputs: [input], kernel_h: kernel, kernel_w: kernel, stride_h: stride, stride_w: stride, pad_h: pad, pad_w: pad });
+    return this.push({
+      op: 'avgpool',
+      inputs: [input],
+      kernel_h: kernel,
+      kernel_w: kernel,
+      stride_h: stride,
+      stride_w: stride,
+      pad_h: pad,
+      pad_w: pad,
+    });
   }
-  gap(input: number): number { return this.push({ op: 'gap', inputs: [input] }); }
-  split(input: number, sizes: number[], index: number): number { return this.push({ op: 'split', inputs: [input], sizes, index }); }
-  shuffle(input: number, groups: number): number { return this.push({ op: 'shuffle', inputs: [input], groups }); }
+  gap(input: number): number {
+    return this.push({ op: 'gap', inputs: [input] });
+  }
+  split(input: number, sizes: number[], index: number): number {
+    return this.push({ op: 'split', inputs: [input], sizes, index });
+  }
+  shuffle(input: number, groups: number): number {
+    return this.push({ op: 'shuffle', inputs: [input], groups });
+  }
   /** conv + bn (+ relu or relu6), the usual unit. Names: `${name}` conv and `${bnName}` bn. */
-  convBn(convName: string, bnName: string, input: number, outChannels: number, kernel: number, stride = 1, groups = 1,
-    act: 'relu' | 'relu6' | 'none' = 'relu'): number {
+  convBn(
+    convName: string,
+    bnName: string,
+    input: number,
+    outChannels: number,
+    kernel: number,
+    stride = 1,
+    groups = 1,
+    act: 'relu' | 'relu6' | 'none' = 'relu',
+  ): number {
     const c = this.conv(convName, input, outChannels, kernel, stride, Math.floor(kernel / 2), groups, false);
     const b = this.bn(bnName, c);
     return act === 'relu' ? this.relu(b) : act === 'relu6' ? this.relu6(b) : b;
   }
-  get last(): number { return this.nodes.length - 1; }
+  get last(): number {
+    return this.nodes.length - 1;
+  }
   build(): ModelSpec {
-    return { in_channels: this.inChannels, height: this.height, width: this.width, nodes: this.nodes.map((n) => ({ ...n })) };
+    return {
+      in_channels: this.inChannels,
+      height: this.height,
+      width: this.width,
+      nodes: this.nodes.map((n) => ({ ...n })),
+    };
   }
 }

@@ -13,7 +13,17 @@ export interface ZooOptions {
   width_multiplier?: number;
 }
 
-export const MODEL_NAMES = ['vgg8', 'vgg11', 'vgg13', 'vgg16', 'vgg19', 'resnet18', 'resnet34', 'mobilenetv2', 'shufflenetv2'] as const;
+export const MODEL_NAMES = [
+  'vgg8',
+  'vgg11',
+  'vgg13',
+  'vgg16',
+  'vgg19',
+  'resnet18',
+  'resnet34',
+  'mobilenetv2',
+  'shufflenetv2',
+] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
 
 // Every layer width is round(c * w). A width multiplier so small that a layer rounds below one
@@ -45,7 +55,8 @@ function vgg(cfg: (number | 'M')[], o: ZooOptions): ModelSpec {
   const g = new GraphBuilder(o.inChannels, o.height, o.width);
   let x = 0;
   let idx = 0; // torchvision's features.<idx> numbering: conv, bn, relu each take an index
-  let h = o.height, wd = o.width;
+  let h = o.height,
+    wd = o.width;
   for (const v of cfg) {
     if (v === 'M') {
       if (h >= 2 && wd >= 2) {
@@ -101,7 +112,13 @@ function resnet(blocks: number[], o: ZooOptions): ModelSpec {
 function mobilenetv2(o: ZooOptions): ModelSpec {
   const w = o.width_multiplier ?? 1;
   const cfg: [number, number, number, number][] = [
-    [1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1],
+    [1, 16, 1, 1],
+    [6, 24, 2, 1],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
   ];
   const g = new GraphBuilder(o.inChannels, o.height, o.width);
   let inC = scale(32, w);
@@ -181,7 +198,10 @@ export function buildModel(name: string, o: ZooOptions): ModelSpec {
     const w = o.width_multiplier ?? 1;
     // round(x) >= 1 needs x >= 0.5; 3 significant digits, rounded up so the figure itself is accepted
     const minimum = Math.ceil((0.5 / smallestBase) * 1000) / 1000;
-    const layer = tooNarrow.groups > 1 ? `a ${tooNarrow.c}-channel layer of ${tooNarrow.groups} groups` : `a ${tooNarrow.c}-channel layer`;
+    const layer =
+      tooNarrow.groups > 1
+        ? `a ${tooNarrow.c}-channel layer of ${tooNarrow.groups} groups`
+        : `a ${tooNarrow.c}-channel layer`;
     throw new ConfigError(
       `Expected a width multiplier that leaves every layer of ${name} at least one channel${tooNarrow.groups > 1 ? ' per group' : ''} but received ${w}: ` +
         `it makes ${layer} ${((tooNarrow.c * w) / tooNarrow.groups).toPrecision(2)} channels wide. Give --width ${minimum} or more.`,
@@ -192,12 +212,20 @@ export function buildModel(name: string, o: ZooOptions): ModelSpec {
 
 function buildZooModel(name: string, o: ZooOptions): ModelSpec {
   switch (name) {
-    case 'vgg8': case 'vgg11': case 'vgg13': case 'vgg16': case 'vgg19':
+    case 'vgg8':
+    case 'vgg11':
+    case 'vgg13':
+    case 'vgg16':
+    case 'vgg19':
       return vgg(VGG_CFG[name], o);
-    case 'resnet18': return resnet([2, 2, 2, 2], o);
-    case 'resnet34': return resnet([3, 4, 6, 3], o);
-    case 'mobilenetv2': return mobilenetv2(o);
-    case 'shufflenetv2': return shufflenetv2(o);
+    case 'resnet18':
+      return resnet([2, 2, 2, 2], o);
+    case 'resnet34':
+      return resnet([3, 4, 6, 3], o);
+    case 'mobilenetv2':
+      return mobilenetv2(o);
+    case 'shufflenetv2':
+      return shufflenetv2(o);
     default:
       throw new ConfigError(`Expected one of ${MODEL_NAMES.join(', ')} for model but received '${name}'`);
   }

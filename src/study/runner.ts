@@ -59,15 +59,27 @@ const PER_MACHINE: (keyof TrainConfig)[] = ['threads', 'cacheDir', 'device'];
 
 /** What a run of `arm` trains, as the study `r` lays it on `defaults`, without what may differ per machine. */
 function effectiveOptions(r: StudyRecord, defaults: Partial<TrainConfig>, arm?: string): string {
-  const c = resolveConfig(defaults as Record<string, unknown>, r.grid.options as Record<string, unknown>, r.common as Record<string, unknown>,
-    arm === undefined ? {} : (r.grid.arms[arm] as Record<string, unknown>));
-  return JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k]) => !PER_MACHINE.includes(k as keyof TrainConfig))));
+  const c = resolveConfig(
+    defaults as Record<string, unknown>,
+    r.grid.options as Record<string, unknown>,
+    r.common as Record<string, unknown>,
+    arm === undefined ? {} : (r.grid.arms[arm] as Record<string, unknown>),
+  );
+  return JSON.stringify(
+    Object.fromEntries(Object.entries(c).filter(([k]) => !PER_MACHINE.includes(k as keyof TrainConfig))),
+  );
 }
 
 /** How the invocation `next` differs from the study `old` in what its runs train, or null. */
 function studyClash(old: StudyRecord, next: StudyRecord, defaults: Partial<TrainConfig>): string | null {
-  if (old.grid.reference !== next.grid.reference || effectiveOptions(old, defaults) !== effectiveOptions(next, defaults)) return 'other shared options or reference arm';
-  const changed = Object.keys(next.grid.arms).filter((a) => a in old.grid.arms && effectiveOptions(old, defaults, a) !== effectiveOptions(next, defaults, a));
+  if (
+    old.grid.reference !== next.grid.reference ||
+    effectiveOptions(old, defaults) !== effectiveOptions(next, defaults)
+  )
+    return 'other shared options or reference arm';
+  const changed = Object.keys(next.grid.arms).filter(
+    (a) => a in old.grid.arms && effectiveOptions(old, defaults, a) !== effectiveOptions(next, defaults, a),
+  );
   return changed.length ? `arm ${changed.join(', ')} has other options` : null;
 }
 
@@ -89,7 +101,12 @@ function mergeStudyRecord(dir: string, record: StudyRecord): StudyRecord & { def
       throw new ConfigError(`${file} is not a study record; choose another --out`);
     }
     const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
-    if (!isObject(old) || !isObject(old.grid) || !(old.common === undefined || isObject(old.common)) || !(old.defaults === undefined || isObject(old.defaults)))
+    if (
+      !isObject(old) ||
+      !isObject(old.grid) ||
+      !(old.common === undefined || isObject(old.common)) ||
+      !(old.defaults === undefined || isObject(old.defaults))
+    )
       throw new ConfigError(`${file} is not a study record; choose another --out`);
     // A record predating `defaults` ran with FORMER_DEFAULTS; one predating a later option with a
     // changed default lacks that key and ran with its former value too.
@@ -100,15 +117,26 @@ function mergeStudyRecord(dir: string, record: StudyRecord): StudyRecord & { def
       clash = studyClash(old, record, defaults);
     } catch (err) {
       const message = (err as Error).message;
-      const newer = /Unknown option/.test(message) ? '; was it written by a newer dfl-native? Continue it with that version' : '';
+      const newer = /Unknown option/.test(message)
+        ? '; was it written by a newer dfl-native? Continue it with that version'
+        : '';
       throw new ConfigError(`${file}: cannot read the study it records (${message})${newer}; or choose another --out`);
     }
-    if (clash) throw new ConfigError(`${dir} holds another study (${clash}; see ${file}); continue it with the same grid and options, or choose another --out`);
+    if (clash)
+      throw new ConfigError(
+        `${dir} holds another study (${clash}; see ${file}); continue it with the same grid and options, or choose another --out`,
+      );
     merged = {
       grid: {
-        ...old.grid, arms: { ...old.grid.arms, ...record.grid.arms }, seeds: [...new Set([...old.grid.seeds, ...record.grid.seeds])].sort((a, b) => a - b),
+        ...old.grid,
+        arms: { ...old.grid.arms, ...record.grid.arms },
+        seeds: [...new Set([...old.grid.seeds, ...record.grid.seeds])].sort((a, b) => a - b),
         // controls change only the report: a later invocation may add some
-        controls: [...new Map([...old.grid.controls, ...(record.grid.controls ?? [])].map((c) => [JSON.stringify(c), c])).values()],
+        controls: [
+          ...new Map(
+            [...old.grid.controls, ...(record.grid.controls ?? [])].map((c) => [JSON.stringify(c), c]),
+          ).values(),
+        ],
       },
       common: record.common,
       defaults: { ...defaults },
@@ -125,16 +153,31 @@ function readRunLog(dir: string): RunLog | null {
   }
 }
 
-async function runOne(run: PlannedRun, resume: boolean, signal: AbortSignal | undefined, emit: (e: StudyEvent) => void): Promise<TrainSummary> {
+async function runOne(
+  run: PlannedRun,
+  resume: boolean,
+  signal: AbortSignal | undefined,
+  emit: (e: StudyEvent) => void,
+): Promise<TrainSummary> {
   const before = readRunLog(run.dir);
   const started = Date.now();
   const log: RunLog = {
-    wall_seconds: before?.wall_seconds ?? 0, started: before?.started ?? new Date(started).toISOString(), finished: null,
-    host: os.hostname(), cpu: os.cpus()[0]?.model?.trim() ?? 'unknown', threads: run.config.threads, version: packageVersion(),
+    wall_seconds: before?.wall_seconds ?? 0,
+    started: before?.started ?? new Date(started).toISOString(),
+    finished: null,
+    host: os.hostname(),
+    cpu: os.cpus()[0]?.model?.trim() ?? 'unknown',
+    threads: run.config.threads,
+    version: packageVersion(),
   };
   // after a failed write the study, not `train --resume`, continues the run
-  const continueWith = (folder: string) => `run the same \`dfl-native study\` command again (same --out): it continues ${folder} from that checkpoint`;
-  const training = train(resume ? { resume: run.dir, threads: run.config.threads, signal, continueWith } : { ...run.config, signal, continueWith });
+  const continueWith = (folder: string) =>
+    `run the same \`dfl-native study\` command again (same --out): it continues ${folder} from that checkpoint`;
+  const training = train(
+    resume
+      ? { resume: run.dir, threads: run.config.threads, signal, continueWith }
+      : { ...run.config, signal, continueWith },
+  );
   training.on('log', (message: string) => emit({ event: 'log', arm: run.arm, seed: run.seed, message }));
   training.on('epoch', (record: EpochRecord) => {
     log.wall_seconds = (before?.wall_seconds ?? 0) + (Date.now() - started) / 1000;
@@ -148,18 +191,33 @@ async function runOne(run: PlannedRun, resume: boolean, signal: AbortSignal | un
   return summary;
 }
 
-export async function runStudy(options: StudyOptions, emit: (e: StudyEvent) => void = () => undefined): Promise<StudyResult> {
+export async function runStudy(
+  options: StudyOptions,
+  emit: (e: StudyEvent) => void = () => undefined,
+): Promise<StudyResult> {
   const { grid, dir, common = {}, shard = { index: 1, count: 1 }, signal } = options;
   // the default options go into the record so that the study keeps them when a later build changes one
-  const record = mergeStudyRecord(dir, { grid, common, defaults: Object.fromEntries(Object.entries(DEFAULT_CONFIG).filter(([, v]) => v !== undefined)) });
+  const record = mergeStudyRecord(dir, {
+    grid,
+    common,
+    defaults: Object.fromEntries(Object.entries(DEFAULT_CONFIG).filter(([, v]) => v !== undefined)),
+  });
   const all = planRuns(grid, dir, common, record.defaults); // a bad grid fails here, before anything is written
   const mine = shardRuns(all, shard);
   fs.mkdirSync(dir, { recursive: true });
   writeFileAtomic(path.join(dir, STUDY_FILE), JSON.stringify(record, null, 2) + '\n');
   const states = mine.map((r) => runState(r.dir));
-  emit({ event: 'plan', total: all.length, shard: `${shard.index}/${shard.count}`, todo: mine.length,
-    finished: states.filter((s) => s === 'finished').length, partial: states.filter((s) => s === 'partial').length });
-  let ran = 0, skipped = 0, interrupted = false;
+  emit({
+    event: 'plan',
+    total: all.length,
+    shard: `${shard.index}/${shard.count}`,
+    todo: mine.length,
+    finished: states.filter((s) => s === 'finished').length,
+    partial: states.filter((s) => s === 'partial').length,
+  });
+  let ran = 0,
+    skipped = 0,
+    interrupted = false;
   const reportFile = path.join(dir, 'study.md');
   for (let i = 0; i < mine.length && !interrupted; ++i) {
     const run = mine[i];
@@ -170,14 +228,29 @@ export async function runStudy(options: StudyOptions, emit: (e: StudyEvent) => v
       emit({ event: 'skip', arm: run.arm, seed: run.seed, dir: run.dir, index: i + 1, total: mine.length });
       continue;
     }
-    emit({ event: 'run', arm: run.arm, seed: run.seed, dir: run.dir, index: i + 1, total: mine.length, resume: state === 'partial' });
+    emit({
+      event: 'run',
+      arm: run.arm,
+      seed: run.seed,
+      dir: run.dir,
+      index: i + 1,
+      total: mine.length,
+      resume: state === 'partial',
+    });
     const summary = await runOne(run, state === 'partial', signal, emit);
     if (summary.interrupted) {
       interrupted = true;
       break;
     }
     ran += 1;
-    emit({ event: 'done', arm: run.arm, seed: run.seed, dir: run.dir, test_acc: summary.test_acc, wall_seconds: readRunLog(run.dir)?.wall_seconds ?? summary.seconds });
+    emit({
+      event: 'done',
+      arm: run.arm,
+      seed: run.seed,
+      dir: run.dir,
+      test_acc: summary.test_acc,
+      wall_seconds: readRunLog(run.dir)?.wall_seconds ?? summary.seconds,
+    });
     writeStudyReport(dir);
     emit({ event: 'report', file: reportFile });
   }

@@ -20,24 +20,28 @@ export function tCentralProbability(t: number, df: number): number {
   if (!Number.isInteger(df) || df < 1) throw new RangeError(`Expected an integer >= 1 for df but received ${df}`);
   if (t === Infinity) return 1;
   const theta = Math.atan(Math.abs(t) / Math.sqrt(df));
-  const c2 = Math.cos(theta) ** 2, s = Math.sin(theta);
+  const c2 = Math.cos(theta) ** 2,
+    s = Math.sin(theta);
   if (df % 2 === 0) {
     // sin(theta) * (1 + 1/2 c^2 + (1*3)/(2*4) c^4 + ... up to c^(df-2))
-    let term = 1, sum = 1;
-    for (let k = 1; k <= (df - 2) / 2; ++k) sum += (term *= ((2 * k - 1) / (2 * k)) * c2);
+    let term = 1,
+      sum = 1;
+    for (let k = 1; k <= (df - 2) / 2; ++k) sum += term *= ((2 * k - 1) / (2 * k)) * c2;
     return s * sum;
   }
   if (df === 1) return (2 / Math.PI) * theta;
   // (2/pi) (theta + sin(theta) cos(theta) (1 + 2/3 c^2 + (2*4)/(3*5) c^4 + ... up to c^(df-3)))
-  let term = 1, sum = 1;
-  for (let k = 1; k <= (df - 3) / 2; ++k) sum += (term *= ((2 * k) / (2 * k + 1)) * c2);
+  let term = 1,
+    sum = 1;
+  for (let k = 1; k <= (df - 3) / 2; ++k) sum += term *= ((2 * k) / (2 * k + 1)) * c2;
   return (2 / Math.PI) * (theta + s * Math.cos(theta) * sum);
 }
 
 /** The two-sided critical value t with P(|T| < t) = level (e.g. 0.95 -> t_{0.975, df}). */
 export function tCritical(df: number, level = 0.95): number {
   if (!(level > 0 && level < 1)) throw new RangeError(`Expected a level in (0, 1) but received ${level}`);
-  let lo = 0, hi = 1;
+  let lo = 0,
+    hi = 1;
   while (tCentralProbability(hi, df) < level) hi *= 2;
   for (let i = 0; i < 200 && hi - lo > 1e-12 * hi; ++i) {
     const mid = (lo + hi) / 2;
@@ -60,10 +64,16 @@ export interface PairedDifference {
 }
 
 /** Paired difference (arm - reference) over the seeds both have, with a t-interval over seeds. */
-export function pairedDifference(arm: ReadonlyMap<number, number>, reference: ReadonlyMap<number, number>, level = 0.95): PairedDifference {
+export function pairedDifference(
+  arm: ReadonlyMap<number, number>,
+  reference: ReadonlyMap<number, number>,
+  level = 0.95,
+): PairedDifference {
   const seeds = [...arm.keys()].filter((s) => reference.has(s)).sort((a, b) => a - b);
   const differences = seeds.map((s) => arm.get(s)! - reference.get(s)!);
-  const n = differences.length, m = mean(differences), sd = sampleStd(differences);
+  const n = differences.length,
+    m = mean(differences),
+    sd = sampleStd(differences);
   let interval: PairedDifference['interval'] = null;
   if (n >= 2) {
     const t = tCritical(n - 1, level);

@@ -20,7 +20,12 @@ export function counterOffsets(tensors: readonly TensorInfo[]): number[] {
  * exponential once 1 / (s + 1) < 1 - decay.
  */
 export class Ema {
-  constructor(readonly decay: number, readonly params: Float32Array, readonly buffers: Float32Array, public steps = 0) {}
+  constructor(
+    readonly decay: number,
+    readonly params: Float32Array,
+    readonly buffers: Float32Array,
+    public steps = 0,
+  ) {}
 
   /** The weight on the old average at update number `step` (1-based). */
   static decayAt(decay: number, step: number): number {
@@ -29,10 +34,14 @@ export class Ema {
 
   update(params: Float32Array, buffers: Float32Array, counters: readonly number[]): void {
     if (params.length !== this.params.length || buffers.length !== this.buffers.length)
-      throw new RangeError(`Expected ${this.params.length} parameters and ${this.buffers.length} buffer values for the EMA but received ${params.length} and ${buffers.length}`);
+      throw new RangeError(
+        `Expected ${this.params.length} parameters and ${this.buffers.length} buffer values for the EMA but received ${params.length} and ${buffers.length}`,
+      );
     this.steps += 1;
-    const d = Ema.decayAt(this.decay, this.steps), e = 1 - d;
-    const p = this.params, b = this.buffers;
+    const d = Ema.decayAt(this.decay, this.steps),
+      e = 1 - d;
+    const p = this.params,
+      b = this.buffers;
     for (let i = 0; i < p.length; ++i) p[i] = d * p[i] + e * params[i];
     for (let i = 0; i < b.length; ++i) b[i] = d * b[i] + e * buffers[i];
     for (const o of counters) b[o] = buffers[o];
@@ -45,14 +54,19 @@ export class Ema {
  * they are recomputed for the averaged weights (recomputeBatchNorm).
  */
 export class Swa {
-  constructor(public params: Float32Array | null = null, public count = 0) {}
+  constructor(
+    public params: Float32Array | null = null,
+    public count = 0,
+  ) {}
 
   add(params: Float32Array): void {
     if (this.params === null) {
       this.params = Float32Array.from(params);
     } else {
-      if (params.length !== this.params.length) throw new RangeError(`Expected ${this.params.length} parameters for SWA but received ${params.length}`);
-      const a = this.params, n = this.count + 1;
+      if (params.length !== this.params.length)
+        throw new RangeError(`Expected ${this.params.length} parameters for SWA but received ${params.length}`);
+      const a = this.params,
+        n = this.count + 1;
       for (let i = 0; i < a.length; ++i) a[i] += (params[i] - a[i]) / n;
     }
     this.count += 1;
@@ -93,23 +107,37 @@ export interface BatchNormPass {
  * last batch of one image is left out (it has no variance). Counters are set to the batch count.
  * Yields to the event loop between batches.
  */
-export async function recomputeBatchNorm(shadow: NativeModel, params: Float32Array, pass: BatchNormPass): Promise<Float32Array> {
+export async function recomputeBatchNorm(
+  shadow: NativeModel,
+  params: Float32Array,
+  pass: BatchNormPass,
+): Promise<Float32Array> {
   const { augmentBatch, normalizeBatch } = loadBinding();
-  const ds = pass.data, per = ds.channels * ds.height * ds.width;
+  const ds = pass.data,
+    per = ds.channels * ds.height * ds.width;
   const bs = Math.min(pass.batchSize, ds.n);
   shadow.setParams(params);
   const tensors = shadow.tensors().filter((t) => t.kind === 'buffer');
   const counters = new Set(counterOffsets(tensors));
   const sum = new Float64Array(shadow.info().numBufferFloats);
-  const x = new Float32Array(bs * per), images = new Uint8Array(bs * per), labels = new Int32Array(bs);
-  const m = Float32Array.from(pass.mean), s = Float32Array.from(pass.std);
+  const x = new Float32Array(bs * per),
+    images = new Uint8Array(bs * per),
+    labels = new Int32Array(bs);
+  const m = Float32Array.from(pass.mean),
+    s = Float32Array.from(pass.std);
   let batches = 0;
   for (let i = 0, start = 0; start < ds.n; ++i, start += bs) {
     const b = Math.min(bs, ds.n - start);
     if (b < 2) break;
-    gatherBatch(ds, Int32Array.from({ length: b }, (_, k) => start + k), images, labels);
+    gatherBatch(
+      ds,
+      Int32Array.from({ length: b }, (_, k) => start + k),
+      images,
+      labels,
+    );
     const xb = x.subarray(0, b * per);
-    if (pass.augment) augmentBatch(xb, images, b, ds.channels, ds.height, ds.width, pass.augment.pad, true, m, s, pass.seedOf(i));
+    if (pass.augment)
+      augmentBatch(xb, images, b, ds.channels, ds.height, ds.width, pass.augment.pad, true, m, s, pass.seedOf(i));
     else normalizeBatch(xb, images, b, ds.channels, ds.height, ds.width, m, s);
     shadow.forwardSync(xb, b, true);
     const got = shadow.getBuffers();
@@ -117,7 +145,8 @@ export async function recomputeBatchNorm(shadow: NativeModel, params: Float32Arr
     batches += 1;
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
-  if (batches === 0) throw new RangeError(`Expected at least 2 training images to recompute batch-norm statistics but received ${ds.n}`);
+  if (batches === 0)
+    throw new RangeError(`Expected at least 2 training images to recompute batch-norm statistics but received ${ds.n}`);
   const out = new Float32Array(sum.length);
   for (let j = 0; j < sum.length; ++j) out[j] = counters.has(j) ? batches : sum[j] / batches;
   return out;

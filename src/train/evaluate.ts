@@ -10,12 +10,20 @@ import type { TestMetrics } from '../records.js';
 /** Images per evaluation batch unless a caller says otherwise (no gradients are kept, so larger than a training batch). */
 export const EVAL_BATCH_SIZE = 256;
 
-export async function datasetLogits(model: LogitSource, ds: Dataset, mean: number[], std: number[], batchSize = EVAL_BATCH_SIZE, resident?: NativeDeviceImages): Promise<Float32Array> {
+export async function datasetLogits(
+  model: LogitSource,
+  ds: Dataset,
+  mean: number[],
+  std: number[],
+  batchSize = EVAL_BATCH_SIZE,
+  resident?: NativeDeviceImages,
+): Promise<Float32Array> {
   const { normalizeBatch } = loadBinding();
   const nc = model.info().numClasses;
   const per = ds.channels * ds.height * ds.width;
   const out = new Float32Array(ds.n * nc);
-  const m = Float32Array.from(mean), s = Float32Array.from(std);
+  const m = Float32Array.from(mean),
+    s = Float32Array.from(std);
   if (resident) {
     for (let start = 0; start < ds.n; start += batchSize) {
       const indices = Int32Array.from({ length: Math.min(batchSize, ds.n - start) }, (_, k) => start + k);
@@ -63,12 +71,18 @@ export const ECE_BINS = 15;
 export function metricsFromLogits(logits: Float32Array, labels: Int32Array, nc: number, perClass = false): TestMetrics {
   const n = labels.length;
   const probs = softmaxRows(logits, nc);
-  let top1 = 0, top5 = 0, nll = 0;
-  const binCount = new Float64Array(ECE_BINS), binConf = new Float64Array(ECE_BINS), binAcc = new Float64Array(ECE_BINS);
-  const classTotal = new Float64Array(nc), classHit = new Float64Array(nc);
+  let top1 = 0,
+    top5 = 0,
+    nll = 0;
+  const binCount = new Float64Array(ECE_BINS),
+    binConf = new Float64Array(ECE_BINS),
+    binAcc = new Float64Array(ECE_BINS);
+  const classTotal = new Float64Array(nc),
+    classHit = new Float64Array(nc);
   const k = Math.min(5, nc);
   for (let i = 0; i < n; ++i) {
-    const o = i * nc, y = labels[i];
+    const o = i * nc,
+      y = labels[i];
     let pred = 0;
     for (let c = 1; c < nc; ++c) if (probs[o + c] > probs[o + pred]) pred = c;
     // Rank of the true class: how many classes score strictly higher.
@@ -88,19 +102,49 @@ export function metricsFromLogits(logits: Float32Array, labels: Int32Array, nc: 
   }
   let ece = 0;
   for (let b = 0; b < ECE_BINS; ++b) if (binCount[b] > 0) ece += Math.abs(binAcc[b] - binConf[b]) / Math.max(n, 1);
-  const m: TestMetrics = { test_acc: top1 / Math.max(n, 1), test_top5: top5 / Math.max(n, 1), test_loss: nll / Math.max(n, 1), test_ece: ece, n };
+  const m: TestMetrics = {
+    test_acc: top1 / Math.max(n, 1),
+    test_top5: top5 / Math.max(n, 1),
+    test_loss: nll / Math.max(n, 1),
+    test_ece: ece,
+    n,
+  };
   if (perClass) m.per_class_acc = Array.from(classTotal, (t, c) => (t > 0 ? classHit[c] / t : NaN));
   return m;
 }
 
-export async function evaluate(model: LogitSource, ds: Dataset, mean: number[], std: number[], opts: { batchSize?: number; perClass?: boolean } = {}): Promise<TestMetrics> {
+export async function evaluate(
+  model: LogitSource,
+  ds: Dataset,
+  mean: number[],
+  std: number[],
+  opts: { batchSize?: number; perClass?: boolean } = {},
+): Promise<TestMetrics> {
   const logits = await datasetLogits(model, ds, mean, std, opts.batchSize ?? EVAL_BATCH_SIZE);
   return metricsFromLogits(logits, ds.labels, model.info().numClasses, opts.perClass ?? false);
 }
 
 /** Softmax probabilities (n, classes) for raw uint8 images (n, C, H, W). */
-export async function predictProbs(model: LogitSource, images: Uint8Array, n: number, c: number, h: number, w: number, mean: number[], std: number[]): Promise<Float32Array> {
-  const ds: Dataset = { images, labels: new Int32Array(n), n, channels: c, height: h, width: w, classNames: [], source: 'predict' };
+export async function predictProbs(
+  model: LogitSource,
+  images: Uint8Array,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  mean: number[],
+  std: number[],
+): Promise<Float32Array> {
+  const ds: Dataset = {
+    images,
+    labels: new Int32Array(n),
+    n,
+    channels: c,
+    height: h,
+    width: w,
+    classNames: [],
+    source: 'predict',
+  };
   const logits = await datasetLogits(model, ds, mean, std);
   return softmaxRows(logits, model.info().numClasses);
 }
@@ -114,17 +158,33 @@ export interface Prediction {
  * Classifies raw images with a loaded checkpoint: images are uint8 (n, C, H, W) at the checkpoint's
  * input size; returns the top-k classes of each.
  */
-export async function predict(ckpt: { model: LogitSource; classNames: string[]; mean: number[]; std: number[]; inputShape: [number, number, number] },
-  images: Uint8Array, n: number, topK = 5): Promise<Prediction[]> {
+export async function predict(
+  ckpt: {
+    model: LogitSource;
+    classNames: string[];
+    mean: number[];
+    std: number[];
+    inputShape: [number, number, number];
+  },
+  images: Uint8Array,
+  n: number,
+  topK = 5,
+): Promise<Prediction[]> {
   const [c, h, w] = ckpt.inputShape;
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a positive integer for n but received ${n}`);
   if (images.length !== n * c * h * w)
-    throw new RangeError(`Expected ${n * c * h * w} bytes (${n} images of ${c}x${h}x${w}) for images but received ${images.length}`);
+    throw new RangeError(
+      `Expected ${n * c * h * w} bytes (${n} images of ${c}x${h}x${w}) for images but received ${images.length}`,
+    );
   const nc = ckpt.classNames.length;
   const probs = await predictProbs(ckpt.model, images, n, c, h, w, ckpt.mean, ckpt.std);
   const k = Math.max(1, Math.min(topK, nc));
   return Array.from({ length: n }, (_, i) => {
-    const row = Array.from(probs.subarray(i * nc, (i + 1) * nc), (prob, index) => ({ label: ckpt.classNames[index], index, prob }));
+    const row = Array.from(probs.subarray(i * nc, (i + 1) * nc), (prob, index) => ({
+      label: ckpt.classNames[index],
+      index,
+      prob,
+    }));
     row.sort((a, b) => b.prob - a.prob);
     return { top: row.slice(0, k) };
   });

@@ -20,16 +20,24 @@ export class PredictionStore {
   readonly logits: Float32Array;
   readonly seen: Uint8Array;
 
-  constructor(readonly n: number, readonly classes: number, logits?: Float32Array, seen?: Uint8Array) {
+  constructor(
+    readonly n: number,
+    readonly classes: number,
+    logits?: Float32Array,
+    seen?: Uint8Array,
+  ) {
     this.logits = logits ?? new Float32Array(n * classes);
     this.seen = seen ?? new Uint8Array(n);
     if (this.logits.length !== n * classes || this.seen.length !== n)
-      throw new RangeError(`Expected ${n * classes} logits and ${n} flags for the PS-KD predictions but received ${this.logits.length} and ${this.seen.length}`);
+      throw new RangeError(
+        `Expected ${n * classes} logits and ${n} flags for the PS-KD predictions but received ${this.logits.length} and ${this.seen.length}`,
+      );
   }
 
   /** The targets' logits (b, classes) of the samples `indices`, labelled `labels`. */
   gather(indices: ArrayLike<number>, labels: ArrayLike<number>): Float32Array {
-    const nc = this.classes, out = new Float32Array(indices.length * nc);
+    const nc = this.classes,
+      out = new Float32Array(indices.length * nc);
     for (let k = 0; k < indices.length; ++k) {
       const i = indices[k];
       if (this.seen[i]) out.set(this.logits.subarray(i * nc, (i + 1) * nc), k * nc);

@@ -24,7 +24,13 @@ export interface Diversity {
  *  diverse:    add while the bank has room; then see offerDiverse (needs `diversity`).
  *  random:     the bank is fixed at the start; never changes.
  */
-export function offerToBank(bank: readonly BankEntry[], candidate: BankEntry, k: number, source: TeacherSource, diversity?: Diversity): BankDecision {
+export function offerToBank(
+  bank: readonly BankEntry[],
+  candidate: BankEntry,
+  k: number,
+  source: TeacherSource,
+  diversity?: Diversity,
+): BankDecision {
   const current = bank.map((b) => ({ ...b }));
   if (source === 'random') return { bank: current, added: null, replaced: null };
   if (current.length < k) return { bank: [...current, { ...candidate }], added: candidate.id, replaced: null };
@@ -34,19 +40,30 @@ export function offerToBank(bank: readonly BankEntry[], candidate: BankEntry, k:
   }
   if (source === 'previous' || source === 'cycle-end') {
     const oldest = current.reduce((a, b) => (b.epoch < a.epoch ? b : a));
-    return { bank: [...current.filter((b) => b !== oldest), { ...candidate }], added: candidate.id, replaced: oldest.id };
+    return {
+      bank: [...current.filter((b) => b !== oldest), { ...candidate }],
+      added: candidate.id,
+      replaced: oldest.id,
+    };
   }
   let lowest = current[0];
   for (const b of current) if (b.score < lowest.score) lowest = b;
   if (candidate.score > lowest.score) {
-    return { bank: current.map((b) => (b === lowest ? { ...candidate } : b)), added: candidate.id, replaced: lowest.id };
+    return {
+      bank: current.map((b) => (b === lowest ? { ...candidate } : b)),
+      added: candidate.id,
+      replaced: lowest.id,
+    };
   }
   return { bank: current, added: null, replaced: null };
 }
 
 /** Share of positions where two top-1 prediction lists differ. */
 export function disagreementOf(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length || a.length === 0) throw new RangeError(`Expected two prediction lists of one non-zero length but received ${a.length} and ${b.length}`);
+  if (a.length !== b.length || a.length === 0)
+    throw new RangeError(
+      `Expected two prediction lists of one non-zero length but received ${a.length} and ${b.length}`,
+    );
   let differ = 0;
   for (let i = 0; i < a.length; ++i) differ += a[i] !== b[i] ? 1 : 0;
   return differ / a.length;
@@ -71,14 +88,24 @@ export function offerDiverse(bank: readonly BankEntry[], candidate: BankEntry, d
       if (!p) throw new Error(`offerDiverse: no validation predictions for teacher ${b.id}`);
       return p;
     };
-    const spread = new Map(pool.map((m) => [m, pool.filter((o) => o !== m).reduce((s, o) => s + disagreementOf(pred(m), pred(o)), 0) / (pool.length - 1)]));
+    const spread = new Map(
+      pool.map((m) => [
+        m,
+        pool.filter((o) => o !== m).reduce((s, o) => s + disagreementOf(pred(m), pred(o)), 0) / (pool.length - 1),
+      ]),
+    );
     leave = pool.reduce((a, b) => {
-      const da = spread.get(a)!, db = spread.get(b)!;
+      const da = spread.get(a)!,
+        db = spread.get(b)!;
       return db < da || (db === da && (b.score < a.score || (b.score === a.score && older(b, a)))) ? b : a;
     });
   }
   if (leave.id === candidate.id) return { bank: pool.slice(0, -1), added: null, replaced: null };
-  return { bank: pool.slice(0, -1).map((b) => (b.id === leave.id ? { ...candidate } : b)), added: candidate.id, replaced: leave.id };
+  return {
+    bank: pool.slice(0, -1).map((b) => (b.id === leave.id ? { ...candidate } : b)),
+    added: candidate.id,
+    replaced: leave.id,
+  };
 }
 
 /** Whether a teacher of `score` teaches this epoch (see teachingEntries). */
@@ -92,7 +119,12 @@ export function teaches(score: number, skipWorse: boolean, studentScore: number 
  * which is the student itself, never does -- except right after a reset, when the student's fresh
  * head is worse than every snapshot and all teach.
  */
-export function teachingEntries<T extends { score: number }>(bank: readonly T[], skipWorse: boolean, studentScore: number | null, afterReset: boolean): T[] {
+export function teachingEntries<T extends { score: number }>(
+  bank: readonly T[],
+  skipWorse: boolean,
+  studentScore: number | null,
+  afterReset: boolean,
+): T[] {
   return bank.filter((b) => teaches(b.score, skipWorse, studentScore, afterReset));
 }
 

@@ -26,12 +26,18 @@ export function diskWithFreeBytes(free: number): WriteBytes {
     const fits = Math.min(left, data.length);
     writeAll(target, fd, data.subarray(0, fits));
     left -= fits;
-    if (fits < data.length) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+    if (fits < data.length)
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), {
+        code: 'ENOSPC',
+        errno: -28,
+        syscall: 'write',
+      });
   };
 }
 
 const testDisk = Number(process.env.DFL_TEST_DISK_FREE_BYTES);
-let writeBytes: WriteBytes = process.env.DFL_TEST_DISK_FREE_BYTES && testDisk >= 0 ? diskWithFreeBytes(testDisk) : writeAll;
+let writeBytes: WriteBytes =
+  process.env.DFL_TEST_DISK_FREE_BYTES && testDisk >= 0 ? diskWithFreeBytes(testDisk) : writeAll;
 
 /** Test hook: route every atomic write through `w` (null: back to the file system). */
 export function setWriteBytes(w: WriteBytes | null): void {

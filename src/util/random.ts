@@ -32,7 +32,8 @@ export class Rng {
 
   /** An unbiased integer in [0, n), 1 <= n <= 2^32 (rejection sampling, no modulo bias). */
   int(n: number): number {
-    if (!(n >= 1 && n <= 4294967296 && Number.isInteger(n))) throw new RangeError(`Expected an integer in [1, 2^32] for n but received ${n}`);
+    if (!(n >= 1 && n <= 4294967296 && Number.isInteger(n)))
+      throw new RangeError(`Expected an integer in [1, 2^32] for n but received ${n}`);
     const limit = 4294967296 - (4294967296 % n); // largest multiple of n that fits
     for (;;) {
       const x = this.nextU32();

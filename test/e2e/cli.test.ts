@@ -15,7 +15,8 @@ import sharp from 'sharp';
 function packageRoot(): string {
   for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
     const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'dfl-native') return dir;
+    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'dfl-native')
+      return dir;
     if (path.dirname(dir) === dir) throw new Error('cannot find the dfl-native package root above the test file');
   }
 }
@@ -41,23 +42,35 @@ function dfl(...args: string[]): Result {
 }
 
 function dflWith(env: Record<string, string>, ...args: string[]): Result {
-  const r = spawnSync(process.execPath, [cli, ...args], { cwd: work, encoding: 'utf8', timeout: 300_000, env: { ...process.env, FORCE_COLOR: '0', ...env } });
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    cwd: work,
+    encoding: 'utf8',
+    timeout: 300_000,
+    env: { ...process.env, FORCE_COLOR: '0', ...env },
+  });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function jsonLines(text: string): Record<string, unknown>[] {
-  return text.trim().split('\n').filter(Boolean).map((l) => {
-    assert.doesNotMatch(l, /\x1b\[/, 'no escape codes off a terminal');
-    return JSON.parse(l) as Record<string, unknown>;
-  });
+  return text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      assert.doesNotMatch(l, /\x1b\[/, 'no escape codes off a terminal');
+      return JSON.parse(l) as Record<string, unknown>;
+    });
 }
 
 /** Synthetic fallback: class k is a distinct colour + stripe pattern with noise. */
 async function writeSynthetic(dir: string): Promise<void> {
   let s = 12345;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  for (const [split, per] of [['train', TRAIN_PER_CLASS], ['test', TEST_PER_CLASS]] as const) {
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  for (const [split, per] of [
+    ['train', TRAIN_PER_CLASS],
+    ['test', TEST_PER_CLASS],
+  ] as const) {
     for (let k = 0; k < CLASSES.length; ++k) {
       const folder = path.join(dir, split, CLASSES[k]);
       fs.mkdirSync(folder, { recursive: true });
@@ -69,7 +82,9 @@ async function writeSynthetic(dir: string): Promise<void> {
               const stripe = (k === 0 ? y : k === 1 ? x : x + y) % 8 < 4 ? 90 : 0;
               px[(y * 32 + x) * 3 + c] = Math.min(255, Math.floor((c === k ? 120 : 40) + stripe + rnd() * 40));
             }
-        await sharp(px, { raw: { width: 32, height: 32, channels: 3 } }).jpeg({ quality: 90 }).toFile(path.join(folder, `${String(i).padStart(4, '0')}.jpg`));
+        await sharp(px, { raw: { width: 32, height: 32, channels: 3 } })
+          .jpeg({ quality: 90 })
+          .toFile(path.join(folder, `${String(i).padStart(4, '0')}.jpg`));
       }
     }
   }
@@ -98,14 +113,43 @@ after(() => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-const small = ['--model', 'vgg8', '--width', '0.125', '--batch-size', '32', '--threads', '2', '--seed', '1', '--cache-dir', 'cache'];
+const small = [
+  '--model',
+  'vgg8',
+  '--width',
+  '0.125',
+  '--batch-size',
+  '32',
+  '--threads',
+  '2',
+  '--seed',
+  '1',
+  '--cache-dir',
+  'cache',
+];
 
 test('train writes summary.json, metrics.jsonl, curves.svg and a checkpoint; JSON lines off a terminal', () => {
-  const r = dfl('train', '--data', data, ...small, '--epochs', '2', '--reset-cycle', '1', '--teachers', '2', '--out', run);
+  const r = dfl(
+    'train',
+    '--data',
+    data,
+    ...small,
+    '--epochs',
+    '2',
+    '--reset-cycle',
+    '1',
+    '--teachers',
+    '2',
+    '--out',
+    run,
+  );
   assert.equal(r.status, 0, r.stderr);
   const lines = jsonLines(r.stdout);
   assert.equal(lines.filter((l) => l.event === 'start').length, 1);
-  assert.deepEqual(lines.filter((l) => l.event === 'epoch').map((l) => l.epoch), [1, 2]);
+  assert.deepEqual(
+    lines.filter((l) => l.event === 'epoch').map((l) => l.epoch),
+    [1, 2],
+  );
   const last = lines[lines.length - 1];
   assert.equal(last.event, 'summary');
   // a run's log message is said once: a JSON line on stdout, not again on stderr (not a terminal)
@@ -114,7 +158,21 @@ test('train writes summary.json, metrics.jsonl, curves.svg and a checkpoint; JSO
   assert.doesNotMatch(r.stderr, /device auto/);
 
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
-  for (const k of ['test_acc', 'test_top5', 'test_loss', 'best_val_acc', 'final_val_acc', 'epochs', 'seconds', 'images_per_sec', 'method', 'model', 'seed', 'device', 'config'])
+  for (const k of [
+    'test_acc',
+    'test_top5',
+    'test_loss',
+    'best_val_acc',
+    'final_val_acc',
+    'epochs',
+    'seconds',
+    'images_per_sec',
+    'method',
+    'model',
+    'seed',
+    'device',
+    'config',
+  ])
     assert.ok(k in summary, `summary.json has ${k}`);
   assert.equal(summary.epochs, 2);
   assert.equal(summary.method, 'dfl');
@@ -122,10 +180,27 @@ test('train writes summary.json, metrics.jsonl, curves.svg and a checkpoint; JSO
   assert.equal(summary.n, TEST_PER_CLASS * CLASSES.length);
   assert.equal(last.test_acc, summary.test_acc);
 
-  const metrics = fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const metrics = fs
+    .readFileSync(path.join(run, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(metrics.length, 2);
   for (const m of metrics)
-    for (const k of ['epoch', 'lr', 'train_loss', 'train_acc', 'val_acc', 'distill_loss', 'reset', 'bank', 'replaced', 'seconds', 'images_per_sec']) assert.ok(k in m, `metrics has ${k}`);
+    for (const k of [
+      'epoch',
+      'lr',
+      'train_loss',
+      'train_acc',
+      'val_acc',
+      'distill_loss',
+      'reset',
+      'bank',
+      'replaced',
+      'seconds',
+      'images_per_sec',
+    ])
+      assert.ok(k in m, `metrics has ${k}`);
   assert.equal(metrics[1].reset, true, '--reset-cycle 1 resets before epoch 2');
   assert.equal(metrics[1].bank.length, 2);
 
@@ -134,18 +209,27 @@ test('train writes summary.json, metrics.jsonl, curves.svg and a checkpoint; JSO
   assert.ok(fs.existsSync(path.join(run, 'checkpoint', 'state.json')));
 });
 
-test('eval reproduces the summary\'s test accuracy from the checkpoint', () => {
+test("eval reproduces the summary's test accuracy from the checkpoint", () => {
   const summary = JSON.parse(fs.readFileSync(path.join(run, 'summary.json'), 'utf8'));
   const r = dfl('eval', '--checkpoint', run, '--json', '--per-class', '--threads', '2');
   assert.equal(r.status, 0, r.stderr);
   const [m] = jsonLines(r.stdout);
   assert.equal(m.n, summary.n);
-  assert.ok(Math.abs((m.test_acc as number) - summary.test_acc) < 1e-9, `eval ${m.test_acc} vs summary ${summary.test_acc}`);
+  assert.ok(
+    Math.abs((m.test_acc as number) - summary.test_acc) < 1e-9,
+    `eval ${m.test_acc} vs summary ${summary.test_acc}`,
+  );
   assert.ok(Math.abs((m.test_loss as number) - summary.test_loss) < 1e-5);
   assert.ok(Math.abs((m.test_top5 as number) - summary.test_top5) < 1e-9);
   const perClass = m.per_class as { label: string; acc: number; n: number }[];
-  assert.deepEqual(perClass.map((p) => p.label), summary.class_names);
-  assert.equal(perClass.reduce((a, p) => a + p.n, 0), summary.n);
+  assert.deepEqual(
+    perClass.map((p) => p.label),
+    summary.class_names,
+  );
+  assert.equal(
+    perClass.reduce((a, p) => a + p.n, 0),
+    summary.n,
+  );
 });
 
 test('export writes an ONNX file that onnxruntime-node runs like the checkpoint; predict agrees on JPEGs', async () => {
@@ -165,8 +249,14 @@ test('export writes an ONNX file that onnxruntime-node runs like the checkpoint;
   assert.equal(b.status, 0, b.stderr);
   const pa = jsonLines(a.stdout) as unknown as { file: string; top: { label: string; prob: number }[] }[];
   const pb = jsonLines(b.stdout) as unknown as typeof pa;
-  assert.deepEqual(pa.map((p) => p.file), images);
-  assert.deepEqual(pb.map((p) => p.file), images);
+  assert.deepEqual(
+    pa.map((p) => p.file),
+    images,
+  );
+  assert.deepEqual(
+    pb.map((p) => p.file),
+    images,
+  );
   for (let i = 0; i < images.length; ++i) {
     assert.equal(pa[i].top.length, 2);
     assert.ok(pa[i].top[0].prob >= pa[i].top[1].prob);
@@ -191,8 +281,13 @@ test('--config values are overridden by flags', () => {
 
 test('Ctrl-C stops after the current batch, saves a checkpoint and says how to resume', async () => {
   const out = path.join(work, 'run-int');
-  const child = spawn(process.execPath, [cli, 'train', '--data', data, ...small, '--epochs', '4', '--batch-size', '8', '--out', out], { cwd: work });
-  let stdout = '', stderr = '';
+  const child = spawn(
+    process.execPath,
+    [cli, 'train', '--data', data, ...small, '--epochs', '4', '--batch-size', '8', '--out', out],
+    { cwd: work },
+  );
+  let stdout = '',
+    stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const status = await new Promise<number | null>((resolve) => {
     child.stdout.on('data', (d) => {
@@ -221,14 +316,27 @@ test('--resume refuses an image folder that changed (exit 2, naming the change) 
   fs.copyFileSync(path.join(copy, 'train', CLASSES[0], '0000.jpg'), path.join(copy, 'train', CLASSES[0], 'extra.jpg'));
   const refused = dfl('train', '--resume', out, '--epochs', '2');
   assert.equal(refused.status, 2, refused.stderr);
-  const error = refused.stderr.trim().split('\n').filter((l) => l.startsWith('dfl-native: error: '));
+  const error = refused.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('dfl-native: error: '));
   assert.equal(error.length, 1, refused.stderr);
-  assert.match(error[0], new RegExp(`train split: ${3 * TRAIN_PER_CLASS + 1} images, was ${3 * TRAIN_PER_CLASS}; train split: images per class changed \\(${CLASSES[0]} ${TRAIN_PER_CLASS} -> ${TRAIN_PER_CLASS + 1}\\)`));
+  assert.match(
+    error[0],
+    new RegExp(
+      `train split: ${3 * TRAIN_PER_CLASS + 1} images, was ${3 * TRAIN_PER_CLASS}; train split: images per class changed \\(${CLASSES[0]} ${TRAIN_PER_CLASS} -> ${TRAIN_PER_CLASS + 1}\\)`,
+    ),
+  );
   assert.match(error[0], /--allow-data-change/);
   const allowed = dfl('train', '--resume', out, '--epochs', '2', '--allow-data-change');
   assert.equal(allowed.status, 0, allowed.stderr);
   // off a terminal the warning is a JSON log line on stdout (said once; docs/cli.md)
-  assert.ok(jsonLines(allowed.stdout).some((l) => l.event === 'log' && /resuming anyway \(--allow-data-change\)/.test(String(l.message))), allowed.stdout);
+  assert.ok(
+    jsonLines(allowed.stdout).some(
+      (l) => l.event === 'log' && /resuming anyway \(--allow-data-change\)/.test(String(l.message)),
+    ),
+    allowed.stdout,
+  );
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')).epochs, 2);
   const misplaced = dfl('train', '--data', copy, '--allow-data-change');
   assert.equal(misplaced.status, 2);
@@ -248,8 +356,14 @@ test('bad usage exits 2 with one clear line', () => {
     [['predict', '--checkpoint', 'x', '--threads', 'two', 'a.jpg'], /for --threads but received 'two'/],
     [['train', '--method', 'nope'], /one of base, reset, sd, dfl for --method/],
     [['train', '--precision', 'fp16'], /one of fp32, bf16 for --precision/],
-    [['train', '--precision', 'bf16', '--device', 'cpu'], /--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu\. Use --precision fp32 on the CPU/],
-    [['bench', '--precision', 'bf16', '--device', 'cpu'], /--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu\. Use --precision fp32 on the CPU/],
+    [
+      ['train', '--precision', 'bf16', '--device', 'cpu'],
+      /--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu\. Use --precision fp32 on the CPU/,
+    ],
+    [
+      ['bench', '--precision', 'bf16', '--device', 'cpu'],
+      /--precision bf16 runs convolutions and linear layers on a GPU's tensor cores, but this run is on the cpu\. Use --precision fp32 on the CPU/,
+    ],
     [['train', '--epochs'], /epochs/],
     [['eval'], /checkpoint/],
     [['predict', '--checkpoint', 'x'], /at least one image file/],
@@ -268,12 +382,24 @@ test('bad usage exits 2 with one clear line', () => {
 });
 
 test('every error in what the user gave exits 2 with one line: model spec files and data included', () => {
-  const spec = (nodes: unknown[], dims: Record<string, number> = { in_channels: 3, height: 32, width: 32 }) => JSON.stringify({ ...dims, nodes });
+  const spec = (nodes: unknown[], dims: Record<string, number> = { in_channels: 3, height: 32, width: 32 }) =>
+    JSON.stringify({ ...dims, nodes });
   const conv = { op: 'conv', name: 'c', inputs: [0], out_channels: 4, kernel_h: 3, kernel_w: 3, pad_h: 1, pad_w: 1 };
-  const head = [{ op: 'gap', inputs: [1] }, { op: 'flatten', inputs: [2] }, { op: 'linear', name: 'fc', inputs: [3], out_features: 3 }];
+  const head = [
+    { op: 'gap', inputs: [1] },
+    { op: 'flatten', inputs: [2] },
+    { op: 'linear', name: 'fc', inputs: [3], out_features: 3 },
+  ];
   const files: Record<string, string> = {
     'no-dims.json': spec([{ op: 'input' }, conv, ...head], {}),
-    'bad-node.json': spec([{ op: 'input' }, conv, { op: 'add', inputs: [1, 0] }, { op: 'gap', inputs: [2] }, { op: 'flatten', inputs: [3] }, { op: 'linear', name: 'fc', inputs: [4], out_features: 3 }]),
+    'bad-node.json': spec([
+      { op: 'input' },
+      conv,
+      { op: 'add', inputs: [1, 0] },
+      { op: 'gap', inputs: [2] },
+      { op: 'flatten', inputs: [3] },
+      { op: 'linear', name: 'fc', inputs: [4], out_features: 3 },
+    ]),
     'typo.json': spec([{ op: 'input' }, { ...conv, kernal_h: 5 }, ...head]),
   };
   for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(work, name), text);
@@ -284,14 +410,20 @@ test('every error in what the user gave exits 2 with one line: model spec files 
   fs.copyFileSync(path.join(data, 'train', CLASSES[0], '0000.jpg'), path.join(bad, 'train', 'b', 'ok.jpg'));
   const cases: [string[], RegExp][] = [
     [['--model', 'no-dims.json'], /no-dims\.json: .*for spec\.in_channels but received undefined/],
-    [['--model', 'bad-node.json'], /bad-node\.json: node 2 .*add needs equal shapes but its inputs are 4x32x32 and 3x32x32/],
+    [
+      ['--model', 'bad-node.json'],
+      /bad-node\.json: node 2 .*add needs equal shapes but its inputs are 4x32x32 and 3x32x32/,
+    ],
     [['--model', 'typo.json'], /typo\.json: node 1 \(conv 'c'\): unknown attribute 'kernal_h'/],
     [['--data', bad], /broken\.jpg: .*--skip-bad-files/],
   ];
   for (const [args, re] of cases) {
     const r = dfl('train', '--data', data, ...small, '--epochs', '1', ...args);
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
-    const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('dfl-native: error: '));
+    const errors = r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('dfl-native: error: '));
     assert.equal(errors.length, 1, r.stderr);
     assert.match(errors[0], re);
     assert.doesNotMatch(errors[0], /undefinedx/);
@@ -321,7 +453,10 @@ test('a missing data folder or checkpoint is named in the error', () => {
 
 /** The one error line of a failed command (docs/cli.md: errors are one line on stderr). */
 function errorLine(r: Result): string {
-  const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('dfl-native: error: '));
+  const errors = r.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('dfl-native: error: '));
   assert.equal(errors.length, 1, r.stderr);
   return errors[0];
 }
@@ -343,36 +478,88 @@ test('every command keeps the exit codes of docs/cli.md: bad input 2, a failed r
       for (let i = 0; i < 4; ++i) {
         const px = Buffer.alloc(8 * 8 * 3);
         for (let j = 0; j < px.length; ++j) px[j] = j % 3 === 2 ? 17 : (j * 31 + i * 7 + c.length * 13) % 256;
-        await sharp(px, { raw: { width: 8, height: 8, channels: 3 } }).png().toFile(path.join(flat, split, c, `${i}.png`));
+        await sharp(px, { raw: { width: 8, height: 8, channels: 3 } })
+          .png()
+          .toFile(path.join(flat, split, c, `${i}.png`));
       }
     }
   // --skip-bad-files skips the corrupt file, then an image of another size is still bad input
   const mixed = path.join(work, 'images-mixed');
   fs.cpSync(data, mixed, { recursive: true });
   fs.writeFileSync(path.join(mixed, 'train', CLASSES[0], 'broken.jpg'), 'not a jpeg');
-  await sharp(Buffer.alloc(16 * 16 * 3, 99), { raw: { width: 16, height: 16, channels: 3 } }).png().toFile(path.join(mixed, 'train', CLASSES[1], 'small.png'));
+  await sharp(Buffer.alloc(16 * 16 * 3, 99), { raw: { width: 16, height: 16, channels: 3 } })
+    .png()
+    .toFile(path.join(mixed, 'train', CLASSES[1], 'small.png'));
   const image = path.join(data, 'test', CLASSES[0], '0000.jpg');
 
   const cases: [string[], number, RegExp, Record<string, string>?][] = [
-    [['train', '--data', data, ...small, '--width', '1e-6'], 2, /Expected a width multiplier that leaves every layer of vgg8 at least one channel but received 0\.000001: .*Give --width 0\.008 or more\./],
-    [['train', '--data', flat, ...small, '--epochs', '1'], 2, /Expected every channel of the training split to vary but channel 2 is 17 \(of 255\) in all \d+ images of .*Give the statistics yourself with --mean and --std/],
-    [['train', '--data', mixed, ...small, '--epochs', '1', '--skip-bad-files'], 2, /small\.png: is 16x16 but .* is 32x32; all images must share one size: pass --image-size N/],
+    [
+      ['train', '--data', data, ...small, '--width', '1e-6'],
+      2,
+      /Expected a width multiplier that leaves every layer of vgg8 at least one channel but received 0\.000001: .*Give --width 0\.008 or more\./,
+    ],
+    [
+      ['train', '--data', flat, ...small, '--epochs', '1'],
+      2,
+      /Expected every channel of the training split to vary but channel 2 is 17 \(of 255\) in all \d+ images of .*Give the statistics yourself with --mean and --std/,
+    ],
+    [
+      ['train', '--data', mixed, ...small, '--epochs', '1', '--skip-bad-files'],
+      2,
+      /small\.png: is 16x16 but .* is 32x32; all images must share one size: pass --image-size N/,
+    ],
     [['train', '--resume', corrupt], 2, /model-e0002\.safetensors: checksum mismatch/],
     [['eval', '--checkpoint', corrupt], 2, /model-e0002\.safetensors: checksum mismatch/],
-    [['export', '--checkpoint', corrupt, '--out', path.join(work, 'never.onnx')], 2, /model-e0002\.safetensors: checksum mismatch/],
+    [
+      ['export', '--checkpoint', corrupt, '--out', path.join(work, 'never.onnx')],
+      2,
+      /model-e0002\.safetensors: checksum mismatch/,
+    ],
     [['predict', '--checkpoint', corrupt, image], 2, /model-e0002\.safetensors: checksum mismatch/],
-    [['predict', '--checkpoint', run, badImage], 2, /corrupt\.jpg: cannot decode the image \(.*\); the file is corrupt, truncated or not an image/],
-    [['predict', '--onnx', badOnnx, image], 2, /corrupt\.onnx: not an ONNX model \(.*\); give a file written by dfl-native export/],
+    [
+      ['predict', '--checkpoint', run, badImage],
+      2,
+      /corrupt\.jpg: cannot decode the image \(.*\); the file is corrupt, truncated or not an image/,
+    ],
+    [
+      ['predict', '--onnx', badOnnx, image],
+      2,
+      /corrupt\.onnx: not an ONNX model \(.*\); give a file written by dfl-native export/,
+    ],
     [['study', '--grid', 'nosuchgrid', '--out', path.join(work, 'study-x')], 2, /nosuchgrid/],
     [['bench', '--model', 'vgg8@0.125', '--device', 'cuda'], 2, /--device cuda is not available: /],
     [['info', '--bogus'], 2, /Unknown argument: bogus/],
     // failed runs: divergence, and a disk that fills up during the first checkpoint
-    [['train', '--data', data, ...small, '--epochs', '1', '--lr', '10000', '--method', 'base', '--out', path.join(work, 'run-nan')], 1, /Training diverged: .*\. Try a lower --lr \(e\.g\. 1\.0e\+3\)\./],
-    [['train', '--data', data, ...small, '--epochs', '1', '--out', path.join(work, 'run-full')], 1,
+    [
+      [
+        'train',
+        '--data',
+        data,
+        ...small,
+        '--epochs',
+        '1',
+        '--lr',
+        '10000',
+        '--method',
+        'base',
+        '--out',
+        path.join(work, 'run-nan'),
+      ],
+      1,
+      /Training diverged: .*\. Try a lower --lr \(e\.g\. 1\.0e\+3\)\./,
+    ],
+    [
+      ['train', '--data', data, ...small, '--epochs', '1', '--out', path.join(work, 'run-full')],
+      1,
       /Cannot write .*run-full\/checkpoint\/optim-e0001\.safetensors: no space left on the device \(ENOSPC\)\. No checkpoint was saved yet\. Free some disk space \(or choose another --out\) and start the run again\./,
-      { DFL_TEST_DISK_FREE_BYTES: String(fs.statSync(path.join(run, 'checkpoint', state.files.model)).size + 20_000) }],
-    [['export', '--checkpoint', run, '--out', path.join(work, 'full.onnx')], 1,
-      /Cannot write .*full\.onnx: no space left on the device \(ENOSPC\)\. Free some disk space or write somewhere else/, { DFL_TEST_DISK_FREE_BYTES: '1000' }],
+      { DFL_TEST_DISK_FREE_BYTES: String(fs.statSync(path.join(run, 'checkpoint', state.files.model)).size + 20_000) },
+    ],
+    [
+      ['export', '--checkpoint', run, '--out', path.join(work, 'full.onnx')],
+      1,
+      /Cannot write .*full\.onnx: no space left on the device \(ENOSPC\)\. Free some disk space or write somewhere else/,
+      { DFL_TEST_DISK_FREE_BYTES: '1000' },
+    ],
   ];
   for (const [args, status, re, env] of cases) {
     const r = dflWith(env ?? {}, ...args);
@@ -382,7 +569,11 @@ test('every command keeps the exit codes of docs/cli.md: bad input 2, a failed r
   // the failed save took its files with it: no partial model file, no temp file, no state.json
   assert.deepEqual(fs.readdirSync(path.join(work, 'run-full', 'checkpoint')), []);
   for (const f of ['never.onnx', 'full.onnx']) assert.ok(!fs.existsSync(path.join(work, f)), f);
-  assert.deepEqual(fs.readdirSync(work).filter((f) => f.endsWith('.tmp')), [], 'no temp file left');
+  assert.deepEqual(
+    fs.readdirSync(work).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no temp file left',
+  );
 });
 
 test('eval on a test split with a corrupt image: exit 2 naming it and --skip-bad-files, which leaves it out', () => {
@@ -404,9 +595,14 @@ test('eval on a test split with a corrupt image: exit 2 naming it and --skip-bad
 test('info --json reports version, backends, threads and CPU features', () => {
   const r = dfl('info', '--json');
   assert.equal(r.status, 0, r.stderr);
-  const [info] = jsonLines(r.stdout) as [{
-    version: string; backends: { compiled: string[]; usable: string[]; libraries: Record<string, string> }; threads: number; cpu_features: string[];
-  }];
+  const [info] = jsonLines(r.stdout) as [
+    {
+      version: string;
+      backends: { compiled: string[]; usable: string[]; libraries: Record<string, string> };
+      threads: number;
+      cpu_features: string[];
+    },
+  ];
   const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
   assert.equal(info.version, pkg.version);
   assert.ok(info.backends.compiled.includes('cpu'));
@@ -416,7 +612,11 @@ test('info --json reports version, backends, threads and CPU features', () => {
   assert.equal(typeof info.backends.libraries, 'object');
   assert.equal(info.backends.libraries.cpu, undefined);
   // The text form needs a terminal (off one, every command prints JSON): util-linux's script gives one.
-  const tty = spawnSync('script', ['-q', '-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(cli)} info`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+  const tty = spawnSync(
+    'script',
+    ['-q', '-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(cli)} info`, '/dev/null'],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
   if (tty.error) throw new Error(`info's text form is checked through script(1) (util-linux): ${tty.error.message}`);
   const text = tty.stdout;
   assert.match(text, /^version +\d/m, `not the text form:\n${text}`);
@@ -433,7 +633,12 @@ test('info --json reports version, backends, threads and CPU features', () => {
 
 test('info reports the SIMD path of every kernel family, and DFL_SIMD lowers them all', () => {
   const levels = ['portable', 'avx2', 'avx512'];
-  type Info = { simd_paths: Record<string, string>; simd_level: string; simd_request: string | null; gemm_kernel: string };
+  type Info = {
+    simd_paths: Record<string, string>;
+    simd_level: string;
+    simd_request: string | null;
+    gemm_kernel: string;
+  };
   const [full] = jsonLines(dfl('info', '--json').stdout) as [Info];
   assert.deepEqual(Object.keys(full.simd_paths), ['gemm', 'conv', 'batchnorm', 'pool']);
   assert.equal(full.simd_paths.gemm, full.gemm_kernel);
@@ -445,20 +650,33 @@ test('info reports the SIMD path of every kernel family, and DFL_SIMD lowers the
     assert.equal(info.simd_level, cap);
     assert.equal(info.simd_request, cap);
     assert.equal(info.simd_paths.gemm, cap, 'GEMM has every level');
-    for (const [family, level] of Object.entries(info.simd_paths)) assert.ok(levels.indexOf(level) <= levels.indexOf(cap), `${family} ${level} under DFL_SIMD=${cap}`);
+    for (const [family, level] of Object.entries(info.simd_paths))
+      assert.ok(levels.indexOf(level) <= levels.indexOf(cap), `${family} ${level} under DFL_SIMD=${cap}`);
   }
   const bad = dflWith({ DFL_SIMD: 'avx' }, 'info');
   assert.notEqual(bad.status, 0);
-  assert.match(bad.stdout + bad.stderr, /Expected one of portable, avx2, avx512 for the environment variable DFL_SIMD but received 'avx'/);
+  assert.match(
+    bad.stdout + bad.stderr,
+    /Expected one of portable, avx2, avx512 for the environment variable DFL_SIMD but received 'avx'/,
+  );
 });
 
 test('--help lists every command, and train --help its flags with defaults and examples', () => {
   const top = dfl('--help');
   assert.equal(top.status, 0);
-  for (const c of ['train', 'eval', 'export', 'predict', 'info']) assert.match(top.stdout, new RegExp(`dfl-native ${c}`));
+  for (const c of ['train', 'eval', 'export', 'predict', 'info'])
+    assert.match(top.stdout, new RegExp(`dfl-native ${c}`));
   const t = dfl('train', '--help');
   assert.equal(t.status, 0);
-  for (const f of ['--batch-size', '--teacher-source', '--reset-mode', '--config', '--resume', '--json', '--no-augment|--augment'])
+  for (const f of [
+    '--batch-size',
+    '--teacher-source',
+    '--reset-mode',
+    '--config',
+    '--resume',
+    '--json',
+    '--no-augment|--augment',
+  ])
     assert.match(t.stdout, new RegExp(f));
   assert.match(t.stdout, /\[default: 128\]/);
   assert.match(t.stdout, /Examples:/);

@@ -18,14 +18,32 @@ function packageRoot(): string {
 }
 const script = path.join(packageRoot(), 'scripts', 'gpu', 'check.sh');
 
-interface Phase { name: string; result: string; elapsed_s: number; note: string }
+interface Phase {
+  name: string;
+  result: string;
+  elapsed_s: number;
+  note: string;
+}
 interface Status {
-  mode: string; phase: string; state: string; elapsed_s: number; driver_cuda: string; toolkit: string;
-  passed: number; failed: number; first_failure: string; stopped: string; phases: Phase[];
+  mode: string;
+  phase: string;
+  state: string;
+  elapsed_s: number;
+  driver_cuda: string;
+  toolkit: string;
+  passed: number;
+  failed: number;
+  first_failure: string;
+  stopped: string;
+  phases: Phase[];
 }
 
 function check(args: string[], out: string, env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync('bash', [script, ...args], { encoding: 'utf8', timeout: 180_000, env: { ...process.env, OUT: out, ...env } });
+  const r = spawnSync('bash', [script, ...args], {
+    encoding: 'utf8',
+    timeout: 180_000,
+    env: { ...process.env, OUT: out, ...env },
+  });
   if (r.error) throw r.error;
   return r;
 }
@@ -42,9 +60,15 @@ test('check.sh --dry-run: preflight and configure, each phase in status.json, th
     assert.equal(s.mode, 'dry-run');
     assert.equal(s.phase, 'done');
     assert.ok(Number.isInteger(s.elapsed_s) && s.elapsed_s >= 0, `elapsed_s ${s.elapsed_s}`);
-    assert.deepEqual(s.phases.map((p) => p.name), ['preflight', 'configure']);
+    assert.deepEqual(
+      s.phases.map((p) => p.name),
+      ['preflight', 'configure'],
+    );
     const [preflight, configure] = s.phases;
-    assert.ok(fs.readFileSync(path.join(out, 'preflight.txt'), 'utf8').includes('cmake: '), 'preflight.txt lists the tools');
+    assert.ok(
+      fs.readFileSync(path.join(out, 'preflight.txt'), 'utf8').includes('cmake: '),
+      'preflight.txt lists the tools',
+    );
     if (!onPath('nvidia-smi')) {
       assert.equal(s.driver_cuda, 'none');
       assert.equal(preflight.result, 'ok');
@@ -58,11 +82,17 @@ test('check.sh --dry-run: preflight and configure, each phase in status.json, th
       assert.equal(s.state, 'passed');
     } else {
       assert.equal(configure.result, 'fail', JSON.stringify(configure));
-      assert.match(configure.note, /the CUDA backend was required \(DFL_CUDA_REQUIRED\) but: (nvcc was not found|cuDNN 9: |cuBLAS 13: )/);
+      assert.match(
+        configure.note,
+        /the CUDA backend was required \(DFL_CUDA_REQUIRED\) but: (nvcc was not found|cuDNN 9: |cuBLAS 13: )/,
+      );
       assert.equal(s.state, 'failed');
       assert.equal(s.first_failure, `configure: ${configure.note}`);
     }
-    assert.ok(fs.readFileSync(path.join(out, 'configure.log'), 'utf8').includes('-- '), 'configure.log holds CMake\'s messages');
+    assert.ok(
+      fs.readFileSync(path.join(out, 'configure.log'), 'utf8').includes('-- '),
+      "configure.log holds CMake's messages",
+    );
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
@@ -73,10 +103,16 @@ test('check.sh build-test stops at preflight when the driver is older than the t
   try {
     const bin = path.join(out, 'bin');
     fs.mkdirSync(bin);
-    fs.writeFileSync(path.join(bin, 'nvidia-smi'),
-      '#!/bin/sh\necho "| NVIDIA-SMI 570.86   Driver Version: 570.86   CUDA Version: 12.8 |"\n', { mode: 0o755 });
-    fs.writeFileSync(path.join(bin, 'nvcc'),
-      '#!/bin/sh\necho "nvcc: NVIDIA (R) Cuda compiler driver"\necho "Cuda compilation tools, release 13.0, V13.0.88"\n', { mode: 0o755 });
+    fs.writeFileSync(
+      path.join(bin, 'nvidia-smi'),
+      '#!/bin/sh\necho "| NVIDIA-SMI 570.86   Driver Version: 570.86   CUDA Version: 12.8 |"\n',
+      { mode: 0o755 },
+    );
+    fs.writeFileSync(
+      path.join(bin, 'nvcc'),
+      '#!/bin/sh\necho "nvcc: NVIDIA (R) Cuda compiler driver"\necho "Cuda compilation tools, release 13.0, V13.0.88"\n',
+      { mode: 0o755 },
+    );
     const r = check(['build-test'], path.join(out, 'results'), { PATH: `${bin}:${process.env.PATH}` });
     assert.equal(r.status, 1, `exit ${r.status}\n${r.stdout}\n${r.stderr}`);
     const s = JSON.parse(fs.readFileSync(path.join(out, 'results', 'status.json'), 'utf8')) as Status;
@@ -85,7 +121,10 @@ test('check.sh build-test stops at preflight when the driver is older than the t
     assert.equal(s.stopped, 'driver older than the toolkit');
     assert.equal(s.driver_cuda, '12.8');
     assert.equal(s.toolkit, '13.0');
-    assert.deepEqual(s.phases.map((p) => [p.name, p.result]), [['preflight', 'fail']]);
+    assert.deepEqual(
+      s.phases.map((p) => [p.name, p.result]),
+      [['preflight', 'fail']],
+    );
     assert.match(s.first_failure, /^preflight: the driver supports CUDA 12\.8 but nvcc is 13\.0/);
     assert.ok(!fs.existsSync(path.join(out, 'results', 'configure.log')), 'nothing past preflight ran');
   } finally {
@@ -98,7 +137,10 @@ test('check.sh refuses an unknown mode with exit 2 and one line', () => {
   try {
     const r = check(['tests'], out);
     assert.equal(r.status, 2);
-    assert.equal(r.stderr.trim(), "check.sh: expected build-test, bench or --dry-run as the first argument but received 'tests'");
+    assert.equal(
+      r.stderr.trim(),
+      "check.sh: expected build-test, bench or --dry-run as the first argument but received 'tests'",
+    );
     assert.ok(!fs.existsSync(path.join(out, 'status.json')));
   } finally {
     fs.rmSync(out, { recursive: true, force: true });

@@ -23,7 +23,10 @@ test('study: usage errors exit 2 with one line naming the problem', () => {
   const cases: [string[], RegExp][] = [
     [['study'], /give --out DIR/],
     [['study', '--out', work, '--shard', '5/4'], /Expected I\/N with 1 <= I <= N/],
-    [['study', '--out', work, '--grid', 'nope'], /not a preset \(cpu, paper, round2, round2-long, round2-noise, round2-resnet\)/],
+    [
+      ['study', '--out', work, '--grid', 'nope'],
+      /not a preset \(cpu, paper, round2, round2-long, round2-noise, round2-resnet\)/,
+    ],
     [['study', '--out', work, '--arms', 'base', 'nope'], /--arms: no arm nope in grid 'cpu'/],
     [['study', '--out', work, '--seed', '3'], /Unknown argument: seed/],
     [['study', '--out', work, '--method', 'dfl'], /method is set by arm 'base'/],
@@ -47,12 +50,29 @@ test('study: usage errors exit 2 with one line naming the problem', () => {
 
 test('study --arms without the reference arm continues the study it belongs to (the reference stays)', () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-study-arms-'));
-  const grid = { name: 'g', description: '', options: { epochs: 1 }, arms: { base: { method: 'base' }, dfl: { method: 'dfl' } }, seeds: [0], reference: 'base' };
+  const grid = {
+    name: 'g',
+    description: '',
+    options: { epochs: 1 },
+    arms: { base: { method: 'base' }, dfl: { method: 'dfl' } },
+    seeds: [0],
+    reference: 'base',
+  };
   fs.writeFileSync(path.join(work, 'grid.json'), JSON.stringify(grid));
   fs.writeFileSync(path.join(work, 'study.json'), JSON.stringify({ grid, common: {} }));
   const dir = path.join(work, 'dfl', 'seed0');
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify({ test_acc: 0.5, test_ece: 0.02, seconds: 1, seed: 0, interrupted: false, config: { method: 'dfl', seed: 0 } }));
+  fs.writeFileSync(
+    path.join(dir, 'summary.json'),
+    JSON.stringify({
+      test_acc: 0.5,
+      test_ece: 0.02,
+      seconds: 1,
+      seed: 0,
+      interrupted: false,
+      config: { method: 'dfl', seed: 0 },
+    }),
+  );
   fs.writeFileSync(path.join(dir, 'metrics.jsonl'), JSON.stringify({ epoch: 1, val_acc: 0.5 }) + '\n');
   const r = dfl('study', '--grid', path.join(work, 'grid.json'), '--arms', 'dfl', '--out', work);
   assert.equal(r.status, 0, r.stderr);
@@ -63,15 +83,34 @@ test('study --arms without the reference arm continues the study it belongs to (
 
 test('study --report: rebuilds study.md and study.svg from finished runs; JSON summary off a terminal', () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfl-study-report-'));
-  for (const [arm, seed, acc] of [['base', 0, 0.8], ['base', 1, 0.82], ['dfl', 0, 0.79], ['dfl', 1, 0.8]] as const) {
+  for (const [arm, seed, acc] of [
+    ['base', 0, 0.8],
+    ['base', 1, 0.82],
+    ['dfl', 0, 0.79],
+    ['dfl', 1, 0.8],
+  ] as const) {
     const dir = path.join(work, arm, `seed${seed}`);
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify({ test_acc: acc, test_ece: 0.02, seconds: 60, seed, interrupted: false, config: { method: arm, seed } }));
+    fs.writeFileSync(
+      path.join(dir, 'summary.json'),
+      JSON.stringify({
+        test_acc: acc,
+        test_ece: 0.02,
+        seconds: 60,
+        seed,
+        interrupted: false,
+        config: { method: arm, seed },
+      }),
+    );
     fs.writeFileSync(path.join(dir, 'metrics.jsonl'), JSON.stringify({ epoch: 1, val_acc: acc }) + '\n');
   }
   const r = dfl('study', '--report', work);
   assert.equal(r.status, 0, r.stderr);
-  const line = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { event: string; finished: number; paired: Record<string, { n: number; mean: number; verdict: string }> };
+  const line = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as {
+    event: string;
+    finished: number;
+    paired: Record<string, { n: number; mean: number; verdict: string }>;
+  };
   assert.equal(line.event, 'summary');
   assert.equal(line.finished, 4);
   assert.equal(line.paired.dfl.n, 2);

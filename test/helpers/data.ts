@@ -20,7 +20,8 @@ export function pixelAt(i: number, c: number, y: number, x: number): number {
 /** 3072 channel-planar bytes (1024 R, 1024 G, 1024 B, each row-major 32x32) for record i. */
 export function cifarPixels(i: number): Buffer {
   const b = Buffer.alloc(3072);
-  for (let c = 0; c < 3; ++c) for (let y = 0; y < 32; ++y) for (let x = 0; x < 32; ++x) b[c * 1024 + y * 32 + x] = pixelAt(i, c, y, x);
+  for (let c = 0; c < 3; ++c)
+    for (let y = 0; y < 32; ++y) for (let x = 0; x < 32; ++x) b[c * 1024 + y * 32 + x] = pixelAt(i, c, y, x);
   return b;
 }
 
@@ -49,7 +50,13 @@ export function writeCifar10(dir: string, perBatch = 4, testCount = 5): string {
     fs.writeFileSync(path.join(d, `data_batch_${b}.bin`), cifar10File(labels, i));
     i += perBatch;
   }
-  fs.writeFileSync(path.join(d, 'test_batch.bin'), cifar10File(Array.from({ length: testCount }, (_, k) => (k * 3) % 10), 1000));
+  fs.writeFileSync(
+    path.join(d, 'test_batch.bin'),
+    cifar10File(
+      Array.from({ length: testCount }, (_, k) => (k * 3) % 10),
+      1000,
+    ),
+  );
   fs.writeFileSync(path.join(d, 'batches.meta.txt'), CIFAR10_NAMES.join('\n') + '\n\n');
   return d;
 }
@@ -62,9 +69,24 @@ export function writeCifar100(dir: string, n = 12, m = 6): string {
   const d = path.join(dir, 'cifar-100-binary');
   fs.mkdirSync(d, { recursive: true });
   const fine = (count: number, off: number) => Array.from({ length: count }, (_, k) => ((k + off) * 7) % 100);
-  const trF = fine(n, 0), teF = fine(m, 50);
-  fs.writeFileSync(path.join(d, 'train.bin'), cifar100File(trF.map((f) => f % 20), trF, 0));
-  fs.writeFileSync(path.join(d, 'test.bin'), cifar100File(teF.map((f) => f % 20), teF, 500));
+  const trF = fine(n, 0),
+    teF = fine(m, 50);
+  fs.writeFileSync(
+    path.join(d, 'train.bin'),
+    cifar100File(
+      trF.map((f) => f % 20),
+      trF,
+      0,
+    ),
+  );
+  fs.writeFileSync(
+    path.join(d, 'test.bin'),
+    cifar100File(
+      teF.map((f) => f % 20),
+      teF,
+      500,
+    ),
+  );
   fs.writeFileSync(path.join(d, 'fine_label_names.txt'), fineNames.join('\n') + '\n');
   fs.writeFileSync(path.join(d, 'coarse_label_names.txt'), coarseNames.join('\n') + '\n');
   return d;
@@ -73,15 +95,23 @@ export function writeCifar100(dir: string, n = 12, m = 6): string {
 /** Interleaved (HWC) pixels of a small test image: a function of (seed, channel, y, x). */
 export function hwcPixels(seed: number, w: number, h: number, channels: number): Buffer {
   const b = Buffer.alloc(w * h * channels);
-  for (let y = 0; y < h; ++y) for (let x = 0; x < w; ++x) for (let c = 0; c < channels; ++c) b[(y * w + x) * channels + c] = (seed * 40 + c * 70 + y * 5 + x * 9) & 0xff;
+  for (let y = 0; y < h; ++y)
+    for (let x = 0; x < w; ++x)
+      for (let c = 0; c < channels; ++c) b[(y * w + x) * channels + c] = (seed * 40 + c * 70 + y * 5 + x * 9) & 0xff;
   return b;
 }
 
 export type Fmt = 'jpg' | 'png' | 'webp';
 
 /** Writes one image file made with sharp (png and webp lossless, so pixels are exact). */
-export async function writeImage(file: string, seed: number, opts: { w?: number; h?: number; channels?: 1 | 3 | 4; fmt?: Fmt } = {}): Promise<void> {
-  const w = opts.w ?? 8, h = opts.h ?? 8, channels = opts.channels ?? 3;
+export async function writeImage(
+  file: string,
+  seed: number,
+  opts: { w?: number; h?: number; channels?: 1 | 3 | 4; fmt?: Fmt } = {},
+): Promise<void> {
+  const w = opts.w ?? 8,
+    h = opts.h ?? 8,
+    channels = opts.channels ?? 3;
   const fmt = opts.fmt ?? (path.extname(file).slice(1).toLowerCase().replace('jpeg', 'jpg') as Fmt);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   let img = sharp(hwcPixels(seed, w, h, channels), { raw: { width: w, height: h, channels } });
@@ -95,7 +125,12 @@ export async function writeImage(file: string, seed: number, opts: { w?: number;
 /**
  * Writes root/<class>/<k>.<fmt> for each class: `perClass` images each. Returns the files by class.
  */
-export async function writeImageFolder(root: string, classes: string[], perClass: number, opts: { w?: number; h?: number; channels?: 1 | 3; fmt?: Fmt } = {}): Promise<string[][]> {
+export async function writeImageFolder(
+  root: string,
+  classes: string[],
+  perClass: number,
+  opts: { w?: number; h?: number; channels?: 1 | 3; fmt?: Fmt } = {},
+): Promise<string[][]> {
   const out: string[][] = [];
   for (let y = 0; y < classes.length; ++y) {
     const files: string[] = [];

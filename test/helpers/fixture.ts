@@ -13,7 +13,10 @@ export interface FixtureTensor {
 }
 
 export class Fixture {
-  private constructor(readonly file: string, private readonly tensors: Map<string, FixtureTensor>) {}
+  private constructor(
+    readonly file: string,
+    private readonly tensors: Map<string, FixtureTensor>,
+  ) {}
 
   /** Reads test/fixtures/<name>; a bad magic, version, truncation or trailing bytes throw, naming the file. */
   static open(name: string): Fixture {
@@ -22,7 +25,8 @@ export class Fixture {
     const fail = (what: string): never => {
       throw new Error(`${file}: ${what}`);
     };
-    if (buf.length < 16 || buf.subarray(0, 8).toString('latin1') !== 'DFLFIX1\0') fail('not a DFLFIX fixture (bad magic)');
+    if (buf.length < 16 || buf.subarray(0, 8).toString('latin1') !== 'DFLFIX1\0')
+      fail('not a DFLFIX fixture (bad magic)');
     if (buf.readUInt32LE(8) !== 1) fail(`version ${buf.readUInt32LE(8)}, expected 1`);
     const count = buf.readUInt32LE(12);
     const tensors = new Map<string, FixtureTensor>();

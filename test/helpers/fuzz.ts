@@ -52,8 +52,12 @@ export class Rng {
   }
 }
 
-const INTERESTING_BYTES = [0x00, 0x01, 0x7f, 0x80, 0xff, 0xfe, 0x20, 0x22, 0x2c, 0x5b, 0x7b, 0x7d, 0x5d, 0x3a, 0x30, 0x39, 0x2d, 0x2e, 0x65];
-const INTERESTING_U32 = [0, 1, 2, 7, 8, 15, 16, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff];
+const INTERESTING_BYTES = [
+  0x00, 0x01, 0x7f, 0x80, 0xff, 0xfe, 0x20, 0x22, 0x2c, 0x5b, 0x7b, 0x7d, 0x5d, 0x3a, 0x30, 0x39, 0x2d, 0x2e, 0x65,
+];
+const INTERESTING_U32 = [
+  0, 1, 2, 7, 8, 15, 16, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff,
+];
 
 /** One to four byte-level mutations: bit flips, interesting bytes, inserts, deletes, truncation, chunk copies, length fields. */
 export function mutateBytes(src: Uint8Array, rng: Rng, lengthFieldOffsets: number[] = []): Buffer {
@@ -72,14 +76,16 @@ export function mutateBytes(src: Uint8Array, rng: Rng, lengthFieldOffsets: numbe
       case 2: // interesting byte
         if (n) b[rng.int(n)] = rng.pick(INTERESTING_BYTES);
         break;
-      case 3: { // insert bytes
+      case 3: {
+        // insert bytes
         const at = rng.int(n + 1);
         const ins = Buffer.alloc(1 + rng.int(rng.chance(0.2) ? 4096 : 16));
         for (let k = 0; k < ins.length; ++k) ins[k] = rng.chance(0.5) ? rng.pick(INTERESTING_BYTES) : rng.int(256);
         b = Buffer.concat([b.subarray(0, at), ins, b.subarray(at)]);
         break;
       }
-      case 4: { // delete a range
+      case 4: {
+        // delete a range
         if (!n) break;
         const at = rng.int(n);
         b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(n, at + 1 + rng.int(rng.chance(0.2) ? n : 16)))]);
@@ -88,20 +94,33 @@ export function mutateBytes(src: Uint8Array, rng: Rng, lengthFieldOffsets: numbe
       case 5: // truncate (near the start, near the end, anywhere)
         b = b.subarray(0, rng.pick([rng.int(16), Math.max(0, n - 1 - rng.int(16)), rng.int(n + 1)]));
         break;
-      case 6: { // copy a chunk over another place
+      case 6: {
+        // copy a chunk over another place
         if (n < 2) break;
-        const from = rng.int(n), to = rng.int(n), len = 1 + rng.int(Math.min(64, n - Math.max(from, to)));
+        const from = rng.int(n),
+          to = rng.int(n),
+          len = 1 + rng.int(Math.min(64, n - Math.max(from, to)));
         b.copy(b, to, from, from + len);
         break;
       }
       case 7: // append garbage or a duplicate of the tail
-        b = Buffer.concat([b, rng.chance(0.5) ? b.subarray(Math.max(0, n - 1 - rng.int(4096))) : Buffer.alloc(1 + rng.int(64), rng.int(256))]);
+        b = Buffer.concat([
+          b,
+          rng.chance(0.5)
+            ? b.subarray(Math.max(0, n - 1 - rng.int(4096)))
+            : Buffer.alloc(1 + rng.int(64), rng.int(256)),
+        ]);
         break;
-      case 8: { // a length/count field: the known ones, else any aligned word
-        const at = lengthFieldOffsets.length && rng.chance(0.8) ? rng.pick(lengthFieldOffsets) : rng.int(Math.max(1, n - 3)) & ~3;
+      case 8: {
+        // a length/count field: the known ones, else any aligned word
+        const at =
+          lengthFieldOffsets.length && rng.chance(0.8)
+            ? rng.pick(lengthFieldOffsets)
+            : rng.int(Math.max(1, n - 3)) & ~3;
         if (at + 4 > b.length) break;
         const old = b.readUInt32LE(at);
-        const v = rng.pick([...INTERESTING_U32, old + 1, old - 1, old * 2, n, n - at, old + 8, old - 8, rng.next()]) >>> 0;
+        const v =
+          rng.pick([...INTERESTING_U32, old + 1, old - 1, old * 2, n, n - at, old + 8, old - 8, rng.next()]) >>> 0;
         b.writeUInt32LE(v, at);
         if (rng.chance(0.3) && at + 8 <= b.length) b.writeUInt32LE(rng.pick([0, 1, 0x7fffffff, 0xffffffff]), at + 4);
         break;
@@ -112,32 +131,96 @@ export function mutateBytes(src: Uint8Array, rng: Rng, lengthFieldOffsets: numbe
 }
 
 const WEIRD_VALUES: unknown[] = [
-  null, true, false, 0, -0, -1, 1, 2, 0.5, -0.5, 1e-300, 1e300, -1e300, 2 ** 53, 2 ** 53 + 2, -(2 ** 31), 2 ** 32, 1.5, 3.999999,
-  '', ' ', '0', '1', '-1', '1e400', 'NaN', 'Infinity', 'true', '../../../etc/passwd', '/dev/zero', 'C:\\x', '\u0000', '\ud800', 'a'.repeat(10000),
-  [], [1], [[]], ['x'], {}, { a: 1 }, { __proto__: { polluted: 1 } }, [1, 2, 3, 1e9],
+  null,
+  true,
+  false,
+  0,
+  -0,
+  -1,
+  1,
+  2,
+  0.5,
+  -0.5,
+  1e-300,
+  1e300,
+  -1e300,
+  2 ** 53,
+  2 ** 53 + 2,
+  -(2 ** 31),
+  2 ** 32,
+  1.5,
+  3.999999,
+  '',
+  ' ',
+  '0',
+  '1',
+  '-1',
+  '1e400',
+  'NaN',
+  'Infinity',
+  'true',
+  '../../../etc/passwd',
+  '/dev/zero',
+  'C:\\x',
+  '\u0000',
+  '\ud800',
+  'a'.repeat(10000),
+  [],
+  [1],
+  [[]],
+  ['x'],
+  {},
+  { a: 1 },
+  { __proto__: { polluted: 1 } },
+  [1, 2, 3, 1e9],
 ];
 
 /** A structural mutation of parsed JSON: retype, delete, add, duplicate, deep-nest, or tweak a number. */
 export function mutateJsonValue(v: unknown, rng: Rng, depth = 0): unknown {
   const isObj = typeof v === 'object' && v !== null;
   if (isObj && depth < 6 && rng.chance(0.75)) {
-    const entries = Array.isArray(v) ? v.map((x, i) => [String(i), x] as [string, unknown]) : Object.entries(v as Record<string, unknown>);
+    const entries = Array.isArray(v)
+      ? v.map((x, i) => [String(i), x] as [string, unknown])
+      : Object.entries(v as Record<string, unknown>);
     if (entries.length && rng.chance(0.8)) {
       const k = rng.int(entries.length);
       const op = rng.int(10);
       if (op === 0) entries.splice(k, 1);
-      else if (op === 1) entries.push(rng.pick([...entries.map((e) => e[0]), '__proto__', 'constructor', 'toString', 'extra', '']) === '' ? ['', 1] : [rng.pick(['__proto__', 'constructor', 'x', entries[k][0] + 'x', 'hasOwnProperty']), rng.pick(WEIRD_VALUES)]);
+      else if (op === 1)
+        entries.push(
+          rng.pick([...entries.map((e) => e[0]), '__proto__', 'constructor', 'toString', 'extra', '']) === ''
+            ? ['', 1]
+            : [
+                rng.pick(['__proto__', 'constructor', 'x', entries[k][0] + 'x', 'hasOwnProperty']),
+                rng.pick(WEIRD_VALUES),
+              ],
+        );
       else entries[k] = [entries[k][0], mutateJsonValue(entries[k][1], rng, depth + 1)];
     } else {
       entries.push([rng.pick(['__proto__', 'constructor', 'x', '0', 'hasOwnProperty']), rng.pick(WEIRD_VALUES)]);
     }
     if (Array.isArray(v)) return entries.map((e) => e[1]);
     const o: Record<string, unknown> = {};
-    for (const [k, x] of entries) Object.defineProperty(o, k, { value: x, enumerable: true, writable: true, configurable: true });
+    for (const [k, x] of entries)
+      Object.defineProperty(o, k, { value: x, enumerable: true, writable: true, configurable: true });
     return o;
   }
   if (typeof v === 'number' && rng.chance(0.6)) {
-    return rng.pick([v + 1, v - 1, -v, v * 2, v / 2, v * 1e6, Math.floor(v) + 0.5, 0, -1, 2 ** 31, 2 ** 53, 1e308, String(v)]);
+    return rng.pick([
+      v + 1,
+      v - 1,
+      -v,
+      v * 2,
+      v / 2,
+      v * 1e6,
+      Math.floor(v) + 0.5,
+      0,
+      -1,
+      2 ** 31,
+      2 ** 53,
+      1e308,
+      String(v),
+    ]);
   }
   if (typeof v === 'string' && rng.chance(0.5)) {
     return rng.pick([v + 'x', v.slice(1), v.toUpperCase(), v + v, '', Number(v) || 1, v.replace(/./, '\u0000')]);
@@ -171,10 +254,14 @@ const ACCEPTED: Outcome = { kind: 'accepted' };
 export function judge(err: unknown, names: string[]): Outcome {
   if (!(err instanceof Error)) return { kind: 'crash', message: `threw a non-Error: ${String(err)}` };
   const ctor = err.constructor?.name ?? err.name;
-  if (['TypeError', 'RangeError', 'SyntaxError', 'ReferenceError', 'AssertionError'].includes(ctor) || err.name === 'AssertionError')
+  if (
+    ['TypeError', 'RangeError', 'SyntaxError', 'ReferenceError', 'AssertionError'].includes(ctor) ||
+    err.name === 'AssertionError'
+  )
     return { kind: 'crash', message: `${ctor}: ${err.message.split('\n')[0]}` };
   if (err.message.includes('\n')) return { kind: 'crash', message: `multi-line error: ${err.message.slice(0, 200)}` };
-  if (!names.some((n) => err.message.includes(n))) return { kind: 'crash', message: `error names none of [${names.join(', ')}]: ${err.message.slice(0, 300)}` };
+  if (!names.some((n) => err.message.includes(n)))
+    return { kind: 'crash', message: `error names none of [${names.join(', ')}]: ${err.message.slice(0, 300)}` };
   return { kind: 'rejected', message: err.message };
 }
 
@@ -211,7 +298,8 @@ function checkSplits(s: DataSplits, classes: number): void {
 // --- CIFAR binary ----------------------------------------------------------------------------------
 
 function cifarTarget(kind: 'cifar10' | 'cifar100'): FuzzTarget {
-  let root = '', dir = '';
+  let root = '',
+    dir = '';
   let originals = new Map<string, Buffer>();
   const recordSize = kind === 'cifar10' ? 3073 : 3074;
   return {
@@ -220,18 +308,21 @@ function cifarTarget(kind: 'cifar10' | 'cifar100'): FuzzTarget {
       root = tmpDir(kind);
       dir = path.join(root, kind === 'cifar10' ? 'cifar-10-batches-bin' : 'cifar-100-binary');
       fs.mkdirSync(dir);
-      const files: [string, Buffer][] = kind === 'cifar10'
-        ? [
-          ...[1, 2, 3, 4, 5].map((b) => [`data_batch_${b}.bin`, cifar10File([b % 10, (b + 3) % 10], b * 10)] as [string, Buffer]),
-          ['test_batch.bin', cifar10File([1, 2, 3], 100)],
-          ['batches.meta.txt', Buffer.from(CIFAR10_NAMES.join('\n') + '\n\n')],
-        ]
-        : [
-          ['train.bin', cifar100File([1, 2, 19, 0], [21, 42, 99, 0], 0)],
-          ['test.bin', cifar100File([3, 4], [23, 44], 50)],
-          ['fine_label_names.txt', Buffer.from(fineNames.join('\n') + '\n')],
-          ['coarse_label_names.txt', Buffer.from(coarseNames.join('\n') + '\n')],
-        ];
+      const files: [string, Buffer][] =
+        kind === 'cifar10'
+          ? [
+              ...[1, 2, 3, 4, 5].map(
+                (b) => [`data_batch_${b}.bin`, cifar10File([b % 10, (b + 3) % 10], b * 10)] as [string, Buffer],
+              ),
+              ['test_batch.bin', cifar10File([1, 2, 3], 100)],
+              ['batches.meta.txt', Buffer.from(CIFAR10_NAMES.join('\n') + '\n\n')],
+            ]
+          : [
+              ['train.bin', cifar100File([1, 2, 19, 0], [21, 42, 99, 0], 0)],
+              ['test.bin', cifar100File([3, 4], [23, 44], 50)],
+              ['fine_label_names.txt', Buffer.from(fineNames.join('\n') + '\n')],
+              ['coarse_label_names.txt', Buffer.from(coarseNames.join('\n') + '\n')],
+            ];
       originals = new Map(files);
       for (const [f, b] of files) fs.writeFileSync(path.join(dir, f), b);
     },
@@ -257,8 +348,16 @@ function cifarTarget(kind: 'cifar10' | 'cifar100'): FuzzTarget {
         const b = Buffer.from(orig);
         const records = b.length / recordSize;
         const op = rng.int(3);
-        if (op === 0) b[rng.int(records) * recordSize + (kind === 'cifar100' ? rng.int(2) : 0)] = rng.pick([9, 10, 19, 20, 99, 100, 255]);
-        const out = op === 1 ? b.subarray(0, recordSize * rng.int(records + 1) + rng.pick([0, 0, 1, -1])) : op === 2 ? Buffer.concat([b, b.subarray(0, recordSize * (1 + rng.int(records)))]) : b;
+        if (op === 0)
+          b[rng.int(records) * recordSize + (kind === 'cifar100' ? rng.int(2) : 0)] = rng.pick([
+            9, 10, 19, 20, 99, 100, 255,
+          ]);
+        const out =
+          op === 1
+            ? b.subarray(0, recordSize * rng.int(records + 1) + rng.pick([0, 0, 1, -1]))
+            : op === 2
+              ? Buffer.concat([b, b.subarray(0, recordSize * (1 + rng.int(records)))])
+              : b;
         fs.writeFileSync(file, out);
       } else fs.writeFileSync(file, mutateBytes(orig, rng));
       try {
@@ -267,7 +366,9 @@ function cifarTarget(kind: 'cifar10' | 'cifar100'): FuzzTarget {
           try {
             checkSplits(r.splits, classes);
           } catch (e) {
-            throw Object.assign(new Error(`accepted inconsistent data: ${(e as Error).message}`), { name: 'AssertionError' });
+            throw Object.assign(new Error(`accepted inconsistent data: ${(e as Error).message}`), {
+              name: 'AssertionError',
+            });
           }
         });
       } finally {
@@ -284,14 +385,28 @@ function cifarTarget(kind: 'cifar10' | 'cifar100'): FuzzTarget {
 
 function sameSplits(a: DataSplits, b: DataSplits): boolean {
   const eq = (x: DataSplits['train'] | null, y: DataSplits['train'] | null) =>
-    x === y || (!!x && !!y && x.n === y.n && x.channels === y.channels && x.height === y.height && x.width === y.width &&
-      Buffer.compare(Buffer.from(x.images.buffer, x.images.byteOffset, x.images.byteLength), Buffer.from(y.images.buffer, y.images.byteOffset, y.images.byteLength)) === 0 &&
-      x.labels.every((v, i) => v === y.labels[i]) && JSON.stringify(x.classNames) === JSON.stringify(y.classNames));
+    x === y ||
+    (!!x &&
+      !!y &&
+      x.n === y.n &&
+      x.channels === y.channels &&
+      x.height === y.height &&
+      x.width === y.width &&
+      Buffer.compare(
+        Buffer.from(x.images.buffer, x.images.byteOffset, x.images.byteLength),
+        Buffer.from(y.images.buffer, y.images.byteOffset, y.images.byteLength),
+      ) === 0 &&
+      x.labels.every((v, i) => v === y.labels[i]) &&
+      JSON.stringify(x.classNames) === JSON.stringify(y.classNames));
   return eq(a.train, b.train) && eq(a.test, b.test);
 }
 
 function imagesTarget(): FuzzTarget {
-  let root = '', cacheDir = '', cacheFile = '', cacheBytes = Buffer.alloc(0), listing = '';
+  let root = '',
+    cacheDir = '',
+    cacheFile = '',
+    cacheBytes = Buffer.alloc(0),
+    listing = '';
   let images: string[] = [];
   let reference: DataSplits | null = null;
   const opts = () => ({ cacheDir, testSplit: 0 });
@@ -319,13 +434,17 @@ function imagesTarget(): FuzzTarget {
         try {
           if (rng.chance(0.85)) {
             const r = readCache(cacheFile, listing);
-            if (r.status === 'hit') return sameSplits(r.splits, reference!) ? ACCEPTED : { kind: 'crash', message: 'a mutated cache was accepted with different data' };
+            if (r.status === 'hit')
+              return sameSplits(r.splits, reference!)
+                ? ACCEPTED
+                : { kind: 'crash', message: 'a mutated cache was accepted with different data' };
             if (r.status === 'missing') return { kind: 'crash', message: 'an existing cache read as missing' };
             return { kind: 'rejected', message: `${r.status}${'reason' in r ? `: ${r.reason}` : ''}` };
           }
           return await attempt([cacheFile, root], async () => {
             const r = await loadImageFolder(root, opts());
-            if (!sameSplits(r.splits, reference!)) throw Object.assign(new Error('loaded data differs from the source'), { name: 'AssertionError' });
+            if (!sameSplits(r.splits, reference!))
+              throw Object.assign(new Error('loaded data differs from the source'), { name: 'AssertionError' });
           });
         } finally {
           fs.writeFileSync(cacheFile, cacheBytes);
@@ -357,7 +476,10 @@ function imagesTarget(): FuzzTarget {
 /** Structured safetensors mutations: header length, offsets, shapes, dtypes, entries. */
 export function mutateSafetensors(buf: Buffer, rng: Rng): Buffer {
   const hlen = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.toString('utf8', 8, 8 + hlen)) as Record<string, { dtype: unknown; shape: unknown; data_offsets: unknown }>;
+  const header = JSON.parse(buf.toString('utf8', 8, 8 + hlen)) as Record<
+    string,
+    { dtype: unknown; shape: unknown; data_offsets: unknown }
+  >;
   let data = buf.subarray(8 + hlen);
   const names = Object.keys(header).filter((k) => k !== '__metadata__');
   const name = rng.pick(names);
@@ -365,26 +487,83 @@ export function mutateSafetensors(buf: Buffer, rng: Rng): Buffer {
   const offs = e.data_offsets as number[];
   const shape = e.shape as number[];
   switch (rng.int(8)) {
-    case 0: e.data_offsets = [offs[0] + rng.pick([-4, -1, 1, 4, 8, data.length]), offs[1]]; break;
-    case 1: e.data_offsets = [offs[0], offs[1] + rng.pick([-4, -1, 1, 4, data.length, 2 ** 53])]; break;
-    case 2: e.data_offsets = rng.pick([[offs[1], offs[0]], [0, offs[1] - offs[0]], [-4, offs[1]], [offs[0], 1e300], [String(offs[0]), offs[1]], [offs[0]], null, [0.5, offs[1]]]); break;
-    case 3: e.shape = rng.pick([[...shape, 1], [...shape, 0], shape.slice(1), shape.map((d) => d * 2), [-1], [2 ** 31, 2 ** 31], [1.5], 'x', [shape.reduce((a, b) => a * b, 1)]]); break;
-    case 4: e.dtype = rng.pick(['F16', 'I64', 'F32', 'F64', 'BOOL', 123, null]); break;
-    case 5: delete header[name]; break;
-    case 6: header[rng.pick(['__metadata__', name + 'x', '__proto__'])] = rng.pick([{ a: 1 }, { a: 'b' }, e, null, []]) as never; break;
-    case 7: data = rng.chance(0.5) ? data.subarray(0, rng.int(data.length)) : Buffer.concat([data, Buffer.alloc(1 + rng.int(16))]); break;
+    case 0:
+      e.data_offsets = [offs[0] + rng.pick([-4, -1, 1, 4, 8, data.length]), offs[1]];
+      break;
+    case 1:
+      e.data_offsets = [offs[0], offs[1] + rng.pick([-4, -1, 1, 4, data.length, 2 ** 53])];
+      break;
+    case 2:
+      e.data_offsets = rng.pick([
+        [offs[1], offs[0]],
+        [0, offs[1] - offs[0]],
+        [-4, offs[1]],
+        [offs[0], 1e300],
+        [String(offs[0]), offs[1]],
+        [offs[0]],
+        null,
+        [0.5, offs[1]],
+      ]);
+      break;
+    case 3:
+      e.shape = rng.pick([
+        [...shape, 1],
+        [...shape, 0],
+        shape.slice(1),
+        shape.map((d) => d * 2),
+        [-1],
+        [2 ** 31, 2 ** 31],
+        [1.5],
+        'x',
+        [shape.reduce((a, b) => a * b, 1)],
+      ]);
+      break;
+    case 4:
+      e.dtype = rng.pick(['F16', 'I64', 'F32', 'F64', 'BOOL', 123, null]);
+      break;
+    case 5:
+      delete header[name];
+      break;
+    case 6:
+      header[rng.pick(['__metadata__', name + 'x', '__proto__'])] = rng.pick([
+        { a: 1 },
+        { a: 'b' },
+        e,
+        null,
+        [],
+      ]) as never;
+      break;
+    case 7:
+      data = rng.chance(0.5)
+        ? data.subarray(0, rng.int(data.length))
+        : Buffer.concat([data, Buffer.alloc(1 + rng.int(16))]);
+      break;
   }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const out = Buffer.alloc(8 + json.length + data.length);
   out.writeBigUInt64LE(BigInt(json.length), 0);
   json.copy(out, 8);
   data.copy(out, 8 + json.length);
-  if (rng.chance(0.25)) out.writeBigUInt64LE(rng.pick([0n, 1n, BigInt(json.length + 1), BigInt(json.length - 1), BigInt(out.length), 2n ** 63n, 2n ** 64n - 1n, 100n * 1024n * 1024n]), 0);
+  if (rng.chance(0.25))
+    out.writeBigUInt64LE(
+      rng.pick([
+        0n,
+        1n,
+        BigInt(json.length + 1),
+        BigInt(json.length - 1),
+        BigInt(out.length),
+        2n ** 63n,
+        2n ** 64n - 1n,
+        100n * 1024n * 1024n,
+      ]),
+      0,
+    );
   return out;
 }
 
 function checkpointTarget(): FuzzTarget {
-  let out = '', dir = '';
+  let out = '',
+    dir = '';
   let originals = new Map<string, Buffer>();
   let stateText = '';
   const sha = async (b: Uint8Array) => (await import('node:crypto')).createHash('sha256').update(b).digest('hex');
@@ -399,7 +578,18 @@ function checkpointTarget(): FuzzTarget {
     name: 'checkpoint',
     async setup() {
       out = tmpDir('ckpt');
-      await train({ model: 'vgg8', width: 0.125, batchSize: 16, epochs: 2, teachers: 2, resetCycle: 1, threads: 1, seed: 1, dataset: syntheticSplits(48, 8, 3), out }).summary;
+      await train({
+        model: 'vgg8',
+        width: 0.125,
+        batchSize: 16,
+        epochs: 2,
+        teachers: 2,
+        resetCycle: 1,
+        threads: 1,
+        seed: 1,
+        dataset: syntheticSplits(48, 8, 3),
+        out,
+      }).summary;
       dir = path.join(out, 'checkpoint');
       stateText = fs.readFileSync(path.join(dir, 'state.json'), 'utf8');
       originals = new Map(fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f))]));
@@ -411,12 +601,17 @@ function checkpointTarget(): FuzzTarget {
       if (mode <= 3) {
         // the safetensors decoder alone, on hostile bytes
         const name = rng.pick(stFiles);
-        const b = rng.chance(0.5) ? mutateSafetensors(originals.get(name)!, rng) : mutateBytes(originals.get(name)!, rng, [0, 4]);
+        const b = rng.chance(0.5)
+          ? mutateSafetensors(originals.get(name)!, rng)
+          : mutateBytes(originals.get(name)!, rng, [0, 4]);
         return attempt([name], () => {
           const r = decodeSafetensors(b, name);
           for (const [k, t] of r.tensors) {
             const count = t.shape.reduce((a, c) => a * c, 1);
-            if (t.data.length !== count) throw Object.assign(new Error(`${k}: ${t.data.length} values for shape [${t.shape}]`), { name: 'AssertionError' });
+            if (t.data.length !== count)
+              throw Object.assign(new Error(`${k}: ${t.data.length} values for shape [${t.shape}]`), {
+                name: 'AssertionError',
+              });
           }
         });
       }
@@ -440,7 +635,9 @@ function checkpointTarget(): FuzzTarget {
       } else {
         // a weights file: corrupted (sha256 mismatch) or forged (sha256 updated: the decoder and shape checks behind it)
         const name = rng.pick(stFiles);
-        const b = rng.chance(0.6) ? mutateSafetensors(originals.get(name)!, rng) : mutateBytes(originals.get(name)!, rng, [0, 4]);
+        const b = rng.chance(0.6)
+          ? mutateSafetensors(originals.get(name)!, rng)
+          : mutateBytes(originals.get(name)!, rng, [0, 4]);
         fs.writeFileSync(path.join(dir, name), b);
         edited.set(name, b);
         if (rng.chance(0.7)) fs.writeFileSync(path.join(dir, 'state.json'), await forge(state, edited));
@@ -451,7 +648,8 @@ function checkpointTarget(): FuzzTarget {
           if (rng.chance(0.5)) {
             const c = await loadCheckpoint(out);
             try {
-              if (!c.model.getParams().every(Number.isFinite)) throw Object.assign(new Error('accepted non-finite weights'), { name: 'AssertionError' });
+              if (!c.model.getParams().every(Number.isFinite))
+                throw Object.assign(new Error('accepted non-finite weights'), { name: 'AssertionError' });
             } finally {
               c.model.dispose();
             }
@@ -479,11 +677,30 @@ function checkpointTarget(): FuzzTarget {
 
 // --- config files and CLI values ---------------------------------------------------------------------
 
-const BASE_CONFIG = { model: 'vgg8', width: 0.5, epochs: 10, batchSize: 64, lr: 0.1, milestones: [3, 6], schedule: 'step', method: 'dfl', teachers: 3, augment: true, 'val-size': 0.1, seed: 7, threads: 1, labels: 'fine' };
+const BASE_CONFIG = {
+  model: 'vgg8',
+  width: 0.5,
+  epochs: 10,
+  batchSize: 64,
+  lr: 0.1,
+  milestones: [3, 6],
+  schedule: 'step',
+  method: 'dfl',
+  teachers: 3,
+  augment: true,
+  'val-size': 0.1,
+  seed: 7,
+  threads: 1,
+  labels: 'fine',
+};
 
 interface CliModule {
   readConfigFile(file: string): Record<string, unknown>;
-  resolveTrainConfig(file: Record<string, unknown> | undefined, flags: Record<string, unknown>, configFile?: string): unknown;
+  resolveTrainConfig(
+    file: Record<string, unknown> | undefined,
+    flags: Record<string, unknown>,
+    configFile?: string,
+  ): unknown;
   trainOptions(): Record<string, unknown>;
   flagsToConfig(argv: Record<string, unknown>): Record<string, unknown>;
 }
@@ -500,7 +717,9 @@ async function cliModule(): Promise<CliModule | null> {
 function checkConfig(cfg: unknown, layers: Record<string, unknown>[]): void {
   const again = resolveConfig(cfg as Record<string, unknown>);
   assert.deepEqual(again, cfg, 'an accepted config resolves to itself');
-  for (const layer of layers) for (const k of Object.keys(layer)) assert.ok(Object.hasOwn(cfg as object, k), `unknown key '${k}' was accepted silently`);
+  for (const layer of layers)
+    for (const k of Object.keys(layer))
+      assert.ok(Object.hasOwn(cfg as object, k), `unknown key '${k}' was accepted silently`);
 }
 
 function configTarget(): FuzzTarget {
@@ -539,11 +758,62 @@ function configTarget(): FuzzTarget {
 
 const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 const VALID_VALUES: Record<string, string[]> = {
-  lr: ['0.1'], epochs: ['3'], batchSize: ['32'], width: ['0.5'], model: ['vgg8'], method: ['dfl', 'base'], milestones: ['3', '3,6'], seed: ['1'],
-  threads: ['1'], valSize: ['0.2'], labels: ['coarse'], imageSize: ['32'], augment: ['true'], teachers: ['2'], temperature: ['4'], schedule: ['cosine'],
+  lr: ['0.1'],
+  epochs: ['3'],
+  batchSize: ['32'],
+  width: ['0.5'],
+  model: ['vgg8'],
+  method: ['dfl', 'base'],
+  milestones: ['3', '3,6'],
+  seed: ['1'],
+  threads: ['1'],
+  valSize: ['0.2'],
+  labels: ['coarse'],
+  imageSize: ['32'],
+  augment: ['true'],
+  teachers: ['2'],
+  temperature: ['4'],
+  schedule: ['cosine'],
 };
-const CLI_VALUES = ['', ' ', '0', '-0', '-1', '1e400', '-1e400', 'NaN', 'Infinity', '0x10', '1_000', '1e3', ' 5 ', '5abc', '1,2,,3', '3,-1', 'true', 'false', 'null',
-  'undefined', '[]', '{}', '--', '-', '--lr', '9'.repeat(400), '\u0000', '\u00e9', '0.1.2', '.5', '5.', '+5', '0b11', '1/2', 'vgg8', 'cuda', 'fine,coarse'];
+const CLI_VALUES = [
+  '',
+  ' ',
+  '0',
+  '-0',
+  '-1',
+  '1e400',
+  '-1e400',
+  'NaN',
+  'Infinity',
+  '0x10',
+  '1_000',
+  '1e3',
+  ' 5 ',
+  '5abc',
+  '1,2,,3',
+  '3,-1',
+  'true',
+  'false',
+  'null',
+  'undefined',
+  '[]',
+  '{}',
+  '--',
+  '-',
+  '--lr',
+  '9'.repeat(400),
+  '\u0000',
+  '\u00e9',
+  '0.1.2',
+  '.5',
+  '5.',
+  '+5',
+  '0b11',
+  '1/2',
+  'vgg8',
+  'cuda',
+  'fine,coarse',
+];
 
 function cliTarget(): FuzzTarget {
   let cli: CliModule | null = null;
@@ -563,7 +833,9 @@ function cliTarget(): FuzzTarget {
         const key = rng.pick(keys);
         used.push(key);
         const valid = VALID_VALUES[key] ?? ['1'];
-        let value = rng.chance(0.5) ? rng.pick(CLI_VALUES) : mutateBytes(Buffer.from(rng.pick(valid)), rng).toString('utf8');
+        let value = rng.chance(0.5)
+          ? rng.pick(CLI_VALUES)
+          : mutateBytes(Buffer.from(rng.pick(valid)), rng).toString('utf8');
         if (rng.chance(0.1)) value = rng.pick(valid);
         const flag = rng.chance(0.05) ? `--no-${kebab(key)}` : `--${kebab(key)}`;
         if (rng.chance(0.2)) argv.push(`${flag}=${value}`);
@@ -571,20 +843,35 @@ function cliTarget(): FuzzTarget {
         else argv.push(flag, value);
       }
       // a clean rejection names the flag, or the stray token itself ("Unknown argument: 5abc")
-      const names = [...used.map(kebab), ...used, ...argv.map((a) => a.replace(/^-+/, '').split('=')[0]).filter((a) => a.trim().length > 0)];
+      const names = [
+        ...used.map(kebab),
+        ...used,
+        ...argv.map((a) => a.replace(/^-+/, '').split('=')[0]).filter((a) => a.trim().length > 0),
+      ];
       // yargs strict mode names stray tokens itself: "Unknown argument: 5abc", "Unknown arguments: "", NaN"
       return attempt([...names, 'Unknown argument: ', 'Unknown arguments: '], () => {
         if (cli && yargs) {
           let parsed: Record<string, unknown>;
           const y = yargs(argv) as unknown as {
-            options(o: unknown): typeof y; strict(): typeof y; exitProcess(b: boolean): typeof y; fail(f: (m: string, e: Error) => void): typeof y;
-            parseSync(): Record<string, unknown>; help(b: boolean): typeof y; version(b: boolean): typeof y;
+            options(o: unknown): typeof y;
+            strict(): typeof y;
+            exitProcess(b: boolean): typeof y;
+            fail(f: (m: string, e: Error) => void): typeof y;
+            parseSync(): Record<string, unknown>;
+            help(b: boolean): typeof y;
+            version(b: boolean): typeof y;
           };
           try {
-            parsed = y.options(cli.trainOptions()).strict().help(false).version(false).exitProcess(false)
+            parsed = y
+              .options(cli.trainOptions())
+              .strict()
+              .help(false)
+              .version(false)
+              .exitProcess(false)
               .fail((m, e) => {
                 throw e ?? new Error(m);
-              }).parseSync();
+              })
+              .parseSync();
           } catch (e) {
             // yargs' own messages ("Not enough arguments following: lr") name the flag; CLI prints them as usage errors
             throw e instanceof Error ? new Error(e.message.split('\n')[0]) : e;
@@ -623,7 +910,10 @@ export interface FuzzResult {
 }
 
 /** Runs inputs [start, start + count) of a target; `onInput` is told before each one (watchdogs). */
-export async function fuzzTarget(name: string, opts: { seed: number; count: number; start?: number; onInput?: (i: number) => void }): Promise<FuzzResult> {
+export async function fuzzTarget(
+  name: string,
+  opts: { seed: number; count: number; start?: number; onInput?: (i: number) => void },
+): Promise<FuzzResult> {
   const make = TARGETS[name];
   if (!make) throw new Error(`unknown fuzz target '${name}' (known: ${Object.keys(TARGETS).join(', ')})`);
   const t = make();

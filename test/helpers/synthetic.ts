@@ -7,7 +7,7 @@ export function synthetic(n: number, classes: number, seed: number, size = 8, ch
   const images = new Uint8Array(n * per);
   const labels = new Int32Array(n);
   let s = seed >>> 0;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   for (let i = 0; i < n; ++i) {
     const y = i % classes;
     labels[i] = y;
@@ -18,7 +18,16 @@ export function synthetic(n: number, classes: number, seed: number, size = 8, ch
       images[i * per + j] = Math.min(255, Math.floor(30 + bright + 25 * (y % 3) + rnd() * 60));
     }
   }
-  return { images, labels, n, channels, height: size, width: size, classNames: Array.from({ length: classes }, (_, k) => `c${k}`), source: 'synthetic' };
+  return {
+    images,
+    labels,
+    n,
+    channels,
+    height: size,
+    width: size,
+    classNames: Array.from({ length: classes }, (_, k) => `c${k}`),
+    source: 'synthetic',
+  };
 }
 
 export function syntheticSplits(nTrain: number, nTest: number, classes: number, size = 8): DataSplits {

@@ -142,8 +142,7 @@ void batchnorm2d_forward_eval(float* o, const float* inp, const float* gamma, co
 }
 
 void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
-                          const float* gamma, const float* save_mean, const float* save_invstd, int B, int C,
-                          int HW) {
+                          const float* gamma, const float* save_mean, const float* save_invstd, int B, int C, int HW) {
   const size_t n = size_t(B) * C * HW;
   Dev dx = inout(dinp, n), dg = inout(dgamma, C), db = inout(dbeta, C);
   Dev dy = in(dout, n), x = in(inp, n), g = in(gamma, C), sm = in(save_mean, C), si = in(save_invstd, C);
@@ -152,8 +151,8 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
 }
 
 void batchnorm2d_forward_train_fused(float* o, float* save_mean, float* save_invstd, float* running_mean,
-                                     float* running_var, const float* inp, const float* gamma, const float* beta,
-                                     int B, int C, int HW, float momentum, float eps, Activation act) {
+                                     float* running_var, const float* inp, const float* gamma, const float* beta, int B,
+                                     int C, int HW, float momentum, float eps, Activation act) {
   const size_t n = size_t(B) * C * HW;
   Dev y = out(o, n), sm = out(save_mean, C), si = out(save_invstd, C);
   Dev rm = inout(running_mean, C), rv = inout(running_var, C);
@@ -179,14 +178,14 @@ void activation_backward_inplace(float* dout, const float* y, size_t n, Activati
   dy.back();
 }
 
-void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* o,
-                                const float* inp, const float* gamma, const float* save_mean, const float* save_invstd,
-                                int B, int C, int HW, Activation act, bool overwrite_dinp) {
+void batchnorm2d_backward_fused(float* dinp, float* dgamma, float* dbeta, float* dout, const float* o, const float* inp,
+                                const float* gamma, const float* save_mean, const float* save_invstd, int B, int C,
+                                int HW, Activation act, bool overwrite_dinp) {
   const size_t n = size_t(B) * C * HW;
   Dev dx = inout(dinp, n), dg = inout(dgamma, C), db = inout(dbeta, C), dy = inout(dout, n);
   Dev y = in(o, n), x = in(inp, n), g = in(gamma, C), sm = in(save_mean, C), si = in(save_invstd, C);
-  backend().batchnorm2d_backward_fused(dx.f(), dg.f(), db.f(), dy.f(), y.f(), x.f(), g.f(), sm.f(), si.f(), B, C, HW, act,
-                                       overwrite_dinp);
+  backend().batchnorm2d_backward_fused(dx.f(), dg.f(), db.f(), dy.f(), y.f(), x.f(), g.f(), sm.f(), si.f(), B, C, HW,
+                                       act, overwrite_dinp);
   for (Dev* d : {&dx, &dg, &db, &dy}) d->back();
 }
 
@@ -201,17 +200,17 @@ void fold_batchnorm(float* w_out, float* b_out, const float* w_in, const float* 
   bo.back();
 }
 
-#define DFL_ELEMENTWISE_FORWARD(name)                       \
-  void name(float* o, const float* inp, size_t n) {         \
-    Dev y = out(o, n), x = in(inp, n);                      \
-    backend().name(y.f(), x.f(), n);                        \
-    y.back();                                               \
+#define DFL_ELEMENTWISE_FORWARD(name)               \
+  void name(float* o, const float* inp, size_t n) { \
+    Dev y = out(o, n), x = in(inp, n);              \
+    backend().name(y.f(), x.f(), n);                \
+    y.back();                                       \
   }
-#define DFL_ELEMENTWISE_BACKWARD(name)                                   \
+#define DFL_ELEMENTWISE_BACKWARD(name)                                    \
   void name(float* dinp, const float* dout, const float* inp, size_t n) { \
-    Dev dx = inout(dinp, n), dy = in(dout, n), x = in(inp, n);           \
-    backend().name(dx.f(), dy.f(), x.f(), n);                            \
-    dx.back();                                                           \
+    Dev dx = inout(dinp, n), dy = in(dout, n), x = in(inp, n);            \
+    backend().name(dx.f(), dy.f(), x.f(), n);                             \
+    dx.back();                                                            \
   }
 DFL_ELEMENTWISE_FORWARD(relu_forward)
 DFL_ELEMENTWISE_FORWARD(relu6_forward)
@@ -334,7 +333,8 @@ void interleave_channels_forward(float* o, const float* const* inputs, int n, in
   backend().interleave_channels_forward(y.f(), ptrs.data(), n, cpg, B, HW);
   y.back();
 }
-void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW, bool overwrite) {
+void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
+                                  bool overwrite) {
   std::vector<Dev> dxs;
   std::vector<float*> ptrs;
   for (int k = 0; k < n; ++k) {
@@ -415,8 +415,8 @@ void sgd_step(float* params, float* momentum_buf, const float* grads, const floa
   p.back();
   m.back();
 }
-bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                           const float* decay_mask, size_t n, const SgdConfig& cfg) {
+bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads, const float* decay_mask,
+                           size_t n, const SgdConfig& cfg) {
   Dev p = in(params, n), m = in(momentum_buf, n), g = in(grads, n), mask = in(decay_mask, n);
   Result<int32_t> finite;
   backend().sgd_step_stays_finite(p.f(), m.f(), g.f(), mask.f(), n, cfg, finite.get());

@@ -37,8 +37,8 @@ void batchnorm2d_backward(float* dinp, float* dgamma, float* dbeta, const float*
                           const float* gamma, const float* save_mean, const float* save_invstd, int B, int C, int HW);
 // The fused forwards: the plain forward then the activation (the backend may do both in one pass).
 void batchnorm2d_forward_train_fused(float* out, float* save_mean, float* save_invstd, float* running_mean,
-                                     float* running_var, const float* inp, const float* gamma, const float* beta,
-                                     int B, int C, int HW, float momentum, float eps, Activation act);
+                                     float* running_var, const float* inp, const float* gamma, const float* beta, int B,
+                                     int C, int HW, float momentum, float eps, Activation act);
 void batchnorm2d_forward_eval_fused(float* out, const float* inp, const float* gamma, const float* beta,
                                     const float* running_mean, const float* running_var, int B, int C, int HW,
                                     float eps, Activation act);
@@ -75,7 +75,8 @@ void split_channels_forward(float* const* outputs, const float* inp, const int* 
 void split_channels_backward(float* dinp, const float* const* doutputs, const int* channels, int n, int B, int HW,
                              bool overwrite = false);
 void interleave_channels_forward(float* out, const float* const* inputs, int n, int cpg, int B, int HW);
-void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW, bool overwrite);
+void interleave_channels_backward(float* const* dinputs, const float* dout, int n, int cpg, int B, int HW,
+                                  bool overwrite);
 void channel_shuffle_forward(float* out, const float* inp, int B, int C, int HW, int groups);
 void channel_shuffle_backward(float* dinp, const float* dout, int B, int C, int HW, int groups);
 
@@ -94,8 +95,8 @@ void teacher_confidence(float* weights, const float* teacher_logits, int K, int 
 
 void sgd_step(float* params, float* momentum_buf, const float* grads, const float* decay_mask, size_t n,
               const SgdConfig& cfg);
-bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads,
-                           const float* decay_mask, size_t n, const SgdConfig& cfg);
+bool sgd_step_stays_finite(const float* params, const float* momentum_buf, const float* grads, const float* decay_mask,
+                           size_t n, const SgdConfig& cfg);
 
 // The draws stay on the host (dfl::augment_draws); the pixel work runs on the backend.
 void augment_batch(float* out, const uint8_t* inp, int B, int C, int H, int W, int pad, bool flip, const float* mean,

@@ -270,10 +270,14 @@ class JsonParser {
         ++p_;
         if (p_ >= s_.size()) break;
         const char e = s_[p_];
-        if (e == 'n') out += '\n';
-        else if (e == 't') out += '\t';
-        else if (e == 'u') fail("\\u escapes are not supported in spec files");
-        else out += e;
+        if (e == 'n')
+          out += '\n';
+        else if (e == 't')
+          out += '\t';
+        else if (e == 'u')
+          fail("\\u escapes are not supported in spec files");
+        else
+          out += e;
       } else {
         out += s_[p_];
       }

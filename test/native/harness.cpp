@@ -51,9 +51,9 @@ double expect_close_arrays(const float* got, const float* want, size_t n, double
   }
   if (worst_excess > 0) {
     std::ostringstream os;
-    os << what << ": element " << worst << " got " << got[worst] << " want " << want[worst]
-       << " (|diff| " << std::fabs(double(got[worst]) - want[worst]) << " > atol " << atol
-       << " + rtol " << rtol << "*|want|); max |diff| " << max_abs;
+    os << what << ": element " << worst << " got " << got[worst] << " want " << want[worst] << " (|diff| "
+       << std::fabs(double(got[worst]) - want[worst]) << " > atol " << atol << " + rtol " << rtol
+       << "*|want|); max |diff| " << max_abs;
     fail_at(file, line, os.str());
   }
   return max_abs;
@@ -93,8 +93,8 @@ double dot(const float* out, const float* r, size_t n) {
 }
 
 void gradcheck(const std::string& what, std::vector<float>& x, const std::vector<float>& analytic,
-               const std::function<double()>& loss, double h, double atol, double rtol,
-               const char* file, int line, size_t max_checks) {
+               const std::function<double()>& loss, double h, double atol, double rtol, const char* file, int line,
+               size_t max_checks) {
   if (analytic.size() != x.size()) fail_at(file, line, what + ": analytic gradient has wrong size");
   std::vector<size_t> idx(x.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
@@ -115,8 +115,8 @@ void gradcheck(const std::string& what, std::vector<float>& x, const std::vector
     const double err = std::fabs(num - ana);
     if (err > atol + rtol * std::max(std::fabs(num), std::fabs(ana))) {
       std::ostringstream os;
-      os << what << ": d/dx[" << i << "] analytic " << ana << " vs finite-difference " << num
-         << " (|diff| " << err << ")";
+      os << what << ": d/dx[" << i << "] analytic " << ana << " vs finite-difference " << num << " (|diff| " << err
+         << ")";
       fail_at(file, line, os.str());
     }
   }
@@ -130,12 +130,13 @@ int main(int argc, char** argv) {
   std::string only_backend;
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
-    if (arg == "--backend" && a + 1 < argc) only_backend = argv[++a];
+    if (arg == "--backend" && a + 1 < argc)
+      only_backend = argv[++a];
     else if (arg == "--hardware-simd-level") {  // for scripts/ci/run-tests.mjs: which passes to run
       std::printf("%s\n", dfl::simd_level_label(dfl::hardware_simd_level()));
       return 0;
-    }
-    else filter = argv[a];
+    } else
+      filter = argv[a];
   }
   // A misspelt DFL_SIMD would run the full instruction set while the log claims a lower one.
   if (!dfl::simd_request_valid()) {

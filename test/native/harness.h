@@ -59,8 +59,8 @@ std::vector<float> randu(size_t n, Rng& rng, float lo, float hi);
 // with step h on every element (or a random subset of `max_checks` elements for big tensors).
 // Passes when |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|).
 void gradcheck(const std::string& what, std::vector<float>& x, const std::vector<float>& analytic,
-               const std::function<double()>& loss, double h, double atol, double rtol,
-               const char* file, int line, size_t max_checks = 4000);
+               const std::function<double()>& loss, double h, double atol, double rtol, const char* file, int line,
+               size_t max_checks = 4000);
 
 // Runs fn (all outputs concatenated as floats) with 1, 2 and 3 threads and demands bitwise-identical
 // results: the threading rule of core/parallel.h.
@@ -73,23 +73,23 @@ double dot(const float* out, const float* r, size_t n);
 
 }  // namespace dfl::test
 
-#define DFL_TEST(name)                                                        \
-  static void dfl_test_##name();                                              \
+#define DFL_TEST(name)                                                              \
+  static void dfl_test_##name();                                                    \
   static ::dfl::test::Registrar dfl_registrar_##name(#name, dfl_test_##name, true); \
   static void dfl_test_##name()
 
-#define DFL_CPU_TEST(name)                                                     \
-  static void dfl_test_##name();                                               \
+#define DFL_CPU_TEST(name)                                                           \
+  static void dfl_test_##name();                                                     \
   static ::dfl::test::Registrar dfl_registrar_##name(#name, dfl_test_##name, false); \
   static void dfl_test_##name()
 
-#define DFL_EXPECT(cond, msg)                                                    \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::ostringstream dfl_os_;                                                \
-      dfl_os_ << "expected " #cond ": " << msg;                                  \
-      ::dfl::test::fail_at(__FILE__, __LINE__, dfl_os_.str());                   \
-    }                                                                            \
+#define DFL_EXPECT(cond, msg)                                  \
+  do {                                                         \
+    if (!(cond)) {                                             \
+      std::ostringstream dfl_os_;                              \
+      dfl_os_ << "expected " #cond ": " << msg;                \
+      ::dfl::test::fail_at(__FILE__, __LINE__, dfl_os_.str()); \
+    }                                                          \
   } while (0)
 
 #define DFL_EXPECT_CLOSE(got, want, n, atol, rtol, what) \
@@ -101,13 +101,13 @@ double dot(const float* out, const float* r, size_t n);
 #define DFL_EXPECT_THREAD_DETERMINISTIC(what, ...) \
   ::dfl::test::expect_thread_deterministic((what), (__VA_ARGS__), __FILE__, __LINE__)
 
-#define DFL_EXPECT_THROWS(stmt, msg)                                               \
-  do {                                                                            \
-    bool dfl_threw_ = false;                                                      \
-    try {                                                                         \
-      stmt;                                                                       \
-    } catch (const std::exception&) {                                             \
-      dfl_threw_ = true;                                                          \
-    }                                                                             \
+#define DFL_EXPECT_THROWS(stmt, msg)                                                                      \
+  do {                                                                                                    \
+    bool dfl_threw_ = false;                                                                              \
+    try {                                                                                                 \
+      stmt;                                                                                               \
+    } catch (const std::exception&) {                                                                     \
+      dfl_threw_ = true;                                                                                  \
+    }                                                                                                     \
     if (!dfl_threw_) ::dfl::test::fail_at(__FILE__, __LINE__, std::string("expected a throw: ") + (msg)); \
   } while (0)

@@ -15,9 +15,9 @@
 #include "numerics.h"
 
 using namespace dfl;
+using dfl::test::backend;
 using dfl::test::randn;
 using dfl::test::randu;
-using dfl::test::backend;
 namespace ops = dfl::test::ops;
 namespace tol = dfl::test::numerics;
 
@@ -182,16 +182,18 @@ DFL_TEST(backend_kernels_give_the_cpu_bits_or_the_stated_tolerance) {
     EXPECT_WITHIN(d, dw, tol::kBatchNorm, "bn backward dinp");
     EXPECT_WITHIN(dg, dgw, tol::kBatchNorm, "bn backward dgamma");
     EXPECT_WITHIN(db, dbw, tol::kBatchNorm, "bn backward dbeta");
-    ops::batchnorm2d_forward_eval(o.data(), in.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), B, C, HW, 1e-5f);
-    cpu::batchnorm2d_forward_eval(ow.data(), in.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), B, C, HW, 1e-5f);
+    ops::batchnorm2d_forward_eval(o.data(), in.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), B, C, HW,
+                                  1e-5f);
+    cpu::batchnorm2d_forward_eval(ow.data(), in.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), B, C, HW,
+                                  1e-5f);
     EXPECT_BITS(o, ow, "bn eval");
     const size_t per_oc = 27;
     const Vec w = randn(size_t(C) * per_oc, rng), bias = randn(C, rng);
     Vec wo(w.size()), bo(C), wow(w.size()), bow(C);
-    ops::fold_batchnorm(wo.data(), bo.data(), w.data(), bias.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(), C,
-                        per_oc, 1e-5f);
-    cpu::fold_batchnorm(wow.data(), bow.data(), w.data(), bias.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(),
+    ops::fold_batchnorm(wo.data(), bo.data(), w.data(), bias.data(), gamma.data(), beta.data(), rm0.data(), rv0.data(),
                         C, per_oc, 1e-5f);
+    cpu::fold_batchnorm(wow.data(), bow.data(), w.data(), bias.data(), gamma.data(), beta.data(), rm0.data(),
+                        rv0.data(), C, per_oc, 1e-5f);
     EXPECT_BITS(wo, wow, "fold weights");
     EXPECT_BITS(bo, bow, "fold biases");
   }
@@ -263,8 +265,9 @@ DFL_TEST(bad_conv_shapes_are_refused_naming_the_shape) {
   DFL_EXPECT(!message.empty(), "a padding of -1 was accepted");
   if (backend().name().find("cuda") != std::string::npos) {
     DFL_EXPECT(message.find("CUDNN_STATUS_") != std::string::npos, "no cuDNN status in: " << message);
-    DFL_EXPECT(message.find("conv N=2 C=3 H=8 W=8 K=4 R=3 S=3 stride 1x1 pad -1x-1 groups 1 float32") != std::string::npos,
-               "the shape is not named in: " << message);
+    DFL_EXPECT(
+        message.find("conv N=2 C=3 H=8 W=8 K=4 R=3 S=3 stride 1x1 pad -1x-1 groups 1 float32") != std::string::npos,
+        "the shape is not named in: " << message);
   }
   const Conv2dShape good{2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1};
   Rng rng(3);

@@ -38,7 +38,8 @@ const Conv2dShape kConv{2, 16, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1};
 struct ConvArrays {
   DeviceBuffer x, w, y;
   explicit ConvArrays(const std::shared_ptr<Backend>& be)
-      : x(be, sizeof(float) * 2 * 16 * 8 * 8, "x"), w(be, sizeof(float) * 8 * 16 * 9, "w"),
+      : x(be, sizeof(float) * 2 * 16 * 8 * 8, "x"),
+        w(be, sizeof(float) * 8 * 16 * 9, "w"),
         y(be, sizeof(float) * 2 * 8 * 8 * 8, "y") {}
 };
 
@@ -48,7 +49,8 @@ DFL_CPU_TEST(checking_backend_refuses_an_undersized_workspace) {
   auto chk = std::make_shared<CheckingBackend>(backend_by_name("cpu"));
   ConvArrays a(chk);
   const size_t need = chk->conv2d_workspace_bytes(kConv);
-  DFL_EXPECT(need > chk->inner().conv2d_workspace_bytes(kConv), "it asks for more than the CPU needs, more for a small batch");
+  DFL_EXPECT(need > chk->inner().conv2d_workspace_bytes(kConv),
+             "it asks for more than the CPU needs, more for a small batch");
   DeviceBuffer short_ws(chk, need - 256, "workspace"), ws(chk, need, "workspace");
   EXPECT_REFUSED(chk->conv2d_forward(a.y.f(), a.x.f(), a.w.f(), nullptr, kConv, short_ws.get(), short_ws.bytes(),
                                      Activation::None),
@@ -65,9 +67,9 @@ DFL_CPU_TEST(checking_backend_refuses_an_undersized_workspace) {
   auto cpu = backend_by_name("cpu");
   const size_t cpu_need = cpu->conv2d_workspace_bytes(kConv);
   DFL_EXPECT(cpu_need > 0, "this shape needs a CPU workspace");
-  EXPECT_REFUSED(cpu->conv2d_forward(a.y.f(), a.x.f(), a.w.f(), nullptr, kConv, ws.get(), cpu_need - 4,
-                                     Activation::None),
-                 "expected a workspace of at least", "the cpu backend, 4 bytes short");
+  EXPECT_REFUSED(
+      cpu->conv2d_forward(a.y.f(), a.x.f(), a.w.f(), nullptr, kConv, ws.get(), cpu_need - 4, Activation::None),
+      "expected a workspace of at least", "the cpu backend, 4 bytes short");
   EXPECT_REFUSED(cpu->conv2d_backward(nullptr, a.w.f(), nullptr, a.y.f(), a.x.f(), a.w.f(), kConv, nullptr, 0, false),
                  "expected a workspace of at least", "the cpu backend, no workspace");
 }
@@ -148,8 +150,8 @@ DFL_TEST(training_at_batches_128_80_7_through_the_checking_backend) {
         const uint64_t before = run == 1 ? chk->downloads() : 0;
         stats[run].push_back(model.train_step(batch, labels.data(), d, loss, sgd, uint64_t(step)));
         if (run == 1)
-          DFL_EXPECT(chk->downloads() - before == 1, "a step at batch " << B << " read back "
-                                                                        << chk->downloads() - before << " times");
+          DFL_EXPECT(chk->downloads() - before == 1,
+                     "a step at batch " << B << " read back " << chk->downloads() - before << " times");
         if (step == 0) teacher = model.snapshot();
         std::vector<float> l(size_t(B) * model.num_classes());
         model.forward(ImageBatch{&images, indices.data(), B, nullptr, 0, mean.data(), stdv.data()}, l.data());

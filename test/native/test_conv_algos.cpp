@@ -78,7 +78,9 @@ std::vector<Conv2dShape> direct_shapes() {
   add2(1, 7, 48, 48, 6);  // rows of 24: the input gradient's one-vector chunks, a partial channel block
   // What only the general and output-channel algorithms take: small maps, strides, other kernels
   // and paddings, 1x1 convolutions, channel counts around multiples of 8, pixel counts off 8.
-  auto conv = [&](int B, int C, int H, int W, int OC, int K, int st, int pad) { v.push_back({B, C, H, W, OC, K, K, st, st, pad, pad, 1}); };
+  auto conv = [&](int B, int C, int H, int W, int OC, int K, int st, int pad) {
+    v.push_back({B, C, H, W, OC, K, K, st, st, pad, pad, 1});
+  };
   conv(3, 5, 4, 4, 9, 3, 1, 1);
   conv(2, 7, 2, 2, 16, 3, 1, 1);
   conv(2, 4, 1, 1, 17, 3, 1, 1);
@@ -102,8 +104,18 @@ std::vector<Conv2dShape> direct_shapes() {
   conv(3, 2, 34, 34, 3, 3, 1, 1);
   // Depthwise 3x3, pad 1, stride 1 and 2: rows of 8k (full chunks), the masked tails of short and
   // odd rows (1..7, 9, 13, 17), single rows and columns, odd heights, and the CIFAR sizes.
-  for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8}, {3, 3, 2, 16}, {1, 7, 5, 24}, {2, 4, 32, 32}, {2, 3, 4, 4},
-                                   {3, 5, 2, 2}, {2, 2, 1, 1}, {2, 3, 3, 7}, {1, 4, 5, 9}, {2, 2, 1, 13}, {2, 3, 6, 1}, {1, 6, 8, 17}})
+  for (const auto& [B, C, H, W] : {std::array<int, 4>{2, 5, 4, 8},
+                                   {3, 3, 2, 16},
+                                   {1, 7, 5, 24},
+                                   {2, 4, 32, 32},
+                                   {2, 3, 4, 4},
+                                   {3, 5, 2, 2},
+                                   {2, 2, 1, 1},
+                                   {2, 3, 3, 7},
+                                   {1, 4, 5, 9},
+                                   {2, 2, 1, 13},
+                                   {2, 3, 6, 1},
+                                   {1, 6, 8, 17}})
     for (int st : {1, 2}) v.push_back({B, C, H, W, C, 3, 3, st, st, 1, 1, C});
   v.push_back({2, 3, 16, 16, 3, 3, 3, 2, 2, 1, 1, 3});
   v.push_back({2, 2, 7, 33, 2, 3, 3, 2, 2, 1, 1, 2});
@@ -186,17 +198,23 @@ DFL_CPU_TEST(conv_algorithms_match_the_reference_forward_and_backward) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;  // the direct algorithms need AVX2+FMA
       const Results got = run(a, d);
       const std::string what = std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s);
-      worst = std::max(worst, DFL_EXPECT_CLOSE(got.out.data(), want.out.data(), got.out.size(), atol(a, want.out), 2e-4, what + " forward"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.out.data(), want.out.data(), got.out.size(), atol(a, want.out), 2e-4,
+                                               what + " forward"));
       worst = std::max(worst, DFL_EXPECT_CLOSE(got.out_nobias.data(), want.out_nobias.data(), got.out.size(),
                                                atol(a, want.out_nobias), 2e-4, what + " forward without bias"));
-      worst = std::max(worst, DFL_EXPECT_CLOSE(got.dinp.data(), want.dinp.data(), got.dinp.size(), atol(a, want.dinp), 2e-4, what + " dinp"));
-      worst = std::max(worst, DFL_EXPECT_CLOSE(got.dw.data(), want.dw.data(), got.dw.size(), atol(a, want.dw), 2e-4, what + " dweight"));
-      worst = std::max(worst, DFL_EXPECT_CLOSE(got.db.data(), want.db.data(), got.db.size(), 2e-4, 2e-4, what + " dbias"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.dinp.data(), want.dinp.data(), got.dinp.size(), atol(a, want.dinp),
+                                               2e-4, what + " dinp"));
+      worst = std::max(worst, DFL_EXPECT_CLOSE(got.dw.data(), want.dw.data(), got.dw.size(), atol(a, want.dw), 2e-4,
+                                               what + " dweight"));
+      worst =
+          std::max(worst, DFL_EXPECT_CLOSE(got.db.data(), want.db.data(), got.db.size(), 2e-4, 2e-4, what + " dbias"));
       if (a == ConvAlgo::Winograd)
-        winograd_worst = std::max({winograd_worst, relative(got.out, want.out), relative(got.dinp, want.dinp), relative(got.dw, want.dw)});
+        winograd_worst = std::max(
+            {winograd_worst, relative(got.out, want.out), relative(got.dinp, want.dinp), relative(got.dw, want.dw)});
     }
   }
-  std::printf("     (max |algorithm - reference|: %.3g; Winograd's max |diff| / rms(reference): %.3g)\n", worst, winograd_worst);
+  std::printf("     (max |algorithm - reference|: %.3g; Winograd's max |diff| / rms(reference): %.3g)\n", worst,
+              winograd_worst);
 }
 
 // Inference plans fuse a ReLU/ReLU6 into the convolution: the vector kernels apply it as they store,
@@ -209,14 +227,18 @@ DFL_CPU_TEST(conv_fused_activation_is_the_activation_of_the_output) {
     if (s.C * s.H * s.W > 40) d.x[size_t(s.C) * s.H * s.W / 2 + 3] = std::numeric_limits<float>::quiet_NaN();
     for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
-      Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, s) + 1), plain(out_size(s)), fused(out_size(s)), want(out_size(s));
+      Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, s) + 1), plain(out_size(s)), fused(out_size(s)),
+          want(out_size(s));
       dfl::cpu::conv2d_forward_with(a, plain.data(), d.x.data(), d.w.data(), d.bias.data(), s, ws.data());
       for (dfl::Activation act : {dfl::Activation::Relu, dfl::Activation::Relu6}) {
-        if (act == dfl::Activation::Relu) dfl::cpu::relu_forward(want.data(), plain.data(), want.size());
-        else dfl::cpu::relu6_forward(want.data(), plain.data(), want.size());
+        if (act == dfl::Activation::Relu)
+          dfl::cpu::relu_forward(want.data(), plain.data(), want.size());
+        else
+          dfl::cpu::relu6_forward(want.data(), plain.data(), want.size());
         dfl::cpu::conv2d_forward_with(a, fused.data(), d.x.data(), d.w.data(), d.bias.data(), s, ws.data(), act);
         DFL_EXPECT(std::memcmp(fused.data(), want.data(), sizeof(float) * want.size()) == 0,
-                   std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s) + (act == dfl::Activation::Relu ? " relu" : " relu6"));
+                   std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s) +
+                       (act == dfl::Activation::Relu ? " relu" : " relu6"));
       }
     }
   }
@@ -240,13 +262,14 @@ DFL_CPU_TEST(conv_backward_overwrite_is_the_gradient_added_to_zeros) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
       paths.push_back({dfl::cpu::conv_algo_label(a), [&, a](float* dx, float* dw, bool overwrite) {
                          Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, s) + 1, nan);
-                         dfl::cpu::conv2d_backward_with(a, dx, dw, nullptr, d.dout.data(), d.x.data(), d.w.data(), s, ws.data(),
-                                                        overwrite);
+                         dfl::cpu::conv2d_backward_with(a, dx, dw, nullptr, d.dout.data(), d.x.data(), d.w.data(), s,
+                                                        ws.data(), overwrite);
                        }});
     }
     paths.push_back({"conv2d_backward", [&](float* dx, float* dw, bool overwrite) {
                        Vec ws(dfl::cpu::conv2d_workspace_floats(s) + 1, nan);
-                       dfl::cpu::conv2d_backward(dx, dw, nullptr, d.dout.data(), d.x.data(), d.w.data(), s, ws.data(), overwrite);
+                       dfl::cpu::conv2d_backward(dx, dw, nullptr, d.dout.data(), d.x.data(), d.w.data(), s, ws.data(),
+                                                 overwrite);
                      }});
     for (const auto& [label, backward] : paths) {
       Vec want(in_size(s), 0.f), want_dw = d.dw0, got(in_size(s), nan), got_dw = d.dw0;
@@ -264,9 +287,11 @@ DFL_CPU_TEST(conv_backward_overwrite_is_the_gradient_added_to_zeros) {
 // The specification itself: the reference backward against central differences of its forward.
 DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
   Rng rng(78);
-  for (const Conv2dShape& s : {Conv2dShape{2, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{2, 4, 7, 7, 6, 3, 3, 2, 2, 1, 1, 2},
-                               Conv2dShape{1, 3, 6, 5, 3, 3, 1, 2, 1, 0, 0, 3}}) {
-    Vec x = dfl::test::randn(in_size(s), rng), w = dfl::test::randn(w_size(s), rng), r = dfl::test::randn(out_size(s), rng);
+  for (const Conv2dShape& s :
+       {Conv2dShape{2, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{2, 4, 7, 7, 6, 3, 3, 2, 2, 1, 1, 2},
+        Conv2dShape{1, 3, 6, 5, 3, 3, 1, 2, 1, 0, 0, 3}}) {
+    Vec x = dfl::test::randn(in_size(s), rng), w = dfl::test::randn(w_size(s), rng),
+        r = dfl::test::randn(out_size(s), rng);
     auto loss = [&] {
       Vec out(out_size(s));
       dfl::cpu::conv2d_reference_forward(out.data(), x.data(), w.data(), nullptr, s);
@@ -281,17 +306,19 @@ DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
 
 DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   Rng rng(79);
-  for (const Conv2dShape& s : {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
-                               Conv2dShape{5, 7, 9, 18, 7, 3, 3, 2, 2, 1, 1, 7}, Conv2dShape{6, 5, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5},
-                               Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{6, 9, 2, 2, 10, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{5, 7, 8, 16, 9, 1, 1, 2, 2, 0, 0, 1},
-                               Conv2dShape{5, 6, 10, 16, 11, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{40, 8, 3, 3, 16, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{3, 16, 12, 20, 8, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{3, 8, 64, 64, 8, 3, 3, 1, 1, 1, 1, 1}}) {
+  for (const Conv2dShape& s :
+       {Conv2dShape{5, 3, 8, 32, 7, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{4, 6, 4, 16, 11, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{5, 6, 5, 5, 13, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{5, 6, 4, 16, 6, 3, 3, 1, 1, 1, 1, 6},
+        Conv2dShape{5, 7, 9, 18, 7, 3, 3, 2, 2, 1, 1, 7}, Conv2dShape{6, 5, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5},
+        Conv2dShape{5, 7, 4, 8, 9, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{6, 9, 2, 2, 10, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{3, 2, 34, 34, 3, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{5, 7, 8, 16, 9, 1, 1, 2, 2, 0, 0, 1},
+        Conv2dShape{5, 6, 10, 16, 11, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{40, 8, 3, 3, 16, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{3, 16, 12, 20, 8, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{3, 8, 64, 64, 8, 3, 3, 1, 1, 1, 1, 1}}) {
     const Data d(s, rng);
     for (ConvAlgo a : dfl::cpu::kFastConvAlgos) {
       if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
-      DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s), [&] { return concat(run(a, d)); });
+      DFL_EXPECT_THREAD_DETERMINISTIC(std::string(dfl::cpu::conv_algo_label(a)) + " " + describe(s),
+                                      [&] { return concat(run(a, d)); });
     }
   }
 }
@@ -300,7 +327,8 @@ DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
 // on AVX2, else the general path) and 2x2 (valid taps).
 DFL_CPU_TEST(conv_public_entry_matches_the_reference_on_small_maps) {
   Rng rng(80);
-  for (const Conv2dShape& s : {Conv2dShape{2, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{3, 64, 2, 2, 40, 3, 3, 1, 1, 1, 1, 1}}) {
+  for (const Conv2dShape& s :
+       {Conv2dShape{2, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{3, 64, 2, 2, 40, 3, 3, 1, 1, 1, 1, 1}}) {
     const Data d(s, rng);
     const Results want = run(ConvAlgo::Reference, d);
     Vec ws(dfl::cpu::conv2d_workspace_floats(s) + 1, std::numeric_limits<float>::quiet_NaN());
@@ -324,8 +352,9 @@ DFL_CPU_TEST(conv_automatic_choice) {
   // Stride-1 3x3 convolutions: Winograd with channels in multiples of 8 on maps of 4x4 and up, any
   // map size; the direct kernel for other channel counts (the 3-channel stem) and for 16 channels on
   // both sides.
-  for (const Conv2dShape& s : {cifar, Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{8, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 5, 7, 8, 3, 3, 1, 1, 1, 1, 1}})
+  for (const Conv2dShape& s :
+       {cifar, Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{8, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 5, 7, 8, 3, 3, 1, 1, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Winograd : ConvAlgo::General), describe(s));
   for (const Conv2dShape& s : {stem, narrow})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(s));
@@ -337,34 +366,44 @@ DFL_CPU_TEST(conv_automatic_choice) {
   // general one; strided 1x1 ones the dense copy (any width, any CPU); small maps and grouped
   // convolutions the general one.
   const Conv2dShape strided{8, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, strided12{8, 16, 24, 24, 32, 3, 3, 2, 2, 1, 1, 1};
-  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(strided));
-  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided12) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General), describe(strided12));
-  for (const Conv2dShape& s : {Conv2dShape{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1},
-                               Conv2dShape{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1}})
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General),
+             describe(strided));
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided12) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General),
+             describe(strided12));
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1},
+        Conv2dShape{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::StridedPointwise, describe(s));
-  for (const Conv2dShape& s : {Conv2dShape{8, 12, 4, 4, 20, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 12, 30, 30, 20, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 12, 4, 4, 20, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 12, 30, 30, 20, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{8, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   // Padded small maps: valid-taps on 1x1 at any width and on 2x2 with 256+ channels on both sides;
   // fewer channels on 2x2 the general path (4x4: Winograd, above).
-  for (const Conv2dShape& s : {Conv2dShape{8, 256, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
-                               Conv2dShape{8, 512, 1, 1, 512, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 1, 1, 32, 3, 3, 1, 1, 1, 1, 1}})
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 256, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{8, 512, 1, 1, 512, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 1, 1, 32, 3, 3, 1, 1, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::ValidTaps, describe(s));
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 2, 2, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 128, 2, 2, 128, 3, 3, 1, 1, 1, 1, 1}})
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 16, 2, 2, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 128, 2, 2, 128, 3, 3, 1, 1, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
   const Conv2dShape pw{8, 16, 32, 32, 32, 1, 1, 1, 1, 0, 0, 1};
-  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), "1x1 with few channels");
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(pw) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General),
+             "1x1 with few channels");
   // 1x1 with up to 160 x 1024 weights too (ShuffleNetV2 x1's 116 and 232 channels); the GEMMs beyond.
-  for (const Conv2dShape& s : {Conv2dShape{8, 116, 8, 8, 116, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{8, 160, 4, 4, 960, 1, 1, 1, 1, 0, 0, 1},
-                               Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1}})
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 116, 8, 8, 116, 1, 1, 1, 1, 0, 0, 1}, Conv2dShape{8, 160, 4, 4, 960, 1, 1, 1, 1, 0, 0, 1},
+        Conv2dShape{8, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Pointwise : ConvAlgo::General), describe(s));
   const Conv2dShape wide_pw{8, 464, 4, 4, 1024, 1, 1, 1, 1, 0, 0, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(wide_pw) == ConvAlgo::General, describe(wide_pw));
   const Conv2dShape dw{8, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(dw) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), "depthwise 3x3");
   // Strided and small-map depthwise 3x3 too (MobileNetV2's and ShuffleNetV2's downsampling, 4x4 stages).
-  for (const Conv2dShape& s : {Conv2dShape{8, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1, 16}, Conv2dShape{8, 16, 4, 4, 16, 3, 3, 1, 1, 1, 1, 16}})
+  for (const Conv2dShape& s :
+       {Conv2dShape{8, 16, 32, 32, 16, 3, 3, 2, 2, 1, 1, 16}, Conv2dShape{8, 16, 4, 4, 16, 3, 3, 1, 1, 1, 1, 16}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Depthwise3x3 : ConvAlgo::General), describe(s));
 }

@@ -13,8 +13,8 @@
 
 namespace {
 
-using dfl::Rng;
 using dfl::Conv2dShape;
+using dfl::Rng;
 
 struct ConvCase {
   Conv2dShape s;
@@ -50,8 +50,8 @@ size_t out_size(const Conv2dShape& s) { return size_t(s.B) * s.OC * s.OH() * s.O
 size_t w_size(const Conv2dShape& s) { return size_t(s.OC) * (s.C / s.groups) * s.KH * s.KW; }
 
 // Direct convolution in double, the definition.
-std::vector<float> ref_conv(const std::vector<float>& inp, const std::vector<float>& w,
-                            const float* bias, const Conv2dShape& s) {
+std::vector<float> ref_conv(const std::vector<float>& inp, const std::vector<float>& w, const float* bias,
+                            const Conv2dShape& s) {
   const int OH = s.OH(), OW = s.OW(), Cg = s.C / s.groups, OCg = s.OC / s.groups;
   std::vector<float> out(out_size(s));
   for (int b = 0; b < s.B; ++b)
@@ -102,17 +102,17 @@ struct ConvData {
     dinp.assign(inp.size(), fill);
     dw.assign(w.size(), fill);
     db.assign(bias.size(), fill);
-    dfl::test::ops::conv2d_backward(dinp.data(), dw.data(), bias.empty() ? nullptr : db.data(), r.data(),
-                              inp.data(), w.data(), s, ws.empty() ? nullptr : ws.data());
+    dfl::test::ops::conv2d_backward(dinp.data(), dw.data(), bias.empty() ? nullptr : db.data(), r.data(), inp.data(),
+                                    w.data(), s, ws.empty() ? nullptr : ws.data());
   }
 };
 
 std::string conv_name(const ConvCase& c) {
   std::ostringstream os;
   const Conv2dShape& s = c.s;
-  os << c.name << " [B" << s.B << " C" << s.C << " " << s.H << "x" << s.W << " OC" << s.OC << " k"
-     << s.KH << "x" << s.KW << " s" << s.stride_h << "," << s.stride_w << " p" << s.pad_h << ","
-     << s.pad_w << " g" << s.groups << (c.bias ? " bias]" : "]");
+  os << c.name << " [B" << s.B << " C" << s.C << " " << s.H << "x" << s.W << " OC" << s.OC << " k" << s.KH << "x"
+     << s.KW << " s" << s.stride_h << "," << s.stride_w << " p" << s.pad_h << "," << s.pad_w << " g" << s.groups
+     << (c.bias ? " bias]" : "]");
   return os.str();
 }
 
@@ -138,8 +138,7 @@ DFL_TEST(conv2d_forward_vs_direct_reference_all_shapes) {
     ConvData d(c.s, c.bias, rng);
     const auto got = d.forward();
     const auto want = ref_conv(d.inp, d.w, d.b(), c.s);
-    worst = std::max(worst, DFL_EXPECT_CLOSE(got.data(), want.data(), got.size(), 1e-4, 1e-4,
-                                             conv_name(c)));
+    worst = std::max(worst, DFL_EXPECT_CLOSE(got.data(), want.data(), got.size(), 1e-4, 1e-4, conv_name(c)));
   }
   std::printf("     (max |forward - ref|: %.3g)\n", worst);
 }
@@ -191,7 +190,9 @@ DFL_TEST(conv2d_backward_null_grads_are_skipped) {
 }
 
 namespace {
-size_t general_ws(const Conv2dShape& s) { return dfl::cpu::conv2d_workspace_floats_with(dfl::cpu::ConvAlgo::General, s); }
+size_t general_ws(const Conv2dShape& s) {
+  return dfl::cpu::conv2d_workspace_floats_with(dfl::cpu::ConvAlgo::General, s);
+}
 }  // namespace
 
 DFL_CPU_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw) {
@@ -219,13 +220,15 @@ DFL_CPU_TEST(conv2d_workspace_bounded_independent_of_batch_and_bad_shapes_throw)
   Conv2dShape big_k{1, 2, 3, 3, 2, 5, 5, 1, 1, 0, 0, 1};
   DFL_EXPECT_THROWS(general_ws(big_k), "kernel larger than input");
   // Whatever algorithm is chosen, the workspace stops growing with the batch.
-  for (Conv2dShape t : {Conv2dShape{64, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{64, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16},
-                        Conv2dShape{64, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{64, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
-                        Conv2dShape{64, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}}) {
+  for (Conv2dShape t :
+       {Conv2dShape{64, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{64, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 16},
+        Conv2dShape{64, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{64, 512, 2, 2, 512, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{64, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}}) {
     t.B = 1024;  // small maps put up to 1,024 columns' worth of samples side by side, never more
     const size_t at1024 = dfl::cpu::conv2d_workspace_floats(t);
     t.B = 100000;
-    DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(t) == at1024, "workspace grows with B (" << dfl::cpu::conv_algo_label(dfl::cpu::conv2d_choose_algo(t)) << ")");
+    DFL_EXPECT(dfl::cpu::conv2d_workspace_floats(t) == at1024,
+               "workspace grows with B (" << dfl::cpu::conv_algo_label(dfl::cpu::conv2d_choose_algo(t)) << ")");
   }
 }
 
@@ -269,11 +272,10 @@ struct LinCase {
 };
 const LinCase kLinCases[] = {{1, 1, 1, true}, {3, 17, 5, true}, {5, 33, 65, false}, {7, 100, 10, true}};
 
-std::vector<float> linear_out(const std::vector<float>& x, const std::vector<float>& w,
-                              const std::vector<float>& b, const LinCase& c) {
+std::vector<float> linear_out(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+                              const LinCase& c) {
   std::vector<float> out(size_t(c.B) * c.OUT, std::numeric_limits<float>::quiet_NaN());
-  dfl::test::ops::linear_forward(out.data(), x.data(), w.data(), b.empty() ? nullptr : b.data(), c.B,
-                           c.IN, c.OUT);
+  dfl::test::ops::linear_forward(out.data(), x.data(), w.data(), b.empty() ? nullptr : b.data(), c.B, c.IN, c.OUT);
   return out;
 }
 }  // namespace
@@ -301,8 +303,8 @@ DFL_TEST(linear_forward_reference_and_gradcheck_accumulate) {
       }
     DFL_EXPECT_CLOSE(out.data(), want.data(), out.size(), 1e-5, 1e-5, n + " forward");
     std::vector<float> dx(x.size(), fill), dw(w.size(), fill), db(b.size(), fill);
-    dfl::test::ops::linear_backward(dx.data(), dw.data(), c.bias ? db.data() : nullptr, r.data(), x.data(),
-                              w.data(), c.B, c.IN, c.OUT);
+    dfl::test::ops::linear_backward(dx.data(), dw.data(), c.bias ? db.data() : nullptr, r.data(), x.data(), w.data(),
+                                    c.B, c.IN, c.OUT);
     auto loss = [&] {
       const auto o = linear_out(x, w, b, c);
       return dfl::test::dot(o.data(), r.data(), o.size());

@@ -36,7 +36,7 @@ namespace {
 using Vec = std::vector<float>;
 
 #define EXPECT_SAME(got, want, what) DFL_EXPECT_CLOSE((got).data(), (want).data(), (want).size(), 0.0, 0.0, (what))
-#define EXPECT_NEAR(got, want, what)                                                                     \
+#define EXPECT_NEAR(got, want, what)                                                            \
   DFL_EXPECT_CLOSE((got).data(), (want).data(), (want).size(), dfl::test::numerics::kReordered, \
                    dfl::test::numerics::kReordered, (what))
 constexpr double kBn = dfl::test::numerics::kBatchNorm;
@@ -101,7 +101,11 @@ DFL_CPU_TEST(cuda_bodies_bias_activation_matches_reference_layers) {
     run_elementwise(BiasActivation{got.data(), bias.data(), got.size(), OC, P, act});
     for (size_t i = 0; i < y.size(); ++i) {
       const float v = y[i] + bias[(i / P) % OC];
-      want[i] = act == Activation::Relu ? (v <= 0.f ? 0.f : v) : act == Activation::Relu6 ? (v <= 0.f ? 0.f : v >= 6.f ? 6.f : v) : v;
+      want[i] = act == Activation::Relu    ? (v <= 0.f ? 0.f : v)
+                : act == Activation::Relu6 ? (v <= 0.f   ? 0.f
+                                              : v >= 6.f ? 6.f
+                                                         : v)
+                                           : v;
     }
     EXPECT_SAME(got, want, "bias + activation");
   }
@@ -248,9 +252,10 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
     std::vector<BatchNormGradCoef> gcoef(C);
     Vec dx = randn(n, rng), dg = randn(C, rng), db = randn(C, rng);
     Vec dxw = dx, dgw = dg, dbw = db;
-    run_rows(BatchNormGradSums{partials.data(), dy.data(), x.data(), smw.data(), siw.data(), B, C, HW, slices}, threads);
-    run_rows(BatchNormGradTotals{gcoef.data(), dg.data(), db.data(), partials.data(), gamma.data(), smw.data(), siw.data(),
-                                 B, C, HW, slices},
+    run_rows(BatchNormGradSums{partials.data(), dy.data(), x.data(), smw.data(), siw.data(), B, C, HW, slices},
+             threads);
+    run_rows(BatchNormGradTotals{gcoef.data(), dg.data(), db.data(), partials.data(), gamma.data(), smw.data(),
+                                 siw.data(), B, C, HW, slices},
              threads);
     run_elementwise(BatchNormGradInput{dx.data(), dy.data(), x.data(), gcoef.data(), n, C, HW});
     cpu::batchnorm2d_backward(dxw.data(), dgw.data(), dbw.data(), dy.data(), x.data(), gamma.data(), smw.data(),
@@ -259,15 +264,18 @@ DFL_CPU_TEST(cuda_bodies_batchnorm) {
     DFL_EXPECT_CLOSE(dg.data(), dgw.data(), size_t(C), kBn, kBn, "bn backward dgamma");
     DFL_EXPECT_CLOSE(db.data(), dbw.data(), size_t(C), kBn, kBn, "bn backward dbeta");
   }
-  DFL_EXPECT(batchnorm_slices(512, 64, 1024) == 16 && batchnorm_slices(2, 512, 16) == 1 && batchnorm_slices(512, 8, 1024) == 128,
+  DFL_EXPECT(batchnorm_slices(512, 64, 1024) == 16 && batchnorm_slices(2, 512, 16) == 1 &&
+                 batchnorm_slices(512, 8, 1024) == 128,
              "slices per channel");
   Vec rm = randn(C, rng), rv = randu(C, rng, 0.5f, 2.f), y(n), yw(n);
   run_elementwise(BatchNormEval{y.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), n, C, HW, 1e-5f});
   cpu::batchnorm2d_forward_eval(yw.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), B, C, HW, 1e-5f);
   EXPECT_SAME(y, yw, "bn eval");
   for (Activation act : {Activation::Relu, Activation::Relu6}) {
-    run_elementwise(BatchNormEval{y.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), n, C, HW, 1e-5f, act});
-    cpu::batchnorm2d_forward_eval(yw.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), B, C, HW, 1e-5f, act);
+    run_elementwise(
+        BatchNormEval{y.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), n, C, HW, 1e-5f, act});
+    cpu::batchnorm2d_forward_eval(yw.data(), x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), B, C, HW, 1e-5f,
+                                  act);
     EXPECT_SAME(y, yw, "bn eval + activation");
   }
 
@@ -331,8 +339,8 @@ DFL_CPU_TEST(cuda_bodies_losses) {
   std::vector<double> mixture(size_t(B) * NC);
   for (const float* weights : {static_cast<const float*>(nullptr), static_cast<const float*>(conf.data())}) {
     Vec l(B), q(logits.size()), pt(logits.size()), lw(B), qw(logits.size()), ptw(logits.size());
-    run_elementwise(EnsembleKlRow{l.data(), q.data(), pt.data(), mixture.data(), logits.data(), tl.data(), weights, K, B,
-                                  NC, 2.f});
+    run_elementwise(
+        EnsembleKlRow{l.data(), q.data(), pt.data(), mixture.data(), logits.data(), tl.data(), weights, K, B, NC, 2.f});
     cpu::ensemble_kl_forward(lw.data(), qw.data(), ptw.data(), logits.data(), tl.data(), weights, K, B, NC, 2.f);
     EXPECT_SAME(l, lw, "ensemble KL losses");
     EXPECT_SAME(q, qw, "ensemble KL student probs");
@@ -362,19 +370,23 @@ DFL_CPU_TEST(cuda_bodies_sgd_and_reductions) {
     for (int threads : kThreadCounts) {
       const double sq = dfl::test::reduce_all(SquareValue{g.data()}, n, chunk, threads);
       const double want = cpu::sum_squares(g.data(), n);
-      DFL_EXPECT(std::fabs(sq - want) <= dfl::test::numerics::kSumOfSquares * want, "sum of squares " << sq << " vs " << want);
+      DFL_EXPECT(std::fabs(sq - want) <= dfl::test::numerics::kSumOfSquares * want,
+                 "sum of squares " << sq << " vs " << want);
       DFL_EXPECT(dfl::test::reduce_all(FiniteValue{g.data()}, n, chunk, threads) == 1, "all finite");
-      DFL_EXPECT(dfl::test::reduce_all(SgdFiniteValue{p.data(), m.data(), g.data(), mask.data(), cfg}, n, chunk, threads) == 1,
-                 "sgd stays finite");
+      DFL_EXPECT(
+          dfl::test::reduce_all(SgdFiniteValue{p.data(), m.data(), g.data(), mask.data(), cfg}, n, chunk, threads) == 1,
+          "sgd stays finite");
       Vec bad = g;
       bad[n - 1] = __builtin_huge_valf();
       DFL_EXPECT(dfl::test::reduce_all(FiniteValue{bad.data()}, n, chunk, threads) == 0, "an inf at the end");
       Vec big = p;
       big[n / 2] = 3e38f;
-      DFL_EXPECT(dfl::test::reduce_all(SgdFiniteValue{big.data(), m.data(), g.data(), nullptr, SgdConfig{1e10f, 0.9f, 5e-4f, true, false}},
-                                       n, chunk, threads) ==
-                     int(cpu::sgd_step_stays_finite(big.data(), m.data(), g.data(), nullptr, n, SgdConfig{1e10f, 0.9f, 5e-4f, true, false})),
-                 "sgd overflow check agrees with the CPU");
+      DFL_EXPECT(
+          dfl::test::reduce_all(
+              SgdFiniteValue{big.data(), m.data(), g.data(), nullptr, SgdConfig{1e10f, 0.9f, 5e-4f, true, false}}, n,
+              chunk, threads) == int(cpu::sgd_step_stays_finite(big.data(), m.data(), g.data(), nullptr, n,
+                                                                SgdConfig{1e10f, 0.9f, 5e-4f, true, false})),
+          "sgd overflow check agrees with the CPU");
     }
   }
   const int B = 301, NC = 10;
@@ -398,7 +410,8 @@ DFL_CPU_TEST(cuda_bodies_augment_normalize_gather) {
   std::vector<uint8_t> batch(size_t(B) * C * H * W);
   run_elementwise(GatherImages{batch.data(), set.data(), indices, size_t(B), size_t(C) * H * W});
   for (int k = 0; k < B; ++k)
-    DFL_EXPECT(std::memcmp(batch.data() + size_t(k) * C * H * W, set.data() + size_t(indices[k]) * C * H * W, size_t(C) * H * W) == 0,
+    DFL_EXPECT(std::memcmp(batch.data() + size_t(k) * C * H * W, set.data() + size_t(indices[k]) * C * H * W,
+                           size_t(C) * H * W) == 0,
                "gathered image " << k);
   const float mean[C] = {0.4f, 0.5f, 0.6f}, stdv[C] = {0.2f, 0.25f, 0.3f};
   std::vector<AugmentDraw> draws(B);
@@ -450,7 +463,8 @@ DFL_CPU_TEST(cuda_bodies_bf16_casts) {
   DFL_EXPECT(std::isnan(bf16_to_float(float_to_bf16(fn))), "a low-payload NaN stays NaN");
 
   // (B, C, HW) <-> (B, HW, C) on odd sizes; HW = 1 is the plain cast.
-  for (const auto& [B, C, HW] : {std::array<size_t, 3>{3, 5, 7}, std::array<size_t, 3>{2, 17, 1}, std::array<size_t, 3>{1, 1, 9}}) {
+  for (const auto& [B, C, HW] :
+       {std::array<size_t, 3>{3, 5, 7}, std::array<size_t, 3>{2, 17, 1}, std::array<size_t, 3>{1, 1, 9}}) {
     const size_t n = B * C * HW;
     Vec src = randn(n, rng, 2.f);
     std::vector<Bf16Bits> cl(n, 0xFFFF);

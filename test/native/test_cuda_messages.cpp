@@ -61,7 +61,8 @@ DFL_CPU_TEST(cuda_error_texts_name_the_status_the_library_message_and_the_shape)
   s.math.nondeterministic = true;
   s.stride_w = 2;
   DFL_EXPECT(conv_shape_text(s, true) ==
-                 "conv N=128 C=64 H=32 W=32 K=128 R=3 S=3 stride 1x2 pad 1x1 groups 1 bf16 (non-deterministic algorithms allowed)",
+                 "conv N=128 C=64 H=32 W=32 K=128 R=3 S=3 stride 1x2 pad 1x1 groups 1 bf16 (non-deterministic "
+                 "algorithms allowed)",
              conv_shape_text(s, true));
   DFL_EXPECT(library_error_text("cudnnConvolutionForward", "CUDNN_STATUS_BAD_PARAM", "cuDNN", "xDesc: bad stride",
                                 "conv N=1") ==
@@ -103,12 +104,14 @@ DFL_CPU_TEST(cuda_library_versions_agree_or_say_what_to_install) {
   v = agreeing();
   v.cublas = 120902;
   bad = check_library_versions(v);
-  DFL_EXPECT(!bad.ok && contains(bad.text, "cuBLAS 12.9.2 was loaded but libdfl_cuda.so was built against cuBLAS 13.1.1"),
-             bad.text);
+  DFL_EXPECT(
+      !bad.ok && contains(bad.text, "cuBLAS 12.9.2 was loaded but libdfl_cuda.so was built against cuBLAS 13.1.1"),
+      bad.text);
   v.cudnn = 81000;
   bad = check_library_versions(v);
-  DFL_EXPECT(!bad.ok && contains(bad.text, "cuDNN 8.10.0 was loaded") && contains(bad.text, "; cuBLAS 12.9.2 was loaded"),
-             "both mismatches are named: " << bad.text);
+  DFL_EXPECT(
+      !bad.ok && contains(bad.text, "cuDNN 8.10.0 was loaded") && contains(bad.text, "; cuBLAS 12.9.2 was loaded"),
+      "both mismatches are named: " << bad.text);
 }
 
 DFL_CPU_TEST(cuda_handles_are_released_once_also_when_a_constructor_fails_half_way) {
@@ -157,6 +160,7 @@ DFL_CPU_TEST(cuda_backend_reports_its_library_versions) {
     DFL_EXPECT(contains(b.libraries, "CUDA runtime ") && contains(b.libraries, "; cuDNN 9.") &&
                    contains(b.libraries, " built for CUDA ") && contains(b.libraries, "; cuBLAS "),
                b.libraries);
-    DFL_EXPECT(!contains(b.libraries, "Mismatch") || !b.usable, "a mismatch must keep the backend unusable: " << b.libraries);
+    DFL_EXPECT(!contains(b.libraries, "Mismatch") || !b.usable,
+               "a mismatch must keep the backend unusable: " << b.libraries);
   }
 }

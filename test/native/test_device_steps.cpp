@@ -71,7 +71,8 @@ DFL_TEST(dfl_steps_from_resident_images_match_the_cpu_backend) {
     }
     DFL_EXPECT(st[1].finite, "step " << step << " finite");
     DFL_EXPECT_CLOSE(&st[1].loss, &st[0].loss, 1, rtol, rtol, "step " + std::to_string(step) + " loss");
-    DFL_EXPECT_CLOSE(&st[1].distill_loss, &st[0].distill_loss, 1, rtol, rtol, "step " + std::to_string(step) + " distill loss");
+    DFL_EXPECT_CLOSE(&st[1].distill_loss, &st[0].distill_loss, 1, rtol, rtol,
+                     "step " + std::to_string(step) + " distill loss");
     DFL_EXPECT_CLOSE(&st[1].grad_norm, &st[0].grad_norm, 1, exact ? 0.0 : 1e-4, exact ? 0.0 : 1e-3,
                      "step " + std::to_string(step) + " gradient norm");
   }
@@ -87,8 +88,10 @@ DFL_TEST(dfl_steps_from_resident_images_match_the_cpu_backend) {
   ref.model->forward(ImageBatch{ref.images.get(), all.data(), N, nullptr, 0, mean.data(), stdv.data()}, l0.data());
   dev.model->forward(ImageBatch{dev.images.get(), all.data(), N, nullptr, 0, mean.data(), stdv.data()}, l1.data());
   DFL_EXPECT_CLOSE(l1.data(), l0.data(), l0.size(), exact ? 0.0 : 1e-4, exact ? 0.0 : 1e-3, "eval logits");
-  ref.teachers[0]->forward(ImageBatch{ref.images.get(), all.data(), N, nullptr, 0, mean.data(), stdv.data()}, t0.data());
-  dev.teachers[0]->forward(ImageBatch{dev.images.get(), all.data(), N, nullptr, 0, mean.data(), stdv.data()}, t1.data());
+  ref.teachers[0]->forward(ImageBatch{ref.images.get(), all.data(), N, nullptr, 0, mean.data(), stdv.data()},
+                           t0.data());
+  dev.teachers[0]->forward(ImageBatch{dev.images.get(), all.data(), N, nullptr, 0, mean.data(), stdv.data()},
+                           t1.data());
   DFL_EXPECT_CLOSE(t1.data(), t0.data(), t0.size(), exact ? 0.0 : 1e-4, exact ? 0.0 : 1e-3, "teacher logits");
 }
 
@@ -117,8 +120,10 @@ DFL_TEST(resident_image_batch_equals_the_host_batch) {
                x.f());
     std::vector<float> got(n), want(n);
     backend().download(got.data(), x.get(), n * sizeof(float));
-    if (augment) cpu::augment_apply(want.data(), host.data(), B, C, H, W, pad, draws.data(), mean, stdv);
-    else cpu::normalize_batch(want.data(), host.data(), B, C, H, W, mean, stdv);
+    if (augment)
+      cpu::augment_apply(want.data(), host.data(), B, C, H, W, pad, draws.data(), mean, stdv);
+    else
+      cpu::normalize_batch(want.data(), host.data(), B, C, H, W, mean, stdv);
     DFL_EXPECT_CLOSE(got.data(), want.data(), n, 0.0, 0.0, augment ? "augmented batch" : "normalised batch");
   }
   const int32_t bad[1] = {N};

@@ -45,17 +45,21 @@ double fx_close(const Fixture& fx, const float* got, size_t n, const std::string
                 const char* file, int line, float scale = 1.0f) {
   const Vec& ref = fx.f(name);
   if (n != ref.size())
-    fail_at(file, line, fx.path() + " " + name + ": got " + std::to_string(n) + " values, fixture has " +
-                            std::to_string(ref.size()));
+    fail_at(
+        file, line,
+        fx.path() + " " + name + ": got " + std::to_string(n) + " values, fixture has " + std::to_string(ref.size()));
   Vec want(ref);
   for (float& w : want) w *= scale;
-  const std::string what = fx.path() + " " + name + (scale != 1.0f ? " (x" + std::to_string(scale) + ", accumulated)" : "");
+  const std::string what =
+      fx.path() + " " + name + (scale != 1.0f ? " (x" + std::to_string(scale) + ", accumulated)" : "");
   return expect_close_arrays(got, want.data(), n, atol, rtol, what, file, line);
 }
-#define FX_CLOSE(fx, got, name, atol, rtol) fx_close((fx), (got).data(), (got).size(), (name), (atol), (rtol), __FILE__, __LINE__)
+#define FX_CLOSE(fx, got, name, atol, rtol) \
+  fx_close((fx), (got).data(), (got).size(), (name), (atol), (rtol), __FILE__, __LINE__)
 #define FX_CLOSE2(fx, got, name, atol, rtol) \
   fx_close((fx), (got).data(), (got).size(), (name), (atol), (rtol), __FILE__, __LINE__, 2.0f)
-#define FX_CLOSE_PTR(fx, ptr, n, name, atol, rtol) fx_close((fx), (ptr), (n), (name), (atol), (rtol), __FILE__, __LINE__)
+#define FX_CLOSE_PTR(fx, ptr, n, name, atol, rtol) \
+  fx_close((fx), (ptr), (n), (name), (atol), (rtol), __FILE__, __LINE__)
 
 double scalar_close(float got, float want, double atol, double rtol, const std::string& what) {
   return expect_close_arrays(&got, &want, 1, atol, rtol, what, __FILE__, __LINE__);
@@ -68,13 +72,13 @@ Vec nan_workspace(size_t n) { return Vec(std::max<size_t>(n, 1), std::numeric_li
 void run_conv(const char* file) {
   const Fixture fx = Fixture::open(file);
   MaxErr err(file);
-  Conv2dShape s{fx.cfg_int("B"), fx.cfg_int("C"), fx.cfg_int("H"), fx.cfg_int("W"), fx.cfg_int("OC"),
-                     fx.cfg_int("KH"), fx.cfg_int("KW"), fx.cfg_int("stride_h"), fx.cfg_int("stride_w"),
-                     fx.cfg_int("pad_h"), fx.cfg_int("pad_w"), fx.cfg_int("groups")};
+  Conv2dShape s{fx.cfg_int("B"),        fx.cfg_int("C"),     fx.cfg_int("H"),     fx.cfg_int("W"),
+                fx.cfg_int("OC"),       fx.cfg_int("KH"),    fx.cfg_int("KW"),    fx.cfg_int("stride_h"),
+                fx.cfg_int("stride_w"), fx.cfg_int("pad_h"), fx.cfg_int("pad_w"), fx.cfg_int("groups")};
   const bool has_bias = fx.cfg_int("bias") != 0;
   const auto& od = fx.dims("out");
-  DFL_EXPECT(od[2] == s.OH() && od[3] == s.OW(), "output size " << s.OH() << "x" << s.OW() << " vs PyTorch "
-                                                                  << od[2] << "x" << od[3]);
+  DFL_EXPECT(od[2] == s.OH() && od[3] == s.OW(),
+             "output size " << s.OH() << "x" << s.OW() << " vs PyTorch " << od[2] << "x" << od[3]);
   const double atol = 1e-4, rtol = 1e-4;
   Vec ws = nan_workspace(cpu::conv2d_workspace_floats(s));
   const float* bias = has_bias ? fx.f("bias").data() : nullptr;
@@ -96,8 +100,8 @@ void run_conv(const char* file) {
   // dinp == nullptr (a first layer): weight gradient alone.
   Vec dw2 = zeros_like(fx, "weight");
   std::fill(ws.begin(), ws.end(), std::numeric_limits<float>::quiet_NaN());
-  ops::conv2d_backward(nullptr, dw2.data(), nullptr, fx.f("dout").data(), fx.f("inp").data(),
-                       fx.f("weight").data(), s, ws.data());
+  ops::conv2d_backward(nullptr, dw2.data(), nullptr, fx.f("dout").data(), fx.f("inp").data(), fx.f("weight").data(), s,
+                       ws.data());
   err(FX_CLOSE(fx, dw2, "dweight", atol, rtol));
 }
 
@@ -150,9 +154,9 @@ DFL_TEST(fixture_batchnorm_train) {
   const double atol = 1e-4, rtol = 1e-4;
   Vec out = zeros_like(fx, "inp"), mean(C), invstd(C);
   Vec rmean = fx.f("running_mean"), rvar = fx.f("running_var");
-  ops::batchnorm2d_forward_train(out.data(), mean.data(), invstd.data(), rmean.data(), rvar.data(),
-                                 fx.f("inp").data(), fx.f("gamma").data(), fx.f("beta").data(), B, C, HW,
-                                 fx.cfg("momentum"), fx.cfg("eps"));
+  ops::batchnorm2d_forward_train(out.data(), mean.data(), invstd.data(), rmean.data(), rvar.data(), fx.f("inp").data(),
+                                 fx.f("gamma").data(), fx.f("beta").data(), B, C, HW, fx.cfg("momentum"),
+                                 fx.cfg("eps"));
   err(FX_CLOSE(fx, out, "out", atol, rtol));
   err(FX_CLOSE(fx, mean, "save_mean", atol, rtol));
   err(FX_CLOSE(fx, invstd, "save_invstd", atol, rtol));
@@ -199,8 +203,8 @@ DFL_TEST(fixture_relu6) { run_activation("relu6.bin", ops::relu6_forward, ops::r
 
 namespace {
 Pool2dShape pool_shape(const Fixture& fx) {
-  return {fx.cfg_int("B"), fx.cfg_int("C"), fx.cfg_int("H"), fx.cfg_int("W"), fx.cfg_int("KH"), fx.cfg_int("KW"),
-          fx.cfg_int("stride_h"), fx.cfg_int("stride_w"), fx.cfg_int("pad_h"), fx.cfg_int("pad_w")};
+  return {fx.cfg_int("B"),  fx.cfg_int("C"),        fx.cfg_int("H"),        fx.cfg_int("W"),     fx.cfg_int("KH"),
+          fx.cfg_int("KW"), fx.cfg_int("stride_h"), fx.cfg_int("stride_w"), fx.cfg_int("pad_h"), fx.cfg_int("pad_w")};
 }
 
 void run_maxpool(const char* file) {
@@ -305,7 +309,8 @@ DFL_TEST(fixture_ensemble_kl) {
                                            fx.f("teacher_logits").data(), nullptr, K, B, NC, T);
   const float b = ops::ensemble_kl_forward(l2.data(), q2.data(), p2.data(), fx.f("student_logits").data(),
                                            fx.f("teacher_logits").data(), ones.data(), K, B, NC, T);
-  DFL_EXPECT(std::fabs(a - b) <= 1e-6f * std::max(1.0f, std::fabs(b)), "uniform weights: nullptr " << a << " vs ones " << b);
+  DFL_EXPECT(std::fabs(a - b) <= 1e-6f * std::max(1.0f, std::fabs(b)),
+             "uniform weights: nullptr " << a << " vs ones " << b);
   DFL_EXPECT_CLOSE(p1.data(), p2.data(), p1.size(), 1e-6, 1e-6, "teacher_probs, nullptr vs all-ones weights");
 }
 
@@ -512,8 +517,8 @@ DFL_TEST(model_step_matches_pytorch) {
   for (const auto& t : model.buffers()) {
     if (ends_with(t.name, ".num_batches_tracked")) {
       const float got = buffers[t.offset];
-      DFL_EXPECT(got == float(fx.i("after." + t.name)[0]), t.name << " = " << got << ", PyTorch "
-                                                                  << fx.i("after." + t.name)[0]);
+      DFL_EXPECT(got == float(fx.i("after." + t.name)[0]),
+                 t.name << " = " << got << ", PyTorch " << fx.i("after." + t.name)[0]);
     } else {
       err(FX_CLOSE_PTR(fx, buffers.data() + t.offset, t.size, "after." + t.name, 1e-5, 1e-4));
     }

@@ -26,8 +26,8 @@ std::vector<GemmKernel> supported_kernels() {
 }
 
 // C = alpha * op(A) op(B) + beta * C in double (C not read when beta == 0).
-void ref_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-              const float* B, int ldb, float beta, float* C, int ldc) {
+void ref_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+              float beta, float* C, int ldc) {
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
       double s = 0.0;
@@ -66,8 +66,7 @@ double run_case(GemmKernel kern, bool ta, bool tb, Case cs, float alpha, float b
   }
   std::vector<float> want = C;
   ref_gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
-  dfl::cpu::sgemm_with(kern, ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(),
-                       ldc);
+  dfl::cpu::sgemm_with(kern, ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
   // Padding columns of C past N must be untouched: compare only the M x N part, and the pad as is.
   std::vector<float> got_mn, want_mn;
   for (int i = 0; i < M; ++i)
@@ -81,8 +80,8 @@ double run_case(GemmKernel kern, bool ta, bool tb, Case cs, float alpha, float b
       }
     }
   std::ostringstream what;
-  what << dfl::cpu::gemm_kernel_label(kern) << " ta=" << ta << " tb=" << tb << " M=" << M
-       << " N=" << N << " K=" << K << " alpha=" << alpha << " beta=" << beta;
+  what << dfl::cpu::gemm_kernel_label(kern) << " ta=" << ta << " tb=" << tb << " M=" << M << " N=" << N << " K=" << K
+       << " alpha=" << alpha << " beta=" << beta;
   const double atol = 2e-6 * K * (std::fabs(alpha) + std::fabs(beta)) + 1e-6;
   return DFL_EXPECT_CLOSE(got_mn.data(), want_mn.data(), got_mn.size(), atol, 1e-5, what.str());
 }
@@ -105,18 +104,22 @@ DFL_CPU_TEST(simd_cap_lowers_every_kernel_family) {
   using dfl::SimdLevel;
   const dfl::CpuFeatures &hw = dfl::cpu_hardware_features(), &f = dfl::cpu_features();
   DFL_EXPECT((!f.avx2 || hw.avx2) && (!f.fma || hw.fma) && (!f.avx512f || hw.avx512f), "features beyond the CPU's");
-  SimdLevel want = hw.avx512f && hw.avx2 && hw.fma ? SimdLevel::Avx512 : hw.avx2 && hw.fma ? SimdLevel::Avx2 : SimdLevel::Portable;
+  SimdLevel want = hw.avx512f && hw.avx2 && hw.fma ? SimdLevel::Avx512
+                   : hw.avx2 && hw.fma             ? SimdLevel::Avx2
+                                                   : SimdLevel::Portable;
   const std::string request = dfl::simd_request();
   for (SimdLevel l : {SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512})
     if (request == dfl::simd_level_label(l)) want = std::min(want, l);
-  DFL_EXPECT(dfl::simd_level() == want, std::string("level ") + dfl::simd_level_label(dfl::simd_level()) + ", DFL_SIMD '" + request + "'");
+  DFL_EXPECT(dfl::simd_level() == want,
+             std::string("level ") + dfl::simd_level_label(dfl::simd_level()) + ", DFL_SIMD '" + request + "'");
   auto level_of = [](const std::string& label) {
     for (SimdLevel l : {SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512})
       if (label == dfl::simd_level_label(l)) return l;
     throw std::runtime_error("unknown SIMD path " + label);
   };
   const auto paths = dfl::simd_paths();
-  DFL_EXPECT(!paths.empty() && paths[0].first == "gemm" && paths[0].second == dfl::gemm_kernel_name(), dfl::simd_paths_summary());
+  DFL_EXPECT(!paths.empty() && paths[0].first == "gemm" && paths[0].second == dfl::gemm_kernel_name(),
+             dfl::simd_paths_summary());
   for (const auto& [family, path] : paths) DFL_EXPECT(level_of(path) <= want, family + " " + path);
   DFL_EXPECT(dfl::cpu::gemm_kernel_supported(GemmKernel::Avx512) == (want == SimdLevel::Avx512), "avx512 GEMM");
   DFL_EXPECT(dfl::cpu::gemm_kernel_supported(GemmKernel::Avx2) == (want >= SimdLevel::Avx2), "avx2 GEMM");
@@ -125,8 +128,8 @@ DFL_CPU_TEST(simd_cap_lowers_every_kernel_family) {
 // All trans combos, odd sizes (micro-tile edges), sizes crossing the KC=256 / MC / NC=2048 blocks.
 DFL_CPU_TEST(gemm_all_variants_vs_double_reference_odd_sizes_trans_alpha_beta) {
   Rng rng(7);
-  const Case small[] = {{1, 1, 1},   {1, 17, 3},  {3, 1, 17},   {17, 33, 5},  {33, 17, 65},
-                        {65, 3, 33}, {9, 65, 1},  {7, 31, 257}, {13, 47, 300}, {70, 40, 9}};
+  const Case small[] = {{1, 1, 1},   {1, 17, 3}, {3, 1, 17},   {17, 33, 5},   {33, 17, 65},
+                        {65, 3, 33}, {9, 65, 1}, {7, 31, 257}, {13, 47, 300}, {70, 40, 9}};
   const Case big[] = {{200, 70, 520}, {3, 2100, 20}, {257, 33, 64}};
   const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.5f, 0.25f}, {2.0f, -1.0f}};
   double worst = 0.0;
@@ -147,16 +150,13 @@ DFL_CPU_TEST(gemm_k0_and_alpha0_scale_c_only_and_beta0_ignores_nan) {
   A[0] = std::numeric_limits<float>::quiet_NaN();  // alpha == 0: A must not matter (BLAS rule)
   for (GemmKernel kern : supported_kernels()) {
     std::vector<float> C(12, std::numeric_limits<float>::quiet_NaN());
-    dfl::cpu::sgemm_with(kern, false, false, 3, 4, 0, 1.0f, A.data(), 1, B.data(), 4, 0.0f,
-                         C.data(), 4);
+    dfl::cpu::sgemm_with(kern, false, false, 3, 4, 0, 1.0f, A.data(), 1, B.data(), 4, 0.0f, C.data(), 4);
     for (float v : C) DFL_EXPECT(v == 0.0f, "K=0, beta=0 gives zeros");
     std::vector<float> D(12, 2.0f);
-    dfl::cpu::sgemm_with(kern, false, false, 3, 4, 5, 0.0f, A.data(), 5, B.data(), 4, 0.5f,
-                         D.data(), 4);
+    dfl::cpu::sgemm_with(kern, false, false, 3, 4, 5, 0.0f, A.data(), 5, B.data(), 4, 0.5f, D.data(), 4);
     for (float v : D) DFL_EXPECT(v == 1.0f, "alpha=0 gives beta*C");
   }
-  DFL_EXPECT_THROWS(dfl::cpu::sgemm(false, false, 2, 2, 2, 1.0f, A.data(), 1, B.data(), 2, 0.0f,
-                                    A.data(), 2),
+  DFL_EXPECT_THROWS(dfl::cpu::sgemm(false, false, 2, 2, 2, 1.0f, A.data(), 1, B.data(), 2, 0.0f, A.data(), 2),
                     "lda < K");
 }
 
@@ -175,11 +175,13 @@ DFL_CPU_TEST(gemm_bitwise_identical_for_1_2_3_threads_every_variant) {
         for (int nt : {1, 2, 3}) {
           dfl::set_num_threads(nt);
           std::vector<float> C = C0;
-          dfl::cpu::sgemm_with(kern, ta, tb, cs.M, cs.N, cs.K, 0.7f, A.data(), ta ? cs.M : cs.K,
-                               B.data(), tb ? cs.K : cs.N, 0.3f, C.data(), cs.N);
-          if (nt == 1) base = C;
-          else DFL_EXPECT(std::memcmp(base.data(), C.data(), C.size() * sizeof(float)) == 0,
-                          dfl::cpu::gemm_kernel_label(kern) << " threads " << nt << " M=" << cs.M);
+          dfl::cpu::sgemm_with(kern, ta, tb, cs.M, cs.N, cs.K, 0.7f, A.data(), ta ? cs.M : cs.K, B.data(),
+                               tb ? cs.K : cs.N, 0.3f, C.data(), cs.N);
+          if (nt == 1)
+            base = C;
+          else
+            DFL_EXPECT(std::memcmp(base.data(), C.data(), C.size() * sizeof(float)) == 0,
+                       dfl::cpu::gemm_kernel_label(kern) << " threads " << nt << " M=" << cs.M);
         }
       }
     }

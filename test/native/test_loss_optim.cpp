@@ -45,7 +45,6 @@ void expect_accumulates(const char* what, Vec& grad, const std::function<void()>
 }
 #define EXPECT_ACCUMULATES(what, grad, ...) expect_accumulates((what), (grad), (__VA_ARGS__), __FILE__, __LINE__)
 
-
 double mean_of(const Vec& v) {
   double s = 0;
   for (float x : v) s += x;
@@ -120,9 +119,12 @@ DFL_CPU_TEST(ce_bad_targets_throw) {
   const Vec logits(6, 0.f);
   Vec losses(2), probs(6), d(6);
   const std::vector<int32_t> neg = {0, -1}, big = {3, 0};
-  DFL_EXPECT_THROWS(cpu::cross_entropy_forward(losses.data(), probs.data(), logits.data(), neg.data(), 2, 3, 0.f), "target -1");
-  DFL_EXPECT_THROWS(cpu::cross_entropy_forward(losses.data(), probs.data(), logits.data(), big.data(), 2, 3, 0.f), "target NC");
-  DFL_EXPECT_THROWS(cpu::cross_entropy_backward(d.data(), probs.data(), big.data(), 2, 3, 0.f, 1.f), "backward target NC");
+  DFL_EXPECT_THROWS(cpu::cross_entropy_forward(losses.data(), probs.data(), logits.data(), neg.data(), 2, 3, 0.f),
+                    "target -1");
+  DFL_EXPECT_THROWS(cpu::cross_entropy_forward(losses.data(), probs.data(), logits.data(), big.data(), 2, 3, 0.f),
+                    "target NC");
+  DFL_EXPECT_THROWS(cpu::cross_entropy_backward(d.data(), probs.data(), big.data(), 2, 3, 0.f, 1.f),
+                    "backward target NC");
   const std::vector<int32_t> ok = {0, 2};
   DFL_EXPECT_THROWS(cpu::cross_entropy_forward(losses.data(), probs.data(), logits.data(), ok.data(), 2, 3, 1.5f),
                     "label_smoothing > 1");
@@ -166,14 +168,15 @@ DFL_TEST(kl_forward_backward_all_modes) {
   for (int K : {1, 3})
     for (bool weighted : {false, true})
       for (float T : {1.f, 4.f}) {
-        const std::string tag = "K=" + std::to_string(K) + (weighted ? " weighted" : " uniform") +
-                                " T=" + std::to_string(int(T));
+        const std::string tag =
+            "K=" + std::to_string(K) + (weighted ? " weighted" : " uniform") + " T=" + std::to_string(int(T));
         Vec s = randn(size_t(B) * NC, rng, 2.f);
         const Vec t = randn(size_t(K) * B * NC, rng, 3.f);
         const Vec w = randu(size_t(K) * B, rng, 0.1f, 2.f);
         const float* wp = weighted ? w.data() : nullptr;
         Vec losses(B), sp(size_t(B) * NC), tp(size_t(B) * NC), d(size_t(B) * NC);
-        const float mean = ensemble_kl_forward(losses.data(), sp.data(), tp.data(), s.data(), t.data(), wp, K, B, NC, T);
+        const float mean =
+            ensemble_kl_forward(losses.data(), sp.data(), tp.data(), s.data(), t.data(), wp, K, B, NC, T);
         std::vector<double> p, q;
         const std::vector<double> ref = kl_reference(s, t, wp, K, B, NC, T, p, q);
         Vec reff(ref.begin(), ref.end()), pf(p.begin(), p.end()), qf(q.begin(), q.end());
@@ -268,12 +271,16 @@ DFL_CPU_TEST(kl_errors_throw) {
   const Vec zero_sum = {1.f, 0.f, 1.f, 0.f};  // (K=2, B=2): sample 1 has weights 0 + 0
   const Vec negative = {1.f, 1.f, -0.5f, 1.f};
   const Vec ok = {1.f, 1.f, 1.f, 1.f};
-  DFL_EXPECT_THROWS(cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), zero_sum.data(), 2, B, NC, 1.f),
-                    "zero weight sum");
-  DFL_EXPECT_THROWS(cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), negative.data(), 2, B, NC, 1.f),
-                    "negative weight");
-  DFL_EXPECT_THROWS(cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), ok.data(), 0, B, NC, 1.f), "K = 0");
-  DFL_EXPECT_THROWS(cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), ok.data(), 2, B, NC, 0.f), "T = 0");
+  DFL_EXPECT_THROWS(
+      cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), zero_sum.data(), 2, B, NC, 1.f),
+      "zero weight sum");
+  DFL_EXPECT_THROWS(
+      cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), negative.data(), 2, B, NC, 1.f),
+      "negative weight");
+  DFL_EXPECT_THROWS(
+      cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), ok.data(), 0, B, NC, 1.f), "K = 0");
+  DFL_EXPECT_THROWS(
+      cpu::ensemble_kl_forward(l.data(), sp.data(), tp.data(), s.data(), t.data(), ok.data(), 2, B, NC, 0.f), "T = 0");
 }
 
 DFL_TEST(loss_thread_determinism) {
@@ -287,7 +294,8 @@ DFL_TEST(loss_thread_determinism) {
     Vec l(B), p(size_t(B) * NC), d(size_t(B) * NC, 0.f), kl(B), sp(size_t(B) * NC), tp(size_t(B) * NC);
     const float m1 = cross_entropy_forward(l.data(), p.data(), logits.data(), y.data(), B, NC, 0.1f);
     cross_entropy_backward(d.data(), p.data(), y.data(), B, NC, 0.1f, 1.f / B);
-    const float m2 = ensemble_kl_forward(kl.data(), sp.data(), tp.data(), logits.data(), t.data(), w.data(), K, B, NC, 4.f);
+    const float m2 =
+        ensemble_kl_forward(kl.data(), sp.data(), tp.data(), logits.data(), t.data(), w.data(), K, B, NC, 4.f);
     ensemble_kl_backward(d.data(), sp.data(), tp.data(), B, NC, 4.f, 0.5f / B);
     Vec all = {m1, m2};
     for (const Vec* v : {&l, &p, &d, &kl, &sp, &tp}) all.insert(all.end(), v->begin(), v->end());
@@ -307,8 +315,10 @@ void torch_sgd_reference(std::vector<double>& p, std::vector<double>& buf, bool&
   for (size_t i = 0; i < p.size(); ++i) {
     const double wd = double(c.weight_decay) * (mask ? (*mask)[i] : 1.0);
     double d_p = grad[i];
-    if (c.decoupled) p[i] *= 1.0 - double(c.lr) * wd;
-    else if (wd != 0) d_p += wd * p[i];
+    if (c.decoupled)
+      p[i] *= 1.0 - double(c.lr) * wd;
+    else if (wd != 0)
+      d_p += wd * p[i];
     if (c.momentum != 0) {
       buf[i] = have_buf ? buf[i] * c.momentum + d_p : d_p;
       d_p = c.nesterov ? d_p + c.momentum * buf[i] : buf[i];
@@ -356,5 +366,6 @@ DFL_TEST(sgd_matches_torch_algorithm_all_modes) {
   Vec p = {1.f, 2.f}, g = {0.f, 0.f}, mask = {0.f, 1.f};
   sgd_step(p.data(), nullptr, g.data(), mask.data(), 2, c);
   DFL_EXPECT(p[0] == 1.f && std::fabs(p[1] - 2.f * (1.f - 0.1f * 0.1f)) < 1e-7f, "mask: " << p[0] << ", " << p[1]);
-  if (on_cpu()) DFL_EXPECT_THROWS(sgd_step(p.data(), nullptr, g.data(), nullptr, 2, SgdConfig{}), "momentum without a buffer");
+  if (on_cpu())
+    DFL_EXPECT_THROWS(sgd_step(p.data(), nullptr, g.data(), nullptr, 2, SgdConfig{}), "momentum without a buffer");
 }

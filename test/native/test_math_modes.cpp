@@ -76,15 +76,19 @@ DFL_TEST(bf16_layers_match_float32_on_rounded_operands_or_are_refused) {
     const std::string msg = thrown([&] { backend().conv2d_workspace_bytes(s); });
     DFL_EXPECT(msg.find(why) != std::string::npos, "a bf16 convolution is refused with the reason, got: " << msg);
     Vec x(8, 1.f), w(8, 1.f), y(4);
-    DFL_EXPECT(!thrown([&] { ops::linear_forward(y.data(), x.data(), w.data(), nullptr, 2, 4, 2, Activation::None, bf16()); }).empty(),
+    DFL_EXPECT(!thrown([&] {
+                  ops::linear_forward(y.data(), x.data(), w.data(), nullptr, 2, 4, 2, Activation::None, bf16());
+                }).empty(),
                "a bf16 linear layer is refused");
     return;
   }
   Rng rng(31);
   // The 64-channel 3x3 convolution has bf16 tensor-core kernels on every sm_80+ GPU: its outputs must
   // be bf16 values (proof that the bf16 path ran). The others may fall back to float32 per shape.
-  const Conv2dShape shapes[] = {{8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1}, {4, 32, 16, 16, 64, 3, 3, 2, 2, 1, 1, 1},
-                                {4, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 32},  {4, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},
+  const Conv2dShape shapes[] = {{8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1},
+                                {4, 32, 16, 16, 64, 3, 3, 2, 2, 1, 1, 1},
+                                {4, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 32},
+                                {4, 64, 8, 8, 128, 1, 1, 1, 1, 0, 0, 1},
                                 {4, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1}};
   for (Conv2dShape s : shapes) {
     s.math = bf16();
@@ -146,8 +150,9 @@ DFL_TEST(bf16_models_stay_within_the_stated_tolerance_of_float32) {
   std::string why;
   if (!backend().supports(bf16(), &why)) {
     const std::string msg = thrown([&] { model.set_math(bf16()); });
-    DFL_EXPECT(msg.find("Cannot compute in bf16") != std::string::npos && msg.find("--precision fp32") != std::string::npos,
-               "set_math(bf16) says what to do, got: " << msg);
+    DFL_EXPECT(
+        msg.find("Cannot compute in bf16") != std::string::npos && msg.find("--precision fp32") != std::string::npos,
+        "set_math(bf16) says what to do, got: " << msg);
     DFL_EXPECT(!model.math().bf16, "a refused mode is not kept");
     return;
   }
@@ -199,7 +204,8 @@ DFL_TEST(bf16_models_stay_within_the_stated_tolerance_of_float32) {
 DFL_TEST(nondeterministic_convolutions_agree_with_deterministic_ones) {
   Rng rng(12);
   Conv2dShape s{8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1};
-  const size_t nx = size_t(s.B) * s.C * s.H * s.W, ny = size_t(s.B) * s.OC * s.OH() * s.OW(), nw = size_t(s.OC) * s.C * 9;
+  const size_t nx = size_t(s.B) * s.C * s.H * s.W, ny = size_t(s.B) * s.OC * s.OH() * s.OW(),
+               nw = size_t(s.OC) * s.C * 9;
   const Vec x = randn(nx, rng), w = randn(nw, rng, 0.1f), dy = randn(ny, rng);
   Vec y_det(ny), y_any(ny), dw_det(nw, 0.f), dw_any(nw, 0.f);
   ops::conv2d_forward(y_det.data(), x.data(), w.data(), nullptr, s, nullptr);

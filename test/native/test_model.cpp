@@ -46,39 +46,39 @@ ModelSpec folding_spec() {
   s.in_channels = 3;
   s.height = s.width = 8;
   auto& n = s.nodes;
-  n.push_back(node(Op::Input, {}));                       // 0
-  n.push_back(conv(0, 6, 3, 1, 1, "c1"));                 // 1
-  n.push_back(node(Op::BatchNorm, {1}, "b1"));            // 2 folded into 1
-  n.push_back(node(Op::Relu, {2}));                       // 3 fused into 1
-  n.push_back(conv(3, 6, 3, 1, 1, "c2", 1, true));        // 4 read twice: no fold
-  n.push_back(node(Op::BatchNorm, {4}, "b2"));            // 5 standalone (its input has 2 readers)
-  n.push_back(node(Op::Relu6, {4}));                      // 6
-  n.push_back(node(Op::Add, {5, 6}));                     // 7
+  n.push_back(node(Op::Input, {}));                 // 0
+  n.push_back(conv(0, 6, 3, 1, 1, "c1"));           // 1
+  n.push_back(node(Op::BatchNorm, {1}, "b1"));      // 2 folded into 1
+  n.push_back(node(Op::Relu, {2}));                 // 3 fused into 1
+  n.push_back(conv(3, 6, 3, 1, 1, "c2", 1, true));  // 4 read twice: no fold
+  n.push_back(node(Op::BatchNorm, {4}, "b2"));      // 5 standalone (its input has 2 readers)
+  n.push_back(node(Op::Relu6, {4}));                // 6
+  n.push_back(node(Op::Add, {5, 6}));               // 7
   NodeSpec pool = node(Op::MaxPool, {7});
   pool.kernel_h = pool.kernel_w = 2;
   pool.stride_h = pool.stride_w = 2;
-  n.push_back(pool);                                      // 8
-  n.push_back(node(Op::BatchNorm, {8}, "b3"));            // 9 standalone after a pool
-  n.push_back(conv(9, 4, 1, 1, 0, "c3"));                 // 10
-  n.push_back(node(Op::Relu, {10}));                      // 11 fused
-  n.push_back(conv(9, 4, 3, 1, 1, "dw_in"));              // 12
-  n.push_back(conv(12, 4, 3, 1, 1, "dw", 4));             // 13 depthwise
-  n.push_back(node(Op::BatchNorm, {13}, "dw_bn"));        // 14 folded
-  n.push_back(node(Op::Concat, {11, 14}));                // 15
-  n.push_back(node(Op::GlobalAvgPool, {15}));             // 16
-  n.push_back(node(Op::Flatten, {16}));                   // 17
+  n.push_back(pool);                                // 8
+  n.push_back(node(Op::BatchNorm, {8}, "b3"));      // 9 standalone after a pool
+  n.push_back(conv(9, 4, 1, 1, 0, "c3"));           // 10
+  n.push_back(node(Op::Relu, {10}));                // 11 fused
+  n.push_back(conv(9, 4, 3, 1, 1, "dw_in"));        // 12
+  n.push_back(conv(12, 4, 3, 1, 1, "dw", 4));       // 13 depthwise
+  n.push_back(node(Op::BatchNorm, {13}, "dw_bn"));  // 14 folded
+  n.push_back(node(Op::Concat, {11, 14}));          // 15
+  n.push_back(node(Op::GlobalAvgPool, {15}));       // 16
+  n.push_back(node(Op::Flatten, {16}));             // 17
   NodeSpec drop = node(Op::Dropout, {17});
   drop.p = 0.3f;
-  n.push_back(drop);                                      // 18 dropped
+  n.push_back(drop);  // 18 dropped
   NodeSpec fc1 = node(Op::Linear, {18}, "fc1");
   fc1.out_features = 7;
-  n.push_back(fc1);                                       // 19
-  n.push_back(node(Op::BatchNorm, {19}, "fc1_bn"));       // 20 folded into a linear
-  n.push_back(node(Op::Relu, {20}));                      // 21 fused
+  n.push_back(fc1);                                  // 19
+  n.push_back(node(Op::BatchNorm, {19}, "fc1_bn"));  // 20 folded into a linear
+  n.push_back(node(Op::Relu, {20}));                 // 21 fused
   NodeSpec fc2 = node(Op::Linear, {21}, "fc2");
   fc2.out_features = 5;
   fc2.bias = true;
-  n.push_back(fc2);                                       // 22
+  n.push_back(fc2);  // 22
   return s;
 }
 
@@ -87,13 +87,16 @@ void randomise(Model& m, uint64_t seed) {
   Rng rng(seed);
   Vec p = m.get_params();
   for (const TensorView& t : m.params())
-    for (size_t k = 0; k < t.size; ++k) p[t.offset + k] = rng.uniform(-0.5f, 0.5f) + (t.kind == TensorKind::Weight && m.plan().nodes[t.node].op() == Op::BatchNorm ? 1.0f : 0.0f);
+    for (size_t k = 0; k < t.size; ++k)
+      p[t.offset + k] = rng.uniform(-0.5f, 0.5f) +
+                        (t.kind == TensorKind::Weight && m.plan().nodes[t.node].op() == Op::BatchNorm ? 1.0f : 0.0f);
   m.set_params(p.data(), p.size());
   Vec b = m.get_buffers();
   for (const TensorView& t : m.buffers()) {
     const bool var = t.name.find("running_var") != std::string::npos;
     const bool mean = t.name.find("running_mean") != std::string::npos;
-    for (size_t k = 0; k < t.size; ++k) b[t.offset + k] = var ? rng.uniform(0.3f, 2.0f) : (mean ? rng.uniform(-0.5f, 0.5f) : 7.f);
+    for (size_t k = 0; k < t.size; ++k)
+      b[t.offset + k] = var ? rng.uniform(0.3f, 2.0f) : (mean ? rng.uniform(-0.5f, 0.5f) : 7.f);
   }
   m.set_buffers(b.data(), b.size());
 }
@@ -114,7 +117,8 @@ DFL_TEST(inference_plan_folds_fuses_and_shares_slots) {
   DFL_EXPECT(count_op(p, Op::Dropout) == 0, "dropout dropped");
   DFL_EXPECT(count_op(p, Op::Relu) == 0, "every ReLU here fuses into its conv/linear");
   DFL_EXPECT(count_op(p, Op::Relu6) == 1, "relu6 after a conv read twice stays");
-  DFL_EXPECT(p.nodes.size() == train.nodes.size() - 7, p.nodes.size() << " inference nodes (3 BNs folded, 3 ReLUs fused, 1 dropout gone)");
+  DFL_EXPECT(p.nodes.size() == train.nodes.size() - 7,
+             p.nodes.size() << " inference nodes (3 BNs folded, 3 ReLUs fused, 1 dropout gone)");
   int fused = 0, folded = 0;
   for (size_t j = 0; j < p.nodes.size(); ++j) {
     fused += p.nodes[j].spec.fused != Activation::None;
@@ -194,13 +198,15 @@ DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
     t->forward(x.data(), B, got.data());
     double scale = 0;
     for (float v : want) scale = std::max(scale, double(std::fabs(v)));
-    DFL_EXPECT_CLOSE(got.data(), want.data(), got.size(), 1e-5 * scale, 1e-5, "teacher vs eval forward, spec " + std::to_string(si));
+    DFL_EXPECT_CLOSE(got.data(), want.data(), got.size(), 1e-5 * scale, 1e-5,
+                     "teacher vs eval forward, spec " + std::to_string(si));
     // The snapshot is a copy: training the student further does not move the teacher.
     Vec p = m.get_params();
     for (float& v : p) v *= 0.5f;
     m.set_params(p.data(), p.size());
     t->forward(x.data(), B, again.data());
-    DFL_EXPECT(std::memcmp(again.data(), got.data(), got.size() * sizeof(float)) == 0, "teacher changed with the student");
+    DFL_EXPECT(std::memcmp(again.data(), got.data(), got.size() * sizeof(float)) == 0,
+               "teacher changed with the student");
     // A teacher restored from its own weights computes the same logits.
     Teacher restored(specs[si], backend_ptr());
     const Vec tp = t->get_params(), tb = t->get_buffers();
@@ -208,8 +214,8 @@ DFL_TEST(teacher_logits_match_the_unfolded_eval_forward) {
     restored.set_buffers(tb.data(), tb.size());
     restored.forward(x.data(), B, again.data());
     DFL_EXPECT(std::memcmp(again.data(), got.data(), got.size() * sizeof(float)) == 0, "restored teacher differs");
-    DFL_EXPECT(t->device_bytes() < m.device_bytes() / 4, "teacher holds " << t->device_bytes() << " bytes, student "
-                                                                       << m.device_bytes());
+    DFL_EXPECT(t->device_bytes() < m.device_bytes() / 4,
+               "teacher holds " << t->device_bytes() << " bytes, student " << m.device_bytes());
   }
 }
 
@@ -242,19 +248,19 @@ DFL_TEST(residual_add_gradients_match_finite_differences) {
   s.in_channels = 3;
   s.height = s.width = 4;
   auto& n = s.nodes;
-  n.push_back(node(Op::Input, {}));              // 0
+  n.push_back(node(Op::Input, {}));                 // 0
   n.push_back(conv(0, 3, 3, 1, 1, "c1", 1, true));  // 1
-  n.push_back(node(Op::Add, {1, 1}));            // 2 one input twice
-  n.push_back(node(Op::Add, {2, 0}));            // 3 the image: no gradient
-  n.push_back(conv(3, 3, 3, 1, 1, "c2"));        // 4
-  n.push_back(node(Op::Add, {4, 3}));            // 5 adds to 4's slot (6 started it), starts 3's
-  n.push_back(node(Op::Add, {5, 4}));            // 6 (backward first) starts 5's slot and 4's
-  n.push_back(node(Op::GlobalAvgPool, {6}));     // 7
-  n.push_back(node(Op::Flatten, {7}));           // 8
+  n.push_back(node(Op::Add, {1, 1}));               // 2 one input twice
+  n.push_back(node(Op::Add, {2, 0}));               // 3 the image: no gradient
+  n.push_back(conv(3, 3, 3, 1, 1, "c2"));           // 4
+  n.push_back(node(Op::Add, {4, 3}));               // 5 adds to 4's slot (6 started it), starts 3's
+  n.push_back(node(Op::Add, {5, 4}));               // 6 (backward first) starts 5's slot and 4's
+  n.push_back(node(Op::GlobalAvgPool, {6}));        // 7
+  n.push_back(node(Op::Flatten, {7}));              // 8
   NodeSpec fc = node(Op::Linear, {8}, "fc");
   fc.out_features = 4;
   fc.bias = true;
-  n.push_back(fc);                               // 9
+  n.push_back(fc);  // 9
   expect_parameter_gradients(s, 51, "residual adds");
 }
 
@@ -278,30 +284,30 @@ DFL_TEST(concat_and_shuffle_gradients_match_finite_differences) {
   a.push_back(node(Op::Concat, {3, 2, 0}));         // 4: starts 3's and 2's slots; the image has none (15)
   NodeSpec sh3 = node(Op::Shuffle, {4});
   sh3.groups = 3;
-  a.push_back(sh3);                                 // 5: starts 4's slot
+  a.push_back(sh3);  // 5: starts 4's slot
   NodeSpec sh5 = node(Op::Shuffle, {5});
   sh5.groups = 5;
-  a.push_back(sh5);                                 // 6: 5's slot was started by the add
-  a.push_back(node(Op::Add, {6, 5}));               // 7
+  a.push_back(sh5);                    // 6: 5's slot was started by the add
+  a.push_back(node(Op::Add, {6, 5}));  // 7
   auto& b = specs[1].nodes;
-  b.push_back(node(Op::Input, {}));                 // 0
-  b.push_back(conv(0, 2, 3, 1, 1, "a"));            // 1
-  b.push_back(conv(0, 2, 3, 1, 1, "b"));            // 2
+  b.push_back(node(Op::Input, {}));       // 0
+  b.push_back(conv(0, 2, 3, 1, 1, "a"));  // 1
+  b.push_back(conv(0, 2, 3, 1, 1, "b"));  // 2
   NodeSpec wide = node(Op::Concat, std::vector<int>(33, 1));
-  wide.inputs.push_back(2);                         // input 33 starts 2's slot
-  b.push_back(wide);                                // 3
+  wide.inputs.push_back(2);  // input 33 starts 2's slot
+  b.push_back(wide);         // 3
   auto& c = specs[2].nodes;
   c.push_back(node(Op::Input, {}));                 // 0
   c.push_back(conv(0, 4, 3, 1, 1, "c1", 1, true));  // 1
   c.push_back(node(Op::Concat, {1, 1}));            // 2: one input twice; shuffled as it is written
   NodeSpec sh2 = node(Op::Shuffle, {2});
   sh2.groups = 2;
-  c.push_back(sh2);                                 // 3: fused into 2
-  c.push_back(conv(3, 4, 3, 1, 1, "c2"));           // 4
-  c.push_back(node(Op::Concat, {4, 1}));            // 5: starts 4's and 1's slots
+  c.push_back(sh2);                        // 3: fused into 2
+  c.push_back(conv(3, 4, 3, 1, 1, "c2"));  // 4
+  c.push_back(node(Op::Concat, {4, 1}));   // 5: starts 4's and 1's slots
   NodeSpec sh5b = node(Op::Shuffle, {5});
   sh5b.groups = 2;
-  c.push_back(sh5b);                                // 6: fused into 5
+  c.push_back(sh5b);  // 6: fused into 5
   for (ModelSpec& s : specs) {
     const int last = int(s.nodes.size()) - 1;
     s.nodes.push_back(node(Op::GlobalAvgPool, {last}));
@@ -332,7 +338,8 @@ DFL_TEST(conv_init_kaiming_normal_or_pytorch_default_at_start_and_reset) {
       const Vec p = m.get_params();
       for (const TensorView& t : m.params()) {
         if (t.kind != TensorKind::Weight || m.plan().nodes[t.node].op() != Op::Conv) continue;
-        const double fan_in = double(t.shape[1]) * t.shape[2] * t.shape[3], fan_out = double(t.shape[0]) * t.shape[2] * t.shape[3];
+        const double fan_in = double(t.shape[1]) * t.shape[2] * t.shape[3],
+                     fan_out = double(t.shape[0]) * t.shape[2] * t.shape[3];
         double sum2 = 0, maxabs = 0;
         for (size_t k = 0; k < t.size; ++k) {
           sum2 += double(p[t.offset + k]) * p[t.offset + k];
@@ -343,8 +350,10 @@ DFL_TEST(conv_init_kaiming_normal_or_pytorch_default_at_start_and_reset) {
         // sample variance within 50% of it is more than 4 standard errors wide (0.5 vs sqrt(2/150)).
         const double want = ci == ConvInit::KaimingNormal ? 2.0 / fan_out : 1.0 / (3.0 * fan_in);
         if (t.size >= 150)
-          DFL_EXPECT(std::fabs(var / want - 1.0) < 0.5, t.name << ": variance " << var << ", want " << want << (pass ? " after a reset" : ""));
-        if (ci == ConvInit::PytorchDefault) DFL_EXPECT(maxabs <= 1.0 / std::sqrt(fan_in), t.name << ": " << maxabs << " outside the uniform bound");
+          DFL_EXPECT(std::fabs(var / want - 1.0) < 0.5,
+                     t.name << ": variance " << var << ", want " << want << (pass ? " after a reset" : ""));
+        if (ci == ConvInit::PytorchDefault)
+          DFL_EXPECT(maxabs <= 1.0 / std::sqrt(fan_in), t.name << ": " << maxabs << " outside the uniform bound");
       }
       std::vector<int> all(m.num_layers());
       for (int l = 0; l < m.num_layers(); ++l) all[l] = l;
@@ -365,7 +374,8 @@ DFL_TEST(eval_forward_runs_the_folded_copy_and_refolds_after_every_change) {
     m.forward_eval_unfolded(x.data(), B, unfolded.data());
     double scale = 0;
     for (float v : unfolded) scale = std::max(scale, double(std::fabs(v)));
-    DFL_EXPECT_CLOSE(folded.data(), unfolded.data(), folded.size(), 1e-5 * scale, 1e-5, std::string("eval after ") + after);
+    DFL_EXPECT_CLOSE(folded.data(), unfolded.data(), folded.size(), 1e-5 * scale, 1e-5,
+                     std::string("eval after ") + after);
   };
   check("construction");
   Vec p = m.get_params();
@@ -455,7 +465,8 @@ DFL_TEST(soft_targets_and_ce_weight_match_the_loss_written_out) {
   Vec z(size_t(B) * NC), z_step(size_t(B) * NC);
   a.last_training_logits(z_step.data());
   b.forward(x.data(), B, true, z.data(), 13);
-  DFL_EXPECT(std::memcmp(z.data(), z_step.data(), z.size() * sizeof(float)) == 0, "last_training_logits is the step's forward");
+  DFL_EXPECT(std::memcmp(z.data(), z_step.data(), z.size() * sizeof(float)) == 0,
+             "last_training_logits is the step's forward");
   auto softmax = [&](const float* v, double t, int cls) {
     double m = v[0] / t, s = 0;
     for (int k = 1; k < NC; ++k) m = std::max(m, v[k] / t);
@@ -550,7 +561,8 @@ DFL_TEST(fold_batchnorm_matches_reference) {
     want_b[oc] = float((double(b[oc]) - mean[oc]) * s + be[oc]);
     want_nb[oc] = float(-double(mean[oc]) * s + be[oc]);
   }
-  ops::fold_batchnorm(wo.data(), bo.data(), w.data(), b.data(), g.data(), be.data(), mean.data(), var.data(), OC, per, eps);
+  ops::fold_batchnorm(wo.data(), bo.data(), w.data(), b.data(), g.data(), be.data(), mean.data(), var.data(), OC, per,
+                      eps);
   DFL_EXPECT_CLOSE(wo.data(), want_w.data(), wo.size(), 1e-6, 1e-6, "folded weight");
   DFL_EXPECT_CLOSE(bo.data(), want_b.data(), bo.size(), 1e-6, 1e-6, "folded bias");
   ops::fold_batchnorm(wo.data(), bo_nobias.data(), w.data(), nullptr, g.data(), be.data(), mean.data(), var.data(), OC,

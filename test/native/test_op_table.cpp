@@ -43,8 +43,8 @@ DFL_TEST(bn_fused_forwards_equal_plain_forward_then_activation) {
   const std::vector<float> mean = randn(C, rng);
   for (Activation act : kActivations) {
     std::vector<float> want(n), want_sm(C), want_si(C), want_rm = mean, want_rv = var;
-    cpu::batchnorm2d_forward_train(want.data(), want_sm.data(), want_si.data(), want_rm.data(), want_rv.data(), x.data(),
-                                   gamma.data(), beta.data(), B, C, HW, 0.1f, 1e-5f);
+    cpu::batchnorm2d_forward_train(want.data(), want_sm.data(), want_si.data(), want_rm.data(), want_rv.data(),
+                                   x.data(), gamma.data(), beta.data(), B, C, HW, 0.1f, 1e-5f);
     reference_activate(want, act);
     std::vector<float> got(n), sm(C), si(C), rm = mean, rv = var;
     test::ops::batchnorm2d_forward_train_fused(got.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(),
@@ -68,7 +68,7 @@ DFL_TEST(add_fused_and_activation_backward_inplace_match_the_plain_kernels) {
   Rng rng(42);
   const size_t n = 1000;
   std::vector<float> a = randn(n, rng, 4.f), b = randn(n, rng, 4.f), dout = randn(n, rng);
-  a[0] = 3.f, b[0] = 3.f;  // 6: ReLU6's upper kink
+  a[0] = 3.f, b[0] = 3.f;   // 6: ReLU6's upper kink
   a[1] = -1.f, b[1] = 1.f;  // 0: the lower kink
   for (Activation act : kActivations) {
     std::vector<float> want(n), got(n);

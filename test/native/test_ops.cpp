@@ -52,14 +52,12 @@ void expect_accumulates(const char* what, const std::vector<Vec*>& grads, const 
     Vec want(fresh[k].size());
     for (size_t i = 0; i < want.size(); ++i) want[i] = pre[k][i] + fresh[k][i];
     dfl::test::expect_close_arrays(grads[k]->data(), want.data(), want.size(), 1e-6, 1e-6,
-                                   std::string(what) + " accumulates (+=) into grad #" + std::to_string(k),
-                                   file, line);
+                                   std::string(what) + " accumulates (+=) into grad #" + std::to_string(k), file, line);
     *grads[k] = fresh[k];
   }
 }
 // Variadic so a lambda argument may contain unparenthesised commas.
 #define EXPECT_ACCUMULATES(what, grads, ...) expect_accumulates((what), (grads), (__VA_ARGS__), __FILE__, __LINE__)
-
 
 void append(Vec& dst, const Vec& src) { dst.insert(dst.end(), src.begin(), src.end()); }
 
@@ -95,8 +93,8 @@ constexpr double kH = 1e-2, kAtol = 2e-3, kRtol = 1e-2;
 // BatchNorm
 
 // Naive double reference for the training forward.
-static void bn_reference(Vec& out, Vec& mean, Vec& var_b, Vec& var_u, const Vec& x, const Vec& g, const Vec& be,
-                         int B, int C, int HW, double eps) {
+static void bn_reference(Vec& out, Vec& mean, Vec& var_b, Vec& var_u, const Vec& x, const Vec& g, const Vec& be, int B,
+                         int C, int HW, double eps) {
   out.assign(x.size(), 0.f);
   mean.assign(C, 0.f);
   var_b.assign(C, 0.f);
@@ -164,11 +162,11 @@ DFL_TEST(bn_statistics_hold_for_a_large_mean_and_a_small_spread) {
   for (auto& v : x) v += 1000.f;
   const Vec gamma(C, 1.f), beta(C, 0.f);
   Vec out(n), sm(C), si(C), rm(C, 0.f), rv(C, 1.f);
-  batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), gamma.data(), beta.data(), B,
-                            C, HW, 0.1f, 1e-12f);
+  batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), gamma.data(), beta.data(),
+                            B, C, HW, 0.1f, 1e-12f);
   Vec dgamma(C, 0.f), dbeta(C, 0.f);
-  batchnorm2d_backward(nullptr, dgamma.data(), dbeta.data(), dy.data(), x.data(), gamma.data(), sm.data(), si.data(), B, C,
-                       HW);
+  batchnorm2d_backward(nullptr, dgamma.data(), dbeta.data(), dy.data(), x.data(), gamma.data(), sm.data(), si.data(), B,
+                       C, HW);
   for (int c = 0; c < C; ++c) {
     double mean = 0, var = 0;
     for (int b = 0; b < B; ++b)
@@ -188,7 +186,8 @@ DFL_TEST(bn_statistics_hold_for_a_large_mean_and_a_small_spread) {
       for (int i = 0; i < HW; ++i)
         sdyx_f += dy[(size_t(b) * C + c) * HW + i] * (double(x[(size_t(b) * C + c) * HW + i]) - double(sm[c]));
     const double want = sdyx_f * double(si[c]);
-    DFL_EXPECT(std::fabs(dgamma[c] - want) <= 1e-4 * std::fabs(want) + 1e-3, "dgamma " << dgamma[c] << " want " << want);
+    DFL_EXPECT(std::fabs(dgamma[c] - want) <= 1e-4 * std::fabs(want) + 1e-3,
+               "dgamma " << dgamma[c] << " want " << want);
   }
 }
 
@@ -196,14 +195,15 @@ DFL_TEST(bn_running_var_hand_example) {
   // One channel, values {1, 2, 3, 4}: mean 2.5, biased var 1.25, unbiased var 5/3.
   const Vec x = {1, 2, 3, 4}, g = {1}, be = {0};
   Vec out(4), sm(1), si(1), rm = {0}, rv = {1};
-  batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), g.data(), be.data(),
-                            2, 1, 2, 0.1f, 0.f);
+  batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), g.data(), be.data(), 2, 1,
+                            2, 0.1f, 0.f);
   DFL_EXPECT(std::fabs(rm[0] - 0.25f) < 1e-7f, "running_mean " << rm[0]);
   DFL_EXPECT(std::fabs(rv[0] - float(0.9 + 0.1 * 5.0 / 3.0)) < 1e-7f, "running_var " << rv[0]);
   DFL_EXPECT(std::fabs(out[0] - float(-1.5 / std::sqrt(1.25))) < 1e-6f, "out[0] " << out[0]);
-  if (on_cpu()) DFL_EXPECT_THROWS(batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(),
-                                              g.data(), be.data(), 1, 1, 1, 0.1f, 1e-5f),
-                    "one value per channel");
+  if (on_cpu())
+    DFL_EXPECT_THROWS(batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(),
+                                                g.data(), be.data(), 1, 1, 1, 0.1f, 1e-5f),
+                      "one value per channel");
 }
 
 DFL_TEST(bn_eval_forward_matches_reference) {
@@ -235,8 +235,8 @@ DFL_TEST(bn_backward_gradcheck_inp_gamma_beta) {
   loss();
   Vec dx(n), dg(C), db(C);
   EXPECT_ACCUMULATES("bn backward", (std::vector<Vec*>{&dx, &dg, &db}), [&] {
-    batchnorm2d_backward(dx.data(), dg.data(), db.data(), r.data(), x.data(), gamma.data(), sm.data(), si.data(),
-                         B, C, HW);
+    batchnorm2d_backward(dx.data(), dg.data(), db.data(), r.data(), x.data(), gamma.data(), sm.data(), si.data(), B, C,
+                         HW);
   });
   DFL_GRADCHECK("bn dinp", x, dx, loss, kH, kAtol, kRtol);
   DFL_GRADCHECK("bn dgamma", gamma, dg, loss, kH, kAtol, kRtol);
@@ -276,7 +276,9 @@ DFL_TEST(bn_backward_fused_equals_mask_then_plain_backward) {
       Vec dx = overwrite ? Vec(n, std::numeric_limits<float>::quiet_NaN()) : dx0, dg = dg0, db = db0, d = dy;
       batchnorm2d_backward_fused(dx.data(), dg.data(), db.data(), d.data(), y.data(), x.data(), gamma.data(), sm.data(),
                                  si.data(), B, C, HW, act, overwrite);
-      const std::string what = std::string(act == Activation::None ? "none" : act == Activation::Relu ? "relu" : "relu6") +
+      const std::string what = std::string(act == Activation::None   ? "none"
+                                           : act == Activation::Relu ? "relu"
+                                                                     : "relu6") +
                                (overwrite ? " overwrite" : " accumulate");
       DFL_EXPECT_CLOSE(dx.data(), dx_want.data(), n, 0.0, 0.0, "fused bn dinp " + what);
       DFL_EXPECT_CLOSE(dg.data(), dg_want.data(), C, 0.0, 0.0, "fused bn dgamma " + what);
@@ -291,8 +293,8 @@ DFL_TEST(bn_thread_determinism) {
   const Vec x = randn(n, rng), g = randu(C, rng, 0.5f, 1.5f), be = randn(C, rng), r = randn(n, rng);
   DFL_EXPECT_THREAD_DETERMINISTIC("batchnorm", [&] {
     Vec out(n), sm(C), si(C), rm(C, 0.f), rv(C, 1.f), dx(n, 0.f), dg(C, 0.f), db(C, 0.f), eout(n);
-    batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), g.data(), be.data(),
-                              B, C, HW, 0.1f, 1e-5f);
+    batchnorm2d_forward_train(out.data(), sm.data(), si.data(), rm.data(), rv.data(), x.data(), g.data(), be.data(), B,
+                              C, HW, 0.1f, 1e-5f);
     batchnorm2d_backward(dx.data(), dg.data(), db.data(), r.data(), x.data(), g.data(), sm.data(), si.data(), B, C, HW);
     batchnorm2d_forward_eval(eout.data(), x.data(), g.data(), be.data(), rm.data(), rv.data(), B, C, HW, 1e-5f);
     Vec all;
@@ -393,8 +395,8 @@ DFL_TEST(maxpool_forward_matches_naive_and_argmax_rules) {
             if (v > best) best = v, bi = h * s.W + w;
           }
         const size_t o = (size_t(p) * OH + oh) * OW + ow;
-        DFL_EXPECT(y[o] == best && am[o] == bi, "maxpool at " << o << ": " << y[o] << "/" << am[o] << " want "
-                                                               << best << "/" << bi);
+        DFL_EXPECT(y[o] == best && am[o] == bi,
+                   "maxpool at " << o << ": " << y[o] << "/" << am[o] << " want " << best << "/" << bi);
         DFL_EXPECT(y[o] < 0.f, "padding selected at " << o);
       }
   // Ties: the first max in row-major window order wins.
@@ -412,8 +414,9 @@ DFL_TEST(maxpool_forward_matches_naive_and_argmax_rules) {
 // scalar), 6 (4 + 2), 12 (8 + 4) and 16 (two vectors, from an odd input row of 33).
 DFL_TEST(maxpool_2x2_stride2_fast_path_matches_rule_with_ties_and_nan) {
   Rng rng(17);
-  for (const Pool2dShape& s : {Pool2dShape{2, 3, 7, 5, 2, 2, 2, 2, 0, 0}, Pool2dShape{1, 2, 4, 13, 2, 2, 2, 2, 0, 0},
-                               Pool2dShape{1, 2, 8, 24, 2, 2, 2, 2, 0, 0}, Pool2dShape{2, 3, 6, 33, 2, 2, 2, 2, 0, 0}}) {
+  for (const Pool2dShape& s :
+       {Pool2dShape{2, 3, 7, 5, 2, 2, 2, 2, 0, 0}, Pool2dShape{1, 2, 4, 13, 2, 2, 2, 2, 0, 0},
+        Pool2dShape{1, 2, 8, 24, 2, 2, 2, 2, 0, 0}, Pool2dShape{2, 3, 6, 33, 2, 2, 2, 2, 0, 0}}) {
     const int OH = s.OH(), OW = s.OW();
     const size_t n = size_t(s.B) * s.C * s.H * s.W, no = size_t(s.B) * s.C * OH * OW;
     Vec x(n);
@@ -455,7 +458,8 @@ DFL_TEST(maxpool_gradcheck) {
     return dot(y.data(), r.data(), no);
   };
   loss();
-  EXPECT_ACCUMULATES("maxpool", (std::vector<Vec*>{&dx}), [&] { maxpool2d_backward(dx.data(), r.data(), am.data(), s); });
+  EXPECT_ACCUMULATES("maxpool", (std::vector<Vec*>{&dx}),
+                     [&] { maxpool2d_backward(dx.data(), r.data(), am.data(), s); });
   DFL_GRADCHECK("maxpool dinp", x, dx, loss, kH, 1e-3, 1e-3);
 }
 
@@ -638,7 +642,8 @@ DFL_TEST(channel_shuffle_mapping_and_gradcheck) {
     channel_shuffle_forward(y.data(), x.data(), B, C, HW, G);
     return dot(y.data(), r.data(), n);
   };
-  EXPECT_ACCUMULATES("shuffle", (std::vector<Vec*>{&dx}), [&] { channel_shuffle_backward(dx.data(), r.data(), B, C, HW, G); });
+  EXPECT_ACCUMULATES("shuffle", (std::vector<Vec*>{&dx}),
+                     [&] { channel_shuffle_backward(dx.data(), r.data(), B, C, HW, G); });
   DFL_GRADCHECK("shuffle dinp", x, dx, loss, kH, 1e-4, 1e-4);
   if (on_cpu()) DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, 5, HW, 2), "groups must divide C");
   if (on_cpu()) DFL_EXPECT_THROWS(channel_shuffle_forward(y.data(), x.data(), B, C, HW, 0), "groups 0");
@@ -745,7 +750,8 @@ DFL_TEST(dropout_backward_gradcheck_fixed_mask) {
     return dot(y.data(), r.data(), n);
   };
   loss();
-  EXPECT_ACCUMULATES("dropout", (std::vector<Vec*>{&dx}), [&] { dropout_backward(dx.data(), r.data(), mask.data(), n); });
+  EXPECT_ACCUMULATES("dropout", (std::vector<Vec*>{&dx}),
+                     [&] { dropout_backward(dx.data(), r.data(), mask.data(), n); });
   DFL_GRADCHECK("dropout dinp", x, dx, loss, kH, 1e-4, 1e-4);
 }
 
@@ -766,7 +772,7 @@ static Vec augment_reference(const std::vector<uint8_t>& img, int B, int C, int 
     for (int c = 0; c < C; ++c)
       for (int y = 0; y < H; ++y)
         for (int x = 0; x < W; ++x) {
-          const int cx = f ? W - 1 - x : x;            // flip the crop
+          const int cx = f ? W - 1 - x : x;                 // flip the crop
           const int sy = y + dy - pad, sx = cx + dx - pad;  // crop of the zero-padded image
           const int v = (sy >= 0 && sy < H && sx >= 0 && sx < W) ? img[((size_t(b) * C + c) * H + sy) * W + sx] : 0;
           out[((size_t(b) * C + c) * H + y) * W + x] = (float(v) / 255.f - mean[c]) / stdv[c];
@@ -788,7 +794,8 @@ DFL_TEST(augment_matches_reference_and_is_reproducible) {
     Rng a(123), twin(123);
     augment_batch(out.data(), img.data(), B, C, H, W, pd, fl, mean, stdv, a);
     const Vec ref = augment_reference(img, B, C, H, W, pd, fl, mean, stdv, twin);
-    DFL_EXPECT_CLOSE(out.data(), ref.data(), out.size(), 0.0, 0.0, "augment vs reference, mode " + std::to_string(mode));
+    DFL_EXPECT_CLOSE(out.data(), ref.data(), out.size(), 0.0, 0.0,
+                     "augment vs reference, mode " + std::to_string(mode));
     DFL_EXPECT(a.state() == twin.state(), "augment consumed a different number of draws, mode " << mode);
   }
   // pad = 0, flip = false is plain normalisation.
@@ -823,8 +830,8 @@ DFL_TEST(augment_hand_examples_crop_flip_padfill) {
     std::vector<int> want;  // expected pixel values before normalisation
   };
   const std::vector<Case> cases = {
-      {0, 2, 1, {0, 0, 0, 0, 30, 20}},   // rows 0-1, cols 2-4 = [0 0 0; 20 30 0], mirrored
-      {2, 0, 0, {0, 40, 50, 0, 0, 0}},   // rows 2-3, cols 0-2
+      {0, 2, 1, {0, 0, 0, 0, 30, 20}},      // rows 0-1, cols 2-4 = [0 0 0; 20 30 0], mirrored
+      {2, 0, 0, {0, 40, 50, 0, 0, 0}},      // rows 2-3, cols 0-2
       {1, 1, 1, {30, 20, 10, 60, 50, 40}},  // centred crop, mirrored
       {1, 1, 0, {10, 20, 30, 40, 50, 60}},  // identity
   };
@@ -841,8 +848,9 @@ DFL_TEST(augment_hand_examples_crop_flip_padfill) {
     augment_batch(out.data(), img.data(), 1, 1, 2, 3, 1, true, &mean, &stdv, rng);
     Vec want(6);
     for (int i = 0; i < 6; ++i) want[i] = nrm(cs.want[i]);
-    DFL_EXPECT_CLOSE(out.data(), want.data(), 6, 0.0, 0.0,
-                     "crop dy=" + std::to_string(cs.dy) + " dx=" + std::to_string(cs.dx) + " f=" + std::to_string(cs.f));
+    DFL_EXPECT_CLOSE(
+        out.data(), want.data(), 6, 0.0, 0.0,
+        "crop dy=" + std::to_string(cs.dy) + " dx=" + std::to_string(cs.dx) + " f=" + std::to_string(cs.f));
   }
 }
 
@@ -860,6 +868,8 @@ DFL_TEST(normalize_batch_values_and_errors) {
   const float zero_std[2] = {0.5f, 0.f};
   Rng rng(1);
   if (on_cpu()) DFL_EXPECT_THROWS(normalize_batch(out.data(), img.data(), 1, 2, 1, 3, mean, zero_std), "std 0");
-  if (on_cpu()) DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, 1, true, mean, zero_std, rng), "std 0");
-  if (on_cpu()) DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, -1, true, mean, stdv, rng), "pad < 0");
+  if (on_cpu())
+    DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, 1, true, mean, zero_std, rng), "std 0");
+  if (on_cpu())
+    DFL_EXPECT_THROWS(augment_batch(out.data(), img.data(), 1, 2, 1, 3, -1, true, mean, stdv, rng), "pad < 0");
 }

@@ -59,7 +59,8 @@ DFL_CPU_TEST(parallel_work_routed_to_the_compute_thread_gives_identical_results)
   dfl::cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, direct.data(), N);
   dfl::route_parallel_work_to_compute_thread(true);
   dfl::cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, routed.data(), N);
-  std::thread t([&] { dfl::cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, from_thread.data(), N); });
+  std::thread t(
+      [&] { dfl::cpu::sgemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, from_thread.data(), N); });
   t.join();
   dfl::route_parallel_work_to_compute_thread(false);
   DFL_EXPECT(std::memcmp(direct.data(), routed.data(), direct.size() * sizeof(float)) == 0, "routed GEMM differs");

@@ -18,8 +18,16 @@ test('defaults resolve; later layers override earlier ones', () => {
 });
 
 test('invalid values get one error style naming the option', () => {
-  assert.throws(() => resolveConfig({ epochs: 0 }), (e: Error) => e instanceof ConfigError && /^Expected an integer in \[1, 100000\] for epochs but received 0 \(number\)$/.test(e.message));
-  assert.throws(() => resolveConfig({ method: 'magic' }), /Expected one of base, reset, sd, dfl for method but received 'magic'/);
+  assert.throws(
+    () => resolveConfig({ epochs: 0 }),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      /^Expected an integer in \[1, 100000\] for epochs but received 0 \(number\)$/.test(e.message),
+  );
+  assert.throws(
+    () => resolveConfig({ method: 'magic' }),
+    /Expected one of base, reset, sd, dfl for method but received 'magic'/,
+  );
   assert.throws(() => resolveConfig({ lr: Number.NaN }), /for lr but received NaN/);
   assert.throws(() => resolveConfig({ batchSize: 1 }), /for batchSize/);
   assert.throws(() => resolveConfig({ milestones: [30, 'abc'] }), /for milestones but received \[30, 'abc'\]$/);
@@ -39,5 +47,8 @@ test('methods switch teachers and reset as in the paper', () => {
 test('typos get the nearest option name', () => {
   assert.throws(() => resolveConfig({ epochz: 1 }), /Unknown option 'epochz' \(did you mean 'epochs'\?\)/);
   assert.throws(() => resolveConfig({ 'distill-wieght': 1 }), /did you mean 'distillWeight'/);
-  assert.throws(() => resolveConfig({ zzzzzzzz: 1 }), (e: Error) => !/did you mean/.test(e.message));
+  assert.throws(
+    () => resolveConfig({ zzzzzzzz: 1 }),
+    (e: Error) => !/did you mean/.test(e.message),
+  );
 });

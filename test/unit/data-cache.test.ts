@@ -3,7 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { cacheFileFor, defaultCacheDir, loadImageFolder, readCache, writeCache, listingChecksum } from '../../dist/data/index.js';
+import {
+  cacheFileFor,
+  defaultCacheDir,
+  loadImageFolder,
+  readCache,
+  writeCache,
+  listingChecksum,
+} from '../../dist/data/index.js';
 import { tempDir, warnings, writeImage, writeImageFolder } from '../helpers/data.js';
 
 const tmp = tempDir();
@@ -19,7 +26,10 @@ describe('decoded cache', () => {
     assert.equal(first.cache, 'miss');
     assert.ok(first.cacheFile && fs.existsSync(first.cacheFile));
     assert.equal(path.dirname(first.cacheFile), cacheDir);
-    assert.deepEqual(fs.readdirSync(cacheDir).filter((f) => f.endsWith('.tmp')), []); // atomic: no temp left
+    assert.deepEqual(
+      fs.readdirSync(cacheDir).filter((f) => f.endsWith('.tmp')),
+      [],
+    ); // atomic: no temp left
 
     const hit = await loadImageFolder(root, { cacheDir });
     assert.equal(hit.cache, 'hit');
@@ -34,7 +44,10 @@ describe('decoded cache', () => {
     const stale = await loadImageFolder(root, { cacheDir, onWarning: w.onWarning });
     assert.equal(stale.cache, 'stale');
     assert.equal(stale.splits.train.n, 7);
-    assert.ok(w.list.some((m) => /is stale/.test(m) && m.includes(first.cacheFile!)), w.list.join('\n'));
+    assert.ok(
+      w.list.some((m) => /is stale/.test(m) && m.includes(first.cacheFile!)),
+      w.list.join('\n'),
+    );
     // a modified file (same name, new size/mtime) also makes it stale
     await writeImage(path.join(root, 'train', 'a', '000.png'), 55, { w: 5, h: 5, fmt: 'webp' });
     fs.utimesSync(path.join(root, 'train', 'a', '000.png'), new Date(), new Date(Date.now() + 5000));
@@ -48,7 +61,12 @@ describe('decoded cache', () => {
     const w2 = warnings();
     const c = await loadImageFolder(root, { cacheDir, onWarning: w2.onWarning });
     assert.equal(c.cache, 'corrupt');
-    assert.ok(w2.list.some((m) => /is corrupt \(payload checksum mismatch\); rebuilding/.test(m) && m.includes(first.cacheFile!)), w2.list.join('\n'));
+    assert.ok(
+      w2.list.some(
+        (m) => /is corrupt \(payload checksum mismatch\); rebuilding/.test(m) && m.includes(first.cacheFile!),
+      ),
+      w2.list.join('\n'),
+    );
     assert.equal((await loadImageFolder(root, { cacheDir })).cache, 'hit');
 
     // a truncated cache and garbage are corrupt too
@@ -70,14 +88,30 @@ describe('decoded cache', () => {
     const blocker = path.join(tmp.dir, 'blocker');
     fs.writeFileSync(blocker, 'a file where a folder should be');
     const w = warnings();
-    const r = await loadImageFolder(root, { cacheDir: path.join(blocker, 'sub'), testSplit: 0, onWarning: w.onWarning });
+    const r = await loadImageFolder(root, {
+      cacheDir: path.join(blocker, 'sub'),
+      testSplit: 0,
+      onWarning: w.onWarning,
+    });
     assert.equal(r.splits.train.n, 4);
-    assert.ok(w.list.some((m) => /could not write the decoded cache/.test(m)), w.list.join('\n'));
+    assert.ok(
+      w.list.some((m) => /could not write the decoded cache/.test(m)),
+      w.list.join('\n'),
+    );
   });
 
   it('round-trips through writeCache/readCache and checks the listing', () => {
     const file = path.join(tmp.dir, 'rt', 'x.dflc');
-    const ds = { images: Uint8Array.from({ length: 2 * 3 * 4 }, (_, i) => i), labels: Int32Array.from([1, 0]), n: 2, channels: 3, height: 2, width: 2, classNames: ['p', 'q'], source: 'unit' };
+    const ds = {
+      images: Uint8Array.from({ length: 2 * 3 * 4 }, (_, i) => i),
+      labels: Int32Array.from([1, 0]),
+      n: 2,
+      channels: 3,
+      height: 2,
+      width: 2,
+      classNames: ['p', 'q'],
+      source: 'unit',
+    };
     const listing = listingChecksum([{ path: 'a.png', size: 10, mtimeMs: 5 }], 'k');
     writeCache(file, listing, { train: ds, test: null }, ['note']);
     const r = readCache(file, listing);

@@ -4,7 +4,17 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
 import { detectCifar, detectSource, loadCifar, loadData, loadDataset, DataError } from '../../dist/data/index.js';
-import { cifar100File, cifar10File, coarseNames, fineNames, pixelAt, tempDir, warnings, writeCifar10, writeCifar100 } from '../helpers/data.js';
+import {
+  cifar100File,
+  cifar10File,
+  coarseNames,
+  fineNames,
+  pixelAt,
+  tempDir,
+  warnings,
+  writeCifar10,
+  writeCifar100,
+} from '../helpers/data.js';
 
 const tmp = tempDir();
 after(tmp.cleanup);
@@ -34,11 +44,30 @@ describe('CIFAR-10 binary', () => {
     assert.equal(train.n, 20);
     assert.equal(test!.n, 5);
     assert.deepEqual([train.channels, train.height, train.width], [3, 32, 32]);
-    assert.deepEqual(train.classNames, ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']);
-    assert.deepEqual([...train.labels], Array.from({ length: 20 }, (_, k) => k % 10));
+    assert.deepEqual(train.classNames, [
+      'airplane',
+      'automobile',
+      'bird',
+      'cat',
+      'deer',
+      'dog',
+      'frog',
+      'horse',
+      'ship',
+      'truck',
+    ]);
+    assert.deepEqual(
+      [...train.labels],
+      Array.from({ length: 20 }, (_, k) => k % 10),
+    );
     assert.deepEqual([...test!.labels], [0, 3, 6, 9, 2]);
     // record i, channel c, row y, column x lands at images[((i*3 + c)*32 + y)*32 + x]
-    for (const [i, c, y, x] of [[0, 0, 0, 0], [5, 1, 3, 31], [19, 2, 31, 0], [7, 2, 16, 17]]) {
+    for (const [i, c, y, x] of [
+      [0, 0, 0, 0],
+      [5, 1, 3, 31],
+      [19, 2, 31, 0],
+      [7, 2, 16, 17],
+    ]) {
       assert.equal(train.images[((i * 3 + c) * 32 + y) * 32 + x], pixelAt(i, c, y, x));
     }
     assert.equal(test!.images[((4 * 3 + 1) * 32 + 2) * 32 + 3], pixelAt(1004, 1, 2, 3));
@@ -92,14 +121,23 @@ describe('CIFAR-10 binary', () => {
     const s = await loadData(d, { onWarning: w.onWarning });
     assert.equal(s.train.n, 8);
     assert.equal(s.test, null);
-    assert.ok(w.list.some((m) => m.includes('data_batch_4.bin not found')), w.list.join('\n'));
-    assert.ok(w.list.some((m) => m.includes('test_batch.bin not found')), w.list.join('\n'));
+    assert.ok(
+      w.list.some((m) => m.includes('data_batch_4.bin not found')),
+      w.list.join('\n'),
+    );
+    assert.ok(
+      w.list.some((m) => m.includes('test_batch.bin not found')),
+      w.list.join('\n'),
+    );
   });
 
   it('resizes with imageSize', async () => {
     const d = writeCifar10(fresh(), 1, 1);
     const s = await loadData(d, { imageSize: 16 });
-    assert.deepEqual([s.train.n, s.train.channels, s.train.height, s.train.width, s.train.images.length], [5, 3, 16, 16, 5 * 3 * 256]);
+    assert.deepEqual(
+      [s.train.n, s.train.channels, s.train.height, s.train.width, s.train.images.length],
+      [5, 3, 16, 16, 5 * 3 * 256],
+    );
   });
 });
 
@@ -113,9 +151,20 @@ describe('CIFAR-100 binary', () => {
     assert.equal(train.n, 12);
     assert.equal(test!.n, 6);
     assert.deepEqual(train.classNames, fineNames);
-    assert.deepEqual([...train.labels], Array.from({ length: 12 }, (_, k) => (k * 7) % 100));
-    assert.deepEqual([...test!.labels], Array.from({ length: 6 }, (_, k) => ((k + 50) * 7) % 100));
-    for (const [i, c, y, x] of [[0, 0, 0, 0], [11, 2, 31, 31], [6, 1, 9, 4]]) assert.equal(train.images[((i * 3 + c) * 32 + y) * 32 + x], pixelAt(i, c, y, x));
+    assert.deepEqual(
+      [...train.labels],
+      Array.from({ length: 12 }, (_, k) => (k * 7) % 100),
+    );
+    assert.deepEqual(
+      [...test!.labels],
+      Array.from({ length: 6 }, (_, k) => ((k + 50) * 7) % 100),
+    );
+    for (const [i, c, y, x] of [
+      [0, 0, 0, 0],
+      [11, 2, 31, 31],
+      [6, 1, 9, 4],
+    ])
+      assert.equal(train.images[((i * 3 + c) * 32 + y) * 32 + x], pixelAt(i, c, y, x));
     assert.equal(test!.images[((5 * 3 + 2) * 32 + 1) * 32 + 1], pixelAt(505, 2, 1, 1));
     assert.deepEqual(detectCifar(d), { kind: 'cifar100', dir: d });
   });
@@ -124,7 +173,10 @@ describe('CIFAR-100 binary', () => {
     const d = writeCifar100(fresh(), 12, 6);
     const { train } = await loadData(d, { labels: 'coarse' });
     assert.deepEqual(train.classNames, coarseNames);
-    assert.deepEqual([...train.labels], Array.from({ length: 12 }, (_, k) => ((k * 7) % 100) % 20));
+    assert.deepEqual(
+      [...train.labels],
+      Array.from({ length: 12 }, (_, k) => ((k * 7) % 100) % 20),
+    );
   });
 
   it('rejects a fine or coarse label out of range, and a truncated file', async () => {
@@ -149,7 +201,10 @@ describe('CIFAR-100 binary', () => {
 
   it('loadCifar on a folder that is neither format names it', () => {
     const d = fresh();
-    assert.throws(() => loadCifar(d), (e: Error) => e instanceof DataError && e.message.includes(d));
+    assert.throws(
+      () => loadCifar(d),
+      (e: Error) => e instanceof DataError && e.message.includes(d),
+    );
   });
 });
 
@@ -166,7 +221,13 @@ describe('loadData source errors', () => {
   });
 
   it('bad options give Expected/received errors', async () => {
-    await assert.rejects(loadData(undefined, { imageSize: 0 }), /Expected an integer in \[1, 4096\] for imageSize but received 0/);
-    await assert.rejects(loadData(undefined, { labels: 'medium' as 'fine' }), /Expected 'fine' or 'coarse' for labels but received "medium"/);
+    await assert.rejects(
+      loadData(undefined, { imageSize: 0 }),
+      /Expected an integer in \[1, 4096\] for imageSize but received 0/,
+    );
+    await assert.rejects(
+      loadData(undefined, { labels: 'medium' as 'fine' }),
+      /Expected 'fine' or 'coarse' for labels but received "medium"/,
+    );
   });
 });

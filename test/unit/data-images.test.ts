@@ -3,7 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { DataError, detectSource, listImageFolder, loadDataset, loadImageFolder, sniffGrayscale } from '../../dist/data/index.js';
+import {
+  DataError,
+  detectSource,
+  listImageFolder,
+  loadDataset,
+  loadImageFolder,
+  sniffGrayscale,
+} from '../../dist/data/index.js';
 import { hwcPixels, tempDir, warnings, writeImage, writeImageFolder } from '../helpers/data.js';
 
 const tmp = tempDir();
@@ -22,7 +29,8 @@ async function rejectsNaming(p: Promise<unknown>, file: string, what: RegExp) {
 }
 
 /** CHW pixel of an image written by writeImage with seed s. */
-const px = (s: number, w: number, h: number, C: number, c: number, y: number, x: number) => hwcPixels(s, w, h, C)[(y * w + x) * C + c];
+const px = (s: number, w: number, h: number, C: number, c: number, y: number, x: number) =>
+  hwcPixels(s, w, h, C)[(y * w + x) * C + c];
 
 describe('image folders', () => {
   it('train/ + test/ layout, PNG and lossless WEBP: exact channel-planar pixels and sorted class names', async () => {
@@ -39,7 +47,12 @@ describe('image folders', () => {
     assert.deepEqual([...train.labels], [0, 0, 0, 1, 1, 1, 2, 2, 2]);
     assert.deepEqual([...test!.labels], [0, 0, 1, 1, 2, 2]);
     // train image 4 is mango/001.png: class index 2 in writing order ['zebra','Apple','mango'] -> seed 201
-    for (const [c, y, x] of [[0, 0, 0], [1, 4, 5], [2, 2, 3]]) assert.equal(train.images[(4 * 3 + c) * 30 + y * 6 + x], px(201, 6, 5, 3, c, y, x));
+    for (const [c, y, x] of [
+      [0, 0, 0],
+      [1, 4, 5],
+      [2, 2, 3],
+    ])
+      assert.equal(train.images[(4 * 3 + c) * 30 + y * 6 + x], px(201, 6, 5, 3, c, y, x));
     // test image 1 is Apple/001.webp: seed 101
     assert.equal(test!.images[(1 * 3 + 2) * 30 + 3 * 6 + 1], px(101, 6, 5, 3, 2, 3, 1));
   });
@@ -52,7 +65,10 @@ describe('image folders', () => {
     assert.equal(test, null);
     assert.deepEqual([train.n, train.channels, train.height, train.width], [4, 3, 8, 8]);
     let err = 0;
-    for (let c = 0; c < 3; ++c) for (let y = 0; y < 8; ++y) for (let x = 0; x < 8; ++x) err = Math.max(err, Math.abs(train.images[(0 * 3 + c) * 64 + y * 8 + x] - px(0, 8, 8, 3, c, y, x)));
+    for (let c = 0; c < 3; ++c)
+      for (let y = 0; y < 8; ++y)
+        for (let x = 0; x < 8; ++x)
+          err = Math.max(err, Math.abs(train.images[(0 * 3 + c) * 64 + y * 8 + x] - px(0, 8, 8, 3, c, y, x)));
     assert.ok(err < 40, `JPEG error ${err}`);
   });
 
@@ -89,7 +105,10 @@ describe('image folders', () => {
     await writeImage(path.join(other, 'rgb.png'), 1);
     await writeImage(path.join(other, 'gray.png'), 1, { channels: 1 });
     await writeImage(path.join(other, 'rgb.webp'), 1);
-    assert.deepEqual(['rgb.jpg', 'rgb.png', 'gray.png', 'rgb.webp'].map((n) => f(path.join(other, n))), [false, false, true, false]);
+    assert.deepEqual(
+      ['rgb.jpg', 'rgb.png', 'gray.png', 'rgb.webp'].map((n) => f(path.join(other, n))),
+      [false, false, true, false],
+    );
     assert.equal(sniffGrayscale(Buffer.from('not an image')), null);
   });
 
@@ -98,9 +117,16 @@ describe('image folders', () => {
     await writeImage(path.join(root, 'a', '0.png'), 1, { w: 10, h: 10 });
     await writeImage(path.join(root, 'a', '1.png'), 2, { w: 10, h: 10 });
     await writeImage(path.join(root, 'b', '0.png'), 3, { w: 12, h: 7 });
-    await rejectsNaming(loadImageFolder(root, { cacheDir }), path.join(root, 'b', '0.png'), /is 12x7 but .*a\/0\.png is 10x10.*--image-size/);
+    await rejectsNaming(
+      loadImageFolder(root, { cacheDir }),
+      path.join(root, 'b', '0.png'),
+      /is 12x7 but .*a\/0\.png is 10x10.*--image-size/,
+    );
     const r = await loadImageFolder(root, { cacheDir, imageSize: 6, testSplit: 0 });
-    assert.deepEqual([r.splits.train.n, r.splits.train.height, r.splits.train.width, r.splits.train.images.length], [3, 6, 6, 3 * 3 * 36]);
+    assert.deepEqual(
+      [r.splits.train.n, r.splits.train.height, r.splits.train.width, r.splits.train.images.length],
+      [3, 6, 6, 3 * 3 * 36],
+    );
   });
 
   it('a missing folder, a folder without class folders, and test classes unknown to train are errors', async () => {
@@ -112,7 +138,11 @@ describe('image folders', () => {
     const root = fresh();
     await writeImageFolder(path.join(root, 'train'), ['a', 'b'], 1);
     await writeImageFolder(path.join(root, 'test'), ['a', 'c'], 1);
-    await rejectsNaming(loadImageFolder(root, { cacheDir }), path.join(root, 'test', 'c'), /not among the 2 training classes/);
+    await rejectsNaming(
+      loadImageFolder(root, { cacheDir }),
+      path.join(root, 'test', 'c'),
+      /not among the 2 training classes/,
+    );
   });
 
   it('an empty class folder is an error, or skipped with a warning under skipBadFiles', async () => {
@@ -120,11 +150,18 @@ describe('image folders', () => {
     await writeImageFolder(root, ['a', 'b'], 2);
     fs.mkdirSync(path.join(root, 'empty'));
     fs.writeFileSync(path.join(root, 'empty', 'notes.txt'), 'not an image');
-    await rejectsNaming(loadImageFolder(root, { cacheDir }), path.join(root, 'empty'), /empty class folder.*--skip-bad-files/);
+    await rejectsNaming(
+      loadImageFolder(root, { cacheDir }),
+      path.join(root, 'empty'),
+      /empty class folder.*--skip-bad-files/,
+    );
     const w = warnings();
     const r = await loadImageFolder(root, { cacheDir, skipBadFiles: true, testSplit: 0, onWarning: w.onWarning });
     assert.deepEqual(r.splits.train.classNames, ['a', 'b']);
-    assert.ok(w.list.some((m) => m.includes(path.join(root, 'empty')) && /class "empty" is left out/.test(m)), w.list.join('\n'));
+    assert.ok(
+      w.list.some((m) => m.includes(path.join(root, 'empty')) && /class "empty" is left out/.test(m)),
+      w.list.join('\n'),
+    );
   });
 
   it('a corrupt image or a non-image file with an image name is an error naming it, or skipped with a warning', async () => {
@@ -132,7 +169,11 @@ describe('image folders', () => {
     await writeImageFolder(root, ['a', 'b'], 2, { fmt: 'png' });
     const notImage = path.join(root, 'a', 'zz-notes.jpg');
     fs.writeFileSync(notImage, 'this is text, not a JPEG');
-    await rejectsNaming(loadImageFolder(root, { cacheDir }), notImage, /cannot be decoded as an image.*corrupt, truncated or not an image.*--skip-bad-files/);
+    await rejectsNaming(
+      loadImageFolder(root, { cacheDir }),
+      notImage,
+      /cannot be decoded as an image.*corrupt, truncated or not an image.*--skip-bad-files/,
+    );
     fs.rmSync(notImage);
     const full = fs.readFileSync(path.join(root, 'b', '001.png'));
     const trunc = path.join(root, 'b', '002.png');
@@ -143,12 +184,18 @@ describe('image folders', () => {
     const r = await loadImageFolder(root, { cacheDir, skipBadFiles: true, testSplit: 0, onWarning: w.onWarning });
     assert.equal(r.splits.train.n, 4);
     assert.deepEqual([...r.splits.train.labels], [0, 0, 1, 1]);
-    assert.ok(w.list.some((m) => m.includes(trunc) && /skipped/.test(m)), w.list.join('\n'));
+    assert.ok(
+      w.list.some((m) => m.includes(trunc) && /skipped/.test(m)),
+      w.list.join('\n'),
+    );
     // the cached load repeats the warning: never a silent drop
     const w2 = warnings();
     const r2 = await loadImageFolder(root, { cacheDir, skipBadFiles: true, testSplit: 0, onWarning: w2.onWarning });
     assert.equal(r2.cache, 'hit');
-    assert.ok(w2.list.some((m) => m.includes(trunc)), w2.list.join('\n'));
+    assert.ok(
+      w2.list.some((m) => m.includes(trunc)),
+      w2.list.join('\n'),
+    );
   });
 
   it('one folder + testSplit: stratified, seeded, and disjoint', async () => {
@@ -174,6 +221,9 @@ describe('image folders', () => {
     const w = warnings();
     const l = listImageFolder(root, { onWarning: w.onWarning });
     assert.equal(l.train.files.length, 2);
-    assert.ok(w.list.some((m) => m.includes('readme.txt')), w.list.join('\n'));
+    assert.ok(
+      w.list.some((m) => m.includes('readme.txt')),
+      w.list.join('\n'),
+    );
   });
 });

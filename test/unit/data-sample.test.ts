@@ -3,7 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { classCounts, loadData, loadDataset, readSampleContainer, SAMPLE_FILE, DataError } from '../../dist/data/index.js';
+import {
+  classCounts,
+  loadData,
+  loadDataset,
+  readSampleContainer,
+  SAMPLE_FILE,
+  DataError,
+} from '../../dist/data/index.js';
 import { tempDir } from '../helpers/data.js';
 
 const tmp = tempDir();
@@ -15,8 +22,17 @@ describe('bundled sample', () => {
     assert.ok(size < 15e6, `sample is ${size} bytes`);
     const { header, splits } = readSampleContainer(SAMPLE_FILE, { verify: true });
     assert.equal(header.classNames.length, 10);
-    assert.deepEqual(splits.map((s) => [s.name, s.images.length]), [['train', 10000], ['test', 2000]]);
-    assert.ok(splits[0].images.every((b) => b[0] === 0xff && b[1] === 0xd8), 'original JPEG bytes');
+    assert.deepEqual(
+      splits.map((s) => [s.name, s.images.length]),
+      [
+        ['train', 10000],
+        ['test', 2000],
+      ],
+    );
+    assert.ok(
+      splits[0].images.every((b) => b[0] === 0xff && b[1] === 0xd8),
+      'original JPEG bytes',
+    );
   });
 
   it('decodes on first use (10 classes, equal counts), then loads from the decoded cache', async () => {
@@ -27,7 +43,18 @@ describe('bundled sample', () => {
     const { train, test } = first.splits;
     assert.deepEqual([train.n, train.channels, train.height, train.width], [10000, 3, 32, 32]);
     assert.equal(test!.n, 2000);
-    assert.deepEqual(train.classNames, ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']);
+    assert.deepEqual(train.classNames, [
+      'airplane',
+      'automobile',
+      'bird',
+      'cat',
+      'deer',
+      'dog',
+      'frog',
+      'horse',
+      'ship',
+      'truck',
+    ]);
     assert.deepEqual(classCounts(train), new Array(10).fill(1000));
     assert.deepEqual(classCounts(test!), new Array(10).fill(200));
     let sum = 0;
@@ -44,6 +71,9 @@ describe('bundled sample', () => {
   it('a corrupt sample file is a clear error', async () => {
     const f = path.join(tmp.dir, 'bad.dfls');
     fs.writeFileSync(f, 'DFLSAMP1garbage');
-    await assert.rejects(loadData(f, { cacheDir: path.join(tmp.dir, 'cache2') }), (e: Error) => e instanceof DataError && e.message.includes(f) && /not a valid dfl-native sample/.test(e.message));
+    await assert.rejects(
+      loadData(f, { cacheDir: path.join(tmp.dir, 'cache2') }),
+      (e: Error) => e instanceof DataError && e.message.includes(f) && /not a valid dfl-native sample/.test(e.message),
+    );
   });
 });

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { channelStats, DataError, epochOrder, fromArrays, gatherBatch, stratifiedSplit, subset, type Dataset } from '../../dist/data/index.js';
+import {
+  channelStats,
+  DataError,
+  epochOrder,
+  fromArrays,
+  gatherBatch,
+  stratifiedSplit,
+  subset,
+  type Dataset,
+} from '../../dist/data/index.js';
 import { Rng, permutation } from '../../dist/util/random.js';
 
 const labelsOf = (counts: number[]) => Int32Array.from(counts.flatMap((c, y) => Array<number>(c).fill(y)));
@@ -44,7 +53,10 @@ describe('stratifiedSplit', () => {
 describe('epochOrder and gatherBatch', () => {
   it('epochOrder is a permutation determined by (seed, epoch) alone', () => {
     const a = epochOrder(1000, 5, 3);
-    assert.deepEqual([...a].sort((x, y) => x - y), Array.from({ length: 1000 }, (_, i) => i));
+    assert.deepEqual(
+      [...a].sort((x, y) => x - y),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
     assert.deepEqual(epochOrder(1000, 5, 3), a);
     assert.notDeepEqual(epochOrder(1000, 5, 4), a);
     assert.notDeepEqual(epochOrder(1000, 6, 3), a);
@@ -52,12 +64,22 @@ describe('epochOrder and gatherBatch', () => {
   });
 
   it('gatherBatch copies images and labels contiguously into given or new buffers', () => {
-    const ds: Dataset = { images: Uint8Array.from({ length: 5 * 2 * 2 * 2 }, (_, i) => i), labels: Int32Array.from([0, 1, 2, 0, 1]), n: 5, channels: 2, height: 2, width: 2, classNames: ['a', 'b', 'c'], source: 't' };
+    const ds: Dataset = {
+      images: Uint8Array.from({ length: 5 * 2 * 2 * 2 }, (_, i) => i),
+      labels: Int32Array.from([0, 1, 2, 0, 1]),
+      n: 5,
+      channels: 2,
+      height: 2,
+      width: 2,
+      classNames: ['a', 'b', 'c'],
+      source: 't',
+    };
     const b = gatherBatch(ds, [4, 0, 2]);
     assert.deepEqual([...b.labels], [1, 0, 2]);
     assert.deepEqual([...b.images.subarray(0, 8)], [32, 33, 34, 35, 36, 37, 38, 39]);
     assert.deepEqual([...b.images.subarray(8, 16)], [0, 1, 2, 3, 4, 5, 6, 7]);
-    const outI = new Uint8Array(8 * 8), outL = new Int32Array(8);
+    const outI = new Uint8Array(8 * 8),
+      outL = new Int32Array(8);
     const c = gatherBatch(ds, Int32Array.from([1, 3]), outI, outL);
     assert.equal(c.images.buffer, outI.buffer);
     assert.equal(c.images.length, 16);
@@ -79,21 +101,40 @@ describe('epochOrder and gatherBatch', () => {
 
 describe('dataset helpers', () => {
   it('channelStats refuses a constant channel, naming the channel and its value and suggesting --mean/--std', () => {
-    const n = 2, C = 3, hw = 4;
-    const images = Uint8Array.from({ length: n * C * hw }, (_, i) => (Math.floor(i / hw) % C === 1 ? 128 : (i * 37) % 256));
-    const ds = fromArrays({ images, labels: [0, 1], shape: [n, C, 2, 2] as [number, number, number, number], classNames: ['x', 'y'] });
-    assert.throws(() => channelStats(ds), (e: Error) => {
-      assert.ok(e instanceof DataError, e.name);
-      assert.match(e.message, /channel 1 is 128 \(of 255\) in all 2 images/);
-      assert.match(e.message, /--mean 0\.5 0\.5 0\.5 --std 0\.25 0\.25 0\.25/);
-      return true;
+    const n = 2,
+      C = 3,
+      hw = 4;
+    const images = Uint8Array.from({ length: n * C * hw }, (_, i) =>
+      Math.floor(i / hw) % C === 1 ? 128 : (i * 37) % 256,
+    );
+    const ds = fromArrays({
+      images,
+      labels: [0, 1],
+      shape: [n, C, 2, 2] as [number, number, number, number],
+      classNames: ['x', 'y'],
     });
+    assert.throws(
+      () => channelStats(ds),
+      (e: Error) => {
+        assert.ok(e instanceof DataError, e.name);
+        assert.match(e.message, /channel 1 is 128 \(of 255\) in all 2 images/);
+        assert.match(e.message, /--mean 0\.5 0\.5 0\.5 --std 0\.25 0\.25 0\.25/);
+        return true;
+      },
+    );
   });
 
   it('channelStats matches a direct computation, in [0, 1] units', () => {
-    const n = 3, C = 3, hw = 4;
+    const n = 3,
+      C = 3,
+      hw = 4;
     const images = Uint8Array.from({ length: n * C * hw }, (_, i) => (i * 37) % 256);
-    const ds = fromArrays({ images, labels: [0, 1, 0], shape: [n, C, 2, 2] as [number, number, number, number], classNames: ['x', 'y'] });
+    const ds = fromArrays({
+      images,
+      labels: [0, 1, 0],
+      shape: [n, C, 2, 2] as [number, number, number, number],
+      classNames: ['x', 'y'],
+    });
     const s = channelStats(ds);
     for (let c = 0; c < C; ++c) {
       const v: number[] = [];
@@ -118,8 +159,14 @@ describe('dataset helpers', () => {
     const bad: [object, RegExp][] = [
       [{ ...ok, shape: [2, 3, 2] }, /^Expected an array \[N, C, H, W\] for shape but received an array of length 3$/],
       [{ ...ok, shape: [2, 3, 0, 2] }, /^Expected a positive integer for shape\[2\] \(H\) but received 0$/],
-      [{ ...ok, shape: [2, 4, 2, 2] }, /^Expected 1 \(grayscale\) or 3 \(RGB\) for shape\[1\] \(channels\) but received 4$/],
-      [{ ...ok, images: new Float32Array(24) }, /^Expected a Uint8Array .* for images but received a Float32Array of length 24$/],
+      [
+        { ...ok, shape: [2, 4, 2, 2] },
+        /^Expected 1 \(grayscale\) or 3 \(RGB\) for shape\[1\] \(channels\) but received 4$/,
+      ],
+      [
+        { ...ok, images: new Float32Array(24) },
+        /^Expected a Uint8Array .* for images but received a Float32Array of length 24$/,
+      ],
       [{ ...ok, images: new Uint8Array(23) }, /^Expected 24 bytes \(2x3x2x2\) for images but received 23$/],
       [{ ...ok, labels: [0] }, /^Expected 2 entries \(shape\[0\]\) for labels but received 1$/],
       [{ ...ok, labels: [0, 1.5] }, /^Expected a non-negative integer class index for labels\[1\] but received 1.5$/],
@@ -127,7 +174,11 @@ describe('dataset helpers', () => {
       [{ ...ok, classNames: ['a', 'a'] }, /^Expected distinct names for classNames but received "a" twice$/],
       [{ ...ok, labels: 'x' }, /^Expected an Int32Array or an array of integers for labels but received "x"$/],
     ];
-    for (const [input, re] of bad) assert.throws(() => fromArrays(input as never), (e: Error) => e instanceof DataError && re.test(e.message));
+    for (const [input, re] of bad)
+      assert.throws(
+        () => fromArrays(input as never),
+        (e: Error) => e instanceof DataError && re.test(e.message),
+      );
     const ds = fromArrays(ok as never);
     assert.equal(ds.images, ok.images); // shared, not copied
     assert.deepEqual([ds.n, ds.channels, ds.height, ds.width], [2, 3, 2, 2]);

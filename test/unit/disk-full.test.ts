@@ -15,7 +15,17 @@ import { diskWithFreeBytes, setWriteBytes, writeFileAtomic, type WriteBytes } fr
 import { syntheticSplits } from '../helpers/synthetic.js';
 
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `dfl-disk-${name}-`));
-const base = { model: 'vgg8', width: 0.125, batchSize: 32, lr: 0.05, threads: 1, seed: 4, method: 'dfl', teachers: 2, resetCycle: 2 } as const;
+const base = {
+  model: 'vgg8',
+  width: 0.125,
+  batchSize: 32,
+  lr: 0.05,
+  threads: 1,
+  seed: 4,
+  method: 'dfl',
+  teachers: 2,
+  resetCycle: 2,
+} as const;
 const data = syntheticSplits(128, 32, 4);
 const ENOSPC = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
 
@@ -41,8 +51,15 @@ test('writeFileAtomic on a full disk: a WriteError naming the file, the old file
   fs.writeFileSync(file, 'old');
   setWriteBytes(diskWithFreeBytes(3));
   try {
-    assert.throws(() => writeFileAtomic(file, 'a longer new text'), (e: Error) => e instanceof WriteError && exitCodeFor(e) === 1 && e.code === 'ENOSPC' &&
-      e.message === `Cannot write ${file}: no space left on the device (ENOSPC). Free some disk space or write somewhere else`);
+    assert.throws(
+      () => writeFileAtomic(file, 'a longer new text'),
+      (e: Error) =>
+        e instanceof WriteError &&
+        exitCodeFor(e) === 1 &&
+        e.code === 'ENOSPC' &&
+        e.message ===
+          `Cannot write ${file}: no space left on the device (ENOSPC). Free some disk space or write somewhere else`,
+    );
   } finally {
     setWriteBytes(null);
   }
@@ -50,7 +67,7 @@ test('writeFileAtomic on a full disk: a WriteError naming the file, the old file
   assert.deepEqual(fs.readdirSync(dir), ['summary.json']);
 });
 
-test('the disk fills up in epoch 2\'s checkpoint: epoch 1\'s is intact and named, the run resumes to the uninterrupted result', async () => {
+test("the disk fills up in epoch 2's checkpoint: epoch 1's is intact and named, the run resumes to the uninterrupted result", async () => {
   const whole = tmp('whole');
   await train({ ...base, dataset: data, epochs: 2, out: whole }).summary;
 
@@ -61,16 +78,24 @@ test('the disk fills up in epoch 2\'s checkpoint: epoch 1\'s is intact and named
     await assert.rejects(train({ ...base, dataset: data, epochs: 2, out }).summary, (e: Error) => {
       assert.ok(e instanceof WriteError, `${e.name}: ${e.message}`);
       assert.equal(exitCodeFor(e), 1);
-      assert.equal(e.message, `Cannot write ${path.join(ckpt, 'optim-e0002.safetensors')}: no space left on the device (ENOSPC). ` +
-        `The checkpoint of epoch 1 in ${ckpt} is intact (its state.json names only complete files). ` +
-        `Free some disk space and continue with \`dfl-native train --resume ${out}\`, or continue on a disk with room: \`dfl-native train --resume ${out} --out DIR\`.`);
+      assert.equal(
+        e.message,
+        `Cannot write ${path.join(ckpt, 'optim-e0002.safetensors')}: no space left on the device (ENOSPC). ` +
+          `The checkpoint of epoch 1 in ${ckpt} is intact (its state.json names only complete files). ` +
+          `Free some disk space and continue with \`dfl-native train --resume ${out}\`, or continue on a disk with room: \`dfl-native train --resume ${out} --out DIR\`.`,
+      );
       return true;
     });
   } finally {
     setWriteBytes(null);
   }
   // epoch 2's model file (written before the failure) went with the failed save; no temp file stays
-  assert.deepEqual(fs.readdirSync(ckpt).sort(), ['model-e0001.safetensors', 'optim-e0001.safetensors', 'state.json', 'teachers-e0001.safetensors']);
+  assert.deepEqual(fs.readdirSync(ckpt).sort(), [
+    'model-e0001.safetensors',
+    'optim-e0001.safetensors',
+    'state.json',
+    'teachers-e0001.safetensors',
+  ]);
   const loaded = await loadCheckpoint(out);
   assert.equal(loaded.epoch, 1);
   loaded.model.dispose();
@@ -81,23 +106,37 @@ test('the disk fills up in epoch 2\'s checkpoint: epoch 1\'s is intact and named
   assert.equal(moved.epochs, 2);
   await train({ resume: out, dataset: data }).summary;
   const want = path.join(whole, 'checkpoint', readState(path.join(whole, 'checkpoint')).files.model);
-  for (const dir of [elsewhere, out]) assert.equal(sha(path.join(dir, 'checkpoint', readState(path.join(dir, 'checkpoint')).files.model)), sha(want), dir);
+  for (const dir of [elsewhere, out])
+    assert.equal(
+      sha(path.join(dir, 'checkpoint', readState(path.join(dir, 'checkpoint')).files.model)),
+      sha(want),
+      dir,
+    );
 });
 
 test('the disk is full before the first checkpoint: no checkpoint is claimed, none is left half-written', async () => {
   const out = tmp('first');
   setWriteBytes(failingWrite(/^state\.json$/));
   try {
-    await assert.rejects(train({ ...base, dataset: data, epochs: 1, out }).summary, (e: Error) => e instanceof WriteError &&
-      e.message === `Cannot write ${path.join(out, 'checkpoint', 'state.json')}: no space left on the device (ENOSPC). ` +
-        'No checkpoint was saved yet. Free some disk space (or choose another --out) and start the run again.');
+    await assert.rejects(
+      train({ ...base, dataset: data, epochs: 1, out }).summary,
+      (e: Error) =>
+        e instanceof WriteError &&
+        e.message ===
+          `Cannot write ${path.join(out, 'checkpoint', 'state.json')}: no space left on the device (ENOSPC). ` +
+            'No checkpoint was saved yet. Free some disk space (or choose another --out) and start the run again.',
+    );
   } finally {
     setWriteBytes(null);
   }
-  assert.deepEqual(fs.readdirSync(path.join(out, 'checkpoint')), [], 'the weight files of the failed save are gone with it');
+  assert.deepEqual(
+    fs.readdirSync(path.join(out, 'checkpoint')),
+    [],
+    'the weight files of the failed save are gone with it',
+  );
 });
 
-test('an interrupted epoch saves under new names: a failure in that save leaves the finished epoch\'s checkpoint whole', async () => {
+test("an interrupted epoch saves under new names: a failure in that save leaves the finished epoch's checkpoint whole", async () => {
   const out = tmp('partial');
   const ckpt = path.join(out, 'checkpoint');
   const ctl = new AbortController();
@@ -110,15 +149,25 @@ test('an interrupted epoch saves under new names: a failure in that save leaves 
     }
   });
   try {
-    await assert.rejects(run.summary, (e: Error) => e instanceof WriteError && e.file === path.join(ckpt, 'optim-e0001-2.safetensors') &&
-      e.message.includes(`The checkpoint of epoch 1 in ${ckpt} is intact`));
+    await assert.rejects(
+      run.summary,
+      (e: Error) =>
+        e instanceof WriteError &&
+        e.file === path.join(ckpt, 'optim-e0001-2.safetensors') &&
+        e.message.includes(`The checkpoint of epoch 1 in ${ckpt} is intact`),
+    );
   } finally {
     setWriteBytes(null);
   }
   const loaded = await loadCheckpoint(out); // every checksum of epoch 1's files still holds
   assert.equal(loaded.epoch, 1);
   loaded.model.dispose();
-  assert.deepEqual(fs.readdirSync(ckpt).sort(), ['model-e0001.safetensors', 'optim-e0001.safetensors', 'state.json', 'teachers-e0001.safetensors']);
+  assert.deepEqual(fs.readdirSync(ckpt).sort(), [
+    'model-e0001.safetensors',
+    'optim-e0001.safetensors',
+    'state.json',
+    'teachers-e0001.safetensors',
+  ]);
   // without a failure, the interrupted save takes the new names and the resume finishes
   const ctl2 = new AbortController();
   const again = train({ resume: out, dataset: data, signal: ctl2.signal });
@@ -136,10 +185,17 @@ test('a caller that continues runs its own way (study) gives the advice: the mes
   const out = tmp('study');
   setWriteBytes(failingWrite(/^optim-e0002/));
   try {
-    const continueWith = (folder: string) => `run the same \`dfl-native study\` command again (same --out): it continues ${folder} from that checkpoint`;
-    await assert.rejects(train({ ...base, dataset: data, epochs: 2, out, continueWith }).summary, (e: Error) => e instanceof WriteError &&
-      e.message.endsWith(`Free some disk space and run the same \`dfl-native study\` command again (same --out): it continues ${out} from that checkpoint.`) &&
-      !e.message.includes('train --resume'));
+    const continueWith = (folder: string) =>
+      `run the same \`dfl-native study\` command again (same --out): it continues ${folder} from that checkpoint`;
+    await assert.rejects(
+      train({ ...base, dataset: data, epochs: 2, out, continueWith }).summary,
+      (e: Error) =>
+        e instanceof WriteError &&
+        e.message.endsWith(
+          `Free some disk space and run the same \`dfl-native study\` command again (same --out): it continues ${out} from that checkpoint.`,
+        ) &&
+        !e.message.includes('train --resume'),
+    );
   } finally {
     setWriteBytes(null);
   }

@@ -7,7 +7,18 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import {
-  CheckpointError, ConfigError, DataError, DflError, DivergenceError, EXIT, exitCodeFor, InputError, RunError, UsageError, WriteError, writeFailure,
+  CheckpointError,
+  ConfigError,
+  DataError,
+  DflError,
+  DivergenceError,
+  EXIT,
+  exitCodeFor,
+  InputError,
+  RunError,
+  UsageError,
+  WriteError,
+  writeFailure,
 } from '../../dist/errors.js';
 import * as api from '../../dist/index.js';
 
@@ -31,7 +42,18 @@ test('each kind of error keeps one exit code: input 2, run failure 1, anything u
 });
 
 test('the library exports the hierarchy', () => {
-  for (const name of ['DflError', 'InputError', 'UsageError', 'ConfigError', 'DataError', 'CheckpointError', 'RunError', 'DivergenceError', 'WriteError', 'exitCodeFor'])
+  for (const name of [
+    'DflError',
+    'InputError',
+    'UsageError',
+    'ConfigError',
+    'DataError',
+    'CheckpointError',
+    'RunError',
+    'DivergenceError',
+    'WriteError',
+    'exitCodeFor',
+  ])
     assert.ok(name in api, name);
   assert.equal(api.DataError, DataError);
 });
@@ -45,7 +67,9 @@ test('src/errors.ts is the only file that declares an error class, and it import
     }
   };
   walk(src);
-  const declaring = files.filter((f) => /\bclass\s+\w+\s+extends\s+\w*Error\b/.test(fs.readFileSync(f, 'utf8'))).map((f) => path.relative(src, f));
+  const declaring = files
+    .filter((f) => /\bclass\s+\w+\s+extends\s+\w*Error\b/.test(fs.readFileSync(f, 'utf8')))
+    .map((f) => path.relative(src, f));
   assert.deepEqual(declaring, ['errors.ts']);
   assert.doesNotMatch(fs.readFileSync(path.join(src, 'errors.ts'), 'utf8'), /^import /m);
 });
@@ -55,12 +79,24 @@ test('a failed write names the file, says why in words and what to do', () => {
   const e = writeFailure('runs/a/checkpoint/model-e0002.safetensors', enospc);
   assert.ok(e instanceof WriteError);
   assert.equal(exitCodeFor(e), 1);
-  assert.equal(e.message, 'Cannot write runs/a/checkpoint/model-e0002.safetensors: no space left on the device (ENOSPC). Free some disk space or write somewhere else');
+  assert.equal(
+    e.message,
+    'Cannot write runs/a/checkpoint/model-e0002.safetensors: no space left on the device (ENOSPC). Free some disk space or write somewhere else',
+  );
   assert.equal(e.code, 'ENOSPC');
   assert.equal(e.file, 'runs/a/checkpoint/model-e0002.safetensors');
   // a caller that knows more replaces the remedy and keeps the cause
   const again = writeFailure(e.file, e, 'The checkpoint of epoch 1 is intact.');
-  assert.equal(again.message, 'Cannot write runs/a/checkpoint/model-e0002.safetensors: no space left on the device (ENOSPC). The checkpoint of epoch 1 is intact.');
-  const denied = writeFailure('out.onnx', Object.assign(new Error('EACCES: permission denied, open'), { code: 'EACCES' }));
-  assert.equal(denied.message, 'Cannot write out.onnx: permission denied (EACCES). Make the folder writable or write somewhere else');
+  assert.equal(
+    again.message,
+    'Cannot write runs/a/checkpoint/model-e0002.safetensors: no space left on the device (ENOSPC). The checkpoint of epoch 1 is intact.',
+  );
+  const denied = writeFailure(
+    'out.onnx',
+    Object.assign(new Error('EACCES: permission denied, open'), { code: 'EACCES' }),
+  );
+  assert.equal(
+    denied.message,
+    'Cannot write out.onnx: permission denied (EACCES). Make the folder writable or write somewhere else',
+  );
 });

@@ -46,7 +46,9 @@ function check(values: Float32Array, law: Law): string | null {
   let sum = 0;
   for (const v of values) sum += v;
   const mean = sum / n;
-  let ss = 0, within = 0, outside = 0;
+  let ss = 0,
+    within = 0,
+    outside = 0;
   for (const v of values) {
     ss += (v - mean) ** 2;
     if (Math.abs(v) < law.std) within += 1;
@@ -55,22 +57,29 @@ function check(values: Float32Array, law: Law): string | null {
   const sd = Math.sqrt(ss / (n - 1));
   // SE of the mean: std/sqrt(n); SE of the sample std: std*sqrt((kurtosis - 1) / (4n)).
   const kurtosis = law.kind === 'normal' ? 3 : 1.8;
-  const seMean = law.std / Math.sqrt(n), seStd = law.std * Math.sqrt((kurtosis - 1) / (4 * n));
-  if (Math.abs(mean) > Z * seMean) return `mean ${mean.toExponential(3)} is more than ${Z} SE (${seMean.toExponential(2)}) from 0 (n ${n})`;
-  if (Math.abs(sd - law.std) > Z * seStd) return `std ${sd.toExponential(4)} differs from ${law.std.toExponential(4)} by more than ${Z} SE (${seStd.toExponential(2)}; n ${n})`;
+  const seMean = law.std / Math.sqrt(n),
+    seStd = law.std * Math.sqrt((kurtosis - 1) / (4 * n));
+  if (Math.abs(mean) > Z * seMean)
+    return `mean ${mean.toExponential(3)} is more than ${Z} SE (${seMean.toExponential(2)}) from 0 (n ${n})`;
+  if (Math.abs(sd - law.std) > Z * seStd)
+    return `std ${sd.toExponential(4)} differs from ${law.std.toExponential(4)} by more than ${Z} SE (${seStd.toExponential(2)}; n ${n})`;
   if (outside > 0) return `${outside} values outside the bound ${law.bound}`;
   // The shape: P(|x| < std) is 0.6827 for a normal and 1/sqrt(3) = 0.5774 for a uniform.
   const p = law.kind === 'normal' ? 0.6827 : 1 / Math.sqrt(3);
-  const frac = within / n, seFrac = Math.sqrt((p * (1 - p)) / n);
-  if (Math.abs(frac - p) > Z * seFrac) return `${(frac * 100).toFixed(1)}% of values within one std, expected ${(p * 100).toFixed(1)}% for a ${law.kind} (n ${n})`;
+  const frac = within / n,
+    seFrac = Math.sqrt((p * (1 - p)) / n);
+  if (Math.abs(frac - p) > Z * seFrac)
+    return `${(frac * 100).toFixed(1)}% of values within one std, expected ${(p * 100).toFixed(1)}% for a ${law.kind} (n ${n})`;
   return null;
 }
 
 /** Every tensor of `model` in `layers` (all when undefined) against its law; returns the tensors checked. */
 function checkModel(model: NativeModel, ops: string[], layers?: number[]): number {
-  const params = model.getParams(), buffers = model.getBuffers();
+  const params = model.getParams(),
+    buffers = model.getBuffers();
   const linearFanIn = new Map<number, number>();
-  for (const t of model.tensors()) if (ops[t.node] === 'linear' && t.kind === 'weight') linearFanIn.set(t.node, t.size / t.shape[0]);
+  for (const t of model.tensors())
+    if (ops[t.node] === 'linear' && t.kind === 'weight') linearFanIn.set(t.node, t.size / t.shape[0]);
   let checked = 0;
   for (const t of model.tensors()) {
     if (layers && !layers.includes(t.layer)) continue;
@@ -83,7 +92,10 @@ function checkModel(model: NativeModel, ops: string[], layers?: number[]): numbe
 }
 
 const zoo = [
-  ['vgg8', 0.5], ['resnet18', 0.25], ['mobilenetv2', 0.25], ['shufflenetv2', 0.5],
+  ['vgg8', 0.5],
+  ['resnet18', 0.25],
+  ['mobilenetv2', 0.25],
+  ['shufflenetv2', 0.5],
 ] as const;
 
 for (const [name, width] of zoo) {
@@ -91,7 +103,12 @@ for (const [name, width] of zoo) {
     const spec = buildModel(name, { numClasses: 100, inChannels: 3, height: 32, width: 32, width_multiplier: width });
     const m = new binding.Model(spec, 7);
     try {
-      assert.ok(checkModel(m, spec.nodes.map((n) => n.op)) > 20);
+      assert.ok(
+        checkModel(
+          m,
+          spec.nodes.map((n) => n.op),
+        ) > 20,
+      );
     } finally {
       m.dispose();
     }
@@ -107,7 +124,13 @@ test('a linear layer on a 4-D input uses fan_in = C*H*W; conv biases start at 0'
   try {
     const fc = m.tensors().find((t) => t.name === 'fc.weight')!;
     assert.deepEqual(fc.shape, [64, 16 * 8 * 8]);
-    assert.equal(checkModel(m, spec.nodes.map((n) => n.op)), 4);
+    assert.equal(
+      checkModel(
+        m,
+        spec.nodes.map((n) => n.op),
+      ),
+      4,
+    );
   } finally {
     m.dispose();
   }
@@ -128,7 +151,11 @@ test('reset (reinit) re-draws its layers from the initial distributions and leav
     const after = m.getParams();
     for (const t of m.tensors())
       if (!head.includes(t.layer) && t.kind !== 'buffer')
-        assert.deepEqual(after.subarray(t.offset, t.offset + t.size), before.subarray(t.offset, t.offset + t.size), `${t.name} is outside the reset`);
+        assert.deepEqual(
+          after.subarray(t.offset, t.offset + t.size),
+          before.subarray(t.offset, t.offset + t.size),
+          `${t.name} is outside the reset`,
+        );
   } finally {
     m.dispose();
   }

@@ -14,7 +14,8 @@ function importsOf(folder: string): { file: string; spec: string }[] {
   for (const name of fs.readdirSync(path.join(src, folder))) {
     if (!name.endsWith('.ts')) continue;
     const text = fs.readFileSync(path.join(src, folder, name), 'utf8');
-    for (const m of text.matchAll(/^(?:import|export)\b[^;]*?from\s+'(\.[^']+)'/gms)) out.push({ file: `${folder}/${name}`, spec: m[1] });
+    for (const m of text.matchAll(/^(?:import|export)\b[^;]*?from\s+'(\.[^']+)'/gms))
+      out.push({ file: `${folder}/${name}`, spec: m[1] });
   }
   return out;
 }
@@ -29,5 +30,8 @@ test('io, data, models and util never import from train or cli', () => {
 test('the run records live below io and train', () => {
   const records = importsOf('.').filter((i) => i.file === './records.ts');
   assert.ok(fs.existsSync(path.join(src, 'records.ts')), 'src/records.ts holds EpochRecord, BankEntry, TrainSummary');
-  assert.ok(records.every((i) => !/(io|train|cli)\//.test(i.spec)), 'records.ts depends on nothing above it');
+  assert.ok(
+    records.every((i) => !/(io|train|cli)\//.test(i.spec)),
+    'records.ts depends on nothing above it',
+  );
 });

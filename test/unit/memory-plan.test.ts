@@ -6,8 +6,20 @@ import { test } from 'node:test';
 
 import { noise, tinyModel } from '../helpers/native.js';
 
-const B = 16, PER = 3 * 8 * 8;
-const step = { batch: B, labels: Int32Array.from({ length: B }, (_, i) => i % 4), lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: true, decoupled: false, labelSmoothing: 0, temperature: 4, dropoutSeed: 1 };
+const B = 16,
+  PER = 3 * 8 * 8;
+const step = {
+  batch: B,
+  labels: Int32Array.from({ length: B }, (_, i) => i % 4),
+  lr: 0.1,
+  momentum: 0.9,
+  weightDecay: 5e-4,
+  nesterov: true,
+  decoupled: false,
+  labelSmoothing: 0,
+  temperature: 4,
+  dropoutSeed: 1,
+};
 
 test('memoryPlan matches the memory a DFL step allocates (within 5%)', async () => {
   const m = tinyModel(1);
@@ -22,7 +34,7 @@ test('memoryPlan matches the memory a DFL step allocates (within 5%)', async () 
   for (const x of [m, ...teachers]) x.dispose();
 });
 
-test('memoryPlan reports the backend\'s limit and where it comes from', () => {
+test("memoryPlan reports the backend's limit and where it comes from", () => {
   const m = tinyModel(1);
   const before = process.env.DFL_MAX_MEMORY_MB;
   process.env.DFL_MAX_MEMORY_MB = '3';

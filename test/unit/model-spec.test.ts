@@ -21,14 +21,17 @@ function resolveFile(name: string, spec: unknown): unknown {
 }
 
 function rejects(name: string, spec: unknown, message: RegExp): void {
-  assert.throws(() => resolveFile(name, spec), (e: Error) => {
-    assert.ok(e instanceof ConfigError, `${name}: ${e.name}: ${e.message}`);
-    assert.ok(e.message.startsWith(`${path.join(dir, name)}: `), e.message);
-    assert.match(e.message, message);
-    assert.match(e.message, /see docs\/models\.md/);
-    assert.doesNotMatch(e.message, /undefined(x|$)/);
-    return true;
-  });
+  assert.throws(
+    () => resolveFile(name, spec),
+    (e: Error) => {
+      assert.ok(e instanceof ConfigError, `${name}: ${e.name}: ${e.message}`);
+      assert.ok(e.message.startsWith(`${path.join(dir, name)}: `), e.message);
+      assert.match(e.message, message);
+      assert.match(e.message, /see docs\/models\.md/);
+      assert.doesNotMatch(e.message, /undefined(x|$)/);
+      return true;
+    },
+  );
 }
 
 test('a valid spec file resolves to its graph', () => {
@@ -45,7 +48,11 @@ test('a spec without in_channels, height or width is refused up front, naming th
 
 test('a bad node is a ConfigError naming the node, like every other bad option', () => {
   const spec = tinySpec();
-  rejects('unknown-op.json', { ...spec, nodes: [...spec.nodes.slice(0, 2), { op: 'frob', inputs: [1] }] }, /for spec\.nodes\[2\]\.op but received string 'frob'/);
+  rejects(
+    'unknown-op.json',
+    { ...spec, nodes: [...spec.nodes.slice(0, 2), { op: 'frob', inputs: [1] }] },
+    /for spec\.nodes\[2\]\.op but received string 'frob'/,
+  );
   const mismatch = tinySpec();
   mismatch.nodes.push({ op: 'add', inputs: [1, 0] });
   rejects('add-shapes.json', mismatch, /node \d+ .*add needs equal shapes but its inputs are \d+x8x8 and 3x8x8/);
@@ -62,23 +69,48 @@ test('a bad node is a ConfigError naming the node, like every other bad option',
   dead.nodes.splice(last, 0, { op: 'relu', inputs: [1] });
   const head = dead.nodes[last + 1]!;
   head.inputs = (head.inputs ?? []).map((i: number) => (i >= last ? i + 1 : i));
-  rejects('dead-branch.json', dead, new RegExp(`node ${last} .*relu.*not an input of any later node.*connect it or remove it`));
+  rejects(
+    'dead-branch.json',
+    dead,
+    new RegExp(`node ${last} .*relu.*not an input of any later node.*connect it or remove it`),
+  );
 });
 
 test('an unknown key (a typo the native model would ignore) is refused, listing what the op takes', () => {
   const typo = tinySpec() as unknown as { nodes: Record<string, unknown>[] };
   typo.nodes[1].kernal_h = 5;
-  rejects('typo.json', typo, /node 1 \(conv 'features\.0'\): unknown attribute 'kernal_h' \(a conv node takes op, name, inputs, out_channels, kernel_h, /);
-  rejects('top.json', { ...tinySpec(), depth: 3 }, /unknown key 'depth' \(a model spec has in_channels, height, width, nodes\)/);
+  rejects(
+    'typo.json',
+    typo,
+    /node 1 \(conv 'features\.0'\): unknown attribute 'kernal_h' \(a conv node takes op, name, inputs, out_channels, kernel_h, /,
+  );
+  rejects(
+    'top.json',
+    { ...tinySpec(), depth: 3 },
+    /unknown key 'depth' \(a model spec has in_channels, height, width, nodes\)/,
+  );
 });
 
 test('a width multiplier that rounds a layer below one channel is refused, naming the smallest width', () => {
-  for (const [model, smallest] of [['vgg8', 0.008], ['resnet18', 0.008], ['mobilenetv2', 0.032], ['shufflenetv2', 0.021]] as const) {
-    assert.throws(() => resolveModelSpec(model, { ...zoo, width_multiplier: 1e-6 }), (e: Error) => {
-      assert.ok(e instanceof ConfigError, `${model}: ${e.name}`);
-      assert.match(e.message, new RegExp(`every layer of ${model} at least one channel.* but received 0\\.000001: .*Give --width ${smallest} or more`));
-      return true;
-    });
+  for (const [model, smallest] of [
+    ['vgg8', 0.008],
+    ['resnet18', 0.008],
+    ['mobilenetv2', 0.032],
+    ['shufflenetv2', 0.021],
+  ] as const) {
+    assert.throws(
+      () => resolveModelSpec(model, { ...zoo, width_multiplier: 1e-6 }),
+      (e: Error) => {
+        assert.ok(e instanceof ConfigError, `${model}: ${e.name}`);
+        assert.match(
+          e.message,
+          new RegExp(
+            `every layer of ${model} at least one channel.* but received 0\\.000001: .*Give --width ${smallest} or more`,
+          ),
+        );
+        return true;
+      },
+    );
     // the width it names is accepted, and a layer rounds to exactly one channel there
     const spec = resolveModelSpec(model, { ...zoo, width_multiplier: smallest });
     assert.ok(spec.nodes.length > 0);

@@ -48,13 +48,21 @@ test('native include rules: core -> core; cpu, cuda -> core and themselves; addo
 
 test('no product source includes dev/ tools or test code', () => {
   for (const folder of Object.keys(ALLOWED)) {
-    const bad = includesOf(folder).filter((i) => i.layer === 'dev' || i.layer === 'test' || /(^|\/)(harness|fixtures|backend_ops)\.h$/.test(i.target));
+    const bad = includesOf(folder).filter(
+      (i) => i.layer === 'dev' || i.layer === 'test' || /(^|\/)(harness|fixtures|backend_ops)\.h$/.test(i.target),
+    );
     assert.deepEqual(bad, [], `native/${folder} includes dev or test code`);
   }
 });
 
 test('the include scan sees the includes it checks (it would catch a violation)', () => {
   const core = includesOf('core');
-  assert.ok(core.length > 10 && core.every((i) => i.layer === 'core' || i.layer === ''), 'core has includes and all are core');
-  assert.ok(includesOf('cpu').some((i) => i.layer === 'core') && includesOf('addon').some((i) => i.layer === 'core'), 'cpu and addon include core');
+  assert.ok(
+    core.length > 10 && core.every((i) => i.layer === 'core' || i.layer === ''),
+    'core has includes and all are core',
+  );
+  assert.ok(
+    includesOf('cpu').some((i) => i.layer === 'core') && includesOf('addon').some((i) => i.layer === 'core'),
+    'cpu and addon include core',
+  );
 });

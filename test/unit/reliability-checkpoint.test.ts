@@ -21,7 +21,17 @@ import { tinySpec } from '../helpers/native.js';
 import { syntheticSplits } from '../helpers/synthetic.js';
 
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `dfl-rel-${name}-`));
-const base = { model: 'vgg8', width: 0.125, batchSize: 32, lr: 0.05, threads: 1, seed: 3, method: 'dfl', teachers: 2, resetCycle: 2 } as const;
+const base = {
+  model: 'vgg8',
+  width: 0.125,
+  batchSize: 32,
+  lr: 0.05,
+  threads: 1,
+  seed: 3,
+  method: 'dfl',
+  teachers: 2,
+  resetCycle: 2,
+} as const;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 let sharedRun: string | null = null;
@@ -58,9 +68,14 @@ test('integrity: a flipped byte in any checkpoint file is detected and the file 
       b[at] ^= 0x10;
       fs.writeFileSync(path.join(copy, f), b);
       const named = (e: Error) => e.message.includes(path.join(copy, f)) && !e.message.includes('\n');
-      if (!f.startsWith('teachers-') && !f.startsWith('optim-')) await assert.rejects(loadCheckpoint(copy), named, `loadCheckpoint: ${f} byte ${at}`);
+      if (!f.startsWith('teachers-') && !f.startsWith('optim-'))
+        await assert.rejects(loadCheckpoint(copy), named, `loadCheckpoint: ${f} byte ${at}`);
       // resume reads every file (student, momentum, teachers)
-      await assert.rejects(train({ resume: copy, dataset: syntheticSplits(128, 32, 4) }).summary, named, `resume: ${f} byte ${at}`);
+      await assert.rejects(
+        train({ resume: copy, dataset: syntheticSplits(128, 32, 4) }).summary,
+        named,
+        `resume: ${f} byte ${at}`,
+      );
       fs.rmSync(copy, { recursive: true, force: true });
     }
   }
@@ -78,8 +93,14 @@ test('divergence after a good epoch: a clear error suggesting a lower --lr; the 
   delete raw.state_sha256;
   raw.config.lr = 1e4;
   fs.writeFileSync(path.join(dir, 'state.json'), stateText(raw));
-  await assert.rejects(train({ resume: out, dataset: data, epochs: 3 }).summary, (e: Error) =>
-    e instanceof DivergenceError && /NaN\/Inf/.test(e.message) && /Try a lower --lr/.test(e.message) && e.message.includes(dir));
+  await assert.rejects(
+    train({ resume: out, dataset: data, epochs: 3 }).summary,
+    (e: Error) =>
+      e instanceof DivergenceError &&
+      /NaN\/Inf/.test(e.message) &&
+      /Try a lower --lr/.test(e.message) &&
+      e.message.includes(dir),
+  );
   const st = readState(dir);
   assert.equal(st.epoch, 1, 'the checkpoint is still the last good epoch');
   assert.deepEqual(fs.readFileSync(path.join(dir, st.files.model)), before);
@@ -91,7 +112,8 @@ test('divergence after a good epoch: a clear error suggesting a lower --lr; the 
 test('a checkpoint holding Inf weights (with valid checksums) is refused, naming the tensor and file', async () => {
   const run = await trainedRun();
   const copy = tmp('inf');
-  for (const g of fs.readdirSync(path.join(run, 'checkpoint'))) fs.copyFileSync(path.join(run, 'checkpoint', g), path.join(copy, g));
+  for (const g of fs.readdirSync(path.join(run, 'checkpoint')))
+    fs.copyFileSync(path.join(run, 'checkpoint', g), path.join(copy, g));
   const st = readState(copy);
   const file = path.join(copy, st.files.model);
   const buf = fs.readFileSync(file);
@@ -105,13 +127,17 @@ test('a checkpoint holding Inf weights (with valid checksums) is refused, naming
   delete raw.state_sha256;
   raw.sha256[st.files.model] = (await import('node:crypto')).createHash('sha256').update(nb).digest('hex');
   fs.writeFileSync(path.join(copy, 'state.json'), stateText(raw));
-  await assert.rejects(loadCheckpoint(copy), (e: Error) => e.message.includes(file) && e.message.includes(name) && /NaN or Inf/.test(e.message));
+  await assert.rejects(
+    loadCheckpoint(copy),
+    (e: Error) => e.message.includes(file) && e.message.includes(name) && /NaN or Inf/.test(e.message),
+  );
 });
 
 test('fuzz regressions: malformed state.json fields and cache headers are clean rejections', async () => {
   const run = await trainedRun();
   const copy = tmp('forge');
-  for (const g of fs.readdirSync(path.join(run, 'checkpoint'))) fs.copyFileSync(path.join(run, 'checkpoint', g), path.join(copy, g));
+  for (const g of fs.readdirSync(path.join(run, 'checkpoint')))
+    fs.copyFileSync(path.join(run, 'checkpoint', g), path.join(copy, g));
   const good = JSON.parse(fs.readFileSync(path.join(copy, 'state.json'), 'utf8'));
   delete good.state_sha256;
   const forged: [string, (s: Record<string, any>) => void, RegExp][] = [
@@ -122,17 +148,34 @@ test('fuzz regressions: malformed state.json fields and cache headers are clean 
     ['class count', (s) => s.class_names.push('extra'), /class_names lists 5/],
     ['bad config', (s) => (s.config.lr = 'fast'), /config is invalid/],
     ['data fingerprint without its train split', (s) => delete s.data.train, /data fingerprint is malformed/],
-    ['data fingerprint counts for other classes', (s) => s.data.train.class_counts.push(3), /data fingerprint is malformed/],
+    [
+      'data fingerprint counts for other classes',
+      (s) => s.data.train.class_counts.push(3),
+      /data fingerprint is malformed/,
+    ],
   ];
   for (const [what, edit, re] of forged) {
     const s = structuredClone(good);
     edit(s);
     fs.writeFileSync(path.join(copy, 'state.json'), stateText(s));
-    await withEnv('DFL_MAX_MEMORY_MB', '512', () => assert.rejects(loadCheckpoint(copy), (e: Error) => e instanceof CheckpointError && exitCodeFor(e) === 2 && re.test(e.message) && e.message.includes(path.join(copy, 'state.json')), what));
+    await withEnv('DFL_MAX_MEMORY_MB', '512', () =>
+      assert.rejects(
+        loadCheckpoint(copy),
+        (e: Error) =>
+          e instanceof CheckpointError &&
+          exitCodeFor(e) === 2 &&
+          re.test(e.message) &&
+          e.message.includes(path.join(copy, 'state.json')),
+        what,
+      ),
+    );
   }
   // a corrupt JSON state gives one line
   fs.writeFileSync(path.join(copy, 'state.json'), '{\n"format": \n#\n}');
-  await assert.rejects(loadCheckpoint(copy), (e: Error) => !e.message.includes('\n') && /cannot read the checkpoint state/.test(e.message));
+  await assert.rejects(
+    loadCheckpoint(copy),
+    (e: Error) => !e.message.includes('\n') && /cannot read the checkpoint state/.test(e.message),
+  );
   // config keys inherited from Object.prototype are unknown options, not silently ignored
   assert.throws(() => resolveConfig(JSON.parse('{"constructor": 1}')), /Unknown option 'constructor'/);
   assert.throws(() => resolveConfig(JSON.parse('{"__proto__": {"lr": 1}}')), /Unknown option '__proto__'/);
@@ -143,13 +186,20 @@ test('fuzz regressions: malformed state.json fields and cache headers are clean 
   writeCache(file, 'L', { train: ds, test: null });
   assert.equal(readCache(file, 'L').status, 'hit');
   const b = fs.readFileSync(file);
-  for (const [from, to] of [['"c0"', '"cX"'], ['"imagesOffset":0', '"imagesOffset":9'], ['"n":6', '"n":9']]) {
+  for (const [from, to] of [
+    ['"c0"', '"cX"'],
+    ['"imagesOffset":0', '"imagesOffset":9'],
+    ['"n":6', '"n":9'],
+  ]) {
     const text = b.toString('latin1').replace(from, to);
     fs.writeFileSync(file, Buffer.from(text, 'latin1'));
     const r = readCache(file, 'L');
     assert.equal(r.status, 'corrupt', `${from} -> ${to}`);
   }
-  fs.writeFileSync(file, Buffer.concat([b.subarray(0, 12), Buffer.from([4, 0, 0, 0]), Buffer.from('null'), Buffer.alloc(4)]));
+  fs.writeFileSync(
+    file,
+    Buffer.concat([b.subarray(0, 12), Buffer.from([4, 0, 0, 0]), Buffer.from('null'), Buffer.alloc(4)]),
+  );
   assert.equal(readCache(file, 'L').status, 'corrupt');
 });
 
@@ -158,9 +208,15 @@ test('memory: a model or batch over the budget is refused before allocating, wit
   await withEnv('DFL_MAX_MEMORY_MB', '1', () => {
     const big = tinySpec();
     (big.nodes[1] as { out_channels: number }).out_channels = 20000;
-    assert.throws(() => new Model(big, 0), /Refusing to allocate \d+ MiB for a model of \d+ parameters.*more than the 1 MiB available \(DFL_MAX_MEMORY_MB\); use a smaller model or --width/);
+    assert.throws(
+      () => new Model(big, 0),
+      /Refusing to allocate \d+ MiB for a model of \d+ parameters.*more than the 1 MiB available \(DFL_MAX_MEMORY_MB\); use a smaller model or --width/,
+    );
     const m = new Model(tinySpec(), 0);
-    assert.throws(() => m.forwardSync(new Float32Array(4096 * 192), 4096), /Refusing to allocate \d+ MiB for a batch of 4096.*use a smaller --batch-size/);
+    assert.throws(
+      () => m.forwardSync(new Float32Array(4096 * 192), 4096),
+      /Refusing to allocate \d+ MiB for a batch of 4096.*use a smaller --batch-size/,
+    );
     assert.equal(m.forwardSync(new Float32Array(2 * 192), 2).length, 8, 'a small batch still runs');
     m.dispose();
   });
@@ -173,12 +229,23 @@ test('memory: a dataset too big to decode is refused before decoding the rest', 
   await writeImage(f, 1, { w: 8, h: 8 });
   const items = Array.from({ length: 100000 }, (_, i) => ({ input: f, name: `${f}#${i}`, label: 0 }));
   await withEnv('DFL_MAX_MEMORY_MB', '1', () =>
-    assert.rejects(decodeImages(items, ['a'], 'image folder X', { batch: 4 }), /image folder X: decoding 100000 images of 3x8x8 needs 19 MiB, more than the 1 MiB.*--image-size/));
+    assert.rejects(
+      decodeImages(items, ['a'], 'image folder X', { batch: 4 }),
+      /image folder X: decoding 100000 images of 3x8x8 needs 19 MiB, more than the 1 MiB.*--image-size/,
+    ),
+  );
 });
 
 test('concurrency: two runs at once in one process give exactly the results of each run alone', async () => {
   const cfgA = { ...base, dataset: syntheticSplits(160, 40, 4), epochs: 3, seed: 1 };
-  const cfgB = { ...base, dataset: syntheticSplits(96, 40, 3, 8), epochs: 3, seed: 9, method: 'sd' as const, batchSize: 16 };
+  const cfgB = {
+    ...base,
+    dataset: syntheticSplits(96, 40, 3, 8),
+    epochs: 3,
+    seed: 9,
+    method: 'sd' as const,
+    batchSize: 16,
+  };
   const aAlone = await train(cfgA).summary;
   const bAlone = await train(cfgB).summary;
   const [a, b] = await Promise.all([train(cfgA).summary, train(cfgB).summary]);
@@ -189,7 +256,11 @@ test('concurrency: two runs at once in one process give exactly the results of e
 });
 
 test('crash safety (CI size): SIGKILLed runs resume to the uninterrupted weights', { timeout: 120_000 }, () => {
-  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'ci', 'crash-safety.mjs'), '--trials', '2', '--epochs', '3', '--seed', '7'], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [path.join(root, 'scripts', 'ci', 'crash-safety.mjs'), '--trials', '2', '--epochs', '3', '--seed', '7'],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /2\/2 trials passed/);
 });

@@ -38,11 +38,21 @@ test('hostile headers are rejected with the file name, never read out of bounds'
   };
   cases.push(['offsets past end', mk({ t: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8)]);
   cases.push(['shape mismatch', mk({ t: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, 8)]);
-  cases.push(['overlap', mk({ t: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, u: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12)]);
+  cases.push([
+    'overlap',
+    mk(
+      { t: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, u: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } },
+      12,
+    ),
+  ]);
   cases.push(['dtype', mk({ t: { dtype: 'F16', shape: [2], data_offsets: [0, 4] } }, 4)]);
   cases.push(['not json', Buffer.concat([Buffer.from([5, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{oops')])]);
   cases.push(['negative', mk({ t: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4)]);
   for (const [why, buf] of cases) {
-    assert.throws(() => decodeSafetensors(buf, 'bad.safetensors'), (e: Error) => e.message.startsWith('bad.safetensors: not a valid safetensors file'), why);
+    assert.throws(
+      () => decodeSafetensors(buf, 'bad.safetensors'),
+      (e: Error) => e.message.startsWith('bad.safetensors: not a valid safetensors file'),
+      why,
+    );
   }
 });

@@ -9,7 +9,10 @@ import { offerToBank, teacherWeights } from '../../dist/train/teachers.js';
 test('reset happens before epochs 1 + k*cycle, never before epoch 1', () => {
   const epochs = Array.from({ length: 12 }, (_, i) => i + 1).filter((e) => isResetEpoch(e, 4, true));
   assert.deepEqual(epochs, [5, 9]);
-  assert.deepEqual(Array.from({ length: 5 }, (_, i) => i + 1).filter((e) => isResetEpoch(e, 1, true)), [2, 3, 4, 5]);
+  assert.deepEqual(
+    Array.from({ length: 5 }, (_, i) => i + 1).filter((e) => isResetEpoch(e, 1, true)),
+    [2, 3, 4, 5],
+  );
   assert.equal(isResetEpoch(5, 4, false), false);
 });
 
@@ -42,7 +45,11 @@ const e = (id: number, score: number): BankEntry => ({ id, epoch: id, score });
 
 test('meaningful bank: fills to K, then replaces the lowest only when the newcomer scores higher', () => {
   let bank: BankEntry[] = [];
-  for (const [id, score] of [[1, 0.5], [2, 0.6], [3, 0.4]] as const) {
+  for (const [id, score] of [
+    [1, 0.5],
+    [2, 0.6],
+    [3, 0.4],
+  ] as const) {
     const d = offerToBank(bank, e(id, score), 3, 'meaningful');
     assert.equal(d.added, id);
     assert.equal(d.replaced, null);

@@ -18,7 +18,9 @@ const ref = JSON.parse(fs.readFileSync(path.join(here, '../../test/fixtures/zoo_
 for (const name of Object.keys(ref.models)) {
   test(`${name}: state_dict names and shapes match torchvision`, () => {
     const m = new binding.Model(buildModel(name, { numClasses: 10, inChannels: 3, height: 32, width: 32 }), 0);
-    const ours = m.tensors().map((t) => [t.name, t.name.endsWith('num_batches_tracked') ? [] : t.shape] as [string, number[]]);
+    const ours = m
+      .tensors()
+      .map((t) => [t.name, t.name.endsWith('num_batches_tracked') ? [] : t.shape] as [string, number[]]);
     const sort = (a: [string, number[]][]) => [...a].sort((x, y) => (x[0] < y[0] ? -1 : 1));
     assert.deepEqual(sort(ours), sort(ref.models[name]));
     m.dispose();

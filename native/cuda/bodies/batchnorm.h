@@ -267,8 +267,10 @@ struct FoldBatchNorm {
     const size_t nw = size_t(OC) * per_oc;
     const size_t oc = i < nw ? i / per_oc : i - nw;
     const float s = kernel_math::batchnorm_fold_scale(gamma[oc], running_var[oc], eps);
-    if (i < nw) w_out[i] = w_in[i] * s;
-    else b_out[oc] = kernel_math::batchnorm_fold_bias(b_in, oc, running_mean[oc], s, beta[oc]);
+    if (i < nw)
+      w_out[i] = w_in[i] * s;
+    else
+      b_out[oc] = kernel_math::batchnorm_fold_bias(b_in, oc, running_mean[oc], s, beta[oc]);
   }
 };
 

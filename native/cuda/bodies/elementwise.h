@@ -34,9 +34,7 @@ struct ReluBackward {
   size_t n;
   bool six;
   DFL_HOST_DEVICE size_t count() const { return n; }
-  DFL_HOST_DEVICE void operator()(size_t i) const {
-    dinp[i] += blocks_gradient(inp[i], six) ? 0.f : dout[i];
-  }
+  DFL_HOST_DEVICE void operator()(size_t i) const { dinp[i] += blocks_gradient(inp[i], six) ? 0.f : dout[i]; }
 };
 
 // The backward of a fused activation, in place (cpu::activation_backward_inplace): dout[i] = 0

@@ -16,7 +16,12 @@ export interface InfoArgs {
 
 export function builder(y: Argv): Argv<InfoArgs> {
   return y
-    .option('json', jsonOption('one object, {version, backends: {compiled, usable, detail, libraries}, threads, cpu_features, simd_paths, ...}'))
+    .option(
+      'json',
+      jsonOption(
+        'one object, {version, backends: {compiled, usable, detail, libraries}, threads, cpu_features, simd_paths, ...}',
+      ),
+    )
     .example('$0 info', 'what this installation can run on') as unknown as Argv<InfoArgs>;
 }
 
@@ -31,7 +36,15 @@ export async function handler(argv: InfoArgs): Promise<void> {
     } catch (err) {
       // Still say what is known; the addon error is the answer the user came for.
       const message = (err as Error).message;
-      if (out.json) out.line({ version, backends: { compiled: [], usable: [] }, threads: null, cpu_features: [], platform, addon_error: message });
+      if (out.json)
+        out.line({
+          version,
+          backends: { compiled: [], usable: [] },
+          threads: null,
+          cpu_features: [],
+          platform,
+          addon_error: message,
+        });
       else {
         out.print(`dfl-native ${version} (${platform})`);
         out.note(message);
@@ -44,20 +57,33 @@ export async function handler(argv: InfoArgs): Promise<void> {
         // detail: the device of each usable backend, or why a backend cannot be used here.
         // libraries: what each backend was built against and runs with (only those that have any).
         backends: {
-          compiled: rt.compiledBackends, usable: rt.usableBackends, detail: Object.fromEntries(rt.backends.map((b) => [b.name, b.detail])),
+          compiled: rt.compiledBackends,
+          usable: rt.usableBackends,
+          detail: Object.fromEntries(rt.backends.map((b) => [b.name, b.detail])),
           libraries: Object.fromEntries(rt.backends.filter((b) => b.libraries).map((b) => [b.name, b.libraries])),
         },
         threads: rt.threads,
-        hardware_threads: rt.hardwareThreads, cpu_features: rt.cpuFeatures, cuda_status: rt.cudaStatus, gemm_kernel: rt.gemmKernel,
-        simd_paths: rt.simdPaths, simd_level: rt.simdLevel, simd_request: rt.simdRequest || null,
-        openmp: rt.openmp, build_system: rt.buildSystem, platform, cpus: os.cpus()[0]?.model ?? null,
+        hardware_threads: rt.hardwareThreads,
+        cpu_features: rt.cpuFeatures,
+        cuda_status: rt.cudaStatus,
+        gemm_kernel: rt.gemmKernel,
+        simd_paths: rt.simdPaths,
+        simd_level: rt.simdLevel,
+        simd_request: rt.simdRequest || null,
+        openmp: rt.openmp,
+        build_system: rt.buildSystem,
+        platform,
+        cpus: os.cpus()[0]?.model ?? null,
       });
       return;
     }
     const rows: [string, string][] = [
       ['version', version],
       ['platform', platform],
-      ['backends', `compiled: ${rt.compiledBackends.join(', ') || '-'}; usable: ${rt.usableBackends.join(', ') || '-'}`],
+      [
+        'backends',
+        `compiled: ${rt.compiledBackends.join(', ') || '-'}; usable: ${rt.usableBackends.join(', ') || '-'}`,
+      ],
       ...rt.backends.flatMap((b): [string, string][] => [
         [b.name, `${b.usable ? 'usable' : 'not usable'}: ${b.detail}`],
         ...(b.libraries ? [[`${b.name} libraries`, b.libraries] as [string, string]] : []),

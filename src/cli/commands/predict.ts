@@ -39,20 +39,23 @@ async function checkpointPredictor(dir: string): Promise<Predictor> {
   const ckpt = await loadCheckpoint(dir);
   const [c, h, w] = ckpt.inputShape;
   return {
-    classNames: ckpt.classNames, inputShape: ckpt.inputShape,
+    classNames: ckpt.classNames,
+    inputShape: ckpt.inputShape,
     probs: (images, n) => predictProbs(ckpt.model, images, n, c, h, w, ckpt.mean, ckpt.std),
     close: () => ckpt.model.dispose(),
   };
 }
 
 async function onnxPredictor(file: string): Promise<Predictor> {
-  if (!fs.existsSync(file)) throw new UsageError(`--onnx ${file}: no such file; give a file written by dfl-native export`);
+  if (!fs.existsSync(file))
+    throw new UsageError(`--onnx ${file}: no such file; give a file written by dfl-native export`);
   const bytes = fs.readFileSync(file);
   const meta = readOnnxMetadata(bytes, file);
   const session = await openOnnx(bytes, file);
   const [c, h, w] = meta.inputShape;
   return {
-    classNames: meta.classNames, inputShape: meta.inputShape,
+    classNames: meta.classNames,
+    inputShape: meta.inputShape,
     probs: async (images, n) => {
       const per = h * w;
       const x = new Float32Array(images.length);
@@ -69,19 +72,31 @@ async function onnxPredictor(file: string): Promise<Predictor> {
 export function builder(y: Argv): Argv<PredictArgs> {
   return y
     .positional('images', { type: 'string', array: true, describe: 'Image files (JPEG, PNG, WebP, ...)' })
-    .option('checkpoint', { type: 'string', requiresArg: true, describe: 'A run folder written by train (or its checkpoint/)' })
-    .option('onnx', { type: 'string', requiresArg: true, describe: 'An ONNX file written by export (runs in onnxruntime-node)' })
+    .option('checkpoint', {
+      type: 'string',
+      requiresArg: true,
+      describe: 'A run folder written by train (or its checkpoint/)',
+    })
+    .option('onnx', {
+      type: 'string',
+      requiresArg: true,
+      describe: 'An ONNX file written by export (runs in onnxruntime-node)',
+    })
     .option('top-k', numberFlag({ describe: 'Classes listed per image [default: 5]' }))
     .option('threads', sharedOption('threads'))
     .option('json', jsonOption('one line per image, {"file", "top": [{"label", "prob"}, ...]}'))
     .conflicts('checkpoint', 'onnx')
     .check((a) => {
       if (!a.checkpoint && !a.onnx) throw new UsageError('predict needs --checkpoint DIR or --onnx FILE');
-      if (!Array.isArray(a.images) || a.images.length === 0) throw new UsageError('predict needs at least one image file');
+      if (!Array.isArray(a.images) || a.images.length === 0)
+        throw new UsageError('predict needs at least one image file');
       return true;
     })
     .example('$0 predict --checkpoint runs/2026-11-29_10-00-00 cat.jpg dog.png', 'top-5 classes of two images')
-    .example('$0 predict --onnx model.onnx --top-k 1 --json photos/*.jpg', 'the exported model, JSON lines') as unknown as Argv<PredictArgs>;
+    .example(
+      '$0 predict --onnx model.onnx --top-k 1 --json photos/*.jpg',
+      'the exported model, JSON lines',
+    ) as unknown as Argv<PredictArgs>;
 }
 
 export async function handler(argv: PredictArgs): Promise<void> {
@@ -102,7 +117,10 @@ export async function handler(argv: PredictArgs): Promise<void> {
         const batch = files.slice(start, start + chunk);
         const probs = await p.probs(await decodeImages(batch, c, h, w), batch.length);
         batch.forEach((file, i) => {
-          const row = Array.from(probs.subarray(i * nc, (i + 1) * nc), (prob, idx) => ({ label: p.classNames[idx], prob }));
+          const row = Array.from(probs.subarray(i * nc, (i + 1) * nc), (prob, idx) => ({
+            label: p.classNames[idx],
+            prob,
+          }));
           const top = row.sort((a, b) => b.prob - a.prob).slice(0, k);
           if (out.json) out.line({ file, top });
           else out.print(`${file}: ${top.map((t) => `${t.label} ${(t.prob * 100).toFixed(1)}%`).join(', ')}`);

@@ -10,7 +10,14 @@ import type { BatchProgress, EpochRecord, TrainSummary } from '../../records.js'
 import { train, type TrainOptions } from '../../train/trainer.js';
 import { jsonOption } from '../common-flags.js';
 import { fixed, formatDuration, Output, pct, progressBar, runCommand, Table } from '../output.js';
-import { defaultOutDir, flagsToConfig, kebab, readConfigFile, resolveTrainConfig, trainOptions } from '../train-flags.js';
+import {
+  defaultOutDir,
+  flagsToConfig,
+  kebab,
+  readConfigFile,
+  resolveTrainConfig,
+  trainOptions,
+} from '../train-flags.js';
 
 export interface TrainArgs {
   config?: string;
@@ -38,13 +45,34 @@ const RESUME_KEYS = ['epochs', 'threads', 'out'] as const;
 export function builder(y: Argv): Argv<TrainArgs> {
   return y
     .options(trainOptions())
-    .option('config', { type: 'string', requiresArg: true, group: 'Run:', describe: 'JSON file of train options (camelCase or kebab-case keys); flags override it' })
-    .option('resume', { type: 'string', requiresArg: true, group: 'Run:', describe: 'Continue an interrupted run: its folder (or its checkpoint/); only --epochs, --threads, --out apply' })
-    .option('allow-data-change', { type: 'boolean', group: 'Run:', describe: 'With --resume: continue even if the data differ from those the run was trained on (refused otherwise, naming what changed)' })
+    .option('config', {
+      type: 'string',
+      requiresArg: true,
+      group: 'Run:',
+      describe: 'JSON file of train options (camelCase or kebab-case keys); flags override it',
+    })
+    .option('resume', {
+      type: 'string',
+      requiresArg: true,
+      group: 'Run:',
+      describe: 'Continue an interrupted run: its folder (or its checkpoint/); only --epochs, --threads, --out apply',
+    })
+    .option('allow-data-change', {
+      type: 'boolean',
+      group: 'Run:',
+      describe:
+        'With --resume: continue even if the data differ from those the run was trained on (refused otherwise, naming what changed)',
+    })
     .option('json', { ...jsonOption('one line per event (start, epoch, log, summary)'), group: 'Run:' })
     .example('$0 train', 'DFL on the bundled sample with a small CPU-friendly model (about two minutes)')
-    .example('$0 train --data ./cifar-10-batches-bin --model resnet18 --width 0.5 --epochs 30', 'CIFAR-10 from its binary files')
-    .example('$0 train --data ./photos --image-size 64 --method base --out runs/base', 'an image folder, plain training')
+    .example(
+      '$0 train --data ./cifar-10-batches-bin --model resnet18 --width 0.5 --epochs 30',
+      'CIFAR-10 from its binary files',
+    )
+    .example(
+      '$0 train --data ./photos --image-size 64 --method base --out runs/base',
+      'an image folder, plain training',
+    )
     .example('$0 train --config exp.json --lr 0.1', 'options from a file, one overridden')
     .example('$0 train --resume runs/2026-11-29_10-00-00', 'continue an interrupted run') as unknown as Argv<TrainArgs>;
 }
@@ -52,11 +80,14 @@ export function builder(y: Argv): Argv<TrainArgs> {
 function buildOptions(argv: TrainArgs, signal: AbortSignal): { options: TrainOptions; outDir: string | undefined } {
   const flags = flagsToConfig(argv);
   if (argv.resume) {
-    if (!fs.existsSync(argv.resume)) throw new UsageError(`--resume ${argv.resume}: no such folder; give a run folder written by dfl-native train`);
+    if (!fs.existsSync(argv.resume))
+      throw new UsageError(`--resume ${argv.resume}: no such folder; give a run folder written by dfl-native train`);
     const ignored = Object.keys(flags).filter((k) => !(RESUME_KEYS as readonly string[]).includes(k));
     if (argv.config) ignored.push('config');
     if (ignored.length)
-      throw new UsageError(`--resume continues with the run's saved options; drop ${ignored.map((k) => `--${kebab(k)}`).join(', ')} (only --epochs, --threads and --out may change)`);
+      throw new UsageError(
+        `--resume continues with the run's saved options; drop ${ignored.map((k) => `--${kebab(k)}`).join(', ')} (only --epochs, --threads and --out may change)`,
+      );
     const options: TrainOptions = { resume: argv.resume, allowDataChange: argv.allowDataChange, signal };
     for (const k of RESUME_KEYS) if (flags[k] !== undefined) (options as Record<string, unknown>)[k] = flags[k];
     return { options, outDir: flags.out };
@@ -66,7 +97,9 @@ function buildOptions(argv: TrainArgs, signal: AbortSignal): { options: TrainOpt
   const hasOut = flags.out !== undefined || (fileLayer && fileLayer.out !== undefined);
   const config = resolveTrainConfig(fileLayer, flags, argv.config, hasOut ? undefined : { out: defaultOutDir() });
   if (config.data !== undefined && config.data !== 'sample' && !fs.existsSync(config.data))
-    throw new UsageError(`--data ${config.data}: no such file or folder; give a CIFAR binary folder or an image folder (or omit --data for the bundled sample)`);
+    throw new UsageError(
+      `--data ${config.data}: no such file or folder; give a CIFAR binary folder or an image folder (or omit --data for the bundled sample)`,
+    );
   return { options: { ...config, signal }, outDir: config.out };
 }
 
@@ -94,15 +127,20 @@ function bankText(r: EpochRecord): string {
 
 function describeStart(s: StartInfo, outDir: string | undefined): string[] {
   const c = s.config;
-  const macs = s.macsPerImage >= 1e9 ? `${(s.macsPerImage / 1e9).toFixed(2)}G` : `${(s.macsPerImage / 1e6).toFixed(1)}M`;
+  const macs =
+    s.macsPerImage >= 1e9 ? `${(s.macsPerImage / 1e9).toFixed(2)}G` : `${(s.macsPerImage / 1e6).toFixed(1)}M`;
   const lines = [
     `dfl-native train: method ${c.method}, model ${c.model}${/\.json$/.test(c.model) ? '' : ` x${c.width}`} (${(s.params / 1e3).toFixed(1)}k params, ${macs} MACs/image), device ${s.device ?? c.device}${c.precision === 'bf16' ? ' (bf16)' : ''}${c.deterministic ? '' : ', non-deterministic algorithms'}`,
     `data: ${c.data ?? 'bundled sample'}: ${s.trainSize} train / ${s.valSize} val / ${s.testSize} test images, ${s.classNames.length} classes`,
   ];
   if (c.method === 'sd' || c.method === 'dfl')
-    lines.push(`teachers: bank of ${c.teachers} (${c.teacherSource}, ${c.teacherWeighting} weights${c.skipWorseTeachers ? ', teaching only when better than the student' : ''}), T ${c.temperature}, alpha ${c.distillWeight}`);
+    lines.push(
+      `teachers: bank of ${c.teachers} (${c.teacherSource}, ${c.teacherWeighting} weights${c.skipWorseTeachers ? ', teaching only when better than the student' : ''}), T ${c.temperature}, alpha ${c.distillWeight}`,
+    );
   if (c.method === 'reset' || c.method === 'dfl')
-    lines.push(`reset: last ${c.resetDepth} layer(s) every ${c.resetCycle} epochs (${c.resetMode})${c.resetUntil < 1 ? `, none after ${Math.round(c.resetUntil * 100)}% of the epochs` : ''}`);
+    lines.push(
+      `reset: last ${c.resetDepth} layer(s) every ${c.resetCycle} epochs (${c.resetMode})${c.resetUntil < 1 ? `, none after ${Math.round(c.resetUntil * 100)}% of the epochs` : ''}`,
+    );
   if (outDir) lines.push(`out: ${outDir}`);
   return lines;
 }
@@ -157,7 +195,10 @@ export async function handler(argv: TrainArgs): Promise<void> {
       const done = b.batch - epochStart.batch0;
       const perBatch = (now - epochStart.t) / 1000 / Math.max(done, 1);
       const eta = (b.batches - b.batch) * perBatch;
-      out.bar(`epoch ${b.epoch}/${epochs} ${progressBar(b.batch, b.batches)} ${b.batch}/${b.batches}  loss ${b.loss.toFixed(4)}  ${Math.round(b.images_per_sec)} img/s  ETA ${formatDuration(eta)}`, b.batch === b.batches);
+      out.bar(
+        `epoch ${b.epoch}/${epochs} ${progressBar(b.batch, b.batches)} ${b.batch}/${b.batches}  loss ${b.loss.toFixed(4)}  ${Math.round(b.images_per_sec)} img/s  ETA ${formatDuration(eta)}`,
+        b.batch === b.batches,
+      );
     });
     run.on('epoch', (r: EpochRecord) => {
       if (out.json) out.line({ event: 'epoch', ...r });
@@ -175,7 +216,9 @@ export async function handler(argv: TrainArgs): Promise<void> {
     else for (const l of describeSummary(summary, outDir)) out.print(l);
     if (summary.interrupted) {
       const where = outDir ?? '<run folder>';
-      out.note(`interrupted: the checkpoint is in ${path.join(where, 'checkpoint')}; resume with: dfl-native train --resume ${where}`);
+      out.note(
+        `interrupted: the checkpoint is in ${path.join(where, 'checkpoint')}; resume with: dfl-native train --resume ${where}`,
+      );
       return EXIT.interrupted;
     }
     return EXIT.ok;
