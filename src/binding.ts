@@ -295,7 +295,7 @@ export function addonCandidates(): string[] {
 let cached: NativeBinding | undefined;
 
 /** Loads the native addon once; throws an Error that says why and what to do. */
-/** "gemm avx512, conv avx2, batchnorm avx2, pool avx2 (DFL_SIMD=avx2)": which SIMD path each kernel family runs, for reports. */
+/** "gemm avx512, conv-rows avx512, conv avx2, batchnorm avx2, pool avx2": which SIMD path each kernel family runs, for reports. */
 export function describeSimd(rt: RuntimeInfo): string {
   const paths = Object.entries(rt.simdPaths)
     .map(([family, level]) => `${family} ${level}`)

@@ -92,11 +92,13 @@ std::vector<std::string> cpu_feature_names() {
 }
 
 std::vector<std::pair<std::string, std::string>> simd_paths() {
-  // The non-GEMM kernels have AVX2+FMA code and portable fallbacks, no AVX-512 code: their path is
-  // the level here capped at AVX2. A family that gains a path changes its row here.
+  // The GEMM and the convolution row kernels have AVX-512, AVX2+FMA and portable code; the other
+  // families AVX2+FMA and portable only: their path is the level here capped at AVX2. A family that
+  // gains a path changes its row here.
   const SimdLevel others = std::min(simd_level(), SimdLevel::Avx2);
-  return {{"gemm", gemm_kernel_name()},        // cpu/gemm.cpp
-          {"conv", simd_level_label(others)},  // direct, Winograd, depthwise, pointwise, im2col rows
+  return {{"gemm", gemm_kernel_name()},                   // cpu/gemm.cpp
+          {"conv-rows", simd_level_label(simd_level())},  // cpu/conv/row_kernels.h: direct 3x3, pointwise
+          {"conv", simd_level_label(others)},  // Winograd, depthwise, output-channel, im2col rows, weight gradients
           {"batchnorm", simd_level_label(others)},
           {"pool", simd_level_label(others)}};
 }

@@ -13,13 +13,7 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define DFL_BN_X86 1
-#else
-#define DFL_BN_X86 0
-#endif
+#include "cpu/simd.h"
 
 namespace dfl::cpu {
 
@@ -37,7 +31,7 @@ float activated(float v, Activation act) {
 // The elementwise passes go over `segs` segments of n floats, `stride` apart, in one call: a
 // sample's channels (coefficient step 1: a scale and shift per segment), or one plane (step 0). On
 // 4x4 maps a segment is two vectors, and a call per segment cost more than its work.
-#if DFL_BN_X86
+#if DFL_X86
 // y = act(x * scale + shift).
 template <Activation A>
 __attribute__((target("avx2,fma"))) void affine_avx2(float* y, const float* x, size_t n, size_t stride, int segs,
@@ -61,7 +55,7 @@ __attribute__((target("avx2,fma"))) void affine_avx2(float* y, const float* x, s
 
 void affine(float* y, const float* x, size_t n, size_t stride, int segs, const float* scale, const float* shift,
             int cstep, Activation act) {
-#if DFL_BN_X86
+#if DFL_X86
   if (cpu_features().avx2 && cpu_features().fma) {
     if (act == Activation::Relu) return affine_avx2<Activation::Relu>(y, x, n, stride, segs, scale, shift, cstep);
     if (act == Activation::Relu6) return affine_avx2<Activation::Relu6>(y, x, n, stride, segs, scale, shift, cstep);
@@ -88,7 +82,7 @@ struct alignas(32) LaneSums {
   double second() const { return ((s2[0] + s2[1]) + (s2[2] + s2[3])) + t2; }
 };
 
-#if DFL_BN_X86
+#if DFL_X86
 // sums[c - c0] += (x - shift) and (x - shift)^2 over channels [c0, c1), samples in order.
 __attribute__((target("avx2,fma"))) void shifted_sums_avx2(LaneSums* sums, const double* shifts, const float* x,
                                                            size_t bstride, size_t plane, int64_t c0, int64_t c1,
@@ -121,7 +115,7 @@ __attribute__((target("avx2,fma"))) void shifted_sums_avx2(LaneSums* sums, const
 
 void shifted_sums(LaneSums* sums, const double* shifts, const float* x, size_t bstride, size_t plane, int64_t c0,
                   int64_t c1, int B) {
-#if DFL_BN_X86
+#if DFL_X86
   if (cpu_features().avx2 && cpu_features().fma) return shifted_sums_avx2(sums, shifts, x, bstride, plane, c0, c1, B);
 #endif
   for (int b = 0; b < B; ++b)
@@ -205,7 +199,7 @@ inline float masked(float dy, float y, Activation act) {
   return blocked ? 0.f : dy;
 }
 
-#if DFL_BN_X86
+#if DFL_X86
 template <Activation A>
 __attribute__((target("avx2,fma"))) inline __m256 masked_avx2(__m256 dy, const float* y) {
   if (A == Activation::None) return dy;
@@ -270,7 +264,7 @@ __attribute__((target("avx2,fma"))) void dx_avx2(float* dx, const float* dy, con
 
 void grad_sums(LaneSums* sums, const float* x, const float* dy, const float* y, size_t bstride, size_t plane,
                int64_t c0, int64_t c1, int B, Activation act) {
-#if DFL_BN_X86
+#if DFL_X86
   if (cpu_features().avx2 && cpu_features().fma) {
     if (act == Activation::Relu) return grad_sums_avx2<Activation::Relu>(sums, x, dy, y, bstride, plane, c0, c1, B);
     if (act == Activation::Relu6) return grad_sums_avx2<Activation::Relu6>(sums, x, dy, y, bstride, plane, c0, c1, B);
@@ -289,7 +283,7 @@ void grad_sums(LaneSums* sums, const float* x, const float* dy, const float* y, 
 
 void dx_update(float* dx, const float* dy, const float* y, const float* x, size_t n, size_t stride, int segs,
                const float* a, const float* b, const float* c, int cstep, Activation act, bool overwrite) {
-#if DFL_BN_X86
+#if DFL_X86
   if (cpu_features().avx2 && cpu_features().fma) {
     if (overwrite) {
       if (act == Activation::Relu)

@@ -22,13 +22,6 @@
 #include "cpu/simd.h"
 #include "cpu/kernels.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define DFL_GEMM_X86 1
-#else
-#define DFL_GEMM_X86 0
-#endif
-
 namespace dfl::cpu {
 
 namespace {
@@ -84,7 +77,7 @@ void ukr_portable(int kc, const float* __restrict a, const float* __restrict b, 
   if (!full) tile_store<MR, NR>(tile, c, ldc, mr, nr);
 }
 
-#if DFL_GEMM_X86
+#if DFL_X86
 // ---- AVX2 + FMA 6x16: 12 ymm accumulators ------------------------------------------------------
 constexpr int kAvx2MR = 6, kAvx2NR = 16;
 __attribute__((target("avx2,fma"))) void ukr_avx2(int kc, const float* __restrict a, const float* __restrict b,
@@ -189,7 +182,7 @@ constexpr int kMCMax = 192, kNCMax = 2048;
 
 const Variant& variant_of(GemmKernel k) {
   static const Variant portable{kPortMR, kPortNR, 128, kKC, kNCMax, ukr_portable};
-#if DFL_GEMM_X86
+#if DFL_X86
   static const Variant avx2{kAvx2MR, kAvx2NR, 192, kKC, kNCMax, ukr_avx2};
   static const Variant avx512{kAvx512MR, kAvx512NR, 192, kKC, kNCMax, ukr_avx512};
   if (k == GemmKernel::Avx512) return avx512;
@@ -260,7 +253,7 @@ void pack_a(float* dst, const GemmArgs& g, int i0, int mc, int p0, int kc) {
   }
 }
 
-#if DFL_GEMM_X86
+#if DFL_X86
 // B stored (N, K), a full panel of NR columns: 8 columns x 8 k at a time through an 8x8 transpose
 // (the scalar copy below writes one float per 64-byte row of the panel per step). Same values.
 template <int NR>
@@ -281,14 +274,14 @@ __attribute__((target("avx2"))) void pack_b_transposed_panel(float* dst, const G
 // Packs op(B)[p0:p0+kc, j0:j0+nc] into NR-column panels: dst[panel][k][c], zero columns past nc.
 template <int NR>
 void pack_b(float* dst, const GemmArgs& g, int p0, int kc, int j0, int nc) {
-#if DFL_GEMM_X86
+#if DFL_X86
   // The transposed panels with AVX2 (every x86 variant but the portable one runs on AVX2 CPUs).
   static const bool avx2 = cpu_features().avx2;
   const bool fast_transpose = g.tb && NR % 8 == 0 && avx2;
 #endif
   for (int jr = 0; jr < nc; jr += NR) {
     const int nr = std::min(NR, nc - jr);
-#if DFL_GEMM_X86
+#if DFL_X86
     if (fast_transpose && nr == NR) {
       pack_b_transposed_panel<NR>(dst, g, p0, kc, j0 + jr);
       dst += size_t(kc) * NR;
@@ -405,7 +398,7 @@ GemmKernel best_supported() {
 }  // namespace
 
 bool gemm_kernel_supported(GemmKernel k) {
-#if DFL_GEMM_X86
+#if DFL_X86
   const CpuFeatures& f = cpu_features();
   switch (k) {
     case GemmKernel::Avx512:
@@ -474,7 +467,7 @@ void sgemm_with(GemmKernel k, bool trans_a, bool trans_b, int M, int N, int K, f
   DFL_CHECK(ldb >= (trans_b ? K : N), "sgemm: ldb ", ldb, " too small");
   const GemmArgs g{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
   const Variant& v = variant_of(k);
-#if DFL_GEMM_X86
+#if DFL_X86
   if (k == GemmKernel::Avx512) return run_gemm(v, region_fn<kAvx512MR, kAvx512NR>(), g);
   if (k == GemmKernel::Avx2) return run_gemm(v, region_fn<kAvx2MR, kAvx2NR>(), g);
 #endif

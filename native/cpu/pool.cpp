@@ -9,19 +9,13 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define DFL_POOL_X86 1
-#else
-#define DFL_POOL_X86 0
-#endif
+#include "cpu/simd.h"
 
 namespace dfl::cpu {
 
 namespace {
 
-#if DFL_POOL_X86
+#if DFL_X86
 // One output row of the 2x2 / stride-2 max pool (VGG's) from input rows r0 and r1, 8 outputs per
 // AVX2 step (then 4 per SSE step): the same comparisons in the same order as the scalar loop, as
 // selects instead of branches (on real data the branches mispredict; docs/native.md, "Training
@@ -120,7 +114,7 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
           const float* r0 = x + size_t(2 * oh) * W;
           const float* r1 = r0 + W;
           int ow = 0;
-#if DFL_POOL_X86
+#if DFL_X86
           if (cpu_features().avx2)
             ow = maxpool2x2_row_avx2(y + oh * OW, am ? am + oh * OW : nullptr, r0, r1, OW, 2 * oh * W, W);
 #endif

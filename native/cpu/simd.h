@@ -1,6 +1,7 @@
-// Helpers for the vector kernels: an unroll hint, and the 8x8 float transpose in AVX registers
-// shared by the kernels that switch between channels-in-lanes and pixels-in-lanes
-// (conv_direct_oc.cpp, conv_winograd.cpp). x86 only; callers check AVX2 at run time.
+// Helpers for the vector kernels: an unroll hint, the fused activation, the 8x8 float transpose in
+// AVX registers shared by the kernels that switch between channels-in-lanes and pixels-in-lanes
+// (conv/direct_oc.cpp, conv/winograd.cpp), the even/odd split of stride-2 rows and the fixed-order lane sum (conv/row_kernels.h,
+// conv/depthwise3x3.cpp). x86 only; callers check AVX2 at run time.
 #pragma once
 
 // Put before each loop over a register-block array (acc[o][v] of __m256). GCC keeps such an array
@@ -9,7 +10,14 @@
 // per 12 FMAs, half the kernel's time).
 #define DFL_UNROLL _Pragma("GCC unroll 16")
 
+// 1 where the x86 vector kernels are compiled in (they still check the CPU's features at run time).
 #if defined(__x86_64__) || defined(__i386__)
+#define DFL_X86 1
+#else
+#define DFL_X86 0
+#endif
+
+#if DFL_X86
 #include <immintrin.h>
 
 #include "core/shapes.h"  // Activation
@@ -46,6 +54,30 @@ __attribute__((target("avx2"))) inline void transpose8(__m256 r[8]) {
   r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
   r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// even[i] = src[2i], odd[i] = src[2i + 1] for the n floats of src (the split rows' copy).
+__attribute__((target("avx2"))) inline void deinterleave_avx2(float* even, float* odd, const float* src, int n) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
+    // shuffle_ps works within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6] -> permute to order.
+    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm256_storeu_ps(even + i / 2,
+                     _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(odd + i / 2,
+                     _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+  for (; i < n; ++i) (i % 2 == 0 ? even : odd)[i / 2] = src[i];
+}
+
+// The sum of a vector's 8 lanes in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last
+// two (the weight gradients' reductions, so that they do not depend on anything but the data).
+__attribute__((target("avx2"))) inline float lane_sum(__m256 v) {
+  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 
 }  // namespace dfl::cpu

@@ -14,7 +14,7 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "core/rng.h"
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 #include "cpu/kernels.h"
 
 using namespace dfl;

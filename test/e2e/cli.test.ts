@@ -640,7 +640,7 @@ test('info reports the SIMD path of every kernel family, and DFL_SIMD lowers the
     gemm_kernel: string;
   };
   const [full] = jsonLines(dfl('info', '--json').stdout) as [Info];
-  assert.deepEqual(Object.keys(full.simd_paths), ['gemm', 'conv', 'batchnorm', 'pool']);
+  assert.deepEqual(Object.keys(full.simd_paths), ['gemm', 'conv-rows', 'conv', 'batchnorm', 'pool']);
   assert.equal(full.simd_paths.gemm, full.gemm_kernel);
   assert.equal(full.simd_request, null);
   for (const cap of levels.slice(0, levels.indexOf(full.simd_level) + 1)) {

@@ -132,7 +132,10 @@ int main(int argc, char** argv) {
     const std::string arg = argv[a];
     if (arg == "--backend" && a + 1 < argc)
       only_backend = argv[++a];
-    else if (arg == "--hardware-simd-level") {  // for scripts/ci/run-tests.mjs: which passes to run
+    else if (arg == "--conv-rows-digest") {  // for conv_row_kernels_avx512_and_avx2_forms_agree_bitwise
+      std::printf("%s\n", conv_rows_digest().c_str());
+      return 0;
+    } else if (arg == "--hardware-simd-level") {  // for scripts/ci/run-tests.mjs: which passes to run
       std::printf("%s\n", dfl::simd_level_label(dfl::hardware_simd_level()));
       return 0;
     } else

@@ -33,6 +33,10 @@ struct Registrar {
   }
 };
 
+// The digest of the convolution row kernels' outputs on the test shapes (test_conv_algos.cpp);
+// `dfl_native_tests --conv-rows-digest` prints it, so a test can compare two SIMD forms.
+std::string conv_rows_digest();
+
 // The backend the current test runs on.
 Backend& backend();
 const std::shared_ptr<Backend>& backend_ptr();

@@ -1,5 +1,5 @@
 // Every CPU convolution algorithm against the reference (the plain double loops of
-// conv2d_reference.cpp): forward with and without bias, and each backward output accumulated onto
+// reference.cpp): forward with and without bias, and each backward output accumulated onto
 // random values (the += contract), on shapes that reach every block size and tail of the fast
 // paths; the reference itself against finite differences; thread-count invariance of each
 // algorithm; and the automatic choice.
@@ -11,9 +11,11 @@
 #include <sstream>
 #include <vector>
 
+#include <unistd.h>
+
 #include "core/cpu_features.h"
 #include "core/parallel.h"
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 #include "cpu/kernels.h"
 #include "harness.h"
 
@@ -304,6 +306,62 @@ DFL_CPU_TEST(conv_reference_backward_matches_finite_differences) {
   }
 }
 
+// The row kernels' AVX-512 and AVX2 forms compute each output element with the same sums in the
+// same order, so they must agree to the bit: a digest (FNV-1a over the bytes) of every output that
+// only the row kernels compute (direct 3x3 forward, with and without a fused ReLU6, its stride-1 and
+// stride-2 input gradient and weight gradient; pointwise forward and both gradients), on the test
+// shapes, here and in a copy of this binary run with DFL_SIMD=avx2.
+std::string dfl::test::conv_rows_digest() {
+  Rng rng(91);
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const Vec& v) {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(v.data());
+    for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  int outputs = 0;
+  for (const Conv2dShape& s : direct_shapes()) {
+    const Data d(s, rng);
+    for (ConvAlgo a : {ConvAlgo::Direct3x3, ConvAlgo::Pointwise}) {
+      if (!dfl::cpu::conv2d_algo_applies(a, s)) continue;
+      const Results r = run(a, d);
+      Vec act(out_size(s));
+      Vec ws(dfl::cpu::conv2d_workspace_floats_with(a, s) + 1);
+      dfl::cpu::conv2d_forward_with(a, act.data(), d.x.data(), d.w.data(), d.bias.data(), s, ws.data(),
+                                    dfl::Activation::Relu6);
+      mix(r.out), mix(r.out_nobias), mix(act), mix(r.dw);
+      outputs += 4;
+      // stride 2 on odd sizes: the input gradient is the general path's GEMM, whose AVX-512 and
+      // AVX2 micro-kernels round differently
+      if (a == ConvAlgo::Pointwise || dfl::cpu::direct3x3_data_gradient_applies(s)) mix(r.dinp), ++outputs;
+    }
+  }
+  std::ostringstream os;
+  os << std::hex << h << " over " << std::dec << outputs << " outputs";
+  return os.str();
+}
+
+DFL_CPU_TEST(conv_row_kernels_avx512_and_avx2_forms_agree_bitwise) {
+  if (!dfl::cpu::conv_rows_use_avx512()) {
+    std::printf("     (the row kernels run their AVX2 form here: no AVX-512, or DFL_SIMD caps it)\n");
+    return;
+  }
+  char exe[4096];
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  DFL_EXPECT(len > 0, "readlink /proc/self/exe");
+  exe[len] = 0;
+  const std::string command = std::string("DFL_SIMD=avx2 '") + exe + "' --conv-rows-digest";
+  FILE* child = popen(command.c_str(), "r");
+  DFL_EXPECT(child != nullptr, "popen " + command);
+  std::string theirs;
+  char buf[256];
+  while (fgets(buf, sizeof(buf), child)) theirs += buf;
+  DFL_EXPECT(pclose(child) == 0, command + " failed: " + theirs);
+  while (!theirs.empty() && theirs.back() == '\n') theirs.pop_back();
+  const std::string ours = dfl::test::conv_rows_digest();
+  DFL_EXPECT(ours == theirs, "AVX-512 rows " + ours + " vs AVX2 rows " + theirs);
+  std::printf("     (digest %s in both forms)\n", ours.c_str());
+}
+
 DFL_CPU_TEST(conv_algorithms_are_bitwise_identical_for_1_2_3_threads) {
   Rng rng(79);
   for (const Conv2dShape& s :
@@ -351,17 +409,23 @@ DFL_CPU_TEST(conv_automatic_choice) {
   DFL_EXPECT(avx2 == (dfl::simd_level() >= dfl::SimdLevel::Avx2), dfl::simd_paths_summary());
   // Stride-1 3x3 convolutions: Winograd with channels in multiples of 8 on maps of 4x4 and up, any
   // map size; the direct kernel for other channel counts (the 3-channel stem) and for 16 channels on
-  // both sides.
+  // both sides (32 on rows of 16+ with the row kernels' AVX-512 form).
+  const bool wide_rows = dfl::cpu::conv_rows_use_avx512();
+  DFL_EXPECT(wide_rows == (dfl::simd_level() >= dfl::SimdLevel::Avx512), dfl::simd_paths_summary());
   for (const Conv2dShape& s :
-       {cifar, Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1},
+       {Conv2dShape{8, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 16, 30, 30, 32, 3, 3, 1, 1, 1, 1, 1},
+        Conv2dShape{8, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 32, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1},
         Conv2dShape{8, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1}, Conv2dShape{8, 512, 5, 7, 8, 3, 3, 1, 1, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Winograd : ConvAlgo::General), describe(s));
   for (const Conv2dShape& s : {stem, narrow})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(s));
+  const ConvAlgo at32 = wide_rows ? ConvAlgo::Direct3x3 : avx2 ? ConvAlgo::Winograd : ConvAlgo::General;
+  for (const Conv2dShape& s : {cifar, Conv2dShape{8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1}})
+    DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == at32, describe(s));
   // Not where its transformed weights would pass 64 MiB (1024 x 1024 channels: 144 MiB).
   const Conv2dShape wide{2, 1024, 8, 8, 1024, 3, 3, 1, 1, 1, 1, 1};
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(wide) == (avx2 ? ConvAlgo::Direct3x3 : ConvAlgo::General), describe(wide));
-  // Stride-2 3x3 convolutions with fewer than 64 input channels take the direct kernel on output rows
+  // Stride-2 3x3 convolutions with fewer than 64 input channels (128 with the AVX-512 rows) take the direct kernel on output rows
   // of 8k, the output-channel algorithm on other rows of 8+; with 64+ channels or rows under 8 the
   // general one; strided 1x1 ones the dense copy (any width, any CPU); small maps and grouped
   // convolutions the general one.
@@ -371,9 +435,13 @@ DFL_CPU_TEST(conv_automatic_choice) {
   DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided12) == (avx2 ? ConvAlgo::DirectOC : ConvAlgo::General),
              describe(strided12));
   for (const Conv2dShape& s :
-       {Conv2dShape{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1},
+       {Conv2dShape{8, 128, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1}, Conv2dShape{8, 64, 8, 8, 128, 3, 3, 2, 2, 1, 1, 1},
         Conv2dShape{8, 16, 8, 8, 32, 3, 3, 2, 2, 1, 1, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::General, describe(s));
+  // 64 input channels: the direct rows in their AVX-512 form, else the GEMMs.
+  const Conv2dShape strided64{8, 64, 32, 32, 128, 3, 3, 2, 2, 1, 1, 1};
+  DFL_EXPECT(dfl::cpu::conv2d_choose_algo(strided64) == (wide_rows ? ConvAlgo::Direct3x3 : ConvAlgo::General),
+             describe(strided64));
   for (const Conv2dShape& s :
        {Conv2dShape{8, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1}, Conv2dShape{8, 256, 8, 8, 512, 1, 1, 2, 2, 0, 0, 1}})
     DFL_EXPECT(dfl::cpu::conv2d_choose_algo(s) == ConvAlgo::StridedPointwise, describe(s));

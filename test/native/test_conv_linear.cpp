@@ -7,7 +7,7 @@
 
 #include "core/parallel.h"
 #include "backend_ops.h"
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 #include "cpu/kernels.h"
 #include "harness.h"
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/model.h"
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 #include "cpu/kernels.h"
 #include "cuda/bodies/cast.h"
 #include "backend_ops.h"

@@ -142,7 +142,7 @@ test('bench-vs-torch runs end to end without PyTorch and writes one JSON and one
     assert.ok(files[0].endsWith('.json') && files[1].endsWith('.md'));
     const run = JSON.parse(fs.readFileSync(path.join(out, files[0]), 'utf8'));
     assert.ok(run.meta.peak.gflop_s > 0, 'the SGEMM peak was measured');
-    assert.match(run.meta.simd, /^gemm (avx512|avx2|portable), conv /);
+    assert.match(run.meta.simd, /^gemm (avx512|avx2|portable), conv-rows (avx512|avx2|portable), conv /);
     const [row] = run.rows;
     assert.ok(row.rounds['dfl-native'].train[0] > 0);
     const ort = Object.keys(row.rounds).find((e) => e.startsWith('onnxruntime '));

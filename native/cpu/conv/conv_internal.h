@@ -1,24 +1,32 @@
-// The CPU convolution algorithms behind conv2d_forward/backward (kernels.h), for tests and the kernel
-// lab (native/dev/conv_lab.cpp), which exercise each one explicitly. Production code calls the
-// kernels.h entry points, which pick an algorithm with conv2d_choose_algo.
-//   Reference  plain loops in double: the readable specification the others are tested against.
-//   General    any shape: depthwise direct loops, 1x1 GEMMs, im2col + GEMM (conv2d.cpp).
+// The CPU convolution algorithms behind conv2d_forward/backward (kernels.h), one file each in this
+// folder, for tests and the kernel lab (native/dev/conv_lab.cpp), which exercise each one
+// explicitly. Production code calls the kernels.h entry points, which pick an algorithm with
+// conv2d_choose_algo from the table in conv2d.cpp.
+//   Reference  plain loops in double: the readable specification the others are tested against
+//              (reference.cpp).
+//   General    any shape: depthwise direct loops, 1x1 GEMMs, im2col + GEMM (general.cpp).
 //   Direct3x3  3x3, stride 1 or 2, pad 1, groups 1, output rows of 8k, AVX2+FMA: forward, input
 //              gradient (stride 2: on even sizes, by row and column phases) and weight gradient as
-//              direct register-blocked loops (conv3x3.cpp), no im2col.
-//   Pointwise  1x1, stride 1, pad 0, groups 1, H*W % 8 == 0, AVX2+FMA: the row kernels with one tap
-//              (conv3x3.cpp), each plane one row; weight gradient by 3x4-channel register blocks.
-//   Depthwise3x3  depthwise 3x3, pad 1, stride 1 or 2, any map size, AVX2+FMA: padded-row loops
-//              per channel plane, stride-2 rows split into even and odd halves (conv3x3.cpp).
+//              direct register-blocked loops (direct3x3.cpp, on row_kernels.h), no im2col.
 //   DirectOC   groups 1, any kernel/stride/padding, AVX2+FMA: forward (and the input gradient at
-//              stride 1) as direct loops vectorised over output channels (conv_direct_oc.cpp);
+//              stride 1) as direct loops vectorised over output channels (direct_oc.cpp);
 //              the weight gradient, and strided input gradients, by the general algorithm.
+//   Depthwise3x3  depthwise 3x3, pad 1, stride 1 or 2, any map size, AVX2+FMA: padded-row loops
+//              per channel plane, stride-2 rows split into even and odd halves (depthwise3x3.cpp).
+//   Pointwise  1x1, stride 1, pad 0, groups 1, H*W % 8 == 0, AVX2+FMA: the row kernels with one tap
+//              (pointwise.cpp), each plane one row; weight gradient by 3x4-channel register blocks.
+//   ValidTaps  stride 1, padded, groups 1: GEMMs over the in-image taps per class of output pixels,
+//              for small maps (valid_taps.cpp).
+//   StridedPointwise  1x1 with a stride: a dense copy of the pixels read, then the stride-1 1x1
+//              algorithm the chooser picks for it (strided_pointwise.cpp).
 //   Winograd   3x3, stride 1, pad 1, groups 1, channels multiples of 8, AVX2+FMA: forward and both
-//              gradients as F(4x4, 3x3) Winograd transforms around 36 GEMMs (conv_winograd.cpp).
+//              gradients as F(4x4, 3x3) Winograd transforms around 36 GEMMs (winograd.cpp).
 // Every algorithm is bitwise identical for any thread count; they differ from each other in
-// float rounding (summation order) only.
+// float rounding (summation order) only. Adding one: docs/native.md, "Adding a convolution algorithm".
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include "core/shapes.h"
 
@@ -40,6 +48,8 @@ inline constexpr ConvAlgo kFastConvAlgos[] = {ConvAlgo::General,          ConvAl
                                               ConvAlgo::Depthwise3x3,     ConvAlgo::Pointwise, ConvAlgo::ValidTaps,
                                               ConvAlgo::StridedPointwise, ConvAlgo::Winograd};
 const char* conv_algo_label(ConvAlgo a);
+// Whether the direct 3x3 and pointwise row kernels take their AVX-512 form here (else AVX2).
+bool conv_rows_use_avx512();
 bool conv2d_algo_applies(ConvAlgo a, const Conv2dShape& s);
 ConvAlgo conv2d_choose_algo(const Conv2dShape& s);
 size_t conv2d_workspace_floats_with(ConvAlgo a, const Conv2dShape& s);
@@ -48,6 +58,17 @@ void conv2d_forward_with(ConvAlgo a, float* out, const float* inp, const float* 
                          const Conv2dShape& s, float* workspace, Activation act = Activation::None);
 void conv2d_backward_with(ConvAlgo a, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                           const float* weight, const Conv2dShape& s, float* workspace, bool overwrite_dinp = false);
+
+// Steps every algorithm shares (conv2d.cpp).
+// Fails with a message naming the bad size unless s is a valid convolution.
+void conv2d_check_shape(const Conv2dShape& s);
+// dbias[o] += the sum of dout's channel o over samples and positions (in double; thread-count free).
+void conv2d_bias_gradient(float* dbias, const float* dout, const Conv2dShape& s);
+// The parallel_for grain for items of per_item elements of work: chunks of at least 16k elements,
+// below which a chunk is not worth a thread.
+inline int64_t conv_grain(int64_t per_item) {
+  return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, per_item));
+}
 
 // The algorithms themselves (same contracts as kernels.h's conv2d_*).
 void conv2d_reference_forward(float* out, const float* inp, const float* weight, const float* bias,
@@ -59,11 +80,13 @@ void general_forward(float* out, const float* inp, const float* weight, const fl
                      float* workspace);
 void general_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                       const float* weight, const Conv2dShape& s, float* workspace);
+// Whether the general path's im2col goes by a table of tap offsets (output rows under 8).
+bool tap_table_applies(const Conv2dShape& s);
 bool direct3x3_applies(const Conv2dShape& s);
 size_t direct3x3_workspace_floats(const Conv2dShape& s);
 void direct3x3_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,
                        float* workspace, Activation act = Activation::None);
-// Stride 1, or stride 2 on even input sizes (row and column phases, conv3x3.cpp).
+// Stride 1, or stride 2 on even input sizes (row and column phases).
 bool direct3x3_data_gradient_applies(const Conv2dShape& s);
 // dinp += the input gradient of dout (overwrite: dinp =).
 void direct3x3_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
@@ -98,6 +121,12 @@ void direct_oc_forward(float* out, const float* inp, const float* weight, const 
 // dinp += the input gradient of dout (stride 1).
 void direct_oc_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dShape& s,
                              float* workspace);
+bool strided_pointwise_applies(const Conv2dShape& s);
+size_t strided_pointwise_workspace_floats(const Conv2dShape& s);
+void strided_pointwise_forward(float* out, const float* inp, const float* weight, const float* bias,
+                               const Conv2dShape& s, float* workspace);
+void strided_pointwise_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                                const float* weight, const Conv2dShape& s, float* workspace);
 bool winograd_applies(const Conv2dShape& s);
 size_t winograd_workspace_floats(const Conv2dShape& s);
 void winograd_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dShape& s,

@@ -1,7 +1,7 @@
 // The reference convolution: the definition, written as plainly as possible (PyTorch semantics:
 // cross-correlation, zero padding, groups; sums in double). Slow; the tests compare every fast
 // algorithm with it, and it documents what they compute.
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 
 namespace dfl::cpu {
 

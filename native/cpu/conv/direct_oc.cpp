@@ -1,5 +1,5 @@
 // Direct convolution vectorised over output channels (AVX2+FMA), for groups == 1 and any kernel,
-// stride and padding: what the 3x3 row kernels (conv3x3.cpp) cannot take, notably small maps
+// stride and padding: what the 3x3 row kernels (direct3x3.cpp) cannot take, notably small maps
 // (4x4, 2x2), strided convolutions and 1x1 convolutions. No im2col.
 //
 // A register block is 8 output pixels x 8 output channels: for every input channel c and tap
@@ -20,14 +20,7 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/simd.h"
-#include "cpu/conv_internal.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define DFL_DIRECT_OC_X86 1
-#else
-#define DFL_DIRECT_OC_X86 0
-#endif
+#include "cpu/conv/conv_internal.h"
 
 namespace dfl::cpu {
 
@@ -85,7 +78,7 @@ void pad_sample(float* xp, const float* x, const Geometry& g) {
   }
 }
 
-#if DFL_DIRECT_OC_X86
+#if DFL_X86
 // One sample: out (Cout, OH, OW) [+]= conv of the padded input xp with the blocked weights.
 // off[p]: padded-plane offset of output pixel p's first tap (P entries, then 7 repeats of the last).
 __attribute__((target("avx2,fma"))) void sample_forward(float* out, const float* xp, const float* wb, const float* bias,
@@ -134,7 +127,7 @@ __attribute__((target("avx2,fma"))) void sample_forward(float* out, const float*
 // out (B, Cout, OH, OW) [+]= conv(x (B, Cin, H, W)) under geometry g with blocked weights wb.
 void direct(float* out, const float* x, int B, const Geometry& g, const float* wb, const float* bias, bool accumulate,
             float* pads) {
-#if DFL_DIRECT_OC_X86
+#if DFL_X86
   const int P = g.P();
   std::vector<int> offsets(size_t(P) + kLanes);
   int* off = offsets.data();
@@ -163,7 +156,7 @@ size_t workspace_for(const Geometry& g) { return g.weight_floats() + g.padded_fl
 
 bool direct_oc_applies(const Conv2dShape& s) {
   const CpuFeatures& f = cpu_features();
-  return DFL_DIRECT_OC_X86 && f.avx2 && f.fma && s.groups == 1;
+  return DFL_X86 && f.avx2 && f.fma && s.groups == 1;
 }
 
 bool direct_oc_data_gradient_applies(const Conv2dShape& s) {

@@ -21,7 +21,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 #include "cpu/kernels.h"
 
 namespace dfl::cpu {

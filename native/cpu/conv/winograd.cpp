@@ -25,15 +25,8 @@
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "cpu/simd.h"
-#include "cpu/conv_internal.h"
+#include "cpu/conv/conv_internal.h"
 #include "cpu/kernels.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define DFL_WINOGRAD_X86 1
-#else
-#define DFL_WINOGRAD_X86 0
-#endif
 
 namespace dfl::cpu {
 
@@ -79,7 +72,7 @@ Geometry geometry(int B, int Cin, int Cout, int H, int W, const Blocking& blocki
   return g;
 }
 
-#if DFL_WINOGRAD_X86
+#if DFL_X86
 // G of F(4x4, 3x3) (6x3): U = G g G^T transforms a 3x3 kernel, and G^T X G brings a 6x6 weight
 // gradient back.
 constexpr float kG[6][3] = {{1.0f / 4, 0, 0},
@@ -447,7 +440,7 @@ void convolve(const Geometry& g, float* out, const float* in, const float* weigh
               bool data_gradient, bool accumulate, const Conv2dShape& s, float* workspace,
               Activation act = Activation::None) {
   DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
-#if DFL_WINOGRAD_X86
+#if DFL_X86
   transform_weights(workspace, weight, g.Cin, g.Cout, data_gradient);
   run(balanced(g), out, in, workspace, bias, accumulate, act, workspace + g.u_floats());
 #else
@@ -458,7 +451,7 @@ void convolve(const Geometry& g, float* out, const float* in, const float* weigh
 }  // namespace
 
 bool winograd_applies(const Conv2dShape& s) {
-  return DFL_WINOGRAD_X86 && cpu_features().avx2 && cpu_features().fma && s.KH == 3 && s.KW == 3 && s.stride_h == 1 &&
+  return DFL_X86 && cpu_features().avx2 && cpu_features().fma && s.KH == 3 && s.KW == 3 && s.stride_h == 1 &&
          s.stride_w == 1 && s.pad_h == 1 && s.pad_w == 1 && s.groups == 1 && s.C % 8 == 0 && s.OC % 8 == 0;
 }
 
@@ -482,7 +475,7 @@ void winograd_backward_data(float* dinp, const float* dout, const float* weight,
 void winograd_backward_weights(float* dweight, const float* dout, const float* inp, const Conv2dShape& s,
                                float* workspace) {
   DFL_CHECK(winograd_applies(s) && workspace, "conv2d: the Winograd algorithm does not apply to this shape");
-#if DFL_WINOGRAD_X86
+#if DFL_X86
   weight_gradient(dweight, dout, inp, weight_gradient_geometry(s), workspace);
 #else
   (void)dweight, (void)dout, (void)inp;
