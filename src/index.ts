@@ -19,6 +19,7 @@ export { offerToBank, teacherWeights, type BankDecision } from './train/teachers
 export type { Prediction } from './train/evaluate.js';
 export type { BankEntry, EpochRecord, TrainSummary, TestMetrics, BatchProgress } from './records.js';
 export { resolveConfig, DEFAULT_CONFIG, CONFIG_KEYS, methodUses } from './config.js';
+export { TRAIN_PRESETS, PRESET_NAMES, type PresetName, type TrainPreset } from './presets.js';
 export * from './options.js';
 export type {
   TrainConfig,

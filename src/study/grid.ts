@@ -5,6 +5,7 @@ import path from 'node:path';
 
 import { resolveConfig, resolveFields, type TrainConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
+import { TRAIN_PRESETS } from '../presets.js';
 
 export interface StudyGrid {
   name: string;
@@ -97,7 +98,7 @@ function round2Arms(cycle: number): Record<string, Partial<TrainConfig>> {
     ema: { method: 'sd', emaDecay: 0.999, emaTeacher: 'alone', ...gated },
     swa: { method: 'base', swaStart: 0.75, swaLr: 0.01 },
     pskd: { method: 'base', softTargets: 'pskd', pskdAlpha: 0.8 },
-    dlb: { method: 'base', softTargets: 'dlb', dlbTemperature: 3, dlbWeight: 1 },
+    dlb: TRAIN_PRESETS['noisy-labels'].options, // the preset is this arm, option for option
     'snapshot-restart': {
       method: 'dfl',
       schedule: 'cosine-restarts',

@@ -279,6 +279,33 @@ test('--config values are overridden by flags', () => {
   assert.equal(s.config.valSize, 0.2);
 });
 
+test('--preset noisy-labels trains the DLB recipe under the flags; an unknown preset exits 2 naming the presets', () => {
+  const out = path.join(work, 'run-preset');
+  const r = dfl(
+    'train',
+    '--data',
+    data,
+    ...small,
+    '--epochs',
+    '1',
+    '--preset',
+    'noisy-labels',
+    '--dlb-weight',
+    '0.5',
+    '--out',
+    out,
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const s = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+  assert.equal(s.config.method, 'base');
+  assert.equal(s.config.softTargets, 'dlb');
+  assert.equal(s.config.dlbTemperature, 3);
+  assert.equal(s.config.dlbWeight, 0.5); // the flag wins over the preset
+  const bad = dfl('train', '--preset', 'noisy');
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, /^dfl-native: error: Expected one of noisy-labels for --preset but received 'noisy'/);
+});
+
 test('Ctrl-C stops after the current batch, saves a checkpoint and says how to resume', async () => {
   const out = path.join(work, 'run-int');
   const child = spawn(

@@ -52,3 +52,24 @@ test('typos get the nearest option name', () => {
     (e: Error) => !/did you mean/.test(e.message),
   );
 });
+
+test('train presets resolve, later layers override them, and each is the study arm it cites', async () => {
+  const { TRAIN_PRESETS, PRESET_NAMES } = await import('../../dist/presets.js');
+  const { PRESETS: GRIDS } = await import('../../dist/study/grid.js');
+  const fs = await import('node:fs');
+  assert.deepEqual(PRESET_NAMES, ['noisy-labels']);
+  for (const name of PRESET_NAMES) {
+    const preset = TRAIN_PRESETS[name];
+    const c = resolveConfig(preset.options) as unknown as Record<string, unknown>;
+    for (const [k, v] of Object.entries(preset.options)) assert.deepEqual(c[k], v, `${name}: ${k}`);
+    assert.ok(fs.existsSync(new URL(`../../${preset.evidence}`, import.meta.url)), `${name}: ${preset.evidence}`);
+  }
+  const noisy = resolveConfig(TRAIN_PRESETS['noisy-labels'].options, { dlbWeight: 0.5 });
+  assert.equal(noisy.method, 'base');
+  assert.equal(noisy.softTargets, 'dlb');
+  assert.equal(noisy.dlbTemperature, 3);
+  assert.equal(noisy.dlbWeight, 0.5);
+  // the study measured exactly these options
+  for (const grid of ['round2', 'round2-noise', 'round2-long', 'round2-resnet'])
+    assert.deepEqual(GRIDS[grid].arms.dlb, TRAIN_PRESETS['noisy-labels'].options, grid);
+});

@@ -4,8 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 
-import type { TrainConfig } from '../../config.js';
+import { expected, type TrainConfig } from '../../config.js';
 import { EXIT, UsageError } from '../../errors.js';
+import { PRESET_NAMES, TRAIN_PRESETS, type PresetName } from '../../presets.js';
 import type { BatchProgress, EpochRecord, TrainSummary } from '../../records.js';
 import { train, type TrainOptions } from '../../train/trainer.js';
 import { jsonOption } from '../common-flags.js';
@@ -20,6 +21,7 @@ import {
 } from '../train-flags.js';
 
 export interface TrainArgs {
+  preset?: string;
   config?: string;
   resume?: string;
   allowDataChange?: boolean;
@@ -45,6 +47,12 @@ const RESUME_KEYS = ['epochs', 'threads', 'out'] as const;
 export function builder(y: Argv): Argv<TrainArgs> {
   return y
     .options(trainOptions())
+    .option('preset', {
+      type: 'string',
+      requiresArg: true,
+      group: 'Run:',
+      describe: `A named recipe, under --config and the flags (which override it): ${PRESET_NAMES.map((n) => `${n}: ${TRAIN_PRESETS[n].describe}`).join('; ')}`,
+    })
     .option('config', {
       type: 'string',
       requiresArg: true,
@@ -74,7 +82,14 @@ export function builder(y: Argv): Argv<TrainArgs> {
       'an image folder, plain training',
     )
     .example('$0 train --config exp.json --lr 0.1', 'options from a file, one overridden')
+    .example('$0 train --data ./noisy --preset noisy-labels', 'the recipe the study found to pay under label noise')
     .example('$0 train --resume runs/2026-11-29_10-00-00', 'continue an interrupted run') as unknown as Argv<TrainArgs>;
+}
+
+/** The option layer of --preset NAME (a usage error naming the presets for an unknown one). */
+function presetOptions(name: string): Partial<TrainConfig> {
+  if (!(PRESET_NAMES as string[]).includes(name)) throw expected(`one of ${PRESET_NAMES.join(', ')}`, '--preset', name);
+  return TRAIN_PRESETS[name as PresetName].options;
 }
 
 function buildOptions(argv: TrainArgs, signal: AbortSignal): { options: TrainOptions; outDir: string | undefined } {
@@ -84,6 +99,7 @@ function buildOptions(argv: TrainArgs, signal: AbortSignal): { options: TrainOpt
       throw new UsageError(`--resume ${argv.resume}: no such folder; give a run folder written by dfl-native train`);
     const ignored = Object.keys(flags).filter((k) => !(RESUME_KEYS as readonly string[]).includes(k));
     if (argv.config) ignored.push('config');
+    if (argv.preset !== undefined) ignored.push('preset');
     if (ignored.length)
       throw new UsageError(
         `--resume continues with the run's saved options; drop ${ignored.map((k) => `--${kebab(k)}`).join(', ')} (only --epochs, --threads and --out may change)`,
@@ -93,7 +109,9 @@ function buildOptions(argv: TrainArgs, signal: AbortSignal): { options: TrainOpt
     return { options, outDir: flags.out };
   }
   if (argv.allowDataChange) throw new UsageError('--allow-data-change applies to --resume only');
-  const fileLayer = argv.config ? readConfigFile(argv.config) : undefined;
+  const preset = argv.preset !== undefined ? presetOptions(argv.preset) : undefined;
+  const fileLayer =
+    argv.config || preset ? { ...preset, ...(argv.config ? readConfigFile(argv.config) : {}) } : undefined;
   const hasOut = flags.out !== undefined || (fileLayer && fileLayer.out !== undefined);
   const config = resolveTrainConfig(fileLayer, flags, argv.config, hasOut ? undefined : { out: defaultOutDir() });
   if (config.data !== undefined && config.data !== 'sample' && !fs.existsSync(config.data))
