@@ -200,7 +200,9 @@ struct Avx2Rows {
 // Per output element the same sums in the same order as row_chunk (zero, then one FMA per input
 // channel and tap, then + base and the activation), so both forms give bitwise-identical results;
 // only the blocking differs. A row of 8 (or a row's last 8) runs one vector under a mask, which
-// neither reads nor writes the lanes past it.
+// neither reads nor writes the lanes past it. A second body rather than one template over the
+// vector type: a function's target attribute cannot depend on a template parameter, and the AVX2
+// form must not be compiled with AVX-512 enabled (it would run on CPUs without it).
 __attribute__((target("avx512f"))) inline __m512 activate16(__m512 v, Activation act) {
   if (act == Activation::None) return v;
   const __m512 zero = _mm512_setzero_ps();
